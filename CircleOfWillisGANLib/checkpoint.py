@@ -1,0 +1,150 @@
+"""The native checkpoint: one safetensors file holding weights, w_avg, latent directions and JSON metadata.
+
+Loading never executes code from the file, verifies a sha256 over every tensor and the metadata, and turns
+truncated, corrupt, tampered or foreign files into one CheckpointError that says what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Union
+
+import torch
+
+from . import __version__
+from .architecture import Architecture
+from .errors import CheckpointError, InputError, OutputError
+
+FORMAT = "cowgan-generator"
+FORMAT_VERSION = 1
+METADATA_KEY = "cowgan"
+CHECKSUM_KEY = "sha256"
+W_AVG_KEY = "w_avg"
+DIRECTION_PREFIX = "directions."
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """What a native checkpoint holds, in memory."""
+
+    architecture: Architecture
+    state_dict: Dict[str, torch.Tensor]
+    w_avg: torch.Tensor
+    metadata: Dict[str, Any]
+    directions: Dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    sha256: str = ""
+
+
+def content_sha256(tensors: Mapping[str, torch.Tensor], metadata_json: str) -> str:
+    """Checksum over the metadata text and every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256(metadata_json.encode("utf-8"))
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def file_sha256(path: PathLike) -> str:
+    """sha256 of a file's bytes (what sidecars record to identify the model)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: PathLike, ckpt: Checkpoint) -> str:
+    """Write `ckpt` atomically (temporary file, then rename) and return its content sha256."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors: Dict[str, torch.Tensor] = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
+    if W_AVG_KEY in tensors or any(k.startswith(DIRECTION_PREFIX) for k in tensors):
+        raise InputError(f"state_dict keys may not be named {W_AVG_KEY!r} or start with {DIRECTION_PREFIX!r}")
+    tensors[W_AVG_KEY] = ckpt.w_avg.detach().float().cpu().contiguous()
+    for name, direction in ckpt.directions.items():
+        tensors[DIRECTION_PREFIX + name] = direction.detach().float().cpu().contiguous()
+    metadata = dict(ckpt.metadata)
+    metadata.update(format=FORMAT, format_version=FORMAT_VERSION, architecture=ckpt.architecture.to_dict())
+    metadata.setdefault("software_version", __version__)
+    metadata_json = json.dumps(metadata, sort_keys=True)
+    checksum = content_sha256(tensors, metadata_json)
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: metadata_json, CHECKSUM_KEY: checksum})
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable location") from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    ckpt.sha256 = checksum
+    ckpt.metadata = metadata
+    return checksum
+
+
+def _foreign_format_hint(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK\x03\x04") or head[:2] == b"\x80\x02":
+        return ("it is a PyTorch pickle (.pt), not a native checkpoint: convert a reference checkpoint with "
+                "`cowgan import-reference MODEL.pt --out MODEL.safetensors`")
+    if len(head) < 8:
+        return "the file is empty or truncated: re-download or re-export it"
+    return "it is not a CircleOfWillisGAN safetensors checkpoint: pass a file written by `cowgan export` or `cowgan import-reference`"
+
+
+def load_checkpoint(path: PathLike) -> Checkpoint:
+    """Read and verify a native checkpoint; raise CheckpointError naming the problem and the fix."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file {path} does not exist: check the path, or use --model demo")
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+        if header_len <= 0 or header_len > size - 8:
+            raise CheckpointError(f"cannot read model {path}: {_foreign_format_hint(path)}")
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        hint = _foreign_format_hint(path)
+        if "PyTorch" not in hint and "not a" not in hint:
+            hint = "the file is truncated or corrupt: re-download or re-export it"
+        raise CheckpointError(f"cannot read model {path} ({str(exc).splitlines()[0]}): {hint}") from exc
+    if METADATA_KEY not in header or CHECKSUM_KEY not in header:
+        raise CheckpointError(f"cannot read model {path}: {_foreign_format_hint(path)}")
+    try:
+        metadata = json.loads(header[METADATA_KEY])
+        architecture = Architecture.from_dict(metadata["architecture"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"model {path} has unreadable metadata ({exc}): re-export it") from exc
+    if metadata.get("format") != FORMAT or int(metadata.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"model {path} is format {metadata.get('format')!r} v{metadata.get('format_version')}, this software "
+            f"reads {FORMAT!r} up to v{FORMAT_VERSION}: upgrade CircleOfWillisGAN"
+        )
+    checksum = content_sha256(tensors, header[METADATA_KEY])
+    if checksum != header[CHECKSUM_KEY]:
+        raise CheckpointError(
+            f"model {path} failed its sha256 check (modified or damaged since it was written): re-download or re-export it"
+        )
+    if W_AVG_KEY not in tensors:
+        raise CheckpointError(f"model {path} has no {W_AVG_KEY!r} tensor: re-export it")
+    w_avg = tensors.pop(W_AVG_KEY)
+    directions = {k[len(DIRECTION_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(DIRECTION_PREFIX)}
+    return Checkpoint(architecture, tensors, w_avg, metadata, directions, checksum)
+

@@ -1,0 +1,202 @@
+"""The stable generation API that the Slicer module, the CLI, training and evaluation build on."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .architecture import Architecture, preset
+from .checkpoint import Checkpoint, load_checkpoint
+from .errors import InputError
+from .generator_model import GeneratorModel, init_weights
+from .latents import check_seed, truncate, z_from_seeds
+from .networks.noise import check_noise, noise_from_seeds
+from .precision import resolve_device, resolve_precision
+from .resources import demo_model_path
+from .volume_io import DEFAULT_SPACING_MM, default_affine
+
+log = logging.getLogger(__name__)
+MAX_PSI = 2.0
+StyleMix = Tuple[Union[Sequence[int], torch.Tensor], int]
+
+
+class CoWGenerator:
+    """A loaded generator: seeds, z or w in; (N, D, H, W) float32 volumes in [0, 1] out."""
+
+    def __init__(self, ckpt: Checkpoint, device: str = "auto", source: str = "") -> None:
+        self.checkpoint = ckpt
+        self.source = source
+        self.device = resolve_device(device)
+        self.model = GeneratorModel(ckpt.architecture)
+        self.model.load_state_dict(ckpt.state_dict)
+        self.model.eval().requires_grad_(False).to(self.device)
+        self.w_avg = ckpt.w_avg.float().to(self.device)
+
+    @property
+    def arch(self) -> Architecture:
+        return self.checkpoint.architecture
+
+    @property
+    def metadata(self) -> Dict[str, Any]:
+        return self.checkpoint.metadata
+
+    @property
+    def num_ws(self) -> int:
+        """Number of per-block w vectors (the style layers that mixing and w+ address)."""
+        return self.model.synthesis.num_ws
+
+    @property
+    def affine(self) -> np.ndarray:
+        """Voxel-to-RAS affine of generated volumes (NIfTI axes (H, W, D)), from the model's metadata."""
+        data = self.metadata.get("data", {})
+        if "affine" in data:
+            return np.asarray(data["affine"], dtype=float)
+        return default_affine(self.arch.output_shape, data.get("spacing_mm", DEFAULT_SPACING_MM))
+
+    @property
+    def directions(self) -> Dict[str, torch.Tensor]:
+        return self.checkpoint.directions
+
+    def z_from_seeds(self, seeds: Sequence[int]) -> torch.Tensor:
+        """Latent z for each seed (platform independent)."""
+        return z_from_seeds(seeds, self.arch.latent_dim)
+
+    @torch.no_grad()
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        """z (N, latent_dim) -> w (N, latent_dim), on the CPU in float32."""
+        z = torch.as_tensor(z, dtype=torch.float32)
+        if z.ndim != 2 or z.shape[1] != self.arch.latent_dim:
+            raise InputError(f"z must have shape (N, {self.arch.latent_dim}), got {tuple(z.shape)}")
+        _check_finite(z, "z")
+        return self.model.mapping(z.to(self.device)).float().cpu()
+
+    def broadcast_w(self, w: torch.Tensor) -> torch.Tensor:
+        """(N, latent) or (N, num_ws, latent) -> (N, num_ws, latent)."""
+        w = torch.as_tensor(w, dtype=torch.float32)
+        if w.ndim == 2 and w.shape[1] == self.arch.latent_dim:
+            return w[:, None, :].expand(-1, self.num_ws, -1).clone()
+        if w.ndim == 3 and w.shape[1:] == (self.num_ws, self.arch.latent_dim):
+            return w.clone()
+        raise InputError(f"w must have shape (N, {self.arch.latent_dim}) or (N, {self.num_ws}, {self.arch.latent_dim}), "
+                         f"got {tuple(w.shape)}")
+
+    def noise(self, noise_seeds: Sequence[int]) -> torch.Tensor:
+        """The noise input for each noise seed, in the model's convention."""
+        return noise_from_seeds(self.arch, [check_seed(s) for s in noise_seeds])
+
+    @torch.no_grad()
+    def synthesize(self, w: torch.Tensor, noise: Optional[torch.Tensor] = None, noise_seed: Any = None,
+                   precision: str = "auto", batch_size: Optional[int] = None) -> torch.Tensor:
+        """w (N, latent) or (N, num_ws, latent) -> unclamped (N, D, H, W) float32 on the CPU."""
+        ws = self.broadcast_w(w)
+        _check_finite(ws, "w")
+        n = ws.shape[0]
+        if noise is None:
+            noise = self.noise(_noise_seeds(noise_seed, n, range(n)))
+        noise = check_noise(self.arch, noise, n)
+        dtype, channels_last = resolve_precision(precision, self.device)
+        batch_size = batch_size or (8 if self.device.type == "cuda" else 1)
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        out = []
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            image = self.model.synthesis(ws[sl].to(self.device), noise[sl].to(self.device), dtype, channels_last)
+            out.append(image[:, 0].float().cpu())
+        return torch.cat(out)
+
+    def generate(self, seeds: Optional[Sequence[int]] = None, z: Optional[torch.Tensor] = None,
+                 w: Optional[torch.Tensor] = None, psi: float = 1.0, noise_seed: Any = None,
+                 noise: Optional[torch.Tensor] = None, style_mix: Optional[StyleMix] = None,
+                 precision: str = "auto", batch_size: Optional[int] = None) -> np.ndarray:
+        """Volumes (N, D, H, W) float32 in [0, 1] from exactly one of seeds, z or w.
+
+        psi truncates towards w_avg; noise_seed (one int, or one per sample) defaults to each seed;
+        style_mix = (seeds or w of a second source, crossover block) takes blocks >= crossover from it.
+        """
+        ws = self.styles(seeds=seeds, z=z, w=w, psi=psi, style_mix=style_mix)
+        default_noise = list(seeds) if seeds is not None else range(ws.shape[0])
+        if noise is None:
+            noise = self.noise(_noise_seeds(noise_seed, ws.shape[0], default_noise))
+        raw = self.synthesize(ws, noise=noise, precision=precision, batch_size=batch_size)
+        return raw.clamp_(0.0, 1.0).numpy()
+
+    def styles(self, seeds: Optional[Sequence[int]] = None, z: Optional[torch.Tensor] = None,
+               w: Optional[torch.Tensor] = None, psi: float = 1.0, style_mix: Optional[StyleMix] = None) -> torch.Tensor:
+        """The per-block w (N, num_ws, latent) that `generate` would synthesise, after truncation and mixing."""
+        if sum(x is not None for x in (seeds, z, w)) != 1:
+            raise InputError("pass exactly one of seeds, z or w")
+        psi = check_psi(psi)
+        if seeds is not None:
+            z = self.z_from_seeds(list(seeds))
+        ws = self.broadcast_w(self.mapping(z) if z is not None else w)
+        if style_mix is not None:
+            ws = self._mix(ws, *style_mix)
+        return truncate(ws, self.w_avg.cpu(), psi)
+
+    def _mix(self, ws: torch.Tensor, other: Union[Sequence[int], torch.Tensor], crossover: int) -> torch.Tensor:
+        if not 0 < int(crossover) < self.num_ws:
+            raise InputError(f"style-mixing crossover must be between 1 and {self.num_ws - 1}, got {crossover}")
+        if isinstance(other, torch.Tensor):
+            other_ws = self.broadcast_w(other)
+        else:
+            other_ws = self.broadcast_w(self.mapping(self.z_from_seeds(list(other))))
+        if other_ws.shape[0] == 1:
+            other_ws = other_ws.expand(ws.shape[0], -1, -1)
+        if other_ws.shape[0] != ws.shape[0]:
+            raise InputError(f"style mixing needs one second source or one per sample ({ws.shape[0]}), got {other_ws.shape[0]}")
+        ws = ws.clone()
+        ws[:, int(crossover):] = other_ws[:, int(crossover):]
+        return ws
+
+
+def check_psi(psi: float) -> float:
+    """Validate the truncation psi (0 = the average volume, 1 = no truncation)."""
+    try:
+        value = float(psi)
+    except (TypeError, ValueError):
+        raise InputError(f"psi {psi!r} is not a number: use a value from 0 to {MAX_PSI}") from None
+    if not 0.0 <= value <= MAX_PSI:
+        raise InputError(f"psi {psi} is out of range: use a value from 0 to {MAX_PSI} (1 = no truncation)")
+    return value
+
+
+def _noise_seeds(noise_seed: Any, n: int, default: Sequence[int]) -> Sequence[int]:
+    if noise_seed is None:
+        return list(default)
+    if isinstance(noise_seed, (int, np.integer)) and not isinstance(noise_seed, bool):
+        return [int(noise_seed)] * n
+    seeds = list(noise_seed)
+    if len(seeds) != n:
+        raise InputError(f"got {len(seeds)} noise seeds for {n} volumes: pass one, or one per volume")
+    return seeds
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(t).all():
+        raise InputError(f"{name} contains NaN or infinite values: pass finite numbers")
+
+
+def load_generator(path: Union[str, Path] = "demo", device: str = "auto") -> CoWGenerator:
+    """Load a native checkpoint, the bundled demo model ("demo"), or a reference model_N.pt (converted in memory)."""
+    if str(path) == "demo":
+        path = demo_model_path()
+    path = Path(path)
+    if path.suffix == ".pt":
+        from .reference_import import import_reference
+
+        log.info("converting reference checkpoint %s in memory; save it with `cowgan import-reference`", path)
+        return CoWGenerator(import_reference(str(path)), device, source=str(path))
+    return CoWGenerator(load_checkpoint(path), device, source=str(path))
+
+
+def build_generator(preset_name: str = "paper", seed: int = 0, device: str = "auto") -> CoWGenerator:
+    """A generator with random weights of a named preset, for benchmarks and tests."""
+    arch = preset(preset_name)
+    model = init_weights(GeneratorModel(arch), seed)
+    ckpt = Checkpoint(arch, model.state_dict(), model.mean_w(num_samples=2000), {"name": f"random {preset_name}"})
+    return CoWGenerator(ckpt, device, source=f"random:{preset_name}")

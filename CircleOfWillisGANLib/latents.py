@@ -1,0 +1,72 @@
+"""Latent codes: z from seeds (identical on every platform), interpolation, truncation, seed ranges."""
+
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int) -> int:
+    """Return `seed` as an int in [0, 2^32 - 1] or raise an InputError."""
+    if isinstance(seed, (bool, float)) or not isinstance(seed, (int, np.integer)):
+        raise InputError(f"seed {seed!r} is not an integer: use whole numbers from 0 to {MAX_SEED}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise InputError(f"seed {seed} is out of range: use whole numbers from 0 to {MAX_SEED}")
+    return int(seed)
+
+
+def parse_seeds(text: str) -> List[int]:
+    """Parse '1-8', '3,5,9' or '1-4,10' into a list of seeds."""
+    seeds: List[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            if sep:
+                a, b = int(lo), int(hi)
+                if b < a:
+                    raise ValueError
+                seeds.extend(range(a, b + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise InputError(f"cannot read seeds {text!r}: write them like 1-8, 3,5,9 or 1-4,10") from None
+    if not seeds:
+        raise InputError(f"no seeds in {text!r}: write them like 1-8, 3,5,9 or 1-4,10")
+    return [check_seed(s) for s in seeds]
+
+
+def z_from_seeds(seeds: Sequence[int], latent_dim: int) -> torch.Tensor:
+    """One standard-normal z per seed from NumPy's PCG64 stream: the same numbers on every platform."""
+    rows = [np.random.Generator(np.random.PCG64(check_seed(s))).standard_normal(latent_dim) for s in seeds]
+    return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between latent rows a and b (falls back to lerp when they are parallel)."""
+    a_n = a / a.norm(dim=-1, keepdim=True)
+    b_n = b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1.0, 1.0))
+    so = torch.sin(omega)
+    safe = so.abs() > 1e-6
+    ratio_a = torch.where(safe, torch.sin((1.0 - t) * omega) / torch.where(safe, so, torch.ones_like(so)), torch.full_like(so, 1.0 - t))
+    ratio_b = torch.where(safe, torch.sin(t * omega) / torch.where(safe, so, torch.ones_like(so)), torch.full_like(so, t))
+    return ratio_a * a + ratio_b * b
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Linear interpolation (the right path in W, whose distribution is not spherical)."""
+    return a + (b - a) * t
+
+
+def truncate(w: torch.Tensor, w_avg: torch.Tensor, psi: float) -> torch.Tensor:
+    """w' = w_avg + psi (w - w_avg): psi < 1 trades diversity for typicality."""
+    return w_avg + psi * (w - w_avg)

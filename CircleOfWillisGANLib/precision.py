@@ -1,0 +1,49 @@
+"""Choosing the device and the arithmetic that generation runs in."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+from .errors import InputError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is an InputError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}: use cpu, cuda or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but PyTorch sees no CUDA GPU: use --device cpu or auto")
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"unsupported device {device!r}: use cpu, cuda or auto")
+    return dev
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when oneDNN runs bfloat16 convolutions natively (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> Tuple[torch.dtype, bool]:
+    """Compute dtype and whether to use the channels-last-3d layout for `precision` on `device`."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if cpu_has_fast_bf16() else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise InputError("fp16 is for CUDA GPUs; on the CPU use bf16 or fp32")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return dtype, dtype != torch.float32 or device.type == "cuda"

@@ -1,0 +1,144 @@
+"""Exact import of checkpoints written by the published CoW 3D StyleGAN (claim-berlin, lucidrains-style).
+
+The EMA networks (SE, GE) are what the reference generates with; they are renamed to this project's keys,
+fmap_max and latent_dim are inferred from tensor shapes, and the result uses the reference noise convention.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+from .architecture import Architecture
+from .checkpoint import Checkpoint, file_sha256
+from .errors import CheckpointError
+from .generator_model import GeneratorModel
+from .volume_io import DEFAULT_SPACING_MM, default_affine
+
+REFERENCE_DEPTH = 32  # the reference hard-codes 32 slices
+UNSUPPORTED_OPTIONS = ("transparent", "fq_layers", "attn_layers", "no_const")
+
+
+def read_reference_config(model_path: Path, config_path: Optional[Path]) -> Dict[str, Any]:
+    """The run's .config.json (next to model_N.pt unless given); {} when there is none."""
+    path = config_path or model_path.with_name(".config.json")
+    if not path.is_file():
+        if config_path is not None:
+            raise CheckpointError(f"config file {config_path} does not exist: pass the run's .config.json")
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"config {path} is not valid JSON ({exc}): pass the run's .config.json") from exc
+
+
+def _load_state(path: Path) -> Dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"reference checkpoint {path} does not exist: pass models/NAME/model_N.pt")
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"cannot read reference checkpoint {path} ({first}): it is truncated, corrupt or not a PyTorch "
+            "checkpoint; copy it again from the reference run's models/NAME/ folder"
+        ) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("GAN"), dict):
+        raise CheckpointError(f"{path} is not a reference checkpoint (no 'GAN' state dict): pass models/NAME/model_N.pt")
+    return data["GAN"]
+
+
+def _take(state: Dict[str, torch.Tensor], key: str, shape: Sequence[int]) -> torch.Tensor:
+    if key not in state:
+        raise CheckpointError(f"reference checkpoint lacks {key}: it is incomplete or from another architecture")
+    tensor = state[key]
+    if tuple(tensor.shape) != tuple(shape):
+        raise CheckpointError(f"reference tensor {key} has shape {tuple(tensor.shape)}, expected {tuple(shape)}")
+    if not torch.isfinite(tensor).all():
+        raise CheckpointError(f"reference tensor {key} contains NaN or Inf: the checkpoint is damaged")
+    return tensor.float()
+
+
+def infer_architecture(state: Dict[str, torch.Tensor], config: Dict[str, Any]) -> Architecture:
+    """Rebuild the reference's architecture from tensor shapes, cross-checked against .config.json."""
+    for option in UNSUPPORTED_OPTIONS:
+        if config.get(option):
+            raise CheckpointError(f"reference option {option}={config[option]!r} is not supported: only the published configuration imports")
+    mapping_keys = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"SE\.net\.(\d+)\.weight", k)))
+    block_keys = {int(m.group(1)) for k in state if (m := re.fullmatch(r"GE\.blocks\.(\d+)\.conv1\.weight", k))}
+    if not mapping_keys or not block_keys:
+        raise CheckpointError("reference checkpoint has no EMA networks (SE, GE): pass a checkpoint saved by the reference trainer")
+    latent_dim = state["SE.net.0.weight"].shape[1]
+    num_blocks = max(block_keys) + 1
+    image_size = 2 ** (num_blocks + 1)
+    if config.get("image_size", image_size) != image_size:
+        raise CheckpointError(f".config.json says image_size {config['image_size']} but the checkpoint has {num_blocks} blocks ({image_size})")
+    last_channels = state[f"GE.blocks.{num_blocks - 1}.conv1.weight"].shape[0]
+    capacity = int(config.get("network_capacity", last_channels // 2))
+    g_channels = [state[f"GE.blocks.{i}.conv1.weight"].shape[0] for i in range(num_blocks)]
+    d_channels = [v.shape[0] for k, v in state.items() if re.fullmatch(r"D\.blocks\.\d+\.conv_res\.weight", k)]
+    fmap_max = max(g_channels + d_channels)
+    arch = Architecture(latent_dim=latent_dim, mapping_layers=len(mapping_keys), mapping_lr_mul=float(config.get("lr_mlp", 0.1)),
+                        network_capacity=capacity, fmap_max=fmap_max, output_shape=(REFERENCE_DEPTH, image_size, image_size),
+                        noise_mode="reference")
+    if arch.generator_channels() != g_channels:
+        raise CheckpointError(f"generator channels {g_channels} do not follow the reference rule for capacity {capacity}: "
+                              "check network_capacity in .config.json")
+    return arch
+
+
+def convert_state(state: Dict[str, torch.Tensor], arch: Architecture) -> Dict[str, torch.Tensor]:
+    """Rename and reshape the reference's SE/GE tensors into this project's GeneratorModel keys."""
+    target = GeneratorModel(arch).state_dict()
+    out: Dict[str, torch.Tensor] = {}
+    for i in range(arch.mapping_layers):
+        for p in ("weight", "bias"):
+            key = f"mapping.layers.{i}.{p}"
+            out[key] = _take(state, f"SE.net.{2 * i}.{p}", target[key].shape)
+    out["synthesis.const"] = _take(state, "GE.initial_block", target["synthesis.const"].shape)
+    for p in ("weight", "bias"):
+        out[f"synthesis.input_conv.{p}"] = _take(state, f"GE.initial_conv.{p}", target[f"synthesis.input_conv.{p}"].shape)
+    for i in range(arch.num_blocks):
+        src, dst = f"GE.blocks.{i}", f"synthesis.blocks.{i}"
+        pairs = {
+            "conv1.weight": "conv1.weight", "to_style1.weight": "conv1.affine.weight", "to_style1.bias": "conv1.affine.bias",
+            "conv2.weight": "conv2.weight", "to_style2.weight": "conv2.affine.weight", "to_style2.bias": "conv2.affine.bias",
+            "to_noise1.bias": "noise1.bias", "to_noise2.bias": "noise2.bias",
+            "to_grayscale.conv.weight": "to_image.weight", "to_grayscale.to_style.weight": "to_image.affine.weight",
+            "to_grayscale.to_style.bias": "to_image.affine.bias",
+        }
+        for s, d in pairs.items():
+            out[f"{dst}.{d}"] = _take(state, f"{src}.{s}", target[f"{dst}.{d}"].shape)
+        for n in (1, 2):
+            channels = target[f"{dst}.noise{n}.weight"].shape[0]
+            out[f"{dst}.noise{n}.weight"] = _take(state, f"{src}.to_noise{n}.weight", (channels, 1))[:, 0].clone()
+        blur_key = f"{src}.to_grayscale.upsample.1.f"
+        if i < arch.num_blocks - 1 and blur_key in state and not torch.equal(state[blur_key].float(), torch.tensor([1.0, 2.0, 1.0])):
+            raise CheckpointError(f"{blur_key} is {state[blur_key].tolist()}, not the [1, 2, 1] blur this importer implements")
+    return out
+
+
+def import_reference(model_path: str, config_path: Optional[str] = None,
+                     spacing_mm: Sequence[float] = DEFAULT_SPACING_MM) -> Checkpoint:
+    """Convert a reference `model_N.pt` (+ .config.json) into a native Checkpoint (EMA networks, w_avg)."""
+    path = Path(model_path)
+    config = read_reference_config(path, Path(config_path) if config_path else None)
+    state = _load_state(path)
+    arch = infer_architecture(state, config)
+    model = GeneratorModel(arch)
+    model.load_state_dict(convert_state(state, arch))
+    step = re.fullmatch(r"model_(\d+)\.pt", path.name)
+    metadata = {
+        "name": path.parent.name or path.stem,
+        "data": {"affine": default_affine(arch.output_shape, spacing_mm).tolist(), "spacing_mm": list(spacing_mm),
+                 "orientation": "RAS", "normalisation": "per-volume min-max to [0, 1]"},
+        "w_avg": {"networks": "EMA mapping (SE)", "num_samples": 10_000, "seed": 0},
+        "provenance": {"source": "reference checkpoint (claim-berlin 3D StyleGAN)", "file": path.name,
+                       "file_sha256": file_sha256(path), "checkpoint_number": int(step.group(1)) if step else None,
+                       "reference_config": config},
+    }
+    return Checkpoint(arch, model.state_dict(), model.mean_w(), metadata)

@@ -1,0 +1,29 @@
+"""Where bundled files live, in a repository checkout, an installed Slicer extension or a pip install."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List
+
+from .errors import CheckpointError
+
+DEMO_MODEL_NAME = "demo.safetensors"
+
+
+def resource_dirs() -> List[Path]:
+    """Candidate Resources/ folders: $COWGAN_RESOURCES, then beside the library (checkout or extension)."""
+    lib = Path(__file__).resolve().parent
+    dirs = [Path(os.environ["COWGAN_RESOURCES"])] if os.environ.get("COWGAN_RESOURCES") else []
+    dirs += [lib.parent / "Resources", lib / "Resources", lib.parent / "CircleOfWillisGAN" / "Resources"]
+    return dirs
+
+
+def demo_model_path() -> Path:
+    """The bundled demo model, or a CheckpointError saying where it was looked for."""
+    for d in resource_dirs():
+        candidate = d / "Models" / DEMO_MODEL_NAME
+        if candidate.is_file():
+            return candidate
+    looked = ", ".join(str(d / "Models") for d in resource_dirs())
+    raise CheckpointError(f"the demo model {DEMO_MODEL_NAME} is not bundled (looked in {looked}): pass --model PATH")
