@@ -2,7 +2,7 @@
 
 Arrays in memory are (D, H, W): D axial slices of H x W voxels, as the networks produce them. On disk the
 NIfTI array is (H, W, D), the order the reference writes, with an affine mapping voxel (i, j, k) = (h, w, d)
-to RAS millimetres: i runs right-to-left (x), j posterior-to-anterior (y), k inferior-to-superior (z).
+to RAS millimetres: i runs towards the subject's right (x), j towards anterior (y), k towards superior (z).
 """
 
 from __future__ import annotations

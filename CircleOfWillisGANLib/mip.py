@@ -1,0 +1,115 @@
+"""Maximum intensity projections (MIPs) as pictures: one volume's three views, contact sheets, GIFs.
+
+Views follow radiological display: axial seen from below (patient's right on the left, anterior up),
+coronal seen from the front (right on the left, superior up), sagittal with anterior on the left.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import InputError
+from .volume_io import atomic_write
+
+VIEWS = ("axial", "coronal", "sagittal")
+GAP = 4
+
+
+def mip(volume_dhw: np.ndarray, view: str) -> np.ndarray:
+    """The maximum intensity projection of a (D, H, W) volume along `view`, oriented for display."""
+    v = np.asarray(volume_dhw, dtype=np.float32)
+    if v.ndim != 3:
+        raise InputError(f"a MIP needs a 3D (D, H, W) volume, got shape {v.shape}")
+    if view == "axial":
+        return v.max(axis=0).T[::-1, ::-1]
+    if view == "coronal":
+        return v.max(axis=2)[::-1, ::-1]
+    if view == "sagittal":
+        return v.max(axis=1)[::-1, ::-1]
+    raise InputError(f"unknown view {view!r}: use one of {', '.join(VIEWS)}")
+
+
+def _to_uint8(image: np.ndarray, window: Tuple[float, float]) -> np.ndarray:
+    lo, hi = window
+    scaled = (np.nan_to_num(image) - lo) / max(hi - lo, 1e-12)
+    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _resize(image: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    if image.shape == tuple(size_hw):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size_hw[1], size_hw[0]), Image.BILINEAR))
+
+
+def mip_panel(volume_dhw: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0), scale: float = 2.0,
+              window: Tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Axial MIP on the left, coronal above sagittal on the right, as one uint8 grey image.
+
+    `spacing_mm` is (x, y, z) = NIfTI (i, j, k) spacing, so anisotropic voxels are shown at true proportions.
+    """
+    sx, sy, sz = (float(s) for s in spacing_mm)
+    base = min(sx, sy, sz)
+    d, h, w = np.asarray(volume_dhw).shape
+
+    def size(rows_mm: float, cols_mm: float) -> Tuple[int, int]:
+        return max(1, round(rows_mm / base * scale)), max(1, round(cols_mm / base * scale))
+
+    axial = _resize(_to_uint8(mip(volume_dhw, "axial"), window), size(w * sy, h * sx))
+    coronal = _resize(_to_uint8(mip(volume_dhw, "coronal"), window), size(d * sz, h * sx))
+    sagittal = _resize(_to_uint8(mip(volume_dhw, "sagittal"), window), size(d * sz, w * sy))
+    right_w = max(coronal.shape[1], sagittal.shape[1])
+    right_h = coronal.shape[0] + GAP + sagittal.shape[0]
+    height = max(axial.shape[0], right_h)
+    panel = np.zeros((height, axial.shape[1] + GAP + right_w), dtype=np.uint8)
+    panel[: axial.shape[0], : axial.shape[1]] = axial
+    x0 = axial.shape[1] + GAP
+    panel[: coronal.shape[0], x0: x0 + coronal.shape[1]] = coronal
+    y0 = coronal.shape[0] + GAP
+    panel[y0: y0 + sagittal.shape[0], x0: x0 + sagittal.shape[1]] = sagittal
+    return panel
+
+
+def contact_sheet(images: Sequence[np.ndarray], columns: int = 4, captions: Optional[Sequence[str]] = None) -> np.ndarray:
+    """Tile equally sized uint8 images in a grid, with an optional caption under each."""
+    if not images:
+        raise InputError("a contact sheet needs at least one image")
+    from PIL import Image, ImageDraw
+
+    h = max(i.shape[0] for i in images)
+    w = max(i.shape[1] for i in images)
+    caption_h = 14 if captions else 0
+    columns = max(1, min(columns, len(images)))
+    rows = (len(images) + columns - 1) // columns
+    sheet = Image.new("L", (columns * (w + GAP) - GAP, rows * (h + caption_h + GAP) - GAP), 0)
+    draw = ImageDraw.Draw(sheet)
+    for k, image in enumerate(images):
+        r, c = divmod(k, columns)
+        x, y = c * (w + GAP), r * (h + caption_h + GAP)
+        sheet.paste(Image.fromarray(np.asarray(image, dtype=np.uint8)), (x, y))
+        if captions:
+            draw.text((x + 2, y + h + 1), str(captions[k]), fill=220)
+    return np.asarray(sheet)
+
+
+def save_png(path: Union[str, Path], image: np.ndarray) -> Path:
+    """Write a uint8 grey or RGB image as PNG, atomically."""
+    from PIL import Image
+
+    return atomic_write(path, lambda tmp: Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG"))
+
+
+def save_gif(path: Union[str, Path], frames: List[np.ndarray], fps: float = 10.0) -> Path:
+    """Write uint8 frames as a looping animated GIF, atomically."""
+    from PIL import Image
+
+    if not frames:
+        raise InputError("a GIF needs at least one frame")
+    pictures = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+    duration = max(20, int(round(1000.0 / fps)))
+    return atomic_write(path, lambda tmp: pictures[0].save(tmp, format="GIF", save_all=True,
+                                                           append_images=pictures[1:], duration=duration, loop=0))

@@ -1,0 +1,1 @@
+"""The `cowgan` command line: thin subcommands over CircleOfWillisGANLib and the training package."""
