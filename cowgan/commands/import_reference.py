@@ -1,6 +1,41 @@
-"""`cowgan import-reference`: volumes, sidecars, MIPs and surfaces from a model."""
+"""`cowgan import-reference`: convert a published-reference checkpoint into a native model file."""
+
 from __future__ import annotations
 
+import argparse
+from typing import Any
 
-def register(subparsers) -> None:
-    subparsers.add_parser("import-reference", help="generate volumes from a model")
+from CircleOfWillisGANLib.checkpoint import save_checkpoint
+from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.export import prepare_output_dir
+from CircleOfWillisGANLib.reference_import import import_reference
+from CircleOfWillisGANLib.volume_io import DEFAULT_SPACING_MM
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("import-reference", help="convert a reference models/NAME/model_N.pt to .safetensors",
+                              description="Convert a checkpoint of the published CoW 3D StyleGAN (EMA networks) "
+                                          "into this project's safetensors format, exactly.")
+    p.add_argument("checkpoint", help="models/NAME/model_N.pt written by the reference trainer")
+    p.add_argument("--config", default=None, help="the run's .config.json (default: beside the checkpoint)")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--spacing", type=float, nargs=3, default=list(DEFAULT_SPACING_MM), metavar=("X", "Y", "Z"),
+                   help="voxel spacing in mm of the training crop (default 0.62 0.62 0.62)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out if str(args.out).endswith(".safetensors") else None
+    if out is None:
+        raise InputError(f"--out {args.out} must end in .safetensors")
+    if any(s <= 0 for s in args.spacing):
+        raise InputError(f"--spacing must be positive millimetres, got {args.spacing}")
+    from pathlib import Path
+
+    prepare_output_dir(Path(out).resolve().parent)
+    ckpt = import_reference(args.checkpoint, args.config, spacing_mm=args.spacing)
+    checksum = save_checkpoint(out, ckpt)
+    a = ckpt.architecture
+    print(f"wrote {out}: latent_dim {a.latent_dim}, channels {a.generator_channels()}, output {a.output_shape}, "
+          f"reference noise; sha256 {checksum[:16]}...")
+    return 0
