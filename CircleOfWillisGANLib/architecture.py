@@ -108,3 +108,14 @@ def preset(name: str) -> Architecture:
         return PRESETS[name]
     except KeyError:
         raise InputError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}") from None
+
+
+def synthesis_flops(arch: Architecture) -> int:
+    """Floating-point operations (2 per multiply-add) of one synthesis pass for one volume, convolutions only."""
+    channels = arch.generator_channels()
+    flops = 2 * channels[0] ** 2 * 27 * 64
+    for i, (cin, cout) in enumerate(zip([channels[0]] + channels[:-1], channels)):
+        d, h, w = arch.block_shape(i)
+        voxels = d * h * w
+        flops += 2 * voxels * (27 * cin * cout + 27 * cout * cout + cout)
+    return flops

@@ -95,9 +95,7 @@ class CoWGenerator:
         ws = self.broadcast_w(w)
         _check_finite(ws, "w")
         n = ws.shape[0]
-        if noise is None:
-            noise = self.noise(_noise_seeds(noise_seed, n, range(n)))
-        noise = check_noise(self.arch, noise, n)
+        noise = self.noise(_noise_seeds(noise_seed, n, range(n))) if noise is None else check_noise(self.arch, noise, n)
         dtype, channels_last = resolve_precision(precision, self.device)
         batch_size = batch_size or (8 if self.device.type == "cuda" else 1)
         if batch_size < 1:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Callable, Dict, Hashable, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -11,25 +11,43 @@ LEAKY_SLOPE = 0.2
 
 
 def leaky_relu(x: torch.Tensor) -> torch.Tensor:
-    """LeakyReLU(0.2), the activation of every StyleGAN2 layer."""
-    return F.leaky_relu(x, LEAKY_SLOPE)
-
-
-def blur_kernel(dtype: torch.dtype = torch.float32, device: torch.device = None) -> torch.Tensor:
-    """The normalised separable [1, 2, 1]^3 low-pass kernel, shape (1, 1, 3, 3, 3)."""
-    f = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
-    k = f[:, None, None] * f[None, :, None] * f[None, None, :]
-    return (k / k.sum()).to(dtype=dtype, device=device)[None, None]
+    """LeakyReLU(0.2), the activation of every StyleGAN2 layer (in place when no gradient is recorded)."""
+    return F.leaky_relu(x, LEAKY_SLOPE, inplace=not torch.is_grad_enabled())
 
 
 def blur3d(x: torch.Tensor) -> torch.Tensor:
-    """Blur every channel with the [1, 2, 1]^3 kernel and replicate padding (anti-aliasing after resampling)."""
-    b, c = x.shape[:2]
-    padded = F.pad(x.reshape(b * c, 1, *x.shape[2:]), (1, 1, 1, 1, 1, 1), mode="replicate")
-    out = F.conv3d(padded, blur_kernel(x.dtype, x.device))
-    return out.reshape(b, c, *out.shape[2:])
+    """Blur every channel with the normalised [1, 2, 1]^3 kernel and replicate padding (anti-aliasing after
+    resampling), as three separable passes."""
+    for dim in (2, 3, 4):
+        n = x.shape[dim]
+        if n == 1:
+            continue
+        before = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
+        after = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
+        x = (before + after + 2.0 * x) * 0.25
+    return x
 
 
 def upsample(x: torch.Tensor, factors: Tuple[int, int, int]) -> torch.Tensor:
     """Trilinear upsampling by per-axis integer factors (align_corners False), e.g. (1, 2, 2) in-plane."""
     return F.interpolate(x, scale_factor=tuple(float(f) for f in factors), mode="trilinear", align_corners=False)
+
+
+class FrozenCache:
+    """Tensors derived from a parameter (dtype casts, weight energies), recomputed only when it changes.
+
+    A parameter that requires grad is never cached, so training always sees the live values.
+    """
+
+    def __init__(self) -> None:
+        self._entries: Dict[Hashable, Tuple[Any, torch.Tensor]] = {}
+
+    def get(self, param: torch.Tensor, key: Hashable, derive: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        if param.requires_grad:
+            return derive(param)
+        stamp = (param.data_ptr(), param._version, param.device)
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != stamp:
+            entry = (stamp, derive(param))
+            self._entries[key] = entry
+        return entry[1]

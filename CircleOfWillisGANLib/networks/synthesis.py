@@ -10,7 +10,7 @@ from torch import nn
 
 from ..architecture import Architecture
 from .noise import block_noise
-from .ops import blur3d, leaky_relu, upsample
+from .ops import FrozenCache, blur3d, leaky_relu, upsample
 
 DEMOD_EPS = 1e-8
 
@@ -18,9 +18,9 @@ DEMOD_EPS = 1e-8
 class ModulatedConv3d(nn.Module):
     """3D convolution whose input channels are scaled by (style + 1) per sample, optionally demodulated.
 
-    Batch 1 folds the style into the weights (one plain convolution); larger batches scale the input and
-    the output instead of building per-sample weights, which is equal in exact arithmetic and needs no
-    grouped convolution.
+    With one sample and a volume larger than the weights, the style is folded into the weights (one plain
+    convolution); otherwise the input and output are scaled instead of building per-sample weights, which
+    is equal in exact arithmetic and needs no grouped convolution. `bias` is added after demodulation.
     """
 
     def __init__(self, in_channels: int, out_channels: int, latent_dim: int, kernel_size: int = 3,
@@ -30,27 +30,39 @@ class ModulatedConv3d(nn.Module):
         self.affine = nn.Linear(latent_dim, in_channels)
         self.demodulate = demodulate
         self.padding = kernel_size // 2
+        self._frozen = FrozenCache()
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         scale = self.affine(w.float()) + 1.0
-        weight = self.weight.float()
         demod = None
         if self.demodulate:
-            energy = weight.square().sum(dim=(2, 3, 4))
+            energy = self._frozen.get(self.weight, "energy", lambda p: p.float().square().sum(dim=(2, 3, 4)))
             demod = torch.rsqrt(scale.square() @ energy.t() + DEMOD_EPS)
-        if x.shape[0] == 1:
-            folded = weight * scale[0].view(1, -1, 1, 1, 1)
+        layout = _layout(x)
+        if x.shape[0] == 1 and self.weight.numel() < x.numel():
+            coef = scale[0].view(1, -1, 1, 1, 1)
             if demod is not None:
-                folded = folded * demod[0].view(-1, 1, 1, 1, 1)
-            return F.conv3d(x, folded.to(x.dtype), padding=self.padding)
-        out = F.conv3d(x * scale.to(x.dtype)[:, :, None, None, None], weight.to(x.dtype), padding=self.padding)
+                coef = coef * demod[0].view(-1, 1, 1, 1, 1)
+            if self.weight.requires_grad:
+                folded = (self.weight * coef).to(x.dtype)
+            else:
+                folded = torch.empty(self.weight.shape, dtype=x.dtype, device=x.device, memory_format=layout)
+                torch.mul(self.weight, coef, out=folded)
+            return F.conv3d(x, folded, None if bias is None else bias.to(x.dtype), padding=self.padding)
+        weight = self._frozen.get(self.weight, ("cast", x.dtype, layout), lambda p: p.to(x.dtype).contiguous(memory_format=layout))
+        out = F.conv3d(x * scale.to(x.dtype)[:, :, None, None, None], weight, padding=self.padding)
         if demod is not None:
             out = out * demod.to(x.dtype)[:, :, None, None, None]
-        return out
+        return out if bias is None else out + bias.to(x.dtype).view(1, -1, 1, 1, 1)
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last_3d if x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format
 
 
 class NoiseInjection(nn.Module):
-    """Adds a per-channel affine map (weight * noise + bias) of a one-channel noise volume."""
+    """Per-channel affine map (weight * noise + bias) of a one-channel noise volume; the bias is applied by
+    the preceding convolution, so this adds only the noise term."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -58,9 +70,10 @@ class NoiseInjection(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        return x + (noise.to(x.dtype) * self.weight.to(x.dtype).view(1, c, 1, 1, 1)
-                    + self.bias.to(x.dtype).view(1, c, 1, 1, 1))
+        strength = self.weight.to(x.dtype).view(1, -1, 1, 1, 1)
+        if torch.is_grad_enabled():
+            return torch.addcmul(x, noise.to(x.dtype), strength)
+        return x.addcmul_(noise.to(x.dtype), strength)
 
 
 class SynthesisBlock(nn.Module):
@@ -81,8 +94,8 @@ class SynthesisBlock(nn.Module):
                 noise: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         if self.upsample_factors != (1, 1, 1):
             x = upsample(x, self.upsample_factors)
-        x = leaky_relu(self.noise1(self.conv1(x, w), noise))
-        x = leaky_relu(self.noise2(self.conv2(x, w), noise))
+        x = leaky_relu(self.noise1(self.conv1(x, w, self.noise1.bias), noise))
+        x = leaky_relu(self.noise2(self.conv2(x, w, self.noise2.bias), noise))
         y = self.to_image(x, w).float()
         if image is not None:
             y = y + image
@@ -106,6 +119,7 @@ class SynthesisNetwork(nn.Module):
             blocks.append(SynthesisBlock(cin, cout, arch.latent_dim, arch.upsample_factors(i),
                                          None if last else arch.upsample_factors(i + 1)))
         self.blocks = nn.ModuleList(blocks)
+        self._frozen = FrozenCache()
 
     @property
     def num_ws(self) -> int:
@@ -116,10 +130,10 @@ class SynthesisNetwork(nn.Module):
                 channels_last: bool = False) -> torch.Tensor:
         """ws: (N, num_ws, latent_dim); noise in the architecture's convention; compute in `dtype`."""
         n = ws.shape[0]
-        x = self.const.to(dtype).expand(n, -1, -1, -1, -1)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        x = F.conv3d(x, self.input_conv.weight.to(dtype), self.input_conv.bias.to(dtype), padding=1)
+        layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+        x = self.const.to(dtype).expand(n, -1, -1, -1, -1).contiguous(memory_format=layout)
+        weight = self._frozen.get(self.input_conv.weight, ("cast", dtype, layout), lambda p: p.to(dtype).contiguous(memory_format=layout))
+        x = F.conv3d(x, weight, self.input_conv.bias.to(dtype), padding=1)
         image = None
         for i, block in enumerate(self.blocks):
             shape = self.arch.block_shape(i)

@@ -1,6 +1,44 @@
-"""`cowgan bench`: volumes, sidecars, MIPs and surfaces from a model."""
+"""`cowgan bench`: generation speed on this machine's CPU (and GPU when present), as a table."""
+
 from __future__ import annotations
 
+import argparse
+from typing import Any, List
 
-def register(subparsers) -> None:
-    subparsers.add_parser("bench", help="generate volumes from a model")
+import torch
+
+from CircleOfWillisGANLib.architecture import synthesis_flops
+from CircleOfWillisGANLib.benchmark import BenchResult, bench_generation, format_table, machine_description
+from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.generator import build_generator, load_generator
+from CircleOfWillisGANLib.precision import PRECISIONS
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("bench", help="benchmark generation speed (ms/volume, GFLOP/s, memory)",
+                              description="Time generation of random-weight models (or a given model) on CPU and GPU.")
+    p.add_argument("--preset", default="paper", help="random-weight preset to time (paper, demo, tiny)")
+    p.add_argument("--model", default=None, help="time this model instead of a random-weight preset")
+    p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda when present)")
+    p.add_argument("--batch", nargs="+", type=int, default=None, help="batch sizes (default: 1 on CPU; 1 and 8 on GPU)")
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32", "auto"])
+    p.add_argument("--repeats", type=int, default=5)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    if args.repeats < 1 or any(b < 1 for b in args.batch or [1]):
+        raise InputError("--repeats and --batch must be at least 1")
+    results: List[BenchResult] = []
+    for device in devices:
+        gen = load_generator(args.model, device) if args.model else build_generator(args.preset, 0, device)
+        print(f"{device}: {machine_description(gen.device)}")
+        batches = args.batch or ([1, 8] if gen.device.type == "cuda" else [1])
+        for batch in batches:
+            for precision in args.precision:
+                results.append(bench_generation(gen, batch, precision, args.repeats))
+    label = args.model or f"{args.preset} preset, random weights"
+    print(f"\n{label}: {synthesis_flops(gen.arch) / 1e9:.1f} GFLOP per volume (convolutions)")
+    print(format_table(results))
+    return 0

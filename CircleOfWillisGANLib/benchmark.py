@@ -1,0 +1,89 @@
+"""Timing generation: ms per volume, throughput, achieved GFLOP/s, peak memory, reduced-precision error."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import resource
+import time
+from typing import List, Optional
+
+import torch
+
+from .architecture import synthesis_flops
+from .generator import CoWGenerator
+from .precision import resolve_precision
+
+
+@dataclasses.dataclass
+class BenchResult:
+    """One measured configuration."""
+
+    device: str
+    precision: str
+    batch: int
+    ms_per_volume: float
+    volumes_per_s: float
+    gflops_per_s: float
+    peak_memory_mib: float
+    max_error_vs_fp32: Optional[float]
+
+
+def machine_description(device: torch.device) -> str:
+    """A one-line description of the processor or GPU and the PyTorch build."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        try:
+            with open("/proc/cpuinfo") as f:
+                name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            name += f", {torch.get_num_threads()} threads"
+        except (OSError, StopIteration):
+            pass
+    return f"{name}; torch {torch.__version__}"
+
+
+def _peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_generation(gen: CoWGenerator, batch: int, precision: str, repeats: int = 5, warmup: int = 2) -> BenchResult:
+    """Time `repeats` synthesis passes of `batch` volumes (after `warmup`), keeping the fastest."""
+    device = gen.device
+    ws = gen.broadcast_w(gen.mapping(gen.z_from_seeds(list(range(batch)))))
+    noise = gen.noise(list(range(batch)))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(warmup):
+        gen.synthesize(ws, noise=noise, precision=precision, batch_size=batch)
+    times: List[float] = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = gen.synthesize(ws, noise=noise, precision=precision, batch_size=batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    best = min(times) / batch
+    error = None
+    if resolve_precision(precision, device)[0] != torch.float32:
+        ref = gen.synthesize(ws, noise=noise, precision="fp32", batch_size=batch)
+        error = float((out - ref).abs().max() / (ref.max() - ref.min()).clamp_min(1e-12))
+    name = precision if precision != "auto" else f"auto={str(resolve_precision(precision, device)[0]).replace('torch.', '')}"
+    return BenchResult(str(device), name, batch, best * 1000.0, 1.0 / best,
+                       synthesis_flops(gen.arch) / best / 1e9, _peak_memory_mib(device), error)
+
+
+def format_table(results: List[BenchResult]) -> str:
+    """Fixed-width text table of results."""
+    header = f"{'device':<7}{'precision':<16}{'batch':>6}{'ms/volume':>11}{'volumes/s':>11}{'GFLOP/s':>9}{'peak MiB':>10}{'max err':>10}"
+    rows = [header, "-" * len(header)]
+    for r in results:
+        err = "-" if r.max_error_vs_fp32 is None else f"{r.max_error_vs_fp32:.1e}"
+        rows.append(f"{r.device:<7}{r.precision:<16}{r.batch:>6}{r.ms_per_volume:>11.1f}{r.volumes_per_s:>11.2f}"
+                    f"{r.gflops_per_s:>9.0f}{r.peak_memory_mib:>10.0f}{err:>10}")
+    return "\n".join(rows)
