@@ -1,0 +1,167 @@
+"""`cowgan prepare`: turn a folder of NIfTI/NRRD TOF-MRA volumes into a memory-mappable training dataset.
+
+The input folder is only read. The dataset is assembled in a hidden sibling folder and renamed into place at the
+end, so an interrupted run leaves no half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from CircleOfWillisGANLib import __version__
+from CircleOfWillisGANLib.errors import InputError, OutputError
+from CircleOfWillisGANLib.export import timestamp
+from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png
+from CircleOfWillisGANLib.volume_io import default_affine
+
+from .preprocess import PrepareOptions, VolumeRejected, is_volume_file, preprocess_file, read_canonical, sha256_of
+from .shards import ShardWriter, write_manifest
+
+log = logging.getLogger(__name__)
+PREVIEW_VOLUMES = 16
+Result = Tuple[Optional[np.ndarray], Dict[str, Any]]
+
+
+def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, workers: int = 1,
+                    shard_size: int = 256, progress: bool = True) -> Dict[str, Any]:
+    """Preprocess every volume under `input_dir` into the dataset `out_dir`; return its manifest."""
+    input_dir, out_dir = Path(input_dir).resolve(), Path(out_dir).resolve()
+    _check_folders(input_dir, out_dir)
+    files = sorted(p for p in input_dir.rglob("*") if p.is_file())
+    volumes = [p for p in files if is_volume_file(p)]
+    ignored = [{"source": _relative(p, input_dir), "reason": "not a NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file"}
+               for p in files if not is_volume_file(p) and not p.name.startswith(".") and p.suffix.lower() != ".raw"]
+    if not volumes:
+        raise InputError(f"no NIfTI or NRRD volumes found under {input_dir}: pass the folder that holds them with --in")
+    template_info = _check_template(options)
+    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
+    try:
+        writer = ShardWriter(staging, options.shape, shard_size)
+        accepted: List[Dict[str, Any]] = []
+        skipped: List[Dict[str, Any]] = []
+        previews: List[np.ndarray] = []
+        for path, (volume, record) in zip(volumes, _run(volumes, options, workers, progress)):
+            record["source"] = _relative(path, input_dir)
+            if volume is None:
+                skipped.append(record)
+                log.warning("skipped %s: %s", record["source"], record["reason"])
+                continue
+            record["index"] = writer.count
+            writer.add(volume)
+            accepted.append(record)
+            if len(previews) < PREVIEW_VOLUMES:
+                previews.append(mip_panel(volume, np.linalg.norm(np.asarray(record["affine"])[:3, :3], axis=0), scale=1.0))
+        writer.flush()
+        if not accepted:
+            reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped[:5])
+            raise InputError(f"none of the {len(volumes)} volumes could be used ({reasons}): fix or replace them")
+        save_png(staging / "preview.png", contact_sheet(previews, columns=4))
+        manifest = _manifest(input_dir, options, template_info, writer, accepted, skipped, ignored)
+        write_manifest(staging, manifest)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return manifest
+
+
+def _check_folders(input_dir: Path, out_dir: Path) -> None:
+    if not input_dir.is_dir():
+        raise InputError(f"input folder {input_dir} does not exist: pass the folder of NIfTI/NRRD volumes with --in")
+    if out_dir == input_dir or input_dir in out_dir.parents:
+        raise OutputError(f"--out {out_dir} is inside --in {input_dir}; the input folder is never modified: "
+                          "choose an output folder outside it")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise OutputError(f"{out_dir} already exists and is not empty: choose a new --out or remove it")
+    if not os.access(out_dir.parent if out_dir.parent.exists() else Path.cwd(), os.W_OK):
+        raise OutputError(f"cannot write into {out_dir.parent}: choose a writable --out")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _check_template(options: PrepareOptions) -> Optional[Dict[str, Any]]:
+    if options.template is None:
+        return None
+    path = Path(options.template)
+    if not path.is_file():
+        raise InputError(f"template {path} does not exist: pass a NIfTI/NRRD template volume with --template")
+    try:
+        read_canonical(path)
+    except VolumeRejected as exc:
+        raise InputError(f"template {path} cannot be used: {exc}") from None
+    return {"path": str(path.resolve()), "sha256": sha256_of(path)}
+
+
+def _run(volumes: Sequence[Path], options: PrepareOptions, workers: int, progress: bool) -> Iterator[Result]:
+    from tqdm import tqdm
+
+    bar = functools.partial(tqdm, total=len(volumes), desc="prepare", unit="vol", disable=not progress,
+                            file=sys.stderr, dynamic_ncols=True)
+    if workers <= 1:
+        _init_worker(1)
+        yield from bar(_work(p, options) for p in volumes)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                                initargs=(threads,)) as pool:
+        yield from bar(pool.map(_work, volumes, [options] * len(volumes)))
+
+
+def _init_worker(threads: int) -> None:
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def _work(path: Path, options: PrepareOptions) -> Result:
+    template = _template(options.template) if options.template else None
+    return preprocess_file(path, options, template)
+
+
+@functools.lru_cache(maxsize=1)
+def _template(path: str) -> Any:
+    return read_canonical(Path(path))
+
+
+def _manifest(input_dir: Path, options: PrepareOptions, template: Optional[Dict[str, Any]], writer: ShardWriter,
+              accepted: List[Dict[str, Any]], skipped: List[Dict[str, Any]], ignored: List[Dict[str, Any]]) -> Dict[str, Any]:
+    spacings = np.array([np.linalg.norm(np.asarray(r["affine"])[:3, :3], axis=0) for r in accepted])
+    spacing = spacings.mean(axis=0)
+    uniform = bool(np.allclose(spacings, spacing, rtol=0.01))
+    if not uniform:
+        log.warning("the volumes have different voxel spacings; pass --spacing S to resample them to one grid")
+    affine = np.asarray(accepted[0]["affine"]) if template else default_affine(options.shape, spacing)
+    return {
+        "shape_dhw": list(options.shape),
+        "count": writer.count,
+        "dtype": "float16",
+        "value_range": [0.0, 1.0],
+        "shards": writer.shards,
+        "data": {"affine": np.asarray(affine).round(6).tolist(), "spacing_mm": [round(float(s), 6) for s in spacing],
+                 "spacing_uniform": uniform, "orientation": "RAS",
+                 "normalisation": {"method": options.normalisation,
+                                   **({"percentiles": list(options.percentiles)} if options.normalisation == "percentile" else {})}},
+        "preparation": {"template": template, "spacing_mm": options.spacing, "registration": "rigid, Mattes mutual "
+                        "information, 3 levels" if template else None, "crop": "centred"},
+        "provenance": {"software_version": __version__, "created": timestamp(), "input_folder": str(input_dir),
+                       "command": " ".join(sys.argv)},
+        "volumes": accepted,
+        "skipped": skipped,
+        "ignored": ignored,
+    }
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root))

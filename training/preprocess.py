@@ -1,0 +1,160 @@
+"""One input volume -> one training volume: read, validate, reorient to RAS, register, resample, crop/pad, normalise.
+
+Runs in worker processes, so it imports only NumPy and SimpleITK and reports problems as a reason string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+CANONICAL = "RAS"
+NORMALISATIONS = ("minmax", "percentile")
+MIN_SIZE, MAX_SIZE = 8, 2048
+MIN_SPACING_MM, MAX_SPACING_MM = 0.05, 10.0
+SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareOptions:
+    """How every volume is brought onto the training grid."""
+
+    shape: Tuple[int, int, int] = (32, 128, 128)        # output (D, H, W)
+    spacing: Optional[float] = None                     # isotropic output spacing in mm; None keeps the input's
+    template: Optional[str] = None                      # register rigidly to this volume and crop its central ROI
+    normalisation: str = "minmax"                       # per-volume "minmax" (the reference) or "percentile"
+    percentiles: Tuple[float, float] = (0.5, 99.9)      # low/high percentiles mapped to 0 and 1 ("percentile")
+    seed: int = 0                                       # registration sampling seed
+
+
+class VolumeRejected(Exception):
+    """An input file that cannot become a training volume; the message is the reason shown to the user."""
+
+
+def is_volume_file(path: Path) -> bool:
+    """True for the file types `prepare` reads (NIfTI and NRRD)."""
+    name = path.name.lower()
+    return any(name.endswith(s) for s in SUFFIXES)
+
+
+def read_canonical(path: Path) -> Any:
+    """Read a NIfTI/NRRD file, check it, and reorient it (axes permuted/flipped, no interpolation) to RAS."""
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise VolumeRejected(f"unreadable ({str(exc).strip().splitlines()[-1][:120]})") from None
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() != 3:
+        raise VolumeRejected(f"not 3D (size {image.GetSize()})")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise VolumeRejected(f"{image.GetNumberOfComponentsPerPixel()} components per voxel; a grey volume is needed")
+    size, spacing = image.GetSize(), image.GetSpacing()
+    if not all(MIN_SIZE <= s <= MAX_SIZE for s in size):
+        raise VolumeRejected(f"size {size} outside {MIN_SIZE}-{MAX_SIZE} voxels per axis")
+    if not all(MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing):
+        raise VolumeRejected(f"spacing {tuple(round(s, 4) for s in spacing)} mm outside {MIN_SPACING_MM}-{MAX_SPACING_MM} mm")
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    values = sitk.GetArrayViewFromImage(image)
+    if not np.isfinite(values).all():
+        raise VolumeRejected("contains NaN or infinite values")
+    if float(values.max()) - float(values.min()) <= 0.0:
+        raise VolumeRejected(f"constant (every voxel is {float(values.min()):g})")
+    return sitk.DICOMOrient(image, CANONICAL)
+
+
+def output_grid(reference: Any, shape_dhw: Sequence[int], spacing: Optional[float]) -> Any:
+    """An empty image of `shape_dhw` sharing `reference`'s direction and centre, at `spacing` mm if given."""
+    import SimpleITK as sitk
+
+    d, h, w = (int(s) for s in shape_dhw)
+    size_ijk = np.array([h, w, d])
+    ref_spacing = np.array(reference.GetSpacing())
+    out_spacing = np.full(3, float(spacing)) if spacing else ref_spacing
+    direction = np.array(reference.GetDirection()).reshape(3, 3)
+    centre = np.array(reference.TransformContinuousIndexToPhysicalPoint(
+        [(n - 1) / 2.0 for n in reference.GetSize()]))
+    if spacing is None:
+        start = (np.array(reference.GetSize()) - size_ijk) // 2
+        origin = np.array(reference.GetOrigin()) + direction @ (ref_spacing * start)
+    else:
+        origin = centre - direction @ (out_spacing * (size_ijk - 1) / 2.0)
+    grid = sitk.Image([int(s) for s in size_ijk], sitk.sitkFloat32)
+    grid.SetSpacing([float(s) for s in out_spacing])
+    grid.SetDirection([float(v) for v in direction.ravel()])
+    grid.SetOrigin([float(v) for v in origin])
+    return grid
+
+
+def ras_affine(grid: Any) -> np.ndarray:
+    """The NIfTI voxel (i, j, k) -> RAS mm affine of a SimpleITK (LPS) image grid."""
+    flip = np.diag([-1.0, -1.0, 1.0])
+    affine = np.eye(4)
+    direction = np.array(grid.GetDirection()).reshape(3, 3)
+    affine[:3, :3] = flip @ direction @ np.diag(grid.GetSpacing())
+    affine[:3, 3] = flip @ np.array(grid.GetOrigin())
+    return affine
+
+
+def normalise(volume: np.ndarray, method: str, percentiles: Tuple[float, float]) -> Tuple[np.ndarray, Dict[str, float]]:
+    """Map intensities to [0, 1]: per-volume min-max, or percentiles clipped; returns the volume and its bounds."""
+    if method == "minmax":
+        lo, hi = float(volume.min()), float(volume.max())
+    else:
+        lo, hi = (float(v) for v in np.percentile(volume, percentiles))
+    if hi - lo <= 0.0:
+        raise VolumeRejected("constant inside the output region of interest")
+    scaled = np.clip((volume - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    return scaled, {"low": lo, "high": hi}
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file's bytes (provenance of each source volume)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def preprocess_file(path: Path, options: PrepareOptions, template: Any = None) -> Tuple[Optional[np.ndarray], Dict[str, Any]]:
+    """(D, H, W) float32 volume in [0, 1] and its provenance record; (None, record with "reason") if rejected."""
+    import SimpleITK as sitk
+
+    record: Dict[str, Any] = {"source": str(path)}
+    try:
+        image = read_canonical(path)
+        record.update(sha256=sha256_of(path), input_size=list(image.GetSize()),
+                      input_spacing_mm=[round(s, 6) for s in image.GetSpacing()])
+        transform = sitk.Transform(3, sitk.sitkIdentity)
+        reference = image
+        if template is not None:
+            transform, metric = register_to(template, image, options.seed)
+            record["registration_metric"] = metric
+            reference = template
+        grid = output_grid(reference, options.shape, options.spacing)
+        background = float(sitk.GetArrayViewFromImage(image).min())
+        resampled = sitk.Resample(image, grid, transform, sitk.sitkLinear, background, sitk.sitkFloat32)
+        volume = sitk.GetArrayFromImage(resampled).transpose(0, 2, 1)
+        volume, bounds = normalise(volume, options.normalisation, options.percentiles)
+    except VolumeRejected as exc:
+        record["reason"] = str(exc)
+        return None, record
+    record.update(normalisation=bounds, affine=ras_affine(grid).round(6).tolist())
+    return np.ascontiguousarray(volume), record
+
+
+def register_to(template: Any, image: Any, seed: int) -> Tuple[Any, float]:
+    """Rigidly register `image` to `template`, turning SimpleITK failures into a rejection."""
+    from .registration import register_rigid
+
+    try:
+        return register_rigid(template, image, seed)
+    except RuntimeError as exc:
+        raise VolumeRejected(f"registration to the template failed ({str(exc).strip().splitlines()[-1][:120]})") from None

@@ -1,0 +1,96 @@
+"""The prepared-dataset format: float16 volume shards that NumPy memory-maps, and a JSON manifest.
+
+DATASET/manifest.json   format, shape, count, shard list, per-volume provenance, skipped files, data geometry
+DATASET/shards/NNNNN.npy  (n, D, H, W) float16 arrays in [0, 1], in manifest order
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple, Union
+
+import numpy as np
+
+from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.export import write_json
+from CircleOfWillisGANLib.volume_io import atomic_write
+
+FORMAT = "cowgan-dataset"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SHARD_DIR = "shards"
+SHARD_DTYPE = np.float16
+PathLike = Union[str, Path]
+
+
+class ShardWriter:
+    """Appends (D, H, W) volumes and writes them as shards of at most `shard_size` volumes each."""
+
+    def __init__(self, root: PathLike, shape: Sequence[int], shard_size: int = 256) -> None:
+        self.root = Path(root)
+        self.shape = tuple(int(s) for s in shape)
+        self.shard_size = shard_size
+        self.shards: List[Dict[str, Any]] = []
+        self._buffer: List[np.ndarray] = []
+        (self.root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def count(self) -> int:
+        """Volumes written or buffered so far."""
+        return sum(s["count"] for s in self.shards) + len(self._buffer)
+
+    def add(self, volume: np.ndarray) -> None:
+        """Buffer one volume; write a shard when the buffer is full."""
+        if tuple(volume.shape) != self.shape:
+            raise InputError(f"volume of shape {volume.shape} does not match the dataset shape {self.shape}")
+        self._buffer.append(np.asarray(volume, dtype=SHARD_DTYPE))
+        if len(self._buffer) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered volumes as one shard, atomically."""
+        if not self._buffer:
+            return
+        name = f"{SHARD_DIR}/{len(self.shards):05d}.npy"
+        array = np.stack(self._buffer)
+        atomic_write(self.root / name, lambda tmp: np.save(tmp, array))
+        self.shards.append({"file": name, "count": int(array.shape[0])})
+        self._buffer = []
+
+
+def write_manifest(root: PathLike, manifest: Dict[str, Any]) -> Path:
+    """Write the manifest last, so a dataset without one is recognisably unfinished."""
+    manifest = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION)
+    return write_json(Path(root) / MANIFEST, manifest)
+
+
+def read_manifest(root: PathLike) -> Dict[str, Any]:
+    """The manifest of a prepared dataset, or an InputError saying how to make one."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{root} is not a prepared dataset (no {MANIFEST}): run `cowgan prepare --in VOLUMES --out {root}`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}): prepare the dataset again") from exc
+    if manifest.get("format") != FORMAT or int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+        raise InputError(f"{path} is not a {FORMAT} v{FORMAT_VERSION} manifest: prepare the dataset again "
+                         "with this version of `cowgan prepare`")
+    return manifest
+
+
+def open_shards(root: PathLike, manifest: Dict[str, Any]) -> Tuple[List[np.ndarray], int]:
+    """Memory-map every shard read-only; return the arrays and the total volume count."""
+    arrays = []
+    for shard in manifest["shards"]:
+        path = Path(root) / shard["file"]
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read shard {path} ({exc}): prepare the dataset again") from exc
+        if array.shape[0] != shard["count"] or tuple(array.shape[1:]) != tuple(manifest["shape_dhw"]):
+            raise InputError(f"shard {path} has shape {array.shape}, the manifest says {shard['count']} x "
+                             f"{manifest['shape_dhw']}: prepare the dataset again")
+        arrays.append(array)
+    return arrays, sum(a.shape[0] for a in arrays)
