@@ -91,15 +91,24 @@ def save_checkpoint(path: PathLike, ckpt: Checkpoint) -> str:
     return checksum
 
 
-def _foreign_format_hint(path: Path) -> str:
+def _diagnose(path: Path) -> str:
+    """Why a file that failed to load is not a usable checkpoint, and what to do about it."""
+    size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
-    if head.startswith(b"PK\x03\x04") or head[:2] == b"\x80\x02":
-        return ("it is a PyTorch pickle (.pt), not a native checkpoint: convert a reference checkpoint with "
-                "`cowgan import-reference MODEL.pt --out MODEL.safetensors`")
-    if len(head) < 8:
+        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+            return ("it is a PyTorch pickle (.pt), not a native checkpoint: convert a reference checkpoint with "
+                    "`cowgan import-reference MODEL.pt --out MODEL.safetensors`")
+        header_len = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if 2 <= header_len <= size - 8:
+            try:
+                if isinstance(json.loads(f.read(header_len)), dict):
+                    return "the file is truncated or corrupt: re-download or re-export it"
+            except ValueError:
+                pass
+    if size < 8:
         return "the file is empty or truncated: re-download or re-export it"
-    return "it is not a CircleOfWillisGAN safetensors checkpoint: pass a file written by `cowgan export` or `cowgan import-reference`"
+    return "it is not a CircleOfWillisGAN checkpoint: pass a file written by `cowgan export` or `cowgan import-reference`"
 
 
 def load_checkpoint(path: PathLike) -> Checkpoint:
@@ -109,24 +118,15 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model file {path} does not exist: check the path, or use --model demo")
-    size = path.stat().st_size
     try:
-        with open(path, "rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-        if header_len <= 0 or header_len > size - 8:
-            raise CheckpointError(f"cannot read model {path}: {_foreign_format_hint(path)}")
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except CheckpointError:
-        raise
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        hint = _foreign_format_hint(path)
-        if "PyTorch" not in hint and "not a" not in hint:
-            hint = "the file is truncated or corrupt: re-download or re-export it"
-        raise CheckpointError(f"cannot read model {path} ({str(exc).splitlines()[0]}): {hint}") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot read model {path} ({reason}): {_diagnose(path)}") from exc
     if METADATA_KEY not in header or CHECKSUM_KEY not in header:
-        raise CheckpointError(f"cannot read model {path}: {_foreign_format_hint(path)}")
+        raise CheckpointError(f"cannot read model {path}: {_diagnose(path)}")
     try:
         metadata = json.loads(header[METADATA_KEY])
         architecture = Architecture.from_dict(metadata["architecture"])

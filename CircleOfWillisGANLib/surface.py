@@ -68,7 +68,7 @@ def vessel_surface(volume_dhw: np.ndarray, affine: np.ndarray, threshold: Option
             matrix.SetElement(r, c, float(np.asarray(affine)[r, c]))
     transform = vtk.vtkTransform()
     transform.SetMatrix(matrix)
-    to_ras = vtk.vtkTransformPolyDataFilter()
+    to_ras = vtk.vtkTransformFilter()
     to_ras.SetTransform(transform)
     to_ras.SetInputConnection((smoother if smoothing_iterations > 0 else contour).GetOutputPort())
     normals = vtk.vtkPolyDataNormals()

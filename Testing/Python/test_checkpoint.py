@@ -1,0 +1,68 @@
+"""The native checkpoint: round trip, integrity check, and one clear error for every kind of bad file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from CircleOfWillisGANLib.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from CircleOfWillisGANLib.errors import CheckpointError, OutputError
+
+
+@pytest.fixture
+def saved(tiny_generator, tmp_path):
+    ckpt = tiny_generator.checkpoint
+    path = tmp_path / "model.safetensors"
+    directions = {"sefa": torch.randn(3, tiny_generator.arch.latent_dim)}
+    save_checkpoint(path, Checkpoint(ckpt.architecture, ckpt.state_dict, ckpt.w_avg, {"name": "t"}, directions))
+    return path
+
+
+def test_round_trip_keeps_weights_metadata_and_directions(saved, tiny_generator):
+    loaded = load_checkpoint(saved)
+    assert loaded.architecture == tiny_generator.arch
+    for key, value in tiny_generator.checkpoint.state_dict.items():
+        assert torch.equal(loaded.state_dict[key], value)
+    assert torch.equal(loaded.w_avg, tiny_generator.w_avg)
+    assert loaded.directions["sefa"].shape == (3, tiny_generator.arch.latent_dim)
+    assert loaded.metadata["name"] == "t" and len(loaded.sha256) == 64
+
+
+def test_a_flipped_byte_fails_the_sha256_check(saved):
+    data = bytearray(saved.read_bytes())
+    data[-5] ^= 0xFF
+    saved.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(saved)
+
+
+def test_a_truncated_file_gives_one_clear_error(saved):
+    saved.write_bytes(saved.read_bytes()[:-1000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(saved)
+
+
+def test_a_pytorch_pickle_points_to_import_reference(tmp_path):
+    path = tmp_path / "model_5.safetensors"
+    torch.save({"GAN": {}}, path)
+    with pytest.raises(CheckpointError, match="import-reference"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello", b"\x10\x00\x00\x00\x00\x00\x00\x00{}garbage"])
+def test_empty_and_foreign_files_are_refused(tmp_path, content):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_a_missing_file_names_the_path(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_saving_into_a_missing_folder_writes_nothing(tiny_generator, tmp_path):
+    with pytest.raises(OutputError, match="does not exist"):
+        save_checkpoint(tmp_path / "missing" / "m.safetensors", tiny_generator.checkpoint)
+    assert not (tmp_path / "missing").exists()

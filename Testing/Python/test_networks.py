@@ -1,0 +1,83 @@
+"""The 3D StyleGAN2 networks: layout rules, shapes, and the equivalence of the fast and general paths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from CircleOfWillisGANLib.architecture import PRESETS, Architecture, synthesis_flops
+from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.generator_model import GeneratorModel, init_weights
+from CircleOfWillisGANLib.networks import Discriminator
+from CircleOfWillisGANLib.networks.noise import noise_from_seeds, noise_shape
+
+
+def test_paper_preset_has_the_reference_channels_and_flops():
+    arch = PRESETS["paper"]
+    assert arch.generator_channels() == [512, 256, 128, 64, 32, 16]
+    assert arch.discriminator_channels() == [1, 32, 64, 128, 256, 512, 1024, 1024]
+    assert synthesis_flops(arch) == pytest.approx(84.3e9, rel=1e-3)
+
+
+def test_depth_stops_growing_at_its_own_size_like_the_reference():
+    arch = PRESETS["paper"]
+    assert [arch.upsample_factors(i) for i in range(6)] == [(1, 1, 1), (2, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2), (1, 2, 2)]
+    assert [arch.block_shape(i) for i in (0, 3, 5)] == [(4, 4, 4), (32, 32, 32), (32, 128, 128)]
+
+
+@pytest.mark.parametrize("shape", [(16, 32, 32), (8, 32, 32), (32, 32, 32), (4, 16, 16)])
+def test_any_power_of_two_grid_is_generated_at_its_shape(shape):
+    arch = Architecture(latent_dim=16, mapping_layers=2, network_capacity=1, fmap_max=8, output_shape=shape)
+    model = init_weights(GeneratorModel(arch))
+    ws = model.mapping(torch.randn(2, 16))[:, None].expand(-1, model.synthesis.num_ws, -1)
+    out = model.synthesis(ws, noise_from_seeds(arch, [0, 1]))
+    assert out.shape == (2, 1, *shape)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("shape", [(16, 32, 32), (32, 64, 64)])
+def test_discriminator_scores_one_logit_per_volume(shape):
+    arch = Architecture(latent_dim=16, network_capacity=1, fmap_max=16, output_shape=shape)
+    logits = Discriminator(arch)(torch.randn(3, 1, *shape))
+    assert logits.shape == (3,)
+
+
+def test_grid_sizes_must_be_powers_of_two():
+    with pytest.raises(InputError, match="power of two"):
+        Architecture(output_shape=(30, 128, 128))
+
+
+def test_folded_batch_one_path_equals_the_batched_path():
+    arch = PRESETS["tiny"]
+    model = init_weights(GeneratorModel(arch), seed=3).requires_grad_(False)
+    with torch.no_grad():
+        for block in model.synthesis.blocks:
+            block.noise1.weight.normal_()
+            block.noise2.bias.normal_()
+        ws = model.mapping(torch.randn(2, arch.latent_dim))[:, None].expand(-1, model.synthesis.num_ws, -1)
+        noise = noise_from_seeds(arch, [5, 6])
+        batched = model.synthesis(ws, noise)
+        single = torch.cat([model.synthesis(ws[i:i + 1], noise[i:i + 1]) for i in range(2)])
+    torch.testing.assert_close(single, batched, rtol=1e-5, atol=1e-5)
+
+
+def test_training_mode_gradients_reach_every_generator_parameter():
+    arch = PRESETS["tiny"]
+    model = init_weights(GeneratorModel(arch), seed=0)
+    with torch.no_grad():
+        for block in model.synthesis.blocks:
+            block.noise1.weight.fill_(0.1)
+            block.noise2.weight.fill_(0.1)
+    ws = model.mapping(torch.randn(2, arch.latent_dim))[:, None].expand(-1, model.synthesis.num_ws, -1)
+    model.synthesis(ws, noise_from_seeds(arch, [0, 1])).square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_noise_conventions_have_their_documented_shapes():
+    ref = Architecture(output_shape=(32, 64, 64), noise_mode="reference")
+    native = Architecture(output_shape=(32, 64, 64), noise_mode="native")
+    assert noise_shape(ref, 2) == (2, 64, 64, 64, 1)
+    assert noise_shape(native, 2) == (2, 1, 32, 64, 64)
+    uniform = noise_from_seeds(ref, [0])
+    assert 0.0 <= float(uniform.min()) and float(uniform.max()) < 1.0

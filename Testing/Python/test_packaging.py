@@ -1,0 +1,49 @@
+"""Packaging rules: Python versions Slicer ships, one-way dependencies, and a clear message without torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SLICER_IMPORTED = ["CircleOfWillisGANLib", "CircleOfWillisGAN"]
+FORBIDDEN_IN_LIBRARY = {"slicer", "training", "cowgan", "qt", "ctk", "vtkSlicer"}
+
+
+def _python_files(*folders: str):
+    for folder in folders:
+        yield from sorted((REPO / folder).rglob("*.py"))
+
+
+def test_code_that_slicer_imports_runs_on_python_3_9():
+    pytest.importorskip("vermin")
+    files = [str(p) for p in _python_files(*SLICER_IMPORTED)]
+    vermin = Path(sys.executable).with_name("vermin")
+    result = subprocess.run([str(vermin), "--no-tips", "--violations", "-t=3.9-",
+                             "--eval-annotations", "--backport", "typing", *files],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_library_never_imports_slicer_training_or_the_cli():
+    offenders = []
+    for path in _python_files("CircleOfWillisGANLib"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in FORBIDDEN_IN_LIBRARY]
+    assert offenders == []
+
+
+def test_importing_the_library_without_torch_says_how_to_install_it():
+    code = "import sys; sys.modules['torch'] = None; import CircleOfWillisGANLib"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0
+    assert "needs PyTorch" in result.stderr and "pip install torch" in result.stderr
