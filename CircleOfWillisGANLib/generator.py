@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .architecture import Architecture, preset
+from .architecture import Architecture
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import InputError
 from .generator_model import GeneratorModel, init_weights
@@ -192,9 +192,11 @@ def load_generator(path: Union[str, Path] = "demo", device: str = "auto") -> CoW
     return CoWGenerator(load_checkpoint(path), device, source=str(path))
 
 
-def build_generator(preset_name: str = "paper", seed: int = 0, device: str = "auto") -> CoWGenerator:
+def build_generator(preset: str = "paper", seed: int = 0, device: str = "auto") -> CoWGenerator:
     """A generator with random weights of a named preset, for benchmarks and tests."""
-    arch = preset(preset_name)
+    from .architecture import preset as architecture_preset
+
+    arch = architecture_preset(preset)
     model = init_weights(GeneratorModel(arch), seed)
-    ckpt = Checkpoint(arch, model.state_dict(), model.mean_w(num_samples=2000), {"name": f"random {preset_name}"})
-    return CoWGenerator(ckpt, device, source=f"random:{preset_name}")
+    ckpt = Checkpoint(arch, model.state_dict(), model.mean_w(num_samples=2000), {"name": f"random {preset}"})
+    return CoWGenerator(ckpt, device, source=f"random:{preset}")

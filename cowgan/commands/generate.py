@@ -52,21 +52,24 @@ def run(args: argparse.Namespace) -> int:
                   "sha256": file_sha256(gen.source) if Path(gen.source).is_file() else None,
                   "content_sha256": gen.checkpoint.sha256 or None}
     _resolve(jobs, gen, args)
-    written: List[Path] = []
     frames: Dict[str, List[np.ndarray]] = {}
-    for job in tqdm(jobs, desc="generating", unit="volume", disable=None):
-        volume = gen.generate(w=job["w"], psi=psi, noise_seed=job["noise_seed"], precision=args.precision,
-                              batch_size=args.batch_size)[0]
-        sidecar = {"model": model_info, "seed": job.get("seed"), "psi": psi, "noise_seed": job["noise_seed"],
-                   "noise_mode": gen.arch.noise_mode, "z": job.get("z"), "w": job["w"][0].tolist(),
-                   "precision": args.precision, "device": str(gen.device), **job.get("extra", {})}
-        paths = write_volume_outputs(out, job["stem"], volume, gen.affine, sidecar, surface=args.surface,
+    batch = args.batch_size or (8 if gen.device.type == "cuda" else 1)
+    with tqdm(total=len(jobs), desc="generating", unit="volume", disable=None) as progress:
+        for start in range(0, len(jobs), batch):
+            chunk = jobs[start:start + batch]
+            volumes = gen.generate(w=torch.cat([job["w"] for job in chunk]), psi=psi, precision=args.precision,
+                                   noise_seed=[job["noise_seed"] for job in chunk], batch_size=batch)
+            for job, volume in zip(chunk, volumes):
+                sidecar = {"model": model_info, "seed": job.get("seed"), "psi": psi, "noise_seed": job["noise_seed"],
+                           "noise_mode": gen.arch.noise_mode, "z": job.get("z"), "w": job["w"][0].tolist(),
+                           "precision": args.precision, "device": str(gen.device), **job.get("extra", {})}
+                write_volume_outputs(out, job["stem"], volume, gen.affine, sidecar, surface=args.surface,
                                      surface_format="." + args.surface_format, threshold=args.threshold)
-        written.append(paths["volume"])
-        if job.get("animation"):
-            frames.setdefault(job["animation"], []).append(mip_panel(volume, spacing_of(gen.affine)))
+                if job.get("animation"):
+                    frames.setdefault(job["animation"], []).append(mip_panel(volume, spacing_of(gen.affine)))
+                progress.update(1)
     for name, images in frames.items():
-        written.append(save_gif(out / f"{name}.gif", images, fps=8))
+        save_gif(out / f"{name}.gif", images, fps=8)
     print(f"wrote {len(jobs)} volumes with sidecars and MIPs{' and surfaces' if args.surface else ''} to {out}")
     return 0
 
