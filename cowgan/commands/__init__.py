@@ -1,5 +1,5 @@
 """The subcommands; each module has `register(subparsers)` and sets `run` on its parser."""
 
-from . import bench, generate, import_reference
+from . import bench, explore, generate, import_reference
 
-COMMAND_MODULES = (generate, import_reference, bench)
+COMMAND_MODULES = (generate, import_reference, bench, explore)

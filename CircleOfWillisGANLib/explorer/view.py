@@ -1,0 +1,188 @@
+"""The explorer's VTK scene: a 3D MIP volume rendering, the vessel surface and three slice views.
+
+One render window holds five viewports: MIP (top left), surface (top right), and axial, coronal and sagittal
+slices (bottom). The image data, the surface and the slices are updated in place for each new volume.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import require
+
+VESSEL_RGB = (0.85, 0.25, 0.2)
+BACKGROUND = (0.05, 0.05, 0.08)
+
+
+def _matrix(vtk: Any, affine: np.ndarray) -> Any:
+    m = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, float(affine[r, c]))
+    return m
+
+
+class VolumeScene:
+    """Owns the VTK pipeline; call `update(volume, affine, surface)` then `render()`."""
+
+    def __init__(self, render_window: Optional[Any] = None) -> None:
+        vtk = require("vtk", "The explorer's 3D view", "vtk")
+        self.vtk = vtk
+        self.render_window = render_window or vtk.vtkRenderWindow()
+        self.image = vtk.vtkImageData()
+        self._camera_set = False
+        self.mip_renderer = self._renderer((0.0, 0.4, 0.5, 1.0), "3D MIP")
+        self.surface_renderer = self._renderer((0.5, 0.4, 1.0, 1.0), "Vessel surface")
+        self.slice_renderers = [self._renderer((i / 3, 0.0, (i + 1) / 3, 0.4), name)
+                                for i, name in enumerate(("Axial", "Coronal", "Sagittal"))]
+        self._build_volume()
+        self._build_surface()
+        self._build_slices()
+
+    def _renderer(self, viewport: Any, title: str) -> Any:
+        vtk = self.vtk
+        renderer = vtk.vtkRenderer()
+        renderer.SetViewport(*viewport)
+        renderer.SetBackground(*BACKGROUND)
+        text = vtk.vtkTextActor()
+        text.SetInput(title)
+        text.GetTextProperty().SetFontSize(14)
+        text.GetTextProperty().SetColor(0.9, 0.9, 0.6)
+        text.SetPosition(6, 6)
+        renderer.AddViewProp(text)
+        self.render_window.AddRenderer(renderer)
+        return renderer
+
+    def _build_volume(self) -> None:
+        vtk = self.vtk
+        self.volume_mapper = vtk.vtkSmartVolumeMapper()
+        self.volume_mapper.SetInputData(self.image)
+        self.volume_mapper.SetBlendModeToMaximumIntensity()
+        self.opacity = vtk.vtkPiecewiseFunction()
+        self.colours = vtk.vtkColorTransferFunction()
+        self._set_window(0.0, 1.0)
+        prop = vtk.vtkVolumeProperty()
+        prop.SetScalarOpacity(self.opacity)
+        prop.SetColor(self.colours)
+        prop.SetInterpolationTypeToLinear()
+        self.volume_actor = vtk.vtkVolume()
+        self.volume_actor.SetMapper(self.volume_mapper)
+        self.volume_actor.SetProperty(prop)
+        self.volume_actor.VisibilityOff()
+        self.mip_renderer.AddVolume(self.volume_actor)
+
+    def _set_window(self, lo: float, hi: float) -> None:
+        """Grey ramp from lo (black, transparent) to hi (white, opaque), as a MIP preset does."""
+        hi = max(hi, lo + 1e-3)
+        self.opacity.RemoveAllPoints()
+        self.opacity.AddPoint(lo, 0.0)
+        self.opacity.AddPoint(hi, 1.0)
+        self.colours.RemoveAllPoints()
+        self.colours.AddRGBPoint(lo, 0.0, 0.0, 0.0)
+        self.colours.AddRGBPoint(hi, 1.0, 1.0, 1.0)
+        for _, actor in getattr(self, "slice_mappers", []):
+            actor.GetProperty().SetColorWindow(hi - lo)
+            actor.GetProperty().SetColorLevel((hi + lo) / 2)
+
+    def _build_surface(self) -> None:
+        vtk = self.vtk
+        self.surface = vtk.vtkPolyData()
+        mapper = vtk.vtkPolyDataMapper()
+        mapper.SetInputData(self.surface)
+        mapper.ScalarVisibilityOff()
+        self.surface_actor = vtk.vtkActor()
+        self.surface_actor.SetMapper(mapper)
+        self.surface_actor.GetProperty().SetColor(*VESSEL_RGB)
+        self.surface_actor.GetProperty().SetSpecular(0.3)
+        self.surface_renderer.AddActor(self.surface_actor)
+
+    def _build_slices(self) -> None:
+        vtk = self.vtk
+        self.slice_mappers = []
+        for renderer, orientation in zip(self.slice_renderers, ("Z", "Y", "X")):
+            mapper = vtk.vtkImageSliceMapper()
+            mapper.SetInputData(self.image)
+            getattr(mapper, f"SetOrientationTo{orientation}")()
+            actor = vtk.vtkImageSlice()
+            actor.SetMapper(mapper)
+            actor.GetProperty().SetColorWindow(1.0)
+            actor.GetProperty().SetColorLevel(0.5)
+            actor.VisibilityOff()
+            renderer.AddViewProp(actor)
+            self.slice_mappers.append((mapper, actor))
+
+    def update(self, volume_dhw: np.ndarray, affine: np.ndarray, surface: Any = None) -> None:
+        """Show a new (D, H, W) volume with its voxel-to-RAS affine and (optionally) its vessel surface."""
+        from vtk.util.numpy_support import numpy_to_vtk
+
+        d, h, w = volume_dhw.shape
+        affine = np.asarray(affine, dtype=float)
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        first = tuple(self.image.GetDimensions()) != (h, w, d)
+        self.image.SetDimensions(h, w, d)
+        self.image.SetSpacing(*spacing)
+        self.image.SetOrigin(*affine[:3, 3])
+        direction = affine[:3, :3] / spacing
+        self.image.SetDirectionMatrix(*direction.ravel())
+        scalars = numpy_to_vtk(np.ascontiguousarray(volume_dhw.transpose(0, 2, 1), dtype=np.float32).ravel(), deep=True)
+        self.image.GetPointData().SetScalars(scalars)
+        self.image.Modified()
+        lo, hi = np.percentile(volume_dhw, (50.0, 99.9))
+        self._set_window(float(lo), float(hi))
+        self.volume_actor.VisibilityOn()
+        for axis, (mapper, actor) in zip((2, 1, 0), self.slice_mappers):
+            mapper.SetSliceNumber((h, w, d)[axis] // 2 if axis != 2 else self._best_axial(volume_dhw))
+            actor.VisibilityOn()
+        if surface is not None:
+            self.surface.DeepCopy(surface)
+        else:
+            self.surface.Initialize()
+        self.surface.Modified()
+        self.surface_actor.SetVisibility(surface is not None)
+        if first or not self._camera_set:
+            self.reset_cameras()
+
+    @staticmethod
+    def _best_axial(volume_dhw: np.ndarray) -> int:
+        """The axial slice with the most bright voxels: where the circle of Willis lies."""
+        v = np.asarray(volume_dhw)
+        bright = (v > np.percentile(v, 99)).sum(axis=(1, 2))
+        return int(np.argmax(bright))
+
+    def reset_cameras(self) -> None:
+        """Look at the volume from below-front (3D views) and straight on (slices), radiological convention."""
+        for renderer in (self.mip_renderer, self.surface_renderer):
+            camera = renderer.GetActiveCamera()
+            camera.SetFocalPoint(0, 0, 0)
+            camera.SetPosition(0, -1, -1.6)  # anterior-inferior view of the circle of Willis
+            camera.SetViewUp(0, 1, 0)
+            renderer.ResetCamera()
+            camera.Zoom(1.3)
+        for renderer, (position, up) in zip(self.slice_renderers, (((0, 0, -1), (0, 1, 0)), ((0, -1, 0), (0, 0, 1)),
+                                                                  ((1, 0, 0), (0, 0, 1)))):
+            camera = renderer.GetActiveCamera()
+            camera.ParallelProjectionOn()
+            camera.SetFocalPoint(0, 0, 0)
+            camera.SetPosition(*position)
+            camera.SetViewUp(*up)
+            renderer.ResetCamera()
+            camera.Zoom(1.4)
+        self._camera_set = True
+
+    def render(self) -> None:
+        self.render_window.Render()
+
+    def screenshot(self) -> np.ndarray:
+        """The render window as an RGB uint8 array (rows top to bottom)."""
+        from vtk.util.numpy_support import vtk_to_numpy
+
+        grab = self.vtk.vtkWindowToImageFilter()
+        grab.SetInput(self.render_window)
+        grab.ReadFrontBufferOff()
+        grab.Update()
+        out = grab.GetOutput()
+        w, h, _ = out.GetDimensions()
+        pixels = vtk_to_numpy(out.GetPointData().GetScalars()).reshape(h, w, -1)[::-1, :, :3]
+        return np.ascontiguousarray(pixels)

@@ -1,0 +1,603 @@
+"""The panel's controller: binds the widgets of Resources/UI/CircleOfWillisGAN.ui to a PanelEngine.
+
+It runs under PySide6 (the standalone explorer, the tests) and under PythonQt (3D Slicer): it receives the
+Qt namespace and a namespace of the .ui's widgets by object name, reads values with property("value"), and
+never imports a Qt binding itself. Slider moves are debounced and coalesced (the newest value wins);
+generation runs on one worker thread whose results a main-thread timer picks up, so the GUI never freezes.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import queue
+import random
+import threading
+import time
+import types
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from .errors import CheckpointError, CoWGANError
+from .panel_engine import MAX_UI_SEED, SURFACE_FORMATS, PanelEngine, PanelState, RenderResult, model_card_summary
+
+log = logging.getLogger(__name__)
+DEBOUNCE_MS = 30
+POLL_MS = 15
+PLAY_STEP = 0.05
+DIRECTION_STEPS = 10  # direction slider ticks per standard deviation
+MODEL_FILTER = "Models (*.safetensors *.pt);;All files (*)"
+
+
+class Worker:
+    """One background thread: queued tasks run in order; render requests keep only the newest one."""
+
+    def __init__(self) -> None:
+        self.results: "queue.Queue[Tuple[str, Any, Any]]" = queue.Queue()
+        self._tasks: Deque[Tuple[str, Callable[..., Any]]] = collections.deque()
+        self._render: Optional[Tuple[str, Callable[..., Any]]] = None
+        self._cond = threading.Condition()
+        self._busy = False
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="CircleOfWillisGAN worker", daemon=True)
+        self._thread.start()
+
+    def submit(self, kind: str, func: Callable[..., Any], newest_wins: bool = False) -> None:
+        """Queue `func(progress)`; with newest_wins it replaces any render request not yet started."""
+        with self._cond:
+            if newest_wins:
+                self._render = (kind, func)
+            else:
+                self._tasks.append((kind, func))
+            self._cond.notify()
+
+    @property
+    def idle(self) -> bool:
+        with self._cond:
+            return not (self._busy or self._tasks or self._render)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._stop or self._tasks or self._render):
+                    self._cond.wait()
+                if self._stop:
+                    return
+                if self._tasks:
+                    kind, func = self._tasks.popleft()
+                else:
+                    (kind, func), self._render = self._render, None  # type: ignore[misc]
+                self._busy = True
+            try:
+                self.results.put((kind, func(lambda i, n: self.results.put(("progress", (i, n), None))), None))
+            except Exception as exc:  # reported on the GUI thread, never raised in this thread
+                if not isinstance(exc, CoWGANError):
+                    log.exception("CircleOfWillisGAN: %s failed", kind)
+                self.results.put((kind, None, exc))
+            finally:
+                with self._cond:
+                    self._busy = False
+
+
+def pyside6_qt() -> types.SimpleNamespace:
+    """PySide6's QtCore, QtGui and QtWidgets as one namespace, shaped like PythonQt's `qt` module."""
+    from PySide6 import QtCore, QtGui, QtWidgets
+
+    ns = types.SimpleNamespace()
+    for module in (QtCore, QtGui, QtWidgets):
+        for name in dir(module):
+            if name.startswith("Q") or name == "Qt":
+                setattr(ns, name, getattr(module, name))
+    return ns
+
+
+def load_panel_pyside6(ui_path: str, parent: Any = None) -> Tuple[Any, types.SimpleNamespace]:
+    """Load the panel's .ui with PySide6's QUiLoader: (root widget, widgets by object name)."""
+    from PySide6.QtCore import QFile, QObject
+    from PySide6.QtUiTools import QUiLoader
+
+    file = QFile(str(ui_path))
+    if not file.open(QFile.ReadOnly):
+        raise FileNotFoundError(f"cannot open the panel layout {ui_path}")
+    root = QUiLoader().load(file, parent)
+    file.close()
+    widgets = {w.objectName(): w for w in root.findChildren(QObject) if w.objectName()}
+    return root, types.SimpleNamespace(**widgets)
+
+
+def _dialog_result(value: Any) -> str:
+    """PySide6 file dialogs return (path, filter), PythonQt's return the path."""
+    if isinstance(value, (tuple, list)):
+        value = value[0] if value else ""
+    return str(value or "")
+
+
+class PanelController:
+    """Keeps the panel's widgets, a PanelState and the views in step; see the module docstring."""
+
+    def __init__(self, ui: Any, qt: Any, load_engine: Optional[Callable[[str, str], PanelEngine]] = None,
+                 show_error: Optional[Callable[[str], None]] = None, debounce_ms: int = DEBOUNCE_MS) -> None:
+        self.ui, self.qt = ui, qt
+        self.engine: Optional[PanelEngine] = None
+        self.views: List[Callable[[RenderResult], None]] = []  # called on the GUI thread with each new result
+        self.state_listeners: List[Callable[[Dict[str, Any]], None]] = []  # e.g. the Slicer parameter node
+        self.engine_listeners: List[Callable[[PanelEngine], None]] = []
+        self.last_result: Optional[RenderResult] = None
+        self.last_error = ""
+        self.requests = 0  # render requests made (after debouncing)
+        self.renders = 0  # results shown
+        self._load_engine = load_engine or default_engine_loader
+        self._show_error = show_error
+        self._error_open = False
+        self._history: List[int] = []
+        self._history_pos = -1
+        self._updating = False
+        self._direction_sliders: List[Any] = []
+        self._direction_value_labels: List[Any] = []
+        self._direction_widgets: List[Any] = []
+        self._request_time = 0.0
+        self.worker = Worker()
+        self._debounce = self._timer(debounce_ms, self._request_render, single_shot=True)
+        self._poll = self._timer(POLL_MS, self._drain)
+        self._player = self._timer(120, self._play_step)
+        self.choose_model_file: Callable[[], str] = lambda: _dialog_result(
+            qt.QFileDialog.getOpenFileName(None, "Open a CircleOfWillisGAN model", "", MODEL_FILTER))
+        self.choose_folder: Callable[[], str] = lambda: _dialog_result(
+            qt.QFileDialog.getExistingDirectory(None, "Export folder", self.ui.outputFolderLineEdit.property("text")))
+        self._setup_widgets()
+        self._connect()
+        self._remember_seed()
+        self._sync_enabled()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Setup
+    def _timer(self, ms: int, slot: Callable[[], None], single_shot: bool = False) -> Any:
+        timer = self.qt.QTimer()
+        timer.setInterval(ms)
+        timer.setSingleShot(single_shot)
+        timer.timeout.connect(slot)
+        return timer
+
+    def _setup_widgets(self) -> None:
+        ui = self.ui
+        ui.deviceComboBox.clear()
+        ui.deviceComboBox.addItem("CPU")
+        if _cuda_available():
+            ui.deviceComboBox.addItem("CUDA")
+        if not ui.outputFolderLineEdit.property("text"):
+            ui.outputFolderLineEdit.setProperty("text", _default_output_dir())
+        ui.surfaceFormatComboBox.setCurrentIndex(0)
+        ui.progressBar.setVisible(False)
+        for name in ("seedSpinBox", "noiseSeedSpinBox", "mixSeedSpinBox", "seedBSpinBox"):
+            getattr(ui, name).setMaximum(MAX_UI_SEED)
+
+    def _connect(self) -> None:
+        ui = self.ui
+        for name in ("seedSpinBox", "noiseSeedSpinBox", "mixSeedSpinBox", "seedBSpinBox", "smoothingSpinBox",
+                     "framesSpinBox", "truncationSlider", "crossoverSlider", "interpolationSlider", "thresholdSlider"):
+            getattr(ui, name).valueChanged.connect(lambda *args, n=name: self._on_changed(n))
+        for name in ("noiseFollowsSeedCheckBox", "styleMixingCheckBox", "interpolationCheckBox", "showSurfaceCheckBox",
+                     "autoThresholdCheckBox"):
+            getattr(ui, name).toggled.connect(lambda *args, n=name: self._on_changed(n))
+        ui.interpolationSpaceComboBox.currentIndexChanged.connect(lambda *args: self._on_changed("space"))
+        ui.surfaceFormatComboBox.currentIndexChanged.connect(lambda *args: self._notify_state())
+        ui.outputFolderLineEdit.editingFinished.connect(self._notify_state)
+        for name in ("truncationSlider", "crossoverSlider", "interpolationSlider", "thresholdSlider"):
+            getattr(ui, name).sliderReleased.connect(self.render_now)
+        ui.randomSeedButton.clicked.connect(self.random_seed)
+        ui.previousSeedButton.clicked.connect(self.previous_seed)
+        ui.nextSeedButton.clicked.connect(self.next_seed)
+        ui.resampleNoiseButton.clicked.connect(self.resample_noise)
+        ui.resetDirectionsButton.clicked.connect(self.reset_directions)
+        ui.playButton.toggled.connect(self.set_playing)
+        ui.demoModelButton.clicked.connect(lambda *args: self.load_model("demo"))
+        ui.openModelButton.clicked.connect(self.open_model)
+        ui.deviceComboBox.currentIndexChanged.connect(self._on_device_changed)
+        ui.browseOutputButton.clicked.connect(self.browse_output)
+        ui.exportVolumeButton.clicked.connect(self.export_volume)
+        ui.exportInterpolationButton.clicked.connect(self.export_interpolation)
+
+    # ----------------------------------------------------------------------------------------------------
+    # State <-> widgets
+    @property
+    def state(self) -> PanelState:
+        """The panel's current values."""
+        ui = self.ui
+        return PanelState(
+            seed=int(ui.seedSpinBox.property("value")), psi=int(ui.truncationSlider.property("value")) / 100.0,
+            noise_follows_seed=bool(ui.noiseFollowsSeedCheckBox.property("checked")), noise_seed=int(ui.noiseSeedSpinBox.property("value")),
+            directions=[int(s.property("value")) / DIRECTION_STEPS for s in self._direction_sliders],
+            mixing=bool(ui.styleMixingCheckBox.property("checked")), mix_seed=int(ui.mixSeedSpinBox.property("value")),
+            crossover=int(ui.crossoverSlider.property("value")), interpolate=bool(ui.interpolationCheckBox.property("checked")),
+            seed_b=int(ui.seedBSpinBox.property("value")), t=int(ui.interpolationSlider.property("value")) / 100.0,
+            space="z" if ui.interpolationSpaceComboBox.property("currentIndex") == 0 else "w",
+            surface=bool(ui.showSurfaceCheckBox.property("checked")), auto_threshold=bool(ui.autoThresholdCheckBox.property("checked")),
+            threshold=int(ui.thresholdSlider.property("value")) / 1000.0, smoothing=int(ui.smoothingSpinBox.property("value")),
+            frames=int(ui.framesSpinBox.property("value")),
+            surface_format=SURFACE_FORMATS[max(0, ui.surfaceFormatComboBox.property("currentIndex"))],
+            output_dir=str(ui.outputFolderLineEdit.property("text")), model=str(getattr(self, "_model_source", "demo")),
+            device="cuda" if ui.deviceComboBox.property("currentText") == "CUDA" else "cpu")
+
+    def apply_state(self, state: PanelState, render: bool = True) -> None:
+        """Show `state` in the widgets (e.g. restored from a scene) without one render per widget."""
+        state = state.validated()
+        ui = self._ui_values(state)
+        self._updating = True
+        try:
+            for widget, value in ui:
+                widget.setProperty("checked" if isinstance(value, bool) else "value", value)
+            ui_ = self.ui
+            ui_.interpolationSpaceComboBox.setCurrentIndex(0 if state.space == "z" else 1)
+            ui_.surfaceFormatComboBox.setCurrentIndex(SURFACE_FORMATS.index(state.surface_format))
+            if state.output_dir:
+                ui_.outputFolderLineEdit.setProperty("text", state.output_dir)
+            for slider, amount in zip(self._direction_sliders, state.directions):
+                slider.setProperty("value", int(round(amount * DIRECTION_STEPS)))
+        finally:
+            self._updating = False
+        self._remember_seed()
+        self._sync_enabled()
+        if render:
+            self.render_now()
+
+    def _ui_values(self, s: PanelState) -> List[Tuple[Any, Any]]:
+        ui = self.ui
+        return [(ui.seedSpinBox, s.seed), (ui.truncationSlider, int(round(s.psi * 100))),
+                (ui.noiseFollowsSeedCheckBox, s.noise_follows_seed), (ui.noiseSeedSpinBox, s.noise_seed),
+                (ui.styleMixingCheckBox, s.mixing), (ui.mixSeedSpinBox, s.mix_seed), (ui.crossoverSlider, s.crossover),
+                (ui.interpolationCheckBox, s.interpolate), (ui.seedBSpinBox, s.seed_b),
+                (ui.interpolationSlider, int(round(s.t * 100))), (ui.showSurfaceCheckBox, s.surface),
+                (ui.autoThresholdCheckBox, s.auto_threshold), (ui.thresholdSlider, int(round(s.threshold * 1000))),
+                (ui.smoothingSpinBox, s.smoothing), (ui.framesSpinBox, s.frames)]
+
+    def _on_changed(self, name: str) -> None:
+        if self._updating:
+            return
+        if name == "seedSpinBox":
+            self._remember_seed()
+        self._sync_enabled()
+        self.schedule_render()
+
+    def _sync_enabled(self) -> None:
+        ui, s = self.ui, self.state
+        ui.truncationValueLabel.setProperty("text", f"{s.psi:.2f}")
+        ui.interpolationValueLabel.setProperty("text", f"{s.t:.2f}")
+        ui.crossoverValueLabel.setProperty("text", str(s.crossover))
+        ui.thresholdValueLabel.setProperty("text", f"{s.threshold:.3f}")
+        ui.noiseSeedSpinBox.setEnabled(not s.noise_follows_seed)
+        for name in ("mixSeedSpinBox", "crossoverSlider"):
+            getattr(ui, name).setEnabled(s.mixing)
+        for name in ("seedBSpinBox", "interpolationSlider", "playButton", "interpolationSpaceComboBox"):
+            getattr(ui, name).setEnabled(s.interpolate)
+        ui.thresholdSlider.setEnabled(s.surface and not s.auto_threshold)
+        ui.previousSeedButton.setEnabled(self._history_pos > 0)
+        ui.nextSeedButton.setEnabled(self._history_pos < len(self._history) - 1)
+        for label, slider in zip(self._direction_value_labels, self._direction_sliders):
+            label.setProperty("text", f"{int(slider.property('value')) / DIRECTION_STEPS:+.1f}")
+        has_model = self.engine is not None
+        for name in ("generationGroupBox", "directionsGroupBox", "styleMixingGroupBox", "interpolationGroupBox",
+                     "surfaceGroupBox", "exportGroupBox"):
+            getattr(ui, name).setEnabled(has_model)
+
+    def _notify_state(self, *args: Any) -> None:
+        data = self.state.to_dict()
+        for listener in self.state_listeners:
+            listener(data)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Seeds
+    def _set_seed(self, seed: int, remember: bool = True) -> None:
+        self._updating = True
+        self.ui.seedSpinBox.setProperty("value", int(seed))
+        self._updating = False
+        if remember:
+            self._remember_seed()
+        self._sync_enabled()
+        self.render_now()
+
+    def _remember_seed(self) -> None:
+        seed = int(self.ui.seedSpinBox.property("value"))
+        if self._history and self._history[self._history_pos] == seed:
+            return
+        del self._history[self._history_pos + 1:]
+        self._history.append(seed)
+        self._history_pos = len(self._history) - 1
+
+    def random_seed(self, *args: Any) -> None:
+        self._set_seed(random.randint(0, MAX_UI_SEED))
+
+    def previous_seed(self, *args: Any) -> None:
+        if self._history_pos > 0:
+            self._history_pos -= 1
+            self._set_seed(self._history[self._history_pos], remember=False)
+
+    def next_seed(self, *args: Any) -> None:
+        if self._history_pos < len(self._history) - 1:
+            self._history_pos += 1
+            self._set_seed(self._history[self._history_pos], remember=False)
+
+    @property
+    def seed_history(self) -> List[int]:
+        return list(self._history)
+
+    def resample_noise(self, *args: Any) -> None:
+        """Same anatomy (w), new noise: a new random noise seed."""
+        self._updating = True
+        self.ui.noiseFollowsSeedCheckBox.setProperty("checked", False)
+        self.ui.noiseSeedSpinBox.setProperty("value", random.randint(0, MAX_UI_SEED))
+        self._updating = False
+        self._sync_enabled()
+        self.render_now()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Directions
+    def _build_direction_sliders(self) -> None:
+        qt, layout = self.qt, self.ui.directionsContainer.layout()
+        for widget in self._direction_widgets:
+            layout.removeWidget(widget)
+            widget.setParent(None)
+            widget.deleteLater()
+        self._direction_widgets, self._direction_sliders, self._direction_value_labels = [], [], []
+        for row, direction in enumerate(self.engine.directions if self.engine else []):
+            name = qt.QLabel(direction.label)
+            name.setToolTip(f"{direction.method.upper()} direction, applied to style blocks "
+                            f"{', '.join(map(str, direction.layers))}; 1 step = 1 standard deviation of w")
+            slider = qt.QSlider()
+            slider.setOrientation(qt.Qt.Horizontal)
+            slider.setObjectName(f"directionSlider{row + 1}")
+            slider.setRange(-3 * DIRECTION_STEPS, 3 * DIRECTION_STEPS)
+            slider.setPageStep(DIRECTION_STEPS)
+            value = qt.QLabel("+0.0")
+            slider.valueChanged.connect(lambda *args: self._on_changed("direction"))
+            slider.sliderReleased.connect(self.render_now)
+            for col, widget in enumerate((name, slider, value)):
+                layout.addWidget(widget, row, col)
+                self._direction_widgets.append(widget)
+            self._direction_sliders.append(slider)
+            self._direction_value_labels.append(value)
+
+    @property
+    def direction_sliders(self) -> List[Any]:
+        return list(self._direction_sliders)
+
+    def reset_directions(self, *args: Any) -> None:
+        self._updating = True
+        for slider in self._direction_sliders:
+            slider.setProperty("value", 0)
+        self._updating = False
+        self._sync_enabled()
+        self.render_now()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Model
+    def open_model(self, *args: Any) -> None:
+        path = self.choose_model_file()
+        if path:
+            self.load_model(path)
+
+    def _on_device_changed(self, *args: Any) -> None:
+        if not self._updating and self.engine is not None:
+            self.load_model(getattr(self, "_model_source", "demo"))
+
+    def load_model(self, source: str, device: Optional[str] = None, quiet: bool = False) -> None:
+        """Load a model on the worker thread ("demo", a .safetensors file or a reference .pt, converted).
+
+        With `quiet` (at start-up) a failure is reported in the status line only, not in a dialog."""
+        device = device or self.state.device
+        converting = str(source).endswith(".pt")
+        self._busy_message("Converting the reference checkpoint (one minute for the paper model)..." if converting
+                           else f"Loading {'the demo model' if source == 'demo' else source}...")
+        self.worker.submit("quiet-load" if quiet else "load", lambda progress: (source, self._load_engine(source, device)))
+        self._poll.start()
+
+    def set_engine(self, engine: PanelEngine, source: str = "") -> None:
+        """Use a loaded engine now (the worker calls this through the result queue)."""
+        self.engine = engine
+        self._model_source = source or str(engine.generator.source)
+        gen = engine.generator
+        self.ui.modelNameLabel.setProperty("text", f"Model: {gen.metadata.get('name') or self._model_source}")
+        self.ui.modelCardLabel.setProperty("text", model_card_summary(gen))
+        self.ui.crossoverSlider.setMaximum(max(1, gen.num_ws - 1))
+        self._build_direction_sliders()
+        self._sync_enabled()
+        for listener in self.engine_listeners:
+            listener(engine)
+        self.render_now()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Rendering
+    def schedule_render(self) -> None:
+        """Render after the widgets have been still for the debounce interval (newest value wins)."""
+        self._debounce.start()
+
+    def render_now(self, *args: Any) -> None:
+        """Render the current state without waiting (a slider was released or a button pressed)."""
+        self._debounce.stop()
+        self._request_render()
+
+    def _request_render(self) -> None:
+        self._notify_state()
+        if self.engine is None:
+            return
+        self.requests += 1
+        request_id, state, engine = self.requests, self.state, self.engine
+        self._request_time = time.perf_counter()
+        self.worker.submit("render", lambda progress: engine.render(state, request_id), newest_wins=True)
+        self._poll.start()
+
+    def _drain(self) -> None:
+        """Runs on the GUI thread: show finished work, report errors, stop polling when idle."""
+        while True:
+            try:
+                kind, value, error = self.worker.results.get_nowait()
+            except queue.Empty:
+                break
+            if error is not None:
+                self._report_error(error, dialog=kind not in ("render", "quiet-load"))
+            elif kind == "progress":
+                self._progress(*value)
+            elif kind == "render":
+                self._show(value)
+            elif kind in ("load", "quiet-load"):
+                self._done()
+                self.set_engine(value[1], value[0])
+            elif kind == "export":
+                self._done(f"Wrote {value}")
+        if self.worker.idle and self.worker.results.empty():
+            self._poll.stop()
+
+    def _show(self, result: RenderResult) -> None:
+        start = time.perf_counter()
+        self.last_result = result
+        self.last_error = ""
+        if result.threshold is not None and result.state.auto_threshold:
+            self._updating = True
+            self.ui.thresholdSlider.setProperty("value", int(round(result.threshold * 1000)))
+            self._updating = False
+            self.ui.thresholdValueLabel.setProperty("text", f"{result.threshold:.3f}")
+        for view in self.views:
+            view(result)
+        self.renders += 1
+        shown = time.perf_counter() - start
+        s = result.state
+        what = f"t = {s.t:.2f} between seeds {s.seed} and {s.seed_b}" if s.interpolate else f"seed {s.seed}"
+        surface = f", surface {result.surface_s:.2f} s" if result.surface is not None else ""
+        self._status(f"{what}, psi {s.psi:.2f}: generated in {result.generate_s:.2f} s{surface}, "
+                     f"shown in {shown:.2f} s ({time.perf_counter() - self._request_time:.2f} s since the last change)")
+
+    # ----------------------------------------------------------------------------------------------------
+    # Interpolation playback
+    def set_playing(self, playing: bool) -> None:
+        self.ui.playButton.setProperty("text", "Pause" if playing else "Play")
+        if playing and not self.state.interpolate:
+            self.ui.interpolationCheckBox.setProperty("checked", True)
+        (self._player.start if playing else self._player.stop)()
+
+    def _play_step(self) -> None:
+        if not self.worker.idle:
+            return  # wait for the frame being generated: playback never queues up work
+        direction = getattr(self, "_play_direction", 1)
+        t = self.state.t + direction * PLAY_STEP
+        if not 0.0 <= t <= 1.0:
+            self._play_direction = -direction
+            t = min(max(t, 0.0), 1.0)
+        self.ui.interpolationSlider.setProperty("value", int(round(t * 100)))
+        self.render_now()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Export
+    def browse_output(self, *args: Any) -> None:
+        folder = self.choose_folder()
+        if folder:
+            self.ui.outputFolderLineEdit.setProperty("text", folder)
+            self._notify_state()
+
+    def export_volume(self, *args: Any) -> None:
+        if self.engine is None:
+            return
+        state, engine = self.state, self.engine
+        self._busy_message(f"Exporting {engine.stem(state)} to {state.output_dir}...")
+        self.worker.submit("export", lambda progress: _describe(engine.export_volume(state, state.output_dir)))
+        self._poll.start()
+
+    def export_interpolation(self, *args: Any) -> None:
+        if self.engine is None:
+            return
+        state, engine = self.state, self.engine
+        self._busy_message(f"Exporting {state.frames} interpolation frames to {state.output_dir}...")
+        self.worker.submit("export", lambda progress: _describe(engine.export_interpolation(state, state.output_dir, progress)))
+        self._poll.start()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Status, progress and errors
+    def _status(self, text: str, error: bool = False) -> None:
+        self.ui.statusLabel.setProperty("text", text)
+        self.ui.statusLabel.setStyleSheet("color: #c62828;" if error else "")
+
+    def _busy_message(self, text: str) -> None:
+        self._status(text)
+        self.ui.progressBar.setRange(0, 0)
+        self.ui.progressBar.setVisible(True)
+
+    def _progress(self, i: int, n: int) -> None:
+        self.ui.progressBar.setRange(0, n)
+        self.ui.progressBar.setValue(i)
+
+    def _done(self, text: str = "") -> None:
+        self.ui.progressBar.setVisible(False)
+        if text:
+            self._status(text)
+
+    def _report_error(self, error: BaseException, dialog: bool = True) -> None:
+        """One message in the status line; at most one dialog open at a time, never a stack."""
+        self._done()
+        message = str(error) if isinstance(error, CoWGANError) else f"{type(error).__name__}: {error}"
+        self.last_error = message
+        self._status(f"Error: {message}", error=True)
+        if dialog and self._show_error is not None and not self._error_open:
+            self._error_open = True
+            try:
+                self._show_error(message)
+            finally:
+                self._error_open = False
+
+    # ----------------------------------------------------------------------------------------------------
+    def wait_idle(self, timeout_s: float = 30.0, app: Any = None) -> bool:
+        """Process results until nothing is pending (tests, benchmarks, screenshots)."""
+        deadline = time.perf_counter() + timeout_s
+        while time.perf_counter() < deadline:
+            if app is not None:
+                app.processEvents()
+            if self._debounce.isActive():
+                time.sleep(0.002)
+                continue
+            self._drain()
+            if self.worker.idle and self.worker.results.empty():
+                return True
+            time.sleep(0.002)
+        return False
+
+    def close(self) -> None:
+        for timer in (self._debounce, self._poll, self._player):
+            timer.stop()
+        self.worker.stop()
+
+
+def _describe(paths: Dict[str, Any]) -> str:
+    files = [p for v in paths.values() for p in (v if isinstance(v, list) else [v])]
+    folder = files[0].parent if files else ""
+    return f"{len(files)} files to {folder}: " + ", ".join(sorted({p.name for p in files})[:4]) + ("..." if len(files) > 4 else "")
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def _default_output_dir() -> str:
+    from pathlib import Path
+
+    return str(Path.home() / "CircleOfWillisGAN")
+
+
+def default_engine_loader(source: str, device: str) -> PanelEngine:
+    """Load a model by path or "demo" and compute (or read) its latent directions."""
+    from .generator import load_generator
+    from .resources import demo_model_path
+
+    if source == "demo":
+        try:
+            demo_model_path()
+        except CheckpointError:
+            raise CheckpointError("no demo model is bundled with this installation: press 'Open model...' and choose a "
+                                  "CircleOfWillisGAN .safetensors model or a reference model_N.pt") from None
+    return PanelEngine(load_generator(source, device=device))

@@ -1,0 +1,235 @@
+"""What the panel computes, without any GUI: panel state in, volume + MIP + vessel surface out; exports.
+
+The panel's controller (panel_controller.py) runs these calls on a worker thread; the Slicer module, the
+standalone explorer and the tests all share them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .directions import Direction, apply_directions, directions_for
+from .errors import InputError
+from .latents import lerp, slerp
+from .mip import mip_panel
+from .volume_io import spacing_of
+
+MAX_UI_SEED = 2**31 - 1  # Qt spin boxes hold signed 32-bit integers
+SURFACE_FORMATS = ("stl", "obj", "vtp", "ply")
+
+
+def _field(default: Any, lo: Any = None, hi: Any = None, choices: Tuple[Any, ...] = ()) -> Any:
+    meta = {"range": (lo, hi)} if lo is not None else {}
+    if choices:
+        meta["choices"] = choices
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass
+class PanelState:
+    """Everything the panel shows; ranges and choices are declared next to each field."""
+
+    seed: int = _field(1, 0, MAX_UI_SEED)
+    psi: float = _field(0.7, 0.0, 2.0)
+    noise_follows_seed: bool = _field(True)
+    noise_seed: int = _field(1, 0, MAX_UI_SEED)
+    directions: List[float] = _field([], -3.0, 3.0)  # in standard deviations of w along each direction
+    mixing: bool = _field(False)
+    mix_seed: int = _field(2, 0, MAX_UI_SEED)
+    crossover: int = _field(3, 1, 64)  # first block taken from mix_seed
+    interpolate: bool = _field(False)
+    seed_b: int = _field(2, 0, MAX_UI_SEED)
+    t: float = _field(0.0, 0.0, 1.0)
+    space: str = _field("z", choices=("z", "w"))
+    surface: bool = _field(True)
+    auto_threshold: bool = _field(True)
+    threshold: float = _field(0.3, 0.0, 1.0)
+    smoothing: int = _field(15, 0, 100)
+    frames: int = _field(16, 2, 200)
+    surface_format: str = _field("stl", choices=SURFACE_FORMATS)
+    output_dir: str = _field("")
+    model: str = _field("demo")
+    device: str = _field("cpu")
+
+    def validated(self) -> "PanelState":
+        """A copy with every number clamped into its range and every choice checked."""
+        values = dataclasses.asdict(self)
+        for f in dataclasses.fields(self):
+            lo, hi = f.metadata.get("range", (None, None))
+            v = values[f.name]
+            if lo is not None and isinstance(v, list):
+                values[f.name] = [min(max(float(x), lo), hi) for x in v]
+            elif lo is not None:
+                values[f.name] = type(f.default)(min(max(v, lo), hi))
+            if f.metadata.get("choices") and v not in f.metadata["choices"]:
+                raise InputError(f"{f.name} must be one of {', '.join(f.metadata['choices'])}, got {v!r}")
+        return PanelState(**values)
+
+    def noise(self) -> int:
+        """The noise seed actually used."""
+        return self.seed if self.noise_follows_seed else self.noise_seed
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "PanelState":
+        """Rebuild from `to_dict` output (e.g. a saved scene), ignoring unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclasses.dataclass
+class RenderResult:
+    """One generated volume and what is shown of it."""
+
+    state: PanelState
+    volume: np.ndarray  # (D, H, W) float32 in [0, 1]
+    affine: np.ndarray
+    mip: np.ndarray  # uint8 panel: axial | coronal over sagittal
+    surface: Any = None  # vtkPolyData in RAS mm, or None
+    threshold: Optional[float] = None
+    generate_s: float = 0.0
+    surface_s: float = 0.0
+    request_id: int = 0
+
+
+class PanelEngine:
+    """A loaded generator plus its latent directions; turns a PanelState into a RenderResult."""
+
+    def __init__(self, generator: Any) -> None:
+        self.generator = generator
+        self.directions: List[Direction] = directions_for(generator)
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self.generator.affine
+
+    def styles(self, state: PanelState) -> torch.Tensor:
+        """The per-block w (1, num_ws, latent) for a state: seed or interpolation, mixing, psi, directions."""
+        gen = self.generator
+        if state.interpolate:
+            za, zb = gen.z_from_seeds([state.seed]), gen.z_from_seeds([state.seed_b])
+            w = gen.mapping(slerp(za, zb, state.t)) if state.space == "z" else lerp(gen.mapping(za), gen.mapping(zb), state.t)
+        else:
+            w = gen.mapping(gen.z_from_seeds([state.seed]))
+        mix = None
+        if state.mixing and gen.num_ws > 1:
+            mix = ([state.mix_seed], min(max(1, state.crossover), gen.num_ws - 1))
+        ws = gen.styles(w=w, psi=state.psi, style_mix=mix)
+        return apply_directions(ws, self.directions, state.directions[: len(self.directions)])
+
+    def volume(self, state: PanelState) -> np.ndarray:
+        """The (D, H, W) volume in [0, 1] for a state."""
+        ws = self.styles(state)
+        return self.generator.synthesize(ws, noise_seed=state.noise()).clamp_(0.0, 1.0).numpy()[0]
+
+    def render(self, state: PanelState, request_id: int = 0) -> RenderResult:
+        """Generate the volume, its MIP panel and (if asked) its vessel surface, timing each."""
+        state = state.validated()
+        start = time.perf_counter()
+        volume = self.volume(state)
+        result = RenderResult(state, volume, self.affine, mip_panel(volume, spacing_of(self.affine)),
+                              generate_s=time.perf_counter() - start, request_id=request_id)
+        if state.surface:
+            start = time.perf_counter()
+            result.surface, result.threshold = self.surface(volume, state)
+            result.surface_s = time.perf_counter() - start
+        return result
+
+    def surface(self, volume: np.ndarray, state: PanelState) -> Tuple[Any, float]:
+        """The vessel surface of a volume and the threshold used (automatic or the state's)."""
+        from .surface import vessel_surface, vessel_threshold
+
+        level = vessel_threshold(volume) if state.auto_threshold else float(state.threshold)
+        return vessel_surface(volume, self.affine, level, smoothing_iterations=state.smoothing), level
+
+    def sidecar(self, state: PanelState) -> Dict[str, Any]:
+        """Provenance for an exported volume: model, seeds, psi, noise, mixing, interpolation, directions."""
+        gen = self.generator
+        record: Dict[str, Any] = {
+            "model": {"path": gen.source, "name": gen.metadata.get("name"), "content_sha256": gen.checkpoint.sha256 or None},
+            "seed": state.seed, "psi": state.psi, "noise_seed": state.noise(), "noise_mode": gen.arch.noise_mode,
+            "w": self.styles(state)[0].tolist(), "device": str(gen.device), "created_with": "CircleOfWillisGAN panel",
+        }
+        if state.mixing:
+            record["style_mixing"] = {"second_seed": state.mix_seed, "crossover_block": state.crossover}
+        if state.interpolate:
+            record["interpolation"] = {"seed_a": state.seed, "seed_b": state.seed_b, "t": state.t, "space": state.space,
+                                       "method": "slerp" if state.space == "z" else "lerp"}
+        moved = [{"label": d.label, "amount_sd": a, "layers": list(d.layers), "method": d.method}
+                 for d, a in zip(self.directions, state.directions) if a]
+        if moved:
+            record["directions"] = moved
+        return record
+
+    def stem(self, state: PanelState) -> str:
+        """A file name stem that says what was generated."""
+        if state.interpolate:
+            return f"cow_interp_{state.seed}_{state.seed_b}_t{state.t:.2f}".replace(".", "p")
+        return f"cow_seed{state.seed:04d}"
+
+    def export_volume(self, state: PanelState, out_dir: str) -> Dict[str, Path]:
+        """Write NIfTI + JSON sidecar + MIP PNG and the vessel surface, with the CLI's writer."""
+        from .export import prepare_output_dir, write_volume_outputs
+
+        state = state.validated()
+        out = prepare_output_dir(out_dir)
+        volume = self.volume(state)
+        threshold = None if state.auto_threshold else state.threshold
+        return write_volume_outputs(out, self.stem(state), volume, self.affine, self.sidecar(state), surface=True,
+                                    surface_format="." + state.surface_format, threshold=threshold)
+
+    def export_interpolation(self, state: PanelState, out_dir: str,
+                             progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
+        """Write the interpolation from seed to seed B as one MIP PNG per frame and an animated GIF."""
+        from .export import prepare_output_dir, write_json
+        from .mip import save_gif, save_png
+
+        state = dataclasses.replace(state.validated(), interpolate=True)
+        out = prepare_output_dir(out_dir)
+        name = f"cow_interp_{state.seed}_{state.seed_b}"
+        frames, pngs = [], []
+        for i in range(state.frames):
+            frame_state = dataclasses.replace(state, t=i / (state.frames - 1))
+            picture = mip_panel(self.volume(frame_state), spacing_of(self.affine))
+            pngs.append(save_png(out / f"{name}_{i:03d}.png", picture))
+            frames.append(picture)
+            if progress:
+                progress(i + 1, state.frames)
+        gif = save_gif(out / f"{name}.gif", frames, fps=8)
+        sidecar = self.sidecar(dataclasses.replace(state, t=0.0))
+        sidecar.pop("w")
+        sidecar["interpolation"].update(frames=state.frames, t="0 to 1 in equal steps")
+        return {"frames": pngs, "gif": gif, "sidecar": write_json(out / f"{name}.json", sidecar)}
+
+
+def model_card_summary(generator: Any) -> str:
+    """A few lines for the panel: name, what it generates, where it came from, and its licence."""
+    meta = generator.metadata
+    arch = generator.arch
+    d, h, w = arch.output_shape
+    spacing = spacing_of(generator.affine)
+    params = sum(t.numel() for t in generator.checkpoint.state_dict.values())
+    lines = [f"{meta.get('name') or Path(str(generator.source)).name}",
+             f"Output {h} x {w} x {d} voxels of {spacing[0]:.2f} x {spacing[1]:.2f} x {spacing[2]:.2f} mm; "
+             f"latent {arch.latent_dim}, {generator.num_ws} style blocks, {params / 1e6:.1f} M parameters"]
+    card = meta.get("model_card") if isinstance(meta.get("model_card"), dict) else {}
+    for key in ("description", "training", "dataset", "intended_use", "license", "source"):
+        value = meta.get(key) or card.get(key)
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items())
+        if value:
+            text = str(value)
+            lines.append(f"{key.replace('_', ' ').capitalize()}: {text[:200]}")
+    if str(generator.source).startswith("random:"):
+        lines.append("Random weights: for testing only, not anatomy.")
+    return "\n".join(lines)

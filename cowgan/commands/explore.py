@@ -1,0 +1,60 @@
+"""`cowgan explore`: the Slicer panel in a standalone window with a 3D MIP, the vessel surface and slices."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.latents import check_seed
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("explore", help="open the interactive explorer (PySide6 + VTK window)",
+                              description="Move sliders and see each generated volume as a 3D MIP, a vessel surface "
+                                          "and slices; the same panel as the 3D Slicer module.")
+    p.add_argument("--model", default="demo", help="'demo', a native .safetensors model, or a reference model_N.pt")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--seed", type=int, default=None, help="seed shown first")
+    p.add_argument("--psi", type=float, default=None, help="truncation psi shown first (0 to 2)")
+    p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window once the first volume is shown, then exit")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from CircleOfWillisGANLib.explorer.window import build_window, qapplication
+    from CircleOfWillisGANLib.precision import resolve_device
+
+    if args.seed is not None:
+        check_seed(args.seed)
+    if args.psi is not None and not 0.0 <= args.psi <= 2.0:
+        raise InputError(f"--psi {args.psi} is out of range: use a value from 0 to 2")
+    app = qapplication()
+    device = resolve_device(args.device).type
+    window = build_window(model=args.model, device=device)
+    if device == "cuda":
+        window.ui.deviceComboBox.setCurrentIndex(window.ui.deviceComboBox.findText("CUDA"))
+    window.controller.engine_listeners.append(lambda engine: _initial_values(window, args))
+    window.show()
+    if not args.screenshot:
+        return int(app.exec())
+    deadline = time.perf_counter() + 300
+    while window.controller.last_result is None and not window.controller.last_error and time.perf_counter() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+    window.controller.wait_idle(60, app)
+    from CircleOfWillisGANLib.mip import save_png
+
+    path = save_png(args.screenshot, window.screenshot())
+    print(f"wrote {path}" + (f" (status: {window.controller.last_error})" if window.controller.last_error else ""))
+    window.close()
+    return 0
+
+
+def _initial_values(window: Any, args: argparse.Namespace) -> None:
+    ui = window.ui
+    if args.seed is not None:
+        ui.seedSpinBox.setValue(args.seed)
+    if args.psi is not None:
+        ui.truncationSlider.setValue(int(round(args.psi * 100)))
