@@ -1,0 +1,35 @@
+"""`cowgan export`: a training run's EMA generator -> the native .safetensors model that everything else loads."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from CircleOfWillisGANLib.errors import InputError
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("export", help="export a training run's EMA generator as a .safetensors model",
+                              description="Write the EMA generator of a run's latest resume state, with w_avg, latent "
+                                          "directions, data geometry and training provenance, as a native model.")
+    p.add_argument("run_dir", metavar="RUN", help="the folder given to `cowgan train --out`")
+    p.add_argument("--out", required=True, help="output MODEL.safetensors")
+    p.add_argument("--name", default=None, help="model name stored in the file (default: the file name)")
+    p.add_argument("--state", default=None, help="a specific resume state (default: RUN/checkpoints/latest.pt)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from CircleOfWillisGANLib.export import prepare_output_dir
+    from training.export import export_run
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise InputError(f"--out {out} must end in .safetensors")
+    prepare_output_dir(out.resolve().parent)
+    ckpt = export_run(Path(args.run_dir), out, name=args.name, state_path=args.state)
+    prov = ckpt.metadata["provenance"]
+    print(f"wrote {out}: step {prov['step']} ({prov['kimg']:.1f} kimg), output {ckpt.architecture.output_shape}, "
+          f"{len(ckpt.directions)} direction sets; sha256 {ckpt.sha256[:16]}...")
+    return 0

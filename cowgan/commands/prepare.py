@@ -1,0 +1,63 @@
+"""`cowgan prepare`: a folder of NIfTI/NRRD TOF-MRA volumes -> a training dataset (shards + manifest)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from CircleOfWillisGANLib.errors import InputError
+
+
+def register(subparsers: Any) -> None:
+    from training.preprocess import NORMALISATIONS
+
+    p = subparsers.add_parser(
+        "prepare", help="turn a folder of NIfTI/NRRD volumes into a training dataset",
+        description="Validate, reorient to RAS, optionally register rigidly to a template, crop/pad to the training "
+                    "shape and normalise every volume, then write memory-mappable shards and a manifest. Bad files "
+                    "are skipped and listed in the manifest; the input folder is never modified.")
+    p.add_argument("--in", dest="input", required=True, help="folder of .nii, .nii.gz, .nrrd or .nhdr volumes (searched recursively)")
+    p.add_argument("--out", required=True, help="new dataset folder (must not exist or be empty)")
+    p.add_argument("--template", default=None, help="register every volume rigidly (mutual information) to this "
+                                                    "volume and crop the ROI at its centre (default: no registration)")
+    p.add_argument("--shape", type=int, nargs=3, default=[32, 128, 128], metavar=("D", "H", "W"),
+                   help="training volume shape: D axial slices of H (right-left) x W (anterior-posterior) voxels "
+                        "(default 32 128 128, the reference's)")
+    p.add_argument("--spacing", type=float, default=None, metavar="MM",
+                   help="resample to this isotropic spacing in mm (default: keep each volume's spacing)")
+    p.add_argument("--normalise", choices=NORMALISATIONS, default="minmax",
+                   help="per-volume min-max to [0, 1] (default, as the reference) or percentiles clipped to [0, 1]")
+    p.add_argument("--percentiles", type=float, nargs=2, default=[0.5, 99.9], metavar=("LOW", "HIGH"),
+                   help="percentiles mapped to 0 and 1 with --normalise percentile (default 0.5 99.9)")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="parallel processes (default: CPUs, at most 8)")
+    p.add_argument("--shard-size", type=int, default=256, help="volumes per shard file (default 256)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.prepare import prepare_dataset
+    from training.preprocess import PrepareOptions
+
+    if args.spacing is not None and args.spacing <= 0:
+        raise InputError(f"--spacing must be positive millimetres, got {args.spacing}")
+    low, high = args.percentiles
+    if not 0 <= low < high <= 100:
+        raise InputError(f"--percentiles must satisfy 0 <= LOW < HIGH <= 100, got {low} {high}")
+    if args.workers < 1 or args.shard_size < 1:
+        raise InputError("--workers and --shard-size must be at least 1")
+    from CircleOfWillisGANLib.architecture import Architecture
+
+    Architecture(output_shape=tuple(args.shape))  # validates the shape (powers of two >= 4)
+    options = PrepareOptions(shape=tuple(args.shape), spacing=args.spacing, template=args.template,
+                             normalisation=args.normalise, percentiles=(low, high))
+    manifest = prepare_dataset(Path(args.input), Path(args.out), options, workers=args.workers,
+                               shard_size=args.shard_size, progress=not args.no_progress)
+    print(f"wrote {args.out}: {manifest['count']} volumes of {tuple(manifest['shape_dhw'])} at "
+          f"{manifest['data']['spacing_mm']} mm; {len(manifest['skipped'])} skipped, {len(manifest['ignored'])} "
+          f"other files ignored (reasons in {Path(args.out) / 'manifest.json'})")
+    for item in manifest["skipped"]:
+        print(f"  skipped {item['source']}: {item['reason']}")
+    return 0

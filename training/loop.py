@@ -1,0 +1,191 @@
+"""The training run: resume or start, step until the kimg budget or --max-time, save on schedule and on signals.
+
+Every process runs this loop; process 0 writes files. Decisions that depend on the clock or on signals are
+taken together (one small all-reduce per step), so every process stops and saves at the same step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from CircleOfWillisGANLib import __version__
+from CircleOfWillisGANLib.errors import CheckpointError, InputError
+from CircleOfWillisGANLib.export import timestamp, write_json
+
+from .config import TrainConfig
+from .dataset import RealVolumes
+from .distributed import ProcessGroup, all_reduce_sum, barrier
+from .guard import NanGuard
+from .progress import Progress
+from .samples import write_sample_sheet
+from .state import find_state, load_state, save_state, to_cpu
+from .trainer import Trainer
+
+log = logging.getLogger(__name__)
+RESUMABLE_OVERRIDES = ("total_kimg", "checkpoint_minutes", "snapshot_kimg", "max_rollbacks", "compile")
+RUN_CONFIG = "config.json"
+
+
+@dataclasses.dataclass
+class RunResult:
+    """How a call to `train` ended."""
+
+    step: int
+    kimg: float
+    seconds: float
+    finished: bool
+    reason: str
+    checkpoint: Optional[Path]
+
+
+class StopRequests:
+    """Turns SIGINT/SIGTERM into a request to save and stop at the end of the current step (a second Ctrl-C
+    interrupts at once)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequests":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def resolve_config(run_dir: Path, cfg: TrainConfig, overrides: Dict[str, Any]) -> TrainConfig:
+    """The config of a resumed run (from its folder, with only safe overrides) or `cfg` for a new one."""
+    stored = Path(run_dir) / RUN_CONFIG
+    if find_state(run_dir) is None or not stored.is_file():
+        return cfg
+    saved = TrainConfig.from_dict(json.loads(stored.read_text(encoding="utf-8"))["config"])
+    changed = {k: v for k, v in overrides.items() if getattr(saved, k) != v}
+    refused = sorted(k for k in changed if k not in RESUMABLE_OVERRIDES)
+    if refused:
+        raise InputError(f"{run_dir} is a run started with different {', '.join(refused)}; a resumed run can only "
+                         f"change {', '.join(RESUMABLE_OVERRIDES)}: start a new run with another --out")
+    return saved.replace(**changed)
+
+
+def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, max_time_s: Optional[float] = None,
+          bar: bool = True, guard_every: int = 200) -> RunResult:
+    """Train (or resume) the run in `run_dir` on the dataset in `data_dir`; return how it ended."""
+    run_dir = Path(run_dir)
+    data = RealVolumes.open(Path(data_dir), group.device)
+    trainer = Trainer(cfg, data, group)
+    resumed = _resume(trainer, run_dir, data)
+    if group.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / RUN_CONFIG, {"config": cfg.to_dict(), "architecture": trainer.arch.to_dict(),
+                                          "dataset": {"path": str(Path(data_dir).resolve()), "count": data.count,
+                                                      "fingerprint": data.fingerprint},
+                                          "software_version": __version__})
+    barrier(group)
+    total_steps = math.ceil(cfg.total_kimg * 1000 / cfg.batch)
+    progress = Progress(run_dir, total_steps, trainer.step_index, cfg.batch, enabled=group.is_main, bar=bar)
+    if resumed:
+        progress.message(f"resumed {run_dir} at step {trainer.step_index} ({trainer.kimg:.2f} kimg)")
+    guard = NanGuard(trainer, every=guard_every, max_rollbacks=cfg.max_rollbacks)
+    elapsed_before = float(resumed.get("elapsed_s", 0.0)) if resumed else 0.0
+    start = last_save = time.monotonic()
+    snapshot_steps = max(1, round(cfg.snapshot_kimg * 1000 / cfg.batch))
+    reason, finished = "budget reached", True
+    try:
+        with StopRequests() as stop:
+            while trainer.step_index < total_steps:
+                stats = trainer.step()
+                if stats["nonfinite"]:
+                    guard.rollback(stats)
+                    progress.message(f"non-finite loss: rolled back to step {trainer.step_index}")
+                    continue
+                guard.after_step()
+                progress.update(trainer.step_index, trainer.kimg, stats)
+                if trainer.step_index % snapshot_steps == 0:
+                    _samples(trainer, run_dir, progress)
+                now = time.monotonic()
+                flags = all_reduce_sum(torch.tensor([
+                    float(stop.requested),
+                    float(max_time_s is not None and now - start >= max_time_s),
+                    float(now - last_save >= cfg.checkpoint_minutes * 60)]), group)
+                if flags[0] or flags[1]:
+                    reason = "stopped by a signal" if flags[0] else "--max-time reached"
+                    finished = False
+                    break
+                if flags[2]:
+                    _save(trainer, run_dir, data, elapsed_before + now - start, group)
+                    last_save = now
+        seconds = elapsed_before + time.monotonic() - start
+        path = _save(trainer, run_dir, data, seconds, group)
+        if finished:
+            _samples(trainer, run_dir, progress)
+    finally:
+        progress.close()
+    return RunResult(trainer.step_index, trainer.kimg, seconds, finished, reason, path)
+
+
+def _resume(trainer: Trainer, run_dir: Path, data: RealVolumes) -> Dict[str, Any]:
+    path = find_state(run_dir)
+    if path is None:
+        return {}
+    state = load_state(path)
+    if state["dataset"]["fingerprint"] != data.fingerprint:
+        raise CheckpointError(f"{run_dir} was trained on a different dataset (fingerprint "
+                              f"{state['dataset']['fingerprint']}, this one {data.fingerprint}): pass the run's --data "
+                              "or start a new run with another --out")
+    if state["architecture"] != trainer.arch.to_dict():
+        raise CheckpointError(f"{run_dir} holds a {state['architecture']} model, not {trainer.arch.to_dict()}: "
+                              "use the run's own --preset or start a new run")
+    trainer.load_state_dict(state["trainer"])
+    return state["progress"]
+
+
+def _save(trainer: Trainer, run_dir: Path, data: RealVolumes, seconds: float, group: ProcessGroup) -> Optional[Path]:
+    path = None
+    if group.is_main:
+        path = save_state(run_dir, {
+            "trainer": to_cpu(trainer.state_dict()), "config": trainer.cfg.to_dict(),
+            "architecture": trainer.arch.to_dict(),
+            "dataset": {"fingerprint": data.fingerprint, "count": data.count, "manifest_data": data.manifest.get("data", {})},
+            "progress": {"elapsed_s": seconds, "step": trainer.step_index, "kimg": trainer.kimg, "saved": timestamp(),
+                         "device": _device_name(group.device), "world_size": group.world_size,
+                         "precision": str(trainer.precision.dtype).replace("torch.", "")},
+        })
+    barrier(group)
+    return path
+
+
+def _samples(trainer: Trainer, run_dir: Path, progress: Progress) -> None:
+    if not progress.enabled:
+        return
+    spacing = trainer.data.manifest.get("data", {}).get("spacing_mm", (1.0, 1.0, 1.0))
+    path = run_dir / "samples" / f"kimg{trainer.kimg:010.3f}.png"
+    sheet = write_sample_sheet(path, trainer.G_ema, trainer.cfg.sample_seeds, trainer.device, spacing)
+    progress.image("samples/ema", sheet, trainer.step_index)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

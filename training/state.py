@@ -1,0 +1,81 @@
+"""Resume states on disk: RUN/checkpoints/latest.pt, written atomically, with the previous one kept beside it.
+
+A state holds the trainer's full state (networks, EMA, optimisers, scalers, ADA p, path-length mean, step,
+rollback count, RNG states), the config, the architecture and the dataset's fingerprint. It is read with
+torch.load(weights_only=True), so loading never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from CircleOfWillisGANLib.errors import CheckpointError, OutputError
+
+FORMAT = "cowgan-train-state"
+FORMAT_VERSION = 1
+LATEST = "latest.pt"
+PREVIOUS = "previous.pt"
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    """Where a run keeps its resume states."""
+    return Path(run_dir) / "checkpoints"
+
+
+def to_cpu(obj: Any) -> Any:
+    """A deep copy of nested dicts/lists/tuples with every tensor cloned to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def save_state(run_dir: Path, state: Dict[str, Any]) -> Path:
+    """Write `state` as the run's latest resume state (temporary file, then rename); keep the old one as previous."""
+    folder = checkpoint_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    latest = folder / LATEST
+    tmp = folder / f".{LATEST}.{os.getpid()}.tmp"
+    payload = dict(state, format=FORMAT, format_version=FORMAT_VERSION)
+    try:
+        torch.save(payload, tmp)
+        if latest.exists():
+            os.replace(latest, folder / PREVIOUS)
+        os.replace(tmp, latest)
+    except OSError as exc:
+        raise OutputError(f"cannot write the resume state in {folder}: {exc.strerror or exc}; free disk space "
+                          "or choose another --out") from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return latest
+
+
+def find_state(run_dir: Path) -> Optional[Path]:
+    """The newest complete resume state of a run, or None for a new run."""
+    folder = checkpoint_dir(run_dir)
+    for name in (LATEST, PREVIOUS):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def load_state(path: Path) -> Dict[str, Any]:
+    """Read a resume state onto the CPU; a CheckpointError says what to do if it is damaged or foreign."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged files
+        raise CheckpointError(f"cannot read resume state {path} ({str(exc).splitlines()[0][:160]}): "
+                              f"delete it to resume from {PREVIOUS}, or start a new run with another --out") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a training resume state: pass the run folder written by `cowgan train`")
+    if int(state.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer CircleOfWillisGAN: upgrade to resume it")
+    return state

@@ -1,0 +1,299 @@
+"""The networks, optimisers and one training step (discriminator phase, then generator phase).
+
+All randomness of a step (latents, noise, data flips, augmentation, path-length probes) is drawn from
+generators seeded by (seed, rollback count, step, phase, global micro-batch index), so a step is a pure
+function of the state: resuming is bit-identical, and K processes compute the same step as one process
+with K times the accumulation rounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from CircleOfWillisGANLib.architecture import Architecture, preset
+from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.generator_model import GeneratorModel, init_weights
+from CircleOfWillisGANLib.networks import Discriminator
+from CircleOfWillisGANLib.networks.noise import noise_shape
+
+from .augment import AdaptiveAugment, augment
+from .config import TrainConfig
+from .dataset import DataOrder, RealVolumes
+from .distributed import ProcessGroup, all_reduce_gradients, all_reduce_sum
+from .losses import d_hinge, g_hinge, gradient_penalty, path_lengths
+
+PHASE_D, PHASE_G = 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """Arithmetic of the forward passes: compute dtype, loss scaling (fp16 only) and memory layout."""
+
+    dtype: torch.dtype
+    scaler: bool
+    channels_last: bool
+
+    @property
+    def autocast(self) -> bool:
+        return self.dtype != torch.float32
+
+
+def resolve_training_precision(name: str, device: torch.device, channels_last: bool) -> Precision:
+    """auto: bf16 on GPUs that have it, fp16 with a loss scaler on older GPUs, fp32 on the CPU."""
+    if name == "auto":
+        if device.type == "cuda":
+            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            name = "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise InputError("fp16 training needs a CUDA GPU: use --precision bf16 or fp32 on the CPU")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return Precision(dtype, dtype == torch.float16, channels_last and device.type == "cuda")
+
+
+def step_seed(*parts: int) -> int:
+    """A 63-bit seed that mixes integers well (nearby steps get unrelated streams)."""
+    digest = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def dataset_architecture(name: str, shape: Any) -> Architecture:
+    """The named architecture preset with the dataset's volume shape."""
+    return dataclasses.replace(preset(name), output_shape=tuple(shape))
+
+
+class Trainer:
+    """Holds G, D, the EMA generator, optimisers, scalers and regulariser state; `step()` trains one step."""
+
+    def __init__(self, cfg: TrainConfig, data: RealVolumes, group: ProcessGroup) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.group = group
+        self.device = group.device
+        self.arch = dataset_architecture(cfg.architecture, data.shape)
+        self.accumulation = cfg.accumulation(group.world_size)
+        self.precision = resolve_training_precision(cfg.precision, self.device, cfg.channels_last)
+        self.G = init_weights(GeneratorModel(self.arch), cfg.seed).to(self.device)
+        self.D = init_weights(Discriminator(self.arch), cfg.seed + 1).to(self.device)
+        if self.precision.channels_last:
+            self.D = self.D.to(memory_format=torch.channels_last_3d)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        betas = cfg.adam_betas
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.g_lr * cfg.d_lr_mult, betas=betas)
+        self.scaler_G = torch.amp.GradScaler(self.device.type, enabled=self.precision.scaler)
+        self.scaler_D = torch.amp.GradScaler(self.device.type, enabled=self.precision.scaler)
+        self.ada = AdaptiveAugment(cfg.augment_p, cfg.ada_target, cfg.ada_interval, cfg.ada_kimg, cfg.batch)
+        self.order = DataOrder(data.count, cfg.seed)
+        self.pl_mean: Optional[float] = None
+        self.step_index = 0
+        self.rollbacks = 0
+        self._fast_D = torch.compile(self.D) if cfg.compile else self.D
+        self._fast_synthesis = torch.compile(self.G.synthesis) if cfg.compile else self.G.synthesis
+
+    # -- randomness and inputs -------------------------------------------------------------------------------
+    def _rng(self, phase: int, micro: int) -> torch.Generator:
+        seed = step_seed(self.cfg.seed, self.rollbacks, self.step_index, phase, micro)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _styles(self, gen: torch.Generator, n: int) -> torch.Tensor:
+        """Per-block w (n, num_ws, latent) with style mixing: a random crossover block for a fraction of samples."""
+        num_ws, latent = self.G.synthesis.num_ws, self.arch.latent_dim
+        z = torch.randn(2 * n, latent, generator=gen, device=self.device)
+        w = self.G.mapping(z)
+        mixed = torch.rand(n, generator=gen, device=self.device) < self.cfg.style_mixing
+        crossover = torch.randint(1, max(2, num_ws), (n,), generator=gen, device=self.device)
+        crossover = torch.where(mixed, crossover, torch.full_like(crossover, num_ws))
+        second = torch.arange(num_ws, device=self.device)[None, :] >= crossover[:, None]
+        return torch.where(second[:, :, None], w[n:, None, :], w[:n, None, :])
+
+    def _noise(self, gen: torch.Generator, n: int) -> torch.Tensor:
+        return torch.randn(noise_shape(self.arch, n), generator=gen, device=self.device)
+
+    def _reals(self, gen: torch.Generator, micro: int) -> torch.Tensor:
+        n = self.cfg.micro_batch
+        start = self.step_index * self.cfg.batch + micro * n
+        reals = self.data.gather(self.order.indices(start, n))
+        flip = torch.rand(n, generator=gen, device=self.device) < self.cfg.dataset_flip
+        return torch.where(flip.view(-1, 1, 1, 1, 1), reals.flip(3), reals)
+
+    def _synthesis(self, ws: torch.Tensor, noise: torch.Tensor, eager: bool = False) -> torch.Tensor:
+        fn = self.G.synthesis if eager else self._fast_synthesis
+        with self._autocast():
+            return fn(ws, noise, self.precision.dtype, self.precision.channels_last)
+
+    def _discriminate(self, x: torch.Tensor, gen: torch.Generator, eager: bool = False) -> torch.Tensor:
+        x = augment(x, self.ada.p, self.cfg.augment, gen)
+        if self.precision.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with self._autocast():
+            return (self.D if eager else self._fast_D)(x)
+
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.precision.dtype, enabled=self.precision.autocast)
+
+    # -- one step --------------------------------------------------------------------------------------------
+    def step(self) -> Dict[str, float]:
+        """Train D then G on one batch and return the step's statistics, averaged over all processes.
+
+        A non-finite loss or gradient leaves the networks as they were and returns stats["nonfinite"] = 1.
+        """
+        cfg = self.cfg
+        gp_now = cfg.gp_weight > 0 and self.step_index % cfg.gp_interval == 0
+        pl_now = cfg.pl_weight > 0 and self.step_index >= cfg.pl_start and self.step_index % cfg.pl_interval == 0
+        d_stats = self._discriminator_phase(gp_now)
+        if d_stats["nonfinite"]:
+            return d_stats
+        g_stats = self._generator_phase(pl_now)
+        if g_stats["nonfinite"]:
+            return g_stats
+        if pl_now:
+            mean_length = g_stats["path_length"]
+            decay = cfg.pl_decay
+            self.pl_mean = mean_length if self.pl_mean is None else decay * self.pl_mean + (1 - decay) * mean_length
+        self.ada.observe(d_stats["real_sign"], d_stats["real_count"])
+        self.ada.update(self.step_index)
+        self._update_ema()
+        self.step_index += 1
+        stats = {**d_stats, **g_stats, "augment_p": self.ada.p, "gp_applied": float(gp_now), "pl_applied": float(pl_now)}
+        stats["nonfinite"] = 0.0
+        return stats
+
+    def _discriminator_phase(self, gp_now: bool) -> Dict[str, float]:
+        cfg, rounds = self.cfg, self.accumulation
+        sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss, gp, sign sum, count, nonfinite
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        self.opt_D.zero_grad(set_to_none=True)
+        for r in range(rounds):
+            micro = r * self.group.world_size + self.group.rank
+            gen = self._rng(PHASE_D, micro)
+            with torch.no_grad():
+                fakes = self._synthesis(self._styles(gen, cfg.micro_batch), self._noise(gen, cfg.micro_batch))
+            reals = self._reals(gen, micro).requires_grad_(gp_now)
+            real_logits = self._discriminate(reals, gen, eager=gp_now)
+            fake_logits = self._discriminate(fakes, gen, eager=gp_now)
+            loss = d_hinge(real_logits, fake_logits)
+            total = loss
+            if gp_now:
+                penalty = gradient_penalty(reals, real_logits, cfg.gp_kind, self._loss_scale(self.scaler_D)).mean()
+                total = total + penalty * (cfg.gp_weight * cfg.gp_interval)
+                sums[1] += penalty.detach() / rounds
+            self.scaler_D.scale(total / rounds).backward()
+            sums[0] += loss.detach() / rounds
+            sums[2] += real_logits.detach().float().sign().sum()
+            sums[3] += real_logits.shape[0]
+        all_reduce_gradients(self.D.parameters(), self.group)
+        sums[4] = self._nonfinite(sums[:2], self.D, self.scaler_D)
+        total = all_reduce_sum(sums, self.group)
+        world = self.group.world_size
+        stats = {"loss_d": float(total[0]) / world, "penalty_gp": float(total[1]) / world,
+                 "real_sign": float(total[2]), "real_count": float(total[3]), "nonfinite": float(total[4] > 0)}
+        if not stats["nonfinite"]:
+            self.scaler_D.step(self.opt_D)
+            self.scaler_D.update()
+        self.opt_D.zero_grad(set_to_none=True)
+        return stats
+
+    def _generator_phase(self, pl_now: bool) -> Dict[str, float]:
+        cfg, rounds = self.cfg, self.accumulation
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, pl penalty, path length, nonfinite
+        self.G.requires_grad_(True)
+        self.D.requires_grad_(False)
+        self.opt_G.zero_grad(set_to_none=True)
+        for r in range(rounds):
+            micro = r * self.group.world_size + self.group.rank
+            gen = self._rng(PHASE_G, micro)
+            ws = self._styles(gen, cfg.micro_batch)
+            images = self._synthesis(ws, self._noise(gen, cfg.micro_batch), eager=pl_now)
+            loss = g_hinge(self._discriminate(images, gen))
+            total = loss
+            if pl_now:
+                lengths = path_lengths(ws, images, gen, self._loss_scale(self.scaler_G))
+                sums[2] += lengths.detach().double().mean() / rounds
+                if self.pl_mean is not None:
+                    penalty = (lengths - self.pl_mean).square().mean()
+                    total = total + penalty * (cfg.pl_weight * cfg.pl_interval)
+                    sums[1] += penalty.detach() / rounds
+            self.scaler_G.scale(total / rounds).backward()
+            sums[0] += loss.detach() / rounds
+        all_reduce_gradients(self.G.parameters(), self.group)
+        sums[3] = self._nonfinite(sums[:3], self.G, self.scaler_G)
+        total = all_reduce_sum(sums, self.group)
+        world = self.group.world_size
+        stats = {"loss_g": float(total[0]) / world, "penalty_pl": float(total[1]) / world,
+                 "path_length": float(total[2]) / world, "nonfinite": float(total[3] > 0)}
+        if not stats["nonfinite"]:
+            self.scaler_G.step(self.opt_G)
+            self.scaler_G.update()
+        self.opt_G.zero_grad(set_to_none=True)
+        return stats
+
+    @staticmethod
+    def _loss_scale(scaler: torch.amp.GradScaler) -> float:
+        return float(scaler.get_scale()) if scaler.is_enabled() else 1.0
+
+    @staticmethod
+    def _nonfinite(losses: torch.Tensor, net: nn.Module, scaler: torch.amp.GradScaler) -> torch.Tensor:
+        """1 if a loss is not finite, or (without a loss scaler, which skips such steps itself) a gradient."""
+        bad = ~torch.isfinite(losses).all()
+        if not scaler.is_enabled():
+            grads = [p.grad for p in net.parameters() if p.grad is not None]
+            if grads:
+                bad = bad | ~torch.isfinite(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).all()
+        return bad.double()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """Copy G before `ema_start`, then every `ema_interval` steps move the EMA weights towards G."""
+        cfg, step = self.cfg, self.step_index
+        if step < cfg.ema_start:
+            beta = 0.0
+        elif step % cfg.ema_interval == 0:
+            beta = cfg.ema_beta
+        else:
+            return
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.lerp_(p, 1.0 - beta)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # -- state -----------------------------------------------------------------------------------------------
+    @property
+    def kimg(self) -> float:
+        """Thousands of real volumes shown to D so far."""
+        return self.step_index * self.cfg.batch / 1000.0
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything a bit-identical resume needs (tensors stay on their device; callers copy to CPU)."""
+        return {
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+            "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
+            "ada": self.ada.state_dict(), "pl_mean": self.pl_mean, "step": self.step_index,
+            "rollbacks": self.rollbacks, "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore a state written by `state_dict` (from this or another process count)."""
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.scaler_G.load_state_dict(state["scaler_G"])
+        self.scaler_D.load_state_dict(state["scaler_D"])
+        self.ada.load_state_dict(state["ada"])
+        self.pl_mean = state["pl_mean"]
+        self.step_index = int(state["step"])
+        self.rollbacks = int(state["rollbacks"])
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
