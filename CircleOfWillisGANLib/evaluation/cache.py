@@ -1,0 +1,58 @@
+"""On-disk cache of per-volume features, keyed by the volume's content hash and the extractor's settings,
+so that re-evaluating against the same real set only computes features of new volumes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+
+from ..volume_io import atomic_write
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/cowgan/features, or ~/.cache/cowgan/features."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cowgan" / "features"
+
+
+def extractor_key(name: str, settings: Dict[str, Any]) -> str:
+    """A short stable id of an extractor and its settings (changing a setting changes the key)."""
+    text = json.dumps({"name": name, **settings}, sort_keys=True)
+    return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+class FeatureCache:
+    """Features stored as `.npy` files under root/<extractor key>/<content hash>.npy; root None disables it."""
+
+    def __init__(self, root: Optional[Path]) -> None:
+        self.root = Path(root) if root is not None else None
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, extractor: str, content_hash: str) -> Optional[Path]:
+        return None if self.root is None else self.root / extractor / f"{content_hash}.npy"
+
+    def get_or_compute(self, extractor: str, content_hash: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The cached features, or compute, store and return them; a damaged cache file is recomputed."""
+        path = self._path(extractor, content_hash)
+        if path is not None and path.is_file():
+            try:
+                value = np.load(path, allow_pickle=False)
+                self.hits += 1
+                return value
+            except (OSError, ValueError):
+                pass
+        self.misses += 1
+        value = np.asarray(compute())
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            np.save(buffer, value, allow_pickle=False)
+            atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+        return value

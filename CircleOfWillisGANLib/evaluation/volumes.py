@@ -1,0 +1,167 @@
+"""The volume sets an evaluation compares: NIfTI folders (read-only) or a model's outputs held in memory,
+each volume min-max normalised to [0, 1] and identified by a content hash for the feature cache."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..checkpoint import file_sha256
+from ..errors import InputError
+from ..volume_io import load_volume, spacing_of
+
+LABEL_NAME = re.compile(r"(^|[_\-.])(label|labels|seg|segmentation|mask)([_\-.]|$)", re.IGNORECASE)
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def normalise(volume: np.ndarray) -> np.ndarray:
+    """Min-max scale to [0, 1] as the reference's training and evaluation do (a constant volume becomes 0)."""
+    v = np.asarray(volume, dtype=np.float32)
+    lo, hi = float(v.min()), float(v.max())
+    return np.zeros_like(v) if hi <= lo else (v - lo) / (hi - lo)
+
+
+def is_label_file(path: Path) -> bool:
+    """Label maps beside images are named with label/seg/mask (case_001_label.nii.gz, seg_001.nii.gz...)."""
+    name = path.name
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return bool(LABEL_NAME.search(name))
+
+
+def nifti_files(folder: Path) -> List[Path]:
+    """Image NIfTI files directly in `folder`, sorted by name, label maps left out."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIXES) and not is_label_file(p))
+
+
+@dataclass
+class VolumeItem:
+    """One volume: a name to show, where it comes from, and how to read it (normalised)."""
+
+    name: str
+    source: str
+    loader: Callable[[], Tuple[np.ndarray, np.ndarray]]
+    content_hash: str = ""
+    _hash: Optional[Callable[[], str]] = None
+
+    def load(self) -> np.ndarray:
+        """The min-max normalised (D, H, W) volume."""
+        return normalise(self.loader()[0])
+
+    def key(self) -> str:
+        """Content hash (file sha256 for files) used by the feature cache."""
+        if not self.content_hash and self._hash is not None:
+            self.content_hash = self._hash()
+        return self.content_hash
+
+
+@dataclass
+class VolumeSet:
+    """An ordered set of volumes on one grid, with the grid's shape and the affine of its first volume."""
+
+    label: str
+    items: List[VolumeItem]
+    shape: Tuple[int, int, int]
+    affine: np.ndarray
+    notes: List[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def subset(self, indices: Sequence[int], label: str) -> "VolumeSet":
+        """The items at `indices`, as a new set."""
+        return VolumeSet(label, [self.items[i] for i in indices], self.shape, self.affine, list(self.notes))
+
+    def spacing(self) -> Tuple[float, float, float]:
+        """Voxel spacing (mm) along NIfTI (x, y, z) = (H, W, D)."""
+        return spacing_of(self.affine)
+
+
+def _header(path: Path) -> Tuple[Tuple[int, int, int], np.ndarray]:
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for damaged files
+        raise InputError(f"cannot read {path} ({exc}): pass a folder of valid NIfTI files") from exc
+    shape = tuple(int(s) for s in image.shape if s != 1)
+    if len(shape) != 3:
+        raise InputError(f"{path} has shape {image.shape}; a single 3D volume is needed")
+    h, w, d = shape
+    return (d, h, w), np.asarray(image.affine)
+
+
+def folder_set(folder: str, label: str) -> VolumeSet:
+    """The NIfTI volumes of a folder; every volume must share one grid (checked from the headers)."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise InputError(f"{label} folder {path} does not exist: pass a folder of NIfTI volumes (.nii or .nii.gz)")
+    files = nifti_files(path)
+    if not files:
+        raise InputError(f"{label} folder {path} holds no NIfTI volumes (.nii, .nii.gz; label maps are skipped)")
+    grids: Dict[Tuple[int, int, int], List[str]] = {}
+    affine = None
+    for f in files:
+        shape, a = _header(f)
+        grids.setdefault(shape, []).append(f.name)
+        affine = a if affine is None else affine
+    if len(grids) > 1:
+        summary = ", ".join(f"{len(v)} of {'x'.join(map(str, k))} (e.g. {v[0]})" for k, v in grids.items())
+        raise InputError(f"{label} folder {path} mixes grids (D x H x W): {summary}; resample them to one grid first")
+    items = [VolumeItem(f.name, str(f), (lambda f=f: load_volume(f)), _hash=(lambda f=f: file_sha256(f))) for f in files]
+    return VolumeSet(label, items, next(iter(grids)), affine)
+
+
+def array_set(volumes: Sequence[np.ndarray], names: Sequence[str], affine: np.ndarray, label: str,
+              source: str) -> VolumeSet:
+    """Volumes held in memory (a model's outputs); their hash is the sha256 of the float32 bytes."""
+    if not volumes:
+        raise InputError(f"{label} set is empty")
+    shapes = {tuple(v.shape) for v in volumes}
+    if len(shapes) != 1:
+        raise InputError(f"{label} volumes differ in shape: {sorted(shapes)}")
+    items = []
+    for v, name in zip(volumes, names):
+        data = np.ascontiguousarray(v, dtype=np.float32)
+        items.append(VolumeItem(name, source, (lambda d=data: (d, affine)),
+                                content_hash=hashlib.sha256(data.tobytes()).hexdigest()))
+    return VolumeSet(label, items, shapes.pop(), np.asarray(affine))
+
+
+def resampled(volume_set: VolumeSet, shape: Tuple[int, int, int], affine: np.ndarray) -> VolumeSet:
+    """The set trilinearly resampled onto `shape` (done only when the user asks, with a note in the report)."""
+    from scipy.ndimage import zoom
+
+    factors = [t / s for t, s in zip(shape, volume_set.shape)]
+    items = []
+    for item in volume_set.items:
+        def loader(item: VolumeItem = item) -> Tuple[np.ndarray, np.ndarray]:
+            out = zoom(item.loader()[0].astype(np.float32), factors, order=1)
+            return out[: shape[0], : shape[1], : shape[2]], affine
+
+        items.append(VolumeItem(item.name, item.source, loader, _hash=(lambda item=item: f"{item.key()}-to-{'x'.join(map(str, shape))}")))
+    note = (f"{volume_set.label} volumes were resampled trilinearly from {'x'.join(map(str, volume_set.shape))} "
+            f"to {'x'.join(map(str, shape))} (D x H x W) to match the real grid")
+    return VolumeSet(volume_set.label, items, tuple(shape), np.asarray(affine), volume_set.notes + [note])
+
+
+def check_same_grid(reference: VolumeSet, other: VolumeSet, resample: bool) -> VolumeSet:
+    """`other` on the reference grid: unchanged if it already is, resampled if the user asked, else an error."""
+    if other.shape == reference.shape:
+        return other
+    if not resample:
+        raise InputError(f"{other.label} volumes are {'x'.join(map(str, other.shape))} but {reference.label} volumes are "
+                         f"{'x'.join(map(str, reference.shape))} (D x H x W): metrics would compare different anatomy "
+                         "scales; pass --resample to resample them onto the real grid, or use matching data")
+    return resampled(other, reference.shape, reference.affine)
+
+
+def left_is_low_h(affine: np.ndarray) -> bool:
+    """Whether the subject's left lies at low H (NIfTI i) indices: true when i runs towards the right (+x in RAS)."""
+    return bool(np.asarray(affine)[0, 0] >= 0) if abs(np.asarray(affine)[0, 0]) > 1e-9 else True

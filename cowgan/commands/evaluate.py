@@ -1,0 +1,133 @@
+"""`cowgan evaluate`: compare generated volumes (a folder or a model's outputs) with real ones; write
+metrics.json and a self-contained HTML report. Input files are only read."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.export import prepare_output_dir
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("evaluate", help="metrics and an HTML report: generated vs real volumes",
+                              description="Compare generated TOF-MRA volumes with real ones: morphology features, "
+                                          "MedicalNet distance, 2D FID, PRD, precision/recall, density/coverage, "
+                                          "diversity, memorisation and TopCoW variants, with a real-vs-real baseline.")
+    p.add_argument("--real", required=True, help="folder of real NIfTI volumes (held out from training)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--fake", help="folder of generated NIfTI volumes")
+    source.add_argument("--model", help="generate the volumes from this model ('demo', .safetensors or reference .pt)")
+    p.add_argument("--n", type=int, default=None, help="with --model: how many volumes (default: as many as real volumes)")
+    p.add_argument("--psi", type=float, default=1.0, help="with --model: truncation psi (default 1 = none)")
+    p.add_argument("--train", help="folder of the model's training volumes, for the memorisation check")
+    p.add_argument("--out", required=True, help="report folder (created if needed; gets metrics.json and report.html)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0): same seed, same numbers")
+    p.add_argument("--medicalnet", metavar="PTH", help="MedicalNet resnet_10_23dataset.pth for the MedicalNet distance (MD)")
+    p.add_argument("--inception-weights", metavar="PTH", help="pytorch-fid's InceptionV3 weights for the 2D FID")
+    p.add_argument("--real-labels", help="folder of TopCoW label maps of the real volumes (default: label files beside them)")
+    p.add_argument("--fake-labels", help="folder of TopCoW label maps of the generated volumes")
+    p.add_argument("--resample", action="store_true", help="resample generated volumes onto the real grid if they differ")
+    p.add_argument("--vessel-threshold", type=float, default=0.3, help="vessel mask threshold on min-max normalised intensity")
+    p.add_argument("--prd-clusters", type=int, default=10, help="PRD k-means clusters (paper: 10)")
+    p.add_argument("--prd-runs", type=int, default=10, help="PRD clustering runs averaged (paper: 10)")
+    p.add_argument("--diversity-volumes", type=int, default=32, help="volumes per set for pairwise MS-SSIM (default 32)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the real-vs-real baseline")
+    p.add_argument("--cache", default=None, help="feature cache folder (default ~/.cache/cowgan/features)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (generation and MedicalNet)")
+    p.set_defaults(run=run)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.n is not None and args.model is None:
+        raise InputError("--n only applies with --model: drop it or pass --model")
+    if args.n is not None and args.n < 2:
+        raise InputError(f"--n must be at least 2, got {args.n}")
+    if not 0.0 < args.vessel_threshold < 1.0:
+        raise InputError(f"--vessel-threshold must lie in (0, 1), got {args.vessel_threshold}")
+    if args.prd_clusters < 2 or args.prd_runs < 1:
+        raise InputError("--prd-clusters must be at least 2 and --prd-runs at least 1")
+    if args.diversity_volumes < 2:
+        raise InputError(f"--diversity-volumes must be at least 2, got {args.diversity_volumes}")
+    out = Path(args.out).resolve()
+    for name in ("real", "fake", "train", "real_labels", "fake_labels"):
+        folder = getattr(args, name)
+        if folder and Path(folder).resolve() == out:
+            raise InputError(f"--out {args.out} is the --{name.replace('_', '-')} folder: write the report to its own folder")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _model_set(args: argparse.Namespace, n: int):
+    from CircleOfWillisGANLib.evaluation.volumes import array_set
+    from CircleOfWillisGANLib.generator import check_psi, load_generator
+
+    psi = check_psi(args.psi)
+    gen = load_generator(args.model, device=args.device)
+    seeds = list(range(args.seed, args.seed + n))
+    from tqdm import tqdm
+
+    volumes = [gen.generate(seeds=[s], psi=psi)[0] for s in tqdm(seeds, desc="generating", unit="volume", disable=None)]
+    return array_set(volumes, [f"seed{s:04d}" for s in seeds], gen.affine, "generated", f"model {args.model}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from CircleOfWillisGANLib.evaluation.cache import default_cache_dir
+    from CircleOfWillisGANLib.evaluation.compare import CompareConfig
+    from CircleOfWillisGANLib.evaluation.memorisation import MemorisationConfig
+    from CircleOfWillisGANLib.evaluation.morphology import MorphologyConfig
+    from CircleOfWillisGANLib.evaluation.pipeline import EvaluationConfig, evaluate
+    from CircleOfWillisGANLib.evaluation.report import write_report
+    from CircleOfWillisGANLib.evaluation.volumes import check_same_grid, folder_set
+
+    _check(args)
+    real = folder_set(args.real, "real")
+    train = folder_set(args.train, "training") if args.train else None
+    if args.fake:
+        fake = folder_set(args.fake, "generated")
+    else:
+        fake = _model_set(args, args.n or len(real))
+    fake = check_same_grid(real, fake, args.resample)
+    if train is not None:
+        train = check_same_grid(real, train, args.resample)
+    out = prepare_output_dir(args.out)
+    config = EvaluationConfig(
+        seed=args.seed, compare=CompareConfig(prd_clusters=args.prd_clusters, prd_runs=args.prd_runs, seed=args.seed),
+        morphology=MorphologyConfig(threshold=args.vessel_threshold), memorisation=MemorisationConfig(),
+        diversity_volumes=args.diversity_volumes, baseline=not args.no_baseline, medicalnet_weights=args.medicalnet,
+        inception_weights=args.inception_weights, device=_device(args.device),
+        cache_dir=None if args.no_cache else Path(args.cache) if args.cache else default_cache_dir())
+    result = evaluate(real, fake, train, config, {"real": args.real_labels, "generated": args.fake_labels})
+    inputs: Dict[str, Any] = {"real": f"{args.real} ({len(real)} volumes)",
+                              "generated": f"{args.fake} ({len(fake)} volumes)" if args.fake else
+                              f"model {args.model}, seeds {args.seed}-{args.seed + len(fake) - 1}, psi {args.psi}",
+                              "training": f"{args.train} ({len(train)} volumes)" if train is not None else "none",
+                              "grid (D x H x W)": "x".join(map(str, real.shape)), "seed": args.seed}
+    paths = write_report(out, result, inputs)
+    _print_summary(result.metrics, paths)
+    return 0
+
+
+def _print_summary(metrics: Dict[str, Any], paths: Dict[str, Path]) -> None:
+    lines: List[str] = []
+    for space, s in metrics["feature_spaces"].items():
+        g, b = s["generated_vs_real"], s.get("real_vs_real", {})
+        fd, fd_b = g["frechet_distance"].get("value"), b.get("frechet_distance", {}).get("value")
+        auc, auc_b = g["prd"].get("auc"), b.get("prd", {}).get("auc")
+        lines.append(f"{space}: FD {_num(fd)} (real vs real {_num(fd_b)}), AUC-PRD {_num(auc)} (real vs real {_num(auc_b)})")
+    for reason in metrics["skipped"].values():
+        lines.append(reason)
+    print("\n".join(lines + [f"wrote {paths['metrics']} and {paths['report']}"]))
+
+
+def _num(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
