@@ -62,11 +62,20 @@ def read_canonical(path: Path) -> Any:
         raise VolumeRejected(f"spacing {tuple(round(s, 4) for s in spacing)} mm outside {MIN_SPACING_MM}-{MAX_SPACING_MM} mm")
     image = sitk.Cast(image, sitk.sitkFloat32)
     values = sitk.GetArrayViewFromImage(image)
-    if not np.isfinite(values).all():
+    if not np.isfinite(values).all() or not _nifti_is_finite(path):
         raise VolumeRejected("contains NaN or infinite values")
     if float(values.max()) - float(values.min()) <= 0.0:
         raise VolumeRejected(f"constant (every voxel is {float(values.min()):g})")
     return sitk.DICOMOrient(image, CANONICAL)
+
+
+def _nifti_is_finite(path: Path) -> bool:
+    """SimpleITK's NIfTI reader turns NaN into 0, so NIfTI files are checked with nibabel as stored."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return True
+    import nibabel as nib
+
+    return bool(np.isfinite(np.asarray(nib.load(str(path)).dataobj)).all())
 
 
 def output_grid(reference: Any, shape_dhw: Sequence[int], spacing: Optional[float]) -> Any:

@@ -1,0 +1,148 @@
+"""`cowgan prepare`: volumes in, validated RAS shards and a manifest out; bad files listed; the input untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from CircleOfWillisGANLib.errors import InputError, OutputError
+from CircleOfWillisGANLib.volume_io import default_affine, save_volume
+from training.preprocess import PrepareOptions
+from training.prepare import prepare_dataset
+from training.shards import open_shards, read_manifest
+from training_fixtures import tube_volume, write_tube_volumes
+
+SHAPE = (16, 32, 32)
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+def _volumes(root: Path) -> np.ndarray:
+    manifest = read_manifest(root)
+    shards, _ = open_shards(root, manifest)
+    return np.concatenate([np.asarray(s, dtype=np.float32) for s in shards])
+
+
+def test_volumes_at_the_target_shape_come_out_min_max_normalised_and_unchanged(tmp_path):
+    write_tube_volumes(tmp_path / "in", 3, SHAPE)
+    manifest = prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
+    volumes = _volumes(tmp_path / "ds")
+    assert manifest["count"] == 3 and volumes.shape == (3, *SHAPE)
+    for i in range(3):
+        v = tube_volume(SHAPE, i)
+        np.testing.assert_allclose(volumes[i], (v - v.min()) / (v.max() - v.min()), atol=1e-3)
+    assert manifest["data"]["orientation"] == "RAS" and manifest["data"]["spacing_mm"] == [0.62, 0.62, 0.62]
+    assert [v["source"] for v in manifest["volumes"]] == ["case000.nii.gz", "case001.nii.gz", "case002.nii.gz"]
+    assert (tmp_path / "ds" / "preview.png").is_file()
+
+
+def test_an_lps_nrrd_is_reoriented_to_the_same_volume_as_the_ras_nifti(tmp_path):
+    import SimpleITK as sitk
+
+    v = tube_volume(SHAPE, 0)
+    (tmp_path / "nifti").mkdir()
+    save_volume(tmp_path / "nifti" / "a.nii.gz", v, default_affine(SHAPE))
+    # The same voxels stored with identity (LPS) direction: the i and j axes are flipped relative to RAS.
+    image = sitk.GetImageFromArray(np.ascontiguousarray(v.transpose(0, 2, 1)[:, ::-1, ::-1]))
+    image.SetSpacing((0.62, 0.62, 0.62))
+    (tmp_path / "nrrd").mkdir()
+    sitk.WriteImage(image, str(tmp_path / "nrrd" / "a.nrrd"))
+    prepare_dataset(tmp_path / "nifti", tmp_path / "ds1", PrepareOptions(shape=SHAPE), progress=False)
+    prepare_dataset(tmp_path / "nrrd", tmp_path / "ds2", PrepareOptions(shape=SHAPE), progress=False)
+    np.testing.assert_array_equal(_volumes(tmp_path / "ds1"), _volumes(tmp_path / "ds2"))
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_input_folder_is_not_modified(tmp_path):
+    import nibabel as nib
+
+    src = write_tube_volumes(tmp_path / "in", 2, SHAPE)
+    (src / "broken.nii.gz").write_bytes(b"not a nifti")
+    nib.save(nib.Nifti1Image(np.full((20, 20, 20), 3.0, np.float32), np.eye(4)), str(src / "constant.nii"))
+    nib.save(nib.Nifti1Image(np.ones((20, 20), np.float32), np.eye(4)), str(src / "flat.nii"))
+    nan = np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
+    nan[3, 3, 3] = np.nan
+    nib.save(nib.Nifti1Image(nan, np.eye(4)), str(src / "nan.nii"))
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((20, 20, 20)).astype(np.float32),
+                             np.diag([50.0, 50.0, 50.0, 1.0])), str(src / "huge_voxels.nii"))
+    (src / "readme.txt").write_text("notes")
+    before = _snapshot(src)
+    manifest = prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), workers=2, progress=False)
+    assert _snapshot(src) == before
+    assert manifest["count"] == 2
+    reasons = {s["source"]: s["reason"] for s in manifest["skipped"]}
+    assert set(reasons) == {"broken.nii.gz", "constant.nii", "flat.nii", "nan.nii", "huge_voxels.nii"}
+    assert reasons["broken.nii.gz"].startswith("unreadable")
+    assert reasons["constant.nii"] == "constant (every voxel is 3)"
+    assert reasons["flat.nii"] == "not 3D (size (20, 20))"
+    assert reasons["nan.nii"] == "contains NaN or infinite values"
+    assert reasons["huge_voxels.nii"].startswith("spacing (50.0, 50.0, 50.0) mm")
+    assert manifest["ignored"] == [{"source": "readme.txt", "reason": "not a NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file"}]
+
+
+def test_registration_to_a_template_aligns_a_shifted_volume(tmp_path):
+    shape = (32, 48, 48)
+    template = tube_volume(shape, 0)
+    save_volume(tmp_path / "template.nii.gz", template, default_affine(shape))
+    moved = np.roll(template, (2, 4, -3), axis=(0, 1, 2))
+    (tmp_path / "in").mkdir()
+    save_volume(tmp_path / "in" / "moved.nii.gz", moved, default_affine(shape))
+    crop = (16, 32, 32)
+    plain = prepare_dataset(tmp_path / "in", tmp_path / "plain", PrepareOptions(shape=crop), progress=False)
+    registered = prepare_dataset(tmp_path / "in", tmp_path / "reg",
+                                 PrepareOptions(shape=crop, template=str(tmp_path / "template.nii.gz")), progress=False)
+    target = template[8:24, 8:40, 8:40]
+    target = (target - target.min()) / (target.max() - target.min())
+
+    def corr(a):
+        return float(np.corrcoef(a.ravel(), target.ravel())[0, 1])
+
+    assert corr(_volumes(tmp_path / "reg")[0]) > 0.9 > corr(_volumes(tmp_path / "plain")[0]) + 0.2
+    assert registered["preparation"]["template"]["sha256"]
+    assert registered["data"]["affine"] == registered["volumes"][0]["affine"]
+    assert plain["preparation"]["template"] is None
+
+
+def test_percentile_normalisation_clips_to_zero_and_one(tmp_path):
+    write_tube_volumes(tmp_path / "in", 1, SHAPE)
+    prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=SHAPE, normalisation="percentile",
+                                                                    percentiles=(1.0, 99.0)), progress=False)
+    v = _volumes(tmp_path / "ds")[0]
+    assert v.min() == 0.0 and v.max() == 1.0 and (v == 1.0).mean() >= 0.01
+
+
+def test_resampling_to_a_spacing_keeps_the_centre_of_the_volume(tmp_path):
+    write_tube_volumes(tmp_path / "in", 1, (32, 64, 64), spacing=0.3)
+    manifest = prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=SHAPE, spacing=0.6), progress=False)
+    assert manifest["data"]["spacing_mm"] == [0.6, 0.6, 0.6]
+    centre = np.asarray(manifest["volumes"][0]["affine"]) @ [15.5, 15.5, 7.5, 1.0]
+    np.testing.assert_allclose(centre[:3], 0.0, atol=1e-6)
+
+
+def test_an_output_inside_the_input_or_an_existing_dataset_is_refused(tmp_path):
+    src = write_tube_volumes(tmp_path / "in", 1, SHAPE)
+    with pytest.raises(OutputError, match="inside --in"):
+        prepare_dataset(src, src / "ds", PrepareOptions(shape=SHAPE), progress=False)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(OutputError, match="not empty"):
+        prepare_dataset(src, tmp_path / "full", PrepareOptions(shape=SHAPE), progress=False)
+    with pytest.raises(InputError, match="no NIfTI or NRRD volumes"):
+        prepare_dataset(tmp_path / "full", tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
+
+
+def test_the_cli_prepares_a_dataset_and_reports_user_errors_in_one_line(tmp_path, capsys):
+    from cowgan.main import main
+
+    src = write_tube_volumes(tmp_path / "in", 2, SHAPE)
+    assert main(["prepare", "--in", str(src), "--out", str(tmp_path / "ds"), "--shape", "16", "32", "32",
+                 "--workers", "1", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["count"] == 2
+    assert main(["prepare", "--in", str(tmp_path / "missing"), "--out", str(tmp_path / "ds2"), "--no-progress"]) == 2
+    assert "input folder" in capsys.readouterr().err
