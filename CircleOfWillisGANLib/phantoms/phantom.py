@@ -1,0 +1,101 @@
+"""One phantom: sample a subject, build its vessels, rasterise them and form the TOF image."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import InputError
+from ..topcow import ACOM, variant_vectors
+from ..volume_io import DEFAULT_SPACING_MM, default_affine
+from .anatomy import AnatomyConfig, build_vessels, flow_saturation, place, sample_landmarks, sample_pose
+from .raster import Grid, Tube, rasterise
+from .tof import ImageConfig, brightness_along, render, sample_image_params
+from .variants import VariantPrevalence, Variants, sample_variants
+
+DEFAULT_SHAPE = (32, 128, 128)
+ACOM_LABEL_PRIORITY_MM = 0.6
+SeedLike = Union[int, Tuple[int, int], np.random.Generator]
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """Everything that defines a phantom population: grid, variant table, anatomy and image ranges."""
+
+    shape: Tuple[int, int, int] = DEFAULT_SHAPE
+    spacing_mm: Tuple[float, float, float] = DEFAULT_SPACING_MM
+    prevalence: VariantPrevalence = field(default_factory=VariantPrevalence)
+    force: Tuple[str, ...] = ()
+    anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+
+    def __post_init__(self) -> None:
+        if len(self.shape) != 3 or any(int(n) < 8 or int(n) > 1024 for n in self.shape):
+            raise InputError(f"phantom shape {self.shape} is invalid: give three sizes D H W between 8 and 1024")
+        if len(self.spacing_mm) != 3 or any(not 0.05 <= float(s) <= 5.0 for s in self.spacing_mm):
+            raise InputError(f"phantom spacing {self.spacing_mm} is invalid: give three spacings (mm) between 0.05 and 5")
+
+    def affine(self) -> np.ndarray:
+        """The RAS affine of the phantom grid (centred on the origin)."""
+        return default_affine(self.shape, self.spacing_mm)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The configuration as plain JSON-ready data."""
+        return asdict(self)
+
+
+@dataclass
+class Phantom:
+    """A generated subject: image (D, H, W) float32 in [0, 1], TopCoW labels uint8, parameters and variants."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    affine: np.ndarray
+    params: Dict[str, Any]
+    variants: Variants
+    topcow_vectors: Dict[str, list]
+
+
+def case_rng(seed: int, index: int) -> np.random.Generator:
+    """The random stream of case `index` of a set with `seed`: depends on nothing else."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+
+
+def _rng(seed_or_rng: SeedLike) -> np.random.Generator:
+    if isinstance(seed_or_rng, np.random.Generator):
+        return seed_or_rng
+    if isinstance(seed_or_rng, tuple):
+        return case_rng(*seed_or_rng)
+    if isinstance(seed_or_rng, (int, np.integer)) and int(seed_or_rng) >= 0:
+        return case_rng(int(seed_or_rng), 0)
+    raise InputError(f"phantom seed {seed_or_rng!r} is invalid: give a non-negative integer")
+
+
+def generate_phantom(seed_or_rng: SeedLike = 0, config: Optional[PhantomConfig] = None) -> Phantom:
+    """Generate one phantom; an int seed s is case 0 of set s, a (seed, index) pair is that case of a set."""
+    cfg = config or PhantomConfig()
+    rng = _rng(seed_or_rng)
+    variants = sample_variants(rng, cfg.prevalence, cfg.force)
+    landmarks = sample_landmarks(rng, cfg.anatomy)
+    pose = sample_pose(rng, cfg.anatomy)
+    image_params = sample_image_params(rng, cfg.image)
+    vessels = build_vessels(rng, landmarks, variants)
+    place(vessels, pose)
+    flow_saturation(vessels)
+    tubes = [Tube(v.points, v.radii, brightness_along(v.saturation, float(image_params["saturation_length_mm"]),
+                                                         v.slow_flow), v.label,
+                  label_priority_mm=ACOM_LABEL_PRIORITY_MM if v.label == ACOM else 0.0) for v in vessels]
+    affine = cfg.affine()
+    grid = Grid(cfg.shape, affine)
+    raster = rasterise(tubes, grid, min_label_radius_mm=0.55 * min(cfg.spacing_mm))
+    image = render(rng, raster.sdf, raster.brightness, affine, image_params, pose["tip_mm"])  # type: ignore[arg-type]
+    measured = variant_vectors(raster.labels).as_dict()
+    params = {
+        "landmarks_mm": landmarks, "pose": pose, "image": image_params,
+        "vessels": {v.name: {"label": v.label, "length_mm": round(v.length_mm, 2),
+                             "radius_mm": [round(float(v.radii[0]), 3), round(float(v.radii[-1]), 3)]}
+                    for v in vessels},
+    }
+    return Phantom(image, raster.labels, affine, params, variants, measured)

@@ -1,0 +1,234 @@
+"""Circle of Willis variants: the prevalence table, its overrides, and sampling with dependencies.
+
+Probabilities are population prevalences per subject (sources in docs/phantoms.md). Pairs of sides are
+sampled jointly (a marginal per side plus the probability of both), and the dependencies between segments
+are honoured without changing the marginals: a fetal PCA keeps its Pcom; an absent A1 keeps the Acom; a
+third A2 and a duplicated Acom need an Acom.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class VariantPrevalence:
+    """Probability of each variant in the population; the defaults are the documented table."""
+
+    pcom_absent_left: float = 0.40
+    pcom_absent_right: float = 0.40
+    pcom_absent_both: float = 0.26
+    fetal_pca_left: float = 0.11
+    fetal_pca_right: float = 0.11
+    fetal_pca_bilateral: float = 0.03
+    p1_absent_given_fetal: float = 0.30
+    a1_hypoplastic_left: float = 0.04
+    a1_hypoplastic_right: float = 0.04
+    a1_absent_given_hypoplastic: float = 0.40
+    acom_absent: float = 0.08
+    acom_duplicated: float = 0.006
+    third_a2: float = 0.05
+    sca_present: float = 0.95
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+                raise InputError(f"variant probability {f.name}={value!r} is not in [0, 1]: give a probability")
+        _check_pair("pcom_absent", self.pcom_absent_left, self.pcom_absent_right, self.pcom_absent_both)
+        _check_pair("fetal_pca", self.fetal_pca_left, self.fetal_pca_right, self.fetal_pca_bilateral)
+        non_fetal = 1.0 - self.fetal_pca_left - self.fetal_pca_right + self.fetal_pca_bilateral
+        for side in ("left", "right"):
+            if getattr(self, f"pcom_absent_{side}") > 1.0 - getattr(self, f"fetal_pca_{side}") + 1e-9:
+                raise InputError(f"pcom_absent_{side} + fetal_pca_{side} exceed 1, but a fetal PCA needs its Pcom: "
+                                 "lower one of them")
+        if self.pcom_absent_both > non_fetal + 1e-9:
+            raise InputError("pcom_absent_both exceeds the share of subjects without a fetal PCA: lower it")
+        if self.acom_absent > 1.0 - self._p_any_a1_absent() + 1e-9:
+            raise InputError("acom_absent is too high for the absent-A1 rate (an absent A1 needs the Acom): lower it")
+        for name in ("third_a2", "acom_duplicated"):
+            if getattr(self, name) > 1.0 - self.acom_absent + 1e-9:
+                raise InputError(f"{name} needs an Acom but exceeds 1 - acom_absent: lower it")
+
+    def _p_any_a1_absent(self) -> float:
+        q = self.a1_absent_given_hypoplastic
+        return 1.0 - (1.0 - q * self.a1_hypoplastic_left) * (1.0 - q * self.a1_hypoplastic_right)
+
+    def as_dict(self) -> Dict[str, float]:
+        """The table as {name: probability}."""
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    def with_overrides(self, overrides: Mapping[str, float]) -> "VariantPrevalence":
+        """A copy with some probabilities replaced; unknown names are an InputError listing the known ones."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise InputError(f"unknown variant {', '.join(unknown)}: use one of {', '.join(sorted(known))}")
+        return replace(self, **{k: float(v) for k, v in overrides.items()})
+
+
+def _check_pair(name: str, left: float, right: float, both: float) -> None:
+    if both > min(left, right) + 1e-9 or both < left + right - 1.0 - 1e-9:
+        raise InputError(f"{name}_both={both} is inconsistent with {name}_left={left} and {name}_right={right}: "
+                         f"it must lie between max(0, left + right - 1) and min(left, right)")
+
+
+FORCEABLE = ("complete", "fetal_pca_left", "fetal_pca_right", "fetal_pca_bilateral", "pcom_absent_left",
+             "pcom_absent_right", "pcom_absent_both", "p1_absent_left", "p1_absent_right", "a1_hypoplastic_left",
+             "a1_hypoplastic_right", "a1_absent_left", "a1_absent_right", "acom_absent", "acom_duplicated", "third_a2")
+
+
+@dataclass
+class Variants:
+    """The variants of one subject, side by side; `topcow()` gives the expected TopCoW vectors."""
+
+    pcom_absent_left: bool = False
+    pcom_absent_right: bool = False
+    fetal_pca_left: bool = False
+    fetal_pca_right: bool = False
+    p1_absent_left: bool = False
+    p1_absent_right: bool = False
+    a1_hypoplastic_left: bool = False
+    a1_hypoplastic_right: bool = False
+    a1_absent_left: bool = False
+    a1_absent_right: bool = False
+    acom_absent: bool = False
+    acom_duplicated: bool = False
+    third_a2: bool = False
+    sca_left: bool = True
+    sca_right: bool = True
+
+    def topcow(self) -> Dict[str, List[int]]:
+        """Expected TopCoW vectors: anterior [L-A1, Acom, 3rd-A2, R-A1], posterior [L-Pcom, L-P1, R-P1, R-Pcom]."""
+        return {"anterior": [int(not self.a1_absent_left), int(not self.acom_absent), int(self.third_a2),
+                             int(not self.a1_absent_right)],
+                "posterior": [int(not self.pcom_absent_left), int(not self.p1_absent_left),
+                              int(not self.p1_absent_right), int(not self.pcom_absent_right)]}
+
+    def as_dict(self) -> Dict[str, bool]:
+        """Every flag by name."""
+        return {k: bool(v) for k, v in asdict(self).items()}
+
+
+def _pair(rng: np.random.Generator, left: float, right: float, both: float) -> Tuple[bool, bool]:
+    """Sample two correlated events from their marginals and joint probability."""
+    u = rng.random()
+    if u < both:
+        return True, True
+    if u < left:
+        return True, False
+    if u < left + right - both:
+        return False, True
+    return False, False
+
+
+def _ratio(p: float, q: float) -> float:
+    return 0.0 if q <= 0 else min(1.0, p / q)
+
+
+def sample_variants(rng: np.random.Generator, table: VariantPrevalence = VariantPrevalence(),
+                    force: Sequence[str] = ()) -> Variants:
+    """Draw one subject's variants so that each event's overall frequency is the table's; `force` makes events certain."""
+    t = table
+    v = Variants()
+    v.fetal_pca_left, v.fetal_pca_right = _pair(rng, t.fetal_pca_left, t.fetal_pca_right, t.fetal_pca_bilateral)
+    non_fetal_left, non_fetal_right = 1.0 - t.fetal_pca_left, 1.0 - t.fetal_pca_right
+    non_fetal_both = 1.0 - t.fetal_pca_left - t.fetal_pca_right + t.fetal_pca_bilateral
+    a_left, a_right = _ratio(t.pcom_absent_left, non_fetal_left), _ratio(t.pcom_absent_right, non_fetal_right)
+    a_both = min(_ratio(t.pcom_absent_both, non_fetal_both), a_left, a_right)
+    pcom_left, pcom_right = _pair(rng, a_left, a_right, a_both)
+    v.pcom_absent_left = pcom_left and not v.fetal_pca_left
+    v.pcom_absent_right = pcom_right and not v.fetal_pca_right
+    v.p1_absent_left = v.fetal_pca_left and rng.random() < t.p1_absent_given_fetal
+    v.p1_absent_right = v.fetal_pca_right and rng.random() < t.p1_absent_given_fetal
+    v.a1_hypoplastic_left = rng.random() < t.a1_hypoplastic_left
+    v.a1_hypoplastic_right = rng.random() < t.a1_hypoplastic_right
+    v.a1_absent_left = v.a1_hypoplastic_left and rng.random() < t.a1_absent_given_hypoplastic
+    v.a1_absent_right = v.a1_hypoplastic_right and rng.random() < t.a1_absent_given_hypoplastic
+    any_a1_absent = v.a1_absent_left or v.a1_absent_right
+    acom_draw = rng.random() < _ratio(t.acom_absent, 1.0 - t._p_any_a1_absent())
+    v.acom_absent = acom_draw and not any_a1_absent
+    acom_present_share = 1.0 - t.acom_absent
+    third = rng.random() < _ratio(t.third_a2, acom_present_share)
+    duplicated = rng.random() < _ratio(t.acom_duplicated, acom_present_share)
+    v.third_a2 = third and not v.acom_absent
+    v.acom_duplicated = duplicated and not v.acom_absent
+    v.sca_left = rng.random() < t.sca_present
+    v.sca_right = rng.random() < t.sca_present
+    for name in force:
+        _force(v, name)
+    return v
+
+
+def _force(v: Variants, name: str) -> None:
+    """Make one event true and restore the dependencies it implies."""
+    if name not in FORCEABLE:
+        raise InputError(f"cannot force {name!r}: use one of {', '.join(FORCEABLE)}")
+    if name == "complete":
+        for flag in ("pcom_absent_left", "pcom_absent_right", "fetal_pca_left", "fetal_pca_right", "p1_absent_left",
+                     "p1_absent_right", "a1_hypoplastic_left", "a1_hypoplastic_right", "a1_absent_left",
+                     "a1_absent_right", "acom_absent", "acom_duplicated", "third_a2"):
+            setattr(v, flag, False)
+        return
+    if name == "fetal_pca_bilateral":
+        _force(v, "fetal_pca_left")
+        _force(v, "fetal_pca_right")
+        return
+    if name == "pcom_absent_both":
+        _force(v, "pcom_absent_left")
+        _force(v, "pcom_absent_right")
+        return
+    setattr(v, name, True)
+    side = name.rsplit("_", 1)[-1]
+    if name.startswith("fetal_pca_"):
+        setattr(v, f"pcom_absent_{side}", False)
+    elif name.startswith("p1_absent_"):
+        setattr(v, f"fetal_pca_{side}", True)
+        setattr(v, f"pcom_absent_{side}", False)
+    elif name.startswith("pcom_absent_"):
+        setattr(v, f"fetal_pca_{side}", False)
+        setattr(v, f"p1_absent_{side}", False)
+    elif name.startswith("a1_absent_"):
+        setattr(v, f"a1_hypoplastic_{side}", True)
+        v.acom_absent = False
+    elif name == "acom_absent":
+        v.a1_absent_left = v.a1_absent_right = False
+        v.third_a2 = v.acom_duplicated = False
+    elif name in ("third_a2", "acom_duplicated"):
+        v.acom_absent = False
+
+
+def parse_overrides(items: Iterable[str]) -> Dict[str, float]:
+    """Parse ["name=0.5", ...] from the command line into {name: probability}."""
+    out: Dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise InputError(f"cannot read variant override {item!r}: write it as NAME=PROBABILITY, "
+                             "e.g. fetal_pca_left=0.5")
+    return out
+
+
+def load_table(path: Union[str, Path], base: Optional[VariantPrevalence] = None) -> VariantPrevalence:
+    """A prevalence table from a JSON object {name: probability} applied over `base` (default: the documented table)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(f"variant table {path} does not exist: check the path") from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read variant table {path} ({exc}): give a JSON object of name: probability") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"variant table {path} must be a JSON object of name: probability")
+    return (base or VariantPrevalence()).with_overrides(data)

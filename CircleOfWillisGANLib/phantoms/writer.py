@@ -1,0 +1,140 @@
+"""Writing a phantom set: NIfTI image + label + JSON per case, a CSV manifest, an optional MIP contact sheet.
+
+Case i of a set with seed s depends only on (s, i), so the files are identical whatever the worker count.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError, OutputError
+from ..volume_io import atomic_write, save_volume
+from .phantom import Phantom, PhantomConfig, generate_phantom
+
+MANIFEST = "manifest.csv"
+PREVIEW = "preview.png"
+PREVIEW_CASES = 16
+MANIFEST_FIELDS = ("case", "index", "image", "label", "params", "anterior", "posterior", "complete",
+                   "fetal_pca_left", "fetal_pca_right", "pcom_absent_left", "pcom_absent_right", "a1_absent_left",
+                   "a1_absent_right", "acom_absent", "acom_duplicated", "third_a2")
+
+
+def case_name(index: int) -> str:
+    """File stem of case `index`: phantom_00000, phantom_00001, ..."""
+    return f"phantom_{index:05d}"
+
+
+def sidecar(phantom: Phantom, seed: int, index: int, config: PhantomConfig) -> Dict[str, Any]:
+    """Everything needed to understand or reproduce one case, as JSON-ready data."""
+    return {
+        "generator": "CircleOfWillisGAN phantoms", "version": __version__, "set_seed": int(seed),
+        "index": int(index), "shape_dhw": list(config.shape), "spacing_mm": list(config.spacing_mm),
+        "label_names": {str(k): v for k, v in _label_names().items()},
+        "topcow_variants": phantom.topcow_vectors, "variants": phantom.variants.as_dict(),
+        "params": phantom.params, "config": config.as_dict(),
+    }
+
+
+def _label_names() -> Dict[int, str]:
+    from ..topcow import LABEL_NAMES
+
+    return LABEL_NAMES
+
+
+def _json_text(data: Dict[str, Any]) -> str:
+    def default(value: Any) -> Any:
+        if isinstance(value, (np.integer, np.floating, np.bool_)):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        raise TypeError(f"cannot store {type(value).__name__} in JSON")
+
+    return json.dumps(data, indent=2, default=default) + "\n"
+
+
+def write_case(out: Path, seed: int, index: int, config: PhantomConfig, compress: bool = True) -> Dict[str, Any]:
+    """Generate case `index` of set `seed` and write its three files; return its manifest row and axial MIP."""
+    phantom = generate_phantom((seed, index), config)
+    stem = case_name(index)
+    ext = ".nii.gz" if compress else ".nii"
+    image_path, label_path, json_path = out / f"{stem}_image{ext}", out / f"{stem}_label{ext}", out / f"{stem}.json"
+    save_volume(image_path, phantom.image, phantom.affine, dtype=np.float32)
+    save_volume(label_path, phantom.labels, phantom.affine, dtype=np.uint8)
+    text = _json_text(sidecar(phantom, seed, index, config))
+    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    v = phantom.variants
+    vectors = phantom.topcow_vectors
+    row = {"case": stem, "index": index, "image": image_path.name, "label": label_path.name, "params": json_path.name,
+           "anterior": "".join(str(x) for x in vectors["anterior"]),
+           "posterior": "".join(str(x) for x in vectors["posterior"]),
+           "complete": int(vectors == {"anterior": [1, 1, 0, 1], "posterior": [1, 1, 1, 1]})}
+    row.update({k: int(getattr(v, k)) for k in MANIFEST_FIELDS[8:]})
+    return {"row": row, "mip": phantom.image.max(axis=0) if index < PREVIEW_CASES else None}
+
+
+def _job(args: tuple) -> Dict[str, Any]:
+    return write_case(*args)
+
+
+def iter_phantom_set(out: Union[str, Path], n: int, seed: int, config: Optional[PhantomConfig] = None,
+                     workers: int = 1, compress: bool = True) -> Iterator[Dict[str, Any]]:
+    """Write cases 0..n-1 into `out`, yielding each case's result in index order as it completes."""
+    if n < 1:
+        raise InputError(f"--n {n} is invalid: ask for at least one phantom")
+    if workers < 1:
+        raise InputError(f"--workers {workers} is invalid: use 1 or more")
+    cfg = config or PhantomConfig()
+    out = Path(out)
+    if not out.is_dir():
+        raise OutputError(f"output folder {out} does not exist: create it or let the CLI create it")
+    jobs = [(out, int(seed), i, cfg, compress) for i in range(n)]
+    if workers == 1:
+        for job in jobs:
+            yield _job(job)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(_job, jobs, chunksize=max(1, min(8, n // (4 * workers))))
+
+
+def write_manifest(out: Union[str, Path], rows: List[Dict[str, Any]]) -> Path:
+    """The set's CSV manifest, one row per case."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(MANIFEST_FIELDS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    return atomic_write(Path(out) / MANIFEST, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_preview(out: Union[str, Path], mips: List[np.ndarray], captions: List[str]) -> Path:
+    """A contact sheet of axial MIPs (seen from below, anterior up) of the first cases."""
+    from ..mip import contact_sheet, save_png
+
+    images = [(np.clip(m.T[::-1, ::-1], 0.0, 1.0) * 255 + 0.5).astype(np.uint8) for m in mips]
+    return save_png(Path(out) / PREVIEW, contact_sheet(images, columns=4, captions=captions))
+
+
+def write_phantom_set(out: Union[str, Path], n: int, seed: int = 0, config: Optional[PhantomConfig] = None,
+                      workers: int = 1, preview: bool = False, compress: bool = True,
+                      progress: Optional[Callable[[int], None]] = None) -> Path:
+    """Write a set of `n` phantoms into `out` (which must exist); returns the manifest path."""
+    rows: List[Dict[str, Any]] = []
+    mips: List[np.ndarray] = []
+    for result in iter_phantom_set(out, n, seed, config, workers, compress):
+        rows.append(result["row"])
+        if result["mip"] is not None:
+            mips.append(result["mip"])
+        if progress is not None:
+            progress(1)
+    manifest = write_manifest(out, rows)
+    if preview:
+        write_preview(out, mips, [r["case"] for r in rows[: len(mips)]])
+    return manifest

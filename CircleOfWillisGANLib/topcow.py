@@ -1,0 +1,235 @@
+"""TopCoW label ids, variant vectors and vessel measurements computed from a label map.
+
+Every function takes a label map in the project's in-memory order (D, H, W) together with the NIfTI affine
+that `volume_io.load_volume` returns, so real TopCoW label maps and phantom label maps are measured by
+exactly the same code. Definitions follow the TopCoW challenge (see docs/phantoms.md):
+
+- anterior variant vector [L-A1, Acom, 3rd-A2, R-A1], posterior [L-Pcom, L-P1, R-P1, R-Pcom];
+- Pcom, Acom and 3rd-A2 are present when their label exists; an A1 is present when the ACA label touches
+  the ICA label of the same side (26-neighbourhood); a P1 is present when the PCA label touches the BA label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import InputError, require
+
+BACKGROUND = 0
+BA = 1
+R_PCA = 2
+L_PCA = 3
+R_ICA = 4
+R_MCA = 5
+L_ICA = 6
+L_MCA = 7
+R_PCOM = 8
+L_PCOM = 9
+ACOM = 10
+R_ACA = 11
+L_ACA = 12
+THIRD_A2 = 15
+THIRD_A2_ALT = 13
+
+LABEL_NAMES: Dict[int, str] = {
+    BA: "BA", R_PCA: "R-PCA", L_PCA: "L-PCA", R_ICA: "R-ICA", R_MCA: "R-MCA", L_ICA: "L-ICA", L_MCA: "L-MCA",
+    R_PCOM: "R-Pcom", L_PCOM: "L-Pcom", ACOM: "Acom", R_ACA: "R-ACA", L_ACA: "L-ACA", THIRD_A2: "3rd-A2",
+}
+ANTERIOR_KEYS = ("L-A1", "Acom", "3rd-A2", "R-A1")
+POSTERIOR_KEYS = ("L-Pcom", "L-P1", "R-P1", "R-Pcom")
+COMPLETE_CIRCLE = {"anterior": [1, 1, 0, 1], "posterior": [1, 1, 1, 1]}
+
+
+@dataclass
+class VariantVectors:
+    """TopCoW variant coding: 1 = segment present, 0 = absent."""
+
+    anterior: List[int] = field(default_factory=lambda: [1, 1, 0, 1])
+    posterior: List[int] = field(default_factory=lambda: [1, 1, 1, 1])
+
+    def as_dict(self) -> Dict[str, List[int]]:
+        """{"anterior": [...], "posterior": [...]} as TopCoW writes it."""
+        return {"anterior": list(self.anterior), "posterior": list(self.posterior)}
+
+    def named(self) -> Dict[str, int]:
+        """Each segment by name, e.g. {"L-A1": 1, "Acom": 1, ...}."""
+        return {**dict(zip(ANTERIOR_KEYS, self.anterior)), **dict(zip(POSTERIOR_KEYS, self.posterior))}
+
+    @property
+    def complete(self) -> bool:
+        """True for a complete circle: [[1,1,0,1],[1,1,1,1]] (a third A2 does not break completeness)."""
+        a = list(self.anterior)
+        return a[0] == a[1] == a[3] == 1 and all(v == 1 for v in self.posterior)
+
+
+@dataclass
+class Measurements:
+    """Geometry of one label map in millimetres; None where the structures needed are absent."""
+
+    radius_mm: Dict[str, float]
+    ica_ica_mm: Optional[float]
+    acom_to_basilar_tip_mm: Optional[float]
+    pcom_length_mm: Dict[str, Optional[float]]
+    ica_terminus_anterior_of_tip_mm: Optional[float]
+    variants: Dict[str, List[int]]
+
+    def as_dict(self) -> Dict[str, object]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+def normalise_labels(labels: np.ndarray) -> np.ndarray:
+    """Integer label map as uint8 with the alternative 3rd-A2 id 13 mapped to 15; rejects unknown ids."""
+    arr = np.asarray(labels)
+    if arr.ndim != 3:
+        raise InputError(f"a label map must be 3D, got shape {arr.shape}")
+    rounded = np.rint(arr).astype(np.int64)
+    unknown = sorted(set(np.unique(rounded).tolist()) - set(LABEL_NAMES) - {BACKGROUND, THIRD_A2_ALT})
+    if unknown:
+        raise InputError(f"label map holds ids {unknown} that are not TopCoW labels: pass a TopCoW label map (ids 0-15)")
+    out = rounded.astype(np.uint8)
+    out[out == THIRD_A2_ALT] = THIRD_A2
+    return out
+
+
+def load_label_map(path: Union[str, Path]) -> Tuple[np.ndarray, np.ndarray]:
+    """Read a TopCoW label NIfTI: ((D, H, W) uint8 labels, affine)."""
+    from .volume_io import load_volume
+
+    data, affine = load_volume(path)
+    return normalise_labels(data), affine
+
+
+def _touches(labels: np.ndarray, a: int, b: int) -> bool:
+    ndi = require("scipy.ndimage", "TopCoW variant vectors", "scipy")
+    mask_a = labels == a
+    if not mask_a.any() or not (labels == b).any():
+        return False
+    grown = ndi.binary_dilation(mask_a, structure=np.ones((3, 3, 3), bool))
+    return bool((grown & (labels == b)).any())
+
+
+def variant_vectors(labels: np.ndarray) -> VariantVectors:
+    """The TopCoW anterior and posterior variant vectors of a (D, H, W) label map."""
+    lab = normalise_labels(labels)
+    present = set(np.unique(lab).tolist())
+    anterior = [int(_touches(lab, L_ACA, L_ICA)), int(ACOM in present), int(THIRD_A2 in present),
+                int(_touches(lab, R_ACA, R_ICA))]
+    posterior = [int(L_PCOM in present), int(_touches(lab, L_PCA, BA)), int(_touches(lab, R_PCA, BA)),
+                 int(R_PCOM in present)]
+    return VariantVectors(anterior, posterior)
+
+
+def _spacing_dhw(affine: np.ndarray) -> Tuple[float, float, float]:
+    sx, sy, sz = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    return float(sz), float(sx), float(sy)
+
+
+def _world(points_dhw: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """RAS millimetres of (N, 3) voxel indices in (d, h, w) order."""
+    ijk = np.asarray(points_dhw, float)[:, [1, 2, 0]]
+    a = np.asarray(affine, float)
+    return ijk @ a[:3, :3].T + a[:3, 3]
+
+
+def radius_per_class(labels: np.ndarray, affine: np.ndarray) -> Dict[str, float]:
+    """Median vessel radius (mm) per class: the distance transform of the whole vessel mask along its skeleton.
+
+    The distance from a skeleton voxel centre to the nearest background voxel centre overestimates the
+    equal-area radius of a digital disc by 0-0.5 voxel (more for thin vessels), so a quarter voxel is subtracted.
+    """
+    ndi = require("scipy.ndimage", "vessel radius measurement", "scipy")
+    morphology = require("skimage.morphology", "vessel radius measurement", "scikit-image")
+    lab = normalise_labels(labels)
+    vessel = lab > 0
+    if not vessel.any():
+        return {}
+    spacing = _spacing_dhw(affine)
+    distance = ndi.distance_transform_edt(vessel, sampling=spacing)
+    skeleton = morphology.skeletonize(vessel).astype(bool)
+    quarter_voxel = 0.25 * float(np.mean(spacing))
+    out: Dict[str, float] = {}
+    for label_id, name in LABEL_NAMES.items():
+        values = distance[skeleton & (lab == label_id)]
+        if values.size:
+            out[name] = round(float(np.median(values)) - quarter_voxel, 3)
+    return out
+
+
+def _contact_points(lab: np.ndarray, a: int, b: Sequence[int]) -> np.ndarray:
+    """Voxels of label `a` that touch any label in `b` (26-neighbourhood), as (N, 3) indices."""
+    ndi = require("scipy.ndimage", "junction measurement", "scipy")
+    other = np.isin(lab, list(b))
+    if not other.any():
+        return np.zeros((0, 3), int)
+    grown = ndi.binary_dilation(other, structure=np.ones((3, 3, 3), bool))
+    return np.argwhere(grown & (lab == a))
+
+
+def basilar_tip(labels: np.ndarray, affine: np.ndarray) -> Optional[np.ndarray]:
+    """RAS mm of the basilar tip: BA voxels touching a PCA, else the most superior BA voxel."""
+    lab = normalise_labels(labels)
+    points = _contact_points(lab, BA, (R_PCA, L_PCA))
+    if len(points) == 0:
+        points = np.argwhere(lab == BA)
+        if len(points) == 0:
+            return None
+        world = _world(points, affine)
+        return world[np.argmax(world[:, 2])]
+    return _world(points, affine).mean(axis=0)
+
+
+def ica_terminus(labels: np.ndarray, affine: np.ndarray, side: str) -> Optional[np.ndarray]:
+    """RAS mm of the ICA terminus of `side` ('R' or 'L'): ICA voxels touching that side's MCA or ACA."""
+    lab = normalise_labels(labels)
+    ica, mca, aca = (R_ICA, R_MCA, R_ACA) if side == "R" else (L_ICA, L_MCA, L_ACA)
+    points = _contact_points(lab, ica, (mca, aca))
+    if len(points) == 0:
+        points = np.argwhere(lab == ica)
+        if len(points) == 0:
+            return None
+        world = _world(points, affine)
+        return world[np.argmax(world[:, 2])]
+    return _world(points, affine).mean(axis=0)
+
+
+def pcom_length(labels: np.ndarray, affine: np.ndarray, side: str) -> Optional[float]:
+    """Length (mm) of the Pcom of `side`: extent of its voxels along their principal axis plus one voxel."""
+    lab = normalise_labels(labels)
+    points = np.argwhere(lab == (R_PCOM if side == "R" else L_PCOM))
+    if len(points) < 2:
+        return None
+    world = _world(points, affine)
+    centred = world - world.mean(axis=0)
+    axis = np.linalg.svd(centred, full_matrices=False)[2][0]
+    projection = centred @ axis
+    return float(projection.max() - projection.min() + np.mean(_spacing_dhw(affine)))
+
+
+def measure(labels: np.ndarray, affine: np.ndarray) -> Measurements:
+    """Radius per class, junction distances (ICA-ICA, Acom to basilar tip), Pcom lengths and variant vectors."""
+    lab = normalise_labels(labels)
+    tip = basilar_tip(lab, affine)
+    right, left = ica_terminus(lab, affine, "R"), ica_terminus(lab, affine, "L")
+    acom_points = np.argwhere(lab == ACOM)
+    acom = _world(acom_points, affine).mean(axis=0) if len(acom_points) else None
+
+    def dist(p: Optional[np.ndarray], q: Optional[np.ndarray]) -> Optional[float]:
+        return None if p is None or q is None else round(float(np.linalg.norm(p - q)), 2)
+
+    anterior = None
+    if tip is not None and right is not None and left is not None:
+        anterior = round(float(0.5 * (right + left)[1] - tip[1]), 2)
+    lengths = {side: pcom_length(lab, affine, side) for side in ("R", "L")}
+    return Measurements(
+        radius_mm=radius_per_class(lab, affine),
+        ica_ica_mm=dist(right, left),
+        acom_to_basilar_tip_mm=dist(acom, tip),
+        pcom_length_mm={k: (None if v is None else round(v, 2)) for k, v in lengths.items()},
+        ica_terminus_anterior_of_tip_mm=anterior,
+        variants=variant_vectors(lab).as_dict(),
+    )

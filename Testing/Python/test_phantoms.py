@@ -1,0 +1,134 @@
+"""Phantoms: label ids, variant logic, geometry ranges, image statistics and determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from CircleOfWillisGANLib import topcow
+from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.phantoms import PhantomConfig, VariantPrevalence, generate_phantom, sample_variants, case_rng
+
+TOPCOW_IDS = set(topcow.LABEL_NAMES) | {0}
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return generate_phantom((0, 0), PhantomConfig(force=("complete",)))
+
+
+def test_a_phantom_is_a_32x128x128_float_volume_in_unit_range_with_uint8_labels(phantom):
+    assert phantom.image.shape == (32, 128, 128) and phantom.image.dtype == np.float32
+    assert phantom.image.min() == 0.0 and phantom.image.max() == 1.0
+    assert phantom.labels.shape == (32, 128, 128) and phantom.labels.dtype == np.uint8
+
+
+def test_a_complete_circle_has_every_topcow_label_except_third_a2(phantom):
+    assert set(np.unique(phantom.labels).tolist()) == TOPCOW_IDS - {topcow.THIRD_A2}
+    assert phantom.topcow_vectors == topcow.COMPLETE_CIRCLE
+
+
+def test_every_label_class_is_one_connected_piece(phantom):
+    from scipy import ndimage as ndi
+
+    for label_id in topcow.LABEL_NAMES:
+        if (phantom.labels == label_id).any():
+            _, pieces = ndi.label(phantom.labels == label_id, structure=np.ones((3, 3, 3)))
+            assert pieces == 1, topcow.LABEL_NAMES[label_id]
+
+
+def test_vessels_are_bright_on_dark_tissue_like_tof(phantom):
+    vessel = phantom.image[phantom.labels > 0]
+    tissue = phantom.image[phantom.labels == 0]
+    assert np.median(vessel) > 0.3
+    assert 0.05 < np.median(tissue) < 0.2
+    assert (phantom.image > 0.3).mean() < 0.03
+
+
+def test_geometry_matches_the_published_ranges(phantom):
+    m = topcow.measure(phantom.labels, phantom.affine)
+    assert 26.0 <= m.ica_ica_mm <= 36.0
+    assert 13.0 <= m.acom_to_basilar_tip_mm <= 25.0
+    assert 9.0 <= m.pcom_length_mm["R"] <= 18.0 and 9.0 <= m.pcom_length_mm["L"] <= 18.0
+    assert 1.0 <= m.radius_mm["R-ICA"] <= 2.2 and 0.6 <= m.radius_mm["BA"] <= 1.8
+
+
+@pytest.mark.parametrize("side,pcom_name", [("left", "L-Pcom"), ("right", "R-Pcom")])
+def test_a_fetal_pca_has_a_thick_pcom_and_a_thin_or_absent_p1(side, pcom_name):
+    normal = generate_phantom((5, 1), PhantomConfig(force=("complete",)))
+    fetal = generate_phantom((5, 1), PhantomConfig(force=(f"fetal_pca_{side}",)))
+    normal_pcom = topcow.measure(normal.labels, normal.affine).radius_mm[pcom_name]
+    fetal_pcom = topcow.measure(fetal.labels, fetal.affine).radius_mm[pcom_name]
+    assert fetal_pcom >= 0.7 and fetal_pcom > normal_pcom
+    p1 = fetal.params["vessels"].get(f"p1_{side}")
+    assert p1 is None or max(p1["radius_mm"]) < 0.55
+    assert normal.params["vessels"][f"p1_{side}"]["radius_mm"][0] > 0.75
+
+
+def test_an_absent_p1_removes_pca_basilar_contact_but_keeps_the_pcom():
+    p = generate_phantom((5, 2), PhantomConfig(force=("p1_absent_left",)))
+    assert p.topcow_vectors["posterior"][:2] == [1, 0]
+    assert (p.labels == topcow.L_PCA).any()
+
+
+def test_an_absent_a1_keeps_the_acom_and_the_a2():
+    p = generate_phantom((5, 3), PhantomConfig(force=("a1_absent_right",)))
+    assert p.topcow_vectors["anterior"][1:] == [1, p.topcow_vectors["anterior"][2], 0]
+    assert (p.labels == topcow.R_ACA).any()
+
+
+@pytest.mark.parametrize("force,anterior,posterior", [
+    (("pcom_absent_both",), None, [0, 1, 1, 0]),
+    (("acom_absent",), [1, 0, 0, 1], None),
+    (("third_a2",), [None, 1, 1, None], None),
+])
+def test_forced_variants_show_in_the_label_maps_vectors(force, anterior, posterior):
+    p = generate_phantom((6, 0), PhantomConfig(force=force))
+    for want, got in ((anterior, p.topcow_vectors["anterior"]), (posterior, p.topcow_vectors["posterior"])):
+        if want is not None:
+            assert [g if w is None else w for w, g in zip(want, got)] == got
+
+
+def test_label_vectors_agree_with_the_sampled_variants_over_many_cases():
+    for index in range(12):
+        p = generate_phantom((11, index), PhantomConfig(shape=(32, 96, 96), spacing_mm=(0.8, 0.8, 0.8)))
+        assert p.topcow_vectors == p.variants.topcow(), index
+
+
+def test_same_seed_and_index_give_identical_phantoms_and_different_indices_differ():
+    a, b = generate_phantom((9, 4)), generate_phantom((9, 4))
+    c = generate_phantom((9, 5))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.labels, b.labels) and a.params == b.params
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_variant_frequencies_follow_the_table_over_4000_subjects():
+    table = VariantPrevalence()
+    draws = [sample_variants(case_rng(1, i), table) for i in range(4000)]
+    for name in ("pcom_absent_left", "fetal_pca_right", "acom_absent", "third_a2"):
+        observed = np.mean([getattr(v, name) for v in draws])
+        expected = getattr(table, name)
+        assert abs(observed - expected) < 4 * np.sqrt(expected * (1 - expected) / 4000) + 1e-3, name
+    both = np.mean([v.pcom_absent_left and v.pcom_absent_right for v in draws])
+    assert abs(both - table.pcom_absent_both) < 0.03
+
+
+def test_a_fetal_pca_never_loses_its_pcom_even_when_pcoms_are_always_absent():
+    table = VariantPrevalence(pcom_absent_left=0.5, pcom_absent_right=0.5, pcom_absent_both=0.45,
+                              fetal_pca_left=0.5, fetal_pca_right=0.0, fetal_pca_bilateral=0.0)
+    for i in range(200):
+        v = sample_variants(case_rng(2, i), table)
+        assert not (v.fetal_pca_left and v.pcom_absent_left)
+
+
+def test_inconsistent_prevalences_are_rejected_with_a_fix():
+    with pytest.raises(InputError, match="must lie between"):
+        VariantPrevalence(pcom_absent_both=0.6)
+    with pytest.raises(InputError, match="unknown variant"):
+        VariantPrevalence().with_overrides({"fetal_pca": 0.2})
+
+
+def test_shape_and_spacing_are_configurable():
+    p = generate_phantom((3, 0), PhantomConfig(shape=(24, 64, 80), spacing_mm=(1.0, 1.0, 0.8)))
+    assert p.image.shape == (24, 64, 80) == p.labels.shape
+    assert np.allclose(np.diag(p.affine)[:3], (1.0, 1.0, 0.8))
