@@ -1,0 +1,171 @@
+"""3D Slicer module: generate Circle of Willis TOF-MRA volumes with a 3D StyleGAN2 and explore them.
+
+The panel's behaviour lives in CircleOfWillisGANLib (panel_controller, panel_engine, slicer_scene); this file
+only loads the .ui, checks and installs dependencies, keeps the parameter node and holds the self-test.
+"""
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+
+import qt
+import slicer
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+# Developer mode (<repo>/CircleOfWillisGAN on the module path): the library and Resources/ sit one level up.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if not os.path.isdir(os.path.join(_HERE, "CircleOfWillisGANLib")) and os.path.isdir(os.path.join(_HERE, "..", "CircleOfWillisGANLib")):
+    sys.path.insert(0, os.path.normpath(os.path.join(_HERE, "..")))
+RESOURCES = os.path.join(_HERE, "Resources")
+if not os.path.isdir(RESOURCES):
+    RESOURCES = os.path.normpath(os.path.join(_HERE, "..", "Resources"))
+PIP_PACKAGES = {"safetensors": "safetensors>=0.4", "nibabel": "nibabel>=4", "PIL": "pillow>=9", "tqdm": "tqdm>=4.60"}
+STATE_PARAMETER = "PanelState"
+PANEL_SECTIONS = ("modelGroupBox", "generationGroupBox", "directionsGroupBox", "styleMixingGroupBox",
+                  "interpolationGroupBox", "surfaceGroupBox", "exportGroupBox")
+
+
+class CircleOfWillisGAN(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        parent.title = "Circle of Willis GAN"
+        parent.categories = ["Image Synthesis"]
+        parent.dependencies = []
+        parent.contributors = ["CircleOfWillisGAN contributors"]
+        parent.helpText = ("Generate synthetic TOF-MRA volumes of the Circle of Willis with a 3D StyleGAN2: choose a seed, "
+                           "truncation, latent directions, style mixing or an interpolation, and see each volume as slices, "
+                           "a 3D MIP and a vessel surface. Synthetic images are for research, not for diagnosis.")
+        parent.acknowledgementText = "Reimplements and extends the 3D StyleGAN of Aydin et al., NeuroImage 2024."
+
+
+class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.controller = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        panel = slicer.util.loadUI(os.path.join(RESOURCES, "UI", "CircleOfWillisGAN.ui"))
+        self.layout.addWidget(panel)
+        self.ui = slicer.util.childWidgetVariables(panel)
+        self.logic = CircleOfWillisGANLogic()
+        self.ui.installDependenciesButton.clicked.connect(self.onInstallDependencies)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneImported)
+        missing = self.logic.missingPackages()
+        if missing:
+            self.ui.dependenciesGroupBox.setVisible(True)
+            self.ui.dependenciesLabel.text = ("This module needs " + ", ".join(missing) + ". Press Install: PyTorch comes "
+                                              "from the PyTorch extension, the others from pip. Nothing is installed without asking.")
+            for name in PANEL_SECTIONS:
+                getattr(self.ui, name).setEnabled(False)
+        else:
+            self.startPanel()
+        self.addTuringSection()
+
+    def startPanel(self):
+        from CircleOfWillisGANLib.panel_controller import PanelController
+        from CircleOfWillisGANLib.slicer_scene import SlicerScene
+
+        self.ui.dependenciesGroupBox.setVisible(False)
+        self.ui.modelGroupBox.setEnabled(True)  # the controller enables the other sections once a model is loaded
+        self.scene = SlicerScene(slicer)
+        self.controller = PanelController(self.ui, qt, show_error=slicer.util.errorDisplay)
+        self.controller.views.append(lambda r: self.scene.show(r.volume, r.affine, r.surface))
+        self.controller.state_listeners.append(self.logic.saveState)
+        saved = self.logic.loadState()
+        self.controller.engine_listeners.append(lambda engine: saved and self.controller.apply_state(saved))
+        self.controller.load_model(saved.model if saved else "demo", quiet=True)
+
+    def addTuringSection(self):
+        """Place for the visual Turing test (rater and organiser panels from CircleOfWillisGANLib.turing)."""
+
+    def onInstallDependencies(self):
+        cpuOnly = self.ui.torchBackendComboBox.currentIndex == 1
+        if self.logic.installDependencies(cpuOnly):
+            self.startPanel()
+
+    def onSceneImported(self, caller, event):
+        saved = self.logic.loadState()
+        if self.controller is not None and saved is not None:
+            self.controller.apply_state(saved)
+
+    def cleanup(self):
+        self.removeObservers()
+        if self.controller is not None:
+            self.controller.close()
+
+
+class CircleOfWillisGANLogic(ScriptedLoadableModuleLogic):
+    """Dependencies and the parameter node; generation itself is CircleOfWillisGANLib.panel_engine."""
+
+    def missingPackages(self):
+        missing = [] if importlib.util.find_spec("torch") else ["PyTorch"]
+        return missing + [pip for module, pip in PIP_PACKAGES.items() if importlib.util.find_spec(module) is None]
+
+    def installDependencies(self, cpuOnly=False):
+        """Install what is missing after one confirmation: torch through PyTorchUtils, the rest through pip."""
+        missing = self.missingPackages()
+        if not missing or not slicer.util.confirmOkCancelDisplay("Install " + ", ".join(missing) + "? This can take minutes."):
+            return not missing
+        if "PyTorch" in missing:
+            try:
+                import PyTorchUtils
+            except ImportError:
+                slicer.util.errorDisplay("Install the PyTorch extension from the Extension Manager, restart Slicer, then press Install again.")
+                return False
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, forceComputationBackend="cpu" if cpuOnly else None,
+                                                                  torchVersionRequirement=">=2.1")
+            if torch is None:
+                return False
+        packages = [p for p in missing if p != "PyTorch"]
+        if packages:
+            slicer.util.pip_install(" ".join(packages))
+        return not self.missingPackages()
+
+    def saveState(self, state):
+        self.getParameterNode().SetParameter(STATE_PARAMETER, json.dumps(state))
+
+    def loadState(self):
+        from CircleOfWillisGANLib.panel_engine import PanelState
+
+        text = self.getParameterNode().GetParameter(STATE_PARAMETER)
+        try:
+            return PanelState.from_dict(json.loads(text)) if text else None
+        except (ValueError, TypeError):
+            logging.warning("CircleOfWillisGAN: ignoring an unreadable saved panel state")
+            return None
+
+
+class CircleOfWillisGANTest(ScriptedLoadableModuleTest):
+    """Load a model -> generate -> MIP -> surface -> export, inside Slicer."""
+
+    def runTest(self):
+        slicer.mrmlScene.Clear()
+        self.test_generate_show_export()
+
+    def test_generate_show_export(self):
+        import tempfile
+
+        from CircleOfWillisGANLib.generator import build_generator
+        from CircleOfWillisGANLib.panel_engine import PanelEngine, PanelState
+        from CircleOfWillisGANLib.slicer_scene import SlicerScene
+
+        self.delayDisplay("Generating with a random tiny model")
+        engine = PanelEngine(build_generator("tiny", seed=0, device="cpu"))
+        result = engine.render(PanelState(seed=3, psi=0.7))
+        self.assertEqual(result.volume.shape, engine.generator.arch.output_shape)
+        self.assertGreater(result.surface.GetNumberOfPoints(), 0)
+        scene = SlicerScene(slicer)
+        scene.show(result.volume, result.affine, result.surface)
+        scene.show(engine.render(PanelState(seed=4)).volume, result.affine, result.surface)
+        self.assertEqual(len(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")), 1)
+        self.assertEqual(slicer.util.arrayFromVolume(scene.volume_node).shape, (16, 32, 32))
+        with tempfile.TemporaryDirectory() as folder:
+            paths = engine.export_volume(PanelState(seed=3), folder)
+            self.assertTrue(all(os.path.isfile(p) for p in paths.values()))
+        self.delayDisplay("Test passed")

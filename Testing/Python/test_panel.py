@@ -1,0 +1,236 @@
+"""The panel: the real .ui under PySide6 (offscreen), driven like a user, checked against the library."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6.QtUiTools")
+
+from CircleOfWillisGANLib.generator import build_generator  # noqa: E402
+from CircleOfWillisGANLib.panel_controller import PanelController, load_panel_pyside6, pyside6_qt  # noqa: E402
+from CircleOfWillisGANLib.panel_engine import PanelEngine, PanelState  # noqa: E402
+from CircleOfWillisGANLib.explorer.window import panel_ui_path  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def app():
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.instance() or QApplication([])
+
+
+@pytest.fixture(scope="module")
+def engine():
+    gen = build_generator("tiny", seed=0, device="cpu")
+    for block in gen.model.synthesis.blocks:  # random models start with zero noise strength: make noise matter
+        block.noise1.weight.data.fill_(0.5)
+        block.noise2.weight.data.fill_(0.5)
+    return PanelEngine(gen)
+
+
+@pytest.fixture
+def panel(app, engine, tmp_path):
+    root, ui = load_panel_pyside6(str(panel_ui_path()))
+    errors = []
+    controller = PanelController(ui, pyside6_qt(), show_error=errors.append)
+    controller.errors = errors
+    ui.outputFolderLineEdit.setText(str(tmp_path))
+    controller.set_engine(engine)
+    assert controller.wait_idle(app=app)
+    yield controller
+    controller.close()
+    root.deleteLater()
+
+
+def settle(panel, app):
+    assert panel.wait_idle(app=app)
+    return panel.last_result
+
+
+def test_a_loaded_model_shows_a_volume_its_mip_and_its_vessel_surface(panel, app):
+    result = settle(panel, app)
+    assert result.volume.shape == (16, 32, 32) and result.volume.dtype == np.float32
+    assert 0.0 <= result.volume.min() and result.volume.max() <= 1.0
+    assert result.mip.dtype == np.uint8 and result.mip.max() > 0
+    assert result.surface.GetNumberOfPoints() > 0
+    assert "generated in" in panel.ui.statusLabel.text()
+
+
+def test_the_volume_is_what_the_library_generates_for_the_panel_values(panel, app, engine):
+    panel.ui.seedSpinBox.setValue(42)
+    panel.ui.truncationSlider.setValue(50)
+    result = settle(panel, app)
+    expected = engine.generator.generate(seeds=[42], psi=0.5)[0]
+    np.testing.assert_allclose(result.volume, expected, atol=1e-6)
+
+
+def test_moving_the_truncation_slider_changes_the_volume(panel, app):
+    before = settle(panel, app).volume
+    panel.ui.truncationSlider.setValue(150)
+    after = settle(panel, app)
+    assert after.state.psi == 1.5 and np.abs(after.volume - before).max() > 1e-3
+
+
+def test_rapid_slider_moves_are_coalesced_and_the_newest_value_wins(panel, app):
+    renders = panel.renders
+    for value in range(10, 110, 5):
+        panel.ui.truncationSlider.setValue(value)
+    result = settle(panel, app)
+    assert result.state.psi == 1.05
+    assert panel.renders - renders <= 2
+
+
+def test_generation_never_blocks_the_gui_thread(panel, app, engine, monkeypatch):
+    slow = engine.render
+
+    def render(state, request_id=0):
+        time.sleep(0.5)
+        return slow(state, request_id)
+
+    monkeypatch.setattr(engine, "render", render)
+    start = time.perf_counter()
+    panel.ui.seedSpinBox.setValue(7)
+    panel.render_now()
+    app.processEvents()
+    assert time.perf_counter() - start < 0.2
+    assert settle(panel, app).state.seed == 7
+
+
+def test_seed_history_goes_back_and_forward(panel, app):
+    for seed in (3, 4, 5):
+        panel.ui.seedSpinBox.setValue(seed)
+    panel.ui.previousSeedButton.click()
+    assert panel.ui.seedSpinBox.value() == 4
+    panel.ui.previousSeedButton.click()
+    assert panel.ui.seedSpinBox.value() == 3
+    panel.ui.nextSeedButton.click()
+    assert panel.ui.seedSpinBox.value() == 4
+    panel.ui.randomSeedButton.click()
+    assert panel.seed_history[-1] == panel.ui.seedSpinBox.value()
+    assert not panel.ui.nextSeedButton.isEnabled()
+
+
+def test_there_is_one_slider_per_direction_and_reset_returns_them_to_zero(panel, app, engine):
+    sliders = panel.direction_sliders
+    assert len(sliders) == len(engine.directions) >= 4
+    base = settle(panel, app).volume
+    sliders[0].setValue(25)
+    moved = settle(panel, app)
+    assert moved.state.directions[0] == 2.5 and np.abs(moved.volume - base).max() > 1e-3
+    panel.ui.resetDirectionsButton.click()
+    reset = settle(panel, app)
+    assert reset.state.directions == [0.0] * len(sliders)
+    np.testing.assert_allclose(reset.volume, base, atol=1e-6)
+
+
+def test_style_mixing_takes_the_finer_blocks_from_the_second_seed(panel, app, engine):
+    panel.ui.seedSpinBox.setValue(11)
+    panel.ui.styleMixingCheckBox.setChecked(True)
+    panel.ui.mixSeedSpinBox.setValue(12)
+    panel.ui.crossoverSlider.setValue(2)
+    result = settle(panel, app)
+    expected = engine.generator.generate(seeds=[11], psi=0.7, style_mix=([12], 2))[0]
+    np.testing.assert_allclose(result.volume, expected, atol=1e-6)
+
+
+def test_resampling_noise_keeps_the_anatomy_and_changes_the_detail(panel, app, engine):
+    base = settle(panel, app)
+    panel.ui.resampleNoiseButton.click()
+    resampled = settle(panel, app)
+    assert not resampled.state.noise_follows_seed and resampled.state.noise() != base.state.noise()
+    assert np.abs(resampled.volume - base.volume).max() > 1e-4
+    assert np.allclose(engine.styles(resampled.state), engine.styles(base.state))
+
+
+def test_interpolation_runs_from_seed_a_to_seed_b(panel, app, engine):
+    panel.ui.seedSpinBox.setValue(1)
+    panel.ui.interpolationCheckBox.setChecked(True)
+    panel.ui.seedBSpinBox.setValue(2)
+    start = settle(panel, app).volume
+    np.testing.assert_allclose(start, engine.generator.generate(seeds=[1], psi=0.7)[0], atol=1e-5)
+    panel.ui.interpolationSlider.setValue(100)
+    end = settle(panel, app).volume
+    np.testing.assert_allclose(end, engine.generator.generate(seeds=[2], psi=0.7, noise_seed=1)[0], atol=1e-5)
+
+
+def test_play_advances_t(panel, app):
+    panel.ui.interpolationCheckBox.setChecked(True)
+    panel.ui.playButton.setChecked(True)
+    deadline = time.perf_counter() + 5
+    while panel.state.t < 0.1 and time.perf_counter() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+    panel.ui.playButton.setChecked(False)
+    assert panel.state.t >= 0.1 and panel.ui.playButton.text() == "Play"
+
+
+def test_export_writes_nifti_sidecar_mip_and_surface(panel, app, tmp_path):
+    panel.ui.seedSpinBox.setValue(9)
+    panel.ui.surfaceFormatComboBox.setCurrentIndex(0)
+    settle(panel, app)
+    panel.ui.exportVolumeButton.click()
+    settle(panel, app)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["cow_seed0009.json", "cow_seed0009.nii.gz", "cow_seed0009_mip.png", "cow_seed0009_surface.stl"]
+    sidecar = json.loads((tmp_path / "cow_seed0009.json").read_text())
+    assert sidecar["seed"] == 9 and sidecar["psi"] == 0.7 and sidecar["noise_seed"] == 9
+    assert "Wrote" in panel.ui.statusLabel.text()
+
+
+def test_export_interpolation_writes_frames_and_a_gif(panel, app, tmp_path):
+    panel.ui.interpolationCheckBox.setChecked(True)
+    panel.ui.framesSpinBox.setValue(4)
+    panel.ui.exportInterpolationButton.click()
+    settle(panel, app)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["cow_interp_1_2.gif", "cow_interp_1_2.json"] + [f"cow_interp_1_2_{i:03d}.png" for i in range(4)]
+
+
+def test_a_bad_model_file_gives_one_message_in_the_status_line_and_one_dialog(panel, app, tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a model")
+    panel.load_model(str(bad))
+    settle(panel, app)
+    assert len(panel.errors) == 1 and "broken.safetensors" in panel.errors[0]
+    assert panel.ui.statusLabel.text().startswith("Error:") and "Traceback" not in panel.ui.statusLabel.text()
+
+
+def test_without_a_bundled_demo_model_the_panel_says_to_open_a_model(app, monkeypatch):
+    from CircleOfWillisGANLib import resources
+    from CircleOfWillisGANLib.errors import CheckpointError
+
+    def missing():
+        raise CheckpointError("not bundled")
+
+    monkeypatch.setattr(resources, "demo_model_path", missing)
+    root, ui = load_panel_pyside6(str(panel_ui_path()))
+    errors = []
+    controller = PanelController(ui, pyside6_qt(), show_error=errors.append)
+    controller.load_model("demo", quiet=True)
+    assert controller.wait_idle(app=app)
+    assert "Open model" in ui.statusLabel.text() and errors == []
+    assert ui.openModelButton.isEnabled() and not ui.generationGroupBox.isEnabled()
+    controller.close()
+
+
+def test_a_saved_state_restores_every_widget(panel, app):
+    state = PanelState(seed=77, psi=1.2, noise_follows_seed=False, noise_seed=5, directions=[1.0, -0.5],
+                       mixing=True, mix_seed=8, crossover=1, interpolate=True, seed_b=9, t=0.25, space="w",
+                       auto_threshold=False, threshold=0.4, smoothing=3, frames=8, surface_format="obj")
+    restored = PanelState.from_dict(json.loads(json.dumps(state.to_dict())))
+    panel.apply_state(restored)
+    now = panel.state
+    for name in ("seed", "psi", "noise_seed", "mixing", "mix_seed", "crossover", "interpolate", "seed_b", "t", "space",
+                 "auto_threshold", "threshold", "smoothing", "frames", "surface_format"):
+        assert getattr(now, name) == getattr(state, name), name
+    assert now.directions[:2] == [1.0, -0.5]
+    assert settle(panel, app).state.seed == 77
+
+
+def test_out_of_range_values_are_clamped_to_the_declared_ranges():
+    state = PanelState(psi=5.0, t=-1.0, directions=[9.0]).validated()
+    assert state.psi == 2.0 and state.t == 0.0 and state.directions == [3.0]
