@@ -1,7 +1,7 @@
 """Resume states on disk: RUN/checkpoints/latest.pt, written atomically, with the previous one kept beside it.
 
 A state holds the trainer's full state (networks, EMA, optimisers, scalers, ADA p, path-length mean, step,
-rollback count, RNG states), the config, the architecture and the dataset's fingerprint. It is read with
+rollback count, which with the seed fixes every random draw), the config, the architecture and the dataset's fingerprint. It is read with
 torch.load(weights_only=True), so loading never runs code from the file.
 """
 

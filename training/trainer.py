@@ -271,14 +271,16 @@ class Trainer:
         return self.step_index * self.cfg.batch / 1000.0
 
     def state_dict(self) -> Dict[str, Any]:
-        """Everything a bit-identical resume needs (tensors stay on their device; callers copy to CPU)."""
+        """Everything a bit-identical resume needs (tensors stay on their device; callers copy to CPU).
+
+        The random state is (seed, step, rollbacks): every draw of a step comes from generators seeded by them.
+        """
         return {
             "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
             "ada": self.ada.state_dict(), "pl_mean": self.pl_mean, "step": self.step_index,
-            "rollbacks": self.rollbacks, "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "rollbacks": self.rollbacks,
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -294,6 +296,3 @@ class Trainer:
         self.pl_mean = state["pl_mean"]
         self.step_index = int(state["step"])
         self.rollbacks = int(state["rollbacks"])
-        torch.set_rng_state(state["rng_cpu"].cpu())
-        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)

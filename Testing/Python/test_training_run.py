@@ -1,0 +1,120 @@
+"""Training on the CPU with the tiny preset: steps run, resume is bit-identical, the NaN guard rolls back, export loads."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from CircleOfWillisGANLib.errors import InputError
+from training.config import TrainConfig, training_preset
+from training.dataset import DataOrder, RealVolumes
+from training.distributed import ProcessGroup
+from training.guard import NanGuard
+from training.loop import resolve_config, train
+from training.state import find_state, load_state
+from training.trainer import Trainer
+from training_fixtures import write_tube_dataset
+
+CPU = ProcessGroup(device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_tube_dataset(tmp_path_factory.mktemp("data") / "ds", count=6)
+
+
+def _trainer(dataset: Path, **overrides) -> Trainer:
+    cfg = training_preset("tiny").replace(**overrides)
+    return Trainer(cfg, RealVolumes.open(dataset, CPU.device), CPU)
+
+
+def _tensors(state, prefix=""):
+    if isinstance(state, torch.Tensor):
+        yield prefix, state
+    elif isinstance(state, dict):
+        for k, v in state.items():
+            yield from _tensors(v, f"{prefix}/{k}")
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            yield from _tensors(v, f"{prefix}/{i}")
+
+
+def test_a_few_tiny_steps_train_with_every_regulariser_and_finite_losses(dataset):
+    trainer = _trainer(dataset)
+    before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    stats = [trainer.step() for _ in range(3)]
+    assert trainer.step_index == 3
+    assert all(np.isfinite([s["loss_d"], s["loss_g"], s["penalty_gp"], s["path_length"]]).all() for s in stats)
+    assert stats[0]["gp_applied"] == 1.0 and stats[1]["gp_applied"] == 0.0 and stats[2]["pl_applied"] == 1.0
+    assert stats[2]["penalty_pl"] > 0  # the first path-length step sets the target, the next is penalised
+    assert any(not torch.equal(before[k], v) for k, v in trainer.G.state_dict().items())
+    assert trainer.pl_mean is not None and trainer.pl_mean > 0
+
+
+def test_resuming_from_a_saved_state_gives_bit_identical_next_steps(dataset, tmp_path):
+    cfg = training_preset("tiny").replace(total_kimg=0.016)  # 4 steps of 4 volumes
+    straight = train(cfg, dataset, tmp_path / "straight", CPU, bar=False)
+    first = train(cfg, dataset, tmp_path / "resumed", CPU, max_time_s=1e-9, bar=False)
+    assert (first.step, first.finished) == (1, False)
+    second = train(cfg, dataset, tmp_path / "resumed", CPU, bar=False)
+    assert straight.step == second.step == 4
+    a = dict(_tensors(load_state(find_state(tmp_path / "straight"))["trainer"]))
+    b = dict(_tensors(load_state(find_state(tmp_path / "resumed"))["trainer"]))
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert different == []
+
+
+def test_a_run_folder_writes_samples_tensorboard_logs_and_a_config(dataset, tmp_path):
+    result = train(training_preset("tiny").replace(total_kimg=0.008), dataset, tmp_path / "run", CPU, bar=False)
+    assert result.finished and result.reason == "budget reached"
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["kimg000000.008.png"]
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "run" / "config.json").is_file()
+
+
+def test_a_resumed_run_keeps_its_recipe_and_refuses_to_change_it(dataset, tmp_path):
+    cfg = training_preset("tiny").replace(total_kimg=0.004)
+    train(cfg, dataset, tmp_path / "run", CPU, bar=False)
+    longer = resolve_config(tmp_path / "run", training_preset("paper"), {"total_kimg": 0.008})
+    assert longer == cfg.replace(total_kimg=0.008)
+    with pytest.raises(InputError, match="different g_lr"):
+        resolve_config(tmp_path / "run", cfg, {"g_lr": 1.0})
+
+
+def test_the_nan_guard_rolls_back_to_the_last_good_state_and_says_so(dataset, caplog):
+    trainer = _trainer(dataset)
+    guard = NanGuard(trainer, every=2)
+    for _ in range(2):
+        trainer.step()
+        guard.after_step()
+    good = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    trainer.step()
+    guard.after_step()
+    with torch.no_grad():
+        trainer.G.synthesis.blocks[0].conv1.weight.fill_(float("nan"))
+    stats = trainer.step()
+    assert stats["nonfinite"] == 1.0 and trainer.step_index == 3
+    with caplog.at_level(logging.WARNING):
+        guard.rollback(stats)
+    assert "step 3: non-finite discriminator loss or gradient; rolled back to step 2" in caplog.text
+    assert trainer.step_index == 2 and trainer.rollbacks == 1
+    assert all(torch.equal(good[k], v) for k, v in trainer.G.state_dict().items())
+    assert trainer.step()["nonfinite"] == 0.0
+
+
+def test_the_data_order_shows_every_volume_once_per_epoch_and_is_reproducible():
+    order = DataOrder(count=5, seed=3)
+    first = order.indices(0, 10)
+    assert sorted(first[:5].tolist()) == sorted(first[5:].tolist()) == [0, 1, 2, 3, 4]
+    assert not torch.equal(first[:5], first[5:])
+    assert torch.equal(DataOrder(5, 3).indices(3, 4), first[3:7])
+
+
+def test_a_batch_that_does_not_split_over_processes_is_explained():
+    with pytest.raises(InputError, match="multiple of 16"):
+        TrainConfig(batch=24, micro_batch=8).accumulation(2)
