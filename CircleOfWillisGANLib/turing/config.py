@@ -1,0 +1,84 @@
+"""Settings of a visual Turing test session, validated once where they are made."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from ..errors import InputError
+
+DISPLAYS = ("mip", "slices", "surface", "all")
+CALLS = ("real", "fake")
+CONFIDENCE_LEVELS = (1, 2, 3, 4, 5)
+RANDOMISED_RANGE = (0.4, 0.6)
+MAX_CASES = 999
+RATER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+
+
+@dataclass
+class SessionConfig:
+    """How a session is drawn and shown. `real_fraction` None means randomised within 40-60%."""
+
+    n_cases: int = 60
+    real_fraction: Optional[float] = 0.5
+    display: str = "all"
+    time_limit_s: Optional[float] = None
+    allow_back: bool = False
+    seed: int = 0
+    raters: List[str] = field(default_factory=list)
+
+    def validate(self) -> "SessionConfig":
+        """Raise an InputError naming the bad setting and its allowed range; return self."""
+        if not 2 <= int(self.n_cases) <= MAX_CASES:
+            raise InputError(f"number of cases {self.n_cases} is out of range: use 2 to {MAX_CASES} (60 is typical)")
+        if self.real_fraction is not None and not 0.0 < float(self.real_fraction) < 1.0:
+            raise InputError(f"real fraction {self.real_fraction} must lie strictly between 0 and 1 "
+                             "(0.5 for 50:50), or be left unset for a randomised 40-60% share")
+        if self.display not in DISPLAYS:
+            raise InputError(f"unknown display {self.display!r}: use one of {', '.join(DISPLAYS)}")
+        if self.time_limit_s is not None and not float(self.time_limit_s) > 0:
+            raise InputError(f"time limit {self.time_limit_s} s must be positive, or unset for no limit")
+        if int(self.seed) < 0:
+            raise InputError(f"seed {self.seed} must be 0 or more")
+        for rater in self.raters:
+            check_rater_id(rater)
+        if len(set(self.raters)) != len(self.raters):
+            raise InputError(f"rater ids {self.raters} contain duplicates: give each rater a distinct id")
+        return self
+
+    def n_real_range(self) -> Tuple[int, int]:
+        """The smallest and largest number of real cases this configuration can draw."""
+        n = int(self.n_cases)
+        if self.real_fraction is None:
+            lo, hi = round(RANDOMISED_RANGE[0] * n), round(RANDOMISED_RANGE[1] * n)
+        else:
+            lo = hi = round(float(self.real_fraction) * n)
+        return max(1, lo), min(n - 1, hi)
+
+
+def check_rater_id(rater: str) -> str:
+    """A rater id names a journal file, so it is 1-40 letters, digits, '-' or '_'."""
+    if not isinstance(rater, str) or not RATER_ID_PATTERN.match(rater):
+        raise InputError(f"rater id {rater!r} is not usable: use 1-40 letters, digits, '-' or '_' "
+                         "(for example reader01), starting with a letter or digit")
+    return rater
+
+
+def check_call(call: str) -> str:
+    """Normalise a rater's call to 'real' or 'fake'."""
+    value = str(call).strip().lower()
+    if value not in CALLS:
+        raise InputError(f"answer {call!r} is not a call: answer 'real' or 'fake'")
+    return value
+
+
+def check_confidence(confidence: int) -> int:
+    """Confidence is an integer rating from 1 (guess) to 5 (certain)."""
+    try:
+        value = int(confidence)
+    except (TypeError, ValueError):
+        raise InputError(f"confidence {confidence!r} is not a number: rate from 1 (guess) to 5 (certain)") from None
+    if value not in CONFIDENCE_LEVELS or value != confidence:
+        raise InputError(f"confidence {confidence} is out of range: rate from 1 (guess) to 5 (certain)")
+    return value

@@ -1,0 +1,159 @@
+"""Drawing a session: which volumes, how many of each kind, in what order, under which neutral ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from ..errors import InputError, OutputError
+from ..volume_io import atomic_write
+from .config import SessionConfig
+from .grid import DisplayGrid, to_display
+from .layout import (CASES_DIR, FORMAT_VERSION, JOURNAL_DIR, KEY_FILE, KEY_FORMAT, SESSION_FILE, SESSION_FORMAT,
+                     case_id, case_path)
+from .sources import VolumeSource
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class PlannedCase:
+    """One case before it is written: its neutral id, its truth and which source volume it shows."""
+
+    case_id: str
+    truth: str
+    source_index: int
+
+
+@dataclass(frozen=True)
+class CreatedSession:
+    """What `create_session` made, for the organiser."""
+
+    folder: Path
+    key_path: Path
+    n_cases: int
+    n_real: int
+    n_fake: int
+
+
+def plan_cases(config: SessionConfig, n_real_available: int, n_fake_available: int) -> List[PlannedCase]:
+    """Draw the cases from the seed alone: the real count, which volumes, and a shuffled order."""
+    config.validate()
+    rng = np.random.default_rng(int(config.seed))
+    lo, hi = config.n_real_range()
+    n_real = int(rng.integers(lo, hi + 1))
+    n_fake = int(config.n_cases) - n_real
+    if n_real > n_real_available:
+        raise InputError(f"the session needs up to {hi} real volumes but the real folder holds {n_real_available}: "
+                         "add real volumes or ask for fewer cases")
+    if n_fake > n_fake_available:
+        raise InputError(f"the session needs {n_fake} generated volumes but only {n_fake_available} are available: "
+                         "add generated volumes or seeds, or ask for fewer cases")
+    real = rng.choice(n_real_available, size=n_real, replace=False)
+    fake = rng.choice(n_fake_available, size=n_fake, replace=False)
+    drawn = [("real", int(i)) for i in real] + [("fake", int(i)) for i in fake]
+    order = rng.permutation(len(drawn))
+    return [PlannedCase(case_id(k), *drawn[int(j)]) for k, j in enumerate(order)]
+
+
+def create_session(folder: Union[str, Path], real: VolumeSource, generated: VolumeSource, config: SessionConfig,
+                   grid: Optional[DisplayGrid] = None, key_path: Union[str, Path, None] = None,
+                   progress: Optional[Progress] = None) -> CreatedSession:
+    """Write a complete session folder (built aside, then renamed into place) and its answer key."""
+    config.validate()
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise OutputError(f"{folder} is not empty: choose a new folder for the session")
+    key = Path(key_path) if key_path else folder / KEY_FILE
+    if key_path and key.exists():
+        raise OutputError(f"answer key {key} already exists: choose a new key path or remove the old key")
+    if key_path and not key.parent.is_dir():
+        raise OutputError(f"cannot write the answer key: folder {key.parent} does not exist")
+    grid = grid or generated.grid
+    plan = plan_cases(config, len(real.items), len(generated.items))
+    stage = folder.with_name(f".{folder.name}.creating-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        (stage / CASES_DIR).mkdir(parents=True)
+        (stage / JOURNAL_DIR).mkdir()
+        key_cases = _write_cases(stage, plan, real, generated, grid, progress)
+        _write_json(stage / SESSION_FILE, _session_description(config, grid, plan))
+        stamp = time.time()
+        for path in [stage / SESSION_FILE] + [case_path(stage, c.case_id) for c in plan]:
+            os.utime(path, (stamp, stamp))
+        key_data = _key_description(config, grid, plan, key_cases, real, generated)
+        _write_json(stage / KEY_FILE if not key_path else key, key_data)
+        if folder.exists():
+            folder.rmdir()
+        os.replace(stage, folder)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    n_real = sum(c.truth == "real" for c in plan)
+    return CreatedSession(folder, key, len(plan), n_real, len(plan) - n_real)
+
+
+def _write_cases(stage: Path, plan: List[PlannedCase], real: VolumeSource, generated: VolumeSource,
+                 grid: DisplayGrid, progress: Optional[Progress]) -> List[Dict[str, Any]]:
+    """Write cases in id order (itself random), so file order and inode order carry no source information."""
+    import nibabel as nib
+
+    affine = grid.affine()
+    out = []
+    for k, case in enumerate(plan):
+        item = (real if case.truth == "real" else generated).items[case.source_index]
+        volume, source_affine = item.load()
+        display = to_display(volume, source_affine, grid)
+        image = nib.Nifti1Image(np.ascontiguousarray(display.transpose(1, 2, 0)), affine)
+        image.header.set_xyzt_units("mm")
+        image.header.set_data_dtype(np.uint8)
+        path = case_path(stage, case.case_id)
+        atomic_write(path, lambda tmp, image=image: nib.save(image, str(tmp)))
+        out.append({"id": case.case_id, "truth": case.truth, "source": item.provenance,
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+        if progress:
+            progress(k + 1, len(plan))
+    return out
+
+
+def _session_description(config: SessionConfig, grid: DisplayGrid, plan: List[PlannedCase]) -> Dict[str, Any]:
+    """Rater-facing: no seed, no counts by kind, no sources; only what every case shares."""
+    return {"format": SESSION_FORMAT, "version": FORMAT_VERSION, "cases": [c.case_id for c in plan],
+            "display": config.display, "time_limit_s": config.time_limit_s, "allow_back": bool(config.allow_back),
+            "raters": list(config.raters), "grid": grid.describe()}
+
+
+def _key_description(config: SessionConfig, grid: DisplayGrid, plan: List[PlannedCase], cases: List[Dict[str, Any]],
+                     real: VolumeSource, generated: VolumeSource) -> Dict[str, Any]:
+    return {"format": KEY_FORMAT, "version": FORMAT_VERSION, "seed": int(config.seed),
+            "real_fraction": config.real_fraction, "n_real": sum(c.truth == "real" for c in plan),
+            "n_fake": sum(c.truth == "fake" for c in plan), "sources": {"real": real.description,
+                                                                         "generated": generated.description},
+            "grid": grid.describe(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cases": cases}
+
+
+def _write_json(path: Path, data: Dict[str, Any]) -> None:
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+
+
+def read_key(path: Union[str, Path]) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The answer key and its case id -> truth map; only organiser-side code calls this."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"answer key {path} not found: pass --key with the key file written when the session was made")
+    try:
+        key = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f"answer key {path} is damaged ({exc}): restore it from the organiser's backup") from exc
+    if key.get("format") != KEY_FORMAT:
+        raise InputError(f"{path} is not a Turing test answer key: pass the key file written by `cowgan turing create`")
+    return key, {c["id"]: c["truth"] for c in key["cases"]}

@@ -1,0 +1,113 @@
+"""One display grid and one intensity normalisation for every case, whatever its source.
+
+Each volume is turned to RAS orientation, resampled to the grid's spacing, centre-cropped or padded to the
+grid's shape, scaled by its own robust intensity range and quantised to 8 bits, so that neither size,
+orientation, spacing, dtype nor intensity range can tell a real volume from a generated one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume_io import DEFAULT_SPACING_MM, default_affine
+
+LEVELS = 255
+
+
+@dataclass(frozen=True)
+class DisplayGrid:
+    """Target shape (D, H, W), spacing (x, y, z) mm and the percentiles mapped to black and white."""
+
+    shape_dhw: Tuple[int, int, int] = (32, 128, 128)
+    spacing_mm: Tuple[float, float, float] = DEFAULT_SPACING_MM
+    low_percentile: float = 0.0
+    high_percentile: float = 99.9
+
+    def affine(self) -> np.ndarray:
+        """The one affine every displayed case carries."""
+        return default_affine(self.shape_dhw, self.spacing_mm)
+
+    def describe(self) -> Dict[str, Any]:
+        """JSON-ready description, identical for every case."""
+        return {"shape_dhw": list(self.shape_dhw), "spacing_mm": [float(s) for s in self.spacing_mm],
+                "intensity": f"percentile {self.low_percentile:g} -> 0, percentile {self.high_percentile:g} -> {LEVELS}",
+                "dtype": "uint8"}
+
+
+def grid_like(shape_dhw: Sequence[int], affine: np.ndarray) -> DisplayGrid:
+    """A display grid with the shape and spacing of a given volume (usually the model's output grid)."""
+    return DisplayGrid(tuple(int(s) for s in shape_dhw), tuple(round(s, 6) for s in sorted_spacing(affine)))  # type: ignore[arg-type]
+
+
+def sorted_spacing(affine: np.ndarray) -> Tuple[float, float, float]:
+    """Spacing (mm) along x, y, z once the volume is turned to RAS."""
+    import nibabel.orientations as orient
+
+    affine = np.asarray(affine, float)
+    ornt = orient.io_orientation(affine)
+    spacing = [0.0, 0.0, 0.0]
+    for axis, (ras_axis, _) in enumerate(ornt):
+        spacing[int(ras_axis)] = float(np.linalg.norm(affine[:3, axis]))
+    return tuple(spacing)  # type: ignore[return-value]
+
+
+def to_display(volume_dhw: np.ndarray, affine: np.ndarray, grid: DisplayGrid) -> np.ndarray:
+    """Reorient, resample, crop or pad, normalise and quantise one volume: uint8 (D, H, W) on `grid`."""
+    v = np.asarray(volume_dhw, dtype=np.float32)
+    if v.ndim != 3 or min(v.shape) < 2:
+        raise InputError(f"a case volume must be 3D with at least 2 voxels per axis, got shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise InputError("a case volume contains NaN or infinite values: clean it before building a session")
+    v = _resample(_to_ras(v, np.asarray(affine, float)), sorted_spacing(affine), grid.spacing_mm)
+    lo, hi = np.percentile(v, [grid.low_percentile, grid.high_percentile])
+    if not hi > lo:
+        hi = float(v.max())
+        if not hi > lo:
+            raise InputError("a case volume is constant: it has no vessels to show; remove it from the source folder")
+    v = _crop_or_pad(v, grid.shape_dhw, fill=float(lo))
+    scaled = np.clip((v - lo) / (hi - lo), 0.0, 1.0)
+    return np.floor(scaled * LEVELS + 0.5).astype(np.uint8)
+
+
+def _to_ras(v_dhw: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Flip and permute the NIfTI axes (H, W, D) so that they run right, anterior, superior."""
+    import nibabel.orientations as orient
+
+    transform = orient.ornt_transform(orient.io_orientation(affine), orient.axcodes2ornt(("R", "A", "S")))
+    hwd = orient.apply_orientation(v_dhw.transpose(1, 2, 0), transform)
+    return np.ascontiguousarray(hwd.transpose(2, 0, 1))
+
+
+def _resample(v_dhw: np.ndarray, spacing_xyz: Sequence[float], target_xyz: Sequence[float]) -> np.ndarray:
+    """Trilinear resampling to the target spacing; a volume already on it is returned untouched."""
+    sx, sy, sz = spacing_xyz
+    tx, ty, tz = target_xyz
+    d, h, w = v_dhw.shape
+    size = (max(2, round(d * sz / tz)), max(2, round(h * sx / tx)), max(2, round(w * sy / ty)))
+    if np.allclose((sx, sy, sz), (tx, ty, tz), rtol=1e-4) or size == v_dhw.shape:
+        return v_dhw
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(v_dhw))[None, None]
+    out = torch.nn.functional.interpolate(t, size=size, mode="trilinear", align_corners=True)
+    return out[0, 0].numpy()
+
+
+def _crop_or_pad(v_dhw: np.ndarray, shape_dhw: Sequence[int], fill: float) -> np.ndarray:
+    out = np.full(tuple(shape_dhw), fill, dtype=np.float32)
+    src, dst = [], []
+    for have, want in zip(v_dhw.shape, shape_dhw):
+        if have >= want:
+            start = (have - want) // 2
+            src.append(slice(start, start + want))
+            dst.append(slice(0, want))
+        else:
+            start = (want - have) // 2
+            src.append(slice(0, have))
+            dst.append(slice(start, start + have))
+    out[tuple(dst)] = v_dhw[tuple(src)]
+    return out

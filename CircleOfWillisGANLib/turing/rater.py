@@ -1,0 +1,195 @@
+"""One rater working through a session: the case on screen, answers written before the next case, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from ..errors import InputError
+from .config import check_call, check_confidence, check_rater_id
+from .journal import Journal, read_journal
+from .layout import JOURNAL_DIR, case_path, journal_path, read_session
+
+log = logging.getLogger(__name__)
+MAX_COMMENT = 2000
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A rater's latest call on one case."""
+
+    case_id: str
+    call: str
+    confidence: int
+    comment: str
+    elapsed_s: float
+    over_limit: bool
+
+
+@dataclass(frozen=True)
+class Case:
+    """The case to show: its neutral id and file, where it sits in this rater's order, any earlier answer."""
+
+    case_id: str
+    path: Path
+    number: int
+    total: int
+    display: str
+    time_limit_s: Optional[float]
+    previous: Optional[Answer]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a rater has come."""
+
+    answered: int
+    total: int
+    current: Optional[int]
+
+    @property
+    def done(self) -> bool:
+        return self.answered >= self.total
+
+    @property
+    def label(self) -> str:
+        """'case 12 of 60', or 'all 60 cases answered'."""
+        if self.current is None:
+            return f"all {self.total} cases answered"
+        return f"case {self.current} of {self.total}"
+
+
+def rater_order(rater: str, case_ids: List[str]) -> List[str]:
+    """This rater's own shuffled order, derived from the rater id and the neutral ids only."""
+    return sorted(case_ids, key=lambda cid: hashlib.sha256(f"{rater}\n{cid}".encode("utf-8")).hexdigest())
+
+
+def latest_answers(records: List[Dict[str, Any]], case_ids: List[str]) -> Tuple[Dict[str, Answer], List[str]]:
+    """Each case's latest valid answer from journal records, and one message per record that was unusable."""
+    known = set(case_ids)
+    answers: Dict[str, Answer] = {}
+    problems: List[str] = []
+    for record in records:
+        if record.get("event") != "answer":
+            continue
+        try:
+            answer = Answer(record["case"], check_call(record["call"]), check_confidence(record["confidence"]),
+                            str(record.get("comment", "")), float(record["elapsed_s"]), bool(record["over_limit"]))
+        except (KeyError, TypeError, ValueError):
+            problems.append(f"journal record {record.get('seq')} is incomplete and was skipped")
+            continue
+        if answer.case_id not in known:
+            problems.append(f"journal record {record.get('seq')} names an unknown case and was skipped")
+            continue
+        answers[answer.case_id] = answer
+    return answers, problems
+
+
+class RaterSession:
+    """A session opened by one rater. Each answer is fsync'ed to the rater's journal before `answer` returns."""
+
+    def __init__(self, folder: Union[str, Path], rater: str) -> None:
+        self.folder = Path(folder)
+        self.rater = check_rater_id(rater)
+        self.session = read_session(self.folder)
+        allowed = self.session.get("raters") or []
+        if allowed and rater not in allowed:
+            raise InputError(f"rater id {rater!r} is not one of this session's raters ({', '.join(allowed)}): "
+                             "use your assigned id, or ask the organiser to add you")
+        self.order = rater_order(rater, list(self.session["cases"]))
+        (self.folder / JOURNAL_DIR).mkdir(exist_ok=True)
+        self.answers: Dict[str, Answer] = {}
+        self.problems: List[str] = []
+        self._seq = 0
+        self._load_journal()
+        self._journal = Journal(journal_path(self.folder, rater))
+        self._cursor = self._first_unanswered()
+        self._shown_id: Optional[str] = None
+        self._shown_at = 0.0
+
+    @property
+    def allow_back(self) -> bool:
+        return bool(self.session.get("allow_back"))
+
+    @property
+    def time_limit_s(self) -> Optional[float]:
+        limit = self.session.get("time_limit_s")
+        return None if limit is None else float(limit)
+
+    def _load_journal(self) -> None:
+        contents = read_journal(journal_path(self.folder, self.rater))
+        self._seq = max([int(r.get("seq", 0)) for r in contents.records if isinstance(r.get("seq"), int)] or [0])
+        self.answers, problems = latest_answers(contents.records, self.order)
+        self.problems = list(contents.problems) + problems
+        for problem in self.problems:
+            log.warning("rater %s: %s", self.rater, problem)
+
+    def _first_unanswered(self) -> int:
+        for k, cid in enumerate(self.order):
+            if cid not in self.answers:
+                return k
+        return len(self.order)
+
+    def _record(self, record: Dict[str, Any]) -> None:
+        self._seq += 1
+        self._journal.append(dict(record, seq=self._seq, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+
+    def _show(self, index: int) -> Case:
+        cid = self.order[index]
+        if self._shown_id != cid:
+            self._shown_id, self._shown_at = cid, time.monotonic()
+            self._record({"event": "view", "case": cid})
+        return Case(cid, case_path(self.folder, cid), index + 1, len(self.order), self.session["display"],
+                    self.time_limit_s, self.answers.get(cid))
+
+    def next_case(self) -> Optional[Case]:
+        """The case to show now (the same one until it is answered), or None when all are answered."""
+        if self._cursor >= len(self.order):
+            return None
+        return self._show(self._cursor)
+
+    def previous_case(self) -> Case:
+        """Step back one case to revise it (sessions that allow going back); answering it returns to the
+        first unanswered case."""
+        if not self.allow_back:
+            raise InputError("this session does not allow going back: answer the case on screen")
+        if self._cursor == 0:
+            raise InputError("this is the first case: there is no case before it")
+        self._cursor -= 1
+        return self._show(self._cursor)
+
+    def time_left_s(self) -> Optional[float]:
+        """Seconds left on the current case's time limit (negative once over), or None without a limit."""
+        if self.time_limit_s is None or self._shown_id is None:
+            return None
+        return self.time_limit_s - (time.monotonic() - self._shown_at)
+
+    def answer(self, case_id: str, call: str, confidence: int, comment: str = "") -> Answer:
+        """Record a call on the case on screen; it is on disk when this returns."""
+        if case_id != self._shown_id or self._cursor >= len(self.order) or self.order[self._cursor] != case_id:
+            raise InputError(f"{case_id} is not the case on screen: call next_case() and answer the case it returns")
+        if len(str(comment)) > MAX_COMMENT:
+            raise InputError(f"the comment has {len(comment)} characters: keep it under {MAX_COMMENT}")
+        elapsed = time.monotonic() - self._shown_at
+        limit = self.time_limit_s
+        answer = Answer(case_id, check_call(call), check_confidence(confidence), str(comment), round(elapsed, 3),
+                        limit is not None and elapsed > limit)
+        self._record({"event": "answer", "case": case_id, "call": answer.call, "confidence": answer.confidence,
+                      "comment": answer.comment, "elapsed_s": answer.elapsed_s, "over_limit": answer.over_limit})
+        self.answers[case_id] = answer
+        self._shown_id = None
+        self._cursor = self._first_unanswered()
+        return answer
+
+    def progress(self) -> Progress:
+        """Answered count, total, and the 1-based number of the case on screen (None when done)."""
+        current = self._cursor + 1 if self._cursor < len(self.order) else None
+        return Progress(len(self.answers), len(self.order), current)
+
+    def close(self) -> None:
+        """Release the journal; answers already given are on disk."""
+        self._journal.close()

@@ -1,0 +1,221 @@
+"""Results of a session: readings joined with the answer key, per-rater and pooled statistics, CSV files."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+from ..errors import InputError
+from ..export import prepare_output_dir
+from ..volume_io import atomic_write
+from .config import CALLS, CONFIDENCE_LEVELS
+from .create import read_key
+from .journal import read_journal
+from .layout import JOURNAL_DIR, KEY_FILE, case_path, read_session
+from .rater import latest_answers
+from .stats import Proportion, agreement_table, binom_test, cohen_kappa, fleiss_kappa, sample_size_note
+
+PathLike = Union[str, Path]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One rater's final call on one case, with the truth."""
+
+    rater: str
+    case_id: str
+    truth: str
+    call: str
+    confidence: int
+    elapsed_s: float
+    over_limit: bool
+    comment: str
+
+    @property
+    def correct(self) -> bool:
+        return self.truth == self.call
+
+
+@dataclass(frozen=True)
+class ReaderStats:
+    """Accuracy and friends for one rater, or for all readings pooled."""
+
+    name: str
+    accuracy: Proportion
+    p_value: Optional[float]
+    sensitivity: Proportion
+    specificity: Proportion
+    by_confidence: Dict[int, Proportion]
+    mean_time_s: Optional[float]
+    median_time_s: Optional[float]
+    over_limit: int
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """How often one case was called wrongly, and (organiser-only) where it came from."""
+
+    case_id: str
+    truth: str
+    readings: int
+    wrong: int
+    source: str
+
+
+@dataclass
+class TuringReport:
+    """Everything `write_report` puts in the CSV and HTML files."""
+
+    session: Path
+    n_cases: int
+    n_real: int
+    n_fake: int
+    readings: List[Reading]
+    raters: List[ReaderStats]
+    pooled: ReaderStats
+    answered: Dict[str, int]
+    agreement: Optional[Tuple[str, Optional[float], int]]
+    cases: List[CaseResult]
+    note: str
+    problems: List[str] = field(default_factory=list)
+
+
+def reader_stats(name: str, readings: List[Reading]) -> ReaderStats:
+    """Accuracy with exact binomial test, sensitivity and specificity for 'fake', accuracy by confidence, time."""
+    correct = sum(r.correct for r in readings)
+    fakes = [r for r in readings if r.truth == "fake"]
+    reals = [r for r in readings if r.truth == "real"]
+    times = [r.elapsed_s for r in readings]
+    return ReaderStats(
+        name, Proportion(correct, len(readings)), binom_test(correct, len(readings)) if readings else None,
+        Proportion(sum(r.call == "fake" for r in fakes), len(fakes)),
+        Proportion(sum(r.call == "real" for r in reals), len(reals)),
+        {c: Proportion(sum(r.correct for r in readings if r.confidence == c), sum(r.confidence == c for r in readings))
+         for c in CONFIDENCE_LEVELS},
+        statistics.fmean(times) if times else None, statistics.median(times) if times else None,
+        sum(r.over_limit for r in readings))
+
+
+def build_report(session: PathLike, key: Optional[PathLike] = None) -> TuringReport:
+    """Join every rater's journal with the answer key and compute the statistics."""
+    folder = Path(session)
+    description = read_session(folder)
+    key_data, truth = read_key(Path(key) if key else folder / KEY_FILE)
+    case_ids = list(description["cases"])
+    _check_key_matches(folder, case_ids, key_data)
+    readings: List[Reading] = []
+    problems: List[str] = []
+    answered: Dict[str, int] = {}
+    calls: Dict[str, Dict[str, str]] = {}
+    for path in sorted((folder / JOURNAL_DIR).glob("*.jsonl")):
+        contents = read_journal(path)
+        answers, bad = latest_answers(contents.records, case_ids)
+        problems += contents.problems + [f"{path.name}: {b}" for b in bad]
+        rater = path.stem
+        answered[rater] = len(answers)
+        if not answers:
+            continue
+        calls[rater] = {cid: a.call for cid, a in answers.items()}
+        readings += [Reading(rater, cid, truth[cid], a.call, a.confidence, a.elapsed_s, a.over_limit, a.comment)
+                     for cid, a in sorted(answers.items())]
+    raters = [reader_stats(r, [x for x in readings if x.rater == r]) for r in calls]
+    pooled = reader_stats("pooled", readings)
+    sources = {c["id"]: _describe_source(c.get("source", {})) for c in key_data["cases"]}
+    cases = [CaseResult(cid, truth[cid], sum(r.case_id == cid for r in readings),
+                        sum(r.case_id == cid and not r.correct for r in readings), sources.get(cid, ""))
+             for cid in case_ids]
+    cases.sort(key=lambda c: (-(c.wrong / c.readings if c.readings else 0.0), -c.readings, c.case_id))
+    return TuringReport(folder, len(case_ids), sum(t == "real" for t in truth.values()),
+                        sum(t == "fake" for t in truth.values()), readings, raters, pooled, answered,
+                        _agreement(calls), cases, sample_size_note(pooled.accuracy.k, pooled.accuracy.n), problems)
+
+
+def _check_key_matches(folder: Path, case_ids: List[str], key_data: Dict) -> None:
+    key_ids = [c["id"] for c in key_data["cases"]]
+    if sorted(key_ids) != sorted(case_ids):
+        raise InputError(f"the answer key lists other cases than session {folder}: pass the key made with this session")
+    for case in key_data["cases"]:
+        path = case_path(folder, case["id"])
+        if path.is_file() and case.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != case["sha256"]:
+            raise InputError(f"{path.name} differs from the volume the answer key was made for: the key belongs to "
+                             "another session, or the case files were changed; pass the matching key")
+
+
+def _describe_source(source: Dict) -> str:
+    if "path" in source:
+        return Path(source["path"]).name
+    if "seed" in source:
+        return f"seed {source['seed']} (psi {source.get('psi', 1.0):g})"
+    return ""
+
+
+def _agreement(calls: Dict[str, Dict[str, str]]) -> Optional[Tuple[str, Optional[float], int]]:
+    """Cohen's kappa for two raters, Fleiss' kappa for more, on the cases every rater answered."""
+    if len(calls) < 2:
+        return None
+    common, table = agreement_table(calls, CALLS)
+    if not common:
+        return ("Cohen's kappa" if len(calls) == 2 else "Fleiss' kappa", None, 0)
+    if len(calls) == 2:
+        a, b = list(calls.values())
+        return "Cohen's kappa", cohen_kappa([a[c] for c in common], [b[c] for c in common]), len(common)
+    return "Fleiss' kappa", fleiss_kappa(table), len(common)
+
+
+def default_report_dir(session: PathLike) -> Path:
+    """Beside the session folder, never inside it, so raters on the shared folder never see results."""
+    folder = Path(session).resolve()
+    return folder.with_name(f"{folder.name}-report")
+
+
+def write_report(report: TuringReport, out: Optional[PathLike] = None) -> Dict[str, Path]:
+    """Write readings.csv, summary.csv, cases.csv and a self-contained report.html; return their paths."""
+    from .report_html import render_html
+
+    out_dir = prepare_output_dir(out or default_report_dir(report.session))
+    paths = {
+        "readings": _write_csv(out_dir / "readings.csv",
+                               ["rater", "case", "truth", "call", "correct", "confidence", "time_s", "over_limit", "comment"],
+                               [[r.rater, r.case_id, r.truth, r.call, int(r.correct), r.confidence, f"{r.elapsed_s:.3f}",
+                                 int(r.over_limit), r.comment] for r in report.readings]),
+        "summary": _write_csv(out_dir / "summary.csv", SUMMARY_HEADER,
+                              [_summary_row(s, report.answered.get(s.name)) for s in report.raters + [report.pooled]]),
+        "cases": _write_csv(out_dir / "cases.csv", ["case", "truth", "readings", "wrong", "wrong_fraction", "source"],
+                            [[c.case_id, c.truth, c.readings, c.wrong, _fmt(c.wrong / c.readings if c.readings else None),
+                              c.source] for c in report.cases]),
+    }
+    html = render_html(report)
+    paths["html"] = atomic_write(out_dir / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
+    return paths
+
+
+SUMMARY_HEADER = ["rater", "answered", "readings", "correct", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "p_value",
+                  "sensitivity_fake", "specificity_fake"] + [f"accuracy_confidence_{c}" for c in CONFIDENCE_LEVELS] + [
+                  f"readings_confidence_{c}" for c in CONFIDENCE_LEVELS] + ["mean_time_s", "median_time_s", "over_limit"]
+
+
+def _summary_row(s: ReaderStats, answered: Optional[int]) -> List[object]:
+    lo, hi = s.accuracy.ci
+    return ([s.name, "" if answered is None else answered, s.accuracy.n, s.accuracy.k, _fmt(s.accuracy.value), _fmt(lo),
+             _fmt(hi), _fmt(s.p_value), _fmt(s.sensitivity.value), _fmt(s.specificity.value)]
+            + [_fmt(s.by_confidence[c].value) for c in CONFIDENCE_LEVELS]
+            + [s.by_confidence[c].n for c in CONFIDENCE_LEVELS]
+            + [_fmt(s.mean_time_s), _fmt(s.median_time_s), s.over_limit])
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def _write_csv(path: Path, header: List[str], rows: List[List[object]]) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+    return atomic_write(path, write)
