@@ -1,0 +1,140 @@
+"""`cowgan evaluate` end to end on small synthetic sets: outputs, determinism, baselines and clear refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cowgan.main import main
+from evaluation_fixtures import noise_volume, tube_volume, write_set
+
+
+def _digest(folder: Path) -> dict:
+    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("evaluate")
+    write_set(root / "real", [tube_volume(i) for i in range(24)])
+    write_set(root / "real_copy", [tube_volume(i) for i in range(24)])
+    write_set(root / "noise", [noise_volume(100 + i) for i in range(24)])
+    write_set(root / "train", [tube_volume(1000 + i) for i in range(6)])
+    write_set(root / "copies", [tube_volume(1000 + i % 6) for i in range(24)])
+    return root
+
+
+def _evaluate(sets: Path, fake: str, out: str, *extra: str) -> dict:
+    argv = ["--quiet", "evaluate", "--real", str(sets / "real"), "--fake", str(sets / fake), "--out", str(sets / out),
+            "--no-cache", "--prd-runs", "2", "--diversity-volumes", "6", *extra]
+    assert main(argv) == 0
+    return json.loads((sets / out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def identical(sets) -> dict:
+    return _evaluate(sets, "real_copy", "identical")
+
+
+@pytest.fixture(scope="module")
+def noise(sets) -> dict:
+    return _evaluate(sets, "noise", "report_noise", "--train", str(sets / "train"))
+
+
+def test_identical_sets_give_zero_distance_and_perfect_prd(identical):
+    g = identical["feature_spaces"]["morphology"]["generated_vs_real"]
+    assert g["frechet_distance"]["value"] == pytest.approx(0.0, abs=1e-6)
+    assert g["prd"]["auc"] > 0.99
+    assert g["precision_recall"]["precision"] == 1.0 and g["density_coverage"]["coverage"] == 1.0
+
+
+def test_noise_is_reported_far_from_real_data_compared_with_the_real_baseline(noise):
+    s = noise["feature_spaces"]["morphology"]
+    assert s["generated_vs_real"]["frechet_distance"]["value"] > 100 * s["real_vs_real"]["frechet_distance"]["value"]
+    assert s["generated_vs_real"]["prd"]["auc"] < 0.05 < s["real_vs_real"]["prd"]["auc"]
+    assert s["generated_vs_real"]["precision_recall"]["precision"] == 0.0
+
+
+def test_report_is_one_self_contained_html_file_with_embedded_pictures(sets, noise):
+    text = (sets / "report_noise" / "report.html").read_text()
+    assert "data:image/png;base64," in text and "far from the real data" in text
+    assert "src=\"http" not in text and "<script" not in text
+
+
+def test_metrics_say_why_medicalnet_and_fid_were_skipped(noise):
+    assert "--medicalnet" in noise["skipped"]["medicalnet"]
+    assert "pytorch-fid" in noise["skipped"]["fid2d"]
+
+
+def test_memorisation_flags_copies_of_training_volumes(sets):
+    m = _evaluate(sets, "copies", "report_copies", "--train", str(sets / "train"))["memorisation"]
+    assert m["summary"]["near_copies"] == 24
+    assert all(g["correlation"] > 0.99 for g in m["generated"])
+
+
+def test_noise_is_not_flagged_as_memorised(noise):
+    assert noise["memorisation"]["summary"]["near_copies"] == 0
+
+
+def test_the_same_seed_gives_the_same_numbers(sets, noise):
+    again = _evaluate(sets, "noise", "noise_again", "--train", str(sets / "train"))
+    for key in ("feature_spaces", "morphology", "diversity", "memorisation"):
+        assert again[key] == noise[key]
+
+
+def test_inputs_are_never_modified(sets):
+    before = {name: _digest(sets / name) for name in ("real", "noise", "train")}
+    _evaluate(sets, "noise", "untouched", "--train", str(sets / "train"))
+    assert {name: _digest(sets / name) for name in ("real", "noise", "train")} == before
+
+
+def test_features_are_cached_by_file_hash(sets):
+    argv = ["--quiet", "evaluate", "--real", str(sets / "real"), "--fake", str(sets / "real_copy"), "--out",
+            str(sets / "cached"), "--cache", str(sets / "cache"), "--prd-runs", "1", "--no-baseline", "--diversity-volumes", "2"]
+    assert main(argv) == 0
+    assert main(argv) == 0
+    cache = json.loads((sets / "cached" / "metrics.json").read_text())["feature_cache"]
+    assert cache == {"directory": str(sets / "cache"), "hits": 48, "misses": 0}
+    assert len(list((sets / "cache").rglob("*.npy"))) == 24  # identical files share one entry
+
+
+def test_volumes_on_another_grid_are_refused_unless_resampling_is_asked_for(sets, capsys):
+    write_set(sets / "small", [noise_volume(i, shape=(16, 24, 24)) for i in range(24)])
+    argv = ["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "small"), "--out", str(sets / "grid"), "--no-cache"]
+    assert main(argv) == 2
+    assert "--resample" in capsys.readouterr().err
+    assert main(["--quiet"] + argv + ["--resample", "--prd-runs", "1", "--diversity-volumes", "2"]) == 0
+    notes = json.loads((sets / "grid" / "metrics.json").read_text())["notes"]
+    assert any("resampled" in n for n in notes)
+
+
+def test_the_report_folder_may_not_be_an_input_folder(sets, capsys):
+    assert main(["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "noise"), "--out", str(sets / "real")]) == 2
+    assert "its own folder" in capsys.readouterr().err
+
+
+def test_a_wrong_medicalnet_file_is_refused_in_one_line(sets, capsys):
+    bogus = sets / "resnet_10_23dataset.pth"
+    bogus.write_bytes(b"not a model")
+    argv = ["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "noise"), "--out", str(sets / "md"),
+            "--medicalnet", str(bogus), "--no-cache"]
+    assert main(argv) == 2
+    assert "is not MedicalNet's resnet_10_23dataset.pth" in capsys.readouterr().err
+
+
+def test_a_model_can_be_evaluated_directly(tmp_path, tiny_generator):
+    from CircleOfWillisGANLib.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "tiny.safetensors", tiny_generator.checkpoint)
+    write_set(tmp_path / "real", [tube_volume(i, shape=(16, 32, 32), tubes=2) for i in range(12)])
+    argv = ["--quiet", "evaluate", "--real", str(tmp_path / "real"), "--model", str(tmp_path / "tiny.safetensors"),
+            "--n", "12", "--out", str(tmp_path / "report"), "--no-cache", "--prd-runs", "1", "--device", "cpu"]
+    assert main(argv) == 0
+    m = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert m["feature_spaces"]["morphology"]["generated_vs_real"]["n_generated"] == 12
+    assert "at least 28 voxels" in m["diversity"]["generated"]["skipped"]
+    assert sorted(m["per_volume"]["generated"]) == [f"seed{s:04d}" for s in range(12)]

@@ -1,0 +1,184 @@
+"""Specifications of the per-volume measurements: MS-SSIM, morphology, memorisation, MedicalNet, 2D FID detection."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from CircleOfWillisGANLib.errors import CheckpointError, InputError
+from CircleOfWillisGANLib.evaluation.fid2d import INCEPTION_FILENAME, fid2d_status, slice_images
+from CircleOfWillisGANLib.evaluation.medicalnet import (FEATURE_DIM, ResNet10Encoder, load_medicalnet,
+                                                        medicalnet_features, medicalnet_input)
+from CircleOfWillisGANLib.evaluation.memorisation import MatchAccumulator, MemorisationConfig, flag_near_copies, query_matrix
+from CircleOfWillisGANLib.evaluation.morphology import FEATURE_NAMES, morphology_features
+from CircleOfWillisGANLib.evaluation.ms_ssim import MSSSIMConfig, ms_ssim, pairwise_ms_ssim
+from evaluation_fixtures import noise_volume, tube_volume
+
+CUBE = (28, 28, 28)
+
+
+def test_ms_ssim_of_a_volume_with_itself_is_one():
+    v = tube_volume(0)
+    assert ms_ssim(v, v) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ms_ssim_of_two_constant_volumes_is_their_luminance_term_by_hand():
+    a, b = np.full(CUBE, 0.2, np.float32), np.full(CUBE, 0.6, np.float32)
+    c1 = 0.01 ** 2
+    luminance = (2 * 0.2 * 0.6 + c1) / (0.2 ** 2 + 0.6 ** 2 + c1)  # structure terms are 1 for constant volumes
+    weight = MSSSIMConfig().weights()[-1]
+    assert ms_ssim(a, b) == pytest.approx(luminance ** weight, rel=1e-4)
+
+
+def test_ms_ssim_of_independent_noise_is_near_zero_and_symmetric():
+    a, b = noise_volume(1), noise_volume(2)
+    assert ms_ssim(a, b) < 0.2
+    assert ms_ssim(a, b) == pytest.approx(ms_ssim(b, a), rel=1e-6)
+
+
+def test_ms_ssim_weights_are_the_first_three_scales_renormalised():
+    w = MSSSIMConfig().weights()
+    assert len(w) == 3 and sum(w) == pytest.approx(1.0)
+    assert w[0] == pytest.approx(0.0448 / (0.0448 + 0.2856 + 0.3001))
+
+
+def test_ms_ssim_refuses_volumes_too_small_for_three_scales():
+    with pytest.raises(InputError, match="at least 28 voxels"):
+        ms_ssim(np.zeros((16, 32, 32), np.float32), np.zeros((16, 32, 32), np.float32))
+
+
+def test_pairwise_ms_ssim_is_high_for_copies_and_lists_every_pair():
+    v, w = tube_volume(0), tube_volume(1)
+    values = pairwise_ms_ssim([v, v.copy(), w])
+    assert len(values) == 3 and values[0] == pytest.approx(1.0, abs=1e-6) and values[1] < 0.9
+
+
+def test_morphology_of_one_straight_tube_measures_its_length_radius_and_single_component():
+    d, h, w = np.mgrid[:32, :64, :64].astype(np.float32)
+    volume = np.full((32, 64, 64), 0.1, np.float32)
+    # oblique tube of radius 2.5 voxels (1.55 mm) from h = 12 to 52 (40 voxels = 24.8 mm of length along h)
+    on_axis = np.sqrt((d - 16 - 0.1 * (h - 32)) ** 2 + (w - 32 - 0.2 * (h - 32)) ** 2)
+    volume[(on_axis <= 2.5) & (h >= 12) & (h <= 52)] = 0.8
+    f = morphology_features(volume, (0.62, 0.62, 0.62))
+    assert list(f) == list(FEATURE_NAMES)
+    assert f["components"] == 1 and f["largest_component_share"] == 1.0
+    assert f["skeleton_length_mm"] == pytest.approx(40 * 0.62 * np.sqrt(1 + 0.1 ** 2 + 0.2 ** 2), rel=0.2)
+    assert f["radius_p50_mm"] == pytest.approx(2.5 * 0.62, rel=0.3)
+    assert f["end_points"] == 2 and f["branch_points"] == 0
+    assert f["vessel_mean"] == pytest.approx(0.8) and f["background_mean"] == pytest.approx(0.1)
+
+
+def test_morphology_asymmetry_is_positive_when_the_vessel_lies_on_the_left():
+    volume = np.full((32, 64, 64), 0.1, np.float32)
+    volume[10:14, 4:20, 20:50] = 0.9  # low H = subject's left for an RAS affine
+    assert morphology_features(volume, left_is_low_h=True)["lr_volume_asymmetry"] == 1.0
+    assert morphology_features(volume, left_is_low_h=False)["lr_volume_asymmetry"] == -1.0
+
+
+def test_morphology_keeps_a_centre_point_for_bars_that_thinning_erases():
+    volume = np.full((32, 64, 64), 0.1, np.float32)
+    volume[10:14, 10:50, 30:34] = 0.9  # axis-aligned 4 x 4 bar
+    f = morphology_features(volume)
+    assert f["radius_mean_mm"] > 0
+
+
+def test_morphology_separates_noise_from_vessels():
+    tubes, noise = morphology_features(tube_volume(0)), morphology_features(noise_volume(0))
+    assert noise["vessel_fraction_pct"] > 10 * tubes["vessel_fraction_pct"]
+
+
+def test_memorisation_finds_a_copied_and_a_mirrored_training_volume():
+    train = [tube_volume(10 + i) for i in range(4)]
+    generated = [train[2] + 0.01 * noise_volume(5), np.flip(train[1], axis=1).copy(), noise_volume(6)]
+    acc = MatchAccumulator(query_matrix(generated, pool=2))
+    for v in train:
+        acc.add(v)
+    m = acc.result()
+    assert m.train_index[0] == 2 and m.correlation[0] > 0.99 and not m.mirrored[0]
+    assert m.train_index[1] == 1 and m.correlation[1] > 0.99 and m.mirrored[1]
+    assert m.correlation[2] < 0.2
+
+
+def test_near_copies_are_flagged_above_every_held_out_volume_or_the_threshold():
+    flags = flag_near_copies(np.array([0.5, 0.7, 0.96]), np.array([0.4, 0.6]), MemorisationConfig(copy_threshold=0.95))
+    assert flags.tolist() == [False, True, True]
+
+
+def _medicalnet_file(path, prefix="module.", extra=None):
+    torch.manual_seed(0)
+    state = {prefix + k: v for k, v in ResNet10Encoder().state_dict().items()}
+    state.update(extra or {})
+    torch.save({"state_dict": state}, path)
+    return path
+
+
+def test_medicalnet_loads_a_module_prefixed_state_dict_on_cpu_and_gives_512_features(tmp_path):
+    path = _medicalnet_file(tmp_path / "resnet_10_23dataset.pth", extra={"module.conv_seg.0.weight": torch.zeros(2)})
+    model = load_medicalnet(path, expected_sha256=None, device="cpu")
+    features = medicalnet_features(model, tube_volume(0), seed=1)
+    assert features.shape == (FEATURE_DIM,) and np.all(np.isfinite(features))
+    assert np.array_equal(features, medicalnet_features(model, tube_volume(0), seed=1))
+
+
+def test_medicalnet_refuses_a_file_with_the_wrong_checksum(tmp_path):
+    path = _medicalnet_file(tmp_path / "resnet_10_23dataset.pth")
+    with pytest.raises(CheckpointError, match="is not MedicalNet's resnet_10_23dataset.pth"):
+        load_medicalnet(path)
+
+
+def test_medicalnet_refuses_a_file_of_another_depth(tmp_path):
+    path = _medicalnet_file(tmp_path / "resnet_18.pth", extra={"module.layer1.1.conv1.weight": torch.zeros(64, 64, 3, 3, 3)})
+    with pytest.raises(CheckpointError, match="unexpected: layer1.1.conv1.weight"):
+        load_medicalnet(path, expected_sha256=None)
+
+
+def test_medicalnet_refuses_a_missing_file_without_downloading(tmp_path):
+    with pytest.raises(CheckpointError, match="nothing is downloaded"):
+        load_medicalnet(tmp_path / "absent.pth")
+
+
+def test_medicalnet_input_is_in_nifti_axis_order_and_z_scored_on_nonzero_voxels():
+    v = tube_volume(0)
+    v[0] = 0.0
+    x = medicalnet_input(v, seed=3)
+    assert tuple(x.shape) == (1, 1, v.shape[1], v.shape[2], v.shape[0])
+    nonzero = x[0, 0].numpy()[np.transpose(v, (1, 2, 0)) > 0]
+    assert nonzero.mean() == pytest.approx(0.0, abs=1e-4) and nonzero.std() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_fid2d_is_skipped_with_instructions_when_pytorch_fid_is_missing(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    status = fid2d_status()
+    assert not status.available and "pip install pytorch-fid" in status.message and INCEPTION_FILENAME in status.message
+
+
+def test_fid2d_is_skipped_when_the_inception_weights_are_missing(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "pytorch_fid", types.ModuleType("pytorch_fid"))
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    status = fid2d_status(tmp_path / INCEPTION_FILENAME)
+    assert not status.available and "weights" in status.message and "--inception-weights" in status.message
+
+
+def test_fid2d_is_available_when_package_and_weights_are_present(monkeypatch, tmp_path):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    weights = tmp_path / INCEPTION_FILENAME
+    weights.write_bytes(b"x")
+    assert fid2d_status(weights).available
+
+
+def test_slices_are_min_max_scaled_to_8_bit_grey_rgb():
+    v = np.stack([np.linspace(2, 4, 16, dtype=np.float32).reshape(4, 4), np.full((4, 4), 7, np.float32)])
+    images = slice_images(v)
+    assert tuple(images.shape) == (2, 3, 4, 4)
+    assert float(images[0].min()) == 0.0 and float(images[0].max()) == 1.0 and float(images[1].max()) == 0.0
+    assert np.allclose((images.numpy() * 255) % 1, 0, atol=1e-4)
