@@ -1,0 +1,75 @@
+"""Explorer latency: time from a slider release to the new 3D MIP and vessel surface drawn on screen.
+
+Run under a display (e.g. `xvfb-run -a python benchmarks/explorer_latency.py`). Uses the bundled demo model,
+or the demo preset with random weights when no trained demo model is bundled (same size, same cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from CircleOfWillisGANLib.errors import CheckpointError
+    from CircleOfWillisGANLib.explorer.window import build_window, qapplication
+    from CircleOfWillisGANLib.generator import build_generator, load_generator
+    from CircleOfWillisGANLib.panel_engine import PanelEngine
+
+    try:
+        generator, what = load_generator(args.model, device="cpu"), args.model
+    except CheckpointError:
+        generator, what = build_generator("demo", seed=0, device="cpu"), "demo preset, random weights (no trained demo bundled)"
+    app = qapplication()
+    window = build_window(engine=PanelEngine(generator))
+    window.show()
+    controller = window.controller
+    controller.wait_idle(60, app)
+    shown = []
+    controller.views.append(lambda result: shown.append(time.perf_counter()))
+
+    def release(slider, value) -> float:
+        count = len(shown)
+        start = time.perf_counter()
+        slider.setValue(value)
+        slider.sliderReleased.emit()
+        while len(shown) == count or not controller.worker.idle:
+            app.processEvents()
+            time.sleep(0.001)
+        return shown[-1] - start
+
+    psi = window.ui.truncationSlider
+    for value in (60, 80):  # warm-up: first VTK render, caches
+        release(psi, value)
+    single = [release(psi, 50 + 5 * (i % 10)) for i in range(args.repeats)]
+    direction = controller.direction_sliders[0]
+    directions = [release(direction, (-1) ** i * (5 + i)) for i in range(args.repeats)]
+    drag = []
+    for i in range(args.repeats):  # a drag: a value in flight when the release comes
+        psi.setValue(40 + i)
+        app.processEvents()
+        time.sleep(0.05)
+        drag.append(release(psi, 90 - i))
+    result = controller.last_result
+    print(f"model: {what}; volume {tuple(result.volume.shape)}; torch threads {torch.get_num_threads()}")
+    print(f"generate {result.generate_s * 1000:.0f} ms, surface {result.surface_s * 1000:.0f} ms (last frame)")
+    for name, values in (("psi slider release", single), ("direction slider release", directions),
+                         ("release during a drag", drag)):
+        print(f"{name:>26}: median {statistics.median(values) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms "
+              f"(to new MIP + surface on screen, n={len(values)})")
+    window.close()
+
+
+if __name__ == "__main__":
+    main()
