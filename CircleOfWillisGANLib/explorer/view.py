@@ -143,6 +143,8 @@ class VolumeScene:
         self.surface_actor.SetVisibility(surface is not None)
         if first or not self._camera_set:
             self.reset_cameras()
+        for renderer in (self.mip_renderer, self.surface_renderer):
+            renderer.ResetCameraClippingRange()  # a new surface may reach beyond the old clipping planes
 
     @staticmethod
     def _best_axial(volume_dhw: np.ndarray) -> int:
