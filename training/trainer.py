@@ -139,14 +139,16 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.precision.dtype, enabled=self.precision.autocast)
 
     # -- one step --------------------------------------------------------------------------------------------
-    def step(self) -> Dict[str, float]:
+    def step(self, gp: Optional[bool] = None, pl: Optional[bool] = None) -> Dict[str, float]:
         """Train D then G on one batch and return the step's statistics, averaged over all processes.
 
-        A non-finite loss or gradient leaves the networks as they were and returns stats["nonfinite"] = 1.
+        `gp` / `pl` force the regularisers on or off (benchmarks); None follows the schedule. A non-finite loss
+        or gradient leaves the networks as they were and returns stats["nonfinite"] = 1.
         """
         cfg = self.cfg
-        gp_now = cfg.gp_weight > 0 and self.step_index % cfg.gp_interval == 0
-        pl_now = cfg.pl_weight > 0 and self.step_index >= cfg.pl_start and self.step_index % cfg.pl_interval == 0
+        gp_now = cfg.gp_weight > 0 and self.step_index % cfg.gp_interval == 0 if gp is None else gp
+        pl_now = (cfg.pl_weight > 0 and self.step_index >= cfg.pl_start and self.step_index % cfg.pl_interval == 0
+                  if pl is None else pl)
         d_stats = self._discriminator_phase(gp_now)
         if d_stats["nonfinite"]:
             return d_stats

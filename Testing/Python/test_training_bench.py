@@ -1,0 +1,26 @@
+"""`python -m training.bench`: times each kind of step and amortises them over the schedules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.bench import bench, report, schedule_shares
+from training.config import training_preset
+
+
+def test_the_paper_schedule_mixes_gp_one_step_in_16_and_pl_one_in_32():
+    shares = schedule_shares(training_preset("paper"))
+    assert shares["reference_schedule"] == {"plain": 15 / 16, "gp": 1 / 16}
+    assert shares["full_schedule"] == pytest.approx({"plain": 30 / 32, "gp": 1 / 32, "gp+pl": 1 / 32})
+
+
+def test_the_tiny_benchmark_reports_speed_memory_and_flops():
+    result = bench(training_preset("tiny"), torch.device("cpu"), steps=1, warmup=0)
+    assert set(result["step_seconds"]) == {"plain", "gp", "gp+pl"}
+    assert result["step_flops"]["gp+pl"] > result["step_flops"]["plain"] > 0
+    for schedule in ("reference_schedule", "full_schedule"):
+        assert result[schedule]["volumes_per_s"] == pytest.approx(4 / result[schedule]["step_seconds"])
+        assert result[schedule]["tflops_per_s"] > 0
+    assert result["peak_memory_gib"] > 0
+    assert "volumes/s" in report(result)
