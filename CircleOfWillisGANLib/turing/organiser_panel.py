@@ -1,0 +1,169 @@
+"""Controller of Resources/UI/TuringOrganiser.ui: design and create a session, then compute its results.
+
+Like the rater panel it receives the Qt namespace and the .ui's widgets by object name, and never imports a
+Qt binding. Hosts pass file dialogs, a way to open the HTML report, and a `process_events` callable so that
+the progress bar moves while cases are generated.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from ..errors import CoWGANError, InputError
+from ..latents import parse_seeds
+from .create import CreatedSession
+from .report import TuringReport
+from .session import TuringSession, report
+
+log = logging.getLogger(__name__)
+DISPLAY_BY_INDEX = ("all", "mip", "slices", "surface")
+GENERATED_FROM = ("model", "folder")
+
+
+class OrganiserPanelController:
+    """Reads the organiser panel into `TuringSession.create` arguments and shows the results summary."""
+
+    def __init__(self, ui: Any, qt: Any, choose_folder: Optional[Callable[[str], str]] = None,
+                 choose_file: Optional[Callable[[str], str]] = None, open_path: Optional[Callable[[Path], None]] = None,
+                 process_events: Optional[Callable[[], None]] = None, generator: Any = None) -> None:
+        self.ui, self.qt = ui, qt
+        self.created: Optional[CreatedSession] = None
+        self.result: Optional[TuringReport] = None
+        self.report_paths: Dict[str, Path] = {}
+        self._choose_folder, self._choose_file = choose_folder, choose_file
+        self._open_path, self._process_events = open_path, process_events
+        self._generator = generator
+        for field in ("realFolder", "generatedFolder", "sessionFolder"):
+            getattr(ui, f"{field}BrowseButton").clicked.connect(lambda *_, f=field: self._browse_folder(f))
+            getattr(ui, f"{field}BrowseButton").setVisible(choose_folder is not None)
+        for field in ("model", "keyPath"):
+            getattr(ui, f"{field}BrowseButton").clicked.connect(lambda *_, f=field: self._browse_file(f))
+            getattr(ui, f"{field}BrowseButton").setVisible(choose_file is not None)
+        ui.generatedSourceComboBox.currentIndexChanged.connect(self._update_source_fields)
+        ui.createButton.clicked.connect(self.create)
+        ui.reportButton.clicked.connect(self.compute_report)
+        ui.openReportButton.clicked.connect(self.open_report)
+        self._update_source_fields()
+
+    def _text(self, name: str) -> str:
+        return str(getattr(self.ui, name).property("text") or "").strip()
+
+    def _browse_folder(self, field: str) -> None:
+        if self._choose_folder:
+            chosen = self._choose_folder(field)
+            if chosen:
+                getattr(self.ui, f"{field}LineEdit").setText(chosen)
+
+    def _browse_file(self, field: str) -> None:
+        if self._choose_file:
+            chosen = self._choose_file(field)
+            if chosen:
+                getattr(self.ui, f"{field}LineEdit").setText(chosen)
+
+    def _update_source_fields(self, *_: Any) -> None:
+        from_model = self.generated_from() == "model"
+        for name in ("modelLineEdit", "modelBrowseButton", "seedsLineEdit", "psiSpinBox"):
+            getattr(self.ui, name).setEnabled(from_model)
+        for name in ("generatedFolderLineEdit", "generatedFolderBrowseButton"):
+            getattr(self.ui, name).setEnabled(not from_model)
+
+    def generated_from(self) -> str:
+        """'model' or 'folder', as chosen in the panel."""
+        return GENERATED_FROM[int(self.ui.generatedSourceComboBox.property("currentIndex"))]
+
+    def raters(self) -> List[str]:
+        """Rater ids from the comma-separated field."""
+        return [r.strip() for r in self._text("ratersLineEdit").replace(";", ",").split(",") if r.strip()]
+
+    def settings(self) -> Dict[str, Any]:
+        """The panel as keyword arguments of `TuringSession.create`."""
+        folder, real = self._text("sessionFolderLineEdit"), self._text("realFolderLineEdit")
+        if not folder:
+            raise InputError("no session folder: choose a new, empty folder to share with the raters")
+        if not real:
+            raise InputError("no real volumes folder: choose the folder of real .nii/.nii.gz volumes")
+        kwargs: Dict[str, Any] = {
+            "folder": folder, "real": real, "n_cases": int(self.ui.casesSpinBox.property("value")),
+            "real_fraction": 0.5 if int(self.ui.realShareComboBox.property("currentIndex")) == 0 else "randomised",
+            "display": DISPLAY_BY_INDEX[int(self.ui.displayComboBox.property("currentIndex"))],
+            "time_limit": int(self.ui.timeLimitSpinBox.property("value")) or None,
+            "allow_back": bool(self.ui.allowBackCheckBox.property("checked")),
+            "seed": int(self.ui.seedSpinBox.property("value")), "raters": self.raters(),
+            "key_path": self._text("keyPathLineEdit") or None}
+        if self.generated_from() == "model":
+            kwargs.update(model=self._generator or self._text("modelLineEdit") or "demo",
+                          seeds=parse_seeds(self._text("seedsLineEdit") or "1-100"),
+                          psi=float(self.ui.psiSpinBox.property("value")))
+        else:
+            generated = self._text("generatedFolderLineEdit")
+            if not generated:
+                raise InputError("no generated volumes folder: choose one, or generate from a model")
+            kwargs["generated"] = generated
+        return kwargs
+
+    def _progress(self, done: int, total: int) -> None:
+        self.ui.createProgressBar.setMaximum(total)
+        self.ui.createProgressBar.setValue(done)
+        if self._process_events:
+            self._process_events()
+
+    def create(self) -> bool:
+        """Create the session the panel describes; report the outcome in the status line."""
+        self.ui.createButton.setEnabled(False)
+        try:
+            self.created = TuringSession.create(progress=self._progress, **self.settings())
+        except CoWGANError as exc:
+            self.ui.statusLabel.setText(f"Session not created: {exc}")
+            return False
+        finally:
+            self.ui.createButton.setEnabled(True)
+        c = self.created
+        self.ui.statusLabel.setText(
+            f"Created {c.n_cases} cases in {c.folder}. Share that folder with the raters; the answer key is "
+            f"{c.key_path}{' (inside the shared folder: move it elsewhere if raters can browse it)' if c.key_path.parent == c.folder else ''}.")
+        return True
+
+    def compute_report(self) -> bool:
+        """Join the rater journals with the key, write CSV + HTML and show a summary."""
+        folder = self._text("sessionFolderLineEdit")
+        if not folder:
+            self.ui.statusLabel.setText("Choose the session folder first.")
+            return False
+        try:
+            self.result, self.report_paths = report(folder, self._text("keyPathLineEdit") or None)
+        except CoWGANError as exc:
+            self.ui.statusLabel.setText(f"No results: {exc}")
+            return False
+        self.ui.resultsTextEdit.setPlainText(summary_text(self.result))
+        self.ui.openReportButton.setEnabled(self._open_path is not None)
+        self.ui.statusLabel.setText(f"Results written to {self.report_paths['html'].parent}")
+        return True
+
+    def open_report(self) -> None:
+        """Open the HTML report with the host's viewer."""
+        if self._open_path and "html" in self.report_paths:
+            self._open_path(self.report_paths["html"])
+
+
+def summary_text(result: TuringReport) -> str:
+    """A plain-text summary of a report, for the panel and the command line."""
+    lines = [f"{result.n_cases} cases ({result.n_real} real, {result.n_fake} generated), {len(result.readings)} readings"]
+    for s in result.raters + [result.pooled]:
+        if s.accuracy.n == 0:
+            continue
+        lo, hi = s.accuracy.ci
+        lines.append(f"{s.name}: accuracy {s.accuracy.value:.1%} ({s.accuracy.k}/{s.accuracy.n}, 95% CI {lo:.1%}-{hi:.1%}), "
+                     f"p = {s.p_value:.4f}; sensitivity {_pct(s.sensitivity.value)}, specificity {_pct(s.specificity.value)}; "
+                     f"mean time {s.mean_time_s:.1f} s")
+    if result.agreement:
+        method, value, n = result.agreement
+        lines.append(f"{method}: {'undefined' if value is None else f'{value:.3f}'} on {n} cases")
+    lines.append(result.note)
+    lines += [f"warning: {p}" for p in result.problems]
+    return "\n".join(lines)
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1%}"

@@ -1,0 +1,65 @@
+"""The standalone rater's case viewer: one picture (MIPs, a slice, a surface) and a slice slider.
+
+It takes the Qt namespace like the panel controllers, so it also runs under PythonQt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..volume_io import load_volume, spacing_of
+from .pictures import case_picture
+
+
+class PictureViewer:
+    """Shows one case as a picture; `hide_case` blanks it (end of session, time limit)."""
+
+    def __init__(self, qt: Any) -> None:
+        self.qt = qt
+        self.widget = qt.QWidget()
+        layout = qt.QVBoxLayout(self.widget)
+        self.image_label = qt.QLabel()
+        self.image_label.setMinimumSize(600, 300)
+        self.image_label.setAlignment(qt.Qt.AlignCenter)
+        self.image_label.setStyleSheet("background: black")
+        self.slice_slider = qt.QSlider(qt.Qt.Horizontal)
+        self.slice_slider.setToolTip("Axial slice")
+        self.slice_slider.valueChanged.connect(self._render)
+        layout.addWidget(self.image_label, 1)
+        layout.addWidget(self.slice_slider)
+        self.volume: Optional[np.ndarray] = None
+        self.spacing = (1.0, 1.0, 1.0)
+        self.display = "all"
+        self.picture: Optional[np.ndarray] = None
+        self._buffer = b""
+
+    def show_case(self, path: Path, display: str) -> None:
+        """Load the case's display volume and draw it."""
+        self.volume, affine = load_volume(path)
+        self.spacing = spacing_of(affine)
+        self.display = display
+        self.slice_slider.setVisible(display in ("slices", "all"))
+        self.slice_slider.blockSignals(True)
+        self.slice_slider.setRange(0, self.volume.shape[0] - 1)
+        self.slice_slider.setValue(self.volume.shape[0] // 2)
+        self.slice_slider.blockSignals(False)
+        self._render()
+
+    def hide_case(self) -> None:
+        """Blank the view."""
+        self.volume = None
+        self.picture = None
+        self.image_label.clear()
+
+    def _render(self, *_: Any) -> None:
+        if self.volume is None:
+            return
+        picture = case_picture(self.volume, self.display, int(self.slice_slider.property("value")), self.spacing)
+        self.picture = np.ascontiguousarray(picture)
+        self._buffer = self.picture.tobytes()
+        h, w = self.picture.shape
+        image = self.qt.QImage(self._buffer, w, h, w, self.qt.QImage.Format_Grayscale8)
+        self.image_label.setPixmap(self.qt.QPixmap.fromImage(image))

@@ -1,0 +1,45 @@
+"""The standalone rater window (`cowgan turing rate`): the picture viewer beside the rater panel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+from ..panel_controller import load_panel_pyside6, pyside6_qt
+from .picture_viewer import PictureViewer
+from .rater_panel import RaterPanelController, default_ui_path
+
+
+def build_rater_window(session: str = "", rater: str = "") -> Tuple[Any, RaterPanelController, PictureViewer]:
+    """A window with the viewer and the rater panel, its fields filled in (needs a QApplication)."""
+    qt = pyside6_qt()
+    window = qt.QWidget()
+    window.setWindowTitle("Visual Turing test")
+    layout = qt.QHBoxLayout(window)
+    viewer = PictureViewer(qt)
+    panel, ui = load_panel_pyside6(str(default_ui_path()))
+    layout.addWidget(viewer.widget, 3)
+    layout.addWidget(panel, 1)
+
+    def choose_folder() -> Optional[str]:
+        return qt.QFileDialog.getExistingDirectory(window, "Session folder")
+
+    controller = RaterPanelController(ui, qt, viewer, choose_folder=choose_folder)
+    ui.sessionFolderLineEdit.setText(str(Path(session).resolve()) if session else "")
+    ui.raterIdLineEdit.setText(rater)
+    window._turing_parts = (panel, ui)
+    return window, controller, viewer
+
+
+def run_rater_app(session: str, rater: str) -> int:
+    """Open the window, start or resume the session, and run until the window is closed."""
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([])
+    window, controller, _ = build_rater_window(session, rater)
+    window.resize(1300, 650)
+    window.show()
+    controller.start()
+    code = app.exec()
+    controller.close()
+    return int(code)

@@ -1,0 +1,147 @@
+"""Creating sessions: reproducible by seed, balanced as asked, every case on one grid and one normalisation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from CircleOfWillisGANLib.errors import InputError, OutputError
+from CircleOfWillisGANLib.turing import SessionConfig, TuringSession
+from CircleOfWillisGANLib.turing.create import plan_cases, read_key
+from CircleOfWillisGANLib.turing.grid import DisplayGrid, to_display
+from CircleOfWillisGANLib.volume_io import default_affine
+from turing_data import GENERATED_SHAPE, make_sources, vessel_volume
+
+
+@pytest.fixture()
+def sources(tmp_path):
+    return make_sources(tmp_path)
+
+
+def _digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "answer_key.json"}
+
+
+def test_same_seed_gives_identical_rater_files_and_truths(tmp_path, sources):
+    real, generated = sources
+    a = TuringSession.create(tmp_path / "a", real, generated, n_cases=12, seed=7)
+    b = TuringSession.create(tmp_path / "b", real, generated, n_cases=12, seed=7)
+    assert _digest(a.folder) == _digest(b.folder)
+    assert read_key(a.key_path)[1] == read_key(b.key_path)[1]
+    assert [c["source"] for c in read_key(a.key_path)[0]["cases"]] == [c["source"] for c in read_key(b.key_path)[0]["cases"]]
+
+
+def test_different_seeds_draw_different_orders(tmp_path, sources):
+    real, generated = sources
+    a = TuringSession.create(tmp_path / "a", real, generated, n_cases=12, seed=1)
+    b = TuringSession.create(tmp_path / "b", real, generated, n_cases=12, seed=2)
+    assert read_key(a.key_path)[1] != read_key(b.key_path)[1]
+
+
+def test_fixed_fraction_is_exactly_balanced():
+    for seed in range(20):
+        plan = plan_cases(SessionConfig(n_cases=60, real_fraction=0.5, seed=seed), 100, 100)
+        assert sum(c.truth == "real" for c in plan) == 30
+        assert len({c.case_id for c in plan}) == 60
+
+
+def test_randomised_fraction_stays_within_40_to_60_percent_and_varies():
+    counts = {sum(c.truth == "real" for c in plan_cases(SessionConfig(n_cases=60, real_fraction=None, seed=s), 100, 100))
+              for s in range(200)}
+    assert min(counts) >= 24 and max(counts) <= 36
+    assert len(counts) >= 8
+
+
+def test_truth_is_not_ordered_by_case_id():
+    plan = plan_cases(SessionConfig(n_cases=60, seed=3), 100, 100)
+    truths = [c.truth for c in plan]
+    assert truths != sorted(truths) and truths != sorted(truths, reverse=True)
+    runs = 1 + sum(a != b for a, b in zip(truths, truths[1:]))
+    assert runs > 15
+
+
+def test_each_source_volume_is_shown_at_most_once(tmp_path, sources):
+    real, generated = sources
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=16, seed=0)
+    paths = [c["source"]["path"] for c in read_key(created.key_path)[0]["cases"]]
+    assert len(paths) == len(set(paths)) == 16
+    assert not any("label" in p for p in paths)
+
+
+def test_every_case_file_has_the_same_grid_dtype_header_and_size(tmp_path, sources):
+    real, generated = sources
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=12, seed=0)
+    files = sorted((created.folder / "cases").iterdir())
+    headers = {f.read_bytes()[:352] for f in files}
+    assert len(headers) == 1
+    assert len({f.stat().st_size for f in files}) == 1
+    for f in files:
+        image = nib.load(str(f))
+        assert image.get_data_dtype() == np.uint8
+        assert image.shape == (GENERATED_SHAPE[1], GENERATED_SHAPE[2], GENERATED_SHAPE[0])
+        data = np.asarray(image.dataobj)
+        assert data.min() == 0 and data.max() == 255
+
+
+def test_display_depends_on_the_anatomy_not_on_how_the_file_stores_it():
+    rng = np.random.default_rng(0)
+    anatomy = np.clip(vessel_volume(rng, GENERATED_SHAPE), 0, 1)
+    as_generated = to_display(anatomy, default_affine(GENERATED_SHAPE), DisplayGrid(GENERATED_SHAPE))
+    lps = default_affine(GENERATED_SHAPE)
+    lps[:2] *= -1
+    stored_like_a_scanner = np.round(anatomy[:, ::-1, ::-1] * 900 + 40).astype(np.int16)
+    as_real = to_display(stored_like_a_scanner, lps, DisplayGrid(GENERATED_SHAPE))
+    assert np.abs(as_real.astype(int) - as_generated.astype(int)).max() <= 1
+
+
+def test_display_normalisation_turns_lps_to_ras_and_resamples():
+    grid = DisplayGrid((4, 8, 8), (1.0, 1.0, 1.0))
+    v = np.zeros((4, 16, 16), np.float32)
+    v[:, 0:2, :] = 1.0  # first rows of H = the lowest i, which runs to the LEFT in an LPS file
+    affine = default_affine((4, 16, 16), (0.5, 0.5, 1.0))
+    affine[:2] *= -1
+    out = to_display(v, affine, grid)
+    assert out.shape == (4, 8, 8) and out.dtype == np.uint8
+    assert out[:, -1, :].mean() > 200 and out[:, 0, :].mean() < 50
+
+
+def test_constant_volume_is_refused_with_advice():
+    with pytest.raises(InputError, match="constant"):
+        to_display(np.ones((4, 8, 8), np.float32), default_affine((4, 8, 8)), DisplayGrid((4, 8, 8)))
+
+
+def test_session_folder_must_be_new(tmp_path, sources):
+    real, generated = sources
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "old.txt").write_text("x")
+    with pytest.raises(OutputError, match="not empty"):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=4)
+
+
+def test_too_few_volumes_is_an_input_error_naming_the_fix(tmp_path, sources):
+    real, generated = sources
+    with pytest.raises(InputError, match="ask for fewer cases"):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=40)
+    assert not (tmp_path / "s").exists()
+
+
+def test_key_can_be_written_outside_the_shared_folder(tmp_path, sources):
+    real, generated = sources
+    (tmp_path / "private").mkdir()
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=6, key_path=tmp_path / "private" / "key.json")
+    assert created.key_path.is_file() and not (tmp_path / "s" / "answer_key.json").exists()
+
+
+def test_model_source_generates_only_the_drawn_seeds(tmp_path, sources, tiny_generator):
+    real, _ = sources
+    created = TuringSession.create(tmp_path / "s", real, model=tiny_generator, seeds=range(100, 110), n_cases=6, seed=2)
+    key, truth = read_key(created.key_path)
+    seeds = [c["source"]["seed"] for c in key["cases"] if c["truth"] == "fake"]
+    assert len(seeds) == 3 and all(100 <= s < 110 for s in seeds)
+    session = json.loads((created.folder / "session.json").read_text())
+    assert session["grid"]["shape_dhw"] == list(tiny_generator.arch.output_shape)
