@@ -7,6 +7,7 @@ end, so an interrupted run leaves no half-written dataset behind.
 from __future__ import annotations
 
 import concurrent.futures
+import fnmatch
 import functools
 import logging
 import multiprocessing
@@ -33,16 +34,17 @@ Result = Tuple[Optional[np.ndarray], Dict[str, Any]]
 
 
 def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, workers: int = 1,
-                    shard_size: int = 256, progress: bool = True) -> Dict[str, Any]:
-    """Preprocess every volume under `input_dir` into the dataset `out_dir`; return its manifest."""
+                    shard_size: int = 256, progress: bool = True, pattern: str = "*") -> Dict[str, Any]:
+    """Preprocess every volume under `input_dir` whose name matches `pattern` into `out_dir`; return the manifest."""
     input_dir, out_dir = Path(input_dir).resolve(), Path(out_dir).resolve()
     _check_folders(input_dir, out_dir)
-    files = sorted(p for p in input_dir.rglob("*") if p.is_file())
-    volumes = [p for p in files if is_volume_file(p)]
-    ignored = [{"source": _relative(p, input_dir), "reason": "not a NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file"}
-               for p in files if not is_volume_file(p) and not p.name.startswith(".") and p.suffix.lower() != ".raw"]
+    files = sorted(p for p in input_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    volumes = [p for p in files if is_volume_file(p) and fnmatch.fnmatch(p.name, pattern)]
+    ignored = [{"source": _relative(p, input_dir), "reason": _ignored_reason(p, pattern)}
+               for p in files if p not in volumes and p.suffix.lower() != ".raw"]
     if not volumes:
-        raise InputError(f"no NIfTI or NRRD volumes found under {input_dir}: pass the folder that holds them with --in")
+        raise InputError(f"no NIfTI or NRRD volumes matching {pattern!r} found under {input_dir}: pass the folder "
+                         "that holds them with --in (and check --pattern)")
     template_info = _check_template(options)
     staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     try:
@@ -66,7 +68,7 @@ def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, wor
             reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped[:5])
             raise InputError(f"none of the {len(volumes)} volumes could be used ({reasons}): fix or replace them")
         save_png(staging / "preview.png", contact_sheet(previews, columns=4))
-        manifest = _manifest(input_dir, options, template_info, writer, accepted, skipped, ignored)
+        manifest = _manifest(input_dir, options, template_info, writer, accepted, skipped, ignored, pattern)
         write_manifest(staging, manifest)
         if out_dir.exists():
             out_dir.rmdir()
@@ -136,7 +138,8 @@ def _template(path: str) -> Any:
 
 
 def _manifest(input_dir: Path, options: PrepareOptions, template: Optional[Dict[str, Any]], writer: ShardWriter,
-              accepted: List[Dict[str, Any]], skipped: List[Dict[str, Any]], ignored: List[Dict[str, Any]]) -> Dict[str, Any]:
+              accepted: List[Dict[str, Any]], skipped: List[Dict[str, Any]], ignored: List[Dict[str, Any]],
+              pattern: str) -> Dict[str, Any]:
     spacings = np.array([np.linalg.norm(np.asarray(r["affine"])[:3, :3], axis=0) for r in accepted])
     spacing = spacings.mean(axis=0)
     uniform = bool(np.allclose(spacings, spacing, rtol=0.01))
@@ -156,11 +159,17 @@ def _manifest(input_dir: Path, options: PrepareOptions, template: Optional[Dict[
         "preparation": {"template": template, "spacing_mm": options.spacing, "registration": "rigid, Mattes mutual "
                         "information, 3 levels" if template else None, "crop": "centred"},
         "provenance": {"software_version": __version__, "created": timestamp(), "input_folder": str(input_dir),
-                       "command": " ".join(sys.argv)},
+                       "command": " ".join(sys.argv), "pattern": pattern},
         "volumes": accepted,
         "skipped": skipped,
         "ignored": ignored,
     }
+
+
+def _ignored_reason(path: Path, pattern: str) -> str:
+    if not is_volume_file(path):
+        return "not a NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file"
+    return f"does not match --pattern {pattern!r}"
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -109,6 +109,15 @@ def test_registration_to_a_template_aligns_a_shifted_volume(tmp_path):
     assert plain["preparation"]["template"] is None
 
 
+def test_a_pattern_selects_images_and_lists_the_other_volumes_as_ignored(tmp_path):
+    src = write_tube_volumes(tmp_path / "in", 2, SHAPE)
+    (src / "case000.nii.gz").rename(src / "case000_image.nii.gz")
+    manifest = prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False,
+                               pattern="*_image.nii.gz")
+    assert [v["source"] for v in manifest["volumes"]] == ["case000_image.nii.gz"]
+    assert manifest["ignored"] == [{"source": "case001.nii.gz", "reason": "does not match --pattern '*_image.nii.gz'"}]
+
+
 def test_percentile_normalisation_clips_to_zero_and_one(tmp_path):
     write_tube_volumes(tmp_path / "in", 1, SHAPE)
     prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=SHAPE, normalisation="percentile",

@@ -20,6 +20,8 @@ def register(subparsers: Any) -> None:
                     "are skipped and listed in the manifest; the input folder is never modified.")
     p.add_argument("--in", dest="input", required=True, help="folder of .nii, .nii.gz, .nrrd or .nhdr volumes (searched recursively)")
     p.add_argument("--out", required=True, help="new dataset folder (must not exist or be empty)")
+    p.add_argument("--pattern", default="*", help="only files whose name matches this glob, e.g. '*_image.nii.gz' "
+                                                  "to leave out label maps (default: every NIfTI/NRRD file)")
     p.add_argument("--template", default=None, help="register every volume rigidly (mutual information) to this "
                                                     "volume and crop the ROI at its centre (default: no registration)")
     p.add_argument("--shape", type=int, nargs=3, default=[32, 128, 128], metavar=("D", "H", "W"),
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     options = PrepareOptions(shape=tuple(args.shape), spacing=args.spacing, template=args.template,
                              normalisation=args.normalise, percentiles=(low, high))
     manifest = prepare_dataset(Path(args.input), Path(args.out), options, workers=args.workers,
-                               shard_size=args.shard_size, progress=not args.no_progress)
+                               shard_size=args.shard_size, progress=not args.no_progress,
+                               pattern=args.pattern)
     print(f"wrote {args.out}: {manifest['count']} volumes of {tuple(manifest['shape_dhw'])} at "
           f"{manifest['data']['spacing_mm']} mm; {len(manifest['skipped'])} skipped, {len(manifest['ignored'])} "
           f"other files ignored (reasons in {Path(args.out) / 'manifest.json'})")
