@@ -85,6 +85,7 @@ class Journal:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(self._fd)
+            self._fd = None  # type: ignore[assignment]
             raise InputError(f"rater journal {self.path.name} is already open in another program: close that "
                              "rater window first, or use a different rater id") from None
 

@@ -1,0 +1,117 @@
+"""Reports: readings joined with the key give exactly the hand-counted statistics, in CSV and HTML."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.turing import TuringSession, build_report, report
+from CircleOfWillisGANLib.turing.create import read_key
+from CircleOfWillisGANLib.turing.stats import binom_test, cohen_kappa, fleiss_kappa
+from turing_data import make_sources
+
+
+@pytest.fixture()
+def rated(tmp_path):
+    """12 cases; 'oracle' answers all correctly with confidence 5, 'contrarian' all wrongly with confidence 1,
+    'halfway' answers the first 6 cases of its order as 'fake' with confidence 3."""
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=12, seed=4, raters=["oracle", "contrarian", "halfway"])
+    truth = read_key(created.key_path)[1]
+    flip = {"real": "fake", "fake": "real"}
+    for rater, rule, n, conf in (("oracle", lambda t: t, 12, 5), ("contrarian", flip.get, 12, 1),
+                                 ("halfway", lambda t: "fake", 6, 3)):
+        s = TuringSession.open(created.folder, rater)
+        for _ in range(n):
+            case = s.next_case()
+            s.answer(case.case_id, rule(truth[case.case_id]), conf)
+        s.close()
+    return created, truth
+
+
+def test_per_rater_accuracy_sensitivity_and_specificity_are_exact(rated):
+    created, truth = rated
+    result = build_report(created.folder)
+    by_name = {s.name: s for s in result.raters}
+    assert (by_name["oracle"].accuracy.k, by_name["oracle"].accuracy.n) == (12, 12)
+    assert by_name["oracle"].sensitivity.value == 1.0 and by_name["oracle"].specificity.value == 1.0
+    assert by_name["contrarian"].accuracy.k == 0 and by_name["contrarian"].p_value == pytest.approx(binom_test(0, 12))
+    halfway = [r for r in result.readings if r.rater == "halfway"]
+    fakes = sum(r.truth == "fake" for r in halfway)
+    assert by_name["halfway"].accuracy.k == fakes and by_name["halfway"].sensitivity.value == 1.0
+    assert by_name["halfway"].specificity.k == 0
+
+
+def test_pooled_statistics_and_accuracy_by_confidence(rated):
+    created, _ = rated
+    result = build_report(created.folder)
+    assert result.pooled.accuracy.n == 30
+    assert result.pooled.by_confidence[5].value == 1.0 and result.pooled.by_confidence[1].value == 0.0
+    assert result.pooled.by_confidence[2].n == 0
+
+
+def test_fleiss_kappa_uses_only_cases_every_rater_answered(rated):
+    created, truth = rated
+    result = build_report(created.folder)
+    method, value, n = result.agreement
+    assert method == "Fleiss' kappa" and n == 6
+    calls = {(r.rater, r.case_id): r.call for r in result.readings}
+    common = sorted(c for c in truth if all((r, c) in calls for r in ("oracle", "contrarian", "halfway")))
+    table = [[sum(calls[(r, c)] == k for r in ("oracle", "contrarian", "halfway")) for k in ("real", "fake")] for c in common]
+    assert value == pytest.approx(fleiss_kappa(table))
+
+
+def test_two_raters_get_cohens_kappa(tmp_path):
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=8, seed=1)
+    for rater, call in (("a", "real"), ("b", "fake")):
+        s = TuringSession.open(created.folder, rater)
+        for k in range(8):
+            case = s.next_case()
+            s.answer(case.case_id, call if k % 2 else "real", 3)
+        s.close()
+    result = build_report(created.folder)
+    a = {r.case_id: r.call for r in result.readings if r.rater == "a"}
+    b = {r.case_id: r.call for r in result.readings if r.rater == "b"}
+    ids = sorted(a)
+    assert result.agreement == ("Cohen's kappa", pytest.approx(cohen_kappa([a[i] for i in ids], [b[i] for i in ids])), 8)
+
+
+def test_most_missed_cases_come_first(rated):
+    created, _ = rated
+    result = build_report(created.folder)
+    fractions = [c.wrong / c.readings for c in result.cases]
+    assert fractions == sorted(fractions, reverse=True)
+
+
+def test_csv_and_html_are_written_beside_the_session_not_inside(rated):
+    created, _ = rated
+    result, paths = report(created.folder)
+    assert all(p.parent == created.folder.parent / "s-report" for p in paths.values())
+    rows = list(csv.DictReader(open(paths["summary"])))
+    assert [r["rater"] for r in rows] == ["contrarian", "halfway", "oracle", "pooled"]
+    assert rows[2]["accuracy"] == "1" and rows[3]["readings"] == "30"
+    assert len(list(csv.DictReader(open(paths["readings"])))) == 30
+    html = paths["html"].read_text()
+    assert "<svg" in html and "<script" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "Fleiss" in html and "cannot be told from guessing" in html
+
+
+def test_a_key_from_another_session_is_refused(rated, tmp_path):
+    created, _ = rated
+    real, generated = make_sources(tmp_path / "other")
+    other = TuringSession.create(tmp_path / "other" / "s", real, generated, n_cases=12, seed=9)
+    with pytest.raises(InputError, match="another session"):
+        build_report(created.folder, key=other.key_path)
+
+
+def test_journal_problems_appear_in_the_report(rated):
+    created, _ = rated
+    with open(created.folder / "journal" / "oracle.jsonl", "ab") as f:
+        f.write(b"garbage line\n")
+    result = build_report(created.folder)
+    assert any("damaged" in p for p in result.problems)
+    assert {s.name: s for s in result.raters}["oracle"].accuracy.n == 12
