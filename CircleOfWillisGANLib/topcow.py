@@ -87,13 +87,25 @@ def normalise_labels(labels: np.ndarray) -> np.ndarray:
     arr = np.asarray(labels)
     if arr.ndim != 3:
         raise InputError(f"a label map must be 3D, got shape {arr.shape}")
-    rounded = np.rint(arr).astype(np.int64)
-    unknown = sorted(set(np.unique(rounded).tolist()) - set(LABEL_NAMES) - {BACKGROUND, THIRD_A2_ALT})
+    if arr.dtype != np.uint8:
+        rounded = np.rint(arr)
+        if rounded.min(initial=0) < 0 or rounded.max(initial=0) > 255:
+            raise InputError("label map holds ids outside 0-255 that are not TopCoW labels: pass a TopCoW label map")
+        arr = rounded.astype(np.uint8)
+    present = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+    unknown = sorted(set(present.tolist()) - set(LABEL_NAMES) - {BACKGROUND, THIRD_A2_ALT})
     if unknown:
         raise InputError(f"label map holds ids {unknown} that are not TopCoW labels: pass a TopCoW label map (ids 0-15)")
-    out = rounded.astype(np.uint8)
-    out[out == THIRD_A2_ALT] = THIRD_A2
-    return out
+    if THIRD_A2_ALT in present:
+        arr = arr.copy()
+        arr[arr == THIRD_A2_ALT] = THIRD_A2
+    return arr
+
+
+def present_labels(labels: np.ndarray) -> List[int]:
+    """The label ids present in a (normalised) label map, background excluded."""
+    counts = np.bincount(np.asarray(labels, np.uint8).ravel(), minlength=256)
+    return [int(k) for k in np.flatnonzero(counts) if k != BACKGROUND]
 
 
 def load_label_map(path: Union[str, Path]) -> Tuple[np.ndarray, np.ndarray]:
@@ -105,18 +117,24 @@ def load_label_map(path: Union[str, Path]) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _touches(labels: np.ndarray, a: int, b: int) -> bool:
+    """True when a voxel of label `a` has a voxel of label `b` among its 26 neighbours."""
     ndi = require("scipy.ndimage", "TopCoW variant vectors", "scipy")
-    mask_a = labels == a
-    if not mask_a.any() or not (labels == b).any():
+    points = np.argwhere(labels == a)
+    if len(points) == 0:
         return False
-    grown = ndi.binary_dilation(mask_a, structure=np.ones((3, 3, 3), bool))
-    return bool((grown & (labels == b)).any())
+    lo = np.maximum(points.min(axis=0) - 1, 0)
+    hi = points.max(axis=0) + 2
+    box = labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    if not (box == b).any():
+        return False
+    grown = ndi.binary_dilation(box == a, structure=np.ones((3, 3, 3), bool))
+    return bool((grown & (box == b)).any())
 
 
 def variant_vectors(labels: np.ndarray) -> VariantVectors:
     """The TopCoW anterior and posterior variant vectors of a (D, H, W) label map."""
     lab = normalise_labels(labels)
-    present = set(np.unique(lab).tolist())
+    present = set(present_labels(lab))
     anterior = [int(_touches(lab, L_ACA, L_ICA)), int(ACOM in present), int(THIRD_A2 in present),
                 int(_touches(lab, R_ACA, R_ICA))]
     posterior = [int(L_PCOM in present), int(_touches(lab, L_PCA, BA)), int(_touches(lab, R_PCA, BA)),

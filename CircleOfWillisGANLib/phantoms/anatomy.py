@@ -98,10 +98,15 @@ def sample_landmarks(rng: np.random.Generator, cfg: AnatomyConfig) -> Dict[str, 
         "p1_length": _u(rng, cfg.p1_length_mm),
         "p1_rise": float(rng.uniform(-0.5, 2.0)),
         "basilar_sway": float(rng.uniform(-3.0, 3.0)),
-        "midbrain_half_width": float(rng.uniform(12.5, 16.0)),
+        "midbrain_half_width": float(rng.uniform(14.0, 18.0)),
         "tortuosity": _u(rng, cfg.tortuosity_mm),
         "radius_scale": _u(rng, cfg.radius_scale),
     }
+
+
+R = {"basilar": 1.45, "ica": (2.15, 1.8), "m1": (1.6, 1.45), "m2": (1.1, 0.95), "a1": 1.1, "a2": (1.05, 0.95),
+     "acom": (0.7, 0.85), "p1": 1.1, "p2": (1.05, 0.9), "pcom": (0.8, 1.0), "sca": (0.7, 0.6)}
+"""Mean lumen radii (mm) before the subject's radius scale; calibrated on TopCoW label maps (docs/phantom-realism.md)."""
 
 
 def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -> List[Vessel]:
@@ -111,18 +116,18 @@ def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -
     hs, yt, zt = lm["ica_half_separation"], lm["ica_terminus_y"], lm["ica_terminus_z"]
     ya, za = yt + lm["acom_forward"], zt + lm["acom_rise"]
     bilateral_fetal = v.fetal_pca_left and v.fetal_pca_right
-    ba_r = 1.45 * (0.78 if bilateral_fetal else 1.0)
+    ba_r = R["basilar"] * (0.8 if bilateral_fetal else 1.0)
     sway = lm["basilar_sway"]
     ba = b.add("basilar", topcow.BA, [np.array([0.3 * sway, -5.0, -32.0]), np.array([sway, -3.5, -20.0]),
                                       np.array([0.6 * sway, -1.5, -9.0]), np.zeros(3)], ba_r * 1.08, ba_r,
                tortuosity=0.5)
     tip = np.zeros(3)
     acom_ends: Dict[int, np.ndarray] = {}
-    a1_radius = {1: 0.95, -1: 0.95}
+    a1_radius = {1: R["a1"], -1: R["a1"]}
     for s, hyp in ((1, v.a1_hypoplastic_right), (-1, v.a1_hypoplastic_left)):
         if hyp:
             a1_radius[s] = float(u(0.35, 0.48))
-            a1_radius[-s] = max(a1_radius[-s], 1.15)
+            a1_radius[-s] = max(a1_radius[-s], 1.3)
     for s in (1, -1):
         left = s < 0
         ica_l, mca_l, aca_l = (topcow.L_ICA, topcow.L_MCA, topcow.L_ACA) if left else (topcow.R_ICA, topcow.R_MCA, topcow.R_ACA)
@@ -133,23 +138,28 @@ def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -
         ica = b.add(f"ica_{side}", ica_l, [
             np.array([s * (hs - 4.5), yt - 12.0, zt - 20.0]), np.array([s * (hs - 5.5), yt - 3.0, zt - 14.5]),
             np.array([s * (hs - 5.0), yt + 6.0, zt - 12.0]), genu,
-            np.array([s * (hs - 1.2), yt + u(3, 6), zt - u(2, 4)]), term], 1.95, 1.55, tortuosity=0.4)
-        m1_end = term + np.array([s * lm["m1_length"], u(-1, 4), lm["m1_rise"]])
-        m1 = b.add(f"m1_{side}", mca_l, [term, term + np.array([s * lm["m1_length"] * 0.5, u(0, 3), 0.6 * lm["m1_rise"]]),
-                                         m1_end], 1.3, 1.15, parent=ica)
-        b.add(f"m2_superior_{side}", mca_l, [m1_end, m1_end + np.array([s * u(5, 8), u(-3, 0), u(4, 7)]),
-                                             m1_end + np.array([s * u(9, 13), u(-9, -5), u(9, 13)])], 0.95, 0.8, parent=m1)
-        b.add(f"m2_inferior_{side}", mca_l, [m1_end, m1_end + np.array([s * u(5, 8), u(-4, -1), u(-2, 1)]),
-                                             m1_end + np.array([s * u(9, 13), u(-13, -8), u(-1, 3)])], 0.9, 0.75, parent=m1)
+            np.array([s * (hs - 1.2), yt + u(3, 6), zt - u(2, 4)]), term], R["ica"][0], R["ica"][1], tortuosity=0.4)
+        length, rise = lm["m1_length"], lm["m1_rise"]
+        m1_end = term + np.array([s * length, u(0, 3), rise])
+        m1 = b.add(f"m1_{side}", mca_l, [term, term + np.array([s * length * 0.5, u(1, 3.5), 0.5 * rise]), m1_end],
+                   R["m1"][0], R["m1"][1], parent=ica)
+        b.add(f"m2_superior_{side}", mca_l, [
+            m1_end, m1_end + np.array([s * u(2, 4), u(-3, -1), u(3, 5)]),
+            m1_end + np.array([s * u(5, 7), u(-9, -6), u(7, 10)]),
+            m1_end + np.array([s * u(6, 9), u(-16, -12), u(10, 14)])], R["m2"][0], R["m2"][1], parent=m1)
+        b.add(f"m2_inferior_{side}", mca_l, [
+            m1_end, m1_end + np.array([s * u(3, 5), u(-3, -1), u(-1, 1)]),
+            m1_end + np.array([s * u(6, 9), u(-10, -7), u(0, 2)]),
+            m1_end + np.array([s * u(8, 11), u(-19, -14), u(1, 4)])], R["m2"][0] * 0.95, R["m2"][1], parent=m1)
         for k in range(int(rng.integers(2, 5))):
             origin = b.point(m1, float(u(0.15, 0.75)))
             b.add(f"lenticulostriate_{side}_{k}", UNLABELLED, [
                 origin, origin + np.array([s * u(-2, 1), u(-3, 1), u(4, 6)]),
                 origin + np.array([s * u(-4, 0), u(-6, 0), u(9, 14)])], 0.36, 0.28, parent=m1, tortuosity=1.5)
         ophthalmic_origin = b.point(ica, 0.72)
-        b.add(f"ophthalmic_{side}", UNLABELLED, [ophthalmic_origin, ophthalmic_origin + np.array([s * u(1, 3), u(5, 7), u(0, 2)]),
-                                                 ophthalmic_origin + np.array([s * u(3, 6), u(12, 16), u(-1, 2)])],
-              0.55, 0.4, parent=ica, tortuosity=1.0)
+        b.add(f"ophthalmic_{side}", UNLABELLED, [
+            ophthalmic_origin, ophthalmic_origin + np.array([s * u(0.5, 2), u(3, 4), u(0.5, 1.5)]),
+            ophthalmic_origin + np.array([s * u(2, 4), u(7, 10), u(0, 1.5)])], 0.42, 0.32, parent=ica, tortuosity=0.8)
         choroidal_origin = b.point(ica, 0.93)
         b.add(f"anterior_choroidal_{side}", UNLABELLED, [
             choroidal_origin, choroidal_origin + np.array([s * u(2, 4), u(-6, -4), u(1, 3)]),
@@ -157,53 +167,59 @@ def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -
         acom_end = np.array([s * lm["acom_length"] / 2.0, ya, za])
         acom_ends[s] = acom_end
         if not (v.a1_absent_left if left else v.a1_absent_right):
-            mid = 0.5 * (term + acom_end) + np.array([0.0, u(-1.5, 1.5), u(0.5, 2.0)])
+            mid = 0.5 * (term + acom_end) + np.array([0.0, u(0.5, 3.0), u(0.5, 2.0)])
             b.add(f"a1_{side}", aca_l, [term, mid, acom_end], a1_radius[s], a1_radius[s] * 0.95, parent=ica)
         gap = max(lm["a2_half_gap"], 1.8) if v.third_a2 else lm["a2_half_gap"]
         a2 = b.add(f"a2_{side}", aca_l, [acom_end, np.array([s * gap, ya + u(0.5, 1.5), za + 3.0]),
                                          np.array([s * gap * u(0.8, 1.3), ya + u(4, 7), za + u(8, 10)]),
                                          np.array([s * gap * u(0.8, 1.3), ya + u(10, 14), za + u(14, 17)])],
-                   0.9, 0.8, tortuosity=0.6)
-        b.add(f"orbitofrontal_{side}", UNLABELLED, [b.point(a2, 0.35), b.point(a2, 0.35) + np.array([s * u(2, 4), u(4, 7), u(-1, 1)]),
-                                                    b.point(a2, 0.35) + np.array([s * u(4, 8), u(10, 14), u(-2, 1)])],
+                   R["a2"][0], R["a2"][1], tortuosity=0.6)
+        orbital = b.point(a2, 0.35)
+        b.add(f"orbitofrontal_{side}", UNLABELLED, [orbital, orbital + np.array([s * u(2, 4), u(4, 7), u(-1, 1)]),
+                                                    orbital + np.array([s * u(4, 8), u(10, 14), u(-2, 1)])],
               0.4, 0.3, parent=a2, tortuosity=1.2)
-        junction = np.array([s * lm["p1_length"], u(-1.0, 0.5), lm["p1_rise"]])
+        junction = np.array([s * lm["p1_length"], u(1.0, 3.0), lm["p1_rise"]])
         fetal = v.fetal_pca_left if left else v.fetal_pca_right
         p1_absent = v.p1_absent_left if left else v.p1_absent_right
         pcom_absent = v.pcom_absent_left if left else v.pcom_absent_right
         if not p1_absent:
-            p1_r = float(u(0.38, 0.5)) if fetal else 0.95
-            b.add(f"p1_{side}", pca_l, [tip, np.array([s * lm["p1_length"] * 0.5, u(-0.5, 0.5), 0.5 * lm["p1_rise"] + u(-0.3, 0.6)]),
-                                        junction], p1_r, p1_r * 0.97, parent=ba)
+            p1_r = float(u(0.38, 0.5)) if fetal else R["p1"]
+            b.add(f"p1_{side}", pca_l, [tip, np.array([s * lm["p1_length"] * 0.5, 0.5 * junction[1] + u(-0.5, 0.5),
+                                                       0.5 * lm["p1_rise"] + u(-0.3, 0.6)]), junction],
+                  p1_r, p1_r * 0.97, parent=ba)
         if not pcom_absent:
-            start = b.point(ica, 0.86)
+            start = b.point(ica, 0.95)
             mid = 0.5 * (start + junction) + np.array([s * u(-0.5, 1.5), 0.0, u(-2.0, 0.0)])
-            pcom_r = float(u(1.0, 1.2)) if fetal else float(u(0.55, 0.8))
+            pcom_r = float(u(1.05, 1.25)) if fetal else float(u(*R["pcom"]))
             b.add(f"pcom_{side}", pcom_l, [start, mid, junction], pcom_r, pcom_r * 0.95, parent=ica,
                   slow_flow=1.0 if fetal else float(u(0.55, 0.95)))
         mw = lm["midbrain_half_width"]
-        p2 = b.add(f"p2_{side}", pca_l, [junction, np.array([s * (mw - 2.0), u(-4, -2), junction[2] + u(0.5, 1.5)]),
-                                         np.array([s * (mw + 0.5), u(-10, -8), junction[2] + u(1.5, 3.0)]),
-                                         np.array([s * (mw + 0.5), u(-18, -15), junction[2] + u(2.5, 4.5)]),
-                                         np.array([s * (mw - 2.5), u(-26, -23), junction[2] + u(3.5, 6.5)]),
-                                         np.array([s * (mw - 7.0), u(-33, -30), junction[2] + u(5, 9)])],
-                   0.92, 0.78)
+        z0 = junction[2]
+        p2 = b.add(f"p2_{side}", pca_l, [junction, np.array([s * (mw - 2.0), u(-3, -1), z0 + u(0.5, 1.5)]),
+                                         np.array([s * (mw + 0.5), u(-9, -7), z0 + u(1.5, 3.0)]),
+                                         np.array([s * (mw - 0.5), u(-17, -14), z0 + u(2.5, 4.5)]),
+                                         np.array([s * (mw - 3.5), u(-25, -22), z0 + u(3.5, 6.5)]),
+                                         np.array([s * (mw - u(6, 9)), u(-35, -30), z0 + u(5, 9)])],
+                   R["p2"][0], R["p2"][1])
         temporal_origin = b.point(p2, float(u(0.3, 0.45)))
         b.add(f"temporal_pca_{side}", UNLABELLED, [temporal_origin, temporal_origin + np.array([s * u(4, 6), u(-2, 0), u(-2, 0)]),
                                                    temporal_origin + np.array([s * u(9, 13), u(-2, 3), u(-4, -1)])],
               0.5, 0.4, parent=p2, tortuosity=1.2)
+        for k in range(int(rng.integers(1, 4))):
+            origin = b.point(ba, 1.0) if p1_absent else b.point(_find(b.vessels, f"p1_{side}"), float(u(0.2, 0.8)))
+            b.add(f"thalamoperforator_{side}_{k}", UNLABELLED, [
+                origin, origin + np.array([s * u(0, 1.5), u(-2, 0), u(3, 5)]),
+                origin + np.array([s * u(0, 3), u(-4, 0), u(7, 10)])], 0.3, 0.25, parent=ba, tortuosity=1.5)
         if v.sca_left if left else v.sca_right:
-            origin = b.point(ba, 0.93)
-            b.add(f"sca_{side}", UNLABELLED, [origin, np.array([s * 6.0, -1.5, origin[2] - u(0.5, 1.5)]),
-                                              np.array([s * (mw - 2.0), u(-8, -5), origin[2] - u(0.5, 1.5)]),
-                                              np.array([s * (mw - 1.0), u(-17, -13), origin[2] + u(-1, 1)]),
-                                              np.array([s * (mw - 5.0), u(-25, -21), origin[2] + u(0, 2)])],
-                  0.6, 0.5, parent=ba)
-    for side in ("left", "right"):
-        p1 = _find(b.vessels, f"p1_{side}")
-        b.vessels[_find(b.vessels, f"p2_{side}")].parent = p1 if p1 is not None else _find(b.vessels, f"pcom_{side}")
+            origin = b.point(ba, float(u(0.86, 0.92)))
+            z1 = origin[2]
+            b.add(f"sca_{side}", UNLABELLED, [origin, np.array([s * u(4.5, 6), -1.5, z1 - u(0, 1)]),
+                                              np.array([s * (mw - u(1, 3)), u(-8, -5), z1 - u(1, 2.5)]),
+                                              np.array([s * (mw - u(0, 2)), u(-16, -12), z1 - u(3, 5)]),
+                                              np.array([s * (mw - u(4, 7)), u(-23, -19), z1 - u(6, 9)])],
+                  R["sca"][0], R["sca"][1], parent=ba)
     if not v.acom_absent:
-        acom_r = 0.75 if (v.a1_hypoplastic_left or v.a1_hypoplastic_right) else float(u(0.5, 0.65))
+        acom_r = R["acom"][1] + 0.1 if (v.a1_hypoplastic_left or v.a1_hypoplastic_right) else float(u(*R["acom"]))
         parent = _find(b.vessels, "a1_right") if not v.a1_absent_right else _find(b.vessels, "a1_left")
         mid = 0.5 * (acom_ends[1] + acom_ends[-1]) + np.array([0.0, u(0.0, 0.8), u(-0.3, 0.3)])
         b.add("acom", topcow.ACOM, [acom_ends[-1], mid, acom_ends[1]], acom_r, acom_r, parent=parent,
@@ -212,13 +228,13 @@ def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -
             lift = np.array([0.0, u(0.8, 1.5), u(1.8, 2.6)])
             b.add("acom_duplicate", topcow.ACOM, [acom_ends[-1] + lift + np.array([-0.4, 0, 0]), mid + lift,
                                                   acom_ends[1] + lift + np.array([0.4, 0, 0])],
-                  0.45, 0.45, parent=parent, tortuosity=0.0, slow_flow=0.8)
+                  0.55, 0.55, parent=parent, tortuosity=0.0, slow_flow=0.8)
         if v.third_a2:
             origin = 0.5 * (acom_ends[1] + acom_ends[-1])
             b.add("third_a2", topcow.THIRD_A2, [origin, origin + np.array([u(-0.3, 0.3), u(0.5, 1.5), 3.0]),
                                                 origin + np.array([u(-0.5, 0.5), u(4, 7), u(8, 10)]),
                                                 origin + np.array([u(-0.8, 0.8), u(10, 14), u(14, 17)])],
-                  0.7, 0.6, parent=parent, tortuosity=0.6)
+                  0.85, 0.75, parent=parent, tortuosity=0.6)
     for side in ("left", "right"):
         a1 = _find(b.vessels, f"a1_{side}")
         b.vessels[_find(b.vessels, f"a2_{side}")].parent = a1 if a1 is not None else _find(b.vessels, "acom")

@@ -17,6 +17,8 @@ from .variants import VariantPrevalence, Variants, sample_variants
 
 DEFAULT_SHAPE = (32, 128, 128)
 ACOM_LABEL_PRIORITY_MM = 0.6
+LABEL_MARGIN_VOXELS = 0.25
+"""Voxels whose lumen fraction is at least 1/4 are labelled, as manual annotations of TOF-MRA do."""
 SeedLike = Union[int, Tuple[int, int], np.random.Generator]
 
 
@@ -89,7 +91,8 @@ def generate_phantom(seed_or_rng: SeedLike = 0, config: Optional[PhantomConfig] 
                   label_priority_mm=ACOM_LABEL_PRIORITY_MM if v.label == ACOM else 0.0) for v in vessels]
     affine = cfg.affine()
     grid = Grid(cfg.shape, affine)
-    raster = rasterise(tubes, grid, min_label_radius_mm=0.55 * min(cfg.spacing_mm))
+    voxel = min(cfg.spacing_mm)
+    raster = rasterise(tubes, grid, min_label_radius_mm=0.55 * voxel, label_margin_mm=LABEL_MARGIN_VOXELS * voxel)
     image = render(rng, raster.sdf, raster.brightness, affine, image_params, pose["tip_mm"])  # type: ignore[arg-type]
     measured = variant_vectors(raster.labels).as_dict()
     params = {

@@ -65,8 +65,12 @@ class Grid:
         return slice(start[2], stop[2]), slice(start[0], stop[0]), slice(start[1], stop[1])
 
 
-def rasterise(tubes: Sequence[Tube], grid: Grid, min_label_radius_mm: float) -> RasterResult:
-    """Signed distance, brightness and labels of the union of `tubes` on `grid` (smallest signed distance wins)."""
+def rasterise(tubes: Sequence[Tube], grid: Grid, min_label_radius_mm: float, label_margin_mm: float = 0.0) -> RasterResult:
+    """Signed distance, brightness and labels of the union of `tubes` on `grid` (smallest signed distance wins).
+
+    A voxel is labelled when its centre lies within the tube radius (at least `min_label_radius_mm`) plus
+    `label_margin_mm`, so that bright partial-volume voxels at the edge are labelled as annotators do.
+    """
     sdf = np.full(grid.shape, FAR_MM, dtype=np.float32)
     label_sdf = np.full(grid.shape, FAR_MM, dtype=np.float32)
     brightness = np.zeros(grid.shape, dtype=np.float32)
@@ -76,11 +80,11 @@ def rasterise(tubes: Sequence[Tube], grid: Grid, min_label_radius_mm: float) -> 
         n = len(tube.points)
         for first in range(0, n - 1, PIECES_PER_CHUNK):
             last = min(n - 1, first + PIECES_PER_CHUNK)
-            _chunk(tube, first, last, grid, margin, min_label_radius_mm, sdf, label_sdf, brightness, labels)
+            _chunk(tube, first, last, grid, margin, min_label_radius_mm + label_margin_mm, label_margin_mm, sdf, label_sdf, brightness, labels)
     return RasterResult(sdf, brightness, labels)
 
 
-def _chunk(tube: Tube, first: int, last: int, grid: Grid, margin: float, min_label_radius: float,
+def _chunk(tube: Tube, first: int, last: int, grid: Grid, margin: float, min_label_radius: float, margin_label: float,
            sdf: np.ndarray, label_sdf: np.ndarray, brightness: np.ndarray, labels: np.ndarray) -> None:
     p = tube.points[first: last + 1]
     r = tube.radii[first: last + 1]
@@ -109,7 +113,7 @@ def _chunk(tube: Tube, first: int, last: int, grid: Grid, margin: float, min_lab
     closer = local_sdf < sdf[region]
     sdf[region] = np.where(closer, local_sdf, sdf[region])
     brightness[region] = np.where(closer, local_bright, brightness[region])
-    local_label_sdf = np.min(dist - np.maximum(radius, min_label_radius), axis=-1).astype(np.float32)
+    local_label_sdf = np.min(dist - np.maximum(radius + margin_label, min_label_radius), axis=-1).astype(np.float32)
     local_label_sdf -= np.float32(tube.label_priority_mm)
     if tube.label:
         claim = (local_label_sdf < -tube.label_priority_mm) & (local_label_sdf < label_sdf[region])

@@ -18,10 +18,10 @@ from ..errors import require
 class ImageConfig:
     """Population ranges (uniform) of the image parameters; defaults match the intensity facts in DOMAIN.md."""
 
-    tissue_level: Tuple[float, float] = (0.11, 0.15)
+    tissue_level: Tuple[float, float] = (0.08, 0.12)
     csf_level: Tuple[float, float] = (0.04, 0.07)
     tissue_texture: Tuple[float, float] = (0.05, 0.12)
-    saturation_length_mm: Tuple[float, float] = (70.0, 130.0)
+    saturation_length_mm: Tuple[float, float] = (30.0, 60.0)
     vessel_gain: Tuple[float, float] = (0.85, 1.0)
     psf_sigma_mm: Tuple[float, float] = (0.25, 0.4)
     bias_amplitude: Tuple[float, float] = (0.1, 0.3)
@@ -60,12 +60,12 @@ def _basis(n: int, cells: int) -> np.ndarray:
     centres = np.linspace(-1.0, cells, cells + 2)
     positions = np.linspace(0.0, cells - 1.0, n)
     weights = np.exp(-0.5 * ((positions[:, None] - centres[None, :]) / 0.75) ** 2)
-    return weights / weights.sum(axis=1, keepdims=True)
+    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def smooth_field(rng: np.random.Generator, shape: Sequence[int], cells: Sequence[int]) -> np.ndarray:
     """A smooth random field of zero mean and unit standard deviation: coarse Gaussian noise interpolated."""
-    coarse = rng.standard_normal(tuple(int(c) + 2 for c in cells))
+    coarse = rng.standard_normal(tuple(int(c) + 2 for c in cells)).astype(np.float32)
     bd, bh, bw = (_basis(int(n), int(c)) for n, c in zip(shape, cells))
     fine = np.einsum("ia,abc->ibc", bd, coarse)
     fine = np.einsum("jb,ibc->ijc", bh, fine)
@@ -82,9 +82,9 @@ def occupancy(sdf: np.ndarray, voxel_mm: float) -> np.ndarray:
 def _world_axes(shape: Sequence[int], affine: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     a = np.asarray(affine, float)
     d, h, w = shape
-    x = (a[0, 0] * np.arange(h) + a[0, 3])[None, :, None]
-    y = (a[1, 1] * np.arange(w) + a[1, 3])[None, None, :]
-    z = (a[2, 2] * np.arange(d) + a[2, 3])[:, None, None]
+    x = (a[0, 0] * np.arange(h) + a[0, 3]).astype(np.float32)[None, :, None]
+    y = (a[1, 1] * np.arange(w) + a[1, 3]).astype(np.float32)[None, None, :]
+    z = (a[2, 2] * np.arange(d) + a[2, 3]).astype(np.float32)[:, None, None]
     return x, y, z
 
 
@@ -100,7 +100,7 @@ def render(rng: np.random.Generator, sdf: np.ndarray, brightness: np.ndarray, af
     tx, ty, tz = (float(v) for v in tip_mm)
     cells = (max(2, shape[0] // 8), max(2, shape[1] // 16), max(2, shape[2] // 16))
     tissue = float(p["tissue_level"]) * (1.0 + float(p["tissue_texture"]) * smooth_field(rng, shape, cells))
-    fine = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 0.8)
+    fine = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 0.8)
     tissue += 0.02 * float(p["tissue_level"]) / max(float(fine.std()), 1e-6) * fine
     cistern = np.exp(-(((x - tx) / 22.0) ** 2 + ((y - ty - 8.0) / 16.0) ** 2 + ((z - tz - 2.0) / 7.0) ** 2))
     midbrain = np.exp(-(((x - tx) / 11.0) ** 2 + ((y - ty + 13.0) / 10.0) ** 2))
@@ -116,7 +116,9 @@ def render(rng: np.random.Generator, sdf: np.ndarray, brightness: np.ndarray, af
         phase = ((z - tz) / float(p["slab_thickness_mm"]) + float(p["slab_offset"])) % 1.0
         image *= (1.0 - float(p["slab_drop"]) * phase)
     noise = float(p["noise_sigma"])
-    image = np.sqrt((image + noise * rng.standard_normal(shape)) ** 2 + (noise * rng.standard_normal(shape)) ** 2)
+    real = image + np.float32(noise) * rng.standard_normal(shape, dtype=np.float32)
+    imaginary = np.float32(noise) * rng.standard_normal(shape, dtype=np.float32)
+    image = np.sqrt(real * real + imaginary * imaginary)
     if p["skull_strip"]:
         floor = tz - 9.0 + 4.0 * ((x - tx) / 25.0) ** 2 - 0.12 * (y - ty)
         image = np.where((z < floor) & (occ < 0.05), 0.0, image)
