@@ -66,6 +66,8 @@ def histogram_grid(real: np.ndarray, fake: np.ndarray, names: Sequence[str], col
         ax.hist(fake[:, j], bins=bins, alpha=0.55, color=FAKE_COLOUR, label="generated", density=True)
         ax.set_title(names[j], fontsize=9)
         ax.tick_params(labelsize=7)
+        ax.locator_params(axis="x", nbins=4)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
         ax.set_yticks([])
     np.ravel(axes)[0].legend(fontsize=7)
     fig.tight_layout()

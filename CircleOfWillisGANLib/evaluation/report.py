@@ -58,7 +58,8 @@ def verdict(generated: Optional[float], baseline: Optional[float]) -> Optional[s
         return None
     ratio = generated / baseline if baseline > 0 else math.inf
     label = next(text for limit, text in VERDICTS if ratio <= limit)
-    return f"{ratio:.1f}x the real-vs-real baseline: {label}" if math.isfinite(ratio) else label
+    shown = f"{ratio:.1f}" if ratio < 1000 else f"{ratio:.2g}"
+    return f"{shown} times the real-vs-real baseline: {label}" if math.isfinite(ratio) else label
 
 
 def _img(png: bytes, alt: str, width: Optional[int] = None) -> str:
@@ -128,7 +129,7 @@ def render_html(result: EvaluationResult, inputs: Dict[str, Any]) -> str:
         close = text.endswith(VERDICTS[0][1])
         parts.append(f"<p class='verdict{' ok' if close else ''}'>Vessel morphology of the generated volumes: Fréchet distance {text}.</p>")
     for note in m["notes"] + list(m["skipped"].values()):
-        parts.append(f"<p class='note'>&#9432; {html.escape(note)}</p>")
+        parts.append(f"<p class='note'><b>Note:</b> {html.escape(note)}</p>")
     parts.append("<h2>Summary</h2>")
     parts.append(_table(["metric", "generated vs real", "real vs real (two halves)", "paper: best model", "paper: real vs real"],
                         _summary_rows(m)))

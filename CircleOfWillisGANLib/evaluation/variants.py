@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -10,6 +11,7 @@ from ..errors import InputError
 from .volumes import LABEL_NAME, NIFTI_SUFFIXES, is_label_file
 
 NNUNET_CHANNEL = "_0000"
+IMAGE_NAME = re.compile(r"[_\-.](image|img)$", re.IGNORECASE)
 
 
 def _stem(name: str) -> str:
@@ -31,7 +33,7 @@ def _label_stem(name: str) -> str:
 
 def find_label_maps(image_names: Sequence[str], image_folder: Path, label_folder: Optional[Path] = None) -> Dict[str, Path]:
     """Label map of each image, matched by stem: in `label_folder` (same stem, or the stem without nnU-Net's
-    '_0000') or beside the images (stem plus a label/seg/mask token). Images without a label map are left out."""
+    '_0000' or an '_image' suffix) or beside the images (stem plus a label/seg/mask token). Images without a label map are left out."""
     candidates: Dict[str, Path] = {}
     if label_folder is not None:
         if not Path(label_folder).is_dir():
@@ -47,7 +49,7 @@ def find_label_maps(image_names: Sequence[str], image_folder: Path, label_folder
     found = {}
     for name in image_names:
         stem = _stem(name)
-        for key in (stem, stem[: -len(NNUNET_CHANNEL)] if stem.endswith(NNUNET_CHANNEL) else None):
+        for key in (stem, stem[: -len(NNUNET_CHANNEL)] if stem.endswith(NNUNET_CHANNEL) else None, IMAGE_NAME.sub("", stem)):
             if key is not None and key in candidates:
                 found[name] = candidates[key]
                 break
