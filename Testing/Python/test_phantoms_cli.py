@@ -1,0 +1,63 @@
+"""`cowgan phantoms`: files per case, manifest, preview, determinism across workers, user errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+
+from CircleOfWillisGANLib.volume_io import load_volume
+from cowgan.main import main
+
+SMALL = ["--shape", "16", "64", "64", "--spacing", "1.0"]
+
+
+def test_a_set_has_image_label_and_json_per_case_a_manifest_and_a_preview(tmp_path):
+    assert main(["phantoms", "--n", "3", "--out", str(tmp_path), "--seed", "4", "--preview", *SMALL]) == 0
+    rows = list(csv.DictReader((tmp_path / "manifest.csv").open()))
+    assert [r["case"] for r in rows] == ["phantom_00000", "phantom_00001", "phantom_00002"]
+    for row in rows:
+        image, affine = load_volume(tmp_path / row["image"])
+        labels, _ = load_volume(tmp_path / row["label"])
+        assert image.shape == labels.shape == (16, 64, 64) and 0.0 <= image.min() and image.max() <= 1.0
+        sidecar = json.loads((tmp_path / row["params"]).read_text())
+        assert sidecar["set_seed"] == 4 and "landmarks_mm" in sidecar["params"]
+        assert "".join(map(str, sidecar["topcow_variants"]["anterior"])) == row["anterior"]
+        assert np.allclose(np.diag(affine)[:3], 1.0)
+    assert (tmp_path / "preview.png").stat().st_size > 0
+
+
+def test_files_are_identical_whatever_the_worker_count(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["phantoms", "--n", "3", "--out", str(one), "--seed", "8", "--workers", "1", *SMALL]) == 0
+    assert main(["phantoms", "--n", "3", "--out", str(two), "--seed", "8", "--workers", "2", *SMALL]) == 0
+    for name in ("phantom_00002_image.nii.gz", "phantom_00002_label.nii.gz", "phantom_00002.json", "manifest.csv"):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+
+def test_force_makes_every_case_a_fetal_pca(tmp_path):
+    assert main(["phantoms", "--n", "3", "--out", str(tmp_path), "--force", "fetal_pca_left", *SMALL]) == 0
+    rows = list(csv.DictReader((tmp_path / "manifest.csv").open()))
+    assert all(r["fetal_pca_left"] == "1" and r["posterior"][0] == "1" for r in rows)
+
+
+def test_variant_overrides_and_tables_are_checked_with_a_one_line_error(tmp_path, capsys):
+    assert main(["phantoms", "--n", "1", "--out", str(tmp_path), "--variant", "fetal_pca=0.5"]) == 2
+    assert "unknown variant fetal_pca" in capsys.readouterr().err
+    assert main(["phantoms", "--n", "1", "--out", str(tmp_path), "--variant", "acom_absent=high"]) == 2
+    assert "NAME=PROBABILITY" in capsys.readouterr().err
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"third_a2": 1.5}))
+    assert main(["phantoms", "--n", "1", "--out", str(tmp_path), "--variant-table", str(table)]) == 2
+    assert "not in [0, 1]" in capsys.readouterr().err
+
+
+def test_a_variant_table_json_changes_the_prevalences(tmp_path):
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"acom_absent": 0.9, "a1_hypoplastic_left": 0.0, "a1_hypoplastic_right": 0.0,
+                                 "third_a2": 0.0, "acom_duplicated": 0.0}))
+    out = tmp_path / "set"
+    assert main(["phantoms", "--n", "4", "--out", str(out), "--variant-table", str(table), *SMALL]) == 0
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    assert sum(r["acom_absent"] == "1" for r in rows) >= 3
