@@ -1,0 +1,43 @@
+"""Variant vectors of labelled sets: label maps found beside images and TopCoW frequencies."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from CircleOfWillisGANLib.evaluation.variants import find_label_maps, pattern_distance, variant_frequencies, variant_table
+from CircleOfWillisGANLib.volume_io import default_affine, save_volume
+
+
+def _labels(with_acom: bool) -> np.ndarray:
+    lab = np.zeros((8, 16, 16), np.uint8)
+    lab[4, 2:5, 2] = 6    # L-ICA
+    lab[4, 5:8, 2] = 12   # L-ACA touching it: L-A1 present
+    lab[4, 2:5, 12] = 4   # R-ICA
+    lab[4, 5:8, 12] = 11  # R-ACA touching it: R-A1 present
+    if with_acom:
+        lab[4, 8, 6:9] = 10
+    return lab
+
+
+def test_phantom_label_maps_are_found_beside_their_images_and_counted(tmp_path):
+    for i, acom in enumerate((True, True, False, True)):
+        save_volume(tmp_path / f"phantom_{i:05d}_image.nii.gz", np.zeros((8, 16, 16), np.float32), default_affine((8, 16, 16)))
+        save_volume(tmp_path / f"phantom_{i:05d}_label.nii.gz", _labels(acom), default_affine((8, 16, 16)), dtype=np.uint8)
+    names = [f"phantom_{i:05d}_image.nii.gz" for i in range(4)]
+    found = find_label_maps(names, tmp_path)
+    assert sorted(found) == names
+    freq = variant_frequencies(variant_table(found))
+    assert freq["n"] == 4 and freq["segment_present"]["Acom"] == 0.75 and freq["segment_present"]["L-A1"] == 1.0
+    assert freq["patterns"] == {"1101/0000": 0.75, "1001/0000": 0.25}
+
+
+def test_nnunet_style_label_folders_match_images_without_the_channel_suffix(tmp_path):
+    (tmp_path / "labels").mkdir()
+    save_volume(tmp_path / "labels" / "topcow_mr_001.nii.gz", _labels(True), default_affine((8, 16, 16)), dtype=np.uint8)
+    found = find_label_maps(["topcow_mr_001_0000.nii.gz"], tmp_path, tmp_path / "labels")
+    assert found["topcow_mr_001_0000.nii.gz"].name == "topcow_mr_001.nii.gz"
+
+
+def test_pattern_distance_is_zero_for_equal_and_one_for_disjoint_distributions():
+    assert pattern_distance({"patterns": {"a": 0.5, "b": 0.5}}, {"patterns": {"b": 0.5, "a": 0.5}}) == 0.0
+    assert pattern_distance({"patterns": {"a": 1.0}}, {"patterns": {"b": 1.0}}) == 1.0
