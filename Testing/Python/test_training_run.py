@@ -118,3 +118,26 @@ def test_the_data_order_shows_every_volume_once_per_epoch_and_is_reproducible():
 def test_a_batch_that_does_not_split_over_processes_is_explained():
     with pytest.raises(InputError, match="multiple of 16"):
         TrainConfig(batch=24, micro_batch=8).accumulation(2)
+
+
+def test_sigterm_saves_the_resume_state_and_exits_cleanly(dataset, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "cowgan", "train", "--data", str(dataset), "--out", str(run),
+                             "--preset", "tiny", "--kimg", "100", "--no-progress"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((run / "tensorboard").glob("events.*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.startswith("stopped by a signal: step ") and "run the same command to resume" in out
+    assert load_state(find_state(run))["trainer"]["step"] >= 1
