@@ -1,0 +1,44 @@
+"""`cowgan turing create | status | report` end to end, and its one-line user errors."""
+
+from __future__ import annotations
+
+from CircleOfWillisGANLib.turing import TuringSession
+from CircleOfWillisGANLib.turing.create import read_key
+from cowgan.main import main
+from turing_data import make_sources
+
+
+def test_create_status_rate_report_from_the_command_line(tmp_path, capsys):
+    real, generated = make_sources(tmp_path)
+    (tmp_path / "private").mkdir()
+    key = tmp_path / "private" / "key.json"
+    assert main(["turing", "create", "--real", str(real), "--generated", str(generated), "--out", str(tmp_path / "s"),
+                 "--cases", "10", "--real-fraction", "randomised", "--display", "mip", "--seed", "4",
+                 "--raters", "r1,r2", "--key", str(key)]) == 0
+    assert "created 10 cases" in capsys.readouterr().out
+    truth = read_key(key)[1]
+    s = TuringSession.open(tmp_path / "s", "r1")
+    while (case := s.next_case()) is not None:
+        s.answer(case.case_id, truth[case.case_id], 5)
+    s.close()
+    assert main(["turing", "status", str(tmp_path / "s")]) == 0
+    status = capsys.readouterr().out
+    assert "r1: 10 of 10 answered" in status and "r2: not started" in status
+    assert main(["turing", "report", str(tmp_path / "s"), "--key", str(key)]) == 0
+    out = capsys.readouterr().out
+    assert "r1: accuracy 100.0% (10/10" in out and (tmp_path / "s-report" / "report.html").is_file()
+
+
+def test_report_without_the_key_is_a_one_line_error(tmp_path, capsys):
+    real, generated = make_sources(tmp_path)
+    TuringSession.create(tmp_path / "s", real, generated, n_cases=4, key_path=None)
+    (tmp_path / "s" / "answer_key.json").rename(tmp_path / "key.json")
+    assert main(["turing", "report", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cowgan: error: answer key") and "--key" in err and err.count("\n") == 1
+
+
+def test_create_needs_exactly_one_generated_source(tmp_path, capsys):
+    real, generated = make_sources(tmp_path)
+    assert main(["turing", "create", "--real", str(real), "--out", str(tmp_path / "s")]) == 2
+    assert "exactly one of --generated DIR or --model MODEL" in capsys.readouterr().err

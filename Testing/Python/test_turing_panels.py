@@ -1,0 +1,206 @@
+"""The rater and organiser panels under PySide6 offscreen, driven through their widgets."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+
+from CircleOfWillisGANLib.panel_controller import load_panel_pyside6, pyside6_qt  # noqa: E402
+from CircleOfWillisGANLib.turing import TuringSession  # noqa: E402
+from CircleOfWillisGANLib.turing.create import read_key  # noqa: E402
+from CircleOfWillisGANLib.turing.organiser_panel import OrganiserPanelController  # noqa: E402
+from CircleOfWillisGANLib.turing.rater_panel import RaterPanelController  # noqa: E402
+from turing_data import make_sources  # noqa: E402
+
+UI = Path(__file__).resolve().parents[2] / "Resources" / "UI"
+
+
+@pytest.fixture(scope="module")
+def app():
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.instance() or QApplication([])
+
+
+class RecordingViewer:
+    """Stands in for Slicer's views: remembers what it was asked to show."""
+
+    def __init__(self):
+        self.shown, self.hidden = [], 0
+
+    def show_case(self, path, display):
+        self.shown.append((Path(path), display))
+
+    def hide_case(self):
+        self.hidden += 1
+
+
+def _rater_panel(app, folder, rater, viewer):
+    root, ui = load_panel_pyside6(str(UI / "TuringRater.ui"))
+    controller = RaterPanelController(ui, pyside6_qt(), viewer)
+    ui.sessionFolderLineEdit.setText(str(folder))
+    ui.raterIdLineEdit.setText(rater)
+    return root, ui, controller
+
+
+def _answer(ui, call, confidence, comment=""):
+    getattr(ui, f"{call}RadioButton").click()
+    getattr(ui, f"confidence{confidence}RadioButton").click()
+    ui.commentTextEdit.setPlainText(comment)
+    ui.submitButton.click()
+
+
+@pytest.fixture()
+def session(tmp_path):
+    real, generated = make_sources(tmp_path)
+    return TuringSession.create(tmp_path / "s", real, generated, n_cases=6, seed=3, display="mip")
+
+
+def test_rater_panel_runs_a_whole_session_and_saves_every_answer(app, session):
+    viewer = RecordingViewer()
+    root, ui, controller = _rater_panel(app, session.folder, "reader01", viewer)
+    ui.startButton.click()
+    assert ui.progressLabel.property("text") == "Case 1 of 6"
+    assert not ui.submitButton.isEnabled()
+    for k in range(6):
+        assert viewer.shown[-1][1] == "mip" and viewer.shown[-1][0].parent.name == "cases"
+        _answer(ui, "real" if k % 2 else "fake", 1 + k % 5, f"comment {k}")
+    assert ui.progressLabel.property("text") == "All 6 cases answered"
+    assert "Thank you" in ui.statusLabel.property("text") and viewer.hidden == 1
+    controller.close()
+    saved = TuringSession.open(session.folder, "reader01")
+    assert len(saved.answers) == 6 and {a.comment for a in saved.answers.values()} == {f"comment {k}" for k in range(6)}
+    saved.close()
+
+
+def test_rater_panel_needs_a_call_and_a_confidence_before_saving(app, session):
+    root, ui, controller = _rater_panel(app, session.folder, "reader01", RecordingViewer())
+    ui.startButton.click()
+    ui.fakeRadioButton.click()
+    assert not ui.submitButton.isEnabled()
+    ui.confidence3RadioButton.click()
+    assert ui.submitButton.isEnabled()
+    controller.close()
+
+
+def test_rater_panel_resumes_where_the_rater_stopped(app, session):
+    viewer = RecordingViewer()
+    root, ui, controller = _rater_panel(app, session.folder, "reader01", viewer)
+    ui.startButton.click()
+    _answer(ui, "real", 2)
+    _answer(ui, "fake", 4)
+    controller.close()
+    root2, ui2, controller2 = _rater_panel(app, session.folder, "reader01", viewer)
+    ui2.startButton.click()
+    assert ui2.progressLabel.property("text") == "Case 3 of 6"
+    assert "Resumed: 2 answers" in ui2.statusLabel.property("text")
+    assert not ui2.realRadioButton.property("checked") and not ui2.fakeRadioButton.property("checked")
+    controller2.close()
+
+
+def test_rater_panel_reports_a_wrong_rater_id_without_opening(app, tmp_path):
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=4, raters=["reader01"])
+    root, ui, controller = _rater_panel(app, created.folder, "intruder", RecordingViewer())
+    ui.startButton.click()
+    assert "not one of this session's raters" in ui.statusLabel.property("text")
+    assert not ui.caseGroupBox.isEnabled()
+
+
+def test_time_limit_hides_the_case_and_still_takes_the_answer(app, tmp_path):
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=4, time_limit=0.2)
+    viewer = RecordingViewer()
+    root, ui, controller = _rater_panel(app, created.folder, "reader01", viewer)
+    ui.startButton.click()
+    assert ui.timeLabel.property("text").startswith("Time left")
+    deadline = time.monotonic() + 3
+    while viewer.hidden == 0 and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.02)
+    assert viewer.hidden == 1 and "Time is up" in ui.timeLabel.property("text")
+    _answer(ui, "real", 3)
+    controller.close()
+    assert next(iter(TuringSession.open(created.folder, "reader01").answers.values())).over_limit
+
+
+def test_back_button_only_in_sessions_that_allow_it(app, tmp_path, session):
+    root, ui, controller = _rater_panel(app, session.folder, "reader01", RecordingViewer())
+    ui.startButton.click()
+    assert ui.backButton.isHidden()
+    controller.close()
+    real, generated = make_sources(tmp_path / "b")
+    created = TuringSession.create(tmp_path / "b" / "s", real, generated, n_cases=4, allow_back=True)
+    root, ui, controller = _rater_panel(app, created.folder, "reader01", RecordingViewer())
+    ui.startButton.click()
+    assert not ui.backButton.isHidden() and not ui.backButton.isEnabled()
+    _answer(ui, "real", 2, "first")
+    ui.backButton.click()
+    assert ui.progressLabel.property("text") == "Case 1 of 4"
+    assert ui.realRadioButton.property("checked") and ui.confidence2RadioButton.property("checked")
+    assert ui.commentTextEdit.property("plainText") == "first"
+    controller.close()
+
+
+def test_organiser_panel_creates_a_session_and_computes_results(app, tmp_path):
+    real, generated = make_sources(tmp_path)
+    root, ui = load_panel_pyside6(str(UI / "TuringOrganiser.ui"))
+    opened = []
+    controller = OrganiserPanelController(ui, pyside6_qt(), open_path=opened.append)
+    ui.realFolderLineEdit.setText(str(real))
+    ui.generatedSourceComboBox.setCurrentIndex(1)
+    assert not ui.seedsLineEdit.isEnabled() and ui.generatedFolderLineEdit.isEnabled()
+    ui.generatedFolderLineEdit.setText(str(generated))
+    ui.casesSpinBox.setValue(8)
+    ui.realShareComboBox.setCurrentIndex(1)
+    ui.displayComboBox.setCurrentIndex(2)
+    ui.timeLimitSpinBox.setValue(30)
+    ui.allowBackCheckBox.setChecked(True)
+    ui.ratersLineEdit.setText("reader01, reader02")
+    ui.seedSpinBox.setValue(11)
+    ui.sessionFolderLineEdit.setText(str(tmp_path / "s"))
+    settings = controller.settings()
+    assert settings["real_fraction"] == "randomised" and settings["display"] == "slices"
+    assert settings["time_limit"] == 30 and settings["allow_back"] and settings["raters"] == ["reader01", "reader02"]
+    ui.createButton.click()
+    assert controller.created is not None and "Created 8 cases" in ui.statusLabel.property("text")
+    assert ui.createProgressBar.property("value") == 8
+    truth = read_key(controller.created.key_path)[1]
+    s = TuringSession.open(tmp_path / "s", "reader01")
+    while (case := s.next_case()) is not None:
+        s.answer(case.case_id, truth[case.case_id], 4)
+    s.close()
+    ui.reportButton.click()
+    assert "reader01: accuracy 100.0% (8/8" in ui.resultsTextEdit.property("plainText")
+    ui.openReportButton.click()
+    assert opened and opened[0].name == "report.html"
+
+
+def test_organiser_panel_shows_errors_in_the_status_line(app, tmp_path):
+    root, ui = load_panel_pyside6(str(UI / "TuringOrganiser.ui"))
+    controller = OrganiserPanelController(ui, pyside6_qt())
+    ui.sessionFolderLineEdit.setText(str(tmp_path / "s"))
+    ui.realFolderLineEdit.setText(str(tmp_path / "missing"))
+    ui.modelLineEdit.setText("demo")
+    ui.createButton.click()
+    assert ui.statusLabel.property("text").startswith("Session not created:")
+
+
+def test_standalone_viewer_draws_every_display_mode(app, session):
+    from CircleOfWillisGANLib.turing.picture_viewer import PictureViewer
+
+    viewer = PictureViewer(pyside6_qt())
+    path = session.folder / "cases" / "case-001.nii"
+    widths = {}
+    for display in ("mip", "slices", "surface", "all"):
+        viewer.show_case(path, display)
+        assert viewer.picture is not None and viewer.picture.dtype == np.uint8 and viewer.picture.max() > 0
+        widths[display] = viewer.picture.shape[1]
+    assert widths["all"] > max(widths["mip"], widths["slices"], widths["surface"])
+    viewer.hide_case()
+    assert viewer.picture is None
