@@ -6,12 +6,14 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
 log = logging.getLogger(__name__)
-SCALARS = ("loss_d", "loss_g", "penalty_gp", "penalty_pl", "path_length", "augment_p")
+# Scalar -> the stats flag that says it was computed this step (None: every step).
+SCALARS = {"loss_d": None, "loss_g": None, "augment_p": None, "penalty_gp": "gp_applied",
+           "penalty_pl": "pl_applied", "path_length": "pl_applied"}
 
 
 class Progress:
@@ -55,9 +57,8 @@ class Progress:
                                           f"G {stats['loss_g']:.3f} | p {stats['augment_p']:.2f}", refresh=False)
                 self._last_write = now
         if self._writer is not None:
-            for name in SCALARS:
-                if name in stats and (not name.startswith(("penalty", "path")) or stats.get(
-                        "gp_applied" if name == "penalty_gp" else "pl_applied")):
+            for name, flag in SCALARS.items():
+                if flag is None or stats[flag]:
                     self._writer.add_scalar(f"train/{name}", stats[name], step)
             self._writer.add_scalar("speed/volumes_per_s", self.rate, step)
             self._writer.add_scalar("progress/kimg", kimg, step)
