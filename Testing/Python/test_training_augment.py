@@ -1,0 +1,55 @@
+"""3D DiffAugment and ADA's adaptive probability."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.augment import AdaptiveAugment, augment
+from training.config import AUGMENTATIONS
+
+
+def _volumes() -> torch.Tensor:
+    return torch.rand(4, 1, 8, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def test_probability_zero_leaves_every_volume_unchanged():
+    x = _volumes()
+    assert torch.equal(augment(x, 0.0, AUGMENTATIONS, torch.Generator().manual_seed(1)), x)
+
+
+def test_probability_one_changes_every_volume_reproducibly_and_passes_gradients():
+    x = _volumes().requires_grad_(True)
+    a = augment(x, 1.0, AUGMENTATIONS, torch.Generator().manual_seed(1))
+    b = augment(x, 1.0, AUGMENTATIONS, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert all(not torch.equal(a[i], x[i]) for i in range(4))
+    a.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_a_flip_mirrors_the_left_right_axis():
+    x = _volumes()
+    for seed in range(20):
+        y = augment(x, 1.0, ("flip",), torch.Generator().manual_seed(seed))
+        for i in range(4):
+            assert torch.equal(y[i], x[i]) or torch.equal(y[i], x[i].flip(2))
+
+
+def test_ada_raises_p_while_d_is_confident_on_reals_and_lowers_it_otherwise():
+    ada = AdaptiveAugment(p=0.0, target=0.6, interval=1, kimg=1.0, batch=10)  # step size 10 / 1000
+    ada.observe(sign_sum=9.0, count=10.0)
+    ada.update(step=0)
+    assert ada.p == pytest.approx(0.01)
+    ada.observe(sign_sum=2.0, count=10.0)
+    ada.update(step=1)
+    ada.observe(sign_sum=2.0, count=10.0)
+    ada.update(step=2)
+    assert ada.p == 0.0
+
+
+def test_a_fixed_probability_never_moves():
+    ada = AdaptiveAugment(p=0.5, target=0.0, interval=1, kimg=1.0, batch=10)
+    ada.observe(10.0, 10.0)
+    ada.update(0)
+    assert ada.p == 0.5
