@@ -76,8 +76,9 @@ def all_reduce_gradients(params: Iterable[torch.nn.Parameter], group: ProcessGro
 
 
 def all_reduce_sum(values: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
-    """Sum a small tensor over all processes (one all-reduce); returns it as float64 on the CPU."""
-    t = values.detach().double()
+    """Sum a small tensor over all processes (one all-reduce on the process's device, as NCCL needs); returns
+    it as float64 on the CPU."""
+    t = values.detach().to(group.device, torch.float64)
     if group.distributed:
         dist.all_reduce(t)
     return t.cpu()
