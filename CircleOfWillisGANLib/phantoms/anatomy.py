@@ -29,6 +29,7 @@ class Vessel:
     radii: np.ndarray
     parent: Optional[int] = None
     slow_flow: float = 1.0
+    speed: float = 1.0
     saturation: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
@@ -64,12 +65,13 @@ class _Builder:
         self.vessels: List[Vessel] = []
 
     def add(self, name: str, label: int, control: List[np.ndarray], r0: float, r1: float,
-            parent: Optional[int] = None, tortuosity: Optional[float] = None, slow_flow: float = 1.0) -> int:
+            parent: Optional[int] = None, tortuosity: Optional[float] = None, slow_flow: float = 1.0,
+            speed: float = 1.0) -> int:
         amount = self.tortuosity if tortuosity is None else tortuosity
         points = smooth_curve(np.asarray(control, float), self.rng, amount)
         u = arc_length(points) / max(arc_length(points)[-1], 1e-9)
         radii = self.radius_scale * (r0 + (r1 - r0) * u)
-        self.vessels.append(Vessel(name, label, points, radii, parent, slow_flow))
+        self.vessels.append(Vessel(name, label, points, radii, parent, slow_flow, speed))
         return len(self.vessels) - 1
 
     def point(self, index: int, fraction: float) -> np.ndarray:
@@ -107,6 +109,8 @@ def sample_landmarks(rng: np.random.Generator, cfg: AnatomyConfig) -> Dict[str, 
 R = {"basilar": 1.45, "ica": (2.15, 1.8), "m1": (1.6, 1.45), "m2": (1.1, 0.95), "a1": 1.1, "a2": (1.05, 0.95),
      "acom": (0.7, 0.85), "p1": 1.1, "p2": (1.05, 0.9), "pcom": (0.8, 1.0), "sca": (0.7, 0.6)}
 """Mean lumen radii (mm) before the subject's radius scale; calibrated on TopCoW label maps (docs/phantom-realism.md)."""
+SPEED = {"ica": 3.0, "basilar": 1.2, "m1": 1.5}
+"""Relative flow speed of the large trunks (others 1): faster blood saturates less per millimetre."""
 
 
 def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -> List[Vessel]:
@@ -120,7 +124,7 @@ def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -
     sway = lm["basilar_sway"]
     ba = b.add("basilar", topcow.BA, [np.array([0.3 * sway, -5.0, -32.0]), np.array([sway, -3.5, -20.0]),
                                       np.array([0.6 * sway, -1.5, -9.0]), np.zeros(3)], ba_r * 1.08, ba_r,
-               tortuosity=0.5)
+               tortuosity=0.5, speed=SPEED["basilar"])
     tip = np.zeros(3)
     acom_ends: Dict[int, np.ndarray] = {}
     a1_radius = {1: R["a1"], -1: R["a1"]}
@@ -138,11 +142,12 @@ def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -
         ica = b.add(f"ica_{side}", ica_l, [
             np.array([s * (hs - 4.5), yt - 12.0, zt - 20.0]), np.array([s * (hs - 5.5), yt - 3.0, zt - 14.5]),
             np.array([s * (hs - 5.0), yt + 6.0, zt - 12.0]), genu,
-            np.array([s * (hs - 1.2), yt + u(3, 6), zt - u(2, 4)]), term], R["ica"][0], R["ica"][1], tortuosity=0.4)
+            np.array([s * (hs - 1.2), yt + u(3, 6), zt - u(2, 4)]), term], R["ica"][0], R["ica"][1], tortuosity=0.4,
+                    speed=SPEED["ica"])
         length, rise = lm["m1_length"], lm["m1_rise"]
         m1_end = term + np.array([s * length, u(0, 3), rise])
         m1 = b.add(f"m1_{side}", mca_l, [term, term + np.array([s * length * 0.5, u(1, 3.5), 0.5 * rise]), m1_end],
-                   R["m1"][0], R["m1"][1], parent=ica)
+                   R["m1"][0], R["m1"][1], parent=ica, speed=SPEED["m1"])
         b.add(f"m2_superior_{side}", mca_l, [
             m1_end, m1_end + np.array([s * u(2, 4), u(-3, -1), u(3, 5)]),
             m1_end + np.array([s * u(5, 7), u(-9, -6), u(7, 10)]),
@@ -292,7 +297,7 @@ def flow_saturation(vessels: List[Vessel], in_plane_weight: float = 1.0, through
         lengths = np.linalg.norm(steps, axis=1)
         in_plane = np.linalg.norm(steps[:, :2], axis=1) / np.maximum(lengths, 1e-9)
         weight = through_plane_weight + (in_plane_weight - through_plane_weight) * in_plane
-        sat = start + np.concatenate([[0.0], np.cumsum(lengths * weight)])
+        sat = start + np.concatenate([[0.0], np.cumsum(lengths * weight / vessel.speed)])
         done[k] = sat
         return sat
 

@@ -22,9 +22,9 @@ from ..errors import InputError
 class VariantPrevalence:
     """Probability of each variant in the population; the defaults are the documented table."""
 
-    pcom_absent_left: float = 0.40
-    pcom_absent_right: float = 0.40
-    pcom_absent_both: float = 0.26
+    pcom_absent_left: float = 0.43
+    pcom_absent_right: float = 0.43
+    pcom_absent_both: float = 0.27
     fetal_pca_left: float = 0.11
     fetal_pca_right: float = 0.11
     fetal_pca_bilateral: float = 0.03
