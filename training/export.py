@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+import torch
+
 from CircleOfWillisGANLib import __version__
 from CircleOfWillisGANLib.architecture import Architecture
 from CircleOfWillisGANLib.checkpoint import Checkpoint, save_checkpoint
@@ -19,8 +21,15 @@ log = logging.getLogger(__name__)
 W_AVG_SAMPLES = 10_000
 
 
-def export_run(run_dir: Path, out: Path, name: Optional[str] = None, state_path: Optional[Path] = None) -> Checkpoint:
-    """Write the EMA generator of `run_dir`'s latest (or the given) resume state to `out` and return it."""
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def export_run(run_dir: Path, out: Path, name: Optional[str] = None, state_path: Optional[Path] = None,
+               dtype: str = "float32") -> Checkpoint:
+    """Write the EMA generator of `run_dir`'s latest (or the given) resume state to `out` and return it.
+
+    `dtype` "float16" halves the file (the loader computes in float32 either way), e.g. to bundle a model.
+    """
     run_dir = Path(run_dir)
     path = Path(state_path) if state_path else find_state(run_dir)
     if path is None:
@@ -45,7 +54,9 @@ def export_run(run_dir: Path, out: Path, name: Optional[str] = None, state_path:
             "config": state["config"], "w_avg": f"mean of w over {W_AVG_SAMPLES} z from seed 0 (EMA mapping)",
         },
     }
-    ckpt = Checkpoint(arch, model.state_dict(), model.mean_w(W_AVG_SAMPLES), metadata)
+    metadata["provenance"]["storage_dtype"] = dtype
+    weights = {k: v.to(STORAGE_DTYPES[dtype]) for k, v in model.state_dict().items()}
+    ckpt = Checkpoint(arch, weights, model.mean_w(W_AVG_SAMPLES), metadata)
     ckpt.directions, directions_info = _directions(ckpt)
     if directions_info:
         ckpt.metadata["directions"] = directions_info

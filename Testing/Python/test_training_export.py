@@ -35,6 +35,18 @@ def test_an_exported_run_loads_with_load_generator_and_carries_data_geometry_and
     torch.testing.assert_close(gen.w_avg, gen.model.mean_w(10_000))
 
 
+def test_a_float16_export_is_half_the_size_and_generates_nearly_the_same_volumes(tmp_path):
+    data = write_tube_dataset(tmp_path / "ds", count=4)
+    train(training_preset("tiny").replace(total_kimg=0.004), data, tmp_path / "run",
+          ProcessGroup(device=torch.device("cpu")), bar=False)
+    export_run(tmp_path / "run", tmp_path / "full.safetensors")
+    export_run(tmp_path / "run", tmp_path / "half.safetensors", dtype="float16")
+    full = load_generator(tmp_path / "full.safetensors", device="cpu").generate(seeds=[3])
+    half = load_generator(tmp_path / "half.safetensors", device="cpu").generate(seeds=[3])
+    assert np.abs(half - full).max() < 1e-2 and np.abs(half - full).mean() < 1e-3
+    assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * (tmp_path / "full.safetensors").stat().st_size
+
+
 def test_exporting_a_folder_without_a_run_says_what_to_pass(tmp_path):
     with pytest.raises(CheckpointError, match="cowgan train --out"):
         export_run(tmp_path, tmp_path / "model.safetensors")

@@ -16,6 +16,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("run_dir", metavar="RUN", help="the folder given to `cowgan train --out`")
     p.add_argument("--out", required=True, help="output MODEL.safetensors")
     p.add_argument("--name", default=None, help="model name stored in the file (default: the file name)")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                   help="storage precision of the weights; float16 halves the file (default float32)")
     p.add_argument("--state", default=None, help="a specific resume state (default: RUN/checkpoints/latest.pt)")
     p.set_defaults(run=run)
 
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix != ".safetensors":
         raise InputError(f"--out {out} must end in .safetensors")
     prepare_output_dir(out.resolve().parent)
-    ckpt = export_run(Path(args.run_dir), out, name=args.name, state_path=args.state)
+    ckpt = export_run(Path(args.run_dir), out, name=args.name, state_path=args.state, dtype=args.dtype)
     prov = ckpt.metadata["provenance"]
     print(f"wrote {out}: step {prov['step']} ({prov['kimg']:.1f} kimg), output {ckpt.architecture.output_shape}, "
           f"{len(ckpt.directions)} direction sets; sha256 {ckpt.sha256[:16]}...")
