@@ -9,7 +9,11 @@ SMOOTHING_MM = (2.0, 1.0, 0.0)
 
 
 def register_rigid(fixed: Any, moving: Any, seed: int = 0) -> Tuple[Any, float]:
-    """The 6-dof transform mapping template (fixed) points to volume (moving) points, and the final metric."""
+    """The 6-dof transform mapping template (fixed) points to volume (moving) points, and the final metric.
+
+    Runs on one thread: ITK's random metric sampling depends on the thread count, and volumes are already
+    prepared in parallel processes, so one thread keeps the result identical for a seed on any machine.
+    """
     import SimpleITK as sitk
 
     fixed = sitk.Cast(fixed, sitk.sitkFloat32)
@@ -28,5 +32,6 @@ def register_rigid(fixed: Any, moving: Any, seed: int = 0) -> Tuple[Any, float]:
     method.SetSmoothingSigmasPerLevel(list(SMOOTHING_MM))
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(initial, inPlace=False)
+    method.SetNumberOfThreads(1)
     transform = method.Execute(fixed, moving)
     return transform, float(method.GetMetricValue())
