@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+import ctk
 import qt
 import slicer
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
@@ -47,6 +48,7 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.controller = None
+        self.raterController = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -56,6 +58,7 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.logic = CircleOfWillisGANLogic()
         self.ui.installDependenciesButton.clicked.connect(self.onInstallDependencies)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneImported)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneClosing)
         missing = self.logic.missingPackages()
         if missing:
             self.ui.dependenciesGroupBox.setVisible(True)
@@ -65,7 +68,6 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 getattr(self.ui, name).setEnabled(False)
         else:
             self.startPanel()
-        self.addTuringSection()
 
     def startPanel(self):
         from CircleOfWillisGANLib.panel_controller import PanelController
@@ -80,9 +82,37 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         saved = self.logic.loadState()
         self.controller.engine_listeners.append(lambda engine: saved and self.controller.apply_state(saved))
         self.controller.load_model(saved.model if saved else "demo", quiet=True)
+        self.addTuringSections()
 
-    def addTuringSection(self):
-        """Place for the visual Turing test (rater and organiser panels from CircleOfWillisGANLib.turing)."""
+    def addTuringSections(self):
+        """The visual Turing test: the rater panel (cases shown in Slicer's views) and the organiser panel."""
+        from CircleOfWillisGANLib.turing.organiser_panel import OrganiserPanelController
+        from CircleOfWillisGANLib.turing.rater_panel import RaterPanelController
+        from CircleOfWillisGANLib.turing.slicer_viewer import SlicerCaseViewer
+
+        rater = self.addCollapsibleSection("Visual Turing test: rater", os.path.join(RESOURCES, "UI", "TuringRater.ui"))
+        self.caseViewer = SlicerCaseViewer(slicer)
+        self.raterController = RaterPanelController(
+            rater, qt, viewer=self.caseViewer, choose_folder=lambda: qt.QFileDialog.getExistingDirectory(None, "Session folder"))
+        organiser = self.addCollapsibleSection("Visual Turing test: organiser", os.path.join(RESOURCES, "UI", "TuringOrganiser.ui"))
+        self.organiserController = OrganiserPanelController(
+            organiser, qt, choose_folder=lambda field: qt.QFileDialog.getExistingDirectory(None, "Choose a folder"),
+            choose_file=lambda field: (qt.QFileDialog.getSaveFileName(None, "Answer key", "", "JSON (*.json)") if field == "keyPath"
+                                       else qt.QFileDialog.getOpenFileName(None, "Model", "", "Models (*.safetensors *.pt)")),
+            open_path=lambda path: qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path))),
+            process_events=slicer.app.processEvents)
+        self.controller.engine_listeners.append(
+            lambda engine: self.organiserController.use_generator(engine.generator, engine.generator.source or "demo"))
+
+    def addCollapsibleSection(self, title, uiPath):
+        """A collapsed section at the bottom of the panel holding the .ui at `uiPath`; returns its widgets by name."""
+        section = ctk.ctkCollapsibleButton()
+        section.text = title
+        section.collapsed = True
+        self.layout.addWidget(section)
+        panel = slicer.util.loadUI(uiPath)
+        qt.QVBoxLayout(section).addWidget(panel)
+        return slicer.util.childWidgetVariables(panel)
 
     def onInstallDependencies(self):
         cpuOnly = self.ui.torchBackendComboBox.currentIndex == 1
@@ -94,8 +124,18 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self.controller is not None and saved is not None:
             self.controller.apply_state(saved)
 
+    def onSceneClosing(self, caller, event):
+        self.closeRating()
+
+    def closeRating(self):
+        """Release the rater's journal and remove the case on show."""
+        if self.raterController is not None:
+            self.raterController.close()
+            self.caseViewer.hide_case()
+
     def cleanup(self):
         self.removeObservers()
+        self.closeRating()
         if self.controller is not None:
             self.controller.close()
 
@@ -147,6 +187,8 @@ class CircleOfWillisGANTest(ScriptedLoadableModuleTest):
     def runTest(self):
         slicer.mrmlScene.Clear()
         self.test_generate_show_export()
+        slicer.mrmlScene.Clear()
+        self.test_turing_case_viewer()
 
     def test_generate_show_export(self):
         import tempfile
@@ -168,4 +210,31 @@ class CircleOfWillisGANTest(ScriptedLoadableModuleTest):
         with tempfile.TemporaryDirectory() as folder:
             paths = engine.export_volume(PanelState(seed=3), folder)
             self.assertTrue(all(os.path.isfile(p) for p in paths.values()))
+        self.delayDisplay("Test passed")
+
+    def test_turing_case_viewer(self):
+        import tempfile
+
+        import numpy as np
+
+        from CircleOfWillisGANLib.turing.slicer_viewer import SlicerCaseViewer
+        from CircleOfWillisGANLib.volume_io import default_affine, save_volume
+
+        self.delayDisplay("Showing a Turing case in every display")
+        volume = np.full((16, 32, 32), 20.0)
+        volume[:, 12:18, :] = volume[:, :, 14:20] = 230.0
+        viewer = SlicerCaseViewer(slicer)
+
+        def shown():
+            nodes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") + slicer.util.getNodesByClass("vtkMRMLModelNode")
+            return sorted(n.GetName() for n in nodes if n.GetName().startswith("Turing"))
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = save_volume(os.path.join(folder, "case-001.nii"), volume, default_affine(volume.shape), np.uint8)
+            for display, names in (("mip", ["Turing case"]), ("slices", ["Turing case"]), ("surface", ["Turing case", "Turing surface"]),
+                                   ("all", ["Turing case", "Turing surface"])):
+                viewer.show_case(path, display)
+                self.assertEqual(shown(), names)
+        viewer.hide_case()
+        self.assertEqual(shown(), [])
         self.delayDisplay("Test passed")

@@ -35,6 +35,7 @@ class OrganiserPanelController:
         self._choose_folder, self._choose_file = choose_folder, choose_file
         self._open_path, self._process_events = open_path, process_events
         self._generator = generator
+        self._generator_label: Optional[str] = None
         for field in ("realFolder", "generatedFolder", "sessionFolder"):
             getattr(ui, f"{field}BrowseButton").clicked.connect(lambda *_, f=field: self._browse_folder(f))
             getattr(ui, f"{field}BrowseButton").setVisible(choose_folder is not None)
@@ -69,6 +70,12 @@ class OrganiserPanelController:
         for name in ("generatedFolderLineEdit", "generatedFolderBrowseButton"):
             getattr(self.ui, name).setEnabled(not from_model)
 
+    def use_generator(self, generator: Any, label: str) -> None:
+        """Generate with a model the host has loaded, shown as `label` in the model field; typing another
+        model there uses that one instead."""
+        self._generator, self._generator_label = generator, label
+        self.ui.modelLineEdit.setText(label)
+
     def generated_from(self) -> str:
         """'model' or 'folder', as chosen in the panel."""
         return GENERATED_FROM[int(self.ui.generatedSourceComboBox.property("currentIndex"))]
@@ -93,7 +100,9 @@ class OrganiserPanelController:
             "seed": int(self.ui.seedSpinBox.property("value")), "raters": self.raters(),
             "key_path": self._text("keyPathLineEdit") or None}
         if self.generated_from() == "model":
-            kwargs.update(model=self._generator or self._text("modelLineEdit") or "demo",
+            typed = self._text("modelLineEdit")
+            loaded = self._generator if self._generator_label in (None, typed) else None
+            kwargs.update(model=loaded or typed or "demo",
                           seeds=parse_seeds(self._text("seedsLineEdit") or "1-100"),
                           psi=float(self.ui.psiSpinBox.property("value")))
         else:

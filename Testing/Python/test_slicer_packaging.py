@@ -14,13 +14,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "CircleOfWillisGAN" / "CircleOfWillisGAN.py"
-SLICER_FACING = [MODULE, REPO / "CircleOfWillisGANLib" / "slicer_scene.py"]
+SLICER_FACING = [MODULE, REPO / "CircleOfWillisGANLib" / "slicer_scene.py",
+                 REPO / "CircleOfWillisGANLib" / "turing" / "slicer_viewer.py"]
 SHARED = REPO.parent / "shared" / "reference"
 API_NAMES = SHARED / "slicer-api-names-5.8.1.txt.gz"
 SCHEMA = SHARED / "slicer-extension-catalog-entry-schema-v1.0.1.json"
 # Plain VTK (not Slicer) methods the module calls on vtkPolyData / transfer functions it creates itself.
 VTK_METHODS = {"GetNumberOfPoints", "AddPoint", "AddRGBPoint"}
 ROOT_OBJECTS = {"slicer.app": "qSlicerApplication", "slicer.mrmlScene": "vtkMRMLScene"}
+# Names the C++ API list cannot hold, each checked in Slicer 5.8.1's source: QCoreApplication's processEvents on
+# slicer.app, and DataProbe's Python objects (Modules/Scripted/DataProbe/DataProbe.py, DataProbeLib).
+CHECKED_IN_SOURCE = {"qSlicerApplication.processEvents", "slicer.modules.DataProbeInstance",
+                     "slicer.modules.DataProbeInstance.infoWidget",
+                     "slicer.modules.DataProbeInstance.infoWidget.sliceAnnotations"}
 
 
 def cmake_list(path: Path, variable: str) -> list:
@@ -140,7 +146,7 @@ def test_every_slicer_api_name_the_module_uses_exists_in_slicer_5_8():
                 for prefix, cls in ROOT_OBJECTS.items():
                     if full.startswith(prefix + "."):
                         full = cls + full[len(prefix):]
-                if full in ("slicer.app", "slicer.mrmlScene", "slicer.util", "slicer.modules"):
+                if full in ("slicer.app", "slicer.mrmlScene", "slicer.util", "slicer.modules") or full in CHECKED_IN_SOURCE:
                     continue
                 if full.startswith(("slicer.vtkMRML", "slicer.modules.")):
                     full = full[len("slicer."):] if full.startswith("slicer.vtkMRML") else full
