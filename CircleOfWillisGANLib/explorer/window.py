@@ -14,6 +14,7 @@ from ..errors import CheckpointError, require
 from ..panel_controller import PanelController, load_panel_pyside6, pyside6_qt
 from ..panel_engine import PanelEngine, RenderResult
 from ..resources import resource_dirs
+from .turing_windows import TuringWindows
 from .view import VolumeScene
 
 UI_FILE = "CircleOfWillisGAN.ui"
@@ -54,7 +55,7 @@ def build_window(engine: Optional[PanelEngine] = None, model: str = "demo", devi
     app = qapplication()
 
     class ExplorerWindow(QtWidgets.QMainWindow):
-        """Panel on the left, five VTK viewports on the right."""
+        """Panel on the left, five VTK viewports on the right, and the visual Turing test's menu."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -73,6 +74,7 @@ def build_window(engine: Optional[PanelEngine] = None, model: str = "demo", devi
             self.scene = VolumeScene(self.vtk_widget.GetRenderWindow())
             self.controller = PanelController(self.ui, pyside6_qt(), show_error=self._error_dialog)
             self.controller.views.append(self.show_result)
+            self.turing = TuringWindows(self, lambda: self.controller.engine)
             self.resize(1400, 900)
 
         def _error_dialog(self, message: str) -> None:
@@ -99,6 +101,7 @@ def build_window(engine: Optional[PanelEngine] = None, model: str = "demo", devi
             return rows
 
         def closeEvent(self, event: Any) -> None:
+            self.turing.close()
             self.controller.close()
             self.vtk_widget.Finalize()
             super().closeEvent(event)

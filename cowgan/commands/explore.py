@@ -13,11 +13,14 @@ from CircleOfWillisGANLib.latents import check_seed
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("explore", help="open the interactive explorer (PySide6 + VTK window)",
                               description="Move sliders and see each generated volume as a 3D MIP, a vessel surface "
-                                          "and slices; the same panel as the 3D Slicer module.")
+                                          "and slices; the same panel as the 3D Slicer module. Its Visual Turing test menu opens "
+                                          "the rater and organiser panels.")
     p.add_argument("--model", default="demo", help="'demo', a native .safetensors model, or a reference model_N.pt")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--seed", type=int, default=None, help="seed shown first")
     p.add_argument("--psi", type=float, default=None, help="truncation psi shown first (0 to 2)")
+    p.add_argument("--turing", metavar="SESSION", help="also open the visual Turing test's rater window on this session folder")
+    p.add_argument("--rater", metavar="ID", help="with --turing: your rater id; the session starts (or resumes) at once")
     p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window once the first volume is shown, then exit")
     p.set_defaults(run=run)
 
@@ -30,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         check_seed(args.seed)
     if args.psi is not None and not 0.0 <= args.psi <= 2.0:
         raise InputError(f"--psi {args.psi} is out of range: use a value from 0 to 2")
+    if args.rater and not args.turing:
+        raise InputError("--rater needs --turing SESSION: name the session folder to rate")
     app = qapplication()
     device = resolve_device(args.device).type
     window = build_window(model=args.model, device=device)
@@ -37,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         window.ui.deviceComboBox.setCurrentIndex(window.ui.deviceComboBox.findText("CUDA"))
     window.controller.engine_listeners.append(lambda engine: _initial_values(window, args))
     window.show()
+    if args.turing:
+        window.turing.open_rater(args.turing, args.rater or "", start=bool(args.rater))
     if not args.screenshot:
         return int(app.exec())
     deadline = time.perf_counter() + 300
