@@ -17,7 +17,8 @@ import torch
 
 from . import __version__
 from .architecture import Architecture
-from .errors import CheckpointError, InputError, OutputError
+from .errors import CheckpointError, InputError
+from .files import atomic_write
 
 FORMAT = "cowgan-generator"
 FORMAT_VERSION = 1
@@ -50,15 +51,6 @@ def content_sha256(tensors: Mapping[str, torch.Tensor], metadata_json: str) -> s
     return h.hexdigest()
 
 
-def file_sha256(path: PathLike) -> str:
-    """sha256 of a file's bytes (what sidecars record to identify the model)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_checkpoint(path: PathLike, ckpt: Checkpoint) -> str:
     """Write `ckpt` atomically (temporary file, then rename) and return its content sha256."""
     from safetensors.torch import save_file
@@ -75,17 +67,7 @@ def save_checkpoint(path: PathLike, ckpt: Checkpoint) -> str:
     metadata.setdefault("software_version", __version__)
     metadata_json = json.dumps(metadata, sort_keys=True)
     checksum = content_sha256(tensors, metadata_json)
-    if not path.parent.is_dir():
-        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: metadata_json, CHECKSUM_KEY: checksum})
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable location") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: metadata_json, CHECKSUM_KEY: checksum}))
     ckpt.sha256 = checksum
     ckpt.metadata = metadata
     return checksum

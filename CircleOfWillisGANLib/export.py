@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -13,7 +12,8 @@ import numpy as np
 from . import __version__
 from .errors import OutputError
 from .mip import mip_panel, save_png
-from .volume_io import atomic_write, save_volume, spacing_of
+from .files import write_json
+from .volume_io import save_volume, spacing_of
 
 
 def prepare_output_dir(path: Union[str, Path]) -> Path:
@@ -26,22 +26,6 @@ def prepare_output_dir(path: Union[str, Path]) -> Path:
     if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {path} is not writable: choose another --out")
     return path
-
-
-def write_json(path: Union[str, Path], data: Dict[str, Any]) -> Path:
-    """Write a JSON document atomically, pretty-printed."""
-    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in JSON")
 
 
 def timestamp() -> str:

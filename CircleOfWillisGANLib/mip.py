@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import InputError
-from .volume_io import atomic_write
+from .files import atomic_write
 
 VIEWS = ("axial", "coronal", "sagittal")
 GAP = 4

@@ -191,7 +191,8 @@ class PanelEngine:
     def export_interpolation(self, state: PanelState, out_dir: str,
                              progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
         """Write the interpolation from seed to seed B as one MIP PNG per frame and an animated GIF."""
-        from .export import prepare_output_dir, write_json
+        from .export import prepare_output_dir
+        from .files import write_json
         from .mip import save_gif, save_png
 
         state = dataclasses.replace(state.validated(), interpolate=True)

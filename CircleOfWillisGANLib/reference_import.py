@@ -14,7 +14,8 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from .architecture import Architecture
-from .checkpoint import Checkpoint, file_sha256
+from .checkpoint import Checkpoint
+from .files import file_sha256
 from .errors import CheckpointError
 from .generator_model import GeneratorModel
 from .volume_io import DEFAULT_SPACING_MM, default_affine

@@ -8,7 +8,7 @@ from typing import Optional, Union
 import numpy as np
 
 from .errors import InputError, require
-from .volume_io import atomic_write
+from .files import atomic_write
 
 SURFACE_FORMATS = (".vtp", ".stl", ".obj", ".ply")
 BRIGHT_TAIL_PERCENTILE = 90.0

@@ -13,7 +13,8 @@ from typing import Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import InputError, OutputError
+from .errors import InputError
+from .files import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_SPACING_MM = (0.62, 0.62, 0.62)
@@ -30,23 +31,6 @@ def default_affine(shape_dhw: Sequence[int], spacing_mm: Sequence[float] = DEFAU
 def spacing_of(affine: np.ndarray) -> Tuple[float, float, float]:
     """Voxel spacing (mm) along the NIfTI axes i, j, k of an affine."""
     return tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))  # type: ignore[return-value]
-
-
-def atomic_write(path: PathLike, write) -> Path:
-    """Call `write(tmp_path)` then rename onto `path`, so a failure never leaves a half-written file."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{''.join(path.suffixes)}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except PermissionError as exc:
-        raise OutputError(f"cannot write {path}: permission denied; choose a writable folder") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def save_volume(path: PathLike, volume_dhw: np.ndarray, affine: np.ndarray, dtype: type = np.float32) -> Path:

@@ -19,7 +19,8 @@ import torch
 
 from CircleOfWillisGANLib import __version__
 from CircleOfWillisGANLib.errors import CheckpointError, InputError
-from CircleOfWillisGANLib.export import timestamp, write_json
+from CircleOfWillisGANLib.export import timestamp
+from CircleOfWillisGANLib.files import write_json
 
 from .config import TrainConfig
 from .dataset import RealVolumes

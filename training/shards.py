@@ -13,8 +13,7 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 import numpy as np
 
 from CircleOfWillisGANLib.errors import InputError
-from CircleOfWillisGANLib.export import write_json
-from CircleOfWillisGANLib.volume_io import atomic_write
+from CircleOfWillisGANLib.files import atomic_write, write_json
 
 FORMAT = "cowgan-dataset"
 FORMAT_VERSION = 1

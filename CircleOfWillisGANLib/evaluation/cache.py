@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
-from ..volume_io import atomic_write
+from ..files import atomic_write
 
 
 def default_cache_dir() -> Path:

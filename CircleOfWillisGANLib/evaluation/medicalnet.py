@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import file_sha256
+from ..files import file_sha256
 from ..errors import CheckpointError, InputError
 
 log = logging.getLogger(__name__)

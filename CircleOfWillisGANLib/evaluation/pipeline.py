@@ -56,7 +56,7 @@ class EvaluationResult:
 
 
 def _extractors(config: EvaluationConfig, real: VolumeSet, skipped: Dict[str, str]) -> List[Extractor]:
-    from ..checkpoint import file_sha256
+    from ..files import file_sha256
 
     extractors = [morphology_extractor(real, config.morphology)]
     if config.medicalnet_weights:

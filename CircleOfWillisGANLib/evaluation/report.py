@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..volume_io import atomic_write
+from ..files import atomic_write
 from . import plots
 from .morphology import FEATURE_NAMES
 from .pipeline import EvaluationResult

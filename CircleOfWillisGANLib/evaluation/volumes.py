@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..checkpoint import file_sha256
+from ..files import file_sha256
 from ..errors import InputError
 from ..volume_io import load_volume, spacing_of
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError, OutputError
-from ..volume_io import atomic_write, save_volume
+from ..files import atomic_write
+from ..volume_io import save_volume
 from .phantom import Phantom, PhantomConfig, generate_phantom
 
 MANIFEST = "manifest.csv"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -14,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..volume_io import atomic_write
+from ..files import atomic_write, file_sha256, write_json
 from .config import SessionConfig
 from .grid import DisplayGrid, to_display
 from .layout import (CASES_DIR, FORMAT_VERSION, JOURNAL_DIR, KEY_FILE, KEY_FORMAT, SESSION_FILE, SESSION_FORMAT,
@@ -85,12 +84,12 @@ def create_session(folder: Union[str, Path], real: VolumeSource, generated: Volu
         (stage / CASES_DIR).mkdir(parents=True)
         (stage / JOURNAL_DIR).mkdir()
         key_cases = _write_cases(stage, plan, real, generated, grid, progress)
-        _write_json(stage / SESSION_FILE, _session_description(config, grid, plan))
+        write_json(stage / SESSION_FILE, _session_description(config, grid, plan))
         stamp = time.time()
         for path in [stage / SESSION_FILE] + [case_path(stage, c.case_id) for c in plan]:
             os.utime(path, (stamp, stamp))
         key_data = _key_description(config, grid, plan, key_cases, real, generated)
-        _write_json(stage / KEY_FILE if not key_path else key, key_data)
+        write_json(stage / KEY_FILE if not key_path else key, key_data)
         if folder.exists():
             folder.rmdir()
         os.replace(stage, folder)
@@ -117,7 +116,7 @@ def _write_cases(stage: Path, plan: List[PlannedCase], real: VolumeSource, gener
         path = case_path(stage, case.case_id)
         atomic_write(path, lambda tmp, image=image: nib.save(image, str(tmp)))
         out.append({"id": case.case_id, "truth": case.truth, "source": item.provenance,
-                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+                    "sha256": file_sha256(path)})
         if progress:
             progress(k + 1, len(plan))
     return out
@@ -137,12 +136,6 @@ def _key_description(config: SessionConfig, grid: DisplayGrid, plan: List[Planne
             "n_fake": sum(c.truth == "fake" for c in plan), "sources": {"real": real.description,
                                                                          "generated": generated.description},
             "grid": grid.describe(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cases": cases}
-
-
-def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    if not path.parent.is_dir():
-        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
 
 
 def read_key(path: Union[str, Path]) -> Tuple[Dict[str, Any], Dict[str, str]]:

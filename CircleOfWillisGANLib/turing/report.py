@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from ..errors import InputError
 from ..export import prepare_output_dir
-from ..volume_io import atomic_write
+from ..files import atomic_write, file_sha256
 from .config import CALLS, CONFIDENCE_LEVELS
 from .create import read_key
 from .journal import read_journal
@@ -140,7 +139,7 @@ def _check_key_matches(folder: Path, case_ids: List[str], key_data: Dict) -> Non
         raise InputError(f"the answer key lists other cases than session {folder}: pass the key made with this session")
     for case in key_data["cases"]:
         path = case_path(folder, case["id"])
-        if path.is_file() and case.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != case["sha256"]:
+        if path.is_file() and case.get("sha256") and file_sha256(path) != case["sha256"]:
             raise InputError(f"{path.name} differs from the volume the answer key was made for: the key belongs to "
                              "another session, or the case files were changed; pass the matching key")
 

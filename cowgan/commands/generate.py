@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from CircleOfWillisGANLib.checkpoint import file_sha256
+from CircleOfWillisGANLib.files import file_sha256
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.export import prepare_output_dir, write_volume_outputs
 from CircleOfWillisGANLib.generator import CoWGenerator, check_psi, load_generator
