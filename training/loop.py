@@ -27,7 +27,8 @@ from .dataset import RealVolumes
 from .distributed import ProcessGroup, all_reduce_sum, barrier
 from .guard import NanGuard
 from .progress import Progress
-from .samples import write_sample_sheet
+from .metrics import MorphologyDistance
+from .samples import sample_volumes, write_sample_sheet
 from .state import find_state, load_state, save_state, to_cpu
 from .trainer import Trainer
 
@@ -110,6 +111,7 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, 
     elapsed_before = float(resumed.get("elapsed_s", 0.0)) if resumed else 0.0
     start = last_save = time.monotonic()
     snapshot_steps = max(1, round(cfg.snapshot_kimg * 1000 / cfg.batch))
+    metric = MorphologyDistance(data, data.manifest.get("data", {}).get("spacing_mm", (1.0, 1.0, 1.0)))
     reason, finished = "budget reached", True
     try:
         with StopRequests() as stop:
@@ -122,7 +124,7 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, 
                 guard.after_step()
                 progress.update(trainer.step_index, trainer.kimg, stats)
                 if trainer.step_index % snapshot_steps == 0:
-                    _samples(trainer, run_dir, progress)
+                    _samples(trainer, run_dir, progress, metric)
                 now = time.monotonic()
                 flags = all_reduce_sum(torch.tensor([
                     float(stop.requested),
@@ -138,7 +140,7 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, 
         seconds = elapsed_before + time.monotonic() - start
         path = _save(trainer, run_dir, data, seconds, group)
         if finished:
-            _samples(trainer, run_dir, progress)
+            _samples(trainer, run_dir, progress, metric)
     finally:
         progress.close()
     return RunResult(trainer.step_index, trainer.kimg, seconds, finished, reason, path)
@@ -175,13 +177,18 @@ def _save(trainer: Trainer, run_dir: Path, data: RealVolumes, seconds: float, gr
     return path
 
 
-def _samples(trainer: Trainer, run_dir: Path, progress: Progress) -> None:
+def _samples(trainer: Trainer, run_dir: Path, progress: Progress, metric: MorphologyDistance) -> None:
+    """Sample sheet of the EMA generator and its morphology distance to the real set, on the main process."""
     if not progress.enabled:
         return
-    spacing = trainer.data.manifest.get("data", {}).get("spacing_mm", (1.0, 1.0, 1.0))
+    seeds = trainer.cfg.sample_seeds
+    volumes = sample_volumes(trainer.G_ema, seeds, trainer.device)
     path = run_dir / "samples" / f"kimg{trainer.kimg:010.3f}.png"
-    sheet = write_sample_sheet(path, trainer.G_ema, trainer.cfg.sample_seeds, trainer.device, spacing)
-    progress.image("samples/ema", sheet, trainer.step_index)
+    progress.image("samples/ema", write_sample_sheet(path, volumes, seeds, metric.spacing), trainer.step_index)
+    if len(seeds) >= 2:
+        distance = metric(volumes)
+        progress.scalar("metrics/morphology_frechet_distance", distance, trainer.step_index)
+        progress.message(f"kimg {trainer.kimg:.2f}: morphology Fréchet distance to the real set {distance:.3g}")
 
 
 def _device_name(device: torch.device) -> str:

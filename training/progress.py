@@ -63,6 +63,11 @@ class Progress:
             self._writer.add_scalar("speed/volumes_per_s", self.rate, step)
             self._writer.add_scalar("progress/kimg", kimg, step)
 
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        """Log one scalar (e.g. a metric) to TensorBoard."""
+        if self._writer is not None:
+            self._writer.add_scalar(tag, value, step)
+
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
         """Log a uint8 grey picture (the sample sheet)."""
         if self._writer is not None:

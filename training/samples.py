@@ -28,10 +28,8 @@ def sample_volumes(model: GeneratorModel, seeds: Sequence[int], device: torch.de
     return torch.cat(out).numpy()
 
 
-def write_sample_sheet(path: Path, model: GeneratorModel, seeds: Sequence[int], device: torch.device,
-                       spacing_mm: Sequence[float]) -> np.ndarray:
+def write_sample_sheet(path: Path, volumes: np.ndarray, seeds: Sequence[int], spacing_mm: Sequence[float]) -> np.ndarray:
     """Write a PNG contact sheet of MIP panels (axial | coronal / sagittal) of the samples; return the sheet."""
-    volumes = sample_volumes(model, seeds, device)
     sheet = contact_sheet([mip_panel(v, spacing_mm, scale=1.0) for v in volumes], columns=4,
                           captions=[f"seed {s}" for s in seeds])
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,41 @@
+"""The morphology distance a run logs at every sample sheet: zero for the real volumes, large for noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.dataset import RealVolumes
+from training.metrics import MorphologyDistance
+from training_fixtures import write_tube_dataset
+
+
+@pytest.fixture
+def real(tmp_path):
+    return RealVolumes.open(write_tube_dataset(tmp_path / "data", count=6), torch.device("cpu"))
+
+
+def test_the_real_volumes_themselves_are_at_distance_zero(real):
+    metric = MorphologyDistance(real, (0.62, 0.62, 0.62))
+    volumes = real.gather(torch.arange(real.count))[:, 0].numpy()
+    assert metric(volumes) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_noise_is_far_from_the_real_volumes(real):
+    metric = MorphologyDistance(real, (0.62, 0.62, 0.62))
+    noise = np.random.default_rng(0).random((6, 16, 32, 32), dtype=np.float32)
+    assert metric(noise) > 10.0
+
+
+def test_a_run_logs_the_distance_with_its_sample_sheets(tmp_path, caplog):
+    from training.config import training_preset
+    from training.distributed import ProcessGroup
+    from training.loop import train
+
+    data = write_tube_dataset(tmp_path / "data", count=6)
+    cfg = training_preset("tiny").replace(total_kimg=0.008, snapshot_kimg=0.004)
+    with caplog.at_level("INFO"):
+        train(cfg, data, tmp_path / "run", ProcessGroup(device=torch.device("cpu")), bar=False)
+    assert "morphology Fréchet distance to the real set" in caplog.text
+    assert list((tmp_path / "run" / "samples").glob("*.png"))
