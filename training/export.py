@@ -11,8 +11,10 @@ import torch
 from CircleOfWillisGANLib import __version__
 from CircleOfWillisGANLib.architecture import Architecture
 from CircleOfWillisGANLib.checkpoint import Checkpoint, save_checkpoint
+from CircleOfWillisGANLib.directions import METADATA_KEY as DIRECTIONS_KEY, compute_directions
 from CircleOfWillisGANLib.errors import CheckpointError
 from CircleOfWillisGANLib.export import timestamp
+from CircleOfWillisGANLib.generator import CoWGenerator
 from CircleOfWillisGANLib.generator_model import GeneratorModel
 
 from .state import find_state, load_state
@@ -57,18 +59,6 @@ def export_run(run_dir: Path, out: Path, name: Optional[str] = None, state_path:
     metadata["provenance"]["storage_dtype"] = dtype
     weights = {k: v.to(STORAGE_DTYPES[dtype]) for k, v in model.state_dict().items()}
     ckpt = Checkpoint(arch, weights, model.mean_w(W_AVG_SAMPLES), metadata)
-    ckpt.directions, directions_info = _directions(ckpt)
-    if directions_info:
-        ckpt.metadata["directions"] = directions_info
+    ckpt.directions, ckpt.metadata[DIRECTIONS_KEY] = compute_directions(CoWGenerator(ckpt, device="cpu"))
     save_checkpoint(out, ckpt)
     return ckpt
-
-
-def _directions(ckpt: Checkpoint) -> Any:
-    """Latent directions for the explorer's sliders, when the library can compute them."""
-    try:
-        from CircleOfWillisGANLib.directions import compute_directions
-        from CircleOfWillisGANLib.generator import CoWGenerator
-    except ImportError:
-        return {}, {}
-    return compute_directions(CoWGenerator(ckpt, device="cpu"))
