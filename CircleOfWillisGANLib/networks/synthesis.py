@@ -43,7 +43,7 @@ class ModulatedConv3d(nn.Module):
             coef = scale[0].view(1, -1, 1, 1, 1)
             if demod is not None:
                 coef = coef * demod[0].view(-1, 1, 1, 1, 1)
-            if self.weight.requires_grad:
+            if self.weight.requires_grad or coef.requires_grad:
                 folded = (self.weight * coef).to(x.dtype)
             else:
                 folded = torch.empty(self.weight.shape, dtype=x.dtype, device=x.device, memory_format=layout)

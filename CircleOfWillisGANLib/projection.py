@@ -1,0 +1,208 @@
+"""GAN inversion: find the w+ and noise with which a model reproduces a given volume on its grid.
+
+Three phases, each continuing from the last: one w shared by every block (stays on the model's manifold),
+then one w per block (w+, more detail), then the noise as well (the last voxel-level detail). The loss is
+a vessel-weighted squared intensity error plus a structural term, the L1 error of intensity gradients at
+two scales, which rewards vessel edges and continuity rather than mean brightness. Regularisers keep w near
+the model's distribution of w (a diagonal Gaussian fitted to mapped samples), the w+ near their common mean,
+and the noise near its starting values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+from .surface import vessel_threshold
+
+PHASES = ("w", "w+", "noise")
+CLAMP_LEAK = 0.01  # slope outside [0, 1], so that voxels clamped to 0 or 1 still pull the latent
+Progress = Callable[[int, int], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectionConfig:
+    """How a volume is projected; the defaults are the recommended settings."""
+
+    w_steps: int = 200               # phase 1: one w for every block
+    wplus_steps: int = 200           # phase 2: one w per block
+    noise_steps: int = 100           # phase 3: w+ and the noise
+    lr: float = 0.05                 # Adam step for w, in standard deviations of w per step (cosine decay per phase)
+    noise_lr: float = 0.02           # Adam step for the noise
+    candidates: int = 32             # random w tried before phase 1; the best one starts the optimisation
+    vessel_weight: float = 4.0       # extra weight of voxels brighter than the target's vessel threshold
+    structure_weight: float = 1.0    # weight of the gradient (edge) term against the intensity term
+    w_prior_weight: float = 1e-3     # pull of w towards the model's distribution of w
+    wplus_spread_weight: float = 1e-2  # pull of the per-block w+ towards their mean
+    noise_prior_weight: float = 1e-2   # pull of the noise towards its starting values
+    prior_samples: int = 2000        # mapped samples that estimate the distribution of w
+    seed: int = 0                    # candidates, prior samples and starting noise
+
+    def __post_init__(self) -> None:
+        for name in ("w_steps", "wplus_steps", "noise_steps", "candidates", "prior_samples"):
+            if getattr(self, name) < 0:
+                raise InputError(f"projection {name} must not be negative, got {getattr(self, name)}")
+        if self.w_steps + self.wplus_steps + self.noise_steps < 1:
+            raise InputError("projection needs at least one optimisation step: raise w_steps")
+        if self.lr <= 0 or self.noise_lr <= 0:
+            raise InputError("projection learning rates must be positive")
+
+    @property
+    def total_steps(self) -> int:
+        return self.w_steps + self.wplus_steps + self.noise_steps
+
+
+@dataclasses.dataclass
+class ProjectionResult:
+    """The latent that reproduces a target, the reproduction, the loss history and quality metrics."""
+
+    ws: torch.Tensor                    # (num_ws, latent) float32
+    noise: torch.Tensor                 # (1, ...) in the model's noise convention
+    reconstruction: np.ndarray          # (D, H, W) float32 in [0, 1]
+    target: np.ndarray                  # (D, H, W) float32 in [0, 1]
+    history: List[Dict[str, Any]]       # one record per step: step, phase, loss, intensity, structure
+    metrics: Dict[str, float]
+
+
+def _gradients(x: torch.Tensor) -> List[torch.Tensor]:
+    return [x.diff(dim=d) for d in (2, 3, 4)]
+
+
+def leaky_clamp(x: torch.Tensor) -> torch.Tensor:
+    """The clamp to [0, 1] that shown volumes get, with a small slope outside so that gradients never vanish."""
+    clamped = x.clamp(0.0, 1.0)
+    return clamped + CLAMP_LEAK * (x - clamped)
+
+
+def vessel_loss(x: torch.Tensor, target: torch.Tensor, vessel_mask: torch.Tensor, vessel_weight: float,
+                structure_weight: float) -> Dict[str, torch.Tensor]:
+    """Vessel-weighted squared error and the two-scale gradient L1 error of (N, 1, D, H, W) volumes."""
+    weight = 1.0 + vessel_weight * vessel_mask
+    intensity = (weight * (x - target).square()).sum() / weight.sum()
+    structure = x.new_zeros(())
+    a, b = x, target
+    for _ in range(2):
+        structure = structure + sum((ga - gb).abs().mean() for ga, gb in zip(_gradients(a), _gradients(b)))
+        if min(a.shape[2:]) < 4:
+            break
+        a, b = F.avg_pool3d(a, 2), F.avg_pool3d(b, 2)
+    return {"intensity": intensity, "structure": structure, "loss": intensity + structure_weight * structure}
+
+
+def reconstruction_metrics(target: np.ndarray, reconstruction: np.ndarray) -> Dict[str, float]:
+    """Pearson correlation, mean absolute error and vessel Dice (both thresholded at the target's vessel level)."""
+    t = np.asarray(target, np.float64).ravel()
+    r = np.asarray(reconstruction, np.float64).ravel()
+    correlation = float(np.corrcoef(t, r)[0, 1]) if t.std() > 0 and r.std() > 0 else 0.0
+    level = vessel_threshold(np.asarray(target, np.float32))
+    tv, rv = t >= level, r >= level
+    denominator = int(tv.sum() + rv.sum())
+    dice = 2.0 * float((tv & rv).sum()) / denominator if denominator else 1.0
+    return {"correlation": correlation, "mae": float(np.abs(t - r).mean()), "vessel_dice": dice,
+            "vessel_threshold": float(level)}
+
+
+class _Prior:
+    """A diagonal Gaussian over w, from mapped samples: centre, spread and a normalised squared distance."""
+
+    def __init__(self, generator: Any, samples: int, seed: int) -> None:
+        z = torch.from_numpy(np.random.Generator(np.random.PCG64(seed)).standard_normal(
+            (max(samples, 2), generator.arch.latent_dim)).astype(np.float32))
+        w = torch.cat([generator.mapping(chunk) for chunk in z.split(1000)])
+        self.mean = w.mean(0)
+        self.std = w.std(0).clamp_min(1e-6)
+        self.samples = w
+
+    def distance(self, w: torch.Tensor) -> torch.Tensor:
+        return ((w - self.mean) / self.std).square().mean()
+
+
+def _cosine(step: int, steps: int, lr: float) -> float:
+    return lr * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
+
+
+def project(generator: Any, target: np.ndarray, config: ProjectionConfig = ProjectionConfig(),
+            progress: Optional[Progress] = None) -> ProjectionResult:
+    """Optimise w, then w+, then the noise so that `generator` reproduces `target` (D, H, W) in [0, 1]."""
+    target_np = np.asarray(target, np.float32)
+    if tuple(target_np.shape) != tuple(generator.arch.output_shape):
+        raise InputError(f"the volume has shape {target_np.shape} but the model makes {tuple(generator.arch.output_shape)}: "
+                         "bring it to the model's grid first (`cowgan project` and the panel do this)")
+    if not np.isfinite(target_np).all():
+        raise InputError("the volume contains NaN or infinite values: pass a finite volume")
+    device = generator.device
+    prior = _Prior(generator, config.prior_samples, config.seed)
+    mean, std = prior.mean.to(device), prior.std.to(device)
+    t = torch.from_numpy(target_np).to(device)[None, None]
+    mask = (t >= vessel_threshold(target_np)).float()
+    noise0 = generator.noise([config.seed]).to(device)
+    history: List[Dict[str, Any]] = []
+
+    def synth(ws: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return leaky_clamp(generator.model.synthesis(ws, noise, torch.float32, False))
+
+    def losses(ws: torch.Tensor, noise: torch.Tensor) -> Dict[str, torch.Tensor]:
+        out = vessel_loss(synth(ws, noise), t, mask, config.vessel_weight, config.structure_weight)
+        spread = ((ws - ws.mean(1, keepdim=True)) / std).square().mean()
+        out["loss"] = (out["loss"] + config.w_prior_weight * prior.distance(ws.mean(1))
+                       + config.wplus_spread_weight * spread
+                       + config.noise_prior_weight * (noise - noise0).square().mean())
+        return out
+
+    u = _best_candidate(generator, prior, config, t, mask, noise0)
+    noise = noise0.clone()
+    num_ws = generator.num_ws
+    step = 0
+    for phase, steps in zip(PHASES, (config.w_steps, config.wplus_steps, config.noise_steps)):
+        if steps == 0:
+            continue
+        if phase != "w" and u.shape[1] == 1:
+            u = u.expand(-1, num_ws, -1).clone()
+        u = u.detach().requires_grad_(True)
+        noise = noise.detach().requires_grad_(phase == "noise")
+        groups = [{"params": [u], "lr": config.lr}]
+        if phase == "noise":
+            groups.append({"params": [noise], "lr": config.noise_lr})
+        optimiser = torch.optim.Adam(groups)
+        base_lrs = [group["lr"] for group in optimiser.param_groups]
+        for i in range(steps):
+            for group, lr in zip(optimiser.param_groups, base_lrs):
+                group["lr"] = _cosine(i, steps, lr)
+            parts = losses((mean + u * std).expand(-1, num_ws, -1), noise)
+            optimiser.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            optimiser.step()
+            step += 1
+            history.append({"step": step, "phase": phase, **{k: float(v.detach()) for k, v in parts.items()}})
+            if progress:
+                progress(step, config.total_steps)
+    final_noise = noise.detach()
+    ws = (mean + u.detach() * std).expand(-1, num_ws, -1)
+    with torch.no_grad():
+        reconstruction = synth(ws, final_noise).clamp(0.0, 1.0)[0, 0].float().cpu().numpy()
+    return ProjectionResult(ws[0].float().cpu().clone(), final_noise.float().cpu(), reconstruction, target_np, history,
+                            reconstruction_metrics(target_np, reconstruction))
+
+
+@torch.no_grad()
+def _best_candidate(generator: Any, prior: _Prior, config: ProjectionConfig, t: torch.Tensor, mask: torch.Tensor,
+                    noise: torch.Tensor) -> torch.Tensor:
+    """The starting point (1, 1, latent), in standard units of w: the mean of w or the best of a few samples."""
+    device = generator.device
+    best_u = torch.zeros(1, 1, generator.arch.latent_dim, device=device)
+    candidates = [best_u] + [((w.to(device) - prior.mean.to(device)) / prior.std.to(device)).view(1, 1, -1)
+                             for w in prior.samples[: config.candidates]]
+    best = math.inf
+    for u in candidates:
+        ws = (prior.mean.to(device) + u * prior.std.to(device)).expand(-1, generator.num_ws, -1)
+        image = leaky_clamp(generator.model.synthesis(ws, noise, torch.float32, False))
+        loss = float(vessel_loss(image, t, mask, config.vessel_weight, config.structure_weight)["loss"])
+        if loss < best:
+            best, best_u = loss, u
+    return best_u.clone()

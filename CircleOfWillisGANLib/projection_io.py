@@ -1,0 +1,126 @@
+"""What a projection writes: the latent (w+ and noise) as safetensors, the volumes, an error map, a report and a plot.
+
+`projection.safetensors` holds tensors "ws" (num_ws, latent) and "noise" plus JSON metadata (model checksum,
+metrics, settings); the panel loads it with `load_projection` and moves its sliders around it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Dict, Tuple, Union
+
+import numpy as np
+import torch
+
+from .errors import InputError, require
+from .files import atomic_write, write_json
+from .mip import mip_panel, save_png
+from .projection import ProjectionConfig, ProjectionResult
+from .volume_io import save_volume, spacing_of
+
+LATENT_FILE = "projection.safetensors"
+METADATA_KEY = "cowgan_projection"
+FORMAT = "cowgan-projection"
+
+
+@dataclasses.dataclass
+class ProjectedLatent:
+    """A saved projection: the w+ and noise to synthesise it, and its metadata."""
+
+    ws: torch.Tensor  # (num_ws, latent)
+    noise: torch.Tensor  # (1, ...) in the model's noise convention
+    metadata: Dict[str, Any]
+
+
+def save_projection(path: Union[str, Path], result: ProjectionResult, metadata: Dict[str, Any]) -> Path:
+    """Write the latent of `result` with `metadata` (plus the metrics) as one safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    info = dict(metadata, format=FORMAT, metrics=result.metrics)
+    tensors = {"ws": result.ws.detach().float().contiguous(), "noise": result.noise.detach().float().contiguous()}
+    text = json.dumps(info, sort_keys=True, default=str)
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: text}))
+
+
+def load_projection(path: Union[str, Path]) -> ProjectedLatent:
+    """Read a projection written by `save_projection` (or `cowgan project`); InputError naming the fix if not."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / LATENT_FILE
+    if not path.is_file():
+        raise InputError(f"projection {path} does not exist: pass the {LATENT_FILE} (or folder) that `cowgan project` wrote")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read projection {path} ({exc}): run `cowgan project` again") from exc
+    if metadata.get("format") != FORMAT or not {"ws", "noise"} <= set(tensors):
+        raise InputError(f"{path} is not a projection: pass the {LATENT_FILE} that `cowgan project` wrote")
+    return ProjectedLatent(tensors["ws"].float(), tensors["noise"].float(), metadata)
+
+
+def check_projection_fits(latent: ProjectedLatent, generator: Any) -> None:
+    """Raise InputError unless the projection's latent has the generator's shape (it was made with this model)."""
+    want = (generator.num_ws, generator.arch.latent_dim)
+    if tuple(latent.ws.shape) != want:
+        raise InputError(f"the projection's w+ has shape {tuple(latent.ws.shape)} but this model takes {want}: "
+                         "project the volume again with this model")
+    sha = latent.metadata.get("model_content_sha256")
+    if sha and generator.checkpoint.sha256 and sha != generator.checkpoint.sha256:
+        raise InputError("the projection was made with another model (its checksum differs): load that model, "
+                         "or project the volume again with this one")
+
+
+def convergence_plot(path: Union[str, Path], result: ProjectionResult) -> Path:
+    """Loss against step, one colour per phase, log scale."""
+    matplotlib = require("matplotlib", "the projection's convergence plot", "matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    for phase in dict.fromkeys(h["phase"] for h in result.history):
+        steps = [h["step"] for h in result.history if h["phase"] == phase]
+        ax.plot(steps, [h["loss"] for h in result.history if h["phase"] == phase], label=f"optimising {phase}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"correlation {result.metrics['correlation']:.3f}, vessel Dice {result.metrics['vessel_dice']:.3f}")
+    ax.legend()
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(str(tmp), format="png"))
+    finally:
+        plt.close(fig)
+
+
+def write_projection_outputs(out_dir: Union[str, Path], result: ProjectionResult, affine: np.ndarray,
+                             generator: Any, config: ProjectionConfig, source: str = "",
+                             plot: bool = True) -> Dict[str, Path]:
+    """Latent, target and reconstruction NIfTI, signed error map, MIPs, JSON report and (with `plot`) the curve."""
+    out = Path(out_dir)
+    metadata = {"source": source, "model": str(generator.source), "model_content_sha256": generator.checkpoint.sha256 or None,
+                "config": dataclasses.asdict(config), "affine": np.asarray(affine).tolist()}
+    paths = {"latent": save_projection(out / LATENT_FILE, result, metadata),
+             "target": save_volume(out / "target.nii.gz", result.target, affine),
+             "reconstruction": save_volume(out / "reconstruction.nii.gz", result.reconstruction, affine),
+             "error": save_volume(out / "error.nii.gz", result.reconstruction - result.target, affine)}
+    spacing = spacing_of(affine)
+    pictures = np.concatenate([mip_panel(result.target, spacing), mip_panel(result.reconstruction, spacing)], axis=0)
+    paths["mips"] = save_png(out / "target_vs_reconstruction_mip.png", pictures)
+    report = dict(metadata, metrics=result.metrics, steps=len(result.history),
+                  final_loss=result.history[-1]["loss"] if result.history else None)
+    paths["report"] = write_json(out / "projection.json", report)
+    if plot:
+        paths["plot"] = convergence_plot(out / "convergence.png", result)
+    return paths
+
+
+def projected_volume(generator: Any, latent: ProjectedLatent) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The (1, num_ws, latent) w+ and the noise batch with which `generator` re-synthesises a projection."""
+    check_projection_fits(latent, generator)
+    return latent.ws[None].clone(), latent.noise.clone()
