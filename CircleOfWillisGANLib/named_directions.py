@@ -1,0 +1,156 @@
+"""Anatomically named latent directions: linear boundaries in W between samples with and without a variant.
+
+Generated samples are labelled by a variant classifier; a class-balanced logistic regression in W (standardised
+per dimension) gives each variant's boundary, whose normal is the direction that adds the variant. Each normal
+is then made orthogonal to the other variants' normals, so that moving along it changes the other variants'
+scores as little as a linear model can (conditional manipulation). The directions are stored beside the SeFa
+and PCA ones (key "named", method "named"), so the panel shows them as sliders named "Left Pcom", ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .directions import METADATA_KEY, Direction, apply_directions, cached_directions, directions_for
+from .errors import InputError
+from .variant_classifier import VARIANT_LABELS, VariantClassifier, balanced_accuracy, fit_logistic
+
+NAMED_KEY = "named"
+METHOD = "named"
+MIN_PER_CLASS = 5  # samples of each class needed to fit a boundary
+Progress = Callable[[int, int], None]
+
+
+@dataclasses.dataclass
+class BoundaryFit:
+    """Boundaries fitted in W: a unit normal, its spread and its fit quality per variant."""
+
+    keys: List[str]
+    normals: torch.Tensor  # (V, latent) unit vectors, orthogonalised against each other
+    sigmas: List[float]  # standard deviation of the samples' w along each normal
+    accuracy: Dict[str, float]  # balanced accuracy of each boundary on the samples' classifier calls
+    prevalence: Dict[str, float]  # share of samples the classifier calls present
+    skipped: Dict[str, str]  # variants without a boundary, and why
+
+
+def orthogonalise(normals: torch.Tensor) -> torch.Tensor:
+    """Each row minus its projection onto the span of the other rows, renormalised."""
+    out = []
+    for i in range(normals.shape[0]):
+        others = torch.cat([normals[:i], normals[i + 1:]]).double()
+        v = normals[i].double()
+        if others.shape[0]:
+            q, _ = torch.linalg.qr(others.T)
+            v = v - q @ (q.T @ v)
+        out.append(v / v.norm().clamp_min(1e-12))
+    return torch.stack(out).float()
+
+
+def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: float = 1e-3) -> BoundaryFit:
+    """Fit one boundary per variant between w (N, latent) called present (1) and absent (0) in `calls` (N, V)."""
+    w64 = w.double().numpy()
+    mean, std = w64.mean(0), w64.std(0) + 1e-8
+    x = (w64 - mean) / std
+    normals, fitted, accuracy, skipped = [], [], {}, {}
+    for v, key in enumerate(keys):
+        y = np.asarray(calls)[:, v].astype(np.float64)
+        counts = int(y.sum()), int(len(y) - y.sum())
+        if min(counts) < MIN_PER_CLASS:
+            skipped[key] = (f"only {counts[0]} samples with and {counts[1]} without it (need {MIN_PER_CLASS} of each): "
+                            "use more samples or a model that makes this variant")
+            continue
+        weights, bias = fit_logistic(x, y, l2)
+        accuracy[key] = balanced_accuracy(y, (x @ weights + bias) >= 0)
+        normal = torch.from_numpy(weights / std)  # the gradient of the score in W
+        normals.append(normal / normal.norm())
+        fitted.append(key)
+    if not fitted:
+        raise InputError("no variant has enough samples on both sides of a boundary: generate more samples "
+                         "(--samples) or train the model on data with these variants")
+    ortho = orthogonalise(torch.stack(normals))
+    sigmas = [float((w.double() @ n.double()).std()) for n in ortho]
+    prevalence = {key: float(np.asarray(calls)[:, v].mean()) for v, key in enumerate(keys)}
+    return BoundaryFit(fitted, ortho, sigmas, accuracy, prevalence, skipped)
+
+
+def sample_calls(generator: Any, classifier: VariantClassifier, samples: int, seed: int = 0, psi: float = 1.0,
+                 progress: Optional[Progress] = None, batch: int = 8) -> Tuple[torch.Tensor, np.ndarray]:
+    """w (N, latent) of `samples` seeds from `seed` on, and the classifier's calls (N, V) on their volumes."""
+    seeds = list(range(seed, seed + samples))
+    ws, calls = [], []
+    for start in range(0, samples, batch):
+        chunk = seeds[start:start + batch]
+        w = generator.mapping(generator.z_from_seeds(chunk))
+        w = generator.w_avg.cpu() + psi * (w - generator.w_avg.cpu())
+        volumes = generator.generate(w=w, noise_seed=chunk)
+        ws.append(w)
+        calls.append(classifier.predict(volumes))
+        if progress:
+            progress(min(start + batch, samples), samples)
+    return torch.cat(ws), np.concatenate(calls)
+
+
+def store_named_directions(generator: Any, fit: BoundaryFit, info: Dict[str, Any]) -> List[Direction]:
+    """Add the named directions to the model's direction cache (after its SeFa/PCA ones); return all directions."""
+    directions_for(generator)
+    ckpt = generator.checkpoint
+    cache = dict(ckpt.metadata[METADATA_KEY])
+    entries = [e for e in cache["entries"] if e.get("key") != NAMED_KEY]
+    layers = list(range(generator.num_ws))
+    for row, (key, sigma) in enumerate(zip(fit.keys, fit.sigmas)):
+        entries.append({"key": NAMED_KEY, "row": row, "label": VARIANT_LABELS.get(key, key), "layers": layers,
+                        "sigma": sigma, "method": METHOD, "variant": key, "boundary_accuracy": fit.accuracy[key]})
+    cache["entries"] = entries
+    cache[NAMED_KEY] = info
+    ckpt.directions[NAMED_KEY] = fit.normals.clone()
+    ckpt.metadata[METADATA_KEY] = cache
+    return cached_directions(ckpt)
+
+
+def named(directions: Sequence[Direction]) -> List[Direction]:
+    """Only the named directions, in stored order."""
+    return [d for d in directions if d.method == METHOD]
+
+
+@dataclasses.dataclass
+class EditReport:
+    """What moving one named direction did to the classifier's calls over a set of samples."""
+
+    label: str
+    samples: int
+    flipped: float  # share of samples whose named variant changed
+    others_kept: float  # share of (sample, other variant) pairs whose call did not change
+
+
+def measure_edits(generator: Any, classifier: VariantClassifier, directions: Sequence[Direction], samples: int = 100,
+                  amount: float = 3.0, seed: int = 10_000, progress: Optional[Progress] = None) -> List[EditReport]:
+    """Move each named direction by `amount` standard deviations towards the opposite call and count flips."""
+    keys = list(classifier.keys)
+    chosen = named(directions)
+    w = generator.mapping(generator.z_from_seeds(list(range(seed, seed + samples))))
+    noise_seeds = list(range(seed, seed + samples))
+    before = classifier.predict(generator.generate(w=w, noise_seed=noise_seeds))
+    reports = []
+    for i, direction in enumerate(chosen):
+        v = keys.index(_variant_of(direction))
+        signs = np.where(before[:, v] == 1, -amount, amount)
+        ws = torch.cat([apply_directions(generator.broadcast_w(w[j:j + 1]), [direction], [float(signs[j])])
+                        for j in range(samples)])
+        after = classifier.predict(generator.generate(w=ws, noise_seed=noise_seeds))
+        others = [k for k in range(len(keys)) if k != v]
+        reports.append(EditReport(direction.label, samples, float((after[:, v] != before[:, v]).mean()),
+                                  float((after[:, others] == before[:, others]).mean())))
+        if progress:
+            progress(i + 1, len(chosen))
+    return reports
+
+
+def _variant_of(direction: Direction) -> str:
+    for key, label in VARIANT_LABELS.items():
+        if label == direction.label:
+            return key
+    raise InputError(f"direction {direction.label!r} names no known variant: fit the named directions again")

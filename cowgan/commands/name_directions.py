@@ -1,0 +1,81 @@
+"""`cowgan name-directions`: anatomically named sliders ("Left Pcom", ...) from a variant classifier and boundaries in W."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from CircleOfWillisGANLib.errors import InputError
+
+HELD_OUT = 0.2  # share of the labelled cases kept out of the classifier's fit to measure it
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "name-directions", help="add anatomically named latent directions (Pcom, fetal PCA, A1, Acom) to a model",
+        description="Train a variant classifier on labelled volumes (a `cowgan phantoms` folder or TopCoW-style "
+                    "*_image/*_label pairs on the model's grid), label generated samples with it, fit a linear "
+                    "boundary in W per variant and write a copy of the model whose direction sliders include them.")
+    p.add_argument("--model", required=True, help="a native .safetensors model")
+    p.add_argument("--labelled", default=None, help="folder of labelled volumes to train the classifier on")
+    p.add_argument("--classifier", default=None, help="use this trained classifier instead of --labelled")
+    p.add_argument("--out", required=True, help="output MODEL.safetensors (the input model is not modified)")
+    p.add_argument("--samples", type=int, default=2000, help="generated samples to fit the boundaries on (default 2000)")
+    p.add_argument("--psi", type=float, default=1.0, help="truncation of those samples (default 1: the full distribution)")
+    p.add_argument("--seed", type=int, default=0, help="first seed of the samples (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from CircleOfWillisGANLib.checkpoint import save_checkpoint
+    from CircleOfWillisGANLib.generator import check_psi, load_generator
+    from CircleOfWillisGANLib.named_directions import fit_boundaries, named, sample_calls, store_named_directions
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise InputError(f"--out {out} must end in .safetensors")
+    if (args.labelled is None) == (args.classifier is None):
+        raise InputError("pass exactly one of --labelled DIR (train a classifier) or --classifier FILE")
+    if args.samples < 20:
+        raise InputError(f"--samples {args.samples} is too few to fit boundaries: use at least 20 (default 2000)")
+    psi = check_psi(args.psi)
+    gen = load_generator(args.model, device=args.device)
+    classifier = _classifier(args, out, tuple(gen.arch.output_shape))
+    with tqdm(total=args.samples, desc="labelling samples", unit="volume", disable=None) as bar:
+        w, calls = sample_calls(gen, classifier, args.samples, args.seed, psi, progress=lambda i, n: bar.update(i - bar.n))
+    fit = fit_boundaries(w, calls, classifier.keys)
+    info = {"samples": args.samples, "psi": psi, "seed": args.seed, "classifier": classifier.info,
+            "boundary_accuracy": fit.accuracy, "prevalence": fit.prevalence, "skipped": fit.skipped}
+    directions = named(store_named_directions(gen, fit, info))
+    save_checkpoint(out, gen.checkpoint)
+    print(f"wrote {out} with {len(directions)} named directions:")
+    for d, key in zip(directions, fit.keys):
+        print(f"  {d.label}: present in {fit.prevalence[key]:.0%} of samples, boundary balanced accuracy "
+              f"{fit.accuracy[key]:.3f}")
+    for key, reason in fit.skipped.items():
+        print(f"  no direction for {key}: {reason}")
+    return 0
+
+
+def _classifier(args: argparse.Namespace, out: Path, shape: tuple) -> Any:
+    from CircleOfWillisGANLib.variant_classifier import (evaluate_classifier, fit_classifier, load_classifier,
+                                                         load_labelled_folder)
+
+    if args.classifier:
+        return load_classifier(args.classifier)
+    volumes, targets, _ = load_labelled_folder(args.labelled)
+    if tuple(volumes.shape[1:]) != shape:
+        raise InputError(f"labelled volumes have shape {tuple(volumes.shape[1:])} but the model makes {shape}: "
+                         "make them on the model's grid (`cowgan phantoms --shape`, or `cowgan prepare`)")
+    cut = max(1, int(round(len(volumes) * (1 - HELD_OUT))))
+    held_out = evaluate_classifier(fit_classifier(volumes[:cut], targets[:cut]), volumes[cut:], targets[cut:])
+    classifier = fit_classifier(volumes, targets)
+    classifier.info["held_out_balanced_accuracy"] = held_out
+    path = classifier.save(out.with_name(out.stem + "_variant_classifier.safetensors"))
+    print(f"variant classifier ({len(volumes)} cases) written to {path}; held-out balanced accuracy: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in held_out.items()))
+    return classifier
