@@ -98,6 +98,8 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder: pass the model's .safetensors file inside it")
     if not path.is_file():
         raise CheckpointError(f"model file {path} does not exist: check the path, or use --model demo")
     try:
@@ -126,6 +128,10 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
         )
     if W_AVG_KEY not in tensors:
         raise CheckpointError(f"model {path} has no {W_AVG_KEY!r} tensor: re-export it")
+    broken = sorted(k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all())
+    if broken:
+        raise CheckpointError(f"model {path} has NaN or infinite values in {', '.join(broken[:3])}"
+                              f"{' and more' if len(broken) > 3 else ''}: the training run diverged; export an earlier checkpoint")
     w_avg = tensors.pop(W_AVG_KEY)
     directions = {k[len(DIRECTION_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(DIRECTION_PREFIX)}
     return Checkpoint(architecture, tensors, w_avg, metadata, directions, checksum)

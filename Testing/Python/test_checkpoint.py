@@ -66,3 +66,18 @@ def test_saving_into_a_missing_folder_writes_nothing(tiny_generator, tmp_path):
     with pytest.raises(OutputError, match="does not exist"):
         save_checkpoint(tmp_path / "missing" / "m.safetensors", tiny_generator.checkpoint)
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_folder_is_not_a_model(tmp_path):
+    with pytest.raises(CheckpointError, match="is a folder"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_model_with_nan_weights_is_refused(tiny_generator, tmp_path):
+    ckpt = tiny_generator.checkpoint
+    state = {k: v.clone() for k, v in ckpt.state_dict.items()}
+    state["synthesis.const"][0, 0, 0, 0, 0] = float("nan")
+    path = tmp_path / "diverged.safetensors"
+    save_checkpoint(path, Checkpoint(ckpt.architecture, state, ckpt.w_avg, {}))
+    with pytest.raises(CheckpointError, match="NaN or infinite values in synthesis.const"):
+        load_checkpoint(path)
