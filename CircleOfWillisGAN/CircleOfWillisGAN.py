@@ -82,7 +82,21 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         saved = self.logic.loadState()
         self.controller.engine_listeners.append(lambda engine: saved and self.controller.apply_state(saved))
         self.controller.load_model(saved.model if saved else "demo", quiet=True)
+        self.ui.projectCurrentVolumeButton.visible = True
+        self.ui.projectCurrentVolumeButton.clicked.connect(self.onProjectCurrentVolume)
         self.addTuringSections()
+
+    def onProjectCurrentVolume(self):
+        """Save the active volume to a temporary NIfTI and project it with the panel's controller."""
+        import tempfile
+
+        volumeId = slicer.util.getNode("vtkMRMLSelectionNodeSingleton").GetActiveVolumeID()
+        if not volumeId:
+            slicer.util.errorDisplay("No volume is shown: load or select a TOF-MRA volume, then press Project again.")
+            return
+        path = os.path.join(tempfile.mkdtemp(prefix="CircleOfWillisGAN-"), volumeId + ".nii.gz")
+        slicer.util.saveNode(slicer.util.getNode(volumeId), path)
+        self.controller.project_volume(path)
 
     def addTuringSections(self):
         """The visual Turing test: the rater panel (cases shown in Slicer's views) and the organiser panel."""

@@ -27,6 +27,7 @@ POLL_MS = 15
 PLAY_STEP = 0.05
 DIRECTION_STEPS = 10  # direction slider ticks per standard deviation
 MODEL_FILTER = "Models (*.safetensors *.pt);;All files (*)"
+VOLUME_FILTER = "NIfTI volumes (*.nii *.nii.gz);;All files (*)"
 
 
 class Worker:
@@ -141,12 +142,15 @@ class PanelController:
         self._direction_value_labels: List[Any] = []
         self._direction_widgets: List[Any] = []
         self._request_time = 0.0
+        self._projection = ""
         self.worker = Worker()
         self._debounce = self._timer(debounce_ms, self._request_render, single_shot=True)
         self._poll = self._timer(POLL_MS, self._drain)
         self._player = self._timer(120, self._play_step)
         self.choose_model_file: Callable[[], str] = lambda: _dialog_result(
             qt.QFileDialog.getOpenFileName(None, "Open a CircleOfWillisGAN model", "", MODEL_FILTER))
+        self.choose_volume_file: Callable[[], str] = lambda: _dialog_result(
+            qt.QFileDialog.getOpenFileName(None, "Project a TOF-MRA volume", "", VOLUME_FILTER))
         self.choose_folder: Callable[[], str] = lambda: _dialog_result(
             qt.QFileDialog.getExistingDirectory(None, "Export folder", self.ui.outputFolderLineEdit.property("text")))
         self._setup_widgets()
@@ -201,6 +205,8 @@ class PanelController:
         ui.browseOutputButton.clicked.connect(self.browse_output)
         ui.exportVolumeButton.clicked.connect(self.export_volume)
         ui.exportInterpolationButton.clicked.connect(self.export_interpolation)
+        ui.projectVolumeButton.clicked.connect(lambda *args: self.project_volume())
+        ui.clearProjectionButton.clicked.connect(self.clear_projection)
 
     # ----------------------------------------------------------------------------------------------------
     # State <-> widgets
@@ -221,7 +227,7 @@ class PanelController:
             frames=int(ui.framesSpinBox.property("value")),
             surface_format=SURFACE_FORMATS[max(0, ui.surfaceFormatComboBox.property("currentIndex"))],
             output_dir=str(ui.outputFolderLineEdit.property("text")), model=str(getattr(self, "_model_source", "demo")),
-            device="cuda" if ui.deviceComboBox.property("currentText") == "CUDA" else "cpu")
+            device="cuda" if ui.deviceComboBox.property("currentText") == "CUDA" else "cpu", projection=self._projection)
 
     def apply_state(self, state: PanelState, render: bool = True) -> None:
         """Show `state` in the widgets (e.g. restored from a scene) without one render per widget."""
@@ -238,6 +244,7 @@ class PanelController:
                 ui_.outputFolderLineEdit.setProperty("text", state.output_dir)
             for slider, amount in zip(self._direction_sliders, state.directions):
                 slider.setProperty("value", int(round(amount * DIRECTION_STEPS)))
+            self._projection = state.projection
         finally:
             self._updating = False
         self._remember_seed()
@@ -275,6 +282,10 @@ class PanelController:
         for name in ("seedBSpinBox", "interpolationSlider", "playButton", "interpolationSpaceComboBox"):
             getattr(ui, name).setEnabled(s.interpolate)
         ui.thresholdSlider.setEnabled(s.surface and not s.auto_threshold)
+        ui.clearProjectionButton.setEnabled(bool(s.projection))
+        for name in ("seedSpinBox", "randomSeedButton", "truncationSlider", "interpolationGroupBox"):
+            getattr(ui, name).setEnabled(not s.projection)
+        ui.projectionLabel.setProperty("text", f"Sliders move around the projected volume {s.projection}" if s.projection else "")
         ui.previousSeedButton.setEnabled(self._history_pos > 0)
         ui.nextSeedButton.setEnabled(self._history_pos < len(self._history) - 1)
         for label, slider in zip(self._direction_value_labels, self._direction_sliders):
@@ -403,10 +414,44 @@ class PanelController:
         self.ui.modelNameLabel.setProperty("text", f"Model: {gen.metadata.get('name') or self._model_source}")
         self.ui.modelCardLabel.setProperty("text", model_card_summary(gen))
         self.ui.crossoverSlider.setMaximum(max(1, gen.num_ws - 1))
+        self._projection = ""
         self._build_direction_sliders()
         self._sync_enabled()
         for listener in self.engine_listeners:
             listener(engine)
+        self.render_now()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Projection of a patient's volume
+    def project_volume(self, path: str = "") -> None:
+        """Project a NIfTI scan on the worker (results under the export folder), then move the sliders around it."""
+        path = path or self.choose_volume_file()
+        if not path or self.engine is None:
+            return
+        from pathlib import Path
+
+        engine = self.engine
+        out = Path(self.state.output_dir) / "projections" / Path(path).name.split(".")[0]
+        self._busy_message(f"Projecting {Path(path).name} into the model (writing to {out})...")
+        self.worker.submit("project", lambda progress: engine.project_volume(path, str(out), progress=progress))
+        self._poll.start()
+
+    def use_projection(self, latent_path: str) -> None:
+        """Make a saved projection the panel's base w+ and noise; every slider then moves around it."""
+        if self.engine is not None:
+            try:
+                self.engine.projection(latent_path)
+            except CoWGANError as exc:
+                self._report_error(exc)
+                return
+        self._projection = str(latent_path)
+        self._sync_enabled()
+        self.render_now()
+
+    def clear_projection(self, *args: Any) -> None:
+        """Generate from the seed again."""
+        self._projection = ""
+        self._sync_enabled()
         self.render_now()
 
     # ----------------------------------------------------------------------------------------------------
@@ -448,6 +493,9 @@ class PanelController:
                 self.set_engine(value[1], value[0])
             elif kind == "export":
                 self._done(f"Wrote {value}")
+            elif kind == "project":
+                self._done(f"Projected: {value}")
+                self.use_projection(value)
         if self.worker.idle and self.worker.results.empty():
             self._poll.stop()
 

@@ -58,6 +58,7 @@ class PanelState:
     output_dir: str = _field("")
     model: str = _field("demo")
     device: str = _field("cpu")
+    projection: str = _field("")  # a projection.safetensors: its w+ and noise replace seed, psi and interpolation
 
     def validated(self) -> "PanelState":
         """A copy with every number clamped into its range and every choice checked."""
@@ -65,7 +66,7 @@ class PanelState:
         for f in dataclasses.fields(self):
             lo, hi = f.metadata.get("range", (None, None))
             v = values[f.name]
-            if lo is not None and isinstance(v, list):
+            if lo is not None and isinstance(v, (list, tuple)):
                 values[f.name] = [min(max(float(x), lo), hi) for x in v]
             elif lo is not None:
                 values[f.name] = type(f.default)(min(max(v, lo), hi))
@@ -108,14 +109,48 @@ class PanelEngine:
     def __init__(self, generator: Any) -> None:
         self.generator = generator
         self.directions: List[Direction] = directions_for(generator)
+        self._projections: Dict[str, Any] = {}
 
     @property
     def affine(self) -> np.ndarray:
         return self.generator.affine
 
-    def styles(self, state: PanelState) -> torch.Tensor:
-        """The per-block w (1, num_ws, latent) for a state: seed or interpolation, mixing, psi, directions."""
+    def projection(self, path: str) -> Any:
+        """The projection saved at `path` (read once, checked against this model)."""
+        from .projection_io import check_projection_fits, load_projection
+
+        if path not in self._projections:
+            latent = load_projection(path)
+            check_projection_fits(latent, self.generator)
+            self._projections = {path: latent}
+        return self._projections[path]
+
+    def project_volume(self, volume_path: str, out_dir: str, config: Any = None,
+                       progress: Optional[Callable[[int, int], None]] = None) -> str:
+        """Project a NIfTI scan (brought to the model's grid), write the results into `out_dir`; return the latent's path."""
+        from .export import prepare_output_dir
+        from .model_grid import resample_to_model_grid
+        from .projection import ProjectionConfig, project
+        from .projection_io import write_projection_outputs
+        from .volume_io import load_volume
+
         gen = self.generator
+        volume, affine = load_volume(volume_path)
+        target, grid_affine = resample_to_model_grid(volume, affine, gen.arch.output_shape, spacing_of(gen.affine))
+        config = config or ProjectionConfig()
+        result = project(gen, target, config, progress)
+        out = prepare_output_dir(out_dir)
+        paths = write_projection_outputs(out, result, grid_affine, gen, config, source=str(volume_path), plot=False)
+        return str(paths["latent"])
+
+    def styles(self, state: PanelState) -> torch.Tensor:
+        """The per-block w (1, num_ws, latent) for a state: projection, seed or interpolation, mixing, psi, directions."""
+        gen = self.generator
+        if state.projection:
+            ws = self.projection(state.projection).ws[None].clone()
+            if state.mixing and gen.num_ws > 1:
+                ws = gen.styles(w=ws, style_mix=([state.mix_seed], min(max(1, state.crossover), gen.num_ws - 1)))
+            return apply_directions(ws, self.directions, state.directions[: len(self.directions)])
         if state.interpolate:
             za, zb = gen.z_from_seeds([state.seed]), gen.z_from_seeds([state.seed_b])
             w = gen.mapping(slerp(za, zb, state.t)) if state.space == "z" else lerp(gen.mapping(za), gen.mapping(zb), state.t)
@@ -130,6 +165,9 @@ class PanelEngine:
     def volume(self, state: PanelState) -> np.ndarray:
         """The (D, H, W) volume in [0, 1] for a state."""
         ws = self.styles(state)
+        if state.projection:
+            noise = self.projection(state.projection).noise
+            return self.generator.synthesize(ws, noise=noise).clamp_(0.0, 1.0).numpy()[0]
         return self.generator.synthesize(ws, noise_seed=state.noise()).clamp_(0.0, 1.0).numpy()[0]
 
     def render(self, state: PanelState, request_id: int = 0) -> RenderResult:
@@ -162,6 +200,8 @@ class PanelEngine:
         }
         if state.mixing:
             record["style_mixing"] = {"second_seed": state.mix_seed, "crossover_block": state.crossover}
+        if state.projection:
+            record["projection"] = {"latent": state.projection, "source": self.projection(state.projection).metadata.get("source")}
         if state.interpolate:
             record["interpolation"] = {"seed_a": state.seed, "seed_b": state.seed_b, "t": state.t, "space": state.space,
                                        "method": "slerp" if state.space == "z" else "lerp"}
@@ -173,6 +213,8 @@ class PanelEngine:
 
     def stem(self, state: PanelState) -> str:
         """A file name stem that says what was generated."""
+        if state.projection:
+            return "cow_projected"
         if state.interpolate:
             return f"cow_interp_{state.seed}_{state.seed_b}_t{state.t:.2f}".replace(".", "p")
         return f"cow_seed{state.seed:04d}"
