@@ -7,6 +7,7 @@ fmap_max and latent_dim are inferred from tensor shapes, and the result uses the
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -40,13 +41,22 @@ def read_reference_config(model_path: Path, config_path: Optional[Path]) -> Dict
 def _load_state(path: Path) -> Dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"reference checkpoint {path} does not exist: pass models/NAME/model_N.pt")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: pass models/NAME/model_N.pt written by the reference trainer")
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} holds Python objects other than tensors, which a weights-only load refuses (no code from a file "
+            "is ever run): pass a checkpoint saved by the reference trainer"
+        ) from exc
+    except Exception as exc:  # torch raises RuntimeError, EOFError, zipfile errors... for damaged files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"cannot read reference checkpoint {path} ({first}): it is truncated, corrupt or not a PyTorch "
-            "checkpoint; copy it again from the reference run's models/NAME/ folder"
+            f"cannot read reference checkpoint {path} ({first}): it is truncated or corrupt; copy it again from "
+            "the reference run's models/NAME/ folder"
         ) from exc
     if not isinstance(data, dict) or not isinstance(data.get("GAN"), dict):
         raise CheckpointError(f"{path} is not a reference checkpoint (no 'GAN' state dict): pass models/NAME/model_N.pt")

@@ -73,8 +73,22 @@ def test_paper_configuration_state_dict_converts():
 def test_truncated_reference_checkpoint_gives_one_clear_error(golden_dir, tmp_path):
     broken = tmp_path / "model_3.pt"
     broken.write_bytes((golden_dir / "model_0.pt").read_bytes()[:100_000])
-    with pytest.raises(CheckpointError, match="truncated, corrupt"):
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
         import_reference(str(broken))
+
+
+def test_a_file_that_is_no_pytorch_checkpoint_is_named_as_such(tmp_path):
+    text = tmp_path / "model_2.pt"
+    text.write_text("case,index\n")
+    with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint"):
+        import_reference(str(text))
+
+
+def test_a_pickle_with_code_objects_is_refused_without_running_it(tmp_path):
+    sneaky = tmp_path / "model_4.pt"
+    torch.save({"GAN": Path("/not/a/tensor")}, sneaky)
+    with pytest.raises(CheckpointError, match="weights-only load refuses"):
+        import_reference(str(sneaky))
 
 
 def test_foreign_pickle_is_refused(tmp_path):
