@@ -1,0 +1,104 @@
+"""Named directions: the variant classifier on labelled phantoms, boundaries in W, storage, reload and named sliders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from CircleOfWillisGANLib.checkpoint import save_checkpoint
+from CircleOfWillisGANLib.directions import directions_for
+from CircleOfWillisGANLib.generator import build_generator, load_generator
+from CircleOfWillisGANLib.named_directions import fit_boundaries, named, orthogonalise, store_named_directions
+from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom
+from CircleOfWillisGANLib.variant_classifier import (VARIANT_KEYS, evaluate_classifier, fit_classifier,
+                                                     load_classifier, targets_from_labels, targets_from_phantom)
+
+SHAPE = (16, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def phantoms():
+    config = PhantomConfig(shape=SHAPE, spacing_mm=(2.48,) * 3)
+    cases = [generate_phantom((3, i), config) for i in range(24)]
+    return np.stack([c.image for c in cases]), [targets_from_phantom(c.variants.as_dict()) for c in cases], cases
+
+
+def test_targets_from_a_label_map_follow_the_topcow_vectors():
+    case = generate_phantom((5, 0), PhantomConfig(force=("complete",)))
+    targets = targets_from_labels(case.labels)
+    assert targets == {"pcom_left": 1, "pcom_right": 1, "fetal_pca_left": 0, "fetal_pca_right": 0,
+                       "a1_left": 1, "a1_right": 1, "acom": 1}
+
+
+def test_the_classifier_learns_its_labelled_set_and_round_trips_through_a_file(phantoms, tmp_path):
+    volumes, targets, _ = phantoms
+    classifier = fit_classifier(volumes, targets, components=16)
+    accuracy = evaluate_classifier(classifier, volumes, targets)
+    assert set(accuracy) == set(VARIANT_KEYS)
+    assert accuracy["pcom_left"] >= 0.85 and accuracy["pcom_right"] >= 0.85
+    again = load_classifier(classifier.save(tmp_path / "c.safetensors"))
+    np.testing.assert_allclose(again.probabilities(volumes), classifier.probabilities(volumes))
+
+
+def test_a_boundary_separates_w_along_the_direction_that_decides_the_variant():
+    rng = np.random.default_rng(0)
+    w = torch.from_numpy(rng.normal(size=(400, 8)).astype(np.float32))
+    calls = np.stack([(w[:, 0] > 0.3).numpy(), (w[:, 1] - w[:, 0] > 0).numpy()], 1).astype(int)
+    fit = fit_boundaries(w, calls, ["pcom_left", "acom"])
+    assert fit.keys == ["pcom_left", "acom"] and min(fit.accuracy.values()) > 0.8
+    pcom, acom = fit.normals
+    assert float(pcom[0]) > 0.5 and float(acom[1]) > 0.5  # each adds its variant
+    assert abs(float(pcom[1] - pcom[0])) < 0.15  # moving towards a Pcom keeps acom's rule w1 - w0 > 0 nearly unchanged
+
+
+def test_a_variant_seen_on_one_side_only_gets_no_direction_and_a_reason():
+    w = torch.randn(50, 4)
+    calls = np.stack([np.ones(50), (w[:, 0] > 0).numpy()], 1).astype(int)
+    fit = fit_boundaries(w, calls, ["a1_left", "acom"])
+    assert fit.keys == ["acom"] and "a1_left" in fit.skipped and "samples" in fit.skipped["a1_left"]
+
+
+def test_each_orthogonalised_normal_is_a_unit_vector_orthogonal_to_the_other_boundaries():
+    raw = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    normals = orthogonalise(raw)
+    np.testing.assert_allclose(normals.norm(dim=1).numpy(), [1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose([float(normals[0] @ raw[1]), float(normals[1] @ raw[0])], [0.0, 0.0], atol=1e-6)
+
+
+def named_generator():
+    gen = build_generator("tiny", seed=0, device="cpu")
+    w = gen.mapping(gen.z_from_seeds(list(range(200))))
+    calls = np.stack([(w[:, 0] > w[:, 0].median()).numpy(), (w[:, 1] > w[:, 1].median()).numpy()], 1).astype(int)
+    store_named_directions(gen, fit_boundaries(w, calls, ["pcom_left", "fetal_pca_right"]), {"samples": 200})
+    return gen
+
+
+def test_named_directions_are_stored_in_the_model_and_reloaded(tmp_path):
+    gen = named_generator()
+    path = tmp_path / "named.safetensors"
+    save_checkpoint(path, gen.checkpoint)
+    reloaded = directions_for(load_generator(path, device="cpu"))
+    assert [d.label for d in named(reloaded)] == ["Left Pcom", "Right fetal PCA"]
+    assert len(reloaded) == len(named(reloaded)) + 8  # after the SeFa and PCA directions
+
+
+def test_the_panel_shows_named_directions_as_named_sliders(tmp_path):
+    pytest.importorskip("PySide6.QtUiTools")
+    from PySide6.QtWidgets import QApplication
+
+    from CircleOfWillisGANLib.explorer.window import panel_ui_path
+    from CircleOfWillisGANLib.panel_controller import PanelController, load_panel_pyside6, pyside6_qt
+    from CircleOfWillisGANLib.panel_engine import PanelEngine
+
+    app = QApplication.instance() or QApplication([])
+    root, ui = load_panel_pyside6(str(panel_ui_path()))
+    controller = PanelController(ui, pyside6_qt())
+    try:
+        controller.set_engine(PanelEngine(named_generator()))
+        assert controller.wait_idle(app=app)
+        labels = [w.text() for w in controller._direction_widgets[::3]]
+        assert labels[-2:] == ["Left Pcom", "Right fetal PCA"] and len(controller.direction_sliders) == len(labels)
+    finally:
+        controller.close()
+        root.deleteLater()
