@@ -8,16 +8,13 @@ generation runs on one worker thread whose results a main-thread timer picks up,
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import logging
 import queue
 import random
-import threading
 import time
-import types
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .background_worker import Worker
 from .errors import CheckpointError, CoWGANError
 from .panel_engine import MAX_UI_SEED, SURFACE_FORMATS, PanelEngine, PanelState, RenderResult, model_card_summary
 
@@ -28,87 +25,6 @@ PLAY_STEP = 0.05
 DIRECTION_STEPS = 10  # direction slider ticks per standard deviation
 MODEL_FILTER = "Models (*.safetensors *.pt);;All files (*)"
 VOLUME_FILTER = "NIfTI volumes (*.nii *.nii.gz);;All files (*)"
-
-
-class Worker:
-    """One background thread: queued tasks run in order; render requests keep only the newest one."""
-
-    def __init__(self) -> None:
-        self.results: "queue.Queue[Tuple[str, Any, Any]]" = queue.Queue()
-        self._tasks: Deque[Tuple[str, Callable[..., Any]]] = collections.deque()
-        self._render: Optional[Tuple[str, Callable[..., Any]]] = None
-        self._cond = threading.Condition()
-        self._busy = False
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, name="CircleOfWillisGAN worker", daemon=True)
-        self._thread.start()
-
-    def submit(self, kind: str, func: Callable[..., Any], newest_wins: bool = False) -> None:
-        """Queue `func(progress)`; with newest_wins it replaces any render request not yet started."""
-        with self._cond:
-            if newest_wins:
-                self._render = (kind, func)
-            else:
-                self._tasks.append((kind, func))
-            self._cond.notify()
-
-    @property
-    def idle(self) -> bool:
-        with self._cond:
-            return not (self._busy or self._tasks or self._render)
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not (self._stop or self._tasks or self._render):
-                    self._cond.wait()
-                if self._stop:
-                    return
-                if self._tasks:
-                    kind, func = self._tasks.popleft()
-                else:
-                    (kind, func), self._render = self._render, None  # type: ignore[misc]
-                self._busy = True
-            try:
-                self.results.put((kind, func(lambda i, n: self.results.put(("progress", (i, n), None))), None))
-            except Exception as exc:  # reported on the GUI thread, never raised in this thread
-                if not isinstance(exc, CoWGANError):
-                    log.exception("CircleOfWillisGAN: %s failed", kind)
-                self.results.put((kind, None, exc))
-            finally:
-                with self._cond:
-                    self._busy = False
-
-
-def pyside6_qt() -> types.SimpleNamespace:
-    """PySide6's QtCore, QtGui and QtWidgets as one namespace, shaped like PythonQt's `qt` module."""
-    from PySide6 import QtCore, QtGui, QtWidgets
-
-    ns = types.SimpleNamespace()
-    for module in (QtCore, QtGui, QtWidgets):
-        for name in dir(module):
-            if name.startswith("Q") or name == "Qt":
-                setattr(ns, name, getattr(module, name))
-    return ns
-
-
-def load_panel_pyside6(ui_path: str, parent: Any = None) -> Tuple[Any, types.SimpleNamespace]:
-    """Load the panel's .ui with PySide6's QUiLoader: (root widget, widgets by object name)."""
-    from PySide6.QtCore import QFile, QObject
-    from PySide6.QtUiTools import QUiLoader
-
-    file = QFile(str(ui_path))
-    if not file.open(QFile.ReadOnly):
-        raise FileNotFoundError(f"cannot open the panel layout {ui_path}")
-    root = QUiLoader().load(file, parent)
-    file.close()
-    widgets = {w.objectName(): w for w in root.findChildren(QObject) if w.objectName()}
-    return root, types.SimpleNamespace(**widgets)
 
 
 def _dialog_result(value: Any) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, List, Tuple
 
-from ..panel_controller import load_panel_pyside6, pyside6_qt
+from ..qt_pyside6 import load_panel_pyside6, pyside6_qt
 from ..resources import resource_dirs
 from ..turing.organiser_panel import OrganiserPanelController
 from ..turing.rater_app import build_rater_window

@@ -11,7 +11,8 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import CheckpointError, require
-from ..panel_controller import PanelController, load_panel_pyside6, pyside6_qt
+from ..panel_controller import PanelController
+from ..qt_pyside6 import load_panel_pyside6, pyside6_qt
 from ..panel_engine import PanelEngine, RenderResult
 from ..resources import resource_dirs
 from .turing_windows import TuringWindows

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
-from ..panel_controller import load_panel_pyside6, pyside6_qt
+from ..qt_pyside6 import load_panel_pyside6, pyside6_qt
 from .picture_viewer import PictureViewer
 from .rater_panel import RaterPanelController, default_ui_path
 

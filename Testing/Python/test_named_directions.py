@@ -88,7 +88,8 @@ def test_the_panel_shows_named_directions_as_named_sliders(tmp_path):
     from PySide6.QtWidgets import QApplication
 
     from CircleOfWillisGANLib.explorer.window import panel_ui_path
-    from CircleOfWillisGANLib.panel_controller import PanelController, load_panel_pyside6, pyside6_qt
+    from CircleOfWillisGANLib.panel_controller import PanelController
+    from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt
     from CircleOfWillisGANLib.panel_engine import PanelEngine
 
     app = QApplication.instance() or QApplication([])

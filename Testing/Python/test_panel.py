@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("PySide6.QtUiTools")
 
 from CircleOfWillisGANLib.generator import build_generator  # noqa: E402
-from CircleOfWillisGANLib.panel_controller import PanelController, load_panel_pyside6, pyside6_qt  # noqa: E402
+from CircleOfWillisGANLib.panel_controller import PanelController  # noqa: E402
+from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt  # noqa: E402
 from CircleOfWillisGANLib.panel_engine import PanelEngine, PanelState  # noqa: E402
 from CircleOfWillisGANLib.explorer.window import panel_ui_path  # noqa: E402
 

@@ -93,7 +93,8 @@ def test_the_panel_moves_its_sliders_around_a_loaded_projection(generator, resul
     from PySide6.QtWidgets import QApplication
 
     from CircleOfWillisGANLib.explorer.window import panel_ui_path
-    from CircleOfWillisGANLib.panel_controller import PanelController, load_panel_pyside6, pyside6_qt
+    from CircleOfWillisGANLib.panel_controller import PanelController
+    from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt
     from CircleOfWillisGANLib.panel_engine import PanelEngine
 
     paths = write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, plot=False)

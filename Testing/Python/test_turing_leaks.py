@@ -103,7 +103,7 @@ def test_rater_panel_text_does_not_vary_with_the_truth(session, tmp_path):
     pytest.importorskip("PySide6")
     from PySide6.QtWidgets import QApplication
 
-    from CircleOfWillisGANLib.panel_controller import load_panel_pyside6, pyside6_qt
+    from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt
     from CircleOfWillisGANLib.turing.rater_panel import RaterPanelController, default_ui_path
 
     app = QApplication.instance() or QApplication([])

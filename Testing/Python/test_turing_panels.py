@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from CircleOfWillisGANLib.panel_controller import load_panel_pyside6, pyside6_qt  # noqa: E402
+from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt  # noqa: E402
 from CircleOfWillisGANLib.turing import TuringSession  # noqa: E402
 from CircleOfWillisGANLib.turing.create import read_key  # noqa: E402
 from CircleOfWillisGANLib.turing.organiser_panel import OrganiserPanelController  # noqa: E402
