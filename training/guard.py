@@ -50,7 +50,8 @@ class NanGuard:
                 f"the losses were NaN/Inf {self.consecutive} times in a row near step {bad_step}: lower the "
                 "learning rate (--lr), use --precision fp32, or resume from an earlier state")
         rollbacks = self.trainer.rollbacks + 1
-        self.trainer.load_state_dict(self._good)
+        # A copy: Optimizer.load_state_dict keeps CPU tensors as they are, so later steps would update the snapshot.
+        self.trainer.load_state_dict(to_cpu(self._good))
         self.trainer.rollbacks = rollbacks
         phase = "generator" if "loss_g" in stats else "discriminator"
         log.warning("step %d: non-finite %s loss or gradient; rolled back to step %d (rollback %d of at most %d in a "
