@@ -57,9 +57,10 @@ def _cutout(x: torch.Tensor, chosen: torch.Tensor, gen: torch.Generator) -> torc
     n = x.shape[0]
     box = chosen.view(-1, 1, 1, 1, 1)
     for axis, size in enumerate(x.shape[2:]):
-        half = int(size * CUTOUT_RATIO + 0.5) // 2
+        length = int(size * CUTOUT_RATIO + 0.5)
         centre = torch.randint(0, size, (n,), generator=gen, device=x.device)
-        inside = (torch.arange(size, device=x.device)[None, :] - centre[:, None]).abs() < half
+        offset = torch.arange(size, device=x.device)[None, :] - (centre[:, None] - length // 2)
+        inside = (offset >= 0) & (offset < length)
         view = [n, 1, 1, 1, 1]
         view[2 + axis] = size
         box = box & inside.view(view)

@@ -53,3 +53,15 @@ def test_a_fixed_probability_never_moves():
     ada.observe(10.0, 10.0)
     ada.update(0)
     assert ada.p == 0.5
+
+
+def test_a_cutout_box_is_half_of_each_axis_as_in_the_reference():
+    # The reference cuts out int(size / 2 + 0.5) voxels per axis (clipped at the edges): 4 x 8 x 8 here.
+    x = torch.ones(64, 1, 8, 16, 16)
+    y = augment(x, 1.0, ("cutout",), torch.Generator().manual_seed(0))
+    extents = []
+    for sample in y[:, 0]:
+        zero = (sample == 0).nonzero()
+        extents.append(tuple((zero.max(0).values - zero.min(0).values + 1).tolist()))
+    assert max(e[0] for e in extents) == 4 and max(e[1] for e in extents) == 8 and max(e[2] for e in extents) == 8
+    assert (4, 8, 8) in extents
