@@ -13,10 +13,40 @@ import dataclasses
 from typing import Any, Dict, Tuple
 
 from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.latents import check_seed
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 GRADIENT_PENALTIES = ("one-centred", "r1")
 AUGMENTATIONS = ("flip", "translation", "cutout", "brightness", "contrast")
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """`value` as the type of the field's default (e.g. 4.0 -> 4 for an interval), or an InputError naming the field."""
+    kind = type(default)
+    try:
+        if kind is tuple:
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise TypeError
+            element = type(default[0]) if default else str
+            return tuple(_coerce(name, v, element()) for v in value)
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if kind is str:
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if isinstance(value, (bool, str)) or not isinstance(value, (int, float)):
+            raise TypeError
+        if kind is int:
+            if float(value) != int(value):
+                raise TypeError
+            return int(value)
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        what = {tuple: "a list", bool: "true or false", str: "text", int: "a whole number", float: "a number"}[kind]
+        raise InputError(f"training setting {name} must be {what}, got {value!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +87,12 @@ class TrainConfig:
     max_rollbacks: int = 5                   # consecutive NaN/Inf rollbacks before the run stops with an error
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
-        object.__setattr__(self, "augment", tuple(self.augment))
-        object.__setattr__(self, "sample_seeds", tuple(int(s) for s in self.sample_seeds))
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, _coerce(field.name, getattr(self, field.name), field.default))
+        for seed in self.sample_seeds:
+            check_seed(seed)
+        if len(self.adam_betas) != 2:
+            raise InputError(f"adam_betas must be two numbers (beta1, beta2), got {list(self.adam_betas)}")
         if self.batch < 1 or self.micro_batch < 1 or self.batch % self.micro_batch:
             raise InputError(f"batch {self.batch} must be a positive multiple of micro_batch {self.micro_batch}")
         if self.precision not in PRECISIONS:
@@ -77,6 +110,15 @@ class TrainConfig:
                 raise InputError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.g_lr <= 0 or self.d_lr_mult <= 0:
             raise InputError("learning rates must be positive")
+        if not 0.0 <= self.pl_decay < 1.0 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            name = "pl_decay" if not 0.0 <= self.pl_decay < 1.0 else "adam_betas"
+            raise InputError(f"{name} must be at least 0 and below 1, got {getattr(self, name)}")
+        for name in ("total_kimg", "ada_kimg", "gp_weight", "pl_weight", "ada_target"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must not be negative, got {getattr(self, name)}")
+        for name in ("checkpoint_minutes", "snapshot_kimg"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
 
     def accumulation(self, world_size: int) -> int:
         """Accumulation rounds per optimiser step on each of `world_size` processes."""

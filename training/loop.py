@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from CircleOfWillisGANLib import __version__
-from CircleOfWillisGANLib.errors import CheckpointError, InputError
+from CircleOfWillisGANLib.errors import CheckpointError, InputError, OutputError
 from CircleOfWillisGANLib.export import timestamp
 from CircleOfWillisGANLib.files import write_json
 
@@ -93,6 +93,8 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, 
           bar: bool = True, guard_every: int = 200) -> RunResult:
     """Train (or resume) the run in `run_dir` on the dataset in `data_dir`; return how it ended."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputError(f"--out {run_dir} is a file, not a folder: pass a new or existing run folder")
     data = RealVolumes.open(Path(data_dir), group.device)
     trainer = Trainer(cfg, data, group)
     resumed = _resume(trainer, run_dir, data)

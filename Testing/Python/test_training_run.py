@@ -141,3 +141,38 @@ def test_sigterm_saves_the_resume_state_and_exits_cleanly(dataset, tmp_path):
     assert proc.returncode == 0, err
     assert out.startswith("stopped by a signal: step ") and "run the same command to resume" in out
     assert load_state(find_state(run))["trainer"]["step"] >= 1
+
+
+def test_the_nan_guards_snapshot_survives_the_steps_after_a_rollback(dataset):
+    # Optimizer.load_state_dict keeps CPU tensors as they are: the snapshot must not become the live Adam state.
+    trainer = _trainer(dataset)
+    guard = NanGuard(trainer, every=1000)
+    trainer.step()
+    guard.remember()
+    snapshot = {k: v.clone() for k, v in _tensors(guard._good)}
+    guard.rollback({"loss_d": float("nan")})
+    trainer.step()
+    trainer.step()
+    assert all(torch.equal(snapshot[k], v) for k, v in _tensors(guard._good))
+
+
+def test_training_settings_of_the_wrong_type_are_explained():
+    for name, value in (("ema_beta", "abc"), ("total_kimg", "abc"), ("adam_betas", 0.5), ("sample_seeds", 5),
+                        ("gp_interval", 2.5), ("compile", "yes")):
+        with pytest.raises(InputError, match=name):
+            training_preset("tiny").replace(**{name: value})
+    assert training_preset("tiny").replace(gp_interval=4.0, g_lr=1, adam_betas=[0, 0.9]).gp_interval == 4
+
+
+def test_a_negative_budget_or_decay_outside_zero_to_one_is_refused():
+    for name, value in (("total_kimg", -1.0), ("pl_decay", 2.0), ("checkpoint_minutes", 0.0), ("adam_betas", (0.5, 1.5))):
+        with pytest.raises(InputError, match=name):
+            training_preset("tiny").replace(**{name: value})
+
+
+def test_a_run_folder_that_is_a_file_is_explained(dataset, tmp_path):
+    from CircleOfWillisGANLib.errors import OutputError
+
+    (tmp_path / "run").write_text("not a folder")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        train(training_preset("tiny"), dataset, tmp_path / "run", CPU, bar=False)
