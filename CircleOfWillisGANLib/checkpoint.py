@@ -18,7 +18,7 @@ import torch
 from . import __version__
 from .architecture import Architecture
 from .errors import CheckpointError, InputError
-from .files import atomic_write
+from .files import _json_default, atomic_write
 
 FORMAT = "cowgan-generator"
 FORMAT_VERSION = 1
@@ -65,11 +65,11 @@ def save_checkpoint(path: PathLike, ckpt: Checkpoint) -> str:
     metadata = dict(ckpt.metadata)
     metadata.update(format=FORMAT, format_version=FORMAT_VERSION, architecture=ckpt.architecture.to_dict())
     metadata.setdefault("software_version", __version__)
-    metadata_json = json.dumps(metadata, sort_keys=True)
+    metadata_json = json.dumps(metadata, sort_keys=True, default=_json_default)
     checksum = content_sha256(tensors, metadata_json)
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: metadata_json, CHECKSUM_KEY: checksum}))
     ckpt.sha256 = checksum
-    ckpt.metadata = metadata
+    ckpt.metadata = json.loads(metadata_json)  # as loading will read it (NumPy values and tuples become JSON's)
     return checksum
 
 
@@ -134,5 +134,28 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
                               f"{' and more' if len(broken) > 3 else ''}: the training run diverged; export an earlier checkpoint")
     w_avg = tensors.pop(W_AVG_KEY)
     directions = {k[len(DIRECTION_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(DIRECTION_PREFIX)}
+    mismatch = _architecture_mismatch(architecture, tensors, w_avg)
+    if mismatch:
+        raise CheckpointError(f"model {path} does not match its architecture ({mismatch}): it was written by other "
+                              "software or an incompatible version; re-export or re-import it with this one")
     return Checkpoint(architecture, tensors, w_avg, metadata, directions, checksum)
+
+
+def _architecture_mismatch(arch: Architecture, tensors: Mapping[str, torch.Tensor], w_avg: torch.Tensor) -> str:
+    """What differs between the stored weights and those the stored architecture builds ('' when they fit)."""
+    from .generator_model import GeneratorModel
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in GeneratorModel(arch).state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        return "; ".join(part for part in (f"missing {', '.join(missing[:3])}" if missing else "",
+                                           f"unexpected {', '.join(extra[:3])}" if extra else "") if part)
+    for key, shape in expected.items():
+        if tuple(tensors[key].shape) != shape:
+            return f"{key} has shape {tuple(tensors[key].shape)}, expected {shape}"
+    if tuple(w_avg.shape) != (arch.latent_dim,):
+        return f"{W_AVG_KEY} has shape {tuple(w_avg.shape)}, expected ({arch.latent_dim},)"
+    return ""
 

@@ -81,3 +81,32 @@ def test_a_model_with_nan_weights_is_refused(tiny_generator, tmp_path):
     save_checkpoint(path, Checkpoint(ckpt.architecture, state, ckpt.w_avg, {}))
     with pytest.raises(CheckpointError, match="NaN or infinite values in synthesis.const"):
         load_checkpoint(path)
+
+
+def test_metadata_reads_back_as_it_was_saved_including_numpy_values(tiny_generator, tmp_path):
+    import numpy as np
+
+    ckpt = tiny_generator.checkpoint
+    saved = Checkpoint(ckpt.architecture, ckpt.state_dict, ckpt.w_avg,
+                       {"name": "t", "data": {"spacing_mm": np.array([0.5, 0.5, 0.8]), "count": np.int64(3)}, "pair": (1, 2)})
+    save_checkpoint(tmp_path / "m.safetensors", saved)
+    loaded = load_checkpoint(tmp_path / "m.safetensors")
+    assert loaded.metadata == saved.metadata
+    assert loaded.metadata["data"] == {"spacing_mm": [0.5, 0.5, 0.8], "count": 3} and loaded.metadata["pair"] == [1, 2]
+
+
+@pytest.mark.parametrize("change", ["missing weight", "wrong shape", "wrong w_avg"])
+def test_weights_that_do_not_fit_the_stored_architecture_are_refused(tiny_generator, tmp_path, change):
+    from CircleOfWillisGANLib.generator import load_generator
+
+    ckpt = tiny_generator.checkpoint
+    weights, w_avg = dict(ckpt.state_dict), ckpt.w_avg
+    if change == "missing weight":
+        weights.pop("synthesis.const")
+    elif change == "wrong shape":
+        weights["synthesis.const"] = torch.zeros(1, 3, 4, 4, 4)
+    else:
+        w_avg = torch.zeros(5)
+    save_checkpoint(tmp_path / "m.safetensors", Checkpoint(ckpt.architecture, weights, w_avg, {"name": "t"}))
+    with pytest.raises(CheckpointError, match="does not match its architecture"):
+        load_generator(tmp_path / "m.safetensors", device="cpu")
