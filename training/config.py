@@ -89,6 +89,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             object.__setattr__(self, field.name, _coerce(field.name, getattr(self, field.name), field.default))
+        if not self.sample_seeds:
+            raise InputError("sample_seeds must hold at least one seed (the sample sheets' volumes)")
         for seed in self.sample_seeds:
             check_seed(seed)
         if len(self.adam_betas) != 2:

@@ -165,7 +165,8 @@ def test_training_settings_of_the_wrong_type_are_explained():
 
 
 def test_a_negative_budget_or_decay_outside_zero_to_one_is_refused():
-    for name, value in (("total_kimg", -1.0), ("pl_decay", 2.0), ("checkpoint_minutes", 0.0), ("adam_betas", (0.5, 1.5))):
+    for name, value in (("total_kimg", -1.0), ("pl_decay", 2.0), ("checkpoint_minutes", 0.0), ("adam_betas", (0.5, 1.5)),
+                        ("sample_seeds", ())):
         with pytest.raises(InputError, match=name):
             training_preset("tiny").replace(**{name: value})
 
