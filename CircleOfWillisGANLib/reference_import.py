@@ -33,9 +33,13 @@ def read_reference_config(model_path: Path, config_path: Optional[Path]) -> Dict
             raise CheckpointError(f"config file {config_path} does not exist: pass the run's .config.json")
         return {}
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except ValueError as exc:
         raise CheckpointError(f"config {path} is not valid JSON ({exc}): pass the run's .config.json") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"config {path} is not a reference .config.json (a JSON object of run settings): "
+                              "pass the run's .config.json")
+    return config
 
 
 def _load_state(path: Path) -> Dict[str, torch.Tensor]:
@@ -89,11 +93,16 @@ def infer_architecture(state: Dict[str, torch.Tensor], config: Dict[str, Any]) -
     if config.get("image_size", image_size) != image_size:
         raise CheckpointError(f".config.json says image_size {config['image_size']} but the checkpoint has {num_blocks} blocks ({image_size})")
     last_channels = state[f"GE.blocks.{num_blocks - 1}.conv1.weight"].shape[0]
-    capacity = int(config.get("network_capacity", last_channels // 2))
+    try:
+        capacity = int(config.get("network_capacity", last_channels // 2))
+        lr_mul = float(config.get("lr_mlp", 0.1))
+    except (TypeError, ValueError):
+        raise CheckpointError(f".config.json has network_capacity {config.get('network_capacity')!r} and lr_mlp "
+                              f"{config.get('lr_mlp')!r}; both must be numbers: pass the run's own .config.json") from None
     g_channels = [state[f"GE.blocks.{i}.conv1.weight"].shape[0] for i in range(num_blocks)]
     d_channels = [v.shape[0] for k, v in state.items() if re.fullmatch(r"D\.blocks\.\d+\.conv_res\.weight", k)]
     fmap_max = max(g_channels + d_channels)
-    arch = Architecture(latent_dim=latent_dim, mapping_layers=len(mapping_keys), mapping_lr_mul=float(config.get("lr_mlp", 0.1)),
+    arch = Architecture(latent_dim=latent_dim, mapping_layers=len(mapping_keys), mapping_lr_mul=lr_mul,
                         network_capacity=capacity, fmap_max=fmap_max, output_shape=(REFERENCE_DEPTH, image_size, image_size),
                         noise_mode="reference")
     if arch.generator_channels() != g_channels:

@@ -120,3 +120,12 @@ def test_imported_checkpoint_records_provenance(golden_dir, tmp_path):
     assert len(meta["provenance"]["file_sha256"]) == 64
     assert meta["data"]["spacing_mm"] == [0.62, 0.62, 0.62]
     assert isinstance(CoWGenerator(load_checkpoint(out), "cpu").affine, np.ndarray)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "null", '{"image_size": 64, "network_capacity": "two"}',
+                                  '{"image_size": 64, "lr_mlp": "fast"}'])
+def test_a_config_that_is_not_a_reference_config_gives_one_clear_error(golden_dir, tmp_path, text):
+    config = tmp_path / "config.json"
+    config.write_text(text)
+    with pytest.raises(CheckpointError, match="config"):
+        import_reference(str(golden_dir / "model_0.pt"), str(config))
