@@ -107,49 +107,101 @@ def fleiss_kappa(table: Sequence[Sequence[int]]) -> Optional[float]:
     return (p_bar - p_e) / (1.0 - p_e)
 
 
+def _tail_from(start: int, n: int, p: float, step: int) -> float:
+    """Sum of P(X = i) from i = start onwards in direction `step` (+1 or -1), where the terms only shrink;
+    stops once they no longer change the sum, so a tail costs O(sqrt(n)) terms instead of O(n)."""
+    if p <= 0.0 or p >= 1.0:
+        return sum(binom_pmf(i, n, p) for i in range(start, -1 if step < 0 else n + 1, step))
+    total, i, term = 0.0, start, binom_pmf(start, n, p)
+    odds = p / (1.0 - p)
+    while 0 <= i <= n and term > 0.0:
+        total += term
+        if term < total * 1e-17:
+            break
+        term *= (i / (n - i + 1) / odds) if step < 0 else ((n - i) / (i + 1) * odds)
+        i += step
+    return total
+
+
+def _at_most(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed from the smaller side of the mode."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    mode = int((n + 1) * p)
+    if k <= mode:
+        return min(1.0, _tail_from(k, n, p, -1))
+    return max(0.0, 1.0 - _tail_from(k + 1, n, p, +1))
+
+
+def _half_p_value(k: int, n: int) -> float:
+    """binom_test(k, n, 0.5) for the symmetric null: twice the smaller tail (1 at the centre)."""
+    if 2 * k == n:
+        return 1.0
+    return min(1.0, 2.0 * _at_most(min(k, n - k), n, 0.5))
+
+
+def _critical_low(n: int, alpha: float) -> int:
+    """Largest k <= n // 2 whose two-sided p-value against 50% is below alpha (-1 if none)."""
+    k = min(n // 2, max(-1, int(n / 2 - 1.96 * math.sqrt(n) / 2)))
+    while k >= 0 and 2 * _at_most(k, n, 0.5) >= alpha:
+        k -= 1
+    while k + 1 <= n // 2 and 2 * _at_most(k + 1, n, 0.5) < alpha:
+        k += 1
+    return k
+
+
 def chance_band(n: int, alpha: float = ALPHA) -> Tuple[float, float]:
     """The accuracies that n readings cannot tell from guessing (two-sided exact test at alpha)."""
-    ks = [k for k in range(n + 1) if binom_test(k, n) >= alpha]
-    return ks[0] / n, ks[-1] / n
+    low = _critical_low(n, alpha)
+    return (low + 1) / n, (n - low - 1) / n
+
+
+def _first_n(start: int, hit) -> Optional[int]:
+    """Fewest n >= start with hit(n), found by a linear scan (the exact criteria are saw-toothed in n)."""
+    n = max(1, start)
+    while n <= MAX_READINGS:
+        if hit(n):
+            return n
+        n += 1
+    return None
+
+
+def _scan_start(normal_n: float, slack: float) -> int:
+    """Where the linear scan starts: far below the normal approximation for small n, closer for large n,
+    where the exact criterion follows the approximation within a fraction of a standard error."""
+    return int(normal_n * (0.5 if normal_n < 1000 else slack))
 
 
 def readings_to_significance(accuracy: float, alpha: float = ALPHA) -> Optional[int]:
-    """Fewest readings at which this accuracy, observed, would differ from 50% at alpha (None at exactly 50%)."""
+    """Fewest readings at which this accuracy, observed, would differ from 50% at alpha (None at exactly 50%
+    and beyond MAX_READINGS)."""
     effect = abs(accuracy - 0.5)
     if effect < 1e-9:
         return None
-    n = max(1, int(0.5 * (1.96 * 0.5 / effect) ** 2))
-    while n <= MAX_READINGS:
-        if all(binom_test(int(round(accuracy * m)), m) < alpha for m in range(n, n + 5)):
-            return n
-        n += 1
-    return None
+    normal_n = (1.96 * 0.5 / effect) ** 2
+    return _first_n(_scan_start(normal_n, 0.8), lambda n: all(
+        _half_p_value(int(round(accuracy * m)), m) < alpha for m in range(n, n + 5)))
 
 
 def readings_for_power(accuracy: float, power: float = 0.8, alpha: float = ALPHA) -> Optional[int]:
-    """Fewest readings for which a reader whose true accuracy is `accuracy` is detected with `power`."""
+    """Fewest readings for which a reader whose true accuracy is `accuracy` is detected with `power`
+    (None at exactly 50% and beyond MAX_READINGS)."""
     effect = abs(accuracy - 0.5)
     if effect < 1e-9:
         return None
-    n = max(5, int(0.5 * ((1.96 + 0.84) * 0.5 / effect) ** 2))
-    while n <= MAX_READINGS:
-        if exact_power(accuracy, n, alpha) >= power:
-            return n
-        n += 1
-    return None
+    sd = math.sqrt(accuracy * (1.0 - accuracy))
+    normal_n = ((1.96 * 0.5 + 0.8416 * sd) / effect) ** 2
+    return _first_n(max(5, _scan_start(normal_n, 0.8)), lambda n: exact_power(accuracy, n, alpha) >= power)
 
 
 def exact_power(accuracy: float, n: int, alpha: float = ALPHA) -> float:
     """Probability that n readings at true accuracy reach p < alpha in the two-sided exact test."""
-    lower = -1
-    for k in range(n // 2 + 1):
-        if 2 * sum(binom_pmf(i, n, 0.5) for i in range(k + 1)) < alpha:
-            lower = k
-        else:
-            break
+    lower = _critical_low(n, alpha)
     if lower < 0:
         return 0.0
-    return sum(binom_pmf(i, n, accuracy) for i in range(lower + 1)) + _tail_at_least(n - lower, n, accuracy)
+    return _at_most(lower, n, accuracy) + (1.0 - _at_most(n - lower - 1, n, accuracy))
 
 
 def sample_size_note(correct: int, n: int, alpha: float = ALPHA) -> str:
