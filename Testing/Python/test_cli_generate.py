@@ -72,6 +72,8 @@ def test_noise_variations_share_w_and_differ_in_noise(golden_model, tmp_path):
     (["--psi", "5"], "psi 5.0 is out of range"),
     (["--model", "/nonexistent/model.safetensors"], "does not exist"),
     (["--steps", "1", "--interpolate", "1", "2"], "--steps"),
+    (["--surface", "--threshold", "1.5"], "--threshold 1.5"),
+    (["--surface", "--threshold", "0"], "--threshold 0.0"),
 ])
 def test_bad_requests_fail_with_one_line_and_write_nothing(golden_model, tmp_path, args, message):
     out = tmp_path / "out"

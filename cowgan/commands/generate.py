@@ -84,6 +84,9 @@ def _plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.noise_seed is not None:
         check_seed(args.noise_seed)
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise InputError(f"--threshold {args.threshold} gives no surface: generated volumes lie in [0, 1], so choose a "
+                         "value between 0 and 1, or leave it out for Otsu's threshold")
     if args.interpolate:
         a, b = (check_seed(s) for s in args.interpolate)
         return [{"kind": "interpolation", "a": a, "b": b, "t": i / (args.steps - 1), "stem": f"interp_{a}_{b}_{i:03d}",
