@@ -1,4 +1,5 @@
-"""What a run shows while it trains: a live bar (kimg, volumes/s, losses, augmentation p, ETA) and TensorBoard."""
+"""What a run shows while it trains: a live bar (kimg, volumes/s, losses, augmentation p, ETA), or without the bar
+a log line a minute (batch jobs), and TensorBoard."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ log = logging.getLogger(__name__)
 # Scalar -> the stats flag that says it was computed this step (None: every step).
 SCALARS = {"loss_d": None, "loss_g": None, "augment_p": None, "penalty_gp": "gp_applied",
            "penalty_pl": "pl_applied", "path_length": "pl_applied"}
+LOG_LINE_SECONDS = 60.0
 
 
 class Progress:
@@ -23,6 +25,7 @@ class Progress:
                  bar: bool = True) -> None:
         self.enabled = enabled
         self.batch = batch
+        self.total_steps = total_steps
         self.rate: Optional[float] = None
         self._last = time.perf_counter()
         self._last_write = 0.0
@@ -50,12 +53,16 @@ class Progress:
         self.rate = rate if self.rate is None else 0.9 * self.rate + 0.1 * rate
         if not self.enabled:
             return
+        summary = (f"kimg {kimg:.2f} | {self.rate:.1f} vol/s | D {stats['loss_d']:.3f} G {stats['loss_g']:.3f} | "
+                   f"p {stats['augment_p']:.2f}")
         if self._bar is not None:
             self._bar.update(1)
             if now - self._last_write > 0.5:
-                self._bar.set_postfix_str(f"kimg {kimg:.2f} | {self.rate:.1f} vol/s | D {stats['loss_d']:.3f} "
-                                          f"G {stats['loss_g']:.3f} | p {stats['augment_p']:.2f}", refresh=False)
+                self._bar.set_postfix_str(summary, refresh=False)
                 self._last_write = now
+        elif now - self._last_write >= LOG_LINE_SECONDS:
+            log.info("step %d of %d | %s", step, self.total_steps, summary)
+            self._last_write = now
         if self._writer is not None:
             for name, flag in SCALARS.items():
                 if flag is None or stats[flag]:

@@ -29,6 +29,9 @@ from .distributed import ProcessGroup, all_reduce_gradients, all_reduce_sum
 from .losses import d_hinge, g_hinge, gradient_penalty, path_lengths
 
 PHASE_D, PHASE_G = 1, 2
+# On the CPU, oneDNN's bfloat16 weight gradients of 3D convolutions on small grids come out NaN in a few percent of
+# steps (torch 2.13, AVX512-BF16); discriminator blocks whose input has at most this many voxels run in float32.
+CPU_BF16_MIN_VOXELS = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,29 @@ def resolve_training_precision(name: str, device: torch.device, channels_last: b
     return Precision(dtype, dtype == torch.float16, channels_last and device.type == "cuda")
 
 
+def run_small_discriminator_blocks_in_float32(D: Discriminator, arch: Architecture) -> None:
+    """Make D's blocks on grids of at most CPU_BF16_MIN_VOXELS voxels, and its final convolution, skip autocast.
+
+    They cost little, and it keeps the CPU's occasional NaN bfloat16 weight gradients out of training.
+    """
+    shape = arch.output_shape
+    for i, block in enumerate(D.blocks):
+        if shape[0] * shape[1] * shape[2] <= CPU_BF16_MIN_VOXELS:
+            _without_autocast(block)
+        shape = tuple(-(-s // t) for s, t in zip(shape, arch.downsample_strides(i)))
+    _without_autocast(D.final_conv)
+
+
+def _without_autocast(module: nn.Module) -> None:
+    forward = module.forward
+
+    def float32_forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return forward(x.float())
+
+    module.forward = float32_forward  # type: ignore[method-assign]
+
+
 def step_seed(*parts: int) -> int:
     """A 63-bit seed that mixes integers well (nearby steps get unrelated streams)."""
     digest = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
@@ -83,6 +109,8 @@ class Trainer:
         self.D = init_weights(Discriminator(self.arch), cfg.seed + 1).to(self.device)
         if self.precision.channels_last:
             self.D = self.D.to(memory_format=torch.channels_last_3d)
+        if self.precision.autocast and self.device.type == "cpu":
+            run_small_discriminator_blocks_in_float32(self.D, self.arch)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         betas = cfg.adam_betas
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas)

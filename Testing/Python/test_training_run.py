@@ -77,6 +77,29 @@ def test_a_run_folder_writes_samples_tensorboard_logs_and_a_config(dataset, tmp_
     assert (tmp_path / "run" / "config.json").is_file()
 
 
+def test_without_the_bar_a_run_logs_its_progress(dataset, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="training.progress"):
+        train(training_preset("tiny").replace(total_kimg=0.004), dataset, tmp_path / "run", CPU, bar=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "training.progress"]
+    assert lines and lines[0].startswith("step 1 of 1 | kimg 0.00 | ") and " vol/s | D " in lines[0]
+
+
+def test_bfloat16_on_the_cpu_runs_the_discriminators_small_blocks_in_float32(dataset):
+    trainer = _trainer(dataset, precision="bf16")
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen.setdefault(name, output.dtype)
+        return hook
+
+    for name in ("blocks.0", "blocks.3", "final_conv"):
+        trainer.D.get_submodule(name).register_forward_hook(record(name))
+    stats = trainer.step()
+    assert stats["nonfinite"] == 0.0
+    assert seen == {"blocks.0": torch.bfloat16, "blocks.3": torch.float32, "final_conv": torch.float32}
+
+
 def test_a_resumed_run_keeps_its_recipe_and_refuses_to_change_it(dataset, tmp_path):
     cfg = training_preset("tiny").replace(total_kimg=0.004)
     train(cfg, dataset, tmp_path / "run", CPU, bar=False)
