@@ -17,6 +17,7 @@ NORMALISATIONS = ("minmax", "percentile")
 MIN_SIZE, MAX_SIZE = 8, 2048
 MIN_SPACING_MM, MAX_SPACING_MM = 0.05, 10.0
 SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
+MAX_LABEL_VALUES = 64                                   # whole-number volumes with this few values are label maps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +67,19 @@ def read_canonical(path: Path) -> Any:
         raise VolumeRejected("contains NaN or infinite values")
     if float(values.max()) - float(values.min()) <= 0.0:
         raise VolumeRejected(f"constant (every voxel is {float(values.min()):g})")
+    labels = _label_values(values)
+    if labels is not None:
+        raise VolumeRejected(f"a label map, not an image ({len(labels)} whole-number values, {labels[0]:g} to "
+                             f"{labels[-1]:g}): leave it out, or pick the images with --pattern")
     return sitk.DICOMOrient(image, CANONICAL)
+
+
+def _label_values(values: np.ndarray) -> Optional[np.ndarray]:
+    """The distinct values of a volume that holds only a few whole numbers (a segmentation), else None."""
+    if not np.array_equal(values, np.round(values)):
+        return None
+    distinct = np.unique(values)
+    return distinct if len(distinct) <= MAX_LABEL_VALUES else None
 
 
 def _nifti_is_finite(path: Path) -> bool:

@@ -118,6 +118,16 @@ def test_a_pattern_selects_images_and_lists_the_other_volumes_as_ignored(tmp_pat
     assert manifest["ignored"] == [{"source": "case001.nii.gz", "reason": "does not match --pattern '*_image.nii.gz'"}]
 
 
+def test_label_maps_beside_the_images_are_skipped_as_label_maps(tmp_path):
+    src = write_tube_volumes(tmp_path / "in", 2, SHAPE)
+    labels = (tube_volume(SHAPE, 0) > 0.5).astype(np.uint8) * np.uint8(3)
+    save_volume(src / "case000_label.nii.gz", labels, default_affine(SHAPE))
+    manifest = prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
+    assert manifest["count"] == 2
+    assert [s["source"] for s in manifest["skipped"]] == ["case000_label.nii.gz"]
+    assert manifest["skipped"][0]["reason"].startswith("a label map, not an image (2 whole-number values, 0 to 3)")
+
+
 def test_percentile_normalisation_clips_to_zero_and_one(tmp_path):
     write_tube_volumes(tmp_path / "in", 1, SHAPE)
     prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=SHAPE, normalisation="percentile",
