@@ -7,7 +7,7 @@ coronal seen from the front (right on the left, superior up), sagittal with ante
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -75,7 +75,8 @@ def mip_panel(volume_dhw: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1
 
 
 def contact_sheet(images: Sequence[np.ndarray], columns: int = 4, captions: Optional[Sequence[str]] = None) -> np.ndarray:
-    """Tile equally sized uint8 images in a grid, with an optional caption under each."""
+    """Tile equally sized uint8 images in a grid, with an optional caption under each (shortened at the front
+    to its tile's width, since the ends of case names tell them apart)."""
     if not images:
         raise InputError("a contact sheet needs at least one image")
     from PIL import Image, ImageDraw
@@ -92,8 +93,19 @@ def contact_sheet(images: Sequence[np.ndarray], columns: int = 4, captions: Opti
         x, y = c * (w + GAP), r * (h + caption_h + GAP)
         sheet.paste(Image.fromarray(np.asarray(image, dtype=np.uint8)), (x, y))
         if captions:
-            draw.text((x + 2, y + h + 1), str(captions[k]), fill=220)
+            draw.text((x + 2, y + h + 1), _fit_caption(draw, str(captions[k]), w - 2), fill=220)
     return np.asarray(sheet)
+
+
+def _fit_caption(draw: Any, text: str, width: int) -> str:
+    """`text`, or its longest tail after '..' that is at most `width` pixels wide."""
+    if draw.textlength(text) <= width:
+        return text
+    for start in range(1, len(text)):
+        short = ".." + text[start:]
+        if draw.textlength(short) <= width:
+            return short
+    return ""
 
 
 def save_png(path: Union[str, Path], image: np.ndarray) -> Path:

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 
+from CircleOfWillisGANLib.mip import GAP, contact_sheet
 from CircleOfWillisGANLib.volume_io import load_volume
 from cowgan.main import main
 
@@ -61,3 +62,14 @@ def test_a_variant_table_json_changes_the_prevalences(tmp_path):
     assert main(["phantoms", "--n", "4", "--out", str(out), "--variant-table", str(table), *SMALL]) == 0
     rows = list(csv.DictReader((out / "manifest.csv").open()))
     assert sum(r["acom_absent"] == "1" for r in rows) >= 3
+
+
+def test_long_captions_are_shortened_to_their_tile_instead_of_running_into_the_next():
+    from PIL import Image, ImageDraw
+
+    captions = ["phantom_00012", "phantom_00013"]
+    assert ImageDraw.Draw(Image.new("L", (1, 1))).textlength(captions[0]) > 48
+    sheet = contact_sheet([np.zeros((40, 48), np.uint8)] * 2, columns=2, captions=captions)
+    caption_rows = sheet[40:]
+    assert caption_rows[:, 48:48 + GAP + 2].max() == 0
+    assert caption_rows[:, :48].max() > 0 and caption_rows[:, 48 + GAP + 2:].max() > 0
