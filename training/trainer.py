@@ -31,7 +31,7 @@ from .losses import d_hinge, g_hinge, gradient_penalty, path_lengths
 PHASE_D, PHASE_G = 1, 2
 # On the CPU, oneDNN's bfloat16 weight gradients of 3D convolutions on small grids come out NaN in a few percent of
 # steps (torch 2.13, AVX512-BF16); discriminator blocks whose input has at most this many voxels run in float32.
-CPU_BF16_MIN_VOXELS = 512
+CPU_FLOAT32_MAX_VOXELS = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,13 +61,13 @@ def resolve_training_precision(name: str, device: torch.device, channels_last: b
 
 
 def run_small_discriminator_blocks_in_float32(D: Discriminator, arch: Architecture) -> None:
-    """Make D's blocks on grids of at most CPU_BF16_MIN_VOXELS voxels, and its final convolution, skip autocast.
+    """Make D's blocks on grids of at most CPU_FLOAT32_MAX_VOXELS voxels, and its final convolution, skip autocast.
 
     They cost little, and it keeps the CPU's occasional NaN bfloat16 weight gradients out of training.
     """
     shape = arch.output_shape
     for i, block in enumerate(D.blocks):
-        if shape[0] * shape[1] * shape[2] <= CPU_BF16_MIN_VOXELS:
+        if shape[0] * shape[1] * shape[2] <= CPU_FLOAT32_MAX_VOXELS:
             _without_autocast(block)
         shape = tuple(-(-s // t) for s, t in zip(shape, arch.downsample_strides(i)))
     _without_autocast(D.final_conv)
