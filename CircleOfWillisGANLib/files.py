@@ -16,13 +16,17 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def atomic_write(path: PathLike, write: Callable[[Path], Any]) -> Path:
-    """Call `write(tmp_path)` then rename onto `path`, so a failure never leaves a half-written file."""
+    """Call `write(tmp_path)` then rename onto `path`, so a failure never leaves a half-written file.
+
+    The file gets the permissions of any new file under the umask (safetensors would leave its own 0600).
+    """
     path = Path(path)
     if not path.parent.is_dir():
         raise OutputError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{''.join(path.suffixes)}")
     try:
         write(tmp)
+        os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable location") from exc
@@ -30,6 +34,12 @@ def atomic_write(path: PathLike, write: Callable[[Path], Any]) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _new_file_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_json(path: PathLike, data: Dict[str, Any]) -> Path:

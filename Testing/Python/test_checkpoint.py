@@ -28,6 +28,14 @@ def test_round_trip_keeps_weights_metadata_and_directions(saved, tiny_generator)
     assert loaded.metadata["name"] == "t" and len(loaded.sha256) == 64
 
 
+def test_a_saved_model_is_readable_like_any_new_file_under_the_umask(saved):
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert saved.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_a_flipped_byte_fails_the_sha256_check(saved):
     data = bytearray(saved.read_bytes())
     data[-5] ^= 0xFF
