@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .precision import resolve_precision
 from .surface import vessel_threshold
 
 PHASES = ("w", "w+", "noise")
@@ -43,6 +44,7 @@ class ProjectionConfig:
     noise_prior_weight: float = 1e-2   # pull of the noise towards its starting values
     prior_samples: int = 2000        # mapped samples that estimate the distribution of w
     seed: int = 0                    # candidates, prior samples and starting noise
+    precision: str = "auto"          # optimisation passes: auto = bf16 where it is fast, else fp32 (result: fp32)
 
     def __post_init__(self) -> None:
         for name in ("w_steps", "wplus_steps", "noise_steps", "candidates", "prior_samples"):
@@ -52,6 +54,8 @@ class ProjectionConfig:
             raise InputError("projection needs at least one optimisation step: raise w_steps")
         if self.lr <= 0 or self.noise_lr <= 0:
             raise InputError("projection learning rates must be positive")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise InputError(f"projection precision {self.precision!r} is unknown: use auto, fp32 or bf16")
 
     @property
     def total_steps(self) -> int:
@@ -123,6 +127,15 @@ class _Prior:
         return ((w - self.mean) / self.std).square().mean()
 
 
+def optimisation_precision(precision: str, device: torch.device) -> Tuple[torch.dtype, bool]:
+    """dtype and channels-last flag of the optimisation passes: bf16 when asked for or fast here, else fp32
+    (fp16 gradients of small losses would underflow)."""
+    if precision == "fp32":
+        return torch.float32, False
+    dtype, channels_last = resolve_precision(precision, device)
+    return (torch.bfloat16, channels_last) if dtype == torch.bfloat16 else (torch.float32, False)
+
+
 def _cosine(step: int, steps: int, lr: float) -> float:
     return lr * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
 
@@ -144,8 +157,12 @@ def project(generator: Any, target: np.ndarray, config: ProjectionConfig = Proje
     noise0 = generator.noise([config.seed]).to(device)
     history: List[Dict[str, Any]] = []
 
-    def synth(ws: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return leaky_clamp(generator.model.synthesis(ws, noise, torch.float32, False))
+    dtype, channels_last = optimisation_precision(config.precision, device)
+
+    def synth(ws: torch.Tensor, noise: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        if exact:
+            return leaky_clamp(generator.model.synthesis(ws, noise, torch.float32, False))
+        return leaky_clamp(generator.model.synthesis(ws, noise, dtype, channels_last).float())
 
     def losses(ws: torch.Tensor, noise: torch.Tensor) -> Dict[str, torch.Tensor]:
         out = vessel_loss(synth(ws, noise), t, mask, config.vessel_weight, config.structure_weight)
@@ -155,7 +172,7 @@ def project(generator: Any, target: np.ndarray, config: ProjectionConfig = Proje
                        + config.noise_prior_weight * (noise - noise0).square().mean())
         return out
 
-    u = _best_candidate(generator, prior, config, t, mask, noise0)
+    u = _best_candidate(synth, generator, prior, config, t, mask, noise0)
     noise = noise0.clone()
     num_ws = generator.num_ws
     step = 0
@@ -185,14 +202,14 @@ def project(generator: Any, target: np.ndarray, config: ProjectionConfig = Proje
     final_noise = noise.detach()
     ws = (mean + u.detach() * std).expand(-1, num_ws, -1)
     with torch.no_grad():
-        reconstruction = synth(ws, final_noise).clamp(0.0, 1.0)[0, 0].float().cpu().numpy()
+        reconstruction = synth(ws, final_noise, exact=True).clamp(0.0, 1.0)[0, 0].float().cpu().numpy()
     return ProjectionResult(ws[0].float().cpu().clone(), final_noise.float().cpu(), reconstruction, target_np, history,
                             reconstruction_metrics(target_np, reconstruction))
 
 
 @torch.no_grad()
-def _best_candidate(generator: Any, prior: _Prior, config: ProjectionConfig, t: torch.Tensor, mask: torch.Tensor,
-                    noise: torch.Tensor) -> torch.Tensor:
+def _best_candidate(synth: Callable[..., torch.Tensor], generator: Any, prior: _Prior, config: ProjectionConfig,
+                    t: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """The starting point (1, 1, latent), in standard units of w: the mean of w or the best of a few samples."""
     device = generator.device
     best_u = torch.zeros(1, 1, generator.arch.latent_dim, device=device)
@@ -201,7 +218,7 @@ def _best_candidate(generator: Any, prior: _Prior, config: ProjectionConfig, t: 
     best = math.inf
     for u in candidates:
         ws = (prior.mean.to(device) + u * prior.std.to(device)).expand(-1, generator.num_ws, -1)
-        image = leaky_clamp(generator.model.synthesis(ws, noise, torch.float32, False))
+        image = synth(ws, noise)
         loss = float(vessel_loss(image, t, mask, config.vessel_weight, config.structure_weight)["loss"])
         if loss < best:
             best, best_u = loss, u

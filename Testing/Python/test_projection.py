@@ -116,3 +116,16 @@ def test_the_panel_moves_its_sliders_around_a_loaded_projection(generator, resul
     finally:
         controller.close()
         root.deleteLater()
+
+
+def test_bf16_optimisation_reaches_the_fp32_result_and_reports_in_fp32(generator, own_volume):
+    import dataclasses
+
+    from CircleOfWillisGANLib.errors import InputError
+
+    bf16 = project(generator, own_volume, dataclasses.replace(FAST, precision="bf16"))
+    fp32 = project(generator, own_volume, dataclasses.replace(FAST, precision="fp32"))
+    assert abs(bf16.metrics["correlation"] - fp32.metrics["correlation"]) < 0.02
+    assert bf16.reconstruction.dtype == np.float32
+    with pytest.raises(InputError, match="precision 'fp16' is unknown"):
+        ProjectionConfig(precision="fp16")
