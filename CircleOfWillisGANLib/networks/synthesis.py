@@ -21,8 +21,8 @@ class ModulatedConv3d(nn.Module):
     With one sample, a volume larger than the weights and no gradient to compute, the style is folded into the
     weights (one plain convolution); otherwise the input and output are scaled instead of building per-sample
     weights, which is equal in exact arithmetic, needs no grouped convolution and, when w needs a gradient
-    (projection), no weight gradient (CPU convolutions at batch 1 compute that ten times slower). `bias` is
-    added after demodulation.
+    (projection), no weight gradient (slow for batch-1 convolutions on the CPU). `bias` is added after
+    demodulation.
     """
 
     def __init__(self, in_channels: int, out_channels: int, latent_dim: int, kernel_size: int = 3,
