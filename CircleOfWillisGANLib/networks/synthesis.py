@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..architecture import Architecture
 from .noise import block_noise
-from .ops import FrozenCache, blur3d, leaky_relu, upsample
+from .ops import FrozenCache, blur3d, conv3d, leaky_relu, upsample
 
 DEMOD_EPS = 1e-8
 
@@ -48,9 +47,9 @@ class ModulatedConv3d(nn.Module):
                 coef = coef * demod[0].view(-1, 1, 1, 1, 1)
             folded = torch.empty(self.weight.shape, dtype=x.dtype, device=x.device, memory_format=layout)
             torch.mul(self.weight, coef, out=folded)
-            return F.conv3d(x, folded, None if bias is None else bias.to(x.dtype), padding=self.padding)
+            return conv3d(x, folded, None if bias is None else bias.to(x.dtype), padding=self.padding)
         weight = self._frozen.get(self.weight, ("cast", x.dtype, layout), lambda p: p.to(x.dtype).contiguous(memory_format=layout))
-        out = F.conv3d(x * scale.to(x.dtype)[:, :, None, None, None], weight, padding=self.padding)
+        out = conv3d(x * scale.to(x.dtype)[:, :, None, None, None], weight, padding=self.padding)
         if demod is not None:
             out = out * demod.to(x.dtype)[:, :, None, None, None]
         return out if bias is None else out + bias.to(x.dtype).view(1, -1, 1, 1, 1)
@@ -133,7 +132,7 @@ class SynthesisNetwork(nn.Module):
         layout = torch.channels_last_3d if channels_last else torch.contiguous_format
         x = self.const.to(dtype).expand(n, -1, -1, -1, -1).contiguous(memory_format=layout)
         weight = self._frozen.get(self.input_conv.weight, ("cast", dtype, layout), lambda p: p.to(dtype).contiguous(memory_format=layout))
-        x = F.conv3d(x, weight, self.input_conv.bias.to(dtype), padding=1)
+        x = conv3d(x, weight, self.input_conv.bias.to(dtype), padding=1)
         image = None
         for i, block in enumerate(self.blocks):
             shape = self.arch.block_shape(i)

@@ -81,3 +81,16 @@ def test_noise_conventions_have_their_documented_shapes():
     assert noise_shape(native, 2) == (2, 1, 32, 64, 64)
     uniform = noise_from_seeds(ref, [0])
     assert 0.0 <= float(uniform.min()) and float(uniform.max()) < 1.0
+
+
+def test_the_batch_one_cpu_convolution_matches_pytorchs_with_gradients():
+    from CircleOfWillisGANLib.networks.ops import conv3d
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 16, 4, 8, 8, generator=gen, requires_grad=True)
+    w = torch.randn(8, 16, 3, 3, 3, generator=gen, requires_grad=True)
+    b = torch.randn(8, generator=gen, requires_grad=True)
+    ours, theirs = conv3d(x, w, b, padding=1), torch.nn.functional.conv3d(x, w, b, padding=1)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
+    for a, c in zip(torch.autograd.grad(ours.square().sum(), (x, w, b)), torch.autograd.grad(theirs.square().sum(), (x, w, b))):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-3)
