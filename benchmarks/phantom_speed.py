@@ -30,7 +30,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for i in range(args.n):
         generate_phantom((1, i), config)
     elapsed = time.perf_counter() - start
-    print(f"| what | workers | phantoms/s | ms/phantom |\n|---|---|---|---|")
+    print("| what | workers | phantoms/s | ms/phantom |\n|---|---|---|---|")
     print(f"| generate_phantom in memory | 1 | {args.n / elapsed:.1f} | {1000 * elapsed / args.n:.0f} |")
     for compress in (True, False):
         for workers in args.workers:

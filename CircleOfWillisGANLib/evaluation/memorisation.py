@@ -9,7 +9,7 @@ which keeps memory small for large training sets; a copy still correlates at ~1.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 

@@ -183,7 +183,7 @@ def test_organiser_panel_creates_a_session_and_computes_results(app, tmp_path):
 
 def test_organiser_panel_shows_errors_in_the_status_line(app, tmp_path):
     root, ui = load_panel_pyside6(str(UI / "TuringOrganiser.ui"))
-    controller = OrganiserPanelController(ui, pyside6_qt())
+    _controller = OrganiserPanelController(ui, pyside6_qt())  # holds the panel's connections while it is used
     ui.sessionFolderLineEdit.setText(str(tmp_path / "s"))
     ui.realFolderLineEdit.setText(str(tmp_path / "missing"))
     ui.modelLineEdit.setText("demo")

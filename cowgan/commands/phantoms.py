@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     out = prepare_output_dir(args.out)
     with tqdm(total=args.n, desc="phantoms", unit="case", disable=None) as bar:
-        manifest = write_phantom_set(out, args.n, args.seed, config, workers=args.workers, preview=args.preview,
-                                     compress=not args.no_compress, progress=bar.update)
+        write_phantom_set(out, args.n, args.seed, config, workers=args.workers, preview=args.preview,
+                          compress=not args.no_compress, progress=bar.update)
     log.info("wrote %d phantoms to %s (%s%s)", args.n, out, MANIFEST, f", {PREVIEW}" if args.preview else "")
     return 0
