@@ -24,7 +24,7 @@ POLL_MS = 15
 PLAY_STEP = 0.05
 DIRECTION_STEPS = 10  # direction slider ticks per standard deviation
 MODEL_FILTER = "Models (*.safetensors *.pt);;All files (*)"
-VOLUME_FILTER = "NIfTI volumes (*.nii *.nii.gz);;All files (*)"
+VOLUME_FILTER = "NIfTI or NRRD volumes (*.nii *.nii.gz *.nrrd *.nhdr);;All files (*)"
 
 
 def _dialog_result(value: Any) -> str:

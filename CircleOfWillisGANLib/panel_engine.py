@@ -127,16 +127,15 @@ class PanelEngine:
 
     def project_volume(self, volume_path: str, out_dir: str, config: Any = None,
                        progress: Optional[Callable[[int, int], None]] = None) -> str:
-        """Project a NIfTI scan (brought to the model's grid), write the results into `out_dir`; return the latent's path."""
+        """Project a NIfTI/NRRD scan (brought to the model's grid as `cowgan project` does), write the results into
+        `out_dir`; return the latent's path."""
         from .export import prepare_output_dir
-        from .model_grid import resample_to_model_grid
+        from .preprocess import scan_on_model_grid
         from .projection import ProjectionConfig, project
         from .projection_io import write_projection_outputs
-        from .volume_io import load_volume
 
         gen = self.generator
-        volume, affine = load_volume(volume_path)
-        target, grid_affine = resample_to_model_grid(volume, affine, gen.arch.output_shape, spacing_of(gen.affine))
+        target, grid_affine = scan_on_model_grid(Path(volume_path), gen.arch.output_shape, spacing_of(gen.affine))
         config = config or ProjectionConfig()
         result = project(gen, target, config, progress)
         out = prepare_output_dir(out_dir)

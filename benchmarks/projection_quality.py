@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from CircleOfWillisGANLib.files import write_json  # noqa: E402
 from CircleOfWillisGANLib.generator import load_generator  # noqa: E402
 from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom  # noqa: E402
+from CircleOfWillisGANLib.preprocess import scan_on_model_grid  # noqa: E402
 from CircleOfWillisGANLib.projection import ProjectionConfig, project  # noqa: E402
 from CircleOfWillisGANLib.volume_io import save_volume, spacing_of  # noqa: E402
-from cowgan.commands.project import model_grid_volume  # noqa: E402
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for i in range(args.n):
             phantom = generate_phantom((args.set_seed, i), phantom_config)
             scan = save_volume(Path(tmp) / f"case{i}.nii.gz", phantom.image, phantom.affine)
-            target, _ = model_grid_volume(scan, gen)
+            target, _ = scan_on_model_grid(scan, gen.arch.output_shape, spacing_of(gen.affine))
             start = time.perf_counter()
             result = project(gen, target, config)
             cases.append(dict(case=i, seconds=round(time.perf_counter() - start, 2), **result.metrics))

@@ -25,7 +25,7 @@ from CircleOfWillisGANLib.export import timestamp
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png
 from CircleOfWillisGANLib.volume_io import default_affine
 
-from .preprocess import PrepareOptions, VolumeRejected, is_volume_file, preprocess_file, read_canonical, sha256_of
+from CircleOfWillisGANLib.preprocess import PrepareOptions, VolumeRejected, is_volume_file, preprocess_file, read_canonical, sha256_of
 from .shards import ShardWriter, write_manifest
 
 log = logging.getLogger(__name__)

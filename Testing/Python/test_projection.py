@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from CircleOfWillisGANLib.generator import build_generator
-from CircleOfWillisGANLib.model_grid import resample_to_model_grid
+from CircleOfWillisGANLib.preprocess import scan_on_model_grid
 from CircleOfWillisGANLib.projection import ProjectionConfig, project, reconstruction_metrics
 from CircleOfWillisGANLib.projection_io import load_projection, write_projection_outputs
 from CircleOfWillisGANLib.volume_io import default_affine, save_volume
@@ -65,12 +65,62 @@ def test_saved_projection_reproduces_the_reconstruction(generator, result, tmp_p
     assert latent.metadata["metrics"]["correlation"] == pytest.approx(result.metrics["correlation"])
 
 
-def test_resampling_to_the_model_grid_keeps_a_volume_already_on_it():
+def test_a_scan_already_on_the_model_grid_reaches_it_unchanged(tmp_path):
     shape, spacing = (8, 16, 16), (2.0, 2.0, 2.0)
     volume = np.random.default_rng(0).random(shape).astype(np.float32)
-    out, affine = resample_to_model_grid(volume * 300 + 20, default_affine(shape, spacing), shape, spacing)
+    scan = save_volume(tmp_path / "scan.nii.gz", volume * 300 + 20, default_affine(shape, spacing))
+    out, affine = scan_on_model_grid(scan, shape, spacing)
     np.testing.assert_allclose(out, (volume - volume.min()) / (volume.max() - volume.min()), atol=1e-5)
-    np.testing.assert_allclose(affine, default_affine(shape, spacing), atol=1e-9)
+    np.testing.assert_allclose(affine, default_affine(shape, spacing), atol=1e-5)
+
+
+def _oblique_partial_scan(tmp_path):
+    """A scan tilted 20 degrees about the left-right axis, at another spacing, covering only part of the model's view."""
+    angle = np.deg2rad(20.0)
+    rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([1.7, 1.7, 1.3])
+    affine[:3, 3] = [-6.0, 4.0, -3.0]
+    volume = np.random.default_rng(3).random((12, 10, 9)).astype(np.float32) * 500.0
+    return save_volume(tmp_path / "oblique.nii.gz", volume, affine), affine
+
+
+def test_the_panel_and_cowgan_project_bring_an_oblique_partial_scan_to_the_grid_as_prepare_does(generator, tmp_path):
+    from CircleOfWillisGANLib.checkpoint import save_checkpoint
+    from CircleOfWillisGANLib.panel_engine import PanelEngine
+    from CircleOfWillisGANLib.preprocess import PrepareOptions, preprocess_file
+    from CircleOfWillisGANLib.volume_io import load_volume, spacing_of
+    from cowgan.main import main
+
+    scan, scan_affine = _oblique_partial_scan(tmp_path)
+    spacing = spacing_of(generator.affine)
+    prepared, record = preprocess_file(scan, PrepareOptions(shape=generator.arch.output_shape, spacing=spacing[0]))
+    model = tmp_path / "tiny.safetensors"
+    save_checkpoint(model, generator.checkpoint)
+    assert main(["project", "--model", str(model), "--volume", str(scan), "--out", str(tmp_path / "cli"),
+                 "--steps", "1", "1", "1", "--device", "cpu"]) == 0
+    PanelEngine(generator).project_volume(str(scan), str(tmp_path / "panel"), config=FAST)
+    for folder in ("cli", "panel"):
+        target, affine = load_volume(tmp_path / folder / "target.nii.gz")
+        np.testing.assert_allclose(target, prepared, atol=1e-6)
+        np.testing.assert_allclose(affine, record["affine"], atol=1e-4)
+        tilt = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+        np.testing.assert_allclose(tilt, scan_affine[:3, :3] / np.linalg.norm(scan_affine[:3, :3], axis=0), atol=1e-5)
+    assert 0.0 < float(prepared.mean()) < 0.5  # the scan's minimum fills the part of the grid it does not cover
+
+
+def test_a_scan_that_is_not_a_volume_file_is_refused_with_the_fix(tmp_path):
+    from CircleOfWillisGANLib.errors import InputError
+
+    (tmp_path / "notes.txt").write_text("not a scan")
+    with pytest.raises(InputError, match="not a NIfTI or NRRD file"):
+        scan_on_model_grid(tmp_path / "notes.txt", (8, 16, 16), (2.0, 2.0, 2.0))
+    scan = save_volume(tmp_path / "scan.nii.gz", np.random.default_rng(0).random((8, 16, 16)), default_affine((8, 16, 16)))
+    with pytest.raises(InputError, match="not isotropic"):
+        scan_on_model_grid(scan, (8, 16, 16), (1.0, 2.0, 2.0))
+    (tmp_path / "mask.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError, match="cannot use .*unreadable"):
+        scan_on_model_grid(tmp_path / "mask.nii.gz", (8, 16, 16), (2.0, 2.0, 2.0))
 
 
 def test_cowgan_project_writes_latent_reconstruction_error_map_and_quality(generator, own_volume, tmp_path):

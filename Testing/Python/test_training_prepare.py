@@ -11,7 +11,7 @@ import pytest
 
 from CircleOfWillisGANLib.errors import InputError, OutputError
 from CircleOfWillisGANLib.volume_io import default_affine, save_volume
-from training.preprocess import PrepareOptions
+from CircleOfWillisGANLib.preprocess import PrepareOptions
 from training.prepare import prepare_dataset
 from training.shards import open_shards, read_manifest
 from training_fixtures import tube_volume, write_tube_volumes

@@ -11,7 +11,7 @@ from CircleOfWillisGANLib.errors import InputError
 
 
 def register(subparsers: Any) -> None:
-    from training.preprocess import NORMALISATIONS
+    from CircleOfWillisGANLib.preprocess import NORMALISATIONS
 
     p = subparsers.add_parser(
         "prepare", help="turn a folder of NIfTI/NRRD volumes into a training dataset",
@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from training.prepare import prepare_dataset
-    from training.preprocess import PrepareOptions
+    from CircleOfWillisGANLib.preprocess import PrepareOptions
 
     if args.spacing is not None and args.spacing <= 0:
         raise InputError(f"--spacing must be positive millimetres, got {args.spacing}")

@@ -8,7 +8,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-from CircleOfWillisGANLib.errors import InputError
 
 
 def register(subparsers: Any) -> None:
@@ -34,15 +33,18 @@ def run(args: argparse.Namespace) -> int:
 
     from CircleOfWillisGANLib.export import prepare_output_dir
     from CircleOfWillisGANLib.generator import load_generator
+    from CircleOfWillisGANLib.preprocess import scan_on_model_grid
     from CircleOfWillisGANLib.projection import ProjectionConfig, project
     from CircleOfWillisGANLib.projection_io import write_projection_outputs
+    from CircleOfWillisGANLib.volume_io import spacing_of
 
     config = ProjectionConfig(seed=args.seed)
     if args.steps is not None:
         config = dataclasses.replace(config, w_steps=args.steps[0], wplus_steps=args.steps[1], noise_steps=args.steps[2])
     out = prepare_output_dir(args.out)
     gen = load_generator(args.model, device=args.device)
-    target, affine = model_grid_volume(Path(args.volume), gen, args.template)
+    target, affine = scan_on_model_grid(Path(args.volume), gen.arch.output_shape, spacing_of(gen.affine),
+                                        None if args.template is None else Path(args.template))
     with tqdm(total=config.total_steps, desc="projecting", unit="step", disable=None) as bar:
         result = project(gen, target, config, progress=lambda i, n: bar.update(i - bar.n))
     paths = write_projection_outputs(out, result, affine, gen, config, source=str(args.volume))
@@ -50,31 +52,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}: correlation {m['correlation']:.4f}, vessel Dice {m['vessel_dice']:.4f} (threshold "
           f"{m['vessel_threshold']:.3f}), mean absolute error {m['mae']:.4f}; latent {paths['latent'].name}")
     return 0
-
-
-def model_grid_volume(path: Path, generator: Any, template: Any = None) -> Any:
-    """The scan as `prepare` would make it for this model: ((D, H, W) volume in [0, 1], its RAS affine)."""
-    import numpy as np
-
-    from CircleOfWillisGANLib.volume_io import spacing_of
-    from training.preprocess import PrepareOptions, is_volume_file, preprocess_file
-
-    if not path.is_file() or not is_volume_file(path):
-        raise InputError(f"--volume {path} is not a NIfTI or NRRD file: pass the scan's .nii, .nii.gz or .nrrd file")
-    spacing = spacing_of(generator.affine)
-    if max(spacing) - min(spacing) > 1e-3:
-        raise InputError(f"the model's spacing {spacing} is not isotropic; projection resamples isotropically: "
-                         "use a model trained on isotropic data")
-    options = PrepareOptions(shape=tuple(generator.arch.output_shape), spacing=float(spacing[0]), template=template)
-    template_image = None
-    if template:
-        from training.preprocess import VolumeRejected, read_canonical
-
-        try:
-            template_image = read_canonical(Path(template))
-        except VolumeRejected as exc:
-            raise InputError(f"cannot use --template {template}: {exc}: pass a readable 3D volume") from None
-    volume, record = preprocess_file(path, options, template_image)
-    if volume is None:
-        raise InputError(f"cannot use {path}: {record['reason']}: pass a single 3D grey TOF-MRA volume")
-    return volume, np.asarray(record["affine"], float)

@@ -1,6 +1,8 @@
-"""One input volume -> one training volume: read, validate, reorient to RAS, register, resample, crop/pad, normalise.
+"""One scan -> one volume on a model's grid: read, validate, reorient to RAS, register, resample, crop/pad, normalise.
 
-Runs in worker processes, so it imports only NumPy and SimpleITK and reports problems as a reason string.
+`cowgan prepare` runs it on every training volume (in worker processes, reporting problems as a reason string);
+projection (`cowgan project`, the explorer, Slicer) runs the same code on a patient's scan, so a scan meets the
+model exactly as the training data did.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .errors import InputError, require
 
 CANONICAL = "RAS"
 NORMALISATIONS = ("minmax", "percentile")
@@ -42,9 +46,14 @@ def is_volume_file(path: Path) -> bool:
     return any(name.endswith(s) for s in SUFFIXES)
 
 
+def simpleitk() -> Any:
+    """SimpleITK, or a MissingDependencyError saying how to install it (Slicer ships it)."""
+    return require("SimpleITK", "reading, resampling and registering scans")
+
+
 def read_canonical(path: Path) -> Any:
     """Read a NIfTI/NRRD file, check it, and reorient it (axes permuted/flipped, no interpolation) to RAS."""
-    import SimpleITK as sitk
+    sitk = simpleitk()
 
     try:
         image = sitk.ReadImage(str(path))
@@ -93,7 +102,7 @@ def _nifti_is_finite(path: Path) -> bool:
 
 def output_grid(reference: Any, shape_dhw: Sequence[int], spacing: Optional[float]) -> Any:
     """An empty image of `shape_dhw` sharing `reference`'s direction and centre, at `spacing` mm if given."""
-    import SimpleITK as sitk
+    sitk = simpleitk()
 
     d, h, w = (int(s) for s in shape_dhw)
     size_ijk = np.array([h, w, d])
@@ -147,7 +156,7 @@ def sha256_of(path: Path) -> str:
 
 def preprocess_file(path: Path, options: PrepareOptions, template: Any = None) -> Tuple[Optional[np.ndarray], Dict[str, Any]]:
     """(D, H, W) float32 volume in [0, 1] and its provenance record; (None, record with "reason") if rejected."""
-    import SimpleITK as sitk
+    sitk = simpleitk()
 
     record: Dict[str, Any] = {"source": str(path)}
     try:
@@ -180,3 +189,27 @@ def register_to(template: Any, image: Any, seed: int) -> Tuple[Any, float]:
         return register_rigid(template, image, seed)
     except RuntimeError as exc:
         raise VolumeRejected(f"registration to the template failed ({str(exc).strip().splitlines()[-1][:120]})") from None
+
+
+def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequence[float],
+                       template: Optional[Path] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """A scan as `cowgan prepare --spacing` makes training volumes for a model of this grid: ((D, H, W) volume in
+    [0, 1], its RAS affine); registered rigidly to `template` first when given, as the training data was."""
+    path = Path(path)
+    if not path.is_file() or not is_volume_file(path):
+        raise InputError(f"{path} is not a NIfTI or NRRD file: pass the scan's .nii, .nii.gz or .nrrd file")
+    if max(spacing_mm) - min(spacing_mm) > 1e-3:
+        raise InputError(f"the model's spacing {tuple(spacing_mm)} mm is not isotropic; scans are resampled "
+                         "isotropically: use a model trained on isotropic data")
+    options = PrepareOptions(shape=tuple(int(s) for s in shape_dhw), spacing=float(spacing_mm[0]),
+                             template=None if template is None else str(template))
+    template_image = None
+    if template is not None:
+        try:
+            template_image = read_canonical(Path(template))
+        except VolumeRejected as exc:
+            raise InputError(f"cannot use the template {template}: {exc}: pass a readable 3D volume") from None
+    volume, record = preprocess_file(path, options, template_image)
+    if volume is None:
+        raise InputError(f"cannot use {path}: {record['reason']}: pass a single 3D grey TOF-MRA volume")
+    return volume, np.asarray(record["affine"], float)
