@@ -94,3 +94,22 @@ def test_the_batch_one_cpu_convolution_matches_pytorchs_with_gradients():
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
     for a, c in zip(torch.autograd.grad(ours.square().sum(), (x, w, b)), torch.autograd.grad(theirs.square().sum(), (x, w, b))):
         torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous", "strided"])
+def test_noise_added_in_place_equals_the_broadcast_sum(layout):
+    from CircleOfWillisGANLib.networks.synthesis import NoiseInjection
+
+    torch.manual_seed(0)
+    layer = NoiseInjection(6)
+    layer.weight.data.normal_()
+    x = torch.randn(2, 6, 4, 5, 3)
+    noise = torch.randn(2, 1, 8, 5, 3)[:, :, ::2]
+    expected = x + noise * layer.weight.view(1, -1, 1, 1, 1)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    elif layout == "strided":
+        x = torch.cat([x, x], dim=4)[..., :3]
+    with torch.no_grad():
+        out = layer(x, noise)
+    torch.testing.assert_close(out, expected)
