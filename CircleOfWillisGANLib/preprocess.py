@@ -8,13 +8,13 @@ model exactly as the training data did.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .errors import InputError, require
+from .files import file_sha256
 
 CANONICAL = "RAS"
 NORMALISATIONS = ("minmax", "percentile")
@@ -145,15 +145,6 @@ def normalise(volume: np.ndarray, method: str, percentiles: Tuple[float, float])
     return scaled, {"low": lo, "high": hi}
 
 
-def sha256_of(path: Path) -> str:
-    """sha256 of a file's bytes (provenance of each source volume)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def preprocess_file(path: Path, options: PrepareOptions, template: Any = None) -> Tuple[Optional[np.ndarray], Dict[str, Any]]:
     """(D, H, W) float32 volume in [0, 1] and its provenance record; (None, record with "reason") if rejected."""
     sitk = simpleitk()
@@ -161,7 +152,7 @@ def preprocess_file(path: Path, options: PrepareOptions, template: Any = None) -
     record: Dict[str, Any] = {"source": str(path)}
     try:
         image = read_canonical(path)
-        record.update(sha256=sha256_of(path), input_size=list(image.GetSize()),
+        record.update(sha256=file_sha256(path), input_size=list(image.GetSize()),
                       input_spacing_mm=[round(s, 6) for s in image.GetSpacing()])
         transform = sitk.Transform(3, sitk.sitkIdentity)
         reference = image

@@ -22,10 +22,11 @@ import numpy as np
 from CircleOfWillisGANLib import __version__
 from CircleOfWillisGANLib.errors import InputError, OutputError
 from CircleOfWillisGANLib.export import timestamp
+from CircleOfWillisGANLib.files import file_sha256
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png
+from CircleOfWillisGANLib.preprocess import PrepareOptions, VolumeRejected, is_volume_file, preprocess_file, read_canonical
 from CircleOfWillisGANLib.volume_io import default_affine
 
-from CircleOfWillisGANLib.preprocess import PrepareOptions, VolumeRejected, is_volume_file, preprocess_file, read_canonical, sha256_of
 from .shards import ShardWriter, write_manifest
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def _check_template(options: PrepareOptions) -> Optional[Dict[str, Any]]:
         read_canonical(path)
     except VolumeRejected as exc:
         raise InputError(f"template {path} cannot be used: {exc}") from None
-    return {"path": str(path.resolve()), "sha256": sha256_of(path)}
+    return {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 
 def _run(volumes: Sequence[Path], options: PrepareOptions, workers: int, progress: bool) -> Iterator[Result]:
