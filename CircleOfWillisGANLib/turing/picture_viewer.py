@@ -23,6 +23,8 @@ class PictureViewer:
         layout = qt.QVBoxLayout(self.widget)
         self.image_label = qt.QLabel()
         self.image_label.setMinimumSize(600, 300)
+        # the picture is scaled to the label, so the label's size must not follow the picture's
+        self.image_label.setSizePolicy(qt.QSizePolicy.Ignored, qt.QSizePolicy.Ignored)
         self.image_label.setAlignment(qt.Qt.AlignCenter)
         self.image_label.setStyleSheet("background: black")
         self.slice_slider = qt.QSlider(qt.Qt.Horizontal)
@@ -34,6 +36,7 @@ class PictureViewer:
         self.spacing = (1.0, 1.0, 1.0)
         self.display = "all"
         self.picture: Optional[np.ndarray] = None
+        self.zoom = 1.0
         self._buffer = b""
 
     def show_case(self, path: Path, display: str) -> None:
@@ -62,4 +65,19 @@ class PictureViewer:
         self._buffer = self.picture.tobytes()
         h, w = self.picture.shape
         image = self.qt.QImage(self._buffer, w, h, w, self.qt.QImage.Format_Grayscale8)
-        self.image_label.setPixmap(self.qt.QPixmap.fromImage(image))
+        self.zoom = self._fit_zoom(w, h)
+        pixmap = self.qt.QPixmap.fromImage(image)
+        if self.zoom != 1.0:
+            smooth = self.zoom < 2.0  # whole magnifications of 2 and more keep voxels as sharp squares
+            pixmap = pixmap.scaled(round(w * self.zoom), round(h * self.zoom), self.qt.Qt.IgnoreAspectRatio,
+                                   self.qt.Qt.SmoothTransformation if smooth else self.qt.Qt.FastTransformation)
+        self.image_label.setPixmap(pixmap)
+
+    def _fit_zoom(self, width: int, height: int) -> float:
+        """The magnification that fits the picture to the view: a whole number from 2 up, else exact. Every case of
+        a session has one grid, so all are drawn at the same size."""
+        size, least = self.image_label.size, self.image_label.minimumSize
+        size, least = (size() if callable(size) else size), (least() if callable(least) else least)
+        room_w, room_h = max(size.width(), least.width()), max(size.height(), least.height())
+        fit = min(room_w / max(width, 1), room_h / max(height, 1))
+        return float(int(fit)) if fit >= 2.0 else fit

@@ -202,5 +202,9 @@ def test_standalone_viewer_draws_every_display_mode(app, session):
         assert viewer.picture is not None and viewer.picture.dtype == np.uint8 and viewer.picture.max() > 0
         widths[display] = viewer.picture.shape[1]
     assert widths["all"] > max(widths["mip"], widths["slices"], widths["surface"])
+    viewer.show_case(path, "mip")
+    shown = viewer.image_label.pixmap()
+    assert viewer.zoom > 1 and shown.width() == round(viewer.picture.shape[1] * viewer.zoom)
+    assert shown.width() <= max(600, viewer.image_label.width()) and shown.height() <= max(300, viewer.image_label.height())
     viewer.hide_case()
     assert viewer.picture is None
