@@ -54,7 +54,6 @@ def simpleitk() -> Any:
 def read_canonical(path: Path) -> Any:
     """Read a NIfTI/NRRD file, check it, and reorient it (axes permuted/flipped, no interpolation) to RAS."""
     sitk = simpleitk()
-
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -103,7 +102,6 @@ def _nifti_is_finite(path: Path) -> bool:
 def output_grid(reference: Any, shape_dhw: Sequence[int], spacing: Optional[float]) -> Any:
     """An empty image of `shape_dhw` sharing `reference`'s direction and centre, at `spacing` mm if given."""
     sitk = simpleitk()
-
     d, h, w = (int(s) for s in shape_dhw)
     size_ijk = np.array([h, w, d])
     ref_spacing = np.array(reference.GetSpacing())
@@ -148,7 +146,6 @@ def normalise(volume: np.ndarray, method: str, percentiles: Tuple[float, float])
 def preprocess_file(path: Path, options: PrepareOptions, template: Any = None) -> Tuple[Optional[np.ndarray], Dict[str, Any]]:
     """(D, H, W) float32 volume in [0, 1] and its provenance record; (None, record with "reason") if rejected."""
     sitk = simpleitk()
-
     record: Dict[str, Any] = {"source": str(path)}
     try:
         image = read_canonical(path)
