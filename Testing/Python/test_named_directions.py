@@ -52,6 +52,16 @@ def test_a_boundary_separates_w_along_the_direction_that_decides_the_variant():
     assert abs(float(pcom[1] - pcom[0])) < 0.15  # moving towards a Pcom keeps acom's rule w1 - w0 > 0 nearly unchanged
 
 
+def test_a_boundary_does_not_lean_on_a_dimension_along_which_w_hardly_varies():
+    rng = np.random.default_rng(1)
+    decisive = rng.normal(size=400)
+    calls = (decisive + 0.3 * rng.normal(size=400) > 0).astype(int)[:, None]
+    quiet_echo = 0.01 * (calls[:, 0] - 0.5) + 0.002 * rng.normal(size=400)  # separates the calls, barely varies
+    w = torch.from_numpy(np.stack([decisive, quiet_echo, rng.normal(size=400)], 1).astype(np.float32))
+    (normal,) = fit_boundaries(w, calls, ["acom"]).normals
+    assert float(normal[0]) > 0.9 and abs(float(normal[1])) < 0.3
+
+
 def test_a_variant_seen_on_one_side_only_gets_no_direction_and_a_reason():
     w = torch.randn(50, 4)
     calls = np.stack([np.ones(50), (w[:, 0] > 0).numpy()], 1).astype(int)
