@@ -9,7 +9,6 @@ from typing import Any
 from tqdm import tqdm
 
 
-
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "project", help="find the latent (w+ and noise) with which a model reproduces a scan",
