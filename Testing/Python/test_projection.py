@@ -109,7 +109,7 @@ def test_the_panel_and_cowgan_project_bring_an_oblique_partial_scan_to_the_grid_
     assert 0.0 < float(prepared.mean()) < 0.5  # the scan's minimum fills the part of the grid it does not cover
 
 
-def test_a_scan_that_is_not_a_volume_file_is_refused_with_the_fix(tmp_path):
+def test_unreadable_scans_and_anisotropic_models_are_refused_with_the_fix(tmp_path):
     from CircleOfWillisGANLib.errors import InputError
 
     (tmp_path / "notes.txt").write_text("not a scan")
