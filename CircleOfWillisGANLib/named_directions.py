@@ -14,14 +14,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .directions import METADATA_KEY, Direction, apply_directions, cached_directions, directions_for
 from .errors import InputError
-from .variant_classifier import VARIANT_LABELS, VariantClassifier, balanced_accuracy, fit_logistic
+from .variant_classifier import VARIANT_LABELS, VariantClassifier, balanced_accuracy
 
 NAMED_KEY = "named"
 METHOD = "named"
 MIN_PER_CLASS = 5  # samples of each class needed to fit a boundary
+MIN_CLASSIFIER_ACCURACY = 0.75  # held-out balanced accuracy below which the classifier's calls of a variant are noise
 Progress = Callable[[int, int], None]
 
 
@@ -50,8 +52,34 @@ def orthogonalise(normals: torch.Tensor) -> torch.Tensor:
     return torch.stack(out).float()
 
 
-def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: float = 1.0) -> BoundaryFit:
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 200) -> Tuple[np.ndarray, float]:
+    """L2-regularised, class-balanced logistic regression of y (N,) in {0, 1} on x (N, F): (weights (F,), bias).
+
+    Each class carries half of the total weight, so rare variants are not ignored."""
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    yt = torch.as_tensor(y, dtype=torch.float64)
+    prior = float(yt.mean().clamp(1e-3, 1 - 1e-3))
+    balance = torch.where(yt > 0.5, 0.5 / prior, 0.5 / (1 - prior))
+    w = torch.zeros(xt.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(xt @ w + b, yt, weight=balance) + l2 * w.square().sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return w.detach().numpy(), float(b.detach())
+
+
+def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: float = 1.0,
+                   classifier_accuracy: Optional[Dict[str, float]] = None) -> BoundaryFit:
     """Fit one boundary per variant between w (N, latent) called present (1) and absent (0) in `calls` (N, V).
+
+    Variants whose held-out `classifier_accuracy` is below MIN_CLASSIFIER_ACCURACY get no boundary: one fitted to
+    calls near chance would name a direction that does not move the variant.
 
     W is centred and divided by one scale for all dimensions, not per dimension, so the L2 penalty keeps the
     boundary off dimensions along which W hardly varies: those can separate the fitted calls, but moving along
@@ -63,6 +91,11 @@ def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: 
     x = centred / (centred.std() + 1e-12)
     normals, fitted, accuracy, skipped = [], [], {}, {}
     for v, key in enumerate(keys):
+        accuracy_of_calls = (classifier_accuracy or {}).get(key, 1.0)
+        if accuracy_of_calls < MIN_CLASSIFIER_ACCURACY:
+            skipped[key] = (f"the classifier calls it with a held-out balanced accuracy of {accuracy_of_calls:.2f} (need "
+                            f"{MIN_CLASSIFIER_ACCURACY}): label more cases, train it longer or use a finer model grid")
+            continue
         y = np.asarray(calls)[:, v].astype(np.float64)
         counts = int(y.sum()), int(len(y) - y.sum())
         if min(counts) < MIN_PER_CLASS:
@@ -75,8 +108,8 @@ def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: 
         normals.append(normal / normal.norm())
         fitted.append(key)
     if not fitted:
-        raise InputError("no variant has enough samples on both sides of a boundary: generate more samples "
-                         "(--samples) or train the model on data with these variants")
+        raise InputError("no variant can be named: " + "; ".join(f"{k}: {why.split(' (need')[0]}" for k, why in skipped.items())
+                         + ". Label more cases, train the classifier longer or generate more samples (--samples)")
     ortho = orthogonalise(torch.stack(normals))
     sigmas = [float((w.double() @ n.double()).std()) for n in ortho]
     prevalence = {key: float(np.asarray(calls)[:, v].mean()) for v, key in enumerate(keys)}
@@ -129,13 +162,19 @@ class EditReport:
     label: str
     samples: int
     flipped: float  # share of samples whose named variant changed
-    others_kept: float  # share of (sample, other variant) pairs whose call did not change
+    others_kept: float  # share of (sample, other variant) pairs whose call did not change, over reliably called ones
+    kept_by_variant: Dict[str, float]  # share of samples whose call of each other variant did not change
 
 
 def measure_edits(generator: Any, classifier: VariantClassifier, directions: Sequence[Direction], samples: int = 100,
                   amount: float = 3.0, seed: int = 10_000, progress: Optional[Progress] = None) -> List[EditReport]:
-    """Move each named direction by `amount` standard deviations towards the opposite call and count flips."""
+    """Move each named direction by `amount` standard deviations towards the opposite call and count flips.
+
+    "Others kept" pools the other variants the classifier calls reliably (held-out balanced accuracy of at least
+    MIN_CLASSIFIER_ACCURACY): a change in a call at chance level is not a change in the anatomy."""
     keys = list(classifier.keys)
+    accuracy = classifier.info.get("held_out_balanced_accuracy") or {}
+    reliable = [k for k in range(len(keys)) if accuracy.get(keys[k], 1.0) >= MIN_CLASSIFIER_ACCURACY]
     chosen = named(directions)
     w = generator.mapping(generator.z_from_seeds(list(range(seed, seed + samples))))
     noise_seeds = list(range(seed, seed + samples))
@@ -147,9 +186,10 @@ def measure_edits(generator: Any, classifier: VariantClassifier, directions: Seq
         ws = torch.cat([apply_directions(generator.broadcast_w(w[j:j + 1]), [direction], [float(signs[j])])
                         for j in range(samples)])
         after = classifier.predict(generator.generate(w=ws, noise_seed=noise_seeds))
-        others = [k for k in range(len(keys)) if k != v]
-        reports.append(EditReport(direction.label, samples, float((after[:, v] != before[:, v]).mean()),
-                                  float((after[:, others] == before[:, others]).mean())))
+        kept = (after == before).mean(0)
+        others = [k for k in reliable if k != v]
+        reports.append(EditReport(direction.label, samples, float(1.0 - kept[v]), float(kept[others].mean()),
+                                  {keys[k]: float(kept[k]) for k in range(len(keys)) if k != v}))
         if progress:
             progress(i + 1, len(chosen))
     return reports

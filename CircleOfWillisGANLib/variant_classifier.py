@@ -1,10 +1,10 @@
-"""A small CPU-trainable classifier of Circle of Willis variants from TOF-MRA volumes.
+"""A small 3D CNN that calls Circle of Willis variants in TOF-MRA volumes on a model's grid.
 
 Targets are the seven variants the named sliders move: each Pcom present, each fetal PCA (a Pcom with an
 absent or hypoplastic P1), each A1 present and the Acom present. Labels come from TopCoW label maps (the
-variant vectors) or from phantoms' recorded variants. Features are the volume average- and max-pooled to a
-fixed 8 x 16 x 16 grid (so any model grid works and small shifts interpolate), reduced by PCA; each variant
-gets an L2-regularised logistic regression on those components.
+variant vectors) or from phantoms' recorded variants. Training weighs both classes of each variant equally (so
+rare variants count) and augments with left-right mirroring (which swaps the sided labels), shifts of up to two
+voxels and intensity scaling, so that it also calls generated volumes, whose pose and contrast vary.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .errors import InputError
 from .files import atomic_write
@@ -28,9 +29,11 @@ NAMED_VARIANTS: Tuple[Tuple[str, str], ...] = (
 )
 VARIANT_KEYS = tuple(key for key, _ in NAMED_VARIANTS)
 VARIANT_LABELS = dict(NAMED_VARIANTS)
-FEATURE_GRID = (8, 16, 16)
+MIRRORED = (1, 0, 3, 2, 5, 4, 6)  # VARIANT_KEYS index of each target in the left-right mirrored volume
+LEFT_RIGHT_AXIS = -2  # (N, D, H, W) volumes: H runs along RAS x (see volume_io)
 METADATA_KEY = "cowgan_variant_classifier"
-FORMAT = "cowgan-variant-classifier"
+FORMAT = "cowgan-variant-classifier-cnn"
+Progress = Callable[[int, int], None]
 
 
 def targets_from_labels(labels: np.ndarray) -> Dict[str, int]:
@@ -52,66 +55,60 @@ def targets_from_phantom(variants: Mapping[str, Any]) -> Dict[str, int]:
             "acom": int(not variants["acom_absent"])}
 
 
-def volume_features(volumes: np.ndarray) -> np.ndarray:
-    """(N, D, H, W) volumes -> (N, 2 x 8 x 16 x 16) average- and max-pooled intensities."""
-    x = torch.as_tensor(np.asarray(volumes, np.float32))
-    if x.ndim != 4:
-        raise InputError(f"volumes must have shape (N, D, H, W), got {tuple(x.shape)}")
-    x = x[:, None]
-    pooled = [F.adaptive_avg_pool3d(x, FEATURE_GRID), F.adaptive_max_pool3d(x, FEATURE_GRID)]
-    return torch.cat([p.flatten(1) for p in pooled], 1).numpy()
+class VariantNet(nn.Module):
+    """Four resolution levels of 3x3x3 convolutions, then average and max over the volume, then one logit per variant."""
+
+    def __init__(self, width: int = 8, variants: int = len(VARIANT_KEYS)) -> None:
+        super().__init__()
+        channels = [width, 2 * width, 4 * width, 4 * width]
+        layers: List[nn.Module] = [_conv(1, channels[0])]
+        for level in range(1, len(channels)):
+            layers += [nn.MaxPool3d(2), _conv(channels[level - 1], channels[level])]
+            if level < len(channels) - 1:
+                layers.append(_conv(channels[level], channels[level]))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(2 * channels[-1], variants)
+
+    def forward(self, volumes: torch.Tensor) -> torch.Tensor:
+        f = self.features(volumes[:, None])
+        return self.head(torch.cat([f.mean((2, 3, 4)), f.amax((2, 3, 4))], 1))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 200) -> Tuple[np.ndarray, float]:
-    """L2-regularised, class-balanced logistic regression of y (N,) in {0, 1} on x (N, F): (weights (F,), bias).
-
-    Each class carries half of the total weight, so rare variants are not ignored."""
-    xt = torch.as_tensor(x, dtype=torch.float64)
-    yt = torch.as_tensor(y, dtype=torch.float64)
-    prior = float(yt.mean().clamp(1e-3, 1 - 1e-3))
-    balance = torch.where(yt > 0.5, 0.5 / prior, 0.5 / (1 - prior))
-    w = torch.zeros(xt.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(xt @ w + b, yt, weight=balance) + l2 * w.square().sum()
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-    return w.detach().numpy(), float(b.detach())
+def _conv(inputs: int, outputs: int) -> nn.Module:
+    return nn.Sequential(nn.Conv3d(inputs, outputs, 3, padding=1), nn.GroupNorm(4, outputs), nn.SiLU())
 
 
 @dataclasses.dataclass
 class VariantClassifier:
-    """PCA of pooled volume features, then one logistic regression per variant."""
+    """A trained VariantNet, the volume shape it was trained on, and what is known about its training."""
 
     keys: Tuple[str, ...]
-    mean: np.ndarray        # (F,)
-    components: np.ndarray  # (K, F), rows scaled so that each component has unit variance on the training set
-    weights: np.ndarray     # (V, K)
-    bias: np.ndarray        # (V,)
+    net: VariantNet
+    shape: Tuple[int, int, int]
     info: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def probabilities(self, volumes: np.ndarray) -> np.ndarray:
+    def probabilities(self, volumes: np.ndarray, batch: int = 32) -> np.ndarray:
         """(N, V) probability that each variant is present, for (N, D, H, W) volumes in [0, 1]."""
-        z = (volume_features(volumes) - self.mean) @ self.components.T
-        return 1.0 / (1.0 + np.exp(-(z @ self.weights.T + self.bias)))
+        x = torch.as_tensor(np.asarray(volumes, np.float32))
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.shape:
+            raise InputError(f"the variant classifier takes volumes (N, {', '.join(map(str, self.shape))}) on the grid "
+                             f"it was trained on, got {tuple(x.shape)}: train one on this model's grid")
+        self.net.eval()
+        with torch.no_grad():
+            return torch.cat([torch.sigmoid(self.net(x[i:i + batch])) for i in range(0, len(x), batch)]).numpy()
 
     def predict(self, volumes: np.ndarray) -> np.ndarray:
         """(N, V) 0/1 calls at probability 0.5."""
         return (self.probabilities(volumes) >= 0.5).astype(np.int64)
 
     def save(self, path: Union[str, Path]) -> Path:
-        """Write the classifier as one safetensors file (no code, only arrays and JSON)."""
-        from safetensors.numpy import save_file
+        """Write the classifier as one safetensors file (weights and JSON, no code)."""
+        from safetensors.torch import save_file
 
-        arrays = {name: np.ascontiguousarray(getattr(self, name), np.float64)
-                  for name in ("mean", "components", "weights", "bias")}
-        meta = json.dumps({"format": FORMAT, "keys": list(self.keys), "info": self.info}, default=str)
-        return atomic_write(path, lambda tmp: save_file(arrays, str(tmp), metadata={METADATA_KEY: meta}))
+        weights = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        meta = json.dumps({"format": FORMAT, "keys": list(self.keys), "shape": list(self.shape),
+                           "width": self.net.features[0][0].out_channels, "info": self.info}, default=str)
+        return atomic_write(path, lambda tmp: save_file(weights, str(tmp), metadata={METADATA_KEY: meta}))
 
 
 def load_classifier(path: Union[str, Path]) -> VariantClassifier:
@@ -122,15 +119,20 @@ def load_classifier(path: Union[str, Path]) -> VariantClassifier:
     if not path.is_file():
         raise InputError(f"variant classifier {path} does not exist: train one with `cowgan name-directions --labelled DIR`")
     try:
-        with safe_open(str(path), framework="numpy") as f:
+        with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
+            weights = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"cannot read variant classifier {path} ({exc}): train it again") from exc
     if meta.get("format") != FORMAT:
-        raise InputError(f"{path} is not a variant classifier: pass a file written by `cowgan name-directions`")
-    return VariantClassifier(tuple(meta["keys"]), arrays["mean"], arrays["components"], arrays["weights"],
-                             arrays["bias"], meta.get("info", {}))
+        raise InputError(f"{path} is not a variant classifier of this version: train one with "
+                         "`cowgan name-directions --labelled DIR`")
+    net = VariantNet(int(meta["width"]), len(meta["keys"]))
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise InputError(f"variant classifier {path} does not match its recorded layout: train it again") from exc
+    return VariantClassifier(tuple(meta["keys"]), net, tuple(meta["shape"]), meta.get("info", {}))
 
 
 def balanced_accuracy(truth: np.ndarray, calls: np.ndarray) -> float:
@@ -140,24 +142,55 @@ def balanced_accuracy(truth: np.ndarray, calls: np.ndarray) -> float:
     return float(np.mean(rates)) if rates else float("nan")
 
 
-def fit_classifier(volumes: np.ndarray, targets: Sequence[Mapping[str, int]], components: int = 96,
-                   l2: float = 1.0) -> VariantClassifier:
-    """Fit the classifier on labelled volumes (N, D, H, W) and their targets (one dict per volume)."""
+def fit_classifier(volumes: np.ndarray, targets: Sequence[Mapping[str, int]], epochs: int = 20, width: int = 8,
+                   batch: int = 16, seed: int = 0, device: Union[str, torch.device] = "cpu",
+                   progress: Optional[Progress] = None) -> VariantClassifier:
+    """Train the classifier on labelled volumes (N, D, H, W) in [0, 1] and their targets (one dict per volume).
+
+    Trains on `device` and returns the classifier on the CPU. On 2,000 phantoms at 16 x 64 x 64, 20 epochs take
+    about 13 minutes on two CPU cores."""
     if len(volumes) != len(targets) or len(volumes) < 4:
         raise InputError(f"need at least 4 labelled volumes with one target set each, got {len(volumes)} volumes "
                          f"and {len(targets)} target sets: pass more labelled cases")
-    y = np.array([[int(t[k]) for k in VARIANT_KEYS] for t in targets], np.float64)
-    x = volume_features(volumes).astype(np.float64)
-    mean = x.mean(0)
-    _, s, vh = np.linalg.svd(x - mean, full_matrices=False)
-    k = max(1, min(components, len(x) - 1, vh.shape[0]))
-    scale = s[:k] / np.sqrt(max(1, len(x) - 1))
-    comps = vh[:k] / np.maximum(scale, 1e-12)[:, None]
-    z = (x - mean) @ comps.T
-    fits = [fit_logistic(z, y[:, v], l2) for v in range(len(VARIANT_KEYS))]
+    x = torch.as_tensor(np.asarray(volumes, np.float32))
+    y = torch.tensor([[float(t[k]) for k in VARIANT_KEYS] for t in targets])
+    prior = ((y.mean(0) + y[:, list(MIRRORED)].mean(0)) / 2).clamp(1e-3, 1 - 1e-3)  # as seen through mirroring
+    rng = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = VariantNet(width).to(device)
+    pos_weight = ((1 - prior) / prior).to(device)
+    steps_per_epoch = max(1, len(x) // batch)
+    optimiser = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 2e-3, total_steps=epochs * steps_per_epoch)
+    net.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=rng)
+        for step in range(steps_per_epoch):
+            chunk = order[step * batch:(step + 1) * batch]
+            xb, yb = _augment(x[chunk], y[chunk], rng)
+            loss = F.binary_cross_entropy_with_logits(net(xb.to(device)), yb.to(device), pos_weight=pos_weight)
+            if not torch.isfinite(loss):
+                raise InputError("variant classifier training diverged (loss is not finite): check the labelled "
+                                 "volumes for NaNs, or train again with another seed")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+        if progress:
+            progress(epoch + 1, epochs)
     prevalence = {key: float(y[:, v].mean()) for v, key in enumerate(VARIANT_KEYS)}
-    return VariantClassifier(VARIANT_KEYS, mean, comps, np.stack([w for w, _ in fits]), np.array([b for _, b in fits]),
-                             {"cases": len(x), "components": k, "l2": l2, "prevalence": prevalence})
+    return VariantClassifier(VARIANT_KEYS, net.cpu().eval(), tuple(x.shape[1:]),
+                             {"cases": len(x), "epochs": epochs, "width": width, "seed": seed, "prevalence": prevalence})
+
+
+def _augment(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    mirror = torch.rand(len(x), generator=rng) < 0.5
+    x = torch.where(mirror[:, None, None, None], x.flip(LEFT_RIGHT_AXIS), x)
+    y = torch.where(mirror[:, None], y[:, list(MIRRORED)], y)
+    shift = torch.randint(-2, 3, (3,), generator=rng).tolist()
+    x = torch.roll(x, shift, (1, 2, 3))
+    return x * (0.85 + 0.3 * torch.rand(len(x), 1, 1, 1, generator=rng)), y
 
 
 def evaluate_classifier(classifier: VariantClassifier, volumes: np.ndarray,

@@ -11,8 +11,10 @@ from CircleOfWillisGANLib.directions import directions_for
 from CircleOfWillisGANLib.generator import build_generator, load_generator
 from CircleOfWillisGANLib.named_directions import fit_boundaries, named, orthogonalise, store_named_directions
 from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom
-from CircleOfWillisGANLib.variant_classifier import (VARIANT_KEYS, evaluate_classifier, fit_classifier,
-                                                     load_classifier, targets_from_labels, targets_from_phantom)
+from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.variant_classifier import (LEFT_RIGHT_AXIS, MIRRORED, VARIANT_KEYS, evaluate_classifier,
+                                                     fit_classifier, load_classifier, targets_from_labels,
+                                                     targets_from_phantom)
 
 SHAPE = (16, 32, 32)
 
@@ -31,14 +33,56 @@ def test_targets_from_a_label_map_follow_the_topcow_vectors():
                        "a1_left": 1, "a1_right": 1, "acom": 1}
 
 
-def test_the_classifier_learns_its_labelled_set_and_round_trips_through_a_file(phantoms, tmp_path):
-    volumes, targets, _ = phantoms
-    classifier = fit_classifier(volumes, targets, components=16)
+def sided_vessels(n: int, seed: int):
+    """(n, 8, 16, 16) volumes with a bright vessel on the subject's left, right, both or neither, and their targets."""
+    rng = np.random.default_rng(seed)
+    volumes = rng.uniform(0.0, 0.1, (n, 8, 16, 16)).astype(np.float32)
+    volumes[:, 4, 8, 2:14] = 0.8  # a midline vessel in every case
+    targets = []
+    for i in range(n):
+        left, right = (int(b) for b in rng.integers(0, 2, 2))
+        volumes[i, 3:5, 3, 4:12] += 0.8 * left  # low H is the subject's left in RAS
+        volumes[i, 3:5, 12, 4:12] += 0.8 * right
+        targets.append({key: 1 for key in VARIANT_KEYS} | {"pcom_left": left, "pcom_right": right})
+    return volumes, targets
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    volumes, targets = sided_vessels(48, seed=0)
+    return fit_classifier(volumes, targets, epochs=40, batch=8)
+
+
+def test_the_classifier_calls_sided_vessels_in_unseen_volumes_and_round_trips_through_a_file(classifier, tmp_path):
+    volumes, targets = sided_vessels(40, seed=1)
     accuracy = evaluate_classifier(classifier, volumes, targets)
     assert set(accuracy) == set(VARIANT_KEYS)
-    assert accuracy["pcom_left"] >= 0.85 and accuracy["pcom_right"] >= 0.85
+    assert accuracy["pcom_left"] >= 0.9 and accuracy["pcom_right"] >= 0.9  # mirroring swapped the sides' labels right
     again = load_classifier(classifier.save(tmp_path / "c.safetensors"))
-    np.testing.assert_allclose(again.probabilities(volumes), classifier.probabilities(volumes))
+    assert again.shape == (8, 16, 16) and again.keys == VARIANT_KEYS
+    np.testing.assert_allclose(again.probabilities(volumes), classifier.probabilities(volumes), atol=1e-6)
+
+
+def test_the_classifier_refuses_volumes_of_another_grid(classifier):
+    with pytest.raises(InputError, match="grid it was trained on"):
+        classifier.predict(np.zeros((2, 16, 32, 32), np.float32))
+
+
+def test_a_file_that_is_not_a_classifier_is_refused_with_the_fix(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(InputError, match="train it again"):
+        load_classifier(path)
+
+
+def test_mirroring_swaps_left_and_right_along_the_left_right_axis(phantoms):
+    _, _, cases = phantoms
+    labels = cases[0].labels
+    axis = labels.ndim + LEFT_RIGHT_AXIS
+    right_ica, left_ica = (np.argwhere(labels == value)[:, axis].mean() for value in (4, 6))  # TopCoW R-ICA, L-ICA
+    assert right_ica > left_ica  # RAS: the subject's right at higher index
+    swapped = {key: key.replace("left", "@").replace("right", "left").replace("@", "right") for key in VARIANT_KEYS}
+    assert [VARIANT_KEYS[i] for i in MIRRORED] == [swapped[key] for key in VARIANT_KEYS]
 
 
 def test_a_boundary_separates_w_along_the_direction_that_decides_the_variant():
@@ -67,6 +111,27 @@ def test_a_variant_seen_on_one_side_only_gets_no_direction_and_a_reason():
     calls = np.stack([np.ones(50), (w[:, 0] > 0).numpy()], 1).astype(int)
     fit = fit_boundaries(w, calls, ["a1_left", "acom"])
     assert fit.keys == ["acom"] and "a1_left" in fit.skipped and "samples" in fit.skipped["a1_left"]
+
+
+def test_a_variant_the_classifier_calls_near_chance_gets_no_direction_and_a_reason():
+    w = torch.randn(200, 4)
+    calls = np.stack([(w[:, 0] > 0).numpy(), (w[:, 1] > 0).numpy()], 1).astype(int)
+    fit = fit_boundaries(w, calls, ["pcom_left", "acom"], classifier_accuracy={"pcom_left": 1.0, "acom": 0.51})
+    assert fit.keys == ["pcom_left"] and "held-out balanced accuracy of 0.51" in fit.skipped["acom"]
+    with pytest.raises(InputError, match="no variant can be named: pcom_left: .*0.60.*; acom: .*0.51"):
+        fit_boundaries(w, calls, ["pcom_left", "acom"], classifier_accuracy={"pcom_left": 0.6, "acom": 0.51})
+
+
+def test_name_directions_refuses_a_classifier_trained_on_another_grid(classifier, tmp_path, capsys):
+    from cowgan.main import main
+
+    model = tmp_path / "tiny.safetensors"
+    save_checkpoint(model, build_generator("tiny", seed=0, device="cpu").checkpoint)
+    out = tmp_path / "named.safetensors"
+    code = main(["name-directions", "--model", str(model), "--classifier", str(classifier.save(tmp_path / "c.safetensors")),
+                 "--out", str(out), "--samples", "20"])
+    assert code == 2 and "trained on volumes of shape (8, 16, 16) but the model makes (16, 32, 32)" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_each_orthogonalised_normal_is_a_unit_vector_orthogonal_to_the_other_boundaries():

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from CircleOfWillisGANLib.errors import InputError
 
-HELD_OUT = 0.2  # share of the labelled cases kept out of the classifier's fit to measure it
+HELD_OUT = 0.2  # share of the labelled cases, drawn at random, kept out of the classifier's fit to measure it
 
 
 def register(subparsers: Any) -> None:
@@ -18,9 +18,13 @@ def register(subparsers: Any) -> None:
         "name-directions", help="add anatomically named latent directions (Pcom, fetal PCA, A1, Acom) to a model",
         description="Train a variant classifier on labelled volumes (a `cowgan phantoms` folder or TopCoW-style "
                     "*_image/*_label pairs on the model's grid), label generated samples with it, fit a linear "
-                    "boundary in W per variant and write a copy of the model whose direction sliders include them.")
+                    "boundary in W per variant and write a copy of the model whose direction sliders include them. "
+                    "Rare variants (A1 absent, Acom absent) need an enriched labelled set beside the natural one, e.g. "
+                    "`cowgan phantoms --variant acom_absent=0.4 ...`.")
     p.add_argument("--model", required=True, help="a native .safetensors model")
-    p.add_argument("--labelled", default=None, help="folder of labelled volumes to train the classifier on")
+    p.add_argument("--labelled", nargs="+", default=None, metavar="DIR",
+                   help="folders of labelled volumes to train the classifier on (80%%; 20%% held out to measure it)")
+    p.add_argument("--classifier-epochs", type=int, default=20, help="training epochs of the classifier (default 20)")
     p.add_argument("--classifier", default=None, help="use this trained classifier instead of --labelled")
     p.add_argument("--out", required=True, help="output MODEL.safetensors (the input model is not modified)")
     p.add_argument("--samples", type=int, default=2000, help="generated samples to fit the boundaries on (default 2000)")
@@ -44,10 +48,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--samples {args.samples} is too few to fit boundaries: use at least 20 (default 2000)")
     psi = check_psi(args.psi)
     gen = load_generator(args.model, device=args.device)
-    classifier = _classifier(args, out, tuple(gen.arch.output_shape))
+    classifier = _classifier(args, out, tuple(gen.arch.output_shape), gen.device)
     with tqdm(total=args.samples, desc="labelling samples", unit="volume", disable=None) as bar:
         w, calls = sample_calls(gen, classifier, args.samples, args.seed, psi, progress=lambda i, n: bar.update(i - bar.n))
-    fit = fit_boundaries(w, calls, classifier.keys)
+    fit = fit_boundaries(w, calls, classifier.keys,
+                         classifier_accuracy=classifier.info.get("held_out_balanced_accuracy"))
     info = {"samples": args.samples, "psi": psi, "seed": args.seed, "classifier": classifier.info,
             "boundary_accuracy": fit.accuracy, "prevalence": fit.prevalence, "skipped": fit.skipped}
     directions = named(store_named_directions(gen, fit, info))
@@ -61,21 +66,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _classifier(args: argparse.Namespace, out: Path, shape: tuple) -> Any:
+def _classifier(args: argparse.Namespace, out: Path, shape: tuple, device: Any) -> Any:
+    import numpy as np
+
     from CircleOfWillisGANLib.variant_classifier import (evaluate_classifier, fit_classifier, load_classifier,
                                                          load_labelled_folder)
 
     if args.classifier:
-        return load_classifier(args.classifier)
-    volumes, targets, _ = load_labelled_folder(args.labelled)
-    if tuple(volumes.shape[1:]) != shape:
-        raise InputError(f"labelled volumes have shape {tuple(volumes.shape[1:])} but the model makes {shape}: "
-                         "make them on the model's grid (`cowgan phantoms --shape`, or `cowgan prepare`)")
+        classifier = load_classifier(args.classifier)
+        if classifier.shape != shape:
+            raise InputError(f"classifier {args.classifier} was trained on volumes of shape {classifier.shape} but the "
+                             f"model makes {shape}: train one on the model's grid with --labelled DIR")
+        return classifier
+    if args.classifier_epochs < 1:
+        raise InputError(f"--classifier-epochs {args.classifier_epochs} must be at least 1 (default 20)")
+    sets = [load_labelled_folder(folder) for folder in args.labelled]
+    for folder, (volumes, _, _) in zip(args.labelled, sets):
+        if tuple(volumes.shape[1:]) != shape:
+            raise InputError(f"labelled volumes in {folder} have shape {tuple(volumes.shape[1:])} but the model makes "
+                             f"{shape}: make them on the model's grid (`cowgan phantoms --shape`, or `cowgan prepare`)")
+    volumes = np.concatenate([s[0] for s in sets])
+    targets = [t for s in sets for t in s[1]]
+    order = np.random.default_rng(0).permutation(len(volumes))
     cut = max(1, int(round(len(volumes) * (1 - HELD_OUT))))
-    held_out = evaluate_classifier(fit_classifier(volumes[:cut], targets[:cut]), volumes[cut:], targets[cut:])
-    classifier = fit_classifier(volumes, targets)
+    fit, held = order[:cut], order[cut:]
+    with tqdm(total=args.classifier_epochs, desc="training variant classifier", unit="epoch", disable=None) as bar:
+        classifier = fit_classifier(volumes[fit], [targets[i] for i in fit], epochs=args.classifier_epochs,
+                                    device=device, progress=lambda i, n: bar.update(i - bar.n))
+    held_out = evaluate_classifier(classifier, volumes[held], [targets[i] for i in held]) if len(held) else {}
+    classifier.info["held_out_cases"] = len(held)
     classifier.info["held_out_balanced_accuracy"] = held_out
     path = classifier.save(out.with_name(out.stem + "_variant_classifier.safetensors"))
-    print(f"variant classifier ({len(volumes)} cases) written to {path}; held-out balanced accuracy: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in held_out.items()))
+    print(f"variant classifier (trained on {len(fit)} cases) written to {path}; balanced accuracy on {len(held)} "
+          "held-out cases: " + ", ".join(f"{k} {v:.2f}" for k, v in held_out.items()))
     return classifier
