@@ -89,8 +89,8 @@ class VariantClassifier:
 
     def probabilities(self, volumes: np.ndarray, batch: int = 32) -> np.ndarray:
         """(N, V) probability that each variant is present, for (N, D, H, W) volumes in [0, 1]."""
-        x = torch.as_tensor(np.asarray(volumes, np.float32))
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.shape:
+        x = _finite_volumes(volumes)
+        if tuple(x.shape[1:]) != self.shape:
             raise InputError(f"the variant classifier takes volumes (N, {', '.join(map(str, self.shape))}) on the grid "
                              f"it was trained on, got {tuple(x.shape)}: train one on this model's grid")
         self.net.eval()
@@ -152,7 +152,7 @@ def fit_classifier(volumes: np.ndarray, targets: Sequence[Mapping[str, int]], ep
     if len(volumes) != len(targets) or len(volumes) < 4:
         raise InputError(f"need at least 4 labelled volumes with one target set each, got {len(volumes)} volumes "
                          f"and {len(targets)} target sets: pass more labelled cases")
-    x = torch.as_tensor(np.asarray(volumes, np.float32))
+    x = _finite_volumes(volumes)
     y = torch.tensor([[float(t[k]) for k in VARIANT_KEYS] for t in targets])
     prior = ((y.mean(0) + y[:, list(MIRRORED)].mean(0)) / 2).clamp(1e-3, 1 - 1e-3)  # as seen through mirroring
     rng = torch.Generator().manual_seed(seed)
@@ -182,6 +182,15 @@ def fit_classifier(volumes: np.ndarray, targets: Sequence[Mapping[str, int]], ep
     prevalence = {key: float(y[:, v].mean()) for v, key in enumerate(VARIANT_KEYS)}
     return VariantClassifier(VARIANT_KEYS, net.cpu().eval(), tuple(x.shape[1:]),
                              {"cases": len(x), "epochs": epochs, "width": width, "seed": seed, "prevalence": prevalence})
+
+
+def _finite_volumes(volumes: np.ndarray) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(volumes, np.float32))
+    if x.ndim != 4:
+        raise InputError(f"volumes must have shape (N, D, H, W), got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise InputError("volumes contain NaN or infinite values: fix or leave out those cases")
+    return x
 
 
 def _augment(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:

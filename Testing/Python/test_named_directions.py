@@ -68,6 +68,15 @@ def test_the_classifier_refuses_volumes_of_another_grid(classifier):
         classifier.predict(np.zeros((2, 16, 32, 32), np.float32))
 
 
+def test_the_classifier_refuses_volumes_with_nans(classifier):
+    volumes, targets = sided_vessels(4, seed=2)
+    volumes[1, 0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        classifier.predict(volumes)
+    with pytest.raises(InputError, match="NaN"):
+        fit_classifier(volumes, targets, epochs=1)
+
+
 def test_a_file_that_is_not_a_classifier_is_refused_with_the_fix(tmp_path):
     path = tmp_path / "model.safetensors"
     path.write_bytes(b"not a safetensors file")
