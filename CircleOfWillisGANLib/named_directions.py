@@ -162,7 +162,7 @@ class EditReport:
     label: str
     samples: int
     flipped: float  # share of samples whose named variant changed
-    others_kept: float  # share of (sample, other variant) pairs whose call did not change, over reliably called ones
+    others_kept: Optional[float]  # share of unchanged calls of the other reliably called variants (None: there are none)
     kept_by_variant: Dict[str, float]  # share of samples whose call of each other variant did not change
 
 
@@ -188,7 +188,8 @@ def measure_edits(generator: Any, classifier: VariantClassifier, directions: Seq
         after = classifier.predict(generator.generate(w=ws, noise_seed=noise_seeds))
         kept = (after == before).mean(0)
         others = [k for k in reliable if k != v]
-        reports.append(EditReport(direction.label, samples, float(1.0 - kept[v]), float(kept[others].mean()),
+        reports.append(EditReport(direction.label, samples, float(1.0 - kept[v]),
+                                  float(kept[others].mean()) if others else None,
                                   {keys[k]: float(kept[k]) for k in range(len(keys)) if k != v}))
         if progress:
             progress(i + 1, len(chosen))

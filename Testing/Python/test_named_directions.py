@@ -9,7 +9,8 @@ import torch
 from CircleOfWillisGANLib.checkpoint import save_checkpoint
 from CircleOfWillisGANLib.directions import directions_for
 from CircleOfWillisGANLib.generator import build_generator, load_generator
-from CircleOfWillisGANLib.named_directions import fit_boundaries, named, orthogonalise, store_named_directions
+from CircleOfWillisGANLib.named_directions import (fit_boundaries, measure_edits, named, orthogonalise, sample_calls,
+                                                   store_named_directions)
 from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.variant_classifier import (LEFT_RIGHT_AXIS, MIRRORED, VARIANT_KEYS, evaluate_classifier,
@@ -156,6 +157,40 @@ def named_generator():
     calls = np.stack([(w[:, 0] > w[:, 0].median()).numpy(), (w[:, 1] > w[:, 1].median()).numpy()], 1).astype(int)
     store_named_directions(gen, fit_boundaries(w, calls, ["pcom_left", "fetal_pca_right"]), {"samples": 200})
     return gen
+
+
+class BrightnessCalls:
+    """A stand-in classifier with known rules: Left Pcom = bright volume, Right Pcom = brighter upper half, Acom =
+    a coin flip derived from the voxels (so its calls are noise, as its recorded held-out accuracy says)."""
+
+    keys = ("pcom_left", "pcom_right", "acom")
+    info = {"held_out_balanced_accuracy": {"pcom_left": 1.0, "pcom_right": 1.0, "acom": 0.5}}
+
+    def __init__(self, thresholds=(0.0, 0.0)):
+        self.thresholds = thresholds
+
+    def scores(self, volumes):
+        half = volumes.shape[1] // 2
+        return volumes.mean((1, 2, 3)), volumes[:, half:].mean((1, 2, 3)) - volumes[:, :half].mean((1, 2, 3))
+
+    def predict(self, volumes):
+        bright, upper = self.scores(volumes)
+        coin = (volumes.sum((1, 2, 3)) * 1e4).astype(np.int64) % 2
+        return np.stack([bright > self.thresholds[0], upper > self.thresholds[1], coin], 1).astype(np.int64)
+
+
+def test_moving_a_named_direction_flips_its_call_and_pools_only_reliably_called_others():
+    gen = build_generator("tiny", seed=0, device="cpu")
+    calls = BrightnessCalls()
+    calls.thresholds = tuple(float(np.median(s)) for s in calls.scores(gen.generate(seeds=list(range(200)))))
+    w, labels = sample_calls(gen, calls, 200)
+    store_named_directions(gen, fit_boundaries(w, labels, ["pcom_left", "pcom_right"]), {"samples": 200})
+    reports = measure_edits(gen, calls, directions_for(gen), samples=40, amount=3.0)
+    assert [r.label for r in reports] == ["Left Pcom", "Right Pcom"]
+    for report, other in zip(reports, ["pcom_right", "pcom_left"]):
+        assert report.samples == 40 and report.flipped >= 0.8
+        assert set(report.kept_by_variant) == {other, "acom"}
+        assert report.others_kept == report.kept_by_variant[other]  # the coin-flip Acom is left out of the pool
 
 
 def test_named_directions_are_stored_in_the_model_and_reloaded(tmp_path):
