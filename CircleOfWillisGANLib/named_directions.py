@@ -89,18 +89,20 @@ def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: 
     w64 = w.double().numpy()
     centred = w64 - w64.mean(0)
     x = centred / (centred.std() + 1e-12)
-    normals, fitted, accuracy, skipped = [], [], {}, {}
+    normals, fitted, accuracy, skipped, problems = [], [], {}, {}, {}
     for v, key in enumerate(keys):
         accuracy_of_calls = (classifier_accuracy or {}).get(key, 1.0)
-        if accuracy_of_calls < MIN_CLASSIFIER_ACCURACY:
-            skipped[key] = (f"the classifier calls it with a held-out balanced accuracy of {accuracy_of_calls:.2f} (need "
-                            f"{MIN_CLASSIFIER_ACCURACY}): label more cases, train it longer or use a finer model grid")
-            continue
         y = np.asarray(calls)[:, v].astype(np.float64)
         counts = int(y.sum()), int(len(y) - y.sum())
+        if accuracy_of_calls < MIN_CLASSIFIER_ACCURACY:
+            problems[key] = f"the classifier calls it with a held-out balanced accuracy of {accuracy_of_calls:.2f}"
+            skipped[key] = (f"{problems[key]} (need {MIN_CLASSIFIER_ACCURACY}): label more cases, train it longer or "
+                            "use a finer model grid")
+            continue
         if min(counts) < MIN_PER_CLASS:
-            skipped[key] = (f"only {counts[0]} samples with and {counts[1]} without it (need {MIN_PER_CLASS} of each): "
-                            "use more samples or a model that makes this variant")
+            problems[key] = f"only {counts[0]} samples with and {counts[1]} without it"
+            skipped[key] = (f"{problems[key]} (need {MIN_PER_CLASS} of each): use more samples or a model that makes "
+                            "this variant")
             continue
         weights, bias = fit_logistic(x, y, l2)
         accuracy[key] = balanced_accuracy(y, (x @ weights + bias) >= 0)
@@ -108,7 +110,7 @@ def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: 
         normals.append(normal / normal.norm())
         fitted.append(key)
     if not fitted:
-        raise InputError("no variant can be named: " + "; ".join(f"{k}: {why.split(' (need')[0]}" for k, why in skipped.items())
+        raise InputError("no variant can be named: " + "; ".join(f"{k}: {why}" for k, why in problems.items())
                          + ". Label more cases, train the classifier longer or generate more samples (--samples)")
     ortho = orthogonalise(torch.stack(normals))
     sigmas = [float((w.double() @ n.double()).std()) for n in ortho]

@@ -60,6 +60,7 @@ class VariantNet(nn.Module):
 
     def __init__(self, width: int = 8, variants: int = len(VARIANT_KEYS)) -> None:
         super().__init__()
+        self.width = width
         channels = [width, 2 * width, 4 * width, 4 * width]
         layers: List[nn.Module] = [_conv(1, channels[0])]
         for level in range(1, len(channels)):
@@ -107,7 +108,7 @@ class VariantClassifier:
 
         weights = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
         meta = json.dumps({"format": FORMAT, "keys": list(self.keys), "shape": list(self.shape),
-                           "width": self.net.features[0][0].out_channels, "info": self.info}, default=str)
+                           "width": self.net.width, "info": self.info}, default=str)
         return atomic_write(path, lambda tmp: save_file(weights, str(tmp), metadata={METADATA_KEY: meta}))
 
 

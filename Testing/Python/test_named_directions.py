@@ -1,4 +1,4 @@
-"""Named directions: the variant classifier on labelled phantoms, boundaries in W, storage, reload and named sliders."""
+"""Named directions: the variant classifier, boundaries in W, storage, reload and named sliders."""
 
 from __future__ import annotations
 
@@ -8,23 +8,14 @@ import torch
 
 from CircleOfWillisGANLib.checkpoint import save_checkpoint
 from CircleOfWillisGANLib.directions import directions_for
+from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.generator import build_generator, load_generator
 from CircleOfWillisGANLib.named_directions import (fit_boundaries, measure_edits, named, orthogonalise, sample_calls,
                                                    store_named_directions)
 from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom
-from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.variant_classifier import (LEFT_RIGHT_AXIS, MIRRORED, VARIANT_KEYS, evaluate_classifier,
                                                      fit_classifier, load_classifier, targets_from_labels,
                                                      targets_from_phantom)
-
-SHAPE = (16, 32, 32)
-
-
-@pytest.fixture(scope="module")
-def phantoms():
-    config = PhantomConfig(shape=SHAPE, spacing_mm=(2.48,) * 3)
-    cases = [generate_phantom((3, i), config) for i in range(24)]
-    return np.stack([c.image for c in cases]), [targets_from_phantom(c.variants.as_dict()) for c in cases], cases
 
 
 def test_targets_from_a_label_map_follow_the_topcow_vectors():
@@ -32,6 +23,13 @@ def test_targets_from_a_label_map_follow_the_topcow_vectors():
     targets = targets_from_labels(case.labels)
     assert targets == {"pcom_left": 1, "pcom_right": 1, "fetal_pca_left": 0, "fetal_pca_right": 0,
                        "a1_left": 1, "a1_right": 1, "acom": 1}
+
+
+def test_a_phantoms_recorded_variants_give_the_targets_its_label_map_shows():
+    case = generate_phantom((5, 1), PhantomConfig(force=("p1_absent_left",)))
+    targets = targets_from_phantom(case.variants.as_dict())
+    assert targets["fetal_pca_left"] == 1 and targets["pcom_left"] == 1
+    assert targets == targets_from_labels(case.labels)
 
 
 def sided_vessels(n: int, seed: int):
@@ -85,9 +83,8 @@ def test_a_file_that_is_not_a_classifier_is_refused_with_the_fix(tmp_path):
         load_classifier(path)
 
 
-def test_mirroring_swaps_left_and_right_along_the_left_right_axis(phantoms):
-    _, _, cases = phantoms
-    labels = cases[0].labels
+def test_mirroring_swaps_left_and_right_along_the_left_right_axis():
+    labels = generate_phantom((3, 0), PhantomConfig(shape=(16, 32, 32), spacing_mm=(2.48,) * 3)).labels
     axis = labels.ndim + LEFT_RIGHT_AXIS
     right_ica, left_ica = (np.argwhere(labels == value)[:, axis].mean() for value in (4, 6))  # TopCoW R-ICA, L-ICA
     assert right_ica > left_ica  # RAS: the subject's right at higher index

@@ -93,7 +93,7 @@ def _classifier(args: argparse.Namespace, out: Path, shape: tuple, device: Any) 
     with tqdm(total=args.classifier_epochs, desc="training variant classifier", unit="epoch", disable=None) as bar:
         classifier = fit_classifier(volumes[fit], [targets[i] for i in fit], epochs=args.classifier_epochs,
                                     device=device, progress=lambda i, n: bar.update(i - bar.n))
-    held_out = evaluate_classifier(classifier, volumes[held], [targets[i] for i in held]) if len(held) else {}
+    held_out = evaluate_classifier(classifier, volumes[held], [targets[i] for i in held])
     classifier.info["held_out_cases"] = len(held)
     classifier.info["held_out_balanced_accuracy"] = held_out
     path = classifier.save(out.with_name(out.stem + "_variant_classifier.safetensors"))
