@@ -9,7 +9,7 @@ from torch import nn
 
 from ..architecture import Architecture
 from .noise import block_noise
-from .ops import FrozenCache, blur3d, conv3d, leaky_relu, upsample
+from .ops import FrozenCache, blur3d, conv3d, leaky_relu, memory_layout, upsample
 
 DEMOD_EPS = 1e-8
 
@@ -39,7 +39,7 @@ class ModulatedConv3d(nn.Module):
         if self.demodulate:
             energy = self._frozen.get(self.weight, "energy", lambda p: p.float().square().sum(dim=(2, 3, 4)))
             demod = torch.rsqrt(scale.square() @ energy.t() + DEMOD_EPS)
-        layout = _layout(x)
+        layout = memory_layout(x)
         needs_grad = torch.is_grad_enabled() and (self.weight.requires_grad or scale.requires_grad)
         if x.shape[0] == 1 and self.weight.numel() < x.numel() and not needs_grad:
             coef = scale[0].view(1, -1, 1, 1, 1)
@@ -53,10 +53,6 @@ class ModulatedConv3d(nn.Module):
         if demod is not None:
             out = out * demod.to(x.dtype)[:, :, None, None, None]
         return out if bias is None else out + bias.to(x.dtype).view(1, -1, 1, 1, 1)
-
-
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last_3d if x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format
 
 
 class NoiseInjection(nn.Module):

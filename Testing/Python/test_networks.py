@@ -113,3 +113,18 @@ def test_noise_added_in_place_equals_the_broadcast_sum(layout):
     with torch.no_grad():
         out = layer(x, noise)
     torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("factors", [(1, 2, 2), (2, 2, 2), (2, 1, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_inference_upsampling_equals_pytorchs_trilinear_and_keeps_the_layout(factors, dtype):
+    from CircleOfWillisGANLib.networks.ops import upsample
+
+    x = torch.randn(2, 5, 1, 3, 4, generator=torch.Generator().manual_seed(0)).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last_3d) if dtype == torch.bfloat16 else x
+    expected = torch.nn.functional.interpolate(x.float(), scale_factor=[float(f) for f in factors], mode="trilinear",
+                                               align_corners=False)
+    with torch.no_grad():
+        out = upsample(x, factors)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last_3d) == (dtype == torch.bfloat16)
+    torch.testing.assert_close(out.float(), expected, rtol=0, atol=1e-6 if dtype == torch.float32 else 2e-2)
