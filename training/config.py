@@ -85,6 +85,7 @@ class TrainConfig:
     snapshot_kimg: float = 50.0              # keep a numbered resume state and a sample sheet every this many kimg
     sample_seeds: Tuple[int, ...] = tuple(range(16))
     max_rollbacks: int = 5                   # consecutive NaN/Inf rollbacks before the run stops with an error
+    init: str = ""                           # fine-tuning: run folder or resume state whose G, D and EMA a new run starts from
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

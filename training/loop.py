@@ -98,6 +98,7 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, 
     data = RealVolumes.open(Path(data_dir), group.device)
     trainer = Trainer(cfg, data, group)
     resumed = _resume(trainer, run_dir, data)
+    origin = resumed.get("init_from") if resumed else (_initialise(trainer, Path(cfg.init)) if cfg.init else None)
     if group.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / RUN_CONFIG, {"config": cfg.to_dict(), "architecture": trainer.arch.to_dict(),
@@ -109,6 +110,8 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, 
     progress = Progress(run_dir, total_steps, trainer.step_index, cfg.batch, enabled=group.is_main, bar=bar)
     if resumed:
         progress.message(f"resumed {run_dir} at step {trainer.step_index} ({trainer.kimg:.2f} kimg)")
+    elif origin:
+        progress.message(f"fine-tuning the networks of {origin['state']} ({origin['kimg']:.2f} kimg)")
     guard = NanGuard(trainer, every=guard_every, max_rollbacks=cfg.max_rollbacks)
     elapsed_before = float(resumed.get("elapsed_s", 0.0)) if resumed else 0.0
     start = last_save = time.monotonic()
@@ -137,10 +140,10 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, 
                     finished = False
                     break
                 if flags[2]:
-                    _save(trainer, run_dir, data, elapsed_before + now - start, group)
+                    _save(trainer, run_dir, data, elapsed_before + now - start, group, origin)
                     last_save = now
         seconds = elapsed_before + time.monotonic() - start
-        path = _save(trainer, run_dir, data, seconds, group)
+        path = _save(trainer, run_dir, data, seconds, group, origin)
         if finished:
             _samples(trainer, run_dir, progress, metric)
     finally:
@@ -164,7 +167,24 @@ def _resume(trainer: Trainer, run_dir: Path, data: RealVolumes) -> Dict[str, Any
     return state["progress"]
 
 
-def _save(trainer: Trainer, run_dir: Path, data: RealVolumes, seconds: float, group: ProcessGroup) -> Optional[Path]:
+def _initialise(trainer: Trainer, source: Path) -> Dict[str, Any]:
+    """Load the networks, not the optimisers, step or augmentation strength, of another run: fine-tuning."""
+    path = find_state(source) if source.is_dir() else source
+    if path is None or not path.is_file():
+        raise InputError(f"--init {source} holds no resume state: pass a run folder written by `cowgan train` "
+                         "(or its checkpoints/latest.pt)")
+    state = load_state(path)
+    if state["architecture"] != trainer.arch.to_dict():
+        raise CheckpointError(f"--init {path} holds a {state['architecture']} model, but this run trains "
+                              f"{trainer.arch.to_dict()}: use the --preset of that run and a dataset of its volume shape")
+    for name in ("G", "D", "G_ema"):
+        getattr(trainer, name).load_state_dict(state["trainer"][name])
+    return {"state": str(path.resolve()), "step": state["progress"]["step"], "kimg": state["progress"]["kimg"],
+            "dataset_fingerprint": state["dataset"]["fingerprint"]}
+
+
+def _save(trainer: Trainer, run_dir: Path, data: RealVolumes, seconds: float, group: ProcessGroup,
+          origin: Optional[Dict[str, Any]]) -> Optional[Path]:
     path = None
     if group.is_main:
         path = save_state(run_dir, {
@@ -173,7 +193,7 @@ def _save(trainer: Trainer, run_dir: Path, data: RealVolumes, seconds: float, gr
             "dataset": {"fingerprint": data.fingerprint, "count": data.count, "manifest_data": data.manifest.get("data", {})},
             "progress": {"elapsed_s": seconds, "step": trainer.step_index, "kimg": trainer.kimg, "saved": timestamp(),
                          "device": _device_name(group.device), "world_size": group.world_size,
-                         "precision": str(trainer.precision.dtype).replace("torch.", "")},
+                         "precision": str(trainer.precision.dtype).replace("torch.", ""), "init_from": origin},
         })
     barrier(group)
     return path

@@ -200,3 +200,26 @@ def test_a_run_folder_that_is_a_file_is_explained(dataset, tmp_path):
     (tmp_path / "run").write_text("not a folder")
     with pytest.raises(OutputError, match="is a file, not a folder"):
         train(training_preset("tiny"), dataset, tmp_path / "run", CPU, bar=False)
+
+
+def test_a_new_run_can_start_from_another_runs_networks_and_records_where_from(dataset, tmp_path):
+    from CircleOfWillisGANLib.errors import CheckpointError
+
+    cfg = training_preset("tiny").replace(total_kimg=0.008)
+    train(cfg, dataset, tmp_path / "base", CPU, bar=False)
+    base = load_state(find_state(tmp_path / "base"))
+    other = write_tube_dataset(tmp_path / "other", count=5)
+    tuned = cfg.replace(init=str(tmp_path / "base"), total_kimg=0.0, seed=1)
+    train(tuned, other, tmp_path / "tuned", CPU, bar=False)
+    state = load_state(find_state(tmp_path / "tuned"))
+    assert state["trainer"]["step"] == 0 and state["progress"]["init_from"]["kimg"] == pytest.approx(0.008)
+    for name in ("G", "D", "G_ema"):
+        for key, value in base["trainer"][name].items():
+            assert torch.equal(state["trainer"][name][key], value), f"{name}.{key}"
+    assert state["trainer"]["opt_G"]["state"] == {}
+
+    with pytest.raises(InputError, match="holds no resume state"):
+        train(cfg.replace(init=str(tmp_path / "missing")), other, tmp_path / "a", CPU, bar=False)
+    smaller = write_tube_dataset(tmp_path / "smaller", count=5, shape=(8, 32, 32))
+    with pytest.raises(CheckpointError, match="use the --preset of that run"):
+        train(cfg.replace(init=str(tmp_path / "base")), smaller, tmp_path / "b", CPU, bar=False)

@@ -16,7 +16,8 @@ TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 FLAGS = {"batch": "batch", "micro_batch": "micro_batch", "lr": "g_lr", "d_lr_mult": "d_lr_mult",
          "gp_weight": "gp_weight", "gp_interval": "gp_interval", "pl_weight": "pl_weight", "pl_start": "pl_start",
          "augment_p": "augment_p", "ada_target": "ada_target", "precision": "precision", "seed": "seed",
-         "kimg": "total_kimg", "checkpoint_minutes": "checkpoint_minutes", "snapshot_kimg": "snapshot_kimg"}
+         "kimg": "total_kimg", "checkpoint_minutes": "checkpoint_minutes", "snapshot_kimg": "snapshot_kimg",
+         "init": "init"}
 
 
 def register(subparsers: Any) -> None:
@@ -44,6 +45,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 on GPUs that have it, else fp16; fp32 on CPU")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks (CUDA)")
     p.add_argument("--seed", type=int, help="random seed of weights, data order and draws")
+    p.add_argument("--init", metavar="RUN", help="fine-tune: a new run starts from the generator, discriminator and EMA "
+                                                 "of this run folder (or resume state) instead of random weights")
     p.add_argument("--kimg", type=float, help="train until D has seen this many thousand real volumes")
     p.add_argument("--checkpoint-minutes", type=float, help="save the resume state every N minutes")
     p.add_argument("--snapshot-kimg", type=float, help="write a sample sheet every N kimg")
