@@ -53,7 +53,8 @@ def export_run(run_dir: Path, out: Path, name: Optional[str] = None, state_path:
             "training_seconds": round(float(progress["elapsed_s"]), 1), "device": progress["device"],
             "processes": progress["world_size"], "precision": progress["precision"],
             "dataset": {"count": state["dataset"]["count"], "fingerprint": state["dataset"]["fingerprint"]},
-            "init_from": progress.get("init_from"), "config": state["config"], "w_avg": f"mean of w over {W_AVG_SAMPLES} z from seed 0 (EMA mapping)",
+            "init_from": progress.get("init_from"), "config": state["config"],
+            "w_avg": f"mean of w over {W_AVG_SAMPLES} z from seed 0 (EMA mapping)",
         },
     }
     metadata["provenance"]["storage_dtype"] = dtype

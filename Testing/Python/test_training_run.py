@@ -217,6 +217,10 @@ def test_a_new_run_can_start_from_another_runs_networks_and_records_where_from(d
         for key, value in base["trainer"][name].items():
             assert torch.equal(state["trainer"][name][key], value), f"{name}.{key}"
     assert state["trainer"]["opt_G"]["state"] == {}
+    from training.export import export_run
+
+    exported = export_run(tmp_path / "tuned", tmp_path / "tuned.safetensors")
+    assert exported.metadata["provenance"]["init_from"] == state["progress"]["init_from"]
 
     with pytest.raises(InputError, match="holds no resume state"):
         train(cfg.replace(init=str(tmp_path / "missing")), other, tmp_path / "a", CPU, bar=False)
