@@ -43,7 +43,8 @@ class PanelController:
         self.engine: Optional[PanelEngine] = None
         self.views: List[Callable[[RenderResult], None]] = []  # called on the GUI thread with each new result
         self.state_listeners: List[Callable[[Dict[str, Any]], None]] = []  # e.g. the Slicer parameter node
-        self.engine_listeners: List[Callable[[PanelEngine], None]] = []
+        self.engine_listeners: List[Callable[[PanelEngine], None]] = []  # called after every model load
+        self.next_engine_listeners: List[Callable[[PanelEngine], None]] = []  # called once, after the next load only
         self.last_result: Optional[RenderResult] = None
         self.last_error = ""
         self.requests = 0  # render requests made (after debouncing)
@@ -333,7 +334,8 @@ class PanelController:
         self._projection = ""
         self._build_direction_sliders()
         self._sync_enabled()
-        for listener in self.engine_listeners:
+        once, self.next_engine_listeners = self.next_engine_listeners, []
+        for listener in self.engine_listeners + once:
             listener(engine)
         self.render_now()
 

@@ -232,6 +232,15 @@ def test_a_saved_state_restores_every_widget(panel, app):
     assert settle(panel, app).state.seed == 77
 
 
+def test_a_state_restored_on_the_first_load_is_not_reapplied_by_later_loads(panel, app, engine):
+    panel.next_engine_listeners.append(lambda e: panel.apply_state(PanelState(seed=5), render=False))
+    panel.set_engine(engine)
+    assert settle(panel, app).state.seed == 5
+    panel.ui.seedSpinBox.setValue(42)
+    panel.set_engine(engine)  # the user opens another model or switches the device
+    assert settle(panel, app).state.seed == 42
+
+
 def test_out_of_range_values_are_clamped_to_the_declared_ranges():
     state = PanelState(psi=5.0, t=-1.0, directions=[9.0]).validated()
     assert state.psi == 2.0 and state.t == 0.0 and state.directions == [3.0]

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     window = build_window(model=args.model, device=device)
     if device == "cuda":
         window.ui.deviceComboBox.setCurrentIndex(window.ui.deviceComboBox.findText("CUDA"))
-    window.controller.engine_listeners.append(lambda engine: _initial_values(window, args))
+    window.controller.next_engine_listeners.append(lambda engine: _initial_values(window, args))
     window.show()
     if args.turing:
         window.turing.open_rater(args.turing, args.rater or "", start=bool(args.rater))
