@@ -80,14 +80,16 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.controller.views.append(lambda r: self.scene.show(r.volume, r.affine, r.surface))
         self.controller.state_listeners.append(self.logic.saveState)
         saved = self.logic.loadState()
-        self.controller.engine_listeners.append(lambda engine: saved and self.controller.apply_state(saved))
+        if saved:  # restore the saved panel once the first model is in; later loads keep what the user set
+            self.controller.next_engine_listeners.append(lambda engine: self.controller.apply_state(saved, render=False))
         self.controller.load_model(saved.model if saved else "demo", quiet=True)
         self.ui.projectCurrentVolumeButton.visible = True
         self.ui.projectCurrentVolumeButton.clicked.connect(self.onProjectCurrentVolume)
         self.addTuringSections()
 
     def onProjectCurrentVolume(self):
-        """Save the active volume to a temporary NIfTI and project it with the panel's controller."""
+        """Export the active volume (in world coordinates) to a temporary NIfTI and project it with the panel's
+        controller; exporting, unlike saving, leaves the node's own storage (its file for scene saves) untouched."""
         import tempfile
 
         volumeId = slicer.util.getNode("vtkMRMLSelectionNodeSingleton").GetActiveVolumeID()
@@ -95,7 +97,10 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             slicer.util.errorDisplay("No volume is shown: load or select a TOF-MRA volume, then press Project again.")
             return
         path = os.path.join(tempfile.mkdtemp(prefix="CircleOfWillisGAN-"), volumeId + ".nii.gz")
-        slicer.util.saveNode(slicer.util.getNode(volumeId), path)
+        if not slicer.util.exportNode(slicer.util.getNode(volumeId), path, world=True):
+            slicer.util.errorDisplay(f"Could not write the volume to {path} for projection: check free space in the "
+                                     "temporary folder (details in the Python console's log).")
+            return
         self.controller.project_volume(path)
 
     def addTuringSections(self):
