@@ -147,10 +147,10 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.closeRating()
 
     def closeRating(self):
-        """Release the rater's journal and remove the case on show."""
+        """Release the rater's journal, remove the case on show and restore the views' settings."""
         if self.raterController is not None:
             self.raterController.close()
-            self.caseViewer.hide_case()
+            self.caseViewer.close()
 
     def cleanup(self):
         self.removeObservers()

@@ -8,7 +8,7 @@ voxels differs between a real and a generated case.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any, Callable, Dict, Hashable, List, Sequence
 
 from ..slicer_scene import MIP_PRESET, VESSEL_RGB
 from ..surface import vessel_surface
@@ -29,11 +29,13 @@ def camera_pose(ras_bounds: Sequence[float]) -> tuple:
 
 
 class SlicerCaseViewer:
-    """Shows one Turing case in Slicer's views (`show_case`), or nothing (`hide_case`)."""
+    """Shows one Turing case in Slicer's views (`show_case`), or nothing (`hide_case`); `close` also gives the
+    views back the settings the rating changed."""
 
     def __init__(self, slicer: Any) -> None:
         self.slicer = slicer
         self.nodes: List[Any] = []
+        self._undo: Dict[Hashable, Callable[[], None]] = {}  # per changed setting, how to put back its value before rating
 
     def show_case(self, path: Path, display: str) -> None:
         """Replace the shown case by the volume at `path`, laid out for `display` (mip, slices, surface, all)."""
@@ -69,6 +71,17 @@ class SlicerCaseViewer:
                 scene.RemoveNode(node)
         self.nodes = []
 
+    def close(self) -> None:
+        """Remove the case and restore the slice annotations and 3D ray casting the user had before rating."""
+        self.hide_case()
+        for undo in self._undo.values():
+            undo()
+        self._undo = {}
+
+    def _remember(self, key: Hashable, undo: Callable[[], None]) -> None:
+        """Keep `undo` for the first change of the setting `key` only: it restores the value from before rating."""
+        self._undo.setdefault(key, undo)
+
     def _annotations_off(self) -> None:
         """Slice view corner annotations off (DataProbe's setting) and cleared, so no text names the case."""
         slicer = self.slicer
@@ -77,8 +90,9 @@ class SlicerCaseViewer:
         except AttributeError:  # no main window, or DataProbe not loaded: then nothing draws annotations
             annotations = None
         if annotations is not None:
-            annotations.sliceViewAnnotationsEnabled = 0
-            annotations.updateSliceViewFromGUI()
+            self._remember("annotations", lambda enabled=annotations.sliceViewAnnotationsEnabled:
+                           _set_annotations(annotations, enabled))
+            _set_annotations(annotations, 0)
         layout_manager = slicer.app.layoutManager()
         for name in layout_manager.sliceViewNames():
             corner = layout_manager.sliceWidget(name).sliceView().cornerAnnotation()
@@ -106,6 +120,8 @@ class SlicerCaseViewer:
         property_node.SetColor(colours)
         display.SetVisibility(True)
         for view in slicer.util.getNodesByClass("vtkMRMLViewNode"):
+            self._remember(("raycast", view.GetID()), lambda view=view, technique=view.GetRaycastTechnique():
+                           view.SetRaycastTechnique(technique))
             view.SetRaycastTechnique(slicer.vtkMRMLViewNode.MaximumIntensityProjection)
 
     def _surface(self, path: Path) -> None:
@@ -127,3 +143,9 @@ class SlicerCaseViewer:
         camera.SetPosition(*position)
         camera.SetViewUp(*view_up)
         camera.ResetClippingRange()
+
+
+def _set_annotations(annotations: Any, enabled: int) -> None:
+    """Switch DataProbe's slice view annotations on or off and redraw them."""
+    annotations.sliceViewAnnotationsEnabled = enabled
+    annotations.updateSliceViewFromGUI()

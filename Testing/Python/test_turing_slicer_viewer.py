@@ -133,6 +133,23 @@ def test_slice_annotations_are_switched_off_and_every_corner_cleared(cases):
     assert sorted(c.args for c in corner.SetText.call_args_list) == sorted([(p, "") for p in range(4)] * 3)
 
 
+def test_closing_restores_the_annotations_and_ray_casting_the_user_had_before_rating(cases):
+    slicer = fake_slicer()
+    annotations = slicer.modules.DataProbeInstance.infoWidget.sliceAnnotations
+    annotations.sliceViewAnnotationsEnabled = 1
+    view = slicer.util.getNodesByClass.return_value[0]
+    view.GetRaycastTechnique.return_value = "composite"
+    viewer = SlicerCaseViewer(slicer)
+    viewer.show_case(cases[0], "all")
+    view.GetRaycastTechnique.return_value = slicer.vtkMRMLViewNode.MaximumIntensityProjection
+    viewer.show_case(cases[1], "all")
+    assert annotations.sliceViewAnnotationsEnabled == 0
+    viewer.close()
+    assert annotations.sliceViewAnnotationsEnabled == 1
+    assert view.SetRaycastTechnique.call_args.args == ("composite",)
+    assert not any(in_scene(n) for n in slicer.volumes + slicer.models + slicer.renderings)
+
+
 def test_the_camera_is_put_at_the_same_place_for_every_case(cases):
     slicer = fake_slicer()
     viewer = SlicerCaseViewer(slicer)
