@@ -7,17 +7,18 @@ fmap_max and latent_dim are inferred from tensor shapes, and the result uses the
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from .architecture import Architecture
 from .checkpoint import Checkpoint
 from .files import file_sha256
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .generator_model import GeneratorModel
 from .volume_io import DEFAULT_SPACING_MM, default_affine
 
@@ -87,19 +88,19 @@ def infer_architecture(state: Dict[str, torch.Tensor], config: Dict[str, Any]) -
     block_keys = {int(m.group(1)) for k in state if (m := re.fullmatch(r"GE\.blocks\.(\d+)\.conv1\.weight", k))}
     if not mapping_keys or not block_keys:
         raise CheckpointError("reference checkpoint has no EMA networks (SE, GE): pass a checkpoint saved by the reference trainer")
-    latent_dim = state["SE.net.0.weight"].shape[1]
+    latent_dim = _dims(state, "SE.net.0.weight", 2)[1]
     num_blocks = max(block_keys) + 1
     image_size = 2 ** (num_blocks + 1)
     if config.get("image_size", image_size) != image_size:
         raise CheckpointError(f".config.json says image_size {config['image_size']} but the checkpoint has {num_blocks} blocks ({image_size})")
-    last_channels = state[f"GE.blocks.{num_blocks - 1}.conv1.weight"].shape[0]
+    last_channels = _dims(state, f"GE.blocks.{num_blocks - 1}.conv1.weight", 5)[0]
     try:
         capacity = int(config.get("network_capacity", last_channels // 2))
         lr_mul = float(config.get("lr_mlp", 0.1))
     except (TypeError, ValueError):
         raise CheckpointError(f".config.json has network_capacity {config.get('network_capacity')!r} and lr_mlp "
                               f"{config.get('lr_mlp')!r}; both must be numbers: pass the run's own .config.json") from None
-    g_channels = [state[f"GE.blocks.{i}.conv1.weight"].shape[0] for i in range(num_blocks)]
+    g_channels = [_dims(state, f"GE.blocks.{i}.conv1.weight", 5)[0] for i in range(num_blocks)]
     d_channels = [v.shape[0] for k, v in state.items() if re.fullmatch(r"D\.blocks\.\d+\.conv_res\.weight", k)]
     fmap_max = max(g_channels + d_channels)
     arch = Architecture(latent_dim=latent_dim, mapping_layers=len(mapping_keys), mapping_lr_mul=lr_mul,
@@ -109,6 +110,17 @@ def infer_architecture(state: Dict[str, torch.Tensor], config: Dict[str, Any]) -
         raise CheckpointError(f"generator channels {g_channels} do not follow the reference rule for capacity {capacity}: "
                               "check network_capacity in .config.json")
     return arch
+
+
+def _dims(state: Dict[str, torch.Tensor], key: str, ndim: int) -> Tuple[int, ...]:
+    """The shape of `state[key]`, which must exist and have `ndim` dimensions, else a CheckpointError."""
+    tensor = state.get(key)
+    if not isinstance(tensor, torch.Tensor):
+        raise CheckpointError(f"reference checkpoint lacks {key}: it is incomplete or from another architecture")
+    if tensor.dim() != ndim:
+        raise CheckpointError(f"reference tensor {key} has shape {tuple(tensor.shape)}, expected {ndim} dimensions: "
+                              "the checkpoint is damaged or from another architecture")
+    return tuple(tensor.shape)
 
 
 def convert_state(state: Dict[str, torch.Tensor], arch: Architecture) -> Dict[str, torch.Tensor]:
@@ -145,6 +157,8 @@ def convert_state(state: Dict[str, torch.Tensor], arch: Architecture) -> Dict[st
 def import_reference(model_path: str, config_path: Optional[str] = None,
                      spacing_mm: Sequence[float] = DEFAULT_SPACING_MM) -> Checkpoint:
     """Convert a reference `model_N.pt` (+ .config.json) into a native Checkpoint (EMA networks, w_avg)."""
+    if len(spacing_mm) != 3 or not all(0 < float(s) < math.inf for s in spacing_mm):
+        raise InputError(f"the voxel spacing must be three positive millimetres (x, y, z), got {list(spacing_mm)}")
     path = Path(model_path)
     config = read_reference_config(path, Path(config_path) if config_path else None)
     state = _load_state(path)

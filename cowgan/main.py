@@ -45,3 +45,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("cowgan: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (ModuleNotFoundError, OSError, MemoryError, RuntimeError) as exc:
+        message = environment_error_message(exc)
+        if message is None or args.debug:
+            raise
+        print(f"cowgan: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+PIP_NAMES = {"skimage": "scikit-image", "sklearn": "scikit-learn", "PIL": "pillow", "nrrd": "pynrrd", "yaml": "pyyaml"}
+
+
+def environment_error_message(exc: BaseException) -> Optional[str]:
+    """One line naming the problem and the fix for failures of the machine rather than of the code (a missing
+    package, an unwritable or full disk, too little memory); None for anything else, which stays a traceback."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        package = PIP_NAMES.get(exc.name.split(".")[0], exc.name.split(".")[0])
+        return (f"this command needs the Python package '{package}', which is not installed: run `pip install {package}` "
+                "(or install the extra it belongs to, e.g. `pip install -e \".[training,evaluation]\"`)")
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot use{where}: {exc.strerror}: choose a folder that exists, is writable and has free space"
+    text = str(exc)
+    if isinstance(exc, MemoryError) or "not enough memory" in text or "out of memory" in text.lower():
+        return "out of memory: generate fewer volumes per run, use a smaller --batch-size, or close other programs"
+    return None

@@ -10,6 +10,7 @@ steps where it is applied.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, Tuple
 
 from CircleOfWillisGANLib.errors import InputError
@@ -37,7 +38,7 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             if not isinstance(value, str):
                 raise TypeError
             return value
-        if isinstance(value, (bool, str)) or not isinstance(value, (int, float)):
+        if isinstance(value, (bool, str)) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise TypeError
         if kind is int:
             if float(value) != int(value):
@@ -45,7 +46,7 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return int(value)
         return float(value)
     except (TypeError, ValueError, OverflowError):
-        what = {tuple: "a list", bool: "true or false", str: "text", int: "a whole number", float: "a number"}[kind]
+        what = {tuple: "a list", bool: "true or false", str: "text", int: "a whole number", float: "a finite number"}[kind]
         raise InputError(f"training setting {name} must be {what}, got {value!r}") from None
 
 

@@ -80,7 +80,11 @@ def resolve_config(run_dir: Path, cfg: TrainConfig, overrides: Dict[str, Any]) -
     stored = Path(run_dir) / RUN_CONFIG
     if find_state(run_dir) is None or not stored.is_file():
         return cfg
-    saved = TrainConfig.from_dict(json.loads(stored.read_text(encoding="utf-8"))["config"])
+    try:
+        saved = TrainConfig.from_dict(json.loads(stored.read_text(encoding="utf-8"))["config"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"{stored} is damaged ({exc.__class__.__name__}: {exc}): restore it from a backup, or start a "
+                         "new run with another --out (`cowgan train --init` can start it from this run)") from None
     changed = {k: v for k, v in overrides.items() if getattr(saved, k) != v}
     refused = sorted(k for k in changed if k not in RESUMABLE_OVERRIDES)
     if refused:

@@ -92,6 +92,31 @@ def test_unwritable_output_folder_is_reported(golden_model, tmp_path):
     assert result.returncode == 2 and "cannot create output folder" in result.stderr
 
 
+def test_failures_of_the_machine_become_one_line_naming_the_fix():
+    from cowgan.main import environment_error_message
+
+    missing = environment_error_message(ModuleNotFoundError("No module named 'skimage'", name="skimage"))
+    assert "'scikit-image'" in missing and "pip install scikit-image" in missing
+    full = environment_error_message(OSError(28, "No space left on device", "/data/run/latest.pt"))
+    assert "/data/run/latest.pt: No space left on device" in full and "free space" in full
+    assert "smaller --batch-size" in environment_error_message(RuntimeError("DefaultCPUAllocator: not enough memory"))
+    assert environment_error_message(RuntimeError("shape mismatch")) is None  # a bug stays a traceback
+
+
+def test_an_unwritable_run_folder_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import training.loop
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(tmp_path / "ro" / "run"))
+
+    monkeypatch.setattr(training.loop, "train", read_only)
+    data = tmp_path / "data"
+    data.mkdir()
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "ro" / "run"), "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Read-only file system" in err[0] and "writable" in err[0]
+
+
 def test_bench_prints_a_table(capsys):
     assert main(["bench", "--preset", "tiny", "--repeats", "1"]) == 0
     out = capsys.readouterr().out

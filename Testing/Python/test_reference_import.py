@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from CircleOfWillisGANLib.checkpoint import load_checkpoint, save_checkpoint
-from CircleOfWillisGANLib.errors import CheckpointError
+from CircleOfWillisGANLib.errors import CheckpointError, InputError
 from CircleOfWillisGANLib.generator import CoWGenerator, load_generator
 from CircleOfWillisGANLib.reference_import import convert_state, import_reference, infer_architecture
 
@@ -96,6 +96,25 @@ def test_foreign_pickle_is_refused(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(2)}}, other)
     with pytest.raises(CheckpointError, match="no 'GAN' state dict"):
         import_reference(str(other))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda gan: gan.pop("SE.net.0.weight"), "lacks SE.net.0.weight"),
+    (lambda gan: [gan.pop(k) for k in list(gan) if k.startswith("GE.blocks.0.")], "lacks GE.blocks.0.conv1.weight"),
+    (lambda gan: gan.__setitem__("SE.net.0.weight", torch.zeros(64)), "expected 2 dimensions"),
+])
+def test_a_checkpoint_missing_or_mangling_a_tensor_gives_one_clear_error(golden_dir, tmp_path, damage, message):
+    gan = torch.load(golden_dir / "model_0.pt", weights_only=True)["GAN"]
+    damage(gan)
+    torch.save({"GAN": gan}, tmp_path / "model_5.pt")
+    with pytest.raises(CheckpointError, match=message):
+        import_reference(str(tmp_path / "model_5.pt"), str(golden_dir / ".config.json"))
+
+
+@pytest.mark.parametrize("spacing", [(float("nan"), 0.62, 0.62), (0.62, 0.0, 0.62), (0.62, 0.62, float("inf")), (0.62, 0.62)])
+def test_a_voxel_spacing_that_is_not_three_positive_millimetres_is_refused(golden_dir, spacing):
+    with pytest.raises(InputError, match="three positive millimetres"):
+        import_reference(str(golden_dir / "model_0.pt"), spacing_mm=spacing)
 
 
 def test_config_that_contradicts_the_tensors_is_refused(golden_dir, tmp_path):

@@ -189,9 +189,20 @@ def test_training_settings_of_the_wrong_type_are_explained():
 
 def test_a_negative_budget_or_decay_outside_zero_to_one_is_refused():
     for name, value in (("total_kimg", -1.0), ("pl_decay", 2.0), ("checkpoint_minutes", 0.0), ("adam_betas", (0.5, 1.5)),
-                        ("sample_seeds", ())):
+                        ("sample_seeds", ()), ("g_lr", float("nan")), ("total_kimg", float("inf")),
+                        ("gp_weight", float("nan"))):
         with pytest.raises(InputError, match=name):
             training_preset("tiny").replace(**{name: value})
+
+
+def test_a_damaged_run_config_is_named_with_what_to_do(tmp_path):
+    from training.loop import RUN_CONFIG, resolve_config
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest.pt").write_bytes(b"state")
+    (tmp_path / RUN_CONFIG).write_text("{")
+    with pytest.raises(InputError, match="is damaged.*another --out"):
+        resolve_config(tmp_path, training_preset("tiny"), {})
 
 
 def test_a_run_folder_that_is_a_file_is_explained(dataset, tmp_path):

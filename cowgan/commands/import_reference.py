@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out if str(args.out).endswith(".safetensors") else None
     if out is None:
         raise InputError(f"--out {args.out} must end in .safetensors")
-    if any(s <= 0 for s in args.spacing):
+    if not all(0 < s < float("inf") for s in args.spacing):  # also refuses NaN, which fails every comparison
         raise InputError(f"--spacing must be positive millimetres, got {args.spacing}")
     from pathlib import Path
 

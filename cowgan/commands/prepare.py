@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from training.prepare import prepare_dataset
     from CircleOfWillisGANLib.preprocess import PrepareOptions
 
-    if args.spacing is not None and args.spacing <= 0:
+    if args.spacing is not None and not 0 < args.spacing < float("inf"):  # also refuses NaN
         raise InputError(f"--spacing must be positive millimetres, got {args.spacing}")
     low, high = args.percentiles
     if not 0 <= low < high <= 100:
