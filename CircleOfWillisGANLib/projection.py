@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .latents import check_seed
 from .precision import resolve_precision
 from .surface import vessel_threshold
 
@@ -56,6 +57,7 @@ class ProjectionConfig:
             raise InputError("projection learning rates must be positive")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise InputError(f"projection precision {self.precision!r} is unknown: use auto, fp32 or bf16")
+        check_seed(self.seed)
 
     @property
     def total_steps(self) -> int:

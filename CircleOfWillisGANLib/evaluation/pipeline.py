@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from tqdm import tqdm
 
+from ..latents import check_seed
 from ..mip import mip_panel
 from .cache import FeatureCache
 from .compare import CompareConfig, compare_features, guarded
@@ -43,6 +44,9 @@ class EvaluationConfig:
     device: str = "cpu"
     cache_dir: Optional[Path] = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
 
 @dataclass

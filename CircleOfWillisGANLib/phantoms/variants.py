@@ -71,6 +71,10 @@ class VariantPrevalence:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise InputError(f"unknown variant {', '.join(unknown)}: use one of {', '.join(sorted(known))}")
+        bad = sorted(k for k, v in overrides.items() if isinstance(v, bool) or not isinstance(v, (int, float)))
+        if bad:
+            raise InputError(f"variant {', '.join(bad)} must be a probability (a number from 0 to 1), got "
+                             f"{', '.join(repr(overrides[k]) for k in bad)}")
         return replace(self, **{k: float(v) for k, v in overrides.items()})
 
 

@@ -126,6 +126,9 @@ def test_inconsistent_prevalences_are_rejected_with_a_fix():
         VariantPrevalence(pcom_absent_both=0.6)
     with pytest.raises(InputError, match="unknown variant"):
         VariantPrevalence().with_overrides({"fetal_pca": 0.2})
+    for value in ("x", None, True, [0.2]):
+        with pytest.raises(InputError, match="fetal_pca_left must be a probability"):
+            VariantPrevalence().with_overrides({"fetal_pca_left": value})
 
 
 def test_shape_and_spacing_are_configurable():

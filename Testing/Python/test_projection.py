@@ -179,3 +179,12 @@ def test_bf16_optimisation_reaches_the_fp32_result_and_reports_in_fp32(generator
     assert bf16.reconstruction.dtype == np.float32
     with pytest.raises(InputError, match="precision 'fp16' is unknown"):
         ProjectionConfig(precision="fp16")
+
+
+def test_a_seed_outside_the_seed_range_is_refused_before_any_work():
+    from CircleOfWillisGANLib.errors import InputError
+    from CircleOfWillisGANLib.evaluation.pipeline import EvaluationConfig
+
+    for make in (ProjectionConfig, EvaluationConfig):
+        with pytest.raises(InputError, match="seed -1 is out of range"):
+            make(seed=-1)

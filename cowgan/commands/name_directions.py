@@ -37,8 +37,10 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.checkpoint import save_checkpoint
     from CircleOfWillisGANLib.generator import check_psi, load_generator
+    from CircleOfWillisGANLib.latents import check_seed
     from CircleOfWillisGANLib.named_directions import fit_boundaries, named, sample_calls, store_named_directions
 
+    check_seed(args.seed)
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise InputError(f"--out {out} must end in .safetensors")
