@@ -5,8 +5,25 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import types
 from typing import Any, Tuple
+
+from .errors import InputError, require
+
+
+def qapplication(name: str = "cowgan") -> Any:
+    """The running QApplication, or a new one; on Linux without a display, an InputError rather than Qt's abort."""
+    require("PySide6", "The window", "PySide6-Essentials")
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None and sys.platform.startswith("linux") and not any(
+            os.environ.get(variable) for variable in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
+        raise InputError("there is no display to open the window on (DISPLAY is not set): run it in a desktop session "
+                         "or over `ssh -X`, or set QT_QPA_PLATFORM=offscreen (with --screenshot FILE for the explorer)")
+    return app or QApplication([name])
 
 
 def pyside6_qt() -> types.SimpleNamespace:

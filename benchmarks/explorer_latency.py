@@ -23,7 +23,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from CircleOfWillisGANLib.errors import CheckpointError
-    from CircleOfWillisGANLib.explorer.window import build_window, qapplication
+    from CircleOfWillisGANLib.explorer.window import build_window
+    from CircleOfWillisGANLib.qt_pyside6 import qapplication
     from CircleOfWillisGANLib.generator import build_generator, load_generator
     from CircleOfWillisGANLib.panel_engine import PanelEngine
 

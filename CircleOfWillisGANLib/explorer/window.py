@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import CheckpointError, require
 from ..panel_controller import PanelController
-from ..qt_pyside6 import load_panel_pyside6, pyside6_qt
+from ..qt_pyside6 import load_panel_pyside6, pyside6_qt, qapplication
 from ..panel_engine import PanelEngine, RenderResult
 from ..resources import resource_dirs
 from .turing_windows import TuringWindows
@@ -31,14 +31,6 @@ def panel_ui_path() -> Path:
                           "reinstall CircleOfWillisGAN")
 
 
-def qapplication() -> Any:
-    """The running QApplication, or a new one."""
-    require("PySide6", "The explorer", "PySide6-Essentials")
-    from PySide6.QtWidgets import QApplication
-
-    return QApplication.instance() or QApplication(["cowgan explore"])
-
-
 def _vtk_widget_class() -> Any:
     require("vtk", "The explorer's 3D view", "vtk")
     import vtkmodules.qt
@@ -53,7 +45,7 @@ def build_window(engine: Optional[PanelEngine] = None, model: str = "demo", devi
     """Create (but do not show) the explorer window; with `engine` it is used, else `model` is loaded."""
     from PySide6 import QtCore, QtWidgets
 
-    app = qapplication()
+    app = qapplication("cowgan explore")
 
     class ExplorerWindow(QtWidgets.QMainWindow):
         """Panel on the left, five VTK viewports on the right, and the visual Turing test's menu."""

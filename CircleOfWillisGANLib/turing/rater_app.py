@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
-from ..qt_pyside6 import load_panel_pyside6, pyside6_qt
+from ..qt_pyside6 import load_panel_pyside6, pyside6_qt, qapplication
 from .picture_viewer import PictureViewer
 from .rater_panel import RaterPanelController, default_ui_path
 
@@ -33,9 +33,7 @@ def build_rater_window(session: str = "", rater: str = "") -> Tuple[Any, RaterPa
 
 def run_rater_app(session: str, rater: str) -> int:
     """Open the window, start or resume the session, and run until the window is closed."""
-    from PySide6.QtWidgets import QApplication
-
-    app = QApplication.instance() or QApplication([])
+    app = qapplication("cowgan turing rate")
     window, controller, _ = build_rater_window(session, rater)
     window.resize(1300, 650)
     window.show()

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 DRIVER = r"""
 import sys, time
 from PIL import Image
-from CircleOfWillisGANLib.explorer.window import build_window, qapplication
+from CircleOfWillisGANLib.explorer.window import build_window
+from CircleOfWillisGANLib.qt_pyside6 import qapplication
 from CircleOfWillisGANLib.generator import build_generator
 from CircleOfWillisGANLib.panel_engine import PanelEngine
 
@@ -67,3 +68,17 @@ def test_moving_the_truncation_slider_changes_what_the_explorer_shows(screenshot
     first, second, _ = screenshots
     changed = np.abs(first.astype(int) - second.astype(int)).max(axis=2) > 30
     assert changed.sum() > 1000
+
+
+def test_without_a_display_the_explorer_says_so_in_one_line(monkeypatch, capsys):
+    from PySide6.QtWidgets import QApplication
+
+    from cowgan.main import main
+
+    monkeypatch.setattr(QApplication, "instance", staticmethod(lambda: None))
+    for variable in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert main(["explore", "--model", "demo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no display" in err[0] and "QT_QPA_PLATFORM=offscreen" in err[0]

@@ -26,7 +26,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from CircleOfWillisGANLib.explorer.window import build_window, qapplication
+    from CircleOfWillisGANLib.explorer.window import build_window
+    from CircleOfWillisGANLib.qt_pyside6 import qapplication
     from CircleOfWillisGANLib.precision import resolve_device
 
     if args.seed is not None:
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--psi {args.psi} is out of range: use a value from 0 to 2")
     if args.rater and not args.turing:
         raise InputError("--rater needs --turing SESSION: name the session folder to rate")
-    app = qapplication()
+    app = qapplication("cowgan explore")
     device = resolve_device(args.device).type
     window = build_window(model=args.model, device=device)
     if device == "cuda":
