@@ -93,6 +93,21 @@ def _diagnose(path: Path) -> str:
     return "it is not a CircleOfWillisGAN checkpoint: pass a file written by `cowgan export` or `cowgan import-reference`"
 
 
+OTHER_COWGAN_FILES = {  # metadata key of the project's other safetensors files: what the file is
+    "cowgan_projection": "a projection result (`cowgan project` writes it beside the reconstruction)",
+    "cowgan_variant_classifier": "a variant classifier (`cowgan name-directions` writes it beside the model)",
+}
+
+
+def _other_safetensors(header: Mapping[str, str]) -> str:
+    """Why a readable safetensors file without model metadata is not a model, and what to pass instead."""
+    for key, what in OTHER_COWGAN_FILES.items():
+        if key in header:
+            return f"it is {what}, not a generator model: pass the model's own .safetensors file"
+    return ("it is a safetensors file without CircleOfWillisGAN model metadata: pass a file written by `cowgan export` "
+            "or `cowgan import-reference`")
+
+
 def load_checkpoint(path: PathLike) -> Checkpoint:
     """Read and verify a native checkpoint; raise CheckpointError naming the problem and the fix."""
     from safetensors import SafetensorError, safe_open
@@ -110,7 +125,7 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"cannot read model {path} ({reason}): {_diagnose(path)}") from exc
     if METADATA_KEY not in header or CHECKSUM_KEY not in header:
-        raise CheckpointError(f"cannot read model {path}: {_diagnose(path)}")
+        raise CheckpointError(f"cannot read model {path}: {_other_safetensors(header)}")
     try:
         metadata = json.loads(header[METADATA_KEY])
         architecture = Architecture.from_dict(metadata["architecture"])

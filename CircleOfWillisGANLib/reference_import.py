@@ -24,6 +24,7 @@ from .volume_io import DEFAULT_SPACING_MM, default_affine
 
 REFERENCE_DEPTH = 32  # the reference hard-codes 32 slices
 UNSUPPORTED_OPTIONS = ("transparent", "fq_layers", "attn_layers", "no_const")
+TRAINING_STATE_FORMAT = "cowgan-train-state"  # the format tag of training/state.py's resume states (the library cannot import training)
 
 
 def read_reference_config(model_path: Path, config_path: Optional[Path]) -> Dict[str, Any]:
@@ -63,6 +64,9 @@ def _load_state(path: Path) -> Dict[str, torch.Tensor]:
             f"cannot read reference checkpoint {path} ({first}): it is truncated or corrupt; copy it again from "
             "the reference run's models/NAME/ folder"
         ) from exc
+    if isinstance(data, dict) and data.get("format") == TRAINING_STATE_FORMAT:
+        raise CheckpointError(f"{path} is a training run's resume state, not a model: turn the run into one with "
+                              "`cowgan export RUN --out MODEL.safetensors`")
     if not isinstance(data, dict) or not isinstance(data.get("GAN"), dict):
         raise CheckpointError(f"{path} is not a reference checkpoint (no 'GAN' state dict): pass models/NAME/model_N.pt")
     return data["GAN"]

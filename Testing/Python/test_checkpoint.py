@@ -118,3 +118,25 @@ def test_weights_that_do_not_fit_the_stored_architecture_are_refused(tiny_genera
     save_checkpoint(tmp_path / "m.safetensors", Checkpoint(ckpt.architecture, weights, w_avg, {"name": "t"}))
     with pytest.raises(CheckpointError, match="does not match its architecture"):
         load_generator(tmp_path / "m.safetensors", device="cpu")
+
+
+@pytest.mark.parametrize("key, what", [("cowgan_projection", "a projection result"),
+                                       ("cowgan_variant_classifier", "a variant classifier"),
+                                       ("other", "without CircleOfWillisGAN model metadata")])
+def test_the_projects_other_safetensors_files_are_named_when_passed_as_a_model(tmp_path, key, what):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "file.safetensors"
+    save_file({"w": torch.zeros(3)}, str(path), metadata={key: "{}"})
+    with pytest.raises(CheckpointError, match=what):
+        load_checkpoint(path)
+
+
+def test_a_training_resume_state_passed_as_a_model_points_to_export(tmp_path):
+    from CircleOfWillisGANLib.generator import load_generator
+    from training.state import FORMAT
+
+    path = tmp_path / "latest.pt"
+    torch.save({"format": FORMAT, "G": {}}, path)
+    with pytest.raises(CheckpointError, match="resume state.*cowgan export"):
+        load_generator(str(path), device="cpu")
