@@ -24,7 +24,7 @@ from .volume_io import DEFAULT_SPACING_MM, default_affine
 
 REFERENCE_DEPTH = 32  # the reference hard-codes 32 slices
 UNSUPPORTED_OPTIONS = ("transparent", "fq_layers", "attn_layers", "no_const")
-TRAINING_STATE_FORMAT = "cowgan-train-state"  # the format tag of training/state.py's resume states (the library cannot import training)
+TRAINING_STATE_FORMAT = "cowgan-train-state"  # training/state.py FORMAT (the library does not import training)
 
 
 def read_reference_config(model_path: Path, config_path: Optional[Path]) -> Dict[str, Any]:
