@@ -7,7 +7,6 @@ fmap_max and latent_dim are inferred from tensor shapes, and the result uses the
 from __future__ import annotations
 
 import json
-import math
 import pickle
 import re
 from pathlib import Path
@@ -18,9 +17,9 @@ import torch
 from .architecture import Architecture
 from .checkpoint import Checkpoint
 from .files import file_sha256
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError
 from .generator_model import GeneratorModel
-from .volume_io import DEFAULT_SPACING_MM, default_affine
+from .volume_io import DEFAULT_SPACING_MM, check_spacing, default_affine
 
 REFERENCE_DEPTH = 32  # the reference hard-codes 32 slices
 UNSUPPORTED_OPTIONS = ("transparent", "fq_layers", "attn_layers", "no_const")
@@ -161,8 +160,7 @@ def convert_state(state: Dict[str, torch.Tensor], arch: Architecture) -> Dict[st
 def import_reference(model_path: str, config_path: Optional[str] = None,
                      spacing_mm: Sequence[float] = DEFAULT_SPACING_MM) -> Checkpoint:
     """Convert a reference `model_N.pt` (+ .config.json) into a native Checkpoint (EMA networks, w_avg)."""
-    if len(spacing_mm) != 3 or not all(0 < float(s) < math.inf for s in spacing_mm):
-        raise InputError(f"the voxel spacing must be three positive millimetres (x, y, z), got {list(spacing_mm)}")
+    spacing_mm = check_spacing(spacing_mm)
     path = Path(model_path)
     config = read_reference_config(path, Path(config_path) if config_path else None)
     state = _load_state(path)

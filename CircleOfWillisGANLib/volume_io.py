@@ -7,6 +7,7 @@ to RAS millimetres: i runs towards the subject's right (x), j towards anterior (
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Sequence, Tuple, Union
@@ -18,6 +19,14 @@ from .files import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_SPACING_MM = (0.62, 0.62, 0.62)
+
+
+def check_spacing(spacing_mm: Sequence[float]) -> Tuple[float, float, float]:
+    """`spacing_mm` as three positive, finite millimetres (x, y, z), or an InputError (NaN included)."""
+    values = tuple(float(s) for s in spacing_mm)
+    if len(values) != 3 or not all(0 < s < math.inf for s in values):
+        raise InputError(f"the voxel spacing must be three positive millimetres (x, y, z), got {list(values)}")
+    return values
 
 
 def default_affine(shape_dhw: Sequence[int], spacing_mm: Sequence[float] = DEFAULT_SPACING_MM) -> np.ndarray:

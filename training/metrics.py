@@ -10,6 +10,7 @@ import torch
 
 from CircleOfWillisGANLib.evaluation import frechet_distance
 from CircleOfWillisGANLib.evaluation.morphology import features_to_vector, morphology_features
+from CircleOfWillisGANLib.errors import require
 
 from .dataset import RealVolumes
 
@@ -20,6 +21,8 @@ class MorphologyDistance:
     """Fréchet distance of z-scored morphology features, generated vs a fixed subset of the real set."""
 
     def __init__(self, data: RealVolumes, spacing_mm: Sequence[float], count: int = REAL_VOLUMES) -> None:
+        for module, package in (("scipy", "scipy"), ("skimage", "scikit-image")):  # checked before training starts
+            require(module, "Training (its snapshot metrics)", package)
         self.data = data
         self.spacing = tuple(float(s) for s in spacing_mm)
         self.count = min(count, data.count)

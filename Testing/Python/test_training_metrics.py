@@ -39,3 +39,13 @@ def test_a_run_logs_the_distance_with_its_sample_sheets(tmp_path, caplog):
         train(cfg, data, tmp_path / "run", ProcessGroup(device=torch.device("cpu")), bar=False)
     assert "morphology Fréchet distance to the real set" in caplog.text
     assert list((tmp_path / "run" / "samples").glob("*.png"))
+
+
+def test_a_missing_metric_package_is_named_before_training_starts(real, monkeypatch):
+    import sys
+
+    from CircleOfWillisGANLib.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "skimage", None)  # as if scikit-image were not installed
+    with pytest.raises(MissingDependencyError, match="pip install scikit-image"):
+        MorphologyDistance(real, (1.0, 1.0, 1.0))

@@ -9,7 +9,7 @@ from CircleOfWillisGANLib.checkpoint import save_checkpoint
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.export import prepare_output_dir
 from CircleOfWillisGANLib.reference_import import import_reference
-from CircleOfWillisGANLib.volume_io import DEFAULT_SPACING_MM
+from CircleOfWillisGANLib.volume_io import DEFAULT_SPACING_MM, check_spacing
 
 
 def register(subparsers: Any) -> None:
@@ -28,8 +28,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out if str(args.out).endswith(".safetensors") else None
     if out is None:
         raise InputError(f"--out {args.out} must end in .safetensors")
-    if not all(0 < s < float("inf") for s in args.spacing):  # also refuses NaN, which fails every comparison
-        raise InputError(f"--spacing must be positive millimetres, got {args.spacing}")
+    check_spacing(args.spacing)  # before the output folder is made
     from pathlib import Path
 
     prepare_output_dir(Path(out).resolve().parent)

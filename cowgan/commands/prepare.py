@@ -42,9 +42,10 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from training.prepare import prepare_dataset
     from CircleOfWillisGANLib.preprocess import PrepareOptions
+    from CircleOfWillisGANLib.volume_io import check_spacing
 
-    if args.spacing is not None and not 0 < args.spacing < float("inf"):  # also refuses NaN
-        raise InputError(f"--spacing must be positive millimetres, got {args.spacing}")
+    if args.spacing is not None:
+        check_spacing([args.spacing] * 3)
     low, high = args.percentiles
     if not 0 <= low < high <= 100:
         raise InputError(f"--percentiles must satisfy 0 <= LOW < HIGH <= 100, got {low} {high}")

@@ -93,13 +93,10 @@ def overrides_from(args: argparse.Namespace) -> Dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from CircleOfWillisGANLib.errors import require
     from training.config import training_preset
     from training.distributed import init_process_group, shutdown
     from training.loop import resolve_config, train
 
-    for module, package in (("scipy", "scipy"), ("skimage", "scikit-image")):  # the snapshots' morphology metrics
-        require(module, "cowgan train (its snapshot metrics)", package)
     max_time = parse_duration(args.max_time)
     overrides = overrides_from(args)
     cfg = resolve_config(Path(args.out), training_preset(args.preset).replace(**overrides), overrides)
