@@ -71,12 +71,22 @@ def _load_state(path: Path) -> Dict[str, torch.Tensor]:
     return data["GAN"]
 
 
-def _take(state: Dict[str, torch.Tensor], key: str, shape: Sequence[int]) -> torch.Tensor:
-    if key not in state:
+def _dims(state: Dict[str, torch.Tensor], key: str, ndim: int) -> Tuple[int, ...]:
+    """The shape of `state[key]`, which must exist and have `ndim` dimensions, else a CheckpointError."""
+    tensor = state.get(key)
+    if not isinstance(tensor, torch.Tensor):
         raise CheckpointError(f"reference checkpoint lacks {key}: it is incomplete or from another architecture")
+    if tensor.dim() != ndim:
+        raise CheckpointError(f"reference tensor {key} has shape {tuple(tensor.shape)}, expected {ndim} dimensions: "
+                              "the checkpoint is damaged or from another architecture")
+    return tuple(tensor.shape)
+
+
+def _take(state: Dict[str, torch.Tensor], key: str, shape: Sequence[int]) -> torch.Tensor:
+    """`state[key]` as float32 after checking its presence, its exact shape and that it is finite."""
+    if _dims(state, key, len(shape)) != tuple(shape):
+        raise CheckpointError(f"reference tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(shape)}")
     tensor = state[key]
-    if tuple(tensor.shape) != tuple(shape):
-        raise CheckpointError(f"reference tensor {key} has shape {tuple(tensor.shape)}, expected {tuple(shape)}")
     if not torch.isfinite(tensor).all():
         raise CheckpointError(f"reference tensor {key} contains NaN or Inf: the checkpoint is damaged")
     return tensor.float()
@@ -113,17 +123,6 @@ def infer_architecture(state: Dict[str, torch.Tensor], config: Dict[str, Any]) -
         raise CheckpointError(f"generator channels {g_channels} do not follow the reference rule for capacity {capacity}: "
                               "check network_capacity in .config.json")
     return arch
-
-
-def _dims(state: Dict[str, torch.Tensor], key: str, ndim: int) -> Tuple[int, ...]:
-    """The shape of `state[key]`, which must exist and have `ndim` dimensions, else a CheckpointError."""
-    tensor = state.get(key)
-    if not isinstance(tensor, torch.Tensor):
-        raise CheckpointError(f"reference checkpoint lacks {key}: it is incomplete or from another architecture")
-    if tensor.dim() != ndim:
-        raise CheckpointError(f"reference tensor {key} has shape {tuple(tensor.shape)}, expected {ndim} dimensions: "
-                              "the checkpoint is damaged or from another architecture")
-    return tuple(tensor.shape)
 
 
 def convert_state(state: Dict[str, torch.Tensor], arch: Architecture) -> Dict[str, torch.Tensor]:
