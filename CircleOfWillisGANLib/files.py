@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import Any, Callable, Dict, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Union
 
 import numpy as np
 
 from .errors import OutputError
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+def path_problem(path: PathLike, folder: bool = False) -> Optional[str]:
+    """Why `path` is not the existing file (or folder) an input needs, as words for an error; None if it is."""
+    path = Path(path)
+    if not path.exists():
+        return "does not exist"
+    if folder and not path.is_dir():
+        return "is a file, not a folder"
+    if not folder and path.is_dir():
+        return "is a folder, not a file"
+    return None
 
 
 def atomic_write(path: PathLike, write: Callable[[Path], Any]) -> Path:
@@ -34,6 +48,37 @@ def atomic_write(path: PathLike, write: Callable[[Path], Any]) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+@contextlib.contextmanager
+def staged_folder(folder: PathLike) -> Iterator[Path]:
+    """Yield a hidden, empty stage folder whose contents become `folder` only if the block finishes.
+
+    A new folder is staged beside it and renamed into place. An existing empty folder (a mount point cannot be
+    replaced) is filled from a stage inside it. Either way a failure leaves `folder` as it was.
+    """
+    folder = Path(folder)
+    inside = folder.is_dir()
+    stage = folder / f".partial-{os.getpid()}" if inside else folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        try:
+            stage.mkdir()
+        except OSError as exc:
+            raise OutputError(f"cannot create {folder}: {exc.strerror or exc}; choose a writable location") from exc
+        yield stage
+        try:
+            if inside:
+                for entry in sorted(stage.iterdir()):
+                    os.replace(entry, folder / entry.name)
+                stage.rmdir()
+            else:
+                os.replace(stage, folder)
+        except OSError as exc:
+            raise OutputError(f"cannot put the finished output in {folder}: {exc.strerror or exc}; "
+                              "choose a writable location") from exc
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _new_file_mode() -> int:

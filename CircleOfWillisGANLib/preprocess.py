@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import InputError, require
-from .files import file_sha256
+from .files import file_sha256, path_problem
 
 CANONICAL = "RAS"
 NORMALISATIONS = ("minmax", "percentile")
@@ -184,8 +184,9 @@ def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequenc
     """A scan as `cowgan prepare --spacing` makes training volumes for a model of this grid: ((D, H, W) volume in
     [0, 1], its RAS affine); registered rigidly to `template` first when given, as the training data was."""
     path = Path(path)
-    if not path.is_file() or not is_volume_file(path):
-        raise InputError(f"{path} is not a NIfTI or NRRD file: pass the scan's .nii, .nii.gz or .nrrd file")
+    problem = path_problem(path) or (None if is_volume_file(path) else "is not a NIfTI or NRRD file")
+    if problem:
+        raise InputError(f"scan {path} {problem}: pass the scan's .nii, .nii.gz or .nrrd file")
     if max(spacing_mm) - min(spacing_mm) > 1e-3:
         raise InputError(f"the model's spacing {tuple(spacing_mm)} mm is not isotropic; scans are resampled "
                          "isotropically: use a model trained on isotropic data")

@@ -16,7 +16,7 @@ import torch
 
 from .architecture import Architecture
 from .checkpoint import Checkpoint
-from .files import file_sha256
+from .files import file_sha256, path_problem
 from .errors import CheckpointError
 from .generator_model import GeneratorModel
 from .volume_io import DEFAULT_SPACING_MM, check_spacing, default_affine
@@ -29,10 +29,11 @@ TRAINING_STATE_FORMAT = "cowgan-train-state"  # training/state.py FORMAT (the li
 def read_reference_config(model_path: Path, config_path: Optional[Path]) -> Dict[str, Any]:
     """The run's .config.json (next to model_N.pt unless given); {} when there is none."""
     path = config_path or model_path.with_name(".config.json")
-    if not path.is_file():
-        if config_path is not None:
-            raise CheckpointError(f"config file {config_path} does not exist: pass the run's .config.json")
+    if config_path is None and not path.is_file():
         return {}
+    problem = path_problem(path)
+    if problem:
+        raise CheckpointError(f"config file {path} {problem}: pass the run's .config.json")
     try:
         config = json.loads(path.read_text())
     except ValueError as exc:
@@ -44,8 +45,9 @@ def read_reference_config(model_path: Path, config_path: Optional[Path]) -> Dict
 
 
 def _load_state(path: Path) -> Dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"reference checkpoint {path} does not exist: pass models/NAME/model_N.pt")
+    problem = path_problem(path)
+    if problem:
+        raise CheckpointError(f"reference checkpoint {path} {problem}: pass models/NAME/model_N.pt")
     with open(path, "rb") as f:
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputError
-from .files import atomic_write
+from .files import atomic_write, path_problem
 
 NAMED_VARIANTS: Tuple[Tuple[str, str], ...] = (
     ("pcom_left", "Left Pcom"), ("pcom_right", "Right Pcom"),
@@ -117,8 +117,9 @@ def load_classifier(path: Union[str, Path]) -> VariantClassifier:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"variant classifier {path} does not exist: train one with `cowgan name-directions --labelled DIR`")
+    problem = path_problem(path)
+    if problem:
+        raise InputError(f"variant classifier {path} {problem}: train one with `cowgan name-directions --labelled DIR`")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))

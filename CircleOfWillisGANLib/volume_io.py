@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Sequence, Tuple, Union
+from typing import Any, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import InputError
-from .files import atomic_write
+from .files import atomic_write, path_problem
 
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_SPACING_MM = (0.62, 0.62, 0.62)
@@ -56,17 +56,35 @@ def save_volume(path: PathLike, volume_dhw: np.ndarray, affine: np.ndarray, dtyp
 
 def load_volume(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     """Read a NIfTI volume written in this convention: returns ((D, H, W) float32 array, affine)."""
-    import nibabel as nib
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"volume {path} does not exist: check the path")
+    image = _open_nifti(path)
     try:
-        image = nib.load(str(path))
-        data = np.asarray(image.dataobj, dtype=np.float32)
+        data = np.squeeze(np.asarray(image.dataobj, dtype=np.float32))
     except Exception as exc:  # nibabel raises many types for damaged files
         raise InputError(f"cannot read volume {path} ({exc}): pass a valid NIfTI file (.nii or .nii.gz)") from exc
-    data = np.squeeze(data)
     if data.ndim != 3:
         raise InputError(f"volume {path} has shape {data.shape}; a single 3D volume is needed")
+    if not np.isfinite(data).all():
+        raise InputError(f"volume {path} contains NaN or infinite values: fix the file or leave it out")
     return np.ascontiguousarray(data.transpose(2, 0, 1)), np.asarray(image.affine)
+
+
+def volume_grid(path: PathLike) -> Tuple[Tuple[int, int, int], np.ndarray]:
+    """The (D, H, W) shape and affine of a NIfTI volume from its header alone (the voxels are not read)."""
+    image = _open_nifti(path)
+    shape = tuple(int(s) for s in image.shape if s != 1)
+    if len(shape) != 3:
+        raise InputError(f"volume {path} has shape {image.shape}; a single 3D volume is needed")
+    h, w, d = shape
+    return (d, h, w), np.asarray(image.affine)
+
+
+def _open_nifti(path: PathLike) -> Any:
+    import nibabel as nib
+
+    problem = path_problem(path)
+    if problem:
+        raise InputError(f"volume {path} {problem}: pass a NIfTI file (.nii or .nii.gz)")
+    try:
+        return nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for damaged files
+        raise InputError(f"cannot read volume {path} ({exc}): pass a valid NIfTI file (.nii or .nii.gz)") from exc

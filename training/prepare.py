@@ -1,6 +1,6 @@
 """`cowgan prepare`: turn a folder of NIfTI/NRRD TOF-MRA volumes into a memory-mappable training dataset.
 
-The input folder is only read. The dataset is assembled in a hidden sibling folder and renamed into place at the
+The input folder is only read. The dataset is assembled in a hidden stage folder and moved into place at the
 end, so an interrupted run leaves no half-written dataset behind.
 """
 
@@ -12,7 +12,6 @@ import functools
 import logging
 import multiprocessing
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -22,7 +21,7 @@ import numpy as np
 from CircleOfWillisGANLib import __version__
 from CircleOfWillisGANLib.errors import InputError, OutputError
 from CircleOfWillisGANLib.export import timestamp
-from CircleOfWillisGANLib.files import file_sha256
+from CircleOfWillisGANLib.files import file_sha256, path_problem, staged_folder
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png
 from CircleOfWillisGANLib.preprocess import PrepareOptions, VolumeRejected, is_volume_file, preprocess_file, read_canonical
 from CircleOfWillisGANLib.volume_io import default_affine
@@ -47,8 +46,7 @@ def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, wor
         raise InputError(f"no NIfTI or NRRD volumes matching {pattern!r} found under {input_dir}: pass the folder "
                          "that holds them with --in (and check --pattern)")
     template_info = _check_template(options)
-    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
-    try:
+    with staged_folder(out_dir) as staging:
         writer = ShardWriter(staging, options.shape, shard_size)
         accepted: List[Dict[str, Any]] = []
         skipped: List[Dict[str, Any]] = []
@@ -71,25 +69,21 @@ def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, wor
         save_png(staging / "preview.png", contact_sheet(previews, columns=4))
         manifest = _manifest(input_dir, options, template_info, writer, accepted, skipped, ignored, pattern)
         write_manifest(staging, manifest)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return manifest
 
 
 def _check_folders(input_dir: Path, out_dir: Path) -> None:
-    if not input_dir.is_dir():
-        raise InputError(f"input folder {input_dir} does not exist: pass the folder of NIfTI/NRRD volumes with --in")
+    problem = path_problem(input_dir, folder=True)
+    if problem:
+        raise InputError(f"input folder {input_dir} {problem}: pass the folder of NIfTI/NRRD volumes with --in")
     if out_dir == input_dir or input_dir in out_dir.parents:
         raise OutputError(f"--out {out_dir} is inside --in {input_dir}; the input folder is never modified: "
                           "choose an output folder outside it")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise OutputError(f"{out_dir} already exists and is not empty: choose a new --out or remove it")
-    if not os.access(out_dir.parent if out_dir.parent.exists() else Path.cwd(), os.W_OK):
-        raise OutputError(f"cannot write into {out_dir.parent}: choose a writable --out")
+    target = out_dir if out_dir.is_dir() else out_dir.parent if out_dir.parent.exists() else Path.cwd()
+    if not os.access(target, os.W_OK):
+        raise OutputError(f"cannot write into {target}: choose a writable --out")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ..errors import InputError
+from ..files import path_problem
 from .volumes import LABEL_NAME, NIFTI_SUFFIXES, is_label_file
 
 NNUNET_CHANNEL = "_0000"
@@ -36,8 +37,9 @@ def find_label_maps(image_names: Sequence[str], image_folder: Path, label_folder
     '_0000' or an '_image' suffix) or beside the images (stem plus a label/seg/mask token). Images without a label map are left out."""
     candidates: Dict[str, Path] = {}
     if label_folder is not None:
-        if not Path(label_folder).is_dir():
-            raise InputError(f"label folder {label_folder} does not exist: pass a folder of TopCoW label maps")
+        problem = path_problem(label_folder, folder=True)
+        if problem:
+            raise InputError(f"label folder {label_folder} {problem}: pass a folder of TopCoW label maps")
         for p in sorted(Path(label_folder).iterdir()):
             if p.name.endswith(NIFTI_SUFFIXES):
                 candidates.setdefault(_stem(p.name), p)

@@ -11,9 +11,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..files import file_sha256
+from ..files import file_sha256, path_problem
 from ..errors import InputError
-from ..volume_io import load_volume, spacing_of
+from ..volume_io import load_volume, spacing_of, volume_grid
 
 LABEL_NAME = re.compile(r"(^|[_\-.])(label|labels|seg|segmentation|mask)([_\-.]|$)", re.IGNORECASE)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -83,32 +83,19 @@ class VolumeSet:
         return spacing_of(self.affine)
 
 
-def _header(path: Path) -> Tuple[Tuple[int, int, int], np.ndarray]:
-    import nibabel as nib
-
-    try:
-        image = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for damaged files
-        raise InputError(f"cannot read {path} ({exc}): pass a folder of valid NIfTI files") from exc
-    shape = tuple(int(s) for s in image.shape if s != 1)
-    if len(shape) != 3:
-        raise InputError(f"{path} has shape {image.shape}; a single 3D volume is needed")
-    h, w, d = shape
-    return (d, h, w), np.asarray(image.affine)
-
-
 def folder_set(folder: str, label: str) -> VolumeSet:
     """The NIfTI volumes of a folder; every volume must share one grid (checked from the headers)."""
     path = Path(folder)
-    if not path.is_dir():
-        raise InputError(f"{label} folder {path} does not exist: pass a folder of NIfTI volumes (.nii or .nii.gz)")
+    problem = path_problem(path, folder=True)
+    if problem:
+        raise InputError(f"{label} folder {path} {problem}: pass a folder of NIfTI volumes (.nii or .nii.gz)")
     files = nifti_files(path)
     if not files:
         raise InputError(f"{label} folder {path} holds no NIfTI volumes (.nii, .nii.gz; label maps are skipped)")
     grids: Dict[Tuple[int, int, int], List[str]] = {}
     affine = None
     for f in files:
-        shape, a = _header(f)
+        shape, a = volume_grid(f)
         grids.setdefault(shape, []).append(f.name)
         affine = a if affine is None else affine
     if len(grids) > 1:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..files import atomic_write, file_sha256, write_json
+from ..files import atomic_write, file_sha256, staged_folder, write_json
 from .config import SessionConfig
 from .grid import DisplayGrid, to_display
 from .layout import (CASES_DIR, FORMAT_VERSION, JOURNAL_DIR, KEY_FILE, KEY_FORMAT, SESSION_FILE, SESSION_FORMAT,
@@ -66,11 +65,11 @@ def plan_cases(config: SessionConfig, n_real_available: int, n_fake_available: i
 def create_session(folder: Union[str, Path], real: VolumeSource, generated: VolumeSource, config: SessionConfig,
                    grid: Optional[DisplayGrid] = None, key_path: Union[str, Path, None] = None,
                    progress: Optional[Progress] = None) -> CreatedSession:
-    """Write a complete session folder (built aside, then renamed into place) and its answer key."""
+    """Write a complete session folder (built in a hidden stage, then moved into place) and its answer key."""
     config.validate()
     folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()):
-        raise OutputError(f"{folder} is not empty: choose a new folder for the session")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise OutputError(f"{folder} already exists and is not an empty folder: choose a new folder for the session")
     key = Path(key_path) if key_path else folder / KEY_FILE
     if key_path and key.exists():
         raise OutputError(f"answer key {key} already exists: choose a new key path or remove the old key")
@@ -78,23 +77,21 @@ def create_session(folder: Union[str, Path], real: VolumeSource, generated: Volu
         raise OutputError(f"cannot write the answer key: folder {key.parent} does not exist")
     grid = grid or generated.grid
     plan = plan_cases(config, len(real.items), len(generated.items))
-    stage = folder.with_name(f".{folder.name}.creating-{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
     try:
-        (stage / CASES_DIR).mkdir(parents=True)
-        (stage / JOURNAL_DIR).mkdir()
-        key_cases = _write_cases(stage, plan, real, generated, grid, progress)
-        write_json(stage / SESSION_FILE, _session_description(config, grid, plan))
-        stamp = time.time()
-        for path in [stage / SESSION_FILE] + [case_path(stage, c.case_id) for c in plan]:
-            os.utime(path, (stamp, stamp))
-        key_data = _key_description(config, grid, plan, key_cases, real, generated)
-        write_json(stage / KEY_FILE if not key_path else key, key_data)
-        if folder.exists():
-            folder.rmdir()
-        os.replace(stage, folder)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        with staged_folder(folder) as stage:
+            (stage / CASES_DIR).mkdir()
+            (stage / JOURNAL_DIR).mkdir()
+            key_cases = _write_cases(stage, plan, real, generated, grid, progress)
+            write_json(stage / SESSION_FILE, _session_description(config, grid, plan))
+            stamp = time.time()
+            for path in [stage / SESSION_FILE] + [case_path(stage, c.case_id) for c in plan]:
+                os.utime(path, (stamp, stamp))
+            key_data = _key_description(config, grid, plan, key_cases, real, generated)
+            write_json(stage / KEY_FILE if not key_path else key, key_data)
+    except BaseException:
+        if key_path and key.exists():
+            key.unlink()
+        raise
     n_real = sum(c.truth == "real" for c in plan)
     return CreatedSession(folder, key, len(plan), n_real, len(plan) - n_real)
 
@@ -147,6 +144,9 @@ def read_key(path: Union[str, Path]) -> Tuple[Dict[str, Any], Dict[str, str]]:
         key = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise InputError(f"answer key {path} is damaged ({exc}): restore it from the organiser's backup") from exc
-    if key.get("format") != KEY_FORMAT:
+    if not isinstance(key, dict) or key.get("format") != KEY_FORMAT:
         raise InputError(f"{path} is not a Turing test answer key: pass the key file written by `cowgan turing create`")
-    return key, {c["id"]: c["truth"] for c in key["cases"]}
+    cases = key.get("cases")
+    if not isinstance(cases, list) or not all(isinstance(c, dict) and {"id", "truth"} <= c.keys() for c in cases):
+        raise InputError(f"answer key {path} is damaged (its case list is malformed): restore it from the organiser's backup")
+    return key, {c["id"]: c["truth"] for c in cases}

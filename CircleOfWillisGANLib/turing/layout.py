@@ -49,7 +49,11 @@ def read_session(folder: Union[str, Path]) -> Dict[str, Any]:
         session = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise InputError(f"{path} is damaged ({exc}): restore it from the organiser's copy") from exc
-    if session.get("format") != SESSION_FORMAT or session.get("version") != FORMAT_VERSION:
+    if not isinstance(session, dict) or session.get("format") != SESSION_FORMAT or session.get("version") != FORMAT_VERSION:
         raise InputError(f"{path} is not a version-{FORMAT_VERSION} session file: recreate the session "
                          "with this version of CircleOfWillisGAN")
+    cases = session.get("cases")
+    if (not isinstance(cases, list) or not cases or not all(isinstance(c, str) for c in cases)
+            or not isinstance(session.get("display"), str)):
+        raise InputError(f"{path} is damaged (its case list or display is missing or malformed): restore it from the organiser's copy")
     return session

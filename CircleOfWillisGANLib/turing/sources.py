@@ -10,7 +10,8 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
-from ..volume_io import load_volume
+from ..files import path_problem
+from ..volume_io import load_volume, volume_grid
 from .grid import DisplayGrid, grid_like
 
 VOLUME_PATTERNS = ("*.nii", "*.nii.gz")
@@ -38,20 +39,18 @@ class VolumeSource:
 def folder_source(folder: Union[str, Path], exclude: Sequence[str] = EXCLUDED_PATTERNS) -> VolumeSource:
     """Every NIfTI volume in `folder` (not recursive), skipping label maps and masks by name."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"volume folder {folder} does not exist: pass a folder of .nii or .nii.gz volumes")
+    problem = path_problem(folder, folder=True)
+    if problem:
+        raise InputError(f"volume folder {folder} {problem}: pass a folder of .nii or .nii.gz volumes")
     paths = sorted(p for p in folder.iterdir() if p.is_file()
                    and any(fnmatch.fnmatch(p.name.lower(), pat) for pat in VOLUME_PATTERNS)
                    and not any(fnmatch.fnmatch(p.name.lower(), pat) for pat in exclude))
     if not paths:
         raise InputError(f"no NIfTI volumes in {folder} (label maps and masks are skipped): "
                          "pass a folder holding .nii or .nii.gz images")
-    import nibabel as nib
-
-    first = nib.load(str(paths[0]))
-    shape = first.shape[:3]
+    shape, affine = volume_grid(paths[0])
     items = [SourceItem({"path": str(p.resolve())}, _file_loader(p)) for p in paths]
-    return VolumeSource(items, grid_like((shape[2], shape[0], shape[1]), first.affine),
+    return VolumeSource(items, grid_like(shape, affine),
                         {"kind": "folder", "folder": str(folder.resolve()), "n_available": len(items)})
 
 

@@ -84,6 +84,13 @@ def test_a_file_that_is_no_pytorch_checkpoint_is_named_as_such(tmp_path):
         import_reference(str(text))
 
 
+def test_a_folder_passed_as_the_checkpoint_or_config_is_named_as_a_folder(golden_dir):
+    with pytest.raises(CheckpointError, match="is a folder, not a file"):
+        import_reference(str(golden_dir))
+    with pytest.raises(CheckpointError, match="config file .* is a folder"):
+        import_reference(str(golden_dir / "model_0.pt"), config_path=golden_dir)
+
+
 def test_a_pickle_with_code_objects_is_refused_without_running_it(tmp_path):
     sneaky = tmp_path / "model_4.pt"
     torch.save({"GAN": Path("/not/a/tensor")}, sneaky)

@@ -165,3 +165,23 @@ def test_the_cli_prepares_a_dataset_and_reports_user_errors_in_one_line(tmp_path
     assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["count"] == 2
     assert main(["prepare", "--in", str(tmp_path / "missing"), "--out", str(tmp_path / "ds2"), "--no-progress"]) == 2
     assert "input folder" in capsys.readouterr().err
+    one_file = next(src.iterdir())
+    assert main(["prepare", "--in", str(one_file), "--out", str(tmp_path / "ds2"), "--no-progress"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_an_existing_empty_output_folder_is_filled_in_place_and_left_empty_on_failure(tmp_path):
+    src = write_tube_volumes(tmp_path / "in", 1, SHAPE)
+    out = tmp_path / "mount_point"
+    out.mkdir()
+    inode = out.stat().st_ino
+    prepare_dataset(src, out, PrepareOptions(shape=SHAPE), progress=False)
+    assert out.stat().st_ino == inode and (out / "manifest.json").is_file()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "flat.nii.gz").write_bytes(b"not a volume")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="none of the 1 volumes"):
+        prepare_dataset(bad, empty, PrepareOptions(shape=SHAPE), progress=False)
+    assert list(empty.iterdir()) == []

@@ -42,3 +42,22 @@ def test_create_needs_exactly_one_generated_source(tmp_path, capsys):
     real, generated = make_sources(tmp_path)
     assert main(["turing", "create", "--real", str(real), "--out", str(tmp_path / "s")]) == 2
     assert "exactly one of --generated DIR or --model MODEL" in capsys.readouterr().err
+
+
+def test_damaged_session_and_key_files_are_one_line_errors(tmp_path, capsys):
+    real, generated = make_sources(tmp_path)
+    TuringSession.create(tmp_path / "s", real, generated, n_cases=4)
+    session_file, key_file = tmp_path / "s" / "session.json", tmp_path / "s" / "answer_key.json"
+    good_session, good_key = session_file.read_text(), key_file.read_text()
+    for damaged in ("[1, 2]", good_session.replace('"cases"', '"kases"')):
+        session_file.write_text(damaged)
+        for action in ("status", "report"):
+            assert main(["turing", action, str(tmp_path / "s")]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("cowgan: error:") and "session.json" in err and err.count("\n") == 1
+    session_file.write_text(good_session)
+    for damaged in ("[]", good_key.replace('"truth"', '"trut"')):
+        key_file.write_text(damaged)
+        assert main(["turing", "report", str(tmp_path / "s")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cowgan: error:") and "answer_key.json" in err and err.count("\n") == 1

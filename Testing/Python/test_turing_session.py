@@ -119,7 +119,7 @@ def test_session_folder_must_be_new(tmp_path, sources):
     real, generated = sources
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "old.txt").write_text("x")
-    with pytest.raises(OutputError, match="not empty"):
+    with pytest.raises(OutputError, match="not an empty folder"):
         TuringSession.create(tmp_path / "s", real, generated, n_cases=4)
 
 
@@ -128,6 +128,42 @@ def test_too_few_volumes_is_an_input_error_naming_the_fix(tmp_path, sources):
     with pytest.raises(InputError, match="ask for fewer cases"):
         TuringSession.create(tmp_path / "s", real, generated, n_cases=40)
     assert not (tmp_path / "s").exists()
+
+
+def test_an_existing_empty_folder_is_filled_in_place(tmp_path, sources):
+    real, generated = sources
+    folder = tmp_path / "mount_point"
+    folder.mkdir()
+    inode = folder.stat().st_ino
+    created = TuringSession.create(folder, real, generated, n_cases=6)
+    assert folder.stat().st_ino == inode
+    assert sorted(p.name for p in folder.iterdir()) == ["answer_key.json", "cases", "journal", "session.json"]
+    assert len(list((folder / "cases").iterdir())) == created.n_cases
+
+
+def test_a_nan_volume_is_named_and_leaves_the_folder_and_key_as_they_were(tmp_path, sources):
+    real, generated = sources
+    for path in sorted(real.glob("REAL_*.nii.gz")):
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj, dtype=np.float32)
+        data[0, 0, 0] = np.nan
+        nib.save(nib.Nifti1Image(data, image.affine), str(path))
+    (tmp_path / "s").mkdir()
+    (tmp_path / "private").mkdir()
+    with pytest.raises(InputError, match=r"REAL_.*NaN"):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=6, key_path=tmp_path / "private" / "key.json")
+    assert list((tmp_path / "s").iterdir()) == [] and list((tmp_path / "private").iterdir()) == []
+
+
+def test_a_real_folder_with_a_2d_or_damaged_first_file_is_an_input_error(tmp_path, sources):
+    real, generated = sources
+    first = sorted(p for p in real.iterdir() if "label" not in p.name)[0]
+    first.write_bytes(b"not gzip")
+    with pytest.raises(InputError, match="cannot read volume"):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=4)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), str(first))
+    with pytest.raises(InputError, match="a single 3D volume"):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=4)
 
 
 def test_key_can_be_written_outside_the_shared_folder(tmp_path, sources):
