@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 
@@ -16,9 +16,20 @@ from .files import write_json
 from .volume_io import save_volume, spacing_of
 
 
-def prepare_output_dir(path: Union[str, Path]) -> Path:
-    """Create `path` if needed and check that it is writable, before any work is done."""
+def prepare_output_dir(path: Union[str, Path], create: bool = True) -> Path:
+    """Check that `path` is (or can become) a writable folder, before any work is done; create it if `create`.
+
+    Commands that may still fail on their inputs check first and create the folder only when they write into it,
+    so a refused request leaves no empty folder behind.
+    """
     path = Path(path)
+    if not create:
+        existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise OutputError(f"cannot create output folder {path}: {existing} is a file; choose another --out")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f"output folder {existing} is not writable: choose another --out")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -26,6 +37,25 @@ def prepare_output_dir(path: Union[str, Path]) -> Path:
     if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {path} is not writable: choose another --out")
     return path
+
+
+def refuse_overwrite(folder: Union[str, Path], names: Iterable[str], overwrite: bool = False) -> None:
+    """OutputError naming the clash if `folder` already holds any of `names`, unless `overwrite` was asked for."""
+    folder = Path(folder)
+    if overwrite or not folder.is_dir():
+        return
+    present = set(os.listdir(folder))
+    clashes = [name for name in dict.fromkeys(names) if name in present]
+    if clashes:
+        more = f" and {len(clashes) - 1} more of this run's files" if len(clashes) > 1 else ""
+        raise OutputError(f"{folder / clashes[0]}{more} already exist: choose a new --out, or pass --overwrite to "
+                          "replace them")
+
+
+def volume_output_names(stem: str, surface_format: Optional[str] = None) -> List[str]:
+    """The files `write_volume_outputs` writes for `stem` (a surface only when its format is given)."""
+    names = [f"{stem}.nii.gz", f"{stem}_mip.png", f"{stem}.json"]
+    return names + ([f"{stem}_surface{surface_format}"] if surface_format else [])
 
 
 def timestamp() -> str:
@@ -43,8 +73,9 @@ def write_volume_outputs(out_dir: Union[str, Path], stem: str, volume: np.ndarra
     out = Path(out_dir)
     if not out.is_dir():
         raise OutputError(f"output folder {out} does not exist: create it first")
-    paths = {"volume": save_volume(out / f"{stem}.nii.gz", volume, affine)}
-    paths["mip"] = save_png(out / f"{stem}_mip.png", mip_panel(volume, spacing_of(affine)))
+    names = volume_output_names(stem, surface_format if surface else None)
+    paths = {"volume": save_volume(out / names[0], volume, affine)}
+    paths["mip"] = save_png(out / names[1], mip_panel(volume, spacing_of(affine)))
     record = dict(sidecar)
     record.setdefault("software_version", __version__)
     record.setdefault("created", timestamp())
@@ -55,9 +86,9 @@ def write_volume_outputs(out_dir: Union[str, Path], stem: str, volume: np.ndarra
 
         level = vessel_threshold(volume) if threshold is None else float(threshold)
         mesh = vessel_surface(volume, affine, level)
-        paths["surface"] = save_surface(mesh, out / f"{stem}_surface{surface_format}")
+        paths["surface"] = save_surface(mesh, out / names[3])
         record["surface"] = {"file": paths["surface"].name, "threshold": level,
                              "threshold_method": "given" if threshold is not None else "Otsu on the brightest 10% of voxels",
                              "points": mesh.GetNumberOfPoints()}
-    paths["sidecar"] = write_json(out / f"{stem}.json", record)
+    paths["sidecar"] = write_json(out / names[2], record)
     return paths

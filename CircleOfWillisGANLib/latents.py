@@ -10,6 +10,7 @@ import torch
 from .errors import InputError
 
 MAX_SEED = 2**32 - 1
+MAX_SEEDS_PER_LIST = 1_000_000
 
 
 def check_seed(seed: int) -> int:
@@ -25,23 +26,27 @@ def parse_seeds(text: str) -> List[int]:
     """Parse '1-8', '3,5,9' or '1-4,10' into a list of seeds."""
     seeds: List[int] = []
     for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-")
-        try:
-            if sep:
-                a, b = int(lo), int(hi)
-                if b < a:
-                    raise ValueError
-                seeds.extend(range(a, b + 1))
-            else:
-                seeds.append(int(part))
-        except ValueError:
-            raise InputError(f"cannot read seeds {text!r}: write them like 1-8, 3,5,9 or 1-4,10") from None
+        if part.strip():
+            run = _seed_range(part.strip(), text)
+            if len(seeds) + len(run) > MAX_SEEDS_PER_LIST:
+                raise InputError(f"seeds {text!r} list more than {MAX_SEEDS_PER_LIST:,} volumes: "
+                                 "split the work into several runs")
+            seeds.extend(run)
     if not seeds:
         raise InputError(f"no seeds in {text!r}: write them like 1-8, 3,5,9 or 1-4,10")
-    return [check_seed(s) for s in seeds]
+    return seeds
+
+
+def _seed_range(part: str, text: str) -> range:
+    """One comma-separated item of a seed list, '7' or '3-9', as a range of checked seeds."""
+    lo, sep, hi = part.partition("-")
+    try:
+        first, last = (int(lo), int(hi)) if sep else (int(part), int(part))
+    except ValueError:
+        raise InputError(f"cannot read seeds {text!r}: write them like 1-8, 3,5,9 or 1-4,10") from None
+    if last < first:
+        raise InputError(f"cannot read seeds {text!r}: a range goes from the smaller seed to the larger, like 1-8")
+    return range(check_seed(first), check_seed(last) + 1)
 
 
 def z_from_seeds(seeds: Sequence[int], latent_dim: int) -> torch.Tensor:

@@ -21,6 +21,9 @@ from .projection import ProjectionConfig, ProjectionResult
 from .volume_io import save_volume, spacing_of
 
 LATENT_FILE = "projection.safetensors"
+OUTPUT_FILES = {"latent": LATENT_FILE, "target": "target.nii.gz", "reconstruction": "reconstruction.nii.gz",
+                "error": "error.nii.gz", "mips": "target_vs_reconstruction_mip.png", "report": "projection.json",
+                "plot": "convergence.png"}
 METADATA_KEY = "cowgan_projection"
 FORMAT = "cowgan-projection"
 
@@ -105,18 +108,19 @@ def write_projection_outputs(out_dir: Union[str, Path], result: ProjectionResult
     out = Path(out_dir)
     metadata = {"source": source, "model": str(generator.source), "model_content_sha256": generator.checkpoint.sha256 or None,
                 "config": dataclasses.asdict(config), "affine": np.asarray(affine).tolist()}
-    paths = {"latent": save_projection(out / LATENT_FILE, result, metadata),
-             "target": save_volume(out / "target.nii.gz", result.target, affine),
-             "reconstruction": save_volume(out / "reconstruction.nii.gz", result.reconstruction, affine),
-             "error": save_volume(out / "error.nii.gz", result.reconstruction - result.target, affine)}
+    files = {key: out / name for key, name in OUTPUT_FILES.items()}
+    paths = {"latent": save_projection(files["latent"], result, metadata),
+             "target": save_volume(files["target"], result.target, affine),
+             "reconstruction": save_volume(files["reconstruction"], result.reconstruction, affine),
+             "error": save_volume(files["error"], result.reconstruction - result.target, affine)}
     spacing = spacing_of(affine)
     pictures = np.concatenate([mip_panel(result.target, spacing), mip_panel(result.reconstruction, spacing)], axis=0)
-    paths["mips"] = save_png(out / "target_vs_reconstruction_mip.png", pictures)
+    paths["mips"] = save_png(files["mips"], pictures)
     report = dict(metadata, metrics=result.metrics, steps=len(result.history),
                   final_loss=result.history[-1]["loss"] if result.history else None)
-    paths["report"] = write_json(out / "projection.json", report)
+    paths["report"] = write_json(files["report"], report)
     if plot:
-        paths["plot"] = convergence_plot(out / "convergence.png", result)
+        paths["plot"] = convergence_plot(files["plot"], result)
     return paths
 
 

@@ -21,6 +21,17 @@ def golden_model(golden_dir, tmp_path_factory):
     return out
 
 
+def test_import_reference_keeps_an_existing_output_unless_overwrite_is_asked(golden_dir, golden_model, tmp_path, capsys):
+    out = tmp_path / "model.safetensors"
+    out.write_bytes(golden_model.read_bytes()[:100])
+    assert main(["import-reference", str(golden_dir / "model_0.pt"), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.stat().st_size == 100
+    assert main(["import-reference", str(golden_dir / "model_0.pt"), "--out", str(out), "--overwrite"]) == 0
+    from CircleOfWillisGANLib.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out).architecture == load_checkpoint(golden_model).architecture
+
+
 def test_generate_writes_volume_sidecar_mip_and_surface(golden_model, tmp_path):
     assert main(["generate", "--model", str(golden_model), "--seeds", "1-2", "--psi", "0.7", "--surface",
                  "--out", str(tmp_path), "--precision", "fp32"]) == 0
@@ -69,6 +80,7 @@ def test_noise_variations_share_w_and_differ_in_noise(golden_model, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--seeds", "x"], "cannot read seeds"),
+    (["--seeds", "1-4000000000"], "more than 1,000,000 volumes"),
     (["--psi", "5"], "psi 5.0 is out of range"),
     (["--model", "/nonexistent/model.safetensors"], "does not exist"),
     (["--steps", "1", "--interpolate", "1", "2"], "--steps"),
@@ -81,7 +93,17 @@ def test_bad_requests_fail_with_one_line_and_write_nothing(golden_model, tmp_pat
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert not out.exists() or not any(out.iterdir())
+    assert not out.exists()
+
+
+def test_files_already_in_the_output_folder_are_kept_unless_overwrite_is_asked(golden_model, tmp_path, capsys):
+    mine = tmp_path / "seed0002.nii.gz"
+    mine.write_bytes(b"the user's own volume")
+    assert main(["generate", "--model", str(golden_model), "--seeds", "1-3", "--out", str(tmp_path)]) == 2
+    assert "seed0002.nii.gz already exist" in capsys.readouterr().err
+    assert mine.read_bytes() == b"the user's own volume" and sorted(p.name for p in tmp_path.iterdir()) == [mine.name]
+    assert main(["generate", "--model", str(golden_model), "--seeds", "1-3", "--out", str(tmp_path), "--overwrite"]) == 0
+    assert len(list(tmp_path.glob("seed000?.nii.gz"))) == 3 and mine.read_bytes() != b"the user's own volume"
 
 
 def test_unwritable_output_folder_is_reported(golden_model, tmp_path):

@@ -50,3 +50,17 @@ def test_a_float16_export_is_half_the_size_and_generates_nearly_the_same_volumes
 def test_exporting_a_folder_without_a_run_says_what_to_pass(tmp_path):
     with pytest.raises(CheckpointError, match="cowgan train --out"):
         export_run(tmp_path, tmp_path / "model.safetensors")
+
+
+def test_the_cli_keeps_an_existing_model_file_unless_overwrite_is_asked(tmp_path, capsys):
+    from cowgan.main import main
+
+    data = write_tube_dataset(tmp_path / "ds", count=4)
+    train(training_preset("tiny").replace(total_kimg=0.004), data, tmp_path / "run",
+          ProcessGroup(device=torch.device("cpu")), bar=False)
+    mine = tmp_path / "model.safetensors"
+    mine.write_bytes(b"a model the user already had")
+    assert main(["export", str(tmp_path / "run"), "--out", str(mine)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and mine.read_bytes() == b"a model the user already had"
+    assert main(["export", str(tmp_path / "run"), "--out", str(mine), "--overwrite"]) == 0
+    assert load_generator(mine, device="cpu").generate(seeds=[1]).shape == (1, 16, 32, 32)

@@ -15,6 +15,7 @@ def register(subparsers: Any) -> None:
                                           "directions, data geometry and training provenance, as a native model.")
     p.add_argument("run_dir", metavar="RUN", help="the folder given to `cowgan train --out`")
     p.add_argument("--out", required=True, help="output MODEL.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
     p.add_argument("--name", default=None, help="model name stored in the file (default: the file name)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="storage precision of the weights; float16 halves the file (default float32)")
@@ -23,12 +24,13 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from CircleOfWillisGANLib.export import prepare_output_dir
+    from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite
     from training.export import export_run
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise InputError(f"--out {out} must end in .safetensors")
+    refuse_overwrite(out.parent, [out.name], args.overwrite)
     prepare_output_dir(out.resolve().parent)
     ckpt = export_run(Path(args.run_dir), out, name=args.name, state_path=args.state, dtype=args.dtype)
     prov = ckpt.metadata["provenance"]

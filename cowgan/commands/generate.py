@@ -11,8 +11,8 @@ import torch
 from tqdm import tqdm
 
 from CircleOfWillisGANLib.files import file_sha256
-from CircleOfWillisGANLib.errors import InputError
-from CircleOfWillisGANLib.export import prepare_output_dir, write_volume_outputs
+from CircleOfWillisGANLib.errors import InputError, require
+from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite, volume_output_names, write_volume_outputs
 from CircleOfWillisGANLib.generator import CoWGenerator, check_psi, load_generator
 from CircleOfWillisGANLib.latents import check_seed, lerp, parse_seeds, slerp
 from CircleOfWillisGANLib.mip import mip_panel, save_gif
@@ -27,6 +27,7 @@ def register(subparsers: Any) -> None:
                               description="Generate TOF-MRA volumes from seeds, an interpolation, or noise variations.")
     p.add_argument("--model", default="demo", help="'demo', a native .safetensors model, or a reference model_N.pt")
     p.add_argument("--out", required=True, help="output folder (created if needed)")
+    p.add_argument("--overwrite", action="store_true", help="replace files of the same names already in --out")
     p.add_argument("--seeds", default="1-4", help="seeds like 1-8, 3,5,9 or 1-4,10 (default 1-4)")
     p.add_argument("--psi", type=float, default=1.0, help="truncation psi in [0, 2]; 1 = none, 0.7 = typical anatomy")
     p.add_argument("--noise-seed", type=int, default=None, help="one noise seed for every volume (default: each volume's seed)")
@@ -46,17 +47,23 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     psi = check_psi(args.psi)
     jobs = _plan(args)
-    out = prepare_output_dir(args.out)
+    if args.surface:
+        require("vtk", "Vessel surfaces (--surface)", "vtk")
+    prepare_output_dir(args.out, create=False)
+    surface_format = "." + args.surface_format if args.surface else None
+    refuse_overwrite(args.out, [name for job in jobs for name in volume_output_names(job["stem"], surface_format)]
+                     + [f"{job['animation']}.gif" for job in jobs if job.get("animation")], args.overwrite)
     gen = load_generator(args.model, device=args.device)
     model_info = {"source": str(args.model), "path": gen.source, "name": gen.metadata.get("name"),
                   "sha256": file_sha256(gen.source) if Path(gen.source).is_file() else None,
                   "content_sha256": gen.checkpoint.sha256 or None}
-    _resolve(jobs, gen, args)
+    out = prepare_output_dir(args.out)
     frames: Dict[str, List[np.ndarray]] = {}
     batch = args.batch_size or (8 if gen.device.type == "cuda" else 1)
     with tqdm(total=len(jobs), desc="generating", unit="volume", disable=None) as progress:
         for start in range(0, len(jobs), batch):
             chunk = jobs[start:start + batch]
+            _resolve(chunk, gen, args)
             volumes = gen.generate(w=torch.cat([job["w"] for job in chunk]), psi=psi, precision=args.precision,
                                    noise_seed=[job["noise_seed"] for job in chunk], batch_size=batch)
             for job, volume in zip(chunk, volumes):
@@ -91,7 +98,7 @@ def _plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
         a, b = (check_seed(s) for s in args.interpolate)
         return [{"kind": "interpolation", "a": a, "b": b, "t": i / (args.steps - 1), "stem": f"interp_{a}_{b}_{i:03d}",
                  "animation": f"interp_{a}_{b}"} for i in range(args.steps)]
-    seeds = parse_seeds(args.seeds)
+    seeds = list(dict.fromkeys(parse_seeds(args.seeds)))
     if args.noise_variations:
         return [{"kind": "seed", "seed": s, "noise_seed": k, "stem": f"seed{s:04d}_noise{k:03d}", "animation": f"seed{s:04d}_noise"}
                 for s in seeds for k in range(args.noise_variations)]
@@ -99,7 +106,7 @@ def _plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
 
 
 def _resolve(jobs: List[Dict[str, Any]], gen: CoWGenerator, args: argparse.Namespace) -> None:
-    """Fill in z, w and noise seeds now that the model (and its latent size) is known."""
+    """Fill in z, w and noise seeds now that the model (and its latent size) is known, a batch at a time."""
     for job in jobs:
         if job["kind"] == "interpolation":
             za, zb = gen.z_from_seeds([job["a"]]), gen.z_from_seeds([job["b"]])

@@ -7,7 +7,7 @@ from typing import Any
 
 from CircleOfWillisGANLib.checkpoint import save_checkpoint
 from CircleOfWillisGANLib.errors import InputError
-from CircleOfWillisGANLib.export import prepare_output_dir
+from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite
 from CircleOfWillisGANLib.reference_import import import_reference
 from CircleOfWillisGANLib.volume_io import DEFAULT_SPACING_MM, check_spacing
 
@@ -19,6 +19,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("checkpoint", help="models/NAME/model_N.pt written by the reference trainer")
     p.add_argument("--config", default=None, help="the run's .config.json (default: beside the checkpoint)")
     p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
     p.add_argument("--spacing", type=float, nargs=3, default=list(DEFAULT_SPACING_MM), metavar=("X", "Y", "Z"),
                    help="voxel spacing in mm of the training crop (default 0.62 0.62 0.62)")
     p.set_defaults(run=run)
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     check_spacing(args.spacing)  # before the output folder is made
     from pathlib import Path
 
+    refuse_overwrite(Path(out).parent, [Path(out).name], args.overwrite)
     prepare_output_dir(Path(out).resolve().parent)
     ckpt = import_reference(args.checkpoint, args.config, spacing_mm=args.spacing)
     checksum = save_checkpoint(out, ckpt)

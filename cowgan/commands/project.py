@@ -19,6 +19,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", default="demo", help="'demo', a native .safetensors model, or a reference model_N.pt")
     p.add_argument("--volume", required=True, help="the scan: NIfTI or NRRD TOF-MRA volume")
     p.add_argument("--out", required=True, help="output folder (created if needed)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier projection's files in --out")
     p.add_argument("--template", default=None, help="register rigidly to this volume first, as the training data was")
     p.add_argument("--steps", type=int, nargs=3, default=None, metavar=("W", "WPLUS", "NOISE"),
                    help="optimisation steps of each phase (default 200 200 100)")
@@ -30,22 +31,27 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from CircleOfWillisGANLib.export import prepare_output_dir
+    from CircleOfWillisGANLib.errors import require
+    from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite
     from CircleOfWillisGANLib.generator import load_generator
-    from CircleOfWillisGANLib.preprocess import scan_on_model_grid
+    from CircleOfWillisGANLib.preprocess import scan_on_model_grid, simpleitk
     from CircleOfWillisGANLib.projection import ProjectionConfig, project
-    from CircleOfWillisGANLib.projection_io import write_projection_outputs
+    from CircleOfWillisGANLib.projection_io import OUTPUT_FILES, write_projection_outputs
     from CircleOfWillisGANLib.volume_io import spacing_of
 
     config = ProjectionConfig(seed=args.seed)
     if args.steps is not None:
         config = dataclasses.replace(config, w_steps=args.steps[0], wplus_steps=args.steps[1], noise_steps=args.steps[2])
-    out = prepare_output_dir(args.out)
+    simpleitk()
+    require("matplotlib", "the projection's convergence plot", "matplotlib")
+    prepare_output_dir(args.out, create=False)
+    refuse_overwrite(args.out, OUTPUT_FILES.values(), args.overwrite)
     gen = load_generator(args.model, device=args.device)
     target, affine = scan_on_model_grid(Path(args.volume), gen.arch.output_shape, spacing_of(gen.affine),
                                         None if args.template is None else Path(args.template))
     with tqdm(total=config.total_steps, desc="projecting", unit="step", disable=None) as bar:
         result = project(gen, target, config, progress=lambda i, n: bar.update(i - bar.n))
+    out = prepare_output_dir(args.out)
     paths = write_projection_outputs(out, result, affine, gen, config, source=str(args.volume))
     m = result.metrics
     print(f"wrote {out}: correlation {m['correlation']:.4f}, vessel Dice {m['vessel_dice']:.4f} (threshold "
