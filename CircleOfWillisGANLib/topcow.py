@@ -89,6 +89,9 @@ def normalise_labels(labels: np.ndarray) -> np.ndarray:
         raise InputError(f"a label map must be 3D, got shape {arr.shape}")
     if arr.dtype != np.uint8:
         rounded = np.rint(arr)
+        if np.abs(arr - rounded).max(initial=0) > 1e-3:
+            raise InputError("label map holds fractional values, so it is an intensity image: pass a TopCoW label map "
+                             "(whole-number ids 0-15)")
         if rounded.min(initial=0) < 0 or rounded.max(initial=0) > 255:
             raise InputError("label map holds ids outside 0-255 that are not TopCoW labels: pass a TopCoW label map")
         arr = rounded.astype(np.uint8)
@@ -113,7 +116,10 @@ def load_label_map(path: Union[str, Path]) -> Tuple[np.ndarray, np.ndarray]:
     from .volume_io import load_volume
 
     data, affine = load_volume(path)
-    return normalise_labels(data), affine
+    try:
+        return normalise_labels(data), affine
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 def _touches(labels: np.ndarray, a: int, b: int) -> bool:

@@ -15,6 +15,8 @@ from typing import Iterable, Optional, Union
 import numpy as np
 import torch
 
+from ..errors import InputError
+
 INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 ENABLE_HINT = (f"to enable it, `pip install pytorch-fid` and put {INCEPTION_FILENAME} (from the pytorch-fid "
                "GitHub release) in {hub_dir} or pass --inception-weights PATH")
@@ -35,16 +37,25 @@ def default_weights_path() -> Path:
 
 
 def fid2d_status(weights: Optional[Union[str, Path]] = None) -> FID2DStatus:
-    """Check for pytorch-fid and the InceptionV3 weights file without importing anything heavy or downloading."""
+    """Check for pytorch-fid and the InceptionV3 weights file without importing anything heavy or downloading.
+
+    Without it the 2D FID is skipped with a note, unless `weights` were given: asking for it explicitly and not
+    getting it is an InputError.
+    """
     import importlib.util
 
     hint = ENABLE_HINT.format(hub_dir=default_weights_path().parent)
-    if importlib.util.find_spec("pytorch_fid") is None:
-        return FID2DStatus(False, f"2D FID skipped: the package pytorch-fid is not installed; {hint}")
     path = Path(weights) if weights else default_weights_path()
-    if not path.is_file():
-        return FID2DStatus(False, f"2D FID skipped: the InceptionV3 weights {path} are missing; {hint}")
-    return FID2DStatus(True, f"2D FID with InceptionV3 weights {path}", path)
+    if importlib.util.find_spec("pytorch_fid") is None:
+        reason = "the package pytorch-fid is not installed"
+    elif not path.is_file():
+        reason = f"the InceptionV3 weights {path} are missing"
+    else:
+        return FID2DStatus(True, f"2D FID with InceptionV3 weights {path}", path)
+    if weights:
+        raise InputError(f"--inception-weights was given but {reason}: `pip install pytorch-fid` and pass the "
+                         f"{INCEPTION_FILENAME} file, or leave --inception-weights out")
+    return FID2DStatus(False, f"2D FID skipped: {reason}; {hint}")
 
 
 def slice_images(volume_dhw: np.ndarray) -> torch.Tensor:

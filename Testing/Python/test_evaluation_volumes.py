@@ -158,13 +158,27 @@ def test_fid2d_is_skipped_with_instructions_when_pytorch_fid_is_missing(monkeypa
     assert not status.available and "pip install pytorch-fid" in status.message and INCEPTION_FILENAME in status.message
 
 
-def test_fid2d_is_skipped_when_the_inception_weights_are_missing(monkeypatch, tmp_path):
+def test_fid2d_is_skipped_when_the_default_inception_weights_are_missing(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pytorch_fid", types.ModuleType("pytorch_fid"))
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
-    status = fid2d_status(tmp_path / INCEPTION_FILENAME)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    status = fid2d_status()
     assert not status.available and "weights" in status.message and "--inception-weights" in status.message
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_fid2d_asked_for_with_weights_it_cannot_use_is_an_error(monkeypatch, tmp_path, installed):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if installed else None)
+    weights = tmp_path / INCEPTION_FILENAME
+    if not installed:
+        weights.write_bytes(b"x")
+    with pytest.raises(InputError, match="--inception-weights was given but " +
+                       ("the InceptionV3 weights" if installed else "the package pytorch-fid is not installed")):
+        fid2d_status(weights)
 
 
 def test_fid2d_is_available_when_package_and_weights_are_present(monkeypatch, tmp_path):

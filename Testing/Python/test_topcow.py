@@ -50,6 +50,15 @@ def test_unknown_label_ids_are_rejected_with_a_fix():
         topcow.variant_vectors(_blocks((42, 1, 2, 1, 2, 1, 2)))
 
 
+def test_an_intensity_image_passed_as_labels_is_named_as_one(tmp_path):
+    from CircleOfWillisGANLib.volume_io import save_volume
+
+    image = np.random.default_rng(0).random((8, 16, 16)).astype(np.float32)
+    save_volume(tmp_path / "scan.nii.gz", image, default_affine(image.shape))
+    with pytest.raises(InputError, match=r"scan\.nii\.gz: .*intensity image"):
+        topcow.load_label_map(tmp_path / "scan.nii.gz")
+
+
 @pytest.mark.parametrize("radius_vox", [1.5, 2.5, 4.0, 6.0])
 def test_radius_of_a_straight_cylinder_is_its_equal_area_radius_within_a_quarter_voxel(radius_vox):
     d, h, w = np.mgrid[0:16, 0:40, 0:40]

@@ -7,8 +7,10 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.errors import InputError, require
+from CircleOfWillisGANLib.evaluation.fid2d import fid2d_status
 from CircleOfWillisGANLib.export import prepare_output_dir
+from CircleOfWillisGANLib.files import path_problem
 
 
 def register(subparsers: Any) -> None:
@@ -52,6 +54,12 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError("--prd-clusters must be at least 2 and --prd-runs at least 1")
     if args.diversity_volumes < 2:
         raise InputError(f"--diversity-volumes must be at least 2, got {args.diversity_volumes}")
+    require("matplotlib", "The evaluation report's plots", "matplotlib")
+    fid2d_status(args.inception_weights)
+    if args.medicalnet and path_problem(args.medicalnet):
+        raise InputError(f"--medicalnet {args.medicalnet} {path_problem(args.medicalnet)}: pass MedicalNet's "
+                         "resnet_10_23dataset.pth, or leave --medicalnet out")
+    prepare_output_dir(args.out, create=False)
     out = Path(args.out).resolve()
     for name in ("real", "fake", "train", "real_labels", "fake_labels"):
         folder = getattr(args, name)
@@ -99,7 +107,6 @@ def run(args: argparse.Namespace) -> int:
     fake = check_same_grid(real, fake, args.resample)
     if train is not None:
         train = check_same_grid(real, train, args.resample)
-    out = prepare_output_dir(args.out)
     config = EvaluationConfig(
         seed=args.seed, compare=CompareConfig(prd_clusters=args.prd_clusters, prd_runs=args.prd_runs, seed=args.seed),
         morphology=MorphologyConfig(threshold=args.vessel_threshold), memorisation=MemorisationConfig(),
@@ -112,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                               f"model {args.model}, seeds {args.seed}-{args.seed + len(fake) - 1}, psi {args.psi}",
                               "training": f"{args.train} ({len(train)} volumes)" if train is not None else "none",
                               "grid (D x H x W)": "x".join(map(str, real.shape)), "seed": args.seed}
-    paths = write_report(out, result, inputs)
+    paths = write_report(prepare_output_dir(args.out), result, inputs)
     _print_summary(result.metrics, paths)
     return 0
 
