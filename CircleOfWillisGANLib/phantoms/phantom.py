@@ -13,7 +13,7 @@ from ..volume_io import DEFAULT_SPACING_MM, default_affine
 from .anatomy import AnatomyConfig, build_vessels, flow_saturation, place, sample_landmarks, sample_pose
 from .raster import Grid, Tube, rasterise
 from .tof import ImageConfig, brightness_along, render, sample_image_params
-from .variants import VariantPrevalence, Variants, sample_variants
+from .variants import VariantPrevalence, Variants, check_forced, sample_variants
 
 DEFAULT_SHAPE = (32, 128, 128)
 ACOM_LABEL_PRIORITY_MM = 0.6
@@ -38,6 +38,7 @@ class PhantomConfig:
             raise InputError(f"phantom shape {self.shape} is invalid: give three sizes D H W between 8 and 1024")
         if len(self.spacing_mm) != 3 or any(not 0.05 <= float(s) <= 5.0 for s in self.spacing_mm):
             raise InputError(f"phantom spacing {self.spacing_mm} is invalid: give three spacings (mm) between 0.05 and 5")
+        check_forced(self.force)
 
     def affine(self) -> np.ndarray:
         """The RAS affine of the phantom grid (centred on the origin)."""

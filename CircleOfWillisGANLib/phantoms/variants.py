@@ -166,9 +166,39 @@ def sample_variants(rng: np.random.Generator, table: VariantPrevalence = Variant
     v.acom_duplicated = duplicated and not v.acom_absent
     v.sca_left = rng.random() < t.sca_present
     v.sca_right = rng.random() < t.sca_present
-    for name in force:
+    for name in _forcing_order(force):
         _force(v, name)
     return v
+
+
+COMPLETE_CIRCLE_FLAGS = ("pcom_absent_left", "pcom_absent_right", "fetal_pca_left", "fetal_pca_right",
+                         "p1_absent_left", "p1_absent_right", "a1_hypoplastic_left", "a1_hypoplastic_right",
+                         "a1_absent_left", "a1_absent_right", "acom_absent", "acom_duplicated", "third_a2")
+
+
+def _forcing_order(force: Sequence[str]) -> List[str]:
+    """`complete` first, as the base the other forced variants change."""
+    return sorted(force, key=lambda name: name != "complete")
+
+
+def check_forced(force: Sequence[str]) -> None:
+    """Raise InputError unless the forced variants can all hold in one subject (an absent Acom cannot also be
+    duplicated, for example); `complete` is the base the others change."""
+    v = Variants()
+    for name in _forcing_order(force):
+        _force(v, name)
+    broken = [name for name in dict.fromkeys(force) if name != "complete" and not _holds(v, name)]
+    if broken:
+        raise InputError(f"the forced variants {', '.join(dict.fromkeys(force))} cannot all hold in one subject "
+                         f"({', '.join(broken)} would be undone): force only variants that can coexist")
+
+
+def _holds(v: Variants, name: str) -> bool:
+    if name == "fetal_pca_bilateral":
+        return v.fetal_pca_left and v.fetal_pca_right
+    if name == "pcom_absent_both":
+        return v.pcom_absent_left and v.pcom_absent_right
+    return bool(getattr(v, name))
 
 
 def _force(v: Variants, name: str) -> None:
@@ -176,9 +206,7 @@ def _force(v: Variants, name: str) -> None:
     if name not in FORCEABLE:
         raise InputError(f"cannot force {name!r}: use one of {', '.join(FORCEABLE)}")
     if name == "complete":
-        for flag in ("pcom_absent_left", "pcom_absent_right", "fetal_pca_left", "fetal_pca_right", "p1_absent_left",
-                     "p1_absent_right", "a1_hypoplastic_left", "a1_hypoplastic_right", "a1_absent_left",
-                     "a1_absent_right", "acom_absent", "acom_duplicated", "third_a2"):
+        for flag in COMPLETE_CIRCLE_FLAGS:
             setattr(v, flag, False)
         return
     if name == "fetal_pca_bilateral":

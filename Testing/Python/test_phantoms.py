@@ -89,6 +89,19 @@ def test_forced_variants_show_in_the_label_maps_vectors(force, anterior, posteri
             assert [g if w is None else w for w, g in zip(want, got)] == got
 
 
+@pytest.mark.parametrize("force", [("acom_absent", "acom_duplicated"), ("third_a2", "acom_absent"),
+                                   ("fetal_pca_left", "pcom_absent_left"), ("a1_absent_right", "acom_absent")])
+def test_forced_variants_that_exclude_each_other_are_refused(force):
+    with pytest.raises(InputError, match="cannot all hold in one subject"):
+        PhantomConfig(force=force)
+
+
+def test_complete_is_the_base_that_other_forced_variants_change_in_either_order():
+    for force in (("complete", "fetal_pca_right"), ("fetal_pca_right", "complete")):
+        v = generate_phantom((3, 1), PhantomConfig(force=force)).variants
+        assert v.fetal_pca_right and not any(getattr(v, k) for k in ("fetal_pca_left", "acom_absent", "a1_absent_left"))
+
+
 def test_label_vectors_agree_with_the_sampled_variants_over_many_cases():
     for index in range(12):
         p = generate_phantom((11, index), PhantomConfig(shape=(32, 96, 96), spacing_mm=(0.8, 0.8, 0.8)))
