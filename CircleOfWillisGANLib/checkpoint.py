@@ -18,7 +18,7 @@ import torch
 from . import __version__
 from .architecture import Architecture
 from .errors import CheckpointError, InputError
-from .files import _json_default, atomic_write
+from .files import _json_default, save_safetensors
 
 FORMAT = "cowgan-generator"
 FORMAT_VERSION = 1
@@ -53,8 +53,6 @@ def content_sha256(tensors: Mapping[str, torch.Tensor], metadata_json: str) -> s
 
 def save_checkpoint(path: PathLike, ckpt: Checkpoint) -> str:
     """Write `ckpt` atomically (temporary file, then rename) and return its content sha256."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     tensors: Dict[str, torch.Tensor] = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
     if W_AVG_KEY in tensors or any(k.startswith(DIRECTION_PREFIX) for k in tensors):
@@ -67,7 +65,7 @@ def save_checkpoint(path: PathLike, ckpt: Checkpoint) -> str:
     metadata.setdefault("software_version", __version__)
     metadata_json = json.dumps(metadata, sort_keys=True, default=_json_default)
     checksum = content_sha256(tensors, metadata_json)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: metadata_json, CHECKSUM_KEY: checksum}))
+    save_safetensors(path, tensors, {METADATA_KEY: metadata_json, CHECKSUM_KEY: checksum})
     ckpt.sha256 = checksum
     ckpt.metadata = json.loads(metadata_json)  # as loading will read it (NumPy values and tuples become JSON's)
     return checksum

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Union
@@ -79,6 +80,22 @@ def staged_folder(folder: PathLike) -> Iterator[Path]:
                               "choose a writable location") from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def save_safetensors(path: PathLike, tensors: Dict[str, Any], metadata: Dict[str, str]) -> Path:
+    """Write tensors and string metadata as one safetensors file, atomically; a failed write is an OutputError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:
+            reason = re.search(r"I/O error: (.*?) \(os error", str(exc))
+            raise OutputError(f"cannot write {path}: {reason.group(1) if reason else exc}; "
+                              "choose a writable location with free space") from None
+
+    return atomic_write(path, write)
 
 
 def _new_file_mode() -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, require
-from .files import atomic_write, write_json
+from .files import atomic_write, save_safetensors, write_json
 from .mip import mip_panel, save_png
 from .projection import ProjectionConfig, ProjectionResult
 from .volume_io import save_volume, spacing_of
@@ -39,12 +39,10 @@ class ProjectedLatent:
 
 def save_projection(path: Union[str, Path], result: ProjectionResult, metadata: Dict[str, Any]) -> Path:
     """Write the latent of `result` with `metadata` (plus the metrics) as one safetensors file, atomically."""
-    from safetensors.torch import save_file
-
     info = dict(metadata, format=FORMAT, metrics=result.metrics)
     tensors = {"ws": result.ws.detach().float().contiguous(), "noise": result.noise.detach().float().contiguous()}
     text = json.dumps(info, sort_keys=True, default=str)
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: text}))
+    return save_safetensors(path, tensors, {METADATA_KEY: text})
 
 
 def load_projection(path: Union[str, Path]) -> ProjectedLatent:

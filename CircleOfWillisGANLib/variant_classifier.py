@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputError
-from .files import atomic_write, path_problem
+from .files import path_problem, save_safetensors
 
 NAMED_VARIANTS: Tuple[Tuple[str, str], ...] = (
     ("pcom_left", "Left Pcom"), ("pcom_right", "Right Pcom"),
@@ -104,12 +104,10 @@ class VariantClassifier:
 
     def save(self, path: Union[str, Path]) -> Path:
         """Write the classifier as one safetensors file (weights and JSON, no code)."""
-        from safetensors.torch import save_file
-
         weights = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
         meta = json.dumps({"format": FORMAT, "keys": list(self.keys), "shape": list(self.shape),
                            "width": self.net.width, "info": self.info}, default=str)
-        return atomic_write(path, lambda tmp: save_file(weights, str(tmp), metadata={METADATA_KEY: meta}))
+        return save_safetensors(path, weights, {METADATA_KEY: meta})
 
 
 def load_classifier(path: Union[str, Path]) -> VariantClassifier:

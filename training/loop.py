@@ -87,6 +87,9 @@ def resolve_config(run_dir: Path, cfg: TrainConfig, overrides: Dict[str, Any]) -
                          "new run with another --out (`cowgan train --init` can start it from this run)") from None
     changed = {k: v for k, v in overrides.items() if getattr(saved, k) != v}
     refused = sorted(k for k in changed if k not in RESUMABLE_OVERRIDES)
+    if "architecture" in refused:
+        raise InputError(f"{run_dir} is a run of the {saved.architecture} preset and a resumed run keeps its preset: "
+                         f"drop --preset, or start a new run with another --out")
     if refused:
         raise InputError(f"{run_dir} is a run started with different {', '.join(refused)}; a resumed run can only "
                          f"change {', '.join(RESUMABLE_OVERRIDES)}: start a new run with another --out")

@@ -14,11 +14,13 @@ from typing import Any, Dict, Optional
 import torch
 
 from CircleOfWillisGANLib.errors import CheckpointError, OutputError
+from CircleOfWillisGANLib.files import path_problem
 
 FORMAT = "cowgan-train-state"
 FORMAT_VERSION = 1
 LATEST = "latest.pt"
 PREVIOUS = "previous.pt"
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -49,8 +51,9 @@ def save_state(run_dir: Path, state: Dict[str, Any]) -> Path:
         if latest.exists():
             os.replace(latest, folder / PREVIOUS)
         os.replace(tmp, latest)
-    except OSError as exc:
-        raise OutputError(f"cannot write the resume state in {folder}: {exc.strerror or exc}; free disk space "
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
+        reason = getattr(exc, "strerror", None) or "the write failed, most likely for lack of disk space"
+        raise OutputError(f"cannot write the resume state in {folder}: {reason}; free disk space "
                           "or choose another --out") from exc
     finally:
         if tmp.exists():
@@ -69,11 +72,20 @@ def find_state(run_dir: Path) -> Optional[Path]:
 
 def load_state(path: Path) -> Dict[str, Any]:
     """Read a resume state onto the CPU; a CheckpointError says what to do if it is damaged or foreign."""
+    path = Path(path)
+    problem = path_problem(path)
+    if problem:
+        raise CheckpointError(f"resume state {path} {problem}: pass a .pt file from RUN/checkpoints/")
+    fix = (f"delete it to resume from {PREVIOUS}, or start a new run with another --out" if path.name == LATEST
+           else "pass another resume state from RUN/checkpoints/")
+    with open(path, "rb") as f:
+        if f.read(4) != ZIP_MAGIC:
+            raise CheckpointError(f"{path} is not a training resume state (not a PyTorch file): {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
-        raise CheckpointError(f"cannot read resume state {path} ({str(exc).splitlines()[0][:160]}): "
-                              f"delete it to resume from {PREVIOUS}, or start a new run with another --out") from exc
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise CheckpointError(f"cannot read resume state {path} ({reason.split('. ')[0][:160]}): {fix}") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a training resume state: pass the run folder written by `cowgan train`")
     if int(state.get("format_version", 0)) > FORMAT_VERSION:

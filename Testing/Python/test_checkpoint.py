@@ -76,6 +76,21 @@ def test_saving_into_a_missing_folder_writes_nothing(tiny_generator, tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
+def test_a_disk_that_fills_up_while_saving_is_one_line_and_keeps_the_old_file(tiny_generator, saved, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full_disk(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"partial")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28) at path x")
+
+    before = saved.read_bytes()
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(OutputError, match=r"cannot write .*model\.safetensors: No space left on device; choose"):
+        save_checkpoint(saved, tiny_generator.checkpoint)
+    assert saved.read_bytes() == before and [p.name for p in saved.parent.iterdir()] == [saved.name]
+
+
 def test_a_folder_is_not_a_model(tmp_path):
     with pytest.raises(CheckpointError, match="is a folder"):
         load_checkpoint(tmp_path)

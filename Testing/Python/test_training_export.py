@@ -64,3 +64,30 @@ def test_the_cli_keeps_an_existing_model_file_unless_overwrite_is_asked(tmp_path
     assert "--overwrite" in capsys.readouterr().err and mine.read_bytes() == b"a model the user already had"
     assert main(["export", str(tmp_path / "run"), "--out", str(mine), "--overwrite"]) == 0
     assert load_generator(mine, device="cpu").generate(seeds=[1]).shape == (1, 16, 32, 32)
+
+
+def test_a_resume_state_that_is_missing_or_not_one_is_named_with_the_right_fix(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist: pass a .pt file from RUN/checkpoints/"):
+        load_state(tmp_path / "nope.pt")
+    (tmp_path / "notes.txt").write_text("not a state")
+    with pytest.raises(CheckpointError, match="not a PyTorch file.*pass another resume state"):
+        load_state(tmp_path / "notes.txt")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest.pt").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(CheckpointError, match="cannot read resume state .* delete it to resume from previous.pt"):
+        load_state(tmp_path / "checkpoints" / "latest.pt")
+
+
+def test_a_resume_state_that_cannot_be_written_is_an_output_error_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    from CircleOfWillisGANLib.errors import OutputError
+    from training.state import save_state
+
+    def disk_full(obj, path):
+        open(path, "wb").write(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 10 vs 4")
+
+    first = save_state(tmp_path, {"step": 1})
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OutputError, match="lack of disk space"):
+        save_state(tmp_path, {"step": 2})
+    assert load_state(first)["step"] == 1 and sorted(p.name for p in first.parent.iterdir()) == ["latest.pt"]

@@ -107,6 +107,9 @@ def test_a_resumed_run_keeps_its_recipe_and_refuses_to_change_it(dataset, tmp_pa
     assert longer == cfg.replace(total_kimg=0.008)
     with pytest.raises(InputError, match="different g_lr"):
         resolve_config(tmp_path / "run", cfg, {"g_lr": 1.0})
+    assert resolve_config(tmp_path / "run", cfg, {"architecture": "tiny"}) == cfg
+    with pytest.raises(InputError, match="run of the tiny preset .* drop --preset"):
+        resolve_config(tmp_path / "run", training_preset("paper"), {"architecture": "paper"})
 
 
 def test_the_nan_guard_rolls_back_to_the_last_good_state_and_says_so(dataset, caplog):

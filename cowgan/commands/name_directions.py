@@ -27,6 +27,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--classifier-epochs", type=int, default=20, help="training epochs of the classifier (default 20)")
     p.add_argument("--classifier", default=None, help="use this trained classifier instead of --labelled")
     p.add_argument("--out", required=True, help="output MODEL.safetensors (the input model is not modified)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files at --out (and its classifier)")
     p.add_argument("--samples", type=int, default=2000, help="generated samples to fit the boundaries on (default 2000)")
     p.add_argument("--psi", type=float, default=1.0, help="truncation of those samples (default 1: the full distribution)")
     p.add_argument("--seed", type=int, default=0, help="first seed of the samples (default 0)")
@@ -36,8 +37,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.checkpoint import save_checkpoint
+    from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite
     from CircleOfWillisGANLib.generator import check_psi, load_generator
-    from CircleOfWillisGANLib.latents import check_seed
+    from CircleOfWillisGANLib.latents import MAX_SEED, check_seed
     from CircleOfWillisGANLib.named_directions import fit_boundaries, named, sample_calls, store_named_directions
 
     check_seed(args.seed)
@@ -48,8 +50,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("pass exactly one of --labelled DIR (train a classifier) or --classifier FILE")
     if args.samples < 20:
         raise InputError(f"--samples {args.samples} is too few to fit boundaries: use at least 20 (default 2000)")
+    if args.seed + args.samples - 1 > MAX_SEED:
+        raise InputError(f"--seed {args.seed} with --samples {args.samples} runs past the largest seed {MAX_SEED}: "
+                         f"use --seed {MAX_SEED - args.samples + 1} or lower")
     psi = check_psi(args.psi)
+    prepare_output_dir(out.parent, create=False)
+    refuse_overwrite(out.parent, [out.name] + ([_classifier_path(out).name] if args.labelled else []), args.overwrite)
     gen = load_generator(args.model, device=args.device)
+    prepare_output_dir(out.parent)
     classifier = _classifier(args, out, tuple(gen.arch.output_shape), gen.device)
     with tqdm(total=args.samples, desc="labelling samples", unit="volume", disable=None) as bar:
         w, calls = sample_calls(gen, classifier, args.samples, args.seed, psi, progress=lambda i, n: bar.update(i - bar.n))
@@ -66,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
     for key, reason in fit.skipped.items():
         print(f"  no direction for {key}: {reason}")
     return 0
+
+
+def _classifier_path(out: Path) -> Path:
+    """Where the classifier trained for `out` is kept, beside it."""
+    return out.with_name(out.stem + "_variant_classifier.safetensors")
 
 
 def _classifier(args: argparse.Namespace, out: Path, shape: tuple, device: Any) -> Any:
@@ -98,7 +111,7 @@ def _classifier(args: argparse.Namespace, out: Path, shape: tuple, device: Any) 
     held_out = evaluate_classifier(classifier, volumes[held], [targets[i] for i in held])
     classifier.info["held_out_cases"] = len(held)
     classifier.info["held_out_balanced_accuracy"] = held_out
-    path = classifier.save(out.with_name(out.stem + "_variant_classifier.safetensors"))
+    path = classifier.save(_classifier_path(out))
     print(f"variant classifier (trained on {len(fit)} cases) written to {path}; balanced accuracy on {len(held)} "
           "held-out cases: " + ", ".join(f"{k} {v:.2f}" for k, v in held_out.items()))
     return classifier

@@ -30,8 +30,9 @@ def register(subparsers: Any) -> None:
                     "is listed in docs/training.md.")
     p.add_argument("--data", required=True, help="dataset folder written by `cowgan prepare`")
     p.add_argument("--out", required=True, help="run folder: resume states, samples, TensorBoard logs")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
-                   help="paper: the reference's recipe; demo: small fast model; tiny: tests (default paper)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="paper: the reference's recipe; demo: small fast model; tiny: tests (default paper; "
+                        "a resumed run keeps its own)")
     p.add_argument("--batch", type=int, help="volumes per optimiser step over all GPUs and accumulation rounds")
     p.add_argument("--micro-batch", type=int, help="volumes per GPU per forward pass")
     p.add_argument("--lr", type=float, help="generator learning rate (D: lr x --d-lr-mult)")
@@ -99,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
 
     max_time = parse_duration(args.max_time)
     overrides = overrides_from(args)
-    cfg = resolve_config(Path(args.out), training_preset(args.preset).replace(**overrides), overrides)
+    if args.preset:
+        overrides.setdefault("architecture", args.preset)
+    cfg = resolve_config(Path(args.out), training_preset(args.preset or "paper").replace(**overrides), overrides)
     group = init_process_group(args.device)
     if not group.is_main:
         logging.getLogger().setLevel(logging.WARNING)
