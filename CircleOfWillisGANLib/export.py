@@ -47,9 +47,8 @@ def refuse_overwrite(folder: Union[str, Path], names: Iterable[str], overwrite: 
     present = set(os.listdir(folder))
     clashes = [name for name in dict.fromkeys(names) if name in present]
     if clashes:
-        more = f" and {len(clashes) - 1} more of this run's files" if len(clashes) > 1 else ""
-        raise OutputError(f"{folder / clashes[0]}{more} already exist: choose a new --out, or pass --overwrite to "
-                          "replace them")
+        more = f" and {len(clashes) - 1} more of this run's files already exist" if len(clashes) > 1 else " already exists"
+        raise OutputError(f"{folder / clashes[0]}{more}: choose a new --out, or pass --overwrite to replace them")
 
 
 def volume_output_names(stem: str, surface_format: Optional[str] = None) -> List[str]:
