@@ -63,12 +63,12 @@ class CoWGenerator:
 
     def z_from_seeds(self, seeds: Sequence[int]) -> torch.Tensor:
         """Latent z for each seed (platform independent)."""
-        return z_from_seeds(seeds, self.arch.latent_dim)
+        return z_from_seeds(seed_list(seeds), self.arch.latent_dim)
 
     @torch.no_grad()
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """z (N, latent_dim) -> w (N, latent_dim), on the CPU in float32."""
-        z = torch.as_tensor(z, dtype=torch.float32)
+        z = _latent_tensor(z, "z")
         if z.ndim != 2 or z.shape[1] != self.arch.latent_dim:
             raise InputError(f"z must have shape (N, {self.arch.latent_dim}), got {tuple(z.shape)}")
         _check_finite(z, "z")
@@ -76,7 +76,7 @@ class CoWGenerator:
 
     def broadcast_w(self, w: torch.Tensor) -> torch.Tensor:
         """(N, latent) or (N, num_ws, latent) -> (N, num_ws, latent)."""
-        w = torch.as_tensor(w, dtype=torch.float32)
+        w = _latent_tensor(w, "w")
         if w.ndim == 2 and w.shape[1] == self.arch.latent_dim:
             return w[:, None, :].expand(-1, self.num_ws, -1).clone()
         if w.ndim == 3 and w.shape[1:] == (self.num_ws, self.arch.latent_dim):
@@ -86,7 +86,7 @@ class CoWGenerator:
 
     def noise(self, noise_seeds: Sequence[int]) -> torch.Tensor:
         """The noise input for each noise seed, in the model's convention."""
-        return noise_from_seeds(self.arch, [check_seed(s) for s in noise_seeds])
+        return noise_from_seeds(self.arch, seed_list(noise_seeds, "noise seeds"))
 
     @torch.no_grad()
     def synthesize(self, w: torch.Tensor, noise: Optional[torch.Tensor] = None, noise_seed: Any = None,
@@ -95,17 +95,21 @@ class CoWGenerator:
         ws = self.broadcast_w(w)
         _check_finite(ws, "w")
         n = ws.shape[0]
+        if noise is not None and noise_seed is not None:
+            raise InputError("pass noise or noise_seed, not both")
         noise = self.noise(_noise_seeds(noise_seed, n, range(n))) if noise is None else check_noise(self.arch, noise, n)
         dtype, channels_last = resolve_precision(precision, self.device)
-        batch_size = batch_size or (8 if self.device.type == "cuda" else 1)
-        if batch_size < 1:
-            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        batch_size = _batch_size(batch_size, 8 if self.device.type == "cuda" else 1)
         out = []
         for start in range(0, n, batch_size):
             sl = slice(start, start + batch_size)
             image = self.model.synthesis(ws[sl].to(self.device), noise[sl].to(self.device), dtype, channels_last)
             out.append(image[:, 0].float().cpu())
-        return torch.cat(out)
+        volumes = torch.cat(out)
+        if not torch.isfinite(volumes).all():
+            raise InputError(f"the model's output holds NaN or infinite values for this w (|w| up to "
+                             f"{float(ws.abs().max()):.3g}): pass w made by mapping(), or check the model")
+        return volumes
 
     def generate(self, seeds: Optional[Sequence[int]] = None, z: Optional[torch.Tensor] = None,
                  w: Optional[torch.Tensor] = None, psi: float = 1.0, noise_seed: Any = None,
@@ -117,7 +121,9 @@ class CoWGenerator:
         style_mix = (seeds or w of a second source, crossover block) takes blocks >= crossover from it.
         """
         ws = self.styles(seeds=seeds, z=z, w=w, psi=psi, style_mix=style_mix)
-        default_noise = list(seeds) if seeds is not None else range(ws.shape[0])
+        if noise is not None and noise_seed is not None:
+            raise InputError("pass noise or noise_seed, not both")
+        default_noise = seed_list(seeds) if seeds is not None else range(ws.shape[0])
         if noise is None:
             noise = self.noise(_noise_seeds(noise_seed, ws.shape[0], default_noise))
         raw = self.synthesize(ws, noise=noise, precision=precision, batch_size=batch_size)
@@ -130,19 +136,23 @@ class CoWGenerator:
             raise InputError("pass exactly one of seeds, z or w")
         psi = check_psi(psi)
         if seeds is not None:
-            z = self.z_from_seeds(list(seeds))
+            z = self.z_from_seeds(seeds)
         ws = self.broadcast_w(self.mapping(z) if z is not None else w)
         if style_mix is not None:
+            if not isinstance(style_mix, (tuple, list)) or len(style_mix) != 2:
+                raise InputError(f"style_mix must be (seeds or w of the second source, crossover block), e.g. ([9], 3); "
+                                 f"got {str(style_mix)[:60]}")
             ws = self._mix(ws, *style_mix)
         return truncate(ws, self.w_avg.cpu(), psi)
 
     def _mix(self, ws: torch.Tensor, other: Union[Sequence[int], torch.Tensor], crossover: int) -> torch.Tensor:
-        if not 0 < int(crossover) < self.num_ws:
-            raise InputError(f"style-mixing crossover must be between 1 and {self.num_ws - 1}, got {crossover}")
-        if isinstance(other, torch.Tensor):
+        if isinstance(crossover, bool) or not isinstance(crossover, (int, np.integer)) or not 0 < crossover < self.num_ws:
+            raise InputError(f"style-mixing crossover must be a whole block number from 1 to {self.num_ws - 1}, "
+                             f"got {crossover!r}")
+        if isinstance(other, (torch.Tensor, np.ndarray)):
             other_ws = self.broadcast_w(other)
         else:
-            other_ws = self.broadcast_w(self.mapping(self.z_from_seeds(list(other))))
+            other_ws = self.broadcast_w(self.mapping(self.z_from_seeds(other)))
         if other_ws.shape[0] == 1:
             other_ws = other_ws.expand(ws.shape[0], -1, -1)
         if other_ws.shape[0] != ws.shape[0]:
@@ -163,12 +173,52 @@ def check_psi(psi: float) -> float:
     return value
 
 
+def seed_list(seeds: Any, name: str = "seeds") -> list:
+    """`seeds` (one int, or a list, range, array or tensor of ints) as a non-empty list of checked ints."""
+    if isinstance(seeds, str):
+        raise InputError(f"{name} {seeds!r} is text: pass integers, e.g. [1, 2, 3] (parse_seeds('1-3') reads text)")
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        return [check_seed(int(seeds))]
+    if isinstance(seeds, (np.ndarray, torch.Tensor)) and seeds.dtype not in (torch.bool, np.bool_):
+        if seeds.dtype.is_floating_point if isinstance(seeds, torch.Tensor) else seeds.dtype.kind == "f":
+            raise InputError(f"{name} must be integers, got a {seeds.dtype} array")
+        seeds = seeds.tolist()
+    try:
+        values = list(seeds)
+    except TypeError:
+        raise InputError(f"{name} must be a list of integers, e.g. [1, 2, 3]; got {type(seeds).__name__}") from None
+    if not values:
+        raise InputError(f"{name} is empty: pass at least one seed")
+    return [check_seed(s) for s in values]
+
+
+def _latent_tensor(value: Any, name: str) -> torch.Tensor:
+    """A z or w given as a tensor, array or nested list, as a float32 tensor with at least one row."""
+    if isinstance(value, torch.Tensor) and value.is_complex() or isinstance(value, np.ndarray) and value.dtype.kind == "c":
+        raise InputError(f"{name} is complex: pass real numbers")
+    try:
+        tensor = torch.as_tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
+    if tensor.ndim >= 1 and tensor.shape[0] == 0:
+        raise InputError(f"{name} has no rows: pass at least one latent")
+    return tensor
+
+
+def _batch_size(batch_size: Any, default: int) -> int:
+    if batch_size is None:
+        return default
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
+    return int(batch_size)
+
+
 def _noise_seeds(noise_seed: Any, n: int, default: Sequence[int]) -> Sequence[int]:
     if noise_seed is None:
         return list(default)
     if isinstance(noise_seed, (int, np.integer)) and not isinstance(noise_seed, bool):
         return [int(noise_seed)] * n
-    seeds = list(noise_seed)
+    seeds = seed_list(noise_seed, "noise seeds")
     if len(seeds) != n:
         raise InputError(f"got {len(seeds)} noise seeds for {n} volumes: pass one, or one per volume")
     return seeds
@@ -181,6 +231,8 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
 
 def load_generator(path: Union[str, Path] = "demo", device: str = "auto") -> CoWGenerator:
     """Load a native checkpoint, the bundled demo model ("demo"), or a reference model_N.pt (converted in memory)."""
+    if not isinstance(path, (str, Path)):
+        raise InputError(f"the model must be 'demo' or a file path, got {type(path).__name__}")
     if str(path) == "demo":
         path = demo_model_path()
     path = Path(path)
@@ -197,6 +249,6 @@ def build_generator(preset: str = "paper", seed: int = 0, device: str = "auto") 
     from .architecture import preset as architecture_preset
 
     arch = architecture_preset(preset)
-    model = init_weights(GeneratorModel(arch), seed)
+    model = init_weights(GeneratorModel(arch), check_seed(seed))
     ckpt = Checkpoint(arch, model.state_dict(), model.mean_w(num_samples=2000), {"name": f"random {preset}"})
     return CoWGenerator(ckpt, device, source=f"random:{preset}")

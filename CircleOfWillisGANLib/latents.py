@@ -51,12 +51,15 @@ def _seed_range(part: str, text: str) -> range:
 
 def z_from_seeds(seeds: Sequence[int], latent_dim: int) -> torch.Tensor:
     """One standard-normal z per seed from NumPy's PCG64 stream: the same numbers on every platform."""
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, (int, np.integer)) or latent_dim < 1:
+        raise InputError(f"latent_dim must be a positive whole number, got {latent_dim!r}")
     rows = [np.random.Generator(np.random.PCG64(check_seed(s))).standard_normal(latent_dim) for s in seeds]
     return torch.from_numpy(np.stack(rows).astype(np.float32))
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Spherical interpolation between latent rows a and b (falls back to lerp when they are parallel)."""
+    _check_interpolation(a, b, t)
     a_n = a / a.norm(dim=-1, keepdim=True)
     b_n = b / b.norm(dim=-1, keepdim=True)
     omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1.0, 1.0))
@@ -69,7 +72,18 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Linear interpolation (the right path in W, whose distribution is not spherical)."""
+    _check_interpolation(a, b, t)
     return a + (b - a) * t
+
+
+def _check_interpolation(a: torch.Tensor, b: torch.Tensor, t: float) -> None:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape:
+        raise InputError("interpolation needs two latent tensors of one shape, got "
+                         f"{tuple(getattr(a, 'shape', ()))} and {tuple(getattr(b, 'shape', ()))}")
+    if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not np.isfinite(t):
+        raise InputError(f"the interpolation position t must be a finite number (0 = a, 1 = b), got {t!r}")
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise InputError("the latents to interpolate contain NaN or infinite values: pass finite latents")
 
 
 def truncate(w: torch.Tensor, w_avg: torch.Tensor, psi: float) -> torch.Tensor:

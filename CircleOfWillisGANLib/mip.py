@@ -13,16 +13,23 @@ import numpy as np
 
 from .errors import InputError
 from .files import atomic_write
+from .volume_io import check_spacing
 
 VIEWS = ("axial", "coronal", "sagittal")
 GAP = 4
+MAX_PANEL_PIXELS = 64_000_000  # a MIP panel larger than this comes from a mistaken scale, not a wish for a picture
 
 
 def mip(volume_dhw: np.ndarray, view: str) -> np.ndarray:
     """The maximum intensity projection of a (D, H, W) volume along `view`, oriented for display."""
-    v = np.asarray(volume_dhw, dtype=np.float32)
-    if v.ndim != 3:
-        raise InputError(f"a MIP needs a 3D (D, H, W) volume, got shape {v.shape}")
+    try:
+        v = np.asarray(volume_dhw, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError(f"a MIP needs a 3D (D, H, W) array of numbers, got {type(volume_dhw).__name__}") from None
+    if v.ndim != 3 or 0 in v.shape:
+        raise InputError(f"a MIP needs a 3D (D, H, W) volume with at least one voxel, got shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise InputError("the volume contains NaN or infinite values: clean it before making a MIP")
     if view == "axial":
         return v.max(axis=0).T[::-1, ::-1]
     if view == "coronal":
@@ -52,14 +59,26 @@ def mip_panel(volume_dhw: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1
 
     `spacing_mm` is (x, y, z) = NIfTI (i, j, k) spacing, so anisotropic voxels are shown at true proportions.
     """
-    sx, sy, sz = (float(s) for s in spacing_mm)
+    sx, sy, sz = check_spacing(spacing_mm)
     base = min(sx, sy, sz)
-    d, h, w = np.asarray(volume_dhw).shape
+    axial_mip = mip(volume_dhw, "axial")
+    d, h, w = np.shape(volume_dhw)
+    if not isinstance(scale, (int, float, np.number)) or not 0 < scale < np.inf:
+        raise InputError(f"the MIP scale must be a positive number (pixels per finest voxel), got {scale!r}")
+    if (w * sy + d * sz) * (h * sx + w * sy + d * sz) * (scale / base) ** 2 > MAX_PANEL_PIXELS:
+        raise InputError(f"a MIP panel at scale {scale} would exceed {MAX_PANEL_PIXELS:,} pixels: use a smaller scale")
+    try:
+        lo, hi = (float(x) for x in window)
+    except (TypeError, ValueError):
+        lo, hi = np.nan, np.nan
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise InputError(f"the MIP window must be two finite numbers (low, high) with low < high, got {window!r}")
+    window = (lo, hi)
 
     def size(rows_mm: float, cols_mm: float) -> Tuple[int, int]:
         return max(1, round(rows_mm / base * scale)), max(1, round(cols_mm / base * scale))
 
-    axial = _resize(_to_uint8(mip(volume_dhw, "axial"), window), size(w * sy, h * sx))
+    axial = _resize(_to_uint8(axial_mip, window), size(w * sy, h * sx))
     coronal = _resize(_to_uint8(mip(volume_dhw, "coronal"), window), size(d * sz, h * sx))
     sagittal = _resize(_to_uint8(mip(volume_dhw, "sagittal"), window), size(d * sz, w * sy))
     right_w = max(coronal.shape[1], sagittal.shape[1])
@@ -81,10 +100,16 @@ def contact_sheet(images: Sequence[np.ndarray], columns: int = 4, captions: Opti
         raise InputError("a contact sheet needs at least one image")
     from PIL import Image, ImageDraw
 
+    if not all(np.ndim(i) == 2 or np.ndim(i) == 3 and np.shape(i)[-1] in (3, 4) for i in images):
+        raise InputError("contact sheet tiles must be 2D pictures (e.g. from mip_panel), not volumes")
+    if captions is not None and len(captions) != len(images):
+        raise InputError(f"{len(captions)} captions for {len(images)} pictures: give one caption per picture")
+    if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
+        raise InputError(f"a contact sheet needs at least one column, got {columns!r}")
     h = max(i.shape[0] for i in images)
     w = max(i.shape[1] for i in images)
     caption_h = 14 if captions else 0
-    columns = max(1, min(columns, len(images)))
+    columns = min(columns, len(images))
     rows = (len(images) + columns - 1) // columns
     sheet = Image.new("L", (columns * (w + GAP) - GAP, rows * (h + caption_h + GAP) - GAP), 0)
     draw = ImageDraw.Draw(sheet)
@@ -122,6 +147,8 @@ def save_gif(path: Union[str, Path], frames: List[np.ndarray], fps: float = 10.0
     if not frames:
         raise InputError("a GIF needs at least one frame")
     pictures = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+    if not isinstance(fps, (int, float, np.number)) or not 0 < fps < np.inf:
+        raise InputError(f"GIF frames per second must be a positive number, got {fps!r}")
     duration = max(20, int(round(1000.0 / fps)))
     return atomic_write(path, lambda tmp: pictures[0].save(tmp, format="GIF", save_all=True,
                                                            append_images=pictures[1:], duration=duration, loop=0))

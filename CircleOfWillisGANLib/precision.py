@@ -17,7 +17,7 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, TypeError):
         raise InputError(f"unknown device {device!r}: use cpu, cuda or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but PyTorch sees no CUDA GPU: use --device cpu or auto")

@@ -9,6 +9,7 @@ import numpy as np
 
 from .errors import InputError, require
 from .files import atomic_write
+from .volume_io import check_affine
 
 SURFACE_FORMATS = (".vtp", ".stl", ".obj", ".ply")
 BRIGHT_TAIL_PERCENTILE = 90.0
@@ -34,6 +35,8 @@ def vessel_threshold(volume_dhw: np.ndarray) -> float:
     """Default vessel threshold: Otsu on the brightest 10% of voxels, which holds the vessels and the
     brightest tissue; on the whole volume Otsu would split background from tissue instead."""
     v = np.asarray(volume_dhw, dtype=np.float32)
+    if v.size == 0 or not np.isfinite(v).all():
+        raise InputError("cannot threshold a volume that is empty or holds NaN or infinite values: clean it first")
     tail = v[v >= np.percentile(v, BRIGHT_TAIL_PERCENTILE)]
     return otsu_threshold(tail if tail.min() < tail.max() else v)
 
@@ -45,11 +48,17 @@ def vessel_surface(volume_dhw: np.ndarray, affine: np.ndarray, threshold: Option
     from vtk.util.numpy_support import numpy_to_vtk
 
     v = np.asarray(volume_dhw, dtype=np.float32)
-    if v.ndim != 3:
-        raise InputError(f"a surface needs a 3D (D, H, W) volume, got shape {v.shape}")
+    if v.ndim != 3 or min(v.shape) < 2:
+        raise InputError(f"a surface needs a 3D (D, H, W) volume of at least 2 voxels along each axis, got shape {v.shape}")
     if not np.isfinite(v).all():
         raise InputError("the volume contains NaN or infinite values: clean it before extracting a surface")
-    level = vessel_threshold(v) if threshold is None else float(threshold)
+    matrix_values = check_affine(affine)
+    level = vessel_threshold(v) if threshold is None else _check_level(threshold, v)
+    if isinstance(smoothing_iterations, bool) or not isinstance(smoothing_iterations, (int, np.integer)) \
+            or smoothing_iterations < 0:
+        raise InputError(f"smoothing iterations must be a whole number of 0 or more, got {smoothing_iterations!r}")
+    if not 0.0 < float(pass_band) <= 2.0:
+        raise InputError(f"the smoothing pass band must lie in (0, 2], got {pass_band!r}")
     image = vtk.vtkImageData()
     image.SetDimensions(v.shape[1], v.shape[2], v.shape[0])
     image.GetPointData().SetScalars(numpy_to_vtk(np.ascontiguousarray(v.transpose(0, 2, 1)).ravel(), deep=True))
@@ -59,13 +68,13 @@ def vessel_surface(volume_dhw: np.ndarray, affine: np.ndarray, threshold: Option
     contour.ComputeNormalsOff()
     smoother = vtk.vtkWindowedSincPolyDataFilter()
     smoother.SetInputConnection(contour.GetOutputPort())
-    smoother.SetNumberOfIterations(max(0, int(smoothing_iterations)))
+    smoother.SetNumberOfIterations(int(smoothing_iterations))
     smoother.SetPassBand(pass_band)
     smoother.NormalizeCoordinatesOn()
     matrix = vtk.vtkMatrix4x4()
     for r in range(4):
         for c in range(4):
-            matrix.SetElement(r, c, float(np.asarray(affine)[r, c]))
+            matrix.SetElement(r, c, float(matrix_values[r, c]))
     transform = vtk.vtkTransform()
     transform.SetMatrix(matrix)
     to_ras = vtk.vtkTransformFilter()
@@ -82,6 +91,19 @@ def vessel_surface(volume_dhw: np.ndarray, affine: np.ndarray, threshold: Option
     return surface
 
 
+def _check_level(threshold: object, volume: np.ndarray) -> float:
+    """A given threshold as a float strictly inside the volume's intensity range, where it cuts a surface."""
+    try:
+        level = float(threshold)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"the surface threshold must be a number, got {threshold!r}") from None
+    lo, hi = float(volume.min()), float(volume.max())
+    if not lo <= level < hi:
+        raise InputError(f"surface threshold {level:g} is outside the volume's range {lo:g} to {hi:g}, so there is no "
+                         "surface: choose a value inside it, or leave the threshold out for Otsu's")
+    return level
+
+
 def save_surface(surface, path: Union[str, Path]) -> Path:
     """Write vtkPolyData as .vtp, .stl, .obj or .ply (chosen by suffix), atomically."""
     vtk = require("vtk", "Saving surfaces", "vtk")
@@ -90,6 +112,8 @@ def save_surface(surface, path: Union[str, Path]) -> Path:
     writers = {".vtp": vtk.vtkXMLPolyDataWriter, ".stl": vtk.vtkSTLWriter, ".ply": vtk.vtkPLYWriter}
     if suffix not in SURFACE_FORMATS:
         raise InputError(f"unknown surface format {suffix!r}: use one of {', '.join(SURFACE_FORMATS)}")
+    if not isinstance(surface, vtk.vtkPolyData):
+        raise InputError(f"save_surface needs the vtkPolyData that vessel_surface returns, got {type(surface).__name__}")
 
     def write(tmp: Path) -> None:
         if suffix == ".obj":

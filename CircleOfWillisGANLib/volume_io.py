@@ -23,7 +23,10 @@ DEFAULT_SPACING_MM = (0.62, 0.62, 0.62)
 
 def check_spacing(spacing_mm: Sequence[float]) -> Tuple[float, float, float]:
     """`spacing_mm` as three positive, finite millimetres (x, y, z), or an InputError (NaN included)."""
-    values = tuple(float(s) for s in spacing_mm)
+    try:
+        values = tuple(float(s) for s in spacing_mm)
+    except (TypeError, ValueError):
+        raise InputError(f"the voxel spacing must be three positive millimetres (x, y, z), got {spacing_mm!r}") from None
     if len(values) != 3 or not all(0 < s < math.inf for s in values):
         raise InputError(f"the voxel spacing must be three positive millimetres (x, y, z), got {list(values)}")
     return values
@@ -42,14 +45,44 @@ def spacing_of(affine: np.ndarray) -> Tuple[float, float, float]:
     return tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))  # type: ignore[return-value]
 
 
+def check_affine(affine: Any) -> np.ndarray:
+    """`affine` as a finite, invertible 4 x 4 voxel-to-RAS matrix, or an InputError."""
+    try:
+        matrix = np.asarray(affine, dtype=float)
+    except (TypeError, ValueError):
+        matrix = np.zeros(0)
+    if matrix.shape != (4, 4) or not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
+        raise InputError("the affine must be a finite, invertible 4 x 4 voxel-to-RAS matrix "
+                         f"(e.g. default_affine(shape)), got {np.shape(affine)}")
+    return matrix
+
+
 def save_volume(path: PathLike, volume_dhw: np.ndarray, affine: np.ndarray, dtype: type = np.float32) -> Path:
-    """Write a (D, H, W) volume as NIfTI with array axes (H, W, D), atomically."""
+    """Write a (D, H, W) volume as NIfTI with array axes (H, W, D), atomically; values must fit `dtype`."""
     import nibabel as nib
 
+    if not str(path).lower().endswith((".nii", ".nii.gz")):
+        raise InputError(f"cannot save a volume as {Path(path).name}: use a .nii or .nii.gz file name")
     volume_dhw = np.asarray(volume_dhw)
-    if volume_dhw.ndim != 3:
-        raise InputError(f"a volume must be 3D (D, H, W), got shape {volume_dhw.shape}")
-    image = nib.Nifti1Image(np.ascontiguousarray(volume_dhw.transpose(1, 2, 0)).astype(dtype), np.asarray(affine, float))
+    if volume_dhw.ndim != 3 or 0 in volume_dhw.shape:
+        raise InputError(f"a volume must be 3D (D, H, W) with at least one voxel, got shape {volume_dhw.shape}")
+    if volume_dhw.dtype.kind not in "biuf":
+        raise InputError(f"a volume must hold real numbers, got dtype {volume_dhw.dtype}")
+    if not np.isfinite(volume_dhw).all():
+        raise InputError(f"the volume for {Path(path).name} contains NaN or infinite values: nothing was written")
+    try:
+        target = np.dtype(dtype)
+    except TypeError:
+        raise InputError(f"unknown volume dtype {dtype!r}: use float32, int16 or uint8") from None
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        if not (np.array_equal(volume_dhw, np.round(volume_dhw)) and info.min <= volume_dhw.min()
+                and volume_dhw.max() <= info.max):
+            raise InputError(f"storing this volume as {target} would change its values (they are not whole numbers "
+                             f"from {info.min} to {info.max}): save it as float32")
+    elif target.kind != "f":
+        raise InputError(f"volumes are stored as float or integer NIfTI, not {target}: use float32, int16 or uint8")
+    image = nib.Nifti1Image(np.ascontiguousarray(volume_dhw.transpose(1, 2, 0)).astype(target), check_affine(affine))
     image.header.set_xyzt_units("mm")
     return atomic_write(path, lambda tmp: nib.save(image, str(tmp)))
 

@@ -82,6 +82,17 @@ def test_bfloat16_stays_within_one_percent_of_float32(golden_dir):
     ({"seeds": [1], "style_mix": ([2], 0)}, "crossover"),
     ({"seeds": [1], "noise": torch.zeros(1, 2, 3)}, "noise has shape"),
     ({"seeds": [1], "precision": "fp16"}, "fp16"),
+    ({"seeds": []}, "seeds is empty"),
+    ({"seeds": "1-3"}, "is text"),
+    ({"z": torch.zeros(0, 32)}, "no rows"),
+    ({"z": "z"}, "array of numbers"),
+    ({"w": torch.full((1, 32), 1e38)}, "output holds NaN or infinite values"),
+    ({"seeds": [1], "batch_size": 0}, "batch size"),
+    ({"seeds": [1], "batch_size": 1.5}, "batch size"),
+    ({"seeds": [1], "noise_seed": 1.5}, "noise seeds must be a list"),
+    ({"seeds": [1], "noise_seed": 2, "noise": torch.zeros(1)}, "not both"),
+    ({"seeds": [1], "style_mix": ([2], 1.5)}, "whole block number"),
+    ({"seeds": [1], "style_mix": [2]}, "style_mix must be"),
 ])
 def test_bad_arguments_raise_input_errors_that_name_the_fix(tiny_generator, kwargs, message):
     with pytest.raises(InputError, match=message):
@@ -93,6 +104,23 @@ def test_seed_ranges_parse_like_the_cli_documents():
     for bad in ("", "a-b", "5-1", "-3"):
         with pytest.raises(InputError):
             parse_seeds(bad)
+
+
+def test_one_seed_or_a_tensor_of_seeds_is_the_same_as_a_list(tiny_generator):
+    np.testing.assert_array_equal(tiny_generator.generate(seeds=3), tiny_generator.generate(seeds=[3]))
+    np.testing.assert_array_equal(tiny_generator.generate(seeds=torch.tensor([3, 4])),
+                                  tiny_generator.generate(seeds=[3, 4]))
+
+
+@pytest.mark.parametrize("a, b, t, message", [
+    (torch.zeros(1, 8), torch.zeros(2, 8), 0.5, "one shape"),
+    (torch.ones(1, 8), torch.ones(1, 8), float("nan"), "finite number"),
+    (torch.full((1, 8), float("nan")), torch.ones(1, 8), 0.5, "NaN"),
+])
+def test_interpolating_mismatched_or_non_finite_latents_is_refused(a, b, t, message):
+    for helper in (slerp, lerp):
+        with pytest.raises(InputError, match=message):
+            helper(a, b, t)
 
 
 def test_interpolation_helpers_hit_both_ends():

@@ -1,0 +1,80 @@
+"""What the library writes and draws for a volume (NIfTI, MIP panel, vessel surface) refuses inputs that
+would give a wrong, empty or unreadable result, and says what to pass instead."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_gif
+from CircleOfWillisGANLib.volume_io import default_affine, load_volume, save_volume
+
+VOLUME = np.random.default_rng(0).random((4, 8, 8)).astype(np.float32)
+AFFINE = default_affine(VOLUME.shape)
+
+
+@pytest.mark.parametrize("name, volume, affine, dtype, message", [
+    ("v.png", VOLUME, AFFINE, np.float32, "use a .nii or .nii.gz"),
+    ("v.nii.gz", VOLUME, np.eye(3), np.float32, "4 x 4"),
+    ("v.nii.gz", VOLUME, np.zeros((4, 4)), np.float32, "invertible"),
+    ("v.nii.gz", np.where(VOLUME > 0.5, np.nan, VOLUME), AFFINE, np.float32, "NaN"),
+    ("v.nii.gz", VOLUME, AFFINE, np.uint8, "would change its values"),
+    ("v.nii.gz", VOLUME * 1000, AFFINE, np.int8, "would change its values"),
+    ("v.nii.gz", np.zeros((0, 8, 8)), AFFINE, np.float32, "at least one voxel"),
+])
+def test_a_volume_that_cannot_be_stored_faithfully_is_refused_and_nothing_is_written(tmp_path, name, volume, affine,
+                                                                                     dtype, message):
+    with pytest.raises(InputError, match=message):
+        save_volume(tmp_path / name, volume, affine, dtype=dtype)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_whole_numbers_round_trip_as_integers(tmp_path):
+    labels = (VOLUME > 0.5).astype(np.float32) * 7
+    save_volume(tmp_path / "labels.nii", labels, AFFINE, dtype=np.uint8)
+    np.testing.assert_array_equal(load_volume(tmp_path / "labels.nii")[0], labels)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"spacing_mm": (0, 1, 1)}, "three positive millimetres"),
+    ({"spacing_mm": 1.0}, "three positive millimetres"),
+    ({"scale": 0}, "positive number"),
+    ({"scale": 1000}, "would exceed"),
+    ({"window": (1.0, 0.0)}, "low < high"),
+])
+def test_mip_panel_settings_that_give_no_sensible_picture_are_refused(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        mip_panel(VOLUME, **kwargs)
+
+
+@pytest.mark.parametrize("volume", [VOLUME[0], VOLUME[None], np.full((4, 8, 8), np.nan)])
+def test_mip_panel_needs_one_finite_3d_volume(volume):
+    with pytest.raises(InputError, match="3D|NaN"):
+        mip_panel(volume)
+
+
+def test_contact_sheets_and_gifs_check_their_layout(tmp_path):
+    tile = mip_panel(VOLUME)
+    with pytest.raises(InputError, match="one caption per picture"):
+        contact_sheet([tile, tile], captions=["a"])
+    with pytest.raises(InputError, match="at least one column"):
+        contact_sheet([tile], columns=0)
+    with pytest.raises(InputError, match="2D pictures"):
+        contact_sheet([VOLUME])
+    with pytest.raises(InputError, match="frames per second"):
+        save_gif(tmp_path / "a.gif", [tile], fps=0)
+
+
+@pytest.mark.parametrize("volume, affine, threshold, message", [
+    (VOLUME, AFFINE, 5.0, "outside the volume's range"),
+    (VOLUME, AFFINE, float("nan"), "outside the volume's range"),
+    (VOLUME[:1], AFFINE, 0.5, "at least 2 voxels"),
+    (VOLUME, np.eye(3), 0.5, "4 x 4"),
+])
+def test_a_surface_request_that_would_give_an_empty_or_misplaced_mesh_is_refused(volume, affine, threshold, message):
+    from CircleOfWillisGANLib.surface import vessel_surface
+
+    pytest.importorskip("vtk")
+    with pytest.raises(InputError, match=message):
+        vessel_surface(volume, affine, threshold)
