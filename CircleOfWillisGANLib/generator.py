@@ -13,7 +13,7 @@ from .architecture import Architecture
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import InputError
 from .generator_model import GeneratorModel, init_weights
-from .latents import check_seed, truncate, z_from_seeds
+from .latents import check_seed, seed_list, truncate, z_from_seeds
 from .networks.noise import check_noise, noise_from_seeds
 from .precision import resolve_device, resolve_precision
 from .resources import demo_model_path
@@ -171,25 +171,6 @@ def check_psi(psi: float) -> float:
     if not 0.0 <= value <= MAX_PSI:
         raise InputError(f"psi {psi} is out of range: use a value from 0 to {MAX_PSI} (1 = no truncation)")
     return value
-
-
-def seed_list(seeds: Any, name: str = "seeds") -> list:
-    """`seeds` (one int, or a list, range, array or tensor of ints) as a non-empty list of checked ints."""
-    if isinstance(seeds, str):
-        raise InputError(f"{name} {seeds!r} is text: pass integers, e.g. [1, 2, 3] (parse_seeds('1-3') reads text)")
-    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
-        return [check_seed(int(seeds))]
-    if isinstance(seeds, (np.ndarray, torch.Tensor)) and seeds.dtype not in (torch.bool, np.bool_):
-        if seeds.dtype.is_floating_point if isinstance(seeds, torch.Tensor) else seeds.dtype.kind == "f":
-            raise InputError(f"{name} must be integers, got a {seeds.dtype} array")
-        seeds = seeds.tolist()
-    try:
-        values = list(seeds)
-    except TypeError:
-        raise InputError(f"{name} must be a list of integers, e.g. [1, 2, 3]; got {type(seeds).__name__}") from None
-    if not values:
-        raise InputError(f"{name} is empty: pass at least one seed")
-    return [check_seed(s) for s in values]
 
 
 def _latent_tensor(value: Any, name: str) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Any, List, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,25 @@ def check_seed(seed: int) -> int:
     if not 0 <= int(seed) <= MAX_SEED:
         raise InputError(f"seed {seed} is out of range: use whole numbers from 0 to {MAX_SEED}")
     return int(seed)
+
+
+def seed_list(seeds: Any, name: str = "seeds") -> list:
+    """`seeds` (one int, or a list, range, array or tensor of ints) as a non-empty list of checked ints."""
+    if isinstance(seeds, str):
+        raise InputError(f"{name} {seeds!r} is text: pass integers, e.g. [1, 2, 3] (parse_seeds('1-3') reads text)")
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        return [check_seed(int(seeds))]
+    if isinstance(seeds, (np.ndarray, torch.Tensor)) and seeds.dtype not in (torch.bool, np.bool_):
+        if seeds.dtype.is_floating_point if isinstance(seeds, torch.Tensor) else seeds.dtype.kind == "f":
+            raise InputError(f"{name} must be integers, got a {seeds.dtype} array")
+        seeds = seeds.tolist()
+    try:
+        values = list(seeds)
+    except TypeError:
+        raise InputError(f"{name} must be a list of integers, e.g. [1, 2, 3]; got {type(seeds).__name__}") from None
+    if not values:
+        raise InputError(f"{name} is empty: pass at least one seed")
+    return [check_seed(s) for s in values]
 
 
 def parse_seeds(text: str) -> List[int]:

@@ -49,10 +49,16 @@ class ProjectionConfig:
 
     def __post_init__(self) -> None:
         for name in ("w_steps", "wplus_steps", "noise_steps", "candidates", "prior_samples"):
-            if getattr(self, name) < 0:
-                raise InputError(f"projection {name} must not be negative, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise InputError(f"projection {name} must be a whole number of 0 or more, got {value!r}")
         if self.w_steps + self.wplus_steps + self.noise_steps < 1:
             raise InputError("projection needs at least one optimisation step: raise w_steps")
+        for name in ("lr", "noise_lr", "vessel_weight", "structure_weight", "w_prior_weight", "wplus_spread_weight",
+                     "noise_prior_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value < np.inf:
+                raise InputError(f"projection {name} must be a finite number of 0 or more, got {value!r}")
         if self.lr <= 0 or self.noise_lr <= 0:
             raise InputError("projection learning rates must be positive")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -145,12 +151,19 @@ def _cosine(step: int, steps: int, lr: float) -> float:
 def project(generator: Any, target: np.ndarray, config: ProjectionConfig = ProjectionConfig(),
             progress: Optional[Progress] = None) -> ProjectionResult:
     """Optimise w, then w+, then the noise so that `generator` reproduces `target` (D, H, W) in [0, 1]."""
-    target_np = np.asarray(target, np.float32)
+    try:
+        target_np = np.asarray(target, np.float32)
+    except (TypeError, ValueError):
+        raise InputError(f"the target must be a (D, H, W) array, got {type(target).__name__}: read files with "
+                         "load_volume or scan_on_model_grid") from None
     if tuple(target_np.shape) != tuple(generator.arch.output_shape):
         raise InputError(f"the volume has shape {target_np.shape} but the model makes {tuple(generator.arch.output_shape)}: "
                          "bring it to the model's grid first (`cowgan project` and the panel do this)")
     if not np.isfinite(target_np).all():
         raise InputError("the volume contains NaN or infinite values: pass a finite volume")
+    if target_np.min() < -0.01 or target_np.max() > 1.01:
+        raise InputError(f"the volume's values span {target_np.min():.4g} to {target_np.max():.4g} but the model makes "
+                         "[0, 1]: min-max normalise it first (`cowgan project` and scan_on_model_grid do)")
     device = generator.device
     prior = _Prior(generator, config.prior_samples, config.seed)
     mean, std = prior.mean.to(device), prior.std.to(device)

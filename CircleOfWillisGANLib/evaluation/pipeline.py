@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from tqdm import tqdm
 
+from ..errors import InputError
 from ..latents import check_seed
 from ..mip import mip_panel
 from .cache import FeatureCache
@@ -21,7 +22,7 @@ from .medicalnet import MEDICALNET_SHA256
 from .memorisation import MatchAccumulator, MemorisationConfig, flag_near_copies, query_matrix, summary
 from .morphology import FEATURE_DESCRIPTIONS, FEATURE_NAMES, MorphologyConfig
 from .ms_ssim import MSSSIMConfig, pairwise_ms_ssim
-from .volumes import VolumeSet
+from .volumes import VolumeSet, check_same_grid
 
 log = logging.getLogger(__name__)
 NEAREST_PAIRS_SHOWN = 4
@@ -203,6 +204,15 @@ def evaluate(real: VolumeSet, fake: VolumeSet, train: Optional[VolumeSet] = None
              config: EvaluationConfig = EvaluationConfig(), labels: Optional[Dict[str, Optional[str]]] = None) -> EvaluationResult:
     """Every metric of generated (`fake`) against `real` volumes (on the same grid), with the real-vs-real
     baseline on two seeded halves of the real set and, given a training set, the memorisation check."""
+    for name, volumes in (("real", real), ("generated", fake), ("training", train)):
+        if volumes is not None and not isinstance(volumes, VolumeSet):
+            raise InputError(f"the {name} volumes must be a VolumeSet (from folder_set or array_set), "
+                             f"got {type(volumes).__name__}")
+    if len(real) < 2 or len(fake) < 2:
+        raise InputError(f"an evaluation needs at least 2 real and 2 generated volumes, got {len(real)} and {len(fake)}")
+    check_same_grid(real, fake, resample=False)
+    if train is not None:
+        check_same_grid(real, train, resample=False)
     skipped: Dict[str, str] = {}
     cache = FeatureCache(config.cache_dir)
     extractors = _extractors(config, real, skipped)

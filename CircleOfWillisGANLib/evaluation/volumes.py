@@ -108,9 +108,13 @@ def folder_set(folder: str, label: str) -> VolumeSet:
 def array_set(volumes: Sequence[np.ndarray], names: Sequence[str], affine: np.ndarray, label: str,
               source: str) -> VolumeSet:
     """Volumes held in memory (a model's outputs); their hash is the sha256 of the float32 bytes."""
-    if not volumes:
+    if len(volumes) == 0:
         raise InputError(f"{label} set is empty")
-    shapes = {tuple(v.shape) for v in volumes}
+    if len(names) != len(volumes):
+        raise InputError(f"{len(volumes)} {label} volumes but {len(names)} names: give one name per volume")
+    shapes = {tuple(np.shape(v)) for v in volumes}
+    if any(len(s) != 3 for s in shapes):
+        raise InputError(f"{label} volumes must each be 3D (D, H, W), got shapes {sorted(shapes)}")
     if len(shapes) != 1:
         raise InputError(f"{label} volumes differ in shape: {sorted(shapes)}")
     items = []

@@ -196,3 +196,24 @@ def test_slices_are_min_max_scaled_to_8_bit_grey_rgb():
     assert tuple(images.shape) == (2, 3, 4, 4)
     assert float(images[0].min()) == 0.0 and float(images[0].max()) == 1.0 and float(images[1].max()) == 0.0
     assert np.allclose((images.numpy() * 255) % 1, 0, atol=1e-4)
+
+
+def test_the_evaluation_api_refuses_sets_it_cannot_compare():
+    from CircleOfWillisGANLib.evaluation.pipeline import EvaluationConfig, evaluate
+    from CircleOfWillisGANLib.evaluation.volumes import array_set
+    from CircleOfWillisGANLib.volume_io import default_affine
+
+    rng = np.random.default_rng(0)
+    volumes = [rng.random((8, 16, 16)).astype(np.float32) for _ in range(3)]
+    affine = default_affine((8, 16, 16))
+    with pytest.raises(InputError, match="3 real volumes but 1 names"):
+        array_set(volumes, ["a"], affine, "real", "test")
+    real = array_set(volumes, ["a", "b", "c"], affine, "real", "test")
+    thin = array_set([v[:4] for v in volumes], ["a", "b", "c"], affine, "generated", "test")
+    config = EvaluationConfig(cache_dir=None, progress=False)
+    with pytest.raises(InputError, match="generated volumes are 4x16x16 but real volumes are 8x16x16"):
+        evaluate(real, thin, config=config)
+    with pytest.raises(InputError, match="at least 2 real and 2 generated"):
+        evaluate(real, real.subset([0], "generated"), config=config)
+    with pytest.raises(InputError, match="must be a VolumeSet"):
+        evaluate(volumes, real, config=config)

@@ -54,6 +54,24 @@ def test_a_volume_off_the_model_grid_is_refused_with_the_fix(generator):
         project(generator, np.zeros((8, 8, 8), np.float32), FAST)
 
 
+def test_a_volume_that_is_not_normalised_or_not_an_array_is_refused_with_the_fix(generator, own_volume):
+    from CircleOfWillisGANLib.errors import InputError
+
+    with pytest.raises(InputError, match="min-max normalise it first"):
+        project(generator, own_volume * 255, FAST)
+    with pytest.raises(InputError, match="load_volume"):
+        project(generator, "scan.nii.gz", FAST)
+
+
+@pytest.mark.parametrize("setting", [{"lr": float("nan")}, {"vessel_weight": float("inf")},
+                                     {"structure_weight": -1.0}, {"w_steps": 1.5}])
+def test_projection_settings_that_would_give_nan_or_nonsense_are_refused(setting):
+    from CircleOfWillisGANLib.errors import InputError
+
+    with pytest.raises(InputError, match="must be a"):
+        ProjectionConfig(**setting)
+
+
 def test_saved_projection_reproduces_the_reconstruction(generator, result, tmp_path):
     affine = default_affine(generator.arch.output_shape)
     paths = write_projection_outputs(tmp_path, result, affine, generator, FAST, source="own", plot=True)

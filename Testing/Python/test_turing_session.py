@@ -166,6 +166,15 @@ def test_a_real_folder_with_a_2d_or_damaged_first_file_is_an_input_error(tmp_pat
         TuringSession.create(tmp_path / "s", real, generated, n_cases=4)
 
 
+@pytest.mark.parametrize("setting, message", [({"raters": "alice"}, "list of ids"), ({"n_cases": 6.5}, "whole number"),
+                                              ({"seed": 1.5}, "whole number"), ({"time_limit": "soon"}, "seconds")])
+def test_settings_of_the_wrong_kind_are_named_instead_of_silently_converted(tmp_path, sources, setting, message):
+    real, generated = sources
+    with pytest.raises(InputError, match=message):
+        TuringSession.create(tmp_path / "s", real, generated, **{"n_cases": 6, **setting})
+    assert not (tmp_path / "s").exists()
+
+
 def test_key_can_be_written_outside_the_shared_folder(tmp_path, sources):
     real, generated = sources
     (tmp_path / "private").mkdir()
