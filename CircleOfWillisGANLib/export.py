@@ -22,6 +22,8 @@ def prepare_output_dir(path: Union[str, Path], create: bool = True) -> Path:
     Commands that may still fail on their inputs check first and create the folder only when they write into it,
     so a refused request leaves no empty folder behind.
     """
+    if not str(path).strip():
+        raise OutputError("no output folder was given: choose one")
     path = Path(path)
     if not create:
         existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())

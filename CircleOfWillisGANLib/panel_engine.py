@@ -7,6 +7,7 @@ standalone explorer and the tests all share them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -31,6 +32,17 @@ def _field(default: Any, lo: Any = None, hi: Any = None, choices: Tuple[Any, ...
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def _clamped(name: str, value: Any, lo: float, hi: float, kind: type) -> Any:
+    """A slider value clamped into [lo, hi] (the UI's semantics); text, NaN or infinity is an InputError."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise InputError(f"panel setting {name} must be a number from {lo} to {hi}, got {value!r}")
+    return kind(min(max(number, lo), hi))
 
 
 @dataclasses.dataclass
@@ -66,10 +78,12 @@ class PanelState:
         for f in dataclasses.fields(self):
             lo, hi = f.metadata.get("range", (None, None))
             v = values[f.name]
-            if lo is not None and isinstance(v, (list, tuple)):
-                values[f.name] = [min(max(float(x), lo), hi) for x in v]
+            if f.default is dataclasses.MISSING:  # the list fields (directions) have a default factory
+                if not isinstance(v, (list, tuple)):
+                    raise InputError(f"panel setting {f.name} must be a list of numbers, got {v!r}")
+                values[f.name] = [_clamped(f.name, x, lo, hi, float) for x in v]
             elif lo is not None:
-                values[f.name] = type(f.default)(min(max(v, lo), hi))
+                values[f.name] = _clamped(f.name, v, lo, hi, type(f.default))
             if f.metadata.get("choices") and v not in f.metadata["choices"]:
                 raise InputError(f"{f.name} must be one of {', '.join(f.metadata['choices'])}, got {v!r}")
         return PanelState(**values)
@@ -84,6 +98,8 @@ class PanelState:
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "PanelState":
         """Rebuild from `to_dict` output (e.g. a saved scene), ignoring unknown keys."""
+        if not isinstance(data, dict):
+            raise InputError(f"a saved panel state must be a JSON object of settings, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -107,6 +123,8 @@ class PanelEngine:
     """A loaded generator plus its latent directions; turns a PanelState into a RenderResult."""
 
     def __init__(self, generator: Any) -> None:
+        if not hasattr(generator, "checkpoint") or not hasattr(generator, "synthesize"):
+            raise InputError(f"the panel needs a loaded generator (load_generator(...)), got {type(generator).__name__}")
         self.generator = generator
         self.directions: List[Direction] = directions_for(generator)
         self._projections: Dict[str, Any] = {}

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("PySide6.QtUiTools")
 
+from CircleOfWillisGANLib.errors import InputError, OutputError  # noqa: E402
 from CircleOfWillisGANLib.generator import build_generator  # noqa: E402
 from CircleOfWillisGANLib.panel_controller import PanelController  # noqa: E402
 from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt  # noqa: E402
@@ -244,3 +245,16 @@ def test_a_state_restored_on_the_first_load_is_not_reapplied_by_later_loads(pane
 def test_out_of_range_values_are_clamped_to_the_declared_ranges():
     state = PanelState(psi=5.0, t=-1.0, directions=[9.0]).validated()
     assert state.psi == 2.0 and state.t == 0.0 and state.directions == [3.0]
+
+
+@pytest.mark.parametrize("setting", [{"psi": "abc"}, {"t": float("nan")}, {"directions": 5.0}, {"smoothing": None}])
+def test_values_that_are_not_numbers_are_named_not_clamped(setting):
+    with pytest.raises(InputError, match="panel setting"):
+        PanelState(**setting).validated()
+
+
+def test_exporting_without_an_output_folder_is_refused_instead_of_writing_here(engine, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputError, match="no output folder"):
+        engine.export_volume(PanelState(), "")
+    assert list(tmp_path.iterdir()) == []
