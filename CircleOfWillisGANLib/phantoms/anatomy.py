@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import topcow
 from .curves import arc_length, smooth_curve
+from .ranges import check_ranges
 from .variants import Variants
 
 UNLABELLED = 0
@@ -55,6 +56,9 @@ class AnatomyConfig:
         (-2.0, 2.0), (-11.0, -6.0), (-5.0, -2.0))
     tortuosity_mm: Tuple[float, float] = (0.6, 2.2)
     radius_scale: Tuple[float, float] = (0.88, 1.12)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 class _Builder:

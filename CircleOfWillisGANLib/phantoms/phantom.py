@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..topcow import ACOM, variant_vectors
-from ..volume_io import DEFAULT_SPACING_MM, default_affine
+from ..volume_io import DEFAULT_SPACING_MM, check_spacing, default_affine
 from .anatomy import AnatomyConfig, build_vessels, flow_saturation, place, sample_landmarks, sample_pose
 from .raster import Grid, Tube, rasterise
 from .tof import ImageConfig, brightness_along, render, sample_image_params
@@ -34,10 +34,15 @@ class PhantomConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
 
     def __post_init__(self) -> None:
-        if len(self.shape) != 3 or any(int(n) < 8 or int(n) > 1024 for n in self.shape):
+        if (not isinstance(self.shape, (tuple, list)) or len(self.shape) != 3
+                or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in self.shape)
+                or any(n < 8 or n > 1024 for n in self.shape)):
             raise InputError(f"phantom shape {self.shape} is invalid: give three sizes D H W between 8 and 1024")
-        if len(self.spacing_mm) != 3 or any(not 0.05 <= float(s) <= 5.0 for s in self.spacing_mm):
+        spacing = check_spacing(self.spacing_mm)
+        if any(not 0.05 <= s <= 5.0 for s in spacing):
             raise InputError(f"phantom spacing {self.spacing_mm} is invalid: give three spacings (mm) between 0.05 and 5")
+        if isinstance(self.force, str) or not isinstance(self.force, (tuple, list)):
+            raise InputError(f"force must be a list of variant names, e.g. ['{self.force}'], got {self.force!r}")
         check_forced(self.force)
 
     def affine(self) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 
 from ..errors import require
+from .ranges import check_ranges
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class ImageConfig:
     slab_thickness_mm: Tuple[float, float] = (14.0, 24.0)
     slab_drop: Tuple[float, float] = (0.08, 0.2)
     skull_strip_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 def _u(rng: np.random.Generator, lo_hi: Tuple[float, float]) -> float:

@@ -96,6 +96,25 @@ def test_forced_variants_that_exclude_each_other_are_refused(force):
         PhantomConfig(force=force)
 
 
+@pytest.mark.parametrize("make, setting, message", [
+    ("anatomy", {"scale": (0.0, 0.0)}, "must be positive"),
+    ("anatomy", {"acom_length_mm": (3.0, 1.0)}, "low 3 above high 1"),
+    ("anatomy", {"m1_length_mm": 5.0}, r"\(low, high\) range"),
+    ("image", {"noise_sigma": (-1.0, -1.0)}, "at least 0"),
+    ("image", {"slab_probability": 2.0}, "from 0 to 1"),
+    ("config", {"shape": (16.5, 32, 32)}, "three sizes"),
+    ("config", {"spacing_mm": 0.6}, "three positive millimetres"),
+    ("config", {"force": "acom_absent"}, "list of variant names"),
+])
+def test_configurations_that_would_draw_no_vessels_or_crash_later_are_refused(make, setting, message):
+    from CircleOfWillisGANLib.phantoms.anatomy import AnatomyConfig
+    from CircleOfWillisGANLib.phantoms.tof import ImageConfig
+
+    factory = {"anatomy": AnatomyConfig, "image": ImageConfig, "config": PhantomConfig}[make]
+    with pytest.raises(InputError, match=message):
+        factory(**setting)
+
+
 def test_complete_is_the_base_that_other_forced_variants_change_in_either_order():
     for force in (("complete", "fetal_pca_right"), ("fetal_pca_right", "complete")):
         v = generate_phantom((3, 1), PhantomConfig(force=force)).variants
