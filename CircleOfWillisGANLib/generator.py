@@ -11,6 +11,7 @@ import torch
 
 from .architecture import Architecture
 from .checkpoint import Checkpoint, load_checkpoint
+from .checks import whole_number
 from .errors import InputError
 from .generator_model import GeneratorModel, init_weights
 from .latents import check_seed, seed_list, truncate, z_from_seeds
@@ -99,7 +100,8 @@ class CoWGenerator:
             raise InputError("pass noise or noise_seed, not both")
         noise = self.noise(_noise_seeds(noise_seed, n, range(n))) if noise is None else check_noise(self.arch, noise, n)
         dtype, channels_last = resolve_precision(precision, self.device)
-        batch_size = _batch_size(batch_size, 8 if self.device.type == "cuda" else 1)
+        batch_size = (8 if self.device.type == "cuda" else 1) if batch_size is None else whole_number(
+            batch_size, "batch size", 1)
         out = []
         for start in range(0, n, batch_size):
             sl = slice(start, start + batch_size)
@@ -184,14 +186,6 @@ def _latent_tensor(value: Any, name: str) -> torch.Tensor:
     if tensor.ndim >= 1 and tensor.shape[0] == 0:
         raise InputError(f"{name} has no rows: pass at least one latent")
     return tensor
-
-
-def _batch_size(batch_size: Any, default: int) -> int:
-    if batch_size is None:
-        return default
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
-    return int(batch_size)
 
 
 def _noise_seeds(noise_seed: Any, n: int, default: Sequence[int]) -> Sequence[int]:

@@ -7,6 +7,7 @@ from typing import Any, List, Sequence
 import numpy as np
 import torch
 
+from .checks import finite_number, whole_number
 from .errors import InputError
 
 MAX_SEED = 2**32 - 1
@@ -70,8 +71,7 @@ def _seed_range(part: str, text: str) -> range:
 
 def z_from_seeds(seeds: Sequence[int], latent_dim: int) -> torch.Tensor:
     """One standard-normal z per seed from NumPy's PCG64 stream: the same numbers on every platform."""
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, (int, np.integer)) or latent_dim < 1:
-        raise InputError(f"latent_dim must be a positive whole number, got {latent_dim!r}")
+    whole_number(latent_dim, "latent_dim", 1)
     rows = [np.random.Generator(np.random.PCG64(check_seed(s))).standard_normal(latent_dim) for s in seeds]
     return torch.from_numpy(np.stack(rows).astype(np.float32))
 
@@ -99,8 +99,7 @@ def _check_interpolation(a: torch.Tensor, b: torch.Tensor, t: float) -> None:
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape:
         raise InputError("interpolation needs two latent tensors of one shape, got "
                          f"{tuple(getattr(a, 'shape', ()))} and {tuple(getattr(b, 'shape', ()))}")
-    if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not np.isfinite(t):
-        raise InputError(f"the interpolation position t must be a finite number (0 = a, 1 = b), got {t!r}")
+    finite_number(t, "the interpolation position t (0 = a, 1 = b)")
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
         raise InputError("the latents to interpolate contain NaN or infinite values: pass finite latents")
 

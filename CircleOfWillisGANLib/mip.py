@@ -11,6 +11,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .checks import finite_number, whole_number
 from .errors import InputError
 from .files import atomic_write
 from .volume_io import check_spacing
@@ -63,8 +64,7 @@ def mip_panel(volume_dhw: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1
     base = min(sx, sy, sz)
     axial_mip = mip(volume_dhw, "axial")
     d, h, w = np.shape(volume_dhw)
-    if not isinstance(scale, (int, float, np.number)) or not 0 < scale < np.inf:
-        raise InputError(f"the MIP scale must be a positive number (pixels per finest voxel), got {scale!r}")
+    finite_number(scale, "the MIP scale (pixels per finest voxel)", 0, above_low=True)
     if (w * sy + d * sz) * (h * sx + w * sy + d * sz) * (scale / base) ** 2 > MAX_PANEL_PIXELS:
         raise InputError(f"a MIP panel at scale {scale} would exceed {MAX_PANEL_PIXELS:,} pixels: use a smaller scale")
     try:
@@ -104,8 +104,7 @@ def contact_sheet(images: Sequence[np.ndarray], columns: int = 4, captions: Opti
         raise InputError("contact sheet tiles must be 2D pictures (e.g. from mip_panel), not volumes")
     if captions is not None and len(captions) != len(images):
         raise InputError(f"{len(captions)} captions for {len(images)} pictures: give one caption per picture")
-    if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
-        raise InputError(f"a contact sheet needs at least one column, got {columns!r}")
+    whole_number(columns, "contact sheet columns", 1)
     h = max(i.shape[0] for i in images)
     w = max(i.shape[1] for i in images)
     caption_h = 14 if captions else 0
@@ -147,8 +146,6 @@ def save_gif(path: Union[str, Path], frames: List[np.ndarray], fps: float = 10.0
     if not frames:
         raise InputError("a GIF needs at least one frame")
     pictures = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
-    if not isinstance(fps, (int, float, np.number)) or not 0 < fps < np.inf:
-        raise InputError(f"GIF frames per second must be a positive number, got {fps!r}")
-    duration = max(20, int(round(1000.0 / fps)))
+    duration = max(20, int(round(1000.0 / finite_number(fps, "GIF frames per second", 0, above_low=True))))
     return atomic_write(path, lambda tmp: pictures[0].save(tmp, format="GIF", save_all=True,
                                                            append_images=pictures[1:], duration=duration, loop=0))

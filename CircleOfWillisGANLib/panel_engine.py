@@ -7,7 +7,6 @@ standalone explorer and the tests all share them.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from .directions import Direction, apply_directions, directions_for
+from .checks import finite_number
 from .errors import InputError
 from .latents import lerp, slerp
 from .mip import mip_panel
@@ -36,13 +36,7 @@ def _field(default: Any, lo: Any = None, hi: Any = None, choices: Tuple[Any, ...
 
 def _clamped(name: str, value: Any, lo: float, hi: float, kind: type) -> Any:
     """A slider value clamped into [lo, hi] (the UI's semantics); text, NaN or infinity is an InputError."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number):
-        raise InputError(f"panel setting {name} must be a number from {lo} to {hi}, got {value!r}")
-    return kind(min(max(number, lo), hi))
+    return kind(min(max(finite_number(value, f"panel setting {name}"), lo), hi))
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .checks import finite_number, whole_number
 from .latents import check_seed
 from .precision import resolve_precision
 from .surface import vessel_threshold
@@ -49,16 +50,12 @@ class ProjectionConfig:
 
     def __post_init__(self) -> None:
         for name in ("w_steps", "wplus_steps", "noise_steps", "candidates", "prior_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise InputError(f"projection {name} must be a whole number of 0 or more, got {value!r}")
+            whole_number(getattr(self, name), f"projection {name}")
         if self.w_steps + self.wplus_steps + self.noise_steps < 1:
             raise InputError("projection needs at least one optimisation step: raise w_steps")
         for name in ("lr", "noise_lr", "vessel_weight", "structure_weight", "w_prior_weight", "wplus_spread_weight",
                      "noise_prior_weight"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value < np.inf:
-                raise InputError(f"projection {name} must be a finite number of 0 or more, got {value!r}")
+            finite_number(getattr(self, name), f"projection {name}", 0)
         if self.lr <= 0 or self.noise_lr <= 0:
             raise InputError("projection learning rates must be positive")
         if self.precision not in ("auto", "fp32", "bf16"):

@@ -7,6 +7,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from .checks import finite_number, whole_number
 from .errors import InputError, require
 from .files import atomic_write
 from .volume_io import check_affine
@@ -54,11 +55,8 @@ def vessel_surface(volume_dhw: np.ndarray, affine: np.ndarray, threshold: Option
         raise InputError("the volume contains NaN or infinite values: clean it before extracting a surface")
     matrix_values = check_affine(affine)
     level = vessel_threshold(v) if threshold is None else _check_level(threshold, v)
-    if isinstance(smoothing_iterations, bool) or not isinstance(smoothing_iterations, (int, np.integer)) \
-            or smoothing_iterations < 0:
-        raise InputError(f"smoothing iterations must be a whole number of 0 or more, got {smoothing_iterations!r}")
-    if not 0.0 < float(pass_band) <= 2.0:
-        raise InputError(f"the smoothing pass band must lie in (0, 2], got {pass_band!r}")
+    whole_number(smoothing_iterations, "smoothing iterations")
+    finite_number(pass_band, "the smoothing pass band", 0, 2, above_low=True)
     image = vtk.vtkImageData()
     image.SetDimensions(v.shape[1], v.shape[2], v.shape[0])
     image.GetPointData().SetScalars(numpy_to_vtk(np.ascontiguousarray(v.transpose(0, 2, 1)).ravel(), deep=True))

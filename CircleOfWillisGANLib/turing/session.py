@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
+from ..checks import whole_number
 from ..errors import InputError
 from ..latents import check_seed, seed_list
 from .config import SessionConfig
@@ -17,17 +17,6 @@ from .sources import folder_source, model_source
 
 PathLike = Union[str, Path]
 RANDOMISED = ("randomised", "randomized", "random")
-
-
-def _whole(value: Any, name: str) -> int:
-    """`value` as an int when it is a whole number (7 or 7.0), else an InputError naming the setting."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not number.is_integer():
-        raise InputError(f"{name} must be a whole number, got {value!r}")
-    return int(number)
 
 
 def parse_real_fraction(value: Any) -> Optional[float]:
@@ -59,8 +48,8 @@ class TuringSession(RaterSession):
             limit = None if time_limit in (None, 0) else float(time_limit)
         except (TypeError, ValueError):
             raise InputError(f"time limit {time_limit!r} must be a number of seconds, or unset for no limit") from None
-        config = SessionConfig(_whole(n_cases, "number of cases"), parse_real_fraction(real_fraction), display, limit,
-                               bool(allow_back), check_seed(_whole(seed, "seed")), list(raters)).validate()
+        config = SessionConfig(whole_number(n_cases, "number of cases"), parse_real_fraction(real_fraction), display,
+                               limit, bool(allow_back), check_seed(seed), list(raters)).validate()
         if (generated is None) == (model is None):
             raise InputError("give the generated volumes as exactly one of a folder or a model (with seeds)")
         real_source = folder_source(real)
@@ -71,8 +60,6 @@ class TuringSession(RaterSession):
                 from ..generator import load_generator
 
                 model = load_generator(model, device=device)
-            if seeds is not None and len(seeds) == 0:
-                raise InputError("the seed list is empty: give seeds to draw generated cases from, or leave it unset")
             generated_source = model_source(model, seed_list(seeds) if seeds is not None
                                             else list(range(1, config.n_cases + 1)), psi)
         return create_session(folder, real_source, generated_source, config, grid=grid, key_path=key_path,

@@ -39,7 +39,7 @@ def test_whole_numbers_round_trip_as_integers(tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     ({"spacing_mm": (0, 1, 1)}, "three positive millimetres"),
     ({"spacing_mm": 1.0}, "three positive millimetres"),
-    ({"scale": 0}, "positive number"),
+    ({"scale": 0}, r"MIP scale \(pixels per finest voxel\) must be a finite number above 0"),
     ({"scale": 1000}, "would exceed"),
     ({"window": (1.0, 0.0)}, "low < high"),
 ])
@@ -58,7 +58,7 @@ def test_contact_sheets_and_gifs_check_their_layout(tmp_path):
     tile = mip_panel(VOLUME)
     with pytest.raises(InputError, match="one caption per picture"):
         contact_sheet([tile, tile], captions=["a"])
-    with pytest.raises(InputError, match="at least one column"):
+    with pytest.raises(InputError, match="contact sheet columns must be a whole number of at least 1"):
         contact_sheet([tile], columns=0)
     with pytest.raises(InputError, match="2D pictures"):
         contact_sheet([VOLUME])
