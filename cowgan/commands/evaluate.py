@@ -56,9 +56,10 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError(f"--diversity-volumes must be at least 2, got {args.diversity_volumes}")
     require("matplotlib", "The evaluation report's plots", "matplotlib")
     fid2d_status(args.inception_weights)
-    if args.medicalnet and path_problem(args.medicalnet):
-        raise InputError(f"--medicalnet {args.medicalnet} {path_problem(args.medicalnet)}: pass MedicalNet's "
-                         "resnet_10_23dataset.pth, or leave --medicalnet out")
+    problem = path_problem(args.medicalnet) if args.medicalnet else None
+    if problem:
+        raise InputError(f"--medicalnet {args.medicalnet} {problem}: pass MedicalNet's resnet_10_23dataset.pth, "
+                         "or leave --medicalnet out")
     prepare_output_dir(args.out, create=False)
     out = Path(args.out).resolve()
     for name in ("real", "fake", "train", "real_labels", "fake_labels"):
