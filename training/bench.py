@@ -1,7 +1,7 @@
 """Training speed benchmark: `python -m training.bench [--preset paper] [--device cuda] ...`.
 
 Times the three kinds of step a run mixes (plain, with the gradient penalty, with the path-length penalty) on
-random data of the preset's shape, and prints volumes/s, step time, peak memory and TFLOP/s for the reference's
+random data of the preset's shape (or `--shape`), and prints volumes/s, step time, peak memory and TFLOP/s for the reference's
 schedule (gradient penalty 1 step in 16, no path length: how the reference's 2.74 s/step was measured) and for
 the preset's full schedule.
 """
@@ -15,7 +15,7 @@ import math
 import resource
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -69,11 +69,13 @@ def count_flops(cfg: TrainConfig, data: RealVolumes, group: ProcessGroup, kinds:
     return out
 
 
-def bench(cfg: TrainConfig, device: torch.device, steps: int, warmup: int, flops: bool = True) -> Dict[str, object]:
-    """Time each kind of step; return per-kind seconds, FLOPs and the two amortised schedules."""
+def bench(cfg: TrainConfig, device: torch.device, steps: int, warmup: int, flops: bool = True,
+          shape: Optional[Tuple[int, int, int]] = None) -> Dict[str, object]:
+    """Time each kind of step on volumes of `shape` (default: the preset's); return per-kind seconds, FLOPs and
+    the two amortised schedules."""
     group = ProcessGroup(device=device)
-    arch = preset(cfg.architecture)
-    data = random_volumes(arch.output_shape, device)
+    shape = tuple(shape) if shape else preset(cfg.architecture).output_shape
+    data = random_volumes(shape, device)
     shares = schedule_shares(cfg)
     kinds = [k for k in KINDS if any(k in sh for sh in shares.values())]
     flop_counts = count_flops(cfg, data, group, kinds) if flops else {}
@@ -96,7 +98,7 @@ def bench(cfg: TrainConfig, device: torch.device, steps: int, warmup: int, flops
         seconds[kind] = float(np.median(times))
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    result: Dict[str, object] = {"preset": cfg.architecture, "device": _device_name(device),
+    result: Dict[str, object] = {"preset": cfg.architecture, "shape": list(shape), "device": _device_name(device),
                                  "precision": str(trainer.precision.dtype).replace("torch.", ""),
                                  "batch": cfg.batch, "micro_batch": cfg.micro_batch, "compile": cfg.compile,
                                  "step_seconds": seconds, "step_flops": flop_counts,
@@ -119,8 +121,9 @@ def _device_name(device: torch.device) -> str:
 
 def report(result: Dict[str, object]) -> str:
     """The benchmark as a few human-readable lines."""
-    lines = [f"{result['preset']} on {result['device']} ({result['precision']}, batch {result['batch']} in micro-batches "
-             f"of {result['micro_batch']}, compile {result['compile']})"]
+    shape = "x".join(str(s) for s in result["shape"])  # type: ignore[union-attr]
+    lines = [f"{result['preset']} at {shape} on {result['device']} ({result['precision']}, batch {result['batch']} "
+             f"in micro-batches of {result['micro_batch']}, compile {result['compile']})"]
     for name, s in result["step_seconds"].items():  # type: ignore[union-attr]
         flops = result["step_flops"].get(name)  # type: ignore[union-attr]
         lines.append(f"  {name:6s} step {s:8.3f} s" + (f"  {flops / 1e9:10.1f} GFLOP" if flops else ""))
@@ -141,6 +144,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), default=None,
+                   help="volume shape to train on (default: the preset's; the demo model trains at 16 64 64)")
     p.add_argument("--micro-batch", type=int, default=None)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--steps", type=int, default=5, help="timed steps per kind (median reported)")
@@ -150,7 +155,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     cfg = training_preset(args.preset).replace(precision=args.precision, compile=args.compile,
                                                **({"micro_batch": args.micro_batch} if args.micro_batch else {}))
-    result = bench(cfg, resolve_device(args.device), args.steps, args.warmup, flops=not args.no_flops)
+    result = bench(cfg, resolve_device(args.device), args.steps, args.warmup, flops=not args.no_flops,
+                   shape=args.shape)
     print(report(result))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -24,3 +24,12 @@ def test_the_tiny_benchmark_reports_speed_memory_and_flops():
         assert result[schedule]["tflops_per_s"] > 0
     assert result["peak_memory_gib"] > 0
     assert "volumes/s" in report(result)
+
+
+def test_the_benchmark_trains_on_the_shape_it_is_given():
+    cfg = training_preset("tiny")
+    full = bench(cfg, torch.device("cpu"), steps=1, warmup=0)
+    small = bench(cfg, torch.device("cpu"), steps=1, warmup=0, shape=(8, 16, 16))
+    assert full["shape"] == [16, 32, 32] and small["shape"] == [8, 16, 16]
+    assert small["step_flops"]["plain"] < full["step_flops"]["plain"] / 2
+    assert "tiny at 8x16x16 on CPU" in report(small)
