@@ -12,7 +12,7 @@ import torch
 
 from .architecture import synthesis_flops
 from .generator import CoWGenerator
-from .precision import resolve_precision
+from .precision import relative_max_error
 
 
 @dataclasses.dataclass
@@ -70,10 +70,10 @@ def bench_generation(gen: CoWGenerator, batch: int, precision: str, repeats: int
         times.append(time.perf_counter() - start)
     best = min(times) / batch
     error = None
-    if resolve_precision(precision, device)[0] != torch.float32:
-        ref = gen.synthesize(ws, noise=noise, precision="fp32", batch_size=batch)
-        error = float((out - ref).abs().max() / (ref.max() - ref.min()).clamp_min(1e-12))
-    name = precision if precision != "auto" else f"auto={str(resolve_precision(precision, device)[0]).replace('torch.', '')}"
+    resolved = gen.resolved_precision(precision)
+    if resolved != "fp32":
+        error = relative_max_error(out, gen.synthesize(ws, noise=noise, precision="fp32", batch_size=batch))
+    name = precision if precision != "auto" else f"auto={resolved}"
     return BenchResult(str(device), name, batch, best * 1000.0, 1.0 / best,
                        synthesis_flops(gen.arch) / best / 1e9, _peak_memory_mib(device), error)
 

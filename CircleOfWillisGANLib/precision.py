@@ -9,6 +9,8 @@ import torch
 from .errors import InputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Largest deviation from float32, as a share of the output's range, that "auto" accepts from bf16 or fp16.
+REDUCED_PRECISION_TOLERANCE = 1e-2
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -47,3 +49,11 @@ def resolve_precision(precision: str, device: torch.device) -> Tuple[torch.dtype
         raise InputError("fp16 is for CUDA GPUs; on the CPU use bf16 or fp32")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return dtype, dtype != torch.float32 or device.type == "cuda"
+
+
+def relative_max_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """Worst voxel's deviation of `out` from the float32 `ref`, as a share of that volume's range; the largest
+    over the volumes of the batch (N, ...)."""
+    diff = (out.float() - ref.float()).flatten(1).abs().amax(dim=1)
+    span = (ref.flatten(1).amax(dim=1) - ref.flatten(1).amin(dim=1)).float().clamp_min(1e-12)
+    return float((diff / span).max())

@@ -71,6 +71,29 @@ def test_bfloat16_stays_within_one_percent_of_float32(golden_dir):
     assert float((low - ref).abs().max() / (ref.max() - ref.min())) < 1e-2
 
 
+@pytest.mark.parametrize("tolerance, chosen", [(1.0, "bf16"), (0.0, "fp32")])
+def test_auto_precision_keeps_bfloat16_only_when_probe_volumes_match_float32(golden_dir, monkeypatch, tolerance, chosen):
+    from CircleOfWillisGANLib import generator as generator_module
+    from CircleOfWillisGANLib.precision import resolve_precision
+
+    if resolve_precision("auto", torch.device("cpu"))[0] == torch.float32:
+        pytest.skip("this CPU has no fast bfloat16, so auto is float32 without a probe")
+    monkeypatch.setattr(generator_module, "REDUCED_PRECISION_TOLERANCE", tolerance)
+    gen = generator_module.load_generator(golden_dir / "model_0.pt", device="cpu")
+    assert gen.resolved_precision("fp32") == "fp32" and gen.auto_precision_error is None
+    assert gen.resolved_precision() == chosen and 0.0 < gen.auto_precision_error < 1e-2
+    w = gen.mapping(gen.z_from_seeds([3]))
+    assert torch.equal(gen.synthesize(w, precision="auto"), gen.synthesize(w, precision=chosen))
+
+
+def test_relative_max_error_is_the_worst_volumes_worst_voxel_over_its_range():
+    from CircleOfWillisGANLib.precision import relative_max_error
+
+    ref = torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.5, 1.0]])
+    out = ref + torch.tensor([[0.02, 0.0, 0.0], [0.0, 0.03, 0.0]])
+    assert relative_max_error(out, ref) == pytest.approx(0.03)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"seeds": [1], "psi": 3.0}, "psi"),
     ({"seeds": [-1]}, "out of range"),

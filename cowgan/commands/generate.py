@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
             for job, volume in zip(chunk, volumes):
                 sidecar = {"model": model_info, "seed": job.get("seed"), "psi": psi, "noise_seed": job["noise_seed"],
                            "noise_mode": gen.arch.noise_mode, "z": job.get("z"), "w": job["w"][0].tolist(),
-                           "precision": args.precision, "device": str(gen.device), **job.get("extra", {})}
+                           "precision": gen.resolved_precision(args.precision), "device": str(gen.device),
+                           **job.get("extra", {})}
                 write_volume_outputs(out, job["stem"], volume, gen.affine, sidecar, surface=args.surface,
                                      surface_format="." + args.surface_format, threshold=args.threshold)
                 if job.get("animation"):
