@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 from .commands import COMMAND_MODULES
 
@@ -13,9 +13,16 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line that points to --help, not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, one sub-parser per command module."""
-    parser = argparse.ArgumentParser(prog="cowgan", description="3D StyleGAN2 for Circle of Willis TOF-MRA.")
+    parser = OneLineErrorParser(prog="cowgan", description="3D StyleGAN2 for Circle of Willis TOF-MRA.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -42,6 +42,7 @@ def test_generate_writes_volume_sidecar_mip_and_surface(golden_model, tmp_path):
     assert 0.0 <= data.min() and data.max() <= 1.0
     sidecar = json.loads((tmp_path / "seed0001.json").read_text())
     assert sidecar["seed"] == 1 and sidecar["psi"] == 0.7 and sidecar["noise_seed"] == 1
+    assert sidecar["precision"] == "fp32"
     assert len(sidecar["z"]) == 64 and len(sidecar["w"]) == 64 and len(sidecar["model"]["sha256"]) == 64
     assert sidecar["software_version"]
     assert Image.open(tmp_path / "seed0001_mip.png").size[0] > 64
@@ -94,6 +95,20 @@ def test_bad_requests_fail_with_one_line_and_write_nothing(golden_model, tmp_pat
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--seeds", "1"], "cowgan generate: error: the following arguments are required: --out"),
+    (["turing", "create", "--real", "r"], "cowgan turing create: error: the following arguments are required: --out"),
+    (["genrate"], "cowgan: error: argument COMMAND: invalid choice: 'genrate'"),
+    (["generate", "--out", "o", "--psi", "high"], "argument --psi: invalid float value: 'high'"),
+])
+def test_usage_errors_are_one_line_that_points_to_help(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "--help" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_files_already_in_the_output_folder_are_kept_unless_overwrite_is_asked(golden_model, tmp_path, capsys):
