@@ -1,9 +1,9 @@
 """Training speed benchmark: `python -m training.bench [--preset paper] [--device cuda] ...`.
 
 Times the three kinds of step a run mixes (plain, with the gradient penalty, with the path-length penalty) on
-random data of the preset's shape (or `--shape`), and prints volumes/s, step time, peak memory and TFLOP/s for the reference's
-schedule (gradient penalty 1 step in 16, no path length: how the reference's 2.74 s/step was measured) and for
-the preset's full schedule.
+random data of the preset's shape (or `--shape`), and prints volumes/s, step time, peak memory and TFLOP/s for
+the reference's schedule (gradient penalty 1 step in 16, no path length: how the reference's 2.74 s/step was
+measured) and for the preset's full schedule.
 """
 
 from __future__ import annotations

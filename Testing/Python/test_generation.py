@@ -72,7 +72,7 @@ def test_bfloat16_stays_within_one_percent_of_float32(golden_dir):
 
 
 @pytest.mark.parametrize("tolerance, chosen", [(1.0, "bf16"), (0.0, "fp32")])
-def test_auto_precision_keeps_bfloat16_only_when_probe_volumes_match_float32(golden_dir, monkeypatch, tolerance, chosen):
+def test_auto_precision_keeps_bf16_only_where_probe_volumes_match_fp32(golden_dir, monkeypatch, tolerance, chosen):
     from CircleOfWillisGANLib import generator as generator_module
     from CircleOfWillisGANLib.precision import resolve_precision
 
