@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from CircleOfWillisGANLib.architecture import preset
+from CircleOfWillisGANLib.errors import InputError
 
 from .config import PRECISIONS, PRESETS, TrainConfig, training_preset
 from .dataset import RealVolumes
 from .distributed import ProcessGroup
-from .trainer import Trainer
+from .trainer import Trainer, dataset_architecture
 
 DATA_VOLUMES = 64
 
@@ -155,6 +156,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     cfg = training_preset(args.preset).replace(precision=args.precision, compile=args.compile,
                                                **({"micro_batch": args.micro_batch} if args.micro_batch else {}))
+    if args.shape:
+        try:
+            dataset_architecture(cfg.architecture, args.shape)
+        except InputError as exc:
+            p.error(f"--shape: {exc}")
     result = bench(cfg, resolve_device(args.device), args.steps, args.warmup, flops=not args.no_flops,
                    shape=args.shape)
     print(report(result))

@@ -33,3 +33,12 @@ def test_the_benchmark_trains_on_the_shape_it_is_given():
     assert full["shape"] == [16, 32, 32] and small["shape"] == [8, 16, 16]
     assert small["step_flops"]["plain"] < full["step_flops"]["plain"] / 2
     assert "tiny at 8x16x16 on CPU" in report(small)
+
+
+def test_a_shape_that_is_not_powers_of_two_is_one_line_before_any_work(capsys):
+    from training.bench import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--preset", "tiny", "--shape", "16", "30", "32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and "--shape: every output size must be a power of two" in err[-1]
