@@ -71,6 +71,7 @@ class TrainConfig:
     ema_beta: float = 0.995                  # EMA generator decay per EMA update
     ema_interval: int = 10                   # update the EMA generator every this many steps
     ema_start: int = 20000                   # before this step the EMA generator is a copy of the generator
+    minibatch_std: int = 0                   # D's minibatch standard-deviation group size; 0: off, like the reference
     augment: Tuple[str, ...] = ("flip", "translation", "cutout")
     augment_p: float = 0.5                   # probability that a volume seen by D is augmented (start value under ADA)
     ada_target: float = 0.0                  # ADA overfitting target for E[sign(D(real))]; 0 keeps augment_p fixed
@@ -106,6 +107,8 @@ class TrainConfig:
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise InputError(f"unknown augmentation(s) {unknown}: choose from {', '.join(AUGMENTATIONS)}")
+        if self.minibatch_std < 0:
+            raise InputError(f"minibatch_std must be 0 (off) or a group size of at least 1, got {self.minibatch_std}")
         for name in ("gp_interval", "pl_interval", "ema_interval", "ada_interval"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")

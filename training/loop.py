@@ -184,6 +184,10 @@ def _initialise(trainer: Trainer, source: Path) -> Dict[str, Any]:
     if state["architecture"] != trainer.arch.to_dict():
         raise CheckpointError(f"--init {path} holds a {state['architecture']} model, but this run trains "
                               f"{trainer.arch.to_dict()}: use the --preset of that run and a dataset of its volume shape")
+    source_std = TrainConfig.from_dict(state["config"]).minibatch_std
+    if source_std != trainer.cfg.minibatch_std:
+        raise CheckpointError(f"--init {path} has a discriminator with minibatch_std={source_std}, but this run asks "
+                              f"for {trainer.cfg.minibatch_std}: add --set minibatch_std={source_std}")
     for name in ("G", "D", "G_ema"):
         getattr(trainer, name).load_state_dict(state["trainer"][name])
     return {"state": str(path.resolve()), "step": state["progress"]["step"], "kimg": state["progress"]["kimg"],

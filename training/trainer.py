@@ -106,7 +106,7 @@ class Trainer:
         self.accumulation = cfg.accumulation(group.world_size)
         self.precision = resolve_training_precision(cfg.precision, self.device, cfg.channels_last)
         self.G = init_weights(GeneratorModel(self.arch), cfg.seed).to(self.device)
-        self.D = init_weights(Discriminator(self.arch), cfg.seed + 1).to(self.device)
+        self.D = init_weights(Discriminator(self.arch, cfg.minibatch_std), cfg.seed + 1).to(self.device)
         if self.precision.channels_last:
             self.D = self.D.to(memory_format=torch.channels_last_3d)
         if self.precision.autocast and self.device.type == "cpu":

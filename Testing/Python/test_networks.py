@@ -9,6 +9,7 @@ from CircleOfWillisGANLib.architecture import PRESETS, Architecture, synthesis_f
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.generator_model import GeneratorModel, init_weights
 from CircleOfWillisGANLib.networks import Discriminator
+from CircleOfWillisGANLib.networks.discriminator import MinibatchStd, std_group_size
 from CircleOfWillisGANLib.networks.noise import noise_from_seeds, noise_shape
 
 
@@ -40,6 +41,38 @@ def test_discriminator_scores_one_logit_per_volume(shape):
     arch = Architecture(latent_dim=16, network_capacity=1, fmap_max=16, output_shape=shape)
     logits = Discriminator(arch)(torch.randn(3, 1, *shape))
     assert logits.shape == (3,)
+
+
+def test_minibatch_std_groups_divide_the_batch():
+    assert [std_group_size(n, 4) for n in (1, 2, 3, 4, 6, 7, 8, 12)] == [1, 2, 3, 4, 3, 1, 4, 4]
+
+
+def test_minibatch_std_appends_each_groups_feature_spread():
+    x = torch.randn(6, 3, 2, 2, 2, dtype=torch.float64)
+    out = MinibatchStd(4)(x)  # groups of 3: volumes (0, 2, 4) and (1, 3, 5)
+    assert out.shape == (6, 4, 2, 2, 2) and torch.equal(out[:, :3], x)
+    for members in ((0, 2, 4), (1, 3, 5)):
+        spread = x[list(members)].std(dim=0, unbiased=False).mean()
+        for i in members:
+            assert torch.allclose(out[i, 3], torch.full((2, 2, 2), spread.item(), dtype=torch.float64), atol=1e-6)
+    same = MinibatchStd(4)(torch.ones(4, 2, 2, 2, 2))[:, 2]
+    assert torch.allclose(same, torch.full_like(same, 1e-4))
+
+
+def test_a_discriminator_with_minibatch_std_scores_a_volume_by_its_group_and_without_it_alone():
+    arch = Architecture(latent_dim=16, network_capacity=1, fmap_max=16, output_shape=(16, 32, 32))
+    x = torch.randn(4, 1, 16, 32, 32)
+    changed = x.clone()
+    changed[2] = torch.randn(1, 16, 32, 32)  # shares a group of 2 with volume 0 (groups: 0, 2 and 1, 3)
+    plain, grouped = init_weights(Discriminator(arch), 1), init_weights(Discriminator(arch, minibatch_std=2), 1)
+    with torch.no_grad():
+        assert torch.allclose(plain(x)[[0, 1, 3]], plain(changed)[[0, 1, 3]])
+        before, after = grouped(x), grouped(changed)
+        assert not torch.allclose(before[0], after[0]) and torch.allclose(before[[1, 3]], after[[1, 3]])
+    assert grouped.final_conv.in_channels == plain.final_conv.in_channels + 1
+    assert set(grouped.state_dict()) == set(plain.state_dict())
+    with pytest.raises(InputError, match="minibatch_std must be 0"):
+        Discriminator(arch, minibatch_std=-1)
 
 
 def test_grid_sizes_must_be_powers_of_two():

@@ -55,6 +55,17 @@ def test_a_few_tiny_steps_train_with_every_regulariser_and_finite_losses(dataset
     assert trainer.pl_mean is not None and trainer.pl_mean > 0
 
 
+def test_a_discriminator_with_minibatch_std_trains_with_finite_losses_and_resumes_with_it(dataset, tmp_path):
+    trainer = _trainer(dataset, minibatch_std=2)
+    assert trainer.D.minibatch_std is not None and trainer.D.minibatch_std.group == 2
+    stats = [trainer.step() for _ in range(2)]
+    assert all(np.isfinite([s["loss_d"], s["loss_g"], s["penalty_gp"]]).all() for s in stats)
+    cfg = training_preset("tiny").replace(total_kimg=0.004, minibatch_std=2)
+    train(cfg, dataset, tmp_path / "run", CPU, bar=False)
+    resumed = resolve_config(tmp_path / "run", training_preset("tiny"), {})
+    assert resumed.minibatch_std == 2
+
+
 def test_resuming_from_a_saved_state_gives_bit_identical_next_steps(dataset, tmp_path):
     cfg = training_preset("tiny").replace(total_kimg=0.012)  # 3 steps of 4 volumes: GP + PL, plain, GP + PL
     straight = train(cfg, dataset, tmp_path / "straight", CPU, bar=False)
@@ -193,7 +204,7 @@ def test_training_settings_of_the_wrong_type_are_explained():
 def test_a_negative_budget_or_decay_outside_zero_to_one_is_refused():
     for name, value in (("total_kimg", -1.0), ("pl_decay", 2.0), ("checkpoint_minutes", 0.0), ("adam_betas", (0.5, 1.5)),
                         ("sample_seeds", ()), ("g_lr", float("nan")), ("total_kimg", float("inf")),
-                        ("gp_weight", float("nan"))):
+                        ("gp_weight", float("nan")), ("minibatch_std", -1)):
         with pytest.raises(InputError, match=name):
             training_preset("tiny").replace(**{name: value})
 
@@ -241,3 +252,5 @@ def test_a_new_run_can_start_from_another_runs_networks_and_records_where_from(d
     smaller = write_tube_dataset(tmp_path / "smaller", count=5, shape=(8, 32, 32))
     with pytest.raises(CheckpointError, match="use the --preset of that run"):
         train(cfg.replace(init=str(tmp_path / "base")), smaller, tmp_path / "b", CPU, bar=False)
+    with pytest.raises(CheckpointError, match="minibatch_std=0, but this run asks for 4: add --set minibatch_std=0"):
+        train(cfg.replace(init=str(tmp_path / "base"), minibatch_std=4), other, tmp_path / "c", CPU, bar=False)
