@@ -84,7 +84,7 @@ class TrainConfig:
     seed: int = 0
     total_kimg: float = 10000.0              # stop after this many thousand real volumes shown to D
     checkpoint_minutes: float = 15.0         # write the resume state every this many minutes (and on Ctrl-C / SIGTERM)
-    snapshot_kimg: float = 50.0              # keep a numbered resume state and a sample sheet every this many kimg
+    snapshot_kimg: float = 50.0              # write a sample sheet (and its morphology distance) every this many kimg
     sample_seeds: Tuple[int, ...] = tuple(range(16))
     max_rollbacks: int = 5                   # consecutive NaN/Inf rollbacks before the run stops with an error
     init: str = ""                           # fine-tuning: run folder or resume state whose G, D and EMA a new run starts from
