@@ -37,7 +37,12 @@ class PrepareOptions:
 
 
 class VolumeRejected(Exception):
-    """An input file that cannot become a training volume; the message is the reason shown to the user."""
+    """An input file that cannot become a training volume: its message is the reason and, where one fits `prepare`,
+    the fix shown to the user; `reason` alone serves callers that name their own fix."""
+
+    def __init__(self, reason: str, fix: str = "") -> None:
+        super().__init__(f"{reason}: {fix}" if fix else reason)
+        self.reason = reason
 
 
 def is_volume_file(path: Path) -> bool:
@@ -71,14 +76,15 @@ def read_canonical(path: Path) -> Any:
         raise VolumeRejected(f"spacing {tuple(round(s, 4) for s in spacing)} mm outside {MIN_SPACING_MM}-{MAX_SPACING_MM} mm")
     image = sitk.Cast(image, sitk.sitkFloat32)
     values = sitk.GetArrayViewFromImage(image)
-    if not np.isfinite(values).all() or not _nifti_is_finite(path):
+    if not np.isfinite(values).all():
         raise VolumeRejected("contains NaN or infinite values")
+    _check_nifti_as_stored(path)
     if float(values.max()) - float(values.min()) <= 0.0:
         raise VolumeRejected(f"constant (every voxel is {float(values.min()):g})")
     labels = _label_values(values)
     if labels is not None:
         raise VolumeRejected(f"a label map, not an image ({len(labels)} whole-number values, {labels[0]:g} to "
-                             f"{labels[-1]:g}): leave it out, or pick the images with --pattern")
+                             f"{labels[-1]:g})", "leave it out, or pick the images with --pattern")
     return sitk.DICOMOrient(image, CANONICAL)
 
 
@@ -90,13 +96,20 @@ def _label_values(values: np.ndarray) -> Optional[np.ndarray]:
     return distinct if len(distinct) <= MAX_LABEL_VALUES else None
 
 
-def _nifti_is_finite(path: Path) -> bool:
-    """SimpleITK's NIfTI reader turns NaN into 0, so NIfTI files are checked with nibabel as stored."""
+def _check_nifti_as_stored(path: Path) -> None:
+    """SimpleITK's NIfTI reader turns NaN into 0 and fills a truncated .nii.gz with zeros, so NIfTI files are
+    also read with nibabel, as stored."""
     if not path.name.lower().endswith((".nii", ".nii.gz")):
-        return True
+        return
     import nibabel as nib
 
-    return bool(np.isfinite(np.asarray(nib.load(str(path)).dataobj)).all())
+    try:
+        stored = np.asarray(nib.load(str(path)).dataobj)
+    except Exception as exc:  # nibabel raises many types for damaged files
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise VolumeRejected(f"truncated or damaged ({reason})", "copy or export the file again") from None
+    if not np.isfinite(stored).all():
+        raise VolumeRejected("contains NaN or infinite values")
 
 
 def output_grid(reference: Any, shape_dhw: Sequence[int], spacing: Optional[float]) -> Any:
@@ -145,26 +158,32 @@ def normalise(volume: np.ndarray, method: str, percentiles: Tuple[float, float])
 
 def preprocess_file(path: Path, options: PrepareOptions, template: Any = None) -> Tuple[Optional[np.ndarray], Dict[str, Any]]:
     """(D, H, W) float32 volume in [0, 1] and its provenance record; (None, record with "reason") if rejected."""
-    sitk = simpleitk()
     record: Dict[str, Any] = {"source": str(path)}
     try:
-        image = read_canonical(path)
-        record.update(sha256=file_sha256(path), input_size=list(image.GetSize()),
-                      input_spacing_mm=[round(s, 6) for s in image.GetSpacing()])
-        transform = sitk.Transform(3, sitk.sitkIdentity)
-        reference = image
-        if template is not None:
-            transform, metric = register_to(template, image, options.seed)
-            record["registration_metric"] = metric
-            reference = template
-        grid = output_grid(reference, options.shape, options.spacing)
-        background = float(sitk.GetArrayViewFromImage(image).min())
-        resampled = sitk.Resample(image, grid, transform, sitk.sitkLinear, background, sitk.sitkFloat32)
-        volume = sitk.GetArrayFromImage(resampled).transpose(0, 2, 1)
-        volume, bounds = normalise(volume, options.normalisation, options.percentiles)
+        volume, details = _on_grid(path, options, template)
     except VolumeRejected as exc:
         record["reason"] = str(exc)
         return None, record
+    record.update(details)
+    return volume, record
+
+
+def _on_grid(path: Path, options: PrepareOptions, template: Any) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Read, check, register and resample one file onto the options' grid: (volume, provenance); VolumeRejected."""
+    sitk = simpleitk()
+    image = read_canonical(path)
+    record: Dict[str, Any] = {"sha256": file_sha256(path), "input_size": list(image.GetSize()),
+                              "input_spacing_mm": [round(s, 6) for s in image.GetSpacing()]}
+    transform = sitk.Transform(3, sitk.sitkIdentity)
+    reference = image
+    if template is not None:
+        transform, record["registration_metric"] = register_to(template, image, options.seed)
+        reference = template
+    grid = output_grid(reference, options.shape, options.spacing)
+    background = float(sitk.GetArrayViewFromImage(image).min())
+    resampled = sitk.Resample(image, grid, transform, sitk.sitkLinear, background, sitk.sitkFloat32)
+    volume = sitk.GetArrayFromImage(resampled).transpose(0, 2, 1)
+    volume, bounds = normalise(volume, options.normalisation, options.percentiles)
     record.update(normalisation=bounds, affine=ras_affine(grid).round(6).tolist())
     return np.ascontiguousarray(volume), record
 
@@ -197,8 +216,10 @@ def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequenc
         try:
             template_image = read_canonical(Path(template))
         except VolumeRejected as exc:
-            raise InputError(f"cannot use the template {template}: {exc}: pass a readable 3D volume") from None
-    volume, record = preprocess_file(path, options, template_image)
-    if volume is None:
-        raise InputError(f"cannot use {path}: {record['reason']}: pass a single 3D grey TOF-MRA volume")
+            raise InputError(f"cannot use the template {template}: {exc.reason}: pass a readable 3D grey volume") from None
+    try:
+        volume, record = _on_grid(path, options, template_image)
+    except VolumeRejected as exc:
+        raise InputError(f"cannot use {path}: {exc.reason}: pass the grey TOF-MRA image as one readable 3D NIfTI "
+                         "or NRRD file") from None
     return volume, np.asarray(record["affine"], float)

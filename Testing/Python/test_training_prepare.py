@@ -128,6 +128,17 @@ def test_label_maps_beside_the_images_are_skipped_as_label_maps(tmp_path):
     assert manifest["skipped"][0]["reason"].startswith("a label map, not an image (2 whole-number values, 0 to 3)")
 
 
+def test_a_truncated_volume_is_skipped_with_the_reason_not_read_as_zeros(tmp_path):
+    src = write_tube_volumes(tmp_path / "in", 2, SHAPE)
+    whole = (src / "case001.nii.gz").read_bytes()
+    (src / "case001.nii.gz").write_bytes(whole[: len(whole) // 2])  # SimpleITK alone would fill the rest with zeros
+    manifest = prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
+    assert [v["source"] for v in manifest["volumes"]] == ["case000.nii.gz"]
+    assert [s["source"] for s in manifest["skipped"]] == ["case001.nii.gz"]
+    assert manifest["skipped"][0]["reason"].startswith("truncated or damaged")
+    assert manifest["skipped"][0]["reason"].endswith("copy or export the file again")
+
+
 def test_percentile_normalisation_clips_to_zero_and_one(tmp_path):
     write_tube_volumes(tmp_path / "in", 1, SHAPE)
     prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=SHAPE, normalisation="percentile",
