@@ -215,6 +215,10 @@ def load_labelled_folder(folder: Union[str, Path]) -> Tuple[np.ndarray, List[Dic
     from .volume_io import load_volume
 
     folder = Path(folder)
+    problem = path_problem(folder, folder=True)
+    if problem:
+        raise InputError(f"labelled folder {folder} {problem}: pass a folder written by `cowgan phantoms` or of "
+                         "TopCoW-style image/label pairs")
     images = sorted(folder.glob("*_image.nii*"))
     if not images:
         raise InputError(f"no *_image.nii(.gz) files in {folder}: pass a folder written by `cowgan phantoms` or "
@@ -224,8 +228,9 @@ def load_labelled_folder(folder: Union[str, Path]) -> Tuple[np.ndarray, List[Dic
         stem = image.name.split("_image")[0]
         sidecar = folder / f"{stem}.json"
         labels = sorted(folder.glob(f"{stem}_label.nii*"))
-        if sidecar.is_file() and "variants" in json.loads(sidecar.read_text(encoding="utf-8")):
-            targets.append(targets_from_phantom(json.loads(sidecar.read_text(encoding="utf-8"))["variants"]))
+        recorded = _recorded_variants(sidecar) if sidecar.is_file() else None
+        if recorded is not None:
+            targets.append(recorded)
         elif labels:
             targets.append(targets_from_labels(load_volume(labels[0])[0]))
         else:
@@ -238,3 +243,13 @@ def load_labelled_folder(folder: Union[str, Path]) -> Tuple[np.ndarray, List[Dic
     if len(shapes) != 1:
         raise InputError(f"labelled volumes have different shapes {sorted(shapes)}: prepare them on one grid")
     return np.stack(volumes).astype(np.float32), targets, names
+
+
+def _recorded_variants(sidecar: Path) -> Optional[Dict[str, int]]:
+    """The targets a phantom's JSON records, None for a JSON without "variants"; a damaged JSON is named."""
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+        return targets_from_phantom(recorded["variants"]) if isinstance(recorded, dict) and "variants" in recorded else None
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"phantom record {sidecar} is damaged ({type(exc).__name__}: {exc}): write it again with "
+                         "`cowgan phantoms`, or delete it to use the label map beside the image") from None

@@ -14,8 +14,8 @@ from CircleOfWillisGANLib.named_directions import (fit_boundaries, measure_edits
                                                    store_named_directions)
 from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom
 from CircleOfWillisGANLib.variant_classifier import (LEFT_RIGHT_AXIS, MIRRORED, VARIANT_KEYS, evaluate_classifier,
-                                                     fit_classifier, load_classifier, targets_from_labels,
-                                                     targets_from_phantom)
+                                                     fit_classifier, load_classifier, load_labelled_folder,
+                                                     targets_from_labels, targets_from_phantom)
 
 
 def test_targets_from_a_label_map_follow_the_topcow_vectors():
@@ -81,6 +81,27 @@ def test_a_file_that_is_not_a_classifier_is_refused_with_the_fix(tmp_path):
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(InputError, match="train it again"):
         load_classifier(path)
+
+
+def test_a_missing_folder_or_a_damaged_phantom_record_is_named_with_the_fix(tmp_path):
+    import json
+
+    from CircleOfWillisGANLib.phantoms.writer import write_phantom_set
+
+    with pytest.raises(InputError, match="labelled folder .*absent does not exist"):
+        load_labelled_folder(tmp_path / "absent")
+    folder = tmp_path / "phantoms"
+    folder.mkdir()
+    write_phantom_set(folder, 2, seed=0, config=PhantomConfig(shape=(8, 32, 32), spacing_mm=(2.5, 2.5, 2.5)))
+    assert len(load_labelled_folder(folder)[1]) == 2
+    record = json.loads((folder / "phantom_00001.json").read_text())
+    del record["variants"]["fetal_pca_left"]
+    (folder / "phantom_00001.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match=r"phantom record .*phantom_00001.json is damaged \(KeyError"):
+        load_labelled_folder(folder)
+    (folder / "phantom_00001.json").write_text("{cut")
+    with pytest.raises(InputError, match=r"is damaged \(JSONDecodeError.*delete it to use the label map"):
+        load_labelled_folder(folder)
 
 
 def test_mirroring_swaps_left_and_right_along_the_left_right_axis():
