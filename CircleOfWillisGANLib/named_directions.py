@@ -170,7 +170,17 @@ class EditReport:
 
 def measure_edits(generator: Any, classifier: VariantClassifier, directions: Sequence[Direction], samples: int = 100,
                   amount: float = 3.0, seed: int = 10_000, progress: Optional[Progress] = None) -> List[EditReport]:
-    """Move each named direction by `amount` standard deviations towards the opposite call and count flips.
+    """measure_edits_around the `samples` seeds from `seed` on (w from the mapping, noise from the seed)."""
+    seeds = list(range(seed, seed + samples))
+    ws = generator.broadcast_w(generator.mapping(generator.z_from_seeds(seeds)))
+    return measure_edits_around(generator, classifier, directions, ws, generator.noise(seeds), amount, progress)
+
+
+def measure_edits_around(generator: Any, classifier: VariantClassifier, directions: Sequence[Direction],
+                         ws: torch.Tensor, noise: torch.Tensor, amount: float = 3.0,
+                         progress: Optional[Progress] = None) -> List[EditReport]:
+    """Move each named direction by `amount` standard deviations towards the opposite call from each of the volumes
+    that w+ `ws` (N, num_ws, latent) and `noise` (N, ...) make, seeds' or projections', and count flips.
 
     "Others kept" pools the other variants the classifier calls reliably (held-out balanced accuracy of at least
     MIN_CLASSIFIER_ACCURACY): a change in a call at chance level is not a change in the anatomy."""
@@ -178,16 +188,14 @@ def measure_edits(generator: Any, classifier: VariantClassifier, directions: Seq
     accuracy = classifier.info.get("held_out_balanced_accuracy") or {}
     reliable = [k for k in range(len(keys)) if accuracy.get(keys[k], 1.0) >= MIN_CLASSIFIER_ACCURACY]
     chosen = named(directions)
-    w = generator.mapping(generator.z_from_seeds(list(range(seed, seed + samples))))
-    noise_seeds = list(range(seed, seed + samples))
-    before = classifier.predict(generator.generate(w=w, noise_seed=noise_seeds))
+    samples = ws.shape[0]
+    before = classifier.predict(generator.generate(w=ws, noise=noise))
     reports = []
     for i, direction in enumerate(chosen):
         v = keys.index(_variant_of(direction))
         signs = np.where(before[:, v] == 1, -amount, amount)
-        ws = torch.cat([apply_directions(generator.broadcast_w(w[j:j + 1]), [direction], [float(signs[j])])
-                        for j in range(samples)])
-        after = classifier.predict(generator.generate(w=ws, noise_seed=noise_seeds))
+        edited = torch.cat([apply_directions(ws[j:j + 1], [direction], [float(signs[j])]) for j in range(samples)])
+        after = classifier.predict(generator.generate(w=edited, noise=noise))
         kept = (after == before).mean(0)
         others = [k for k in reliable if k != v]
         reports.append(EditReport(direction.label, samples, float(1.0 - kept[v]),

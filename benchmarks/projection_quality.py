@@ -2,7 +2,10 @@
 
     nice -n 19 .venv/bin/python benchmarks/projection_quality.py --model MODEL.safetensors --n 20 --out reports/projection
 Phantoms come from a set seed the model was not trained on (default 9001) on the model's grid, and go through
-`cowgan project`'s preprocessing (reorient, resample at the model's spacing, min-max). Writes one JSON report.
+`cowgan project`'s preprocessing (reorient, resample at the model's spacing, min-max). With --classifier (the one
+`cowgan name-directions` wrote) it also reports how often the reconstruction keeps each phantom's variants, and
+how the model's named sliders act around the patients' own anatomy: each projection moved --amount standard
+deviations towards the opposite call, as benchmarks/named_directions.py does around seeds. Writes one JSON report.
 """
 
 from __future__ import annotations
@@ -16,13 +19,19 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from CircleOfWillisGANLib.directions import directions_for  # noqa: E402
 from CircleOfWillisGANLib.files import write_json  # noqa: E402
 from CircleOfWillisGANLib.generator import load_generator  # noqa: E402
+from CircleOfWillisGANLib.named_directions import measure_edits_around, named  # noqa: E402
 from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom  # noqa: E402
 from CircleOfWillisGANLib.preprocess import scan_on_model_grid  # noqa: E402
 from CircleOfWillisGANLib.projection import ProjectionConfig, project  # noqa: E402
+from CircleOfWillisGANLib.variant_classifier import load_classifier, targets_from_phantom  # noqa: E402
 from CircleOfWillisGANLib.volume_io import save_volume, spacing_of  # noqa: E402
 
 
@@ -32,15 +41,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--set-seed", type=int, default=9001, help="phantom set seed, held out from training")
     parser.add_argument("--steps", type=int, nargs=3, default=None, metavar=("W", "WPLUS", "NOISE"))
+    parser.add_argument("--classifier", help="variant classifier: also measure variant calls and named sliders")
+    parser.add_argument("--amount", type=float, default=3.0, help="named slider move in standard deviations")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="reports/projection")
     args = parser.parse_args(argv)
     gen = load_generator(args.model, device=args.device)
+    classifier = load_classifier(args.classifier) if args.classifier else None
     config = ProjectionConfig()
     if args.steps:
         config = dataclasses.replace(config, w_steps=args.steps[0], wplus_steps=args.steps[1], noise_steps=args.steps[2])
     phantom_config = PhantomConfig(shape=tuple(gen.arch.output_shape), spacing_mm=spacing_of(gen.affine))
-    cases = []
+    cases, results, truths = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.n):
             phantom = generate_phantom((args.set_seed, i), phantom_config)
@@ -48,6 +60,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             target, _ = scan_on_model_grid(scan, gen.arch.output_shape, spacing_of(gen.affine))
             start = time.perf_counter()
             result = project(gen, target, config)
+            results.append(result)
+            truths.append(targets_from_phantom(phantom.variants.as_dict()))
             cases.append(dict(case=i, seconds=round(time.perf_counter() - start, 2), **result.metrics))
             print(f"case {i}: correlation {result.metrics['correlation']:.4f}, vessel Dice {result.metrics['vessel_dice']:.4f}")
     summary = {key: {"mean": statistics.mean(c[key] for c in cases), "median": statistics.median(c[key] for c in cases),
@@ -55,12 +69,43 @@ def main(argv: Optional[List[str]] = None) -> int:
     report = {"model": gen.source, "model_content_sha256": gen.checkpoint.sha256, "cases": len(cases),
               "set_seed": args.set_seed, "config": dataclasses.asdict(config), "device": str(gen.device),
               "summary": summary, "per_case": cases}
+    if classifier is not None:
+        report["variants"] = _variant_report(gen, classifier, results, truths, args.amount)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     path = write_json(Path(args.out) / "projection_quality.json", report)
     print(f"{len(cases)} held-out phantoms: correlation mean {summary['correlation']['mean']:.4f} (min "
           f"{summary['correlation']['min']:.4f}), vessel Dice mean {summary['vessel_dice']['mean']:.4f} (min "
           f"{summary['vessel_dice']['min']:.4f}); report {path}")
     return 0
+
+
+def _variant_report(gen, classifier, results, truths, amount: float) -> dict:
+    """Per variant: how often the classifier's call of the reconstruction matches the phantom's truth and the call of
+    the target itself; then each named slider's flips and kept calls around the projections."""
+    keys = list(classifier.keys)
+    truth = np.array([[t[k] for k in keys] for t in truths])
+    on_target = classifier.predict(np.stack([r.target for r in results]))
+    on_reconstruction = classifier.predict(np.stack([r.reconstruction for r in results]))
+    calls = {k: {"present_in_phantoms": float(truth[:, i].mean()),
+                 "target_call_matches_truth": float((on_target[:, i] == truth[:, i]).mean()),
+                 "reconstruction_call_matches_truth": float((on_reconstruction[:, i] == truth[:, i]).mean()),
+                 "reconstruction_call_matches_target_call": float((on_reconstruction[:, i] == on_target[:, i]).mean())}
+             for i, k in enumerate(keys)}
+    for k, c in calls.items():
+        print(f"{k}: reconstruction's call matches the phantom in {c['reconstruction_call_matches_truth']:.0%} "
+              f"(the target's own call in {c['target_call_matches_truth']:.0%})")
+    sliders = []
+    directions = named(directions_for(gen))
+    if directions:
+        ws = torch.stack([r.ws for r in results])
+        noise = torch.cat([r.noise for r in results])
+        for r in measure_edits_around(gen, classifier, directions, ws, noise, amount):
+            pooled = "n/a" if r.others_kept is None else f"{r.others_kept:.0%}"
+            print(f"{r.label} around the projections: flipped in {r.flipped:.0%} of {r.samples}, other reliably called "
+                  f"variants kept in {pooled}")
+            sliders.append(dataclasses.asdict(r))
+    return {"classifier": classifier.info.get("held_out_balanced_accuracy"), "calls": calls, "amount_sd": amount,
+            "named_sliders_around_projections": sliders}
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from CircleOfWillisGANLib.checkpoint import save_checkpoint
 from CircleOfWillisGANLib.directions import directions_for
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.generator import build_generator, load_generator
-from CircleOfWillisGANLib.named_directions import (fit_boundaries, measure_edits, named, orthogonalise, sample_calls,
-                                                   store_named_directions)
+from CircleOfWillisGANLib.named_directions import (fit_boundaries, measure_edits, measure_edits_around, named,
+                                                   orthogonalise, sample_calls, store_named_directions)
 from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom
 from CircleOfWillisGANLib.variant_classifier import (LEFT_RIGHT_AXIS, MIRRORED, VARIANT_KEYS, evaluate_classifier,
                                                      fit_classifier, load_classifier, load_labelled_folder,
@@ -197,18 +197,37 @@ class BrightnessCalls:
         return np.stack([bright > self.thresholds[0], upper > self.thresholds[1], coin], 1).astype(np.int64)
 
 
-def test_moving_a_named_direction_flips_its_call_and_pools_only_reliably_called_others():
+@pytest.fixture(scope="module")
+def brightness_named():
+    """A tiny model with Left and Right Pcom directions fitted to BrightnessCalls, and those calls."""
     gen = build_generator("tiny", seed=0, device="cpu")
     calls = BrightnessCalls()
     calls.thresholds = tuple(float(np.median(s)) for s in calls.scores(gen.generate(seeds=list(range(200)))))
     w, labels = sample_calls(gen, calls, 200)
     store_named_directions(gen, fit_boundaries(w, labels, ["pcom_left", "pcom_right"]), {"samples": 200})
+    return gen, calls
+
+
+def test_moving_a_named_direction_flips_its_call_and_pools_only_reliably_called_others(brightness_named):
+    gen, calls = brightness_named
     reports = measure_edits(gen, calls, directions_for(gen), samples=40, amount=3.0)
     assert [r.label for r in reports] == ["Left Pcom", "Right Pcom"]
     for report, other in zip(reports, ["pcom_right", "pcom_left"]):
         assert report.samples == 40 and report.flipped >= 0.8
         assert set(report.kept_by_variant) == {other, "acom"}
         assert report.others_kept == report.kept_by_variant[other]  # the coin-flip Acom is left out of the pool
+
+
+def test_named_sliders_are_measured_around_given_w_plus_and_noise_as_around_seeds(brightness_named):
+    gen, calls = brightness_named
+    seeds = list(range(500, 530))
+    ws = gen.broadcast_w(gen.mapping(gen.z_from_seeds(seeds)))
+    around_seeds = measure_edits(gen, calls, directions_for(gen), samples=30, seed=500)
+    assert measure_edits_around(gen, calls, directions_for(gen), ws, gen.noise(seeds)) == around_seeds
+    ws[:, 1:] += 0.3 * torch.randn(ws[:, 1:].shape, generator=torch.Generator().manual_seed(0))  # w+ as projections have
+    around_projections = measure_edits_around(gen, calls, directions_for(gen), ws, gen.noise(list(range(30))))
+    assert around_projections != around_seeds
+    assert all(r.samples == 30 and r.flipped >= 0.8 for r in around_projections)
 
 
 def test_named_directions_are_stored_in_the_model_and_reloaded(tmp_path):
