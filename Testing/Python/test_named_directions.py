@@ -230,6 +230,25 @@ def test_named_sliders_are_measured_around_given_w_plus_and_noise_as_around_seed
     assert all(r.samples == 30 and r.flipped >= 0.8 for r in around_projections)
 
 
+def test_the_bundled_classifier_calls_held_out_phantoms_and_the_demo_models_pcom_sliders_flip_its_calls():
+    from CircleOfWillisGANLib.resources import demo_model_path
+
+    classifier = load_classifier(demo_model_path().with_name("demo_variant_classifier.safetensors"))
+    config = PhantomConfig(shape=(16, 64, 64), spacing_mm=(1.24, 1.24, 1.24))
+    cases = [generate_phantom((9001, i), config) for i in range(24)]  # a set seed the classifier was not trained on
+    truth = np.array([[targets_from_phantom(c.variants.as_dict())[k] for k in classifier.keys] for c in cases])
+    calls = classifier.predict(np.stack([c.image for c in cases]))
+    reliable = [i for i, k in enumerate(classifier.keys) if k != "acom"]  # the Acom is not callable at 1.24 mm
+    assert (calls[:, reliable] == truth[:, reliable]).mean() >= 0.95
+    assert 0 < truth[:, 0].sum() < len(cases)  # both calls of the Left Pcom occur
+    gen = load_generator("demo", device="cpu")
+    reports = measure_edits(gen, classifier, directions_for(gen), samples=20, amount=3.0)
+    assert [r.label for r in reports] == ["Left Pcom", "Right Pcom"]
+    for report in reports:
+        assert report.flipped >= 0.8 and report.others_kept >= 0.8
+        assert min(report.kept_by_variant[k] for k in ("fetal_pca_left", "fetal_pca_right", "a1_left", "a1_right")) >= 0.9
+
+
 def test_named_directions_are_stored_in_the_model_and_reloaded(tmp_path):
     gen = named_generator()
     path = tmp_path / "named.safetensors"
