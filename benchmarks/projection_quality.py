@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -48,6 +48,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     gen = load_generator(args.model, device=args.device)
     classifier = load_classifier(args.classifier) if args.classifier else None
+    if classifier is not None and classifier.shape != tuple(gen.arch.output_shape):
+        raise SystemExit(f"{args.classifier} calls volumes of shape {classifier.shape}, the model makes "
+                         f"{tuple(gen.arch.output_shape)}: pass the classifier trained for this model")
     config = ProjectionConfig()
     if args.steps:
         config = dataclasses.replace(config, w_steps=args.steps[0], wplus_steps=args.steps[1], noise_steps=args.steps[2])
@@ -79,7 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def _variant_report(gen, classifier, results, truths, amount: float) -> dict:
+def _variant_report(gen: Any, classifier: Any, results: List[Any], truths: List[Dict[str, int]],
+                    amount: float) -> Dict[str, Any]:
     """Per variant: how often the classifier's call of the reconstruction matches the phantom's truth and the call of
     the target itself; then each named slider's flips and kept calls around the projections."""
     keys = list(classifier.keys)
