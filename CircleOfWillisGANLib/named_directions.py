@@ -188,6 +188,7 @@ def measure_edits_around(generator: Any, classifier: VariantClassifier, directio
     accuracy = classifier.info.get("held_out_balanced_accuracy") or {}
     reliable = [k for k in range(len(keys)) if accuracy.get(keys[k], 1.0) >= MIN_CLASSIFIER_ACCURACY]
     chosen = named(directions)
+    ws = generator.broadcast_w(ws)
     samples = ws.shape[0]
     before = classifier.predict(generator.generate(w=ws, noise=noise))
     reports = []
