@@ -202,7 +202,7 @@ class PanelController:
         ui.clearProjectionButton.setEnabled(bool(s.projection))
         for name in ("seedSpinBox", "randomSeedButton", "truncationSlider", "interpolationGroupBox"):
             getattr(ui, name).setEnabled(not s.projection)
-        ui.projectionLabel.setProperty("text", f"Sliders move around the projected volume {s.projection}" if s.projection else "")
+        ui.projectionLabel.setProperty("text", self._projection_text(s.projection))
         ui.previousSeedButton.setEnabled(self._history_pos > 0)
         ui.nextSeedButton.setEnabled(self._history_pos < len(self._history) - 1)
         for label, slider in zip(self._direction_value_labels, self._direction_sliders):
@@ -366,6 +366,19 @@ class PanelController:
         self._sync_enabled()
         self.render_now()
 
+    def _projection_text(self, latent_path: str) -> str:
+        """What the projection label says: which scan the sliders move around and how closely it was reproduced."""
+        if not latent_path:
+            return ""
+        from .projection_io import describe_projection
+
+        if self.engine is not None:
+            try:
+                return f"Sliders move around the {describe_projection(self.engine.projection(latent_path))}"
+            except CoWGANError:  # the file went away or does not fit: the render reports that
+                pass
+        return f"Sliders move around the projected volume {latent_path}"
+
     def clear_projection(self, *args: Any) -> None:
         """Generate from the seed again."""
         self._projection = ""
@@ -431,9 +444,14 @@ class PanelController:
         self.renders += 1
         shown = time.perf_counter() - start
         s = result.state
-        what = f"t = {s.t:.2f} between seeds {s.seed} and {s.seed_b}" if s.interpolate else f"seed {s.seed}"
+        if s.projection:
+            what = "projection"
+        elif s.interpolate:
+            what = f"t = {s.t:.2f} between seeds {s.seed} and {s.seed_b}, psi {s.psi:.2f}"
+        else:
+            what = f"seed {s.seed}, psi {s.psi:.2f}"
         surface = f", surface {result.surface_s:.2f} s" if result.surface is not None else ""
-        self._status(f"{what}, psi {s.psi:.2f}: generated in {result.generate_s:.2f} s{surface}, "
+        self._status(f"{what}: generated in {result.generate_s:.2f} s{surface}, "
                      f"shown in {shown:.2f} s ({time.perf_counter() - self._request_time:.2f} s since the last change)")
 
     # ----------------------------------------------------------------------------------------------------

@@ -147,11 +147,12 @@ class PanelEngine:
         from .projection_io import write_projection_outputs
 
         gen = self.generator
-        target, grid_affine = scan_on_model_grid(Path(volume_path), gen.arch.output_shape, spacing_of(gen.affine))
+        scan = scan_on_model_grid(Path(volume_path), gen.arch.output_shape, spacing_of(gen.affine))
         config = config or ProjectionConfig()
-        result = project(gen, target, config, progress)
+        result = project(gen, scan.volume, config, progress)
         out = prepare_output_dir(out_dir)
-        paths = write_projection_outputs(out, result, grid_affine, gen, config, source=str(volume_path), plot=False)
+        paths = write_projection_outputs(out, result, scan.affine, gen, config, source=str(volume_path),
+                                         coverage=scan.coverage, plot=False)
         return str(paths["latent"])
 
     def styles(self, state: PanelState) -> torch.Tensor:

@@ -8,8 +8,9 @@ model exactly as the training data did.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,6 +23,8 @@ MIN_SIZE, MAX_SIZE = 8, 2048
 MIN_SPACING_MM, MAX_SPACING_MM = 0.05, 10.0
 SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
 MAX_LABEL_VALUES = 64                                   # whole-number volumes with this few values are label maps
+MIN_COVERAGE = 0.9                                      # share of the output grid a scan should fill
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +37,15 @@ class PrepareOptions:
     normalisation: str = "minmax"                       # per-volume "minmax" (the reference) or "percentile"
     percentiles: Tuple[float, float] = (0.5, 99.9)      # low/high percentiles mapped to 0 and 1 ("percentile")
     seed: int = 0                                       # registration sampling seed
+
+
+class ScanOnGrid(NamedTuple):
+    """A scan brought onto a model's grid: the (D, H, W) volume in [0, 1], its RAS affine and the share of the grid
+    the scan fills (the rest is padding)."""
+
+    volume: np.ndarray
+    affine: np.ndarray
+    coverage: float
 
 
 class VolumeRejected(Exception):
@@ -184,8 +196,31 @@ def _on_grid(path: Path, options: PrepareOptions, template: Any) -> Tuple[np.nda
     resampled = sitk.Resample(image, grid, transform, sitk.sitkLinear, background, sitk.sitkFloat32)
     volume = sitk.GetArrayFromImage(resampled).transpose(0, 2, 1)
     volume, bounds = normalise(volume, options.normalisation, options.percentiles)
-    record.update(normalisation=bounds, affine=ras_affine(grid).round(6).tolist())
+    record.update(normalisation=bounds, affine=ras_affine(grid).round(6).tolist(),
+                  coverage=round(grid_coverage(image, grid, transform), 4))
     return np.ascontiguousarray(volume), record
+
+
+def grid_coverage(image: Any, grid: Any, transform: Any) -> float:
+    """Share of `grid`'s voxels (mapped through `transform`) that fall inside `image`; the rest are padding."""
+    sitk = simpleitk()
+    inside = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
+    inside.CopyInformation(image)
+    mapped = sitk.Resample(inside, grid, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return float(sitk.GetArrayViewFromImage(mapped).mean())
+
+
+def coverage_warning(name: str, record: Dict[str, Any], shape_dhw: Sequence[int],
+                     fix: str = "pass the whole scan, not a tighter crop") -> Optional[str]:
+    """A one-line warning when a preprocessed scan (its provenance `record`) fills less than MIN_COVERAGE of the
+    output grid of `shape_dhw`, else None."""
+    coverage = record["coverage"]
+    if coverage >= MIN_COVERAGE:
+        return None
+    d, h, w = shape_dhw
+    spacing = np.linalg.norm(np.asarray(record["affine"])[:3, :3], axis=0)
+    extent = " x ".join(f"{n * s:.0f}" for n, s in zip((h, w, d), spacing))
+    return f"{name} fills only {coverage:.0%} of the {extent} mm output grid; the rest is padded with its darkest value: {fix}"
 
 
 def register_to(template: Any, image: Any, seed: int) -> Tuple[Any, float]:
@@ -199,9 +234,9 @@ def register_to(template: Any, image: Any, seed: int) -> Tuple[Any, float]:
 
 
 def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequence[float],
-                       template: Optional[Path] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """A scan as `cowgan prepare --spacing` makes training volumes for a model of this grid: ((D, H, W) volume in
-    [0, 1], its RAS affine); registered rigidly to `template` first when given, as the training data was."""
+                       template: Optional[Path] = None) -> ScanOnGrid:
+    """A scan as `cowgan prepare --spacing` makes training volumes for a model of this grid, registered rigidly to
+    `template` first when given, as the training data was; logs a warning if it does not fill the grid."""
     path = Path(path)
     problem = path_problem(path) or (None if is_volume_file(path) else "is not a NIfTI or NRRD file")
     if problem:
@@ -222,4 +257,7 @@ def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequenc
     except VolumeRejected as exc:
         raise InputError(f"cannot use {path}: {exc.reason}: pass the grey TOF-MRA image as one readable 3D NIfTI "
                          "or NRRD file") from None
-    return volume, np.asarray(record["affine"], float)
+    warning = coverage_warning(path.name, record, options.shape)
+    if warning:
+        log.warning(warning)
+    return ScanOnGrid(volume, np.asarray(record["affine"], float), record["coverage"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -65,6 +65,22 @@ def load_projection(path: Union[str, Path]) -> ProjectedLatent:
     return ProjectedLatent(tensors["ws"].float(), tensors["noise"].float(), metadata)
 
 
+def describe_projection(latent: ProjectedLatent) -> str:
+    """One line for the panel: which scan, how closely it was reproduced, and whether it filled the model's grid."""
+    from .preprocess import MIN_COVERAGE
+
+    info = latent.metadata
+    source = Path(info["source"]).name if info.get("source") else "the volume"
+    text = f"projection of {source}"
+    metrics = info.get("metrics") or {}
+    if "correlation" in metrics and "vessel_dice" in metrics:
+        text += f" (correlation {metrics['correlation']:.2f}, vessel Dice {metrics['vessel_dice']:.2f})"
+    coverage = info.get("scan_coverage")
+    if coverage is not None and coverage < MIN_COVERAGE:
+        text += f"; the scan filled only {coverage:.0%} of the model's grid"
+    return text
+
+
 def check_projection_fits(latent: ProjectedLatent, generator: Any) -> None:
     """Raise InputError unless the projection's latent has the generator's shape (it was made with this model)."""
     want = (generator.num_ws, generator.arch.latent_dim)
@@ -101,11 +117,12 @@ def convergence_plot(path: Union[str, Path], result: ProjectionResult) -> Path:
 
 def write_projection_outputs(out_dir: Union[str, Path], result: ProjectionResult, affine: np.ndarray,
                              generator: Any, config: ProjectionConfig, source: str = "",
-                             plot: bool = True) -> Dict[str, Path]:
-    """Latent, target and reconstruction NIfTI, signed error map, MIPs, JSON report and (with `plot`) the curve."""
+                             coverage: Optional[float] = None, plot: bool = True) -> Dict[str, Path]:
+    """Latent, target and reconstruction NIfTI, signed error map, MIPs, JSON report and (with `plot`) the curve;
+    `coverage` is the share of the model's grid the scan filled (ScanOnGrid.coverage), kept in the metadata."""
     out = Path(out_dir)
     metadata = {"source": source, "model": str(generator.source), "model_content_sha256": generator.checkpoint.sha256 or None,
-                "config": dataclasses.asdict(config), "affine": np.asarray(affine).tolist()}
+                "config": dataclasses.asdict(config), "affine": np.asarray(affine).tolist(), "scan_coverage": coverage}
     files = {key: out / name for key, name in OUTPUT_FILES.items()}
     paths = {"latent": save_projection(files["latent"], result, metadata),
              "target": save_volume(files["target"], result.target, affine),

@@ -60,7 +60,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for i in range(args.n):
             phantom = generate_phantom((args.set_seed, i), phantom_config)
             scan = save_volume(Path(tmp) / f"case{i}.nii.gz", phantom.image, phantom.affine)
-            target, _ = scan_on_model_grid(scan, gen.arch.output_shape, spacing_of(gen.affine))
+            target = scan_on_model_grid(scan, gen.arch.output_shape, spacing_of(gen.affine)).volume
             start = time.perf_counter()
             result = project(gen, target, config)
             results.append(result)

@@ -23,7 +23,8 @@ from CircleOfWillisGANLib.errors import InputError, OutputError
 from CircleOfWillisGANLib.export import timestamp
 from CircleOfWillisGANLib.files import file_sha256, path_problem, staged_folder
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png
-from CircleOfWillisGANLib.preprocess import PrepareOptions, VolumeRejected, is_volume_file, preprocess_file, read_canonical
+from CircleOfWillisGANLib.preprocess import (PrepareOptions, VolumeRejected, coverage_warning, is_volume_file,
+                                             preprocess_file, read_canonical)
 from CircleOfWillisGANLib.volume_io import default_affine
 
 from .shards import ShardWriter, write_manifest
@@ -57,6 +58,10 @@ def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, wor
                 skipped.append(record)
                 log.warning("skipped %s: %s", record["source"], record["reason"])
                 continue
+            warning = coverage_warning(record["source"], record, options.shape,
+                                       "pass whole scans, or a smaller --shape or --spacing")
+            if warning:
+                log.warning(warning)
             record["index"] = writer.count
             writer.add(volume)
             accepted.append(record)

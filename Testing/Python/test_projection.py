@@ -87,9 +87,29 @@ def test_a_scan_already_on_the_model_grid_reaches_it_unchanged(tmp_path):
     shape, spacing = (8, 16, 16), (2.0, 2.0, 2.0)
     volume = np.random.default_rng(0).random(shape).astype(np.float32)
     scan = save_volume(tmp_path / "scan.nii.gz", volume * 300 + 20, default_affine(shape, spacing))
-    out, affine = scan_on_model_grid(scan, shape, spacing)
+    out, affine, coverage = scan_on_model_grid(scan, shape, spacing)
+    assert coverage == 1.0
     np.testing.assert_allclose(out, (volume - volume.min()) / (volume.max() - volume.min()), atol=1e-5)
     np.testing.assert_allclose(affine, default_affine(shape, spacing), atol=1e-5)
+
+
+def test_a_scan_smaller_than_the_model_grid_is_measured_and_warned_about(tmp_path, caplog):
+    from CircleOfWillisGANLib.preprocess import PrepareOptions, preprocess_file
+
+    shape, spacing = (8, 16, 16), (2.0, 2.0, 2.0)
+    rng = np.random.default_rng(1)
+    whole = save_volume(tmp_path / "whole.nii.gz", rng.random(shape), default_affine(shape, spacing))
+    crop = save_volume(tmp_path / "crop.nii.gz", rng.random((8, 16, 8)), default_affine((8, 16, 8), spacing))
+    options = PrepareOptions(shape=shape, spacing=2.0)
+    assert preprocess_file(whole, options)[1]["coverage"] == 1.0
+    assert preprocess_file(crop, options)[1]["coverage"] == pytest.approx(0.5)
+    with caplog.at_level("WARNING"):
+        scan_on_model_grid(whole, shape, spacing)
+        assert not caplog.records
+        scan_on_model_grid(crop, shape, spacing)
+    assert caplog.records[-1].getMessage() == (
+        "crop.nii.gz fills only 50% of the 32 x 32 x 16 mm output grid; the rest is padded with its darkest value: "
+        "pass the whole scan, not a tighter crop")
 
 
 def _oblique_partial_scan(tmp_path):
@@ -172,7 +192,8 @@ def test_the_panel_moves_its_sliders_around_a_loaded_projection(generator, resul
     from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt
     from CircleOfWillisGANLib.panel_engine import PanelEngine
 
-    paths = write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, plot=False)
+    paths = write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, source="/data/patient 7.nii.gz",
+                                     coverage=0.6, plot=False)
     app = QApplication.instance() or QApplication([])
     root, ui = load_panel_pyside6(str(panel_ui_path()))
     controller = PanelController(ui, pyside6_qt())
@@ -183,6 +204,11 @@ def test_the_panel_moves_its_sliders_around_a_loaded_projection(generator, resul
         shown = controller.last_result
         assert shown.state.projection == str(paths["latent"]) and not ui.seedSpinBox.isEnabled()
         assert np.corrcoef(shown.volume.ravel(), result.reconstruction.ravel())[0, 1] > 0.999
+        m = result.metrics
+        assert ui.projectionLabel.text() == (
+            f"Sliders move around the projection of patient 7.nii.gz (correlation {m['correlation']:.2f}, vessel Dice "
+            f"{m['vessel_dice']:.2f}); the scan filled only 60% of the model's grid")
+        assert ui.statusLabel.text().startswith("projection: generated in")
         controller.direction_sliders[-1].setValue(20)
         assert controller.wait_idle(app=app)
         assert np.abs(controller.last_result.volume - shown.volume).max() > 1e-4

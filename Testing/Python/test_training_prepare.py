@@ -155,6 +155,17 @@ def test_resampling_to_a_spacing_keeps_the_centre_of_the_volume(tmp_path):
     np.testing.assert_allclose(centre[:3], 0.0, atol=1e-6)
 
 
+def test_a_volume_smaller_than_the_grid_is_kept_with_its_coverage_and_a_warning(tmp_path, caplog):
+    write_tube_volumes(tmp_path / "in", 1, SHAPE)
+    save_volume(tmp_path / "in" / "small.nii.gz", tube_volume((16, 32, 16), 5) * 500.0, default_affine((16, 32, 16), (0.62,) * 3))
+    with caplog.at_level("WARNING"):
+        manifest = prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
+    assert [(v["source"], v["coverage"]) for v in manifest["volumes"]] == [("case000.nii.gz", 1.0), ("small.nii.gz", 0.5)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["small.nii.gz fills only 50% of the 20 x 20 x 10 mm output grid; the rest is padded with its "
+                        "darkest value: pass whole scans, or a smaller --shape or --spacing"]
+
+
 def test_an_output_inside_the_input_or_an_existing_dataset_is_refused(tmp_path):
     src = write_tube_volumes(tmp_path / "in", 1, SHAPE)
     with pytest.raises(OutputError, match="inside --in"):

@@ -47,12 +47,13 @@ def run(args: argparse.Namespace) -> int:
     prepare_output_dir(args.out, create=False)
     refuse_overwrite(args.out, OUTPUT_FILES.values(), args.overwrite)
     gen = load_generator(args.model, device=args.device)
-    target, affine = scan_on_model_grid(Path(args.volume), gen.arch.output_shape, spacing_of(gen.affine),
-                                        None if args.template is None else Path(args.template))
+    scan = scan_on_model_grid(Path(args.volume), gen.arch.output_shape, spacing_of(gen.affine),
+                              None if args.template is None else Path(args.template))
     with tqdm(total=config.total_steps, desc="projecting", unit="step", disable=None) as bar:
-        result = project(gen, target, config, progress=lambda i, n: bar.update(i - bar.n))
+        result = project(gen, scan.volume, config, progress=lambda i, n: bar.update(i - bar.n))
     out = prepare_output_dir(args.out)
-    paths = write_projection_outputs(out, result, affine, gen, config, source=str(args.volume))
+    paths = write_projection_outputs(out, result, scan.affine, gen, config, source=str(args.volume),
+                                     coverage=scan.coverage)
     m = result.metrics
     print(f"wrote {out}: correlation {m['correlation']:.4f}, vessel Dice {m['vessel_dice']:.4f} (threshold "
           f"{m['vessel_threshold']:.3f}), mean absolute error {m['mae']:.4f}; latent {paths['latent'].name}")
