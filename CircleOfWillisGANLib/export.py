@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 
@@ -41,6 +42,24 @@ def prepare_output_dir(path: Union[str, Path], create: bool = True) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def output_folder(path: Union[str, Path]) -> Iterator[Path]:
+    """prepare_output_dir(path) for a block that writes into it; if the block fails, the folders this made that are
+    still empty are removed again, so a failed command leaves no empty folder behind."""
+    absolute = Path(path).absolute()
+    made = [p for p in (absolute, *absolute.parents) if not p.exists()]  # deepest first
+    out = prepare_output_dir(path)
+    try:
+        yield out
+    except BaseException:
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (something was written) or already gone
+                break
+        raise
+
+
 def refuse_overwrite(folder: Union[str, Path], names: Iterable[str], overwrite: bool = False) -> None:
     """OutputError naming the clash if `folder` already holds any of `names`, unless `overwrite` was asked for."""
     folder = Path(folder)
@@ -69,27 +88,39 @@ def write_volume_outputs(out_dir: Union[str, Path], stem: str, volume: np.ndarra
                          threshold: Optional[float] = None) -> Dict[str, Path]:
     """Write `stem`.nii.gz, `stem`.json, `stem`_mip.png and, with `surface`, `stem`_surface`format`.
 
-    Each file is written to a temporary name and renamed, so an error never leaves a half-written file.
+    The picture and the surface are made before anything is written, and each file goes to a temporary name and is
+    renamed; if any step fails, the files already written for this volume are removed, so there is never a part.
     """
     out = Path(out_dir)
     if not out.is_dir():
         raise OutputError(f"output folder {out} does not exist: create it first")
     names = volume_output_names(stem, surface_format if surface else None)
-    paths = {"volume": save_volume(out / names[0], volume, affine)}
-    paths["mip"] = save_png(out / names[1], mip_panel(volume, spacing_of(affine)))
     record = dict(sidecar)
     record.setdefault("software_version", __version__)
     record.setdefault("created", timestamp())
-    record["volume"] = {"file": paths["volume"].name, "shape_dhw": list(volume.shape),
-                        "nifti_axes": "(H, W, D)", "affine": np.asarray(affine).tolist()}
+    record["volume"] = {"file": names[0], "shape_dhw": list(volume.shape), "nifti_axes": "(H, W, D)",
+                        "affine": np.asarray(affine).tolist()}
+    picture = mip_panel(volume, spacing_of(affine))
+    mesh = None
     if surface:
-        from .surface import save_surface, vessel_surface, vessel_threshold
+        from .surface import vessel_surface, vessel_threshold
 
         level = vessel_threshold(volume) if threshold is None else float(threshold)
         mesh = vessel_surface(volume, affine, level)
-        paths["surface"] = save_surface(mesh, out / names[3])
-        record["surface"] = {"file": paths["surface"].name, "threshold": level,
+        record["surface"] = {"file": names[3], "threshold": level,
                              "threshold_method": "given" if threshold is not None else "Otsu on the brightest 10% of voxels",
                              "points": mesh.GetNumberOfPoints()}
-    paths["sidecar"] = write_json(out / names[2], record)
+    paths: Dict[str, Path] = {}
+    try:
+        paths["volume"] = save_volume(out / names[0], volume, affine)
+        paths["mip"] = save_png(out / names[1], picture)
+        if mesh is not None:
+            from .surface import save_surface
+
+            paths["surface"] = save_surface(mesh, out / names[3])
+        paths["sidecar"] = write_json(out / names[2], record)
+    except BaseException:
+        for written in paths.values():  # a volume is written whole or not at all
+            written.unlink(missing_ok=True)
+        raise
     return paths

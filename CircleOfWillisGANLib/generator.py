@@ -149,10 +149,12 @@ class CoWGenerator:
         psi truncates towards w_avg; noise_seed (one int, or one per sample) defaults to each seed;
         style_mix = (seeds or w of a second source, crossover block) takes blocks >= crossover from it.
         """
+        if seeds is not None:
+            seeds = seed_list(seeds)  # read once: a generator of seeds would be empty the second time
         ws = self.styles(seeds=seeds, z=z, w=w, psi=psi, style_mix=style_mix)
         if noise is not None and noise_seed is not None:
             raise InputError("pass noise or noise_seed, not both")
-        default_noise = seed_list(seeds) if seeds is not None else range(ws.shape[0])
+        default_noise = seeds if seeds is not None else range(ws.shape[0])
         if noise is None:
             noise = self.noise(_noise_seeds(noise_seed, ws.shape[0], default_noise))
         raw = self.synthesize(ws, noise=noise, precision=precision, batch_size=batch_size)

@@ -33,6 +33,8 @@ def seed_list(seeds: Any, name: str = "seeds") -> list:
         if seeds.dtype.is_floating_point if isinstance(seeds, torch.Tensor) else seeds.dtype.kind == "f":
             raise InputError(f"{name} must be integers, got a {seeds.dtype} array")
         seeds = seeds.tolist()
+        if isinstance(seeds, int):  # a 0-d array or tensor is one seed
+            return [check_seed(seeds)]
     try:
         values = list(seeds)
     except TypeError:

@@ -32,6 +32,18 @@ def test_import_reference_keeps_an_existing_output_unless_overwrite_is_asked(gol
     assert load_checkpoint(out).architecture == load_checkpoint(golden_model).architecture
 
 
+def test_a_failed_import_or_export_leaves_no_folder_behind(tmp_path, capsys):
+    import torch
+
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "model_0.pt")
+    assert main(["import-reference", str(tmp_path / "model_0.pt"), "--out", str(tmp_path / "a" / "b" / "m.safetensors")]) == 2
+    assert "is not a reference checkpoint" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "c" / "m.safetensors")]) == 2
+    assert "holds no resume state" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_0.pt", "run"]
+
+
 def test_generate_writes_volume_sidecar_mip_and_surface(golden_model, tmp_path):
     assert main(["generate", "--model", str(golden_model), "--seeds", "1-2", "--psi", "0.7", "--surface",
                  "--out", str(tmp_path), "--precision", "fp32"]) == 0
@@ -87,6 +99,7 @@ def test_noise_variations_share_w_and_differ_in_noise(golden_model, tmp_path):
     (["--steps", "1", "--interpolate", "1", "2"], "--steps"),
     (["--surface", "--threshold", "1.5"], "--threshold 1.5"),
     (["--surface", "--threshold", "0"], "--threshold 0.0"),
+    (["--precision", "fp16", "--device", "cpu"], "fp16 is for CUDA GPUs"),
 ])
 def test_bad_requests_fail_with_one_line_and_write_nothing(golden_model, tmp_path, args, message):
     out = tmp_path / "out"
@@ -119,6 +132,22 @@ def test_files_already_in_the_output_folder_are_kept_unless_overwrite_is_asked(g
     assert mine.read_bytes() == b"the user's own volume" and sorted(p.name for p in tmp_path.iterdir()) == [mine.name]
     assert main(["generate", "--model", str(golden_model), "--seeds", "1-3", "--out", str(tmp_path), "--overwrite"]) == 0
     assert len(list(tmp_path.glob("seed000?.nii.gz"))) == 3 and mine.read_bytes() != b"the user's own volume"
+
+
+def test_a_volume_whose_surface_fails_leaves_no_part_of_it_and_no_empty_folder(golden_model, tmp_path, capsys):
+    from CircleOfWillisGANLib.generator import load_generator
+
+    peaks = load_generator(str(golden_model), device="cpu").generate(seeds=[1, 2], precision="fp32").max(axis=(1, 2, 3))
+    assert peaks[0] > peaks[1] + 0.02  # a threshold between them gives seed 1 a surface and seed 2 none
+    args = ["generate", "--model", str(golden_model), "--surface", "--threshold", f"{peaks.mean():.3f}", "--precision",
+            "fp32", "--device", "cpu", "--out"]
+    assert main(args + [str(tmp_path / "new" / "out"), "--seeds", "2"]) == 2
+    assert capsys.readouterr().err.startswith("cowgan: error: seed0002: surface threshold")
+    assert not (tmp_path / "new").exists()
+    assert main(args + [str(tmp_path / "out"), "--seeds", "1-3"]) == 2
+    assert "(the 1 volume before it is complete in" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "seed0001.json", "seed0001.nii.gz", "seed0001_mip.png", "seed0001_surface.vtp"]
 
 
 def test_unwritable_output_folder_is_reported(golden_model, tmp_path):

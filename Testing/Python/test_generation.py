@@ -129,10 +129,12 @@ def test_seed_ranges_parse_like_the_cli_documents():
             parse_seeds(bad)
 
 
-def test_one_seed_or_a_tensor_of_seeds_is_the_same_as_a_list(tiny_generator):
-    np.testing.assert_array_equal(tiny_generator.generate(seeds=3), tiny_generator.generate(seeds=[3]))
-    np.testing.assert_array_equal(tiny_generator.generate(seeds=torch.tensor([3, 4])),
-                                  tiny_generator.generate(seeds=[3, 4]))
+def test_one_seed_or_a_tensor_or_generator_of_seeds_is_the_same_as_a_list(tiny_generator):
+    listed, one = tiny_generator.generate(seeds=[3, 4]), tiny_generator.generate(seeds=[3])
+    for seed in (3, np.int64(3), torch.tensor(3)):
+        np.testing.assert_array_equal(tiny_generator.generate(seeds=seed), one)
+    np.testing.assert_array_equal(tiny_generator.generate(seeds=torch.tensor([3, 4])), listed)
+    np.testing.assert_array_equal(tiny_generator.generate(seeds=(s for s in (3, 4))), listed)
 
 
 @pytest.mark.parametrize("a, b, t, message", [

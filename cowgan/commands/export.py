@@ -24,15 +24,15 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite
+    from CircleOfWillisGANLib.export import output_folder, refuse_overwrite
     from training.export import export_run
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise InputError(f"--out {out} must end in .safetensors")
     refuse_overwrite(out.parent, [out.name], args.overwrite)
-    prepare_output_dir(out.resolve().parent)
-    ckpt = export_run(Path(args.run_dir), out, name=args.name, state_path=args.state, dtype=args.dtype)
+    with output_folder(out.resolve().parent):
+        ckpt = export_run(Path(args.run_dir), out, name=args.name, state_path=args.state, dtype=args.dtype)
     prov = ckpt.metadata["provenance"]
     print(f"wrote {out}: step {prov['step']} ({prov['kimg']:.1f} kimg), output {ckpt.architecture.output_shape}, "
           f"{len(ckpt.directions)} direction sets; sha256 {ckpt.sha256[:16]}...")

@@ -11,8 +11,9 @@ import torch
 from tqdm import tqdm
 
 from CircleOfWillisGANLib.files import file_sha256
-from CircleOfWillisGANLib.errors import InputError, require
-from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite, volume_output_names, write_volume_outputs
+from CircleOfWillisGANLib.errors import CoWGANError, InputError, require
+from CircleOfWillisGANLib.export import (output_folder, prepare_output_dir, refuse_overwrite, volume_output_names,
+                                         write_volume_outputs)
 from CircleOfWillisGANLib.generator import CoWGenerator, check_psi, load_generator
 from CircleOfWillisGANLib.latents import check_seed, lerp, parse_seeds, slerp
 from CircleOfWillisGANLib.mip import mip_panel, save_gif
@@ -54,13 +55,15 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwrite(args.out, [name for job in jobs for name in volume_output_names(job["stem"], surface_format)]
                      + [f"{job['animation']}.gif" for job in jobs if job.get("animation")], args.overwrite)
     gen = load_generator(args.model, device=args.device)
+    gen.resolved_precision(args.precision)  # a precision this device cannot run stops before the folder is made
     model_info = {"source": str(args.model), "path": gen.source, "name": gen.metadata.get("name"),
                   "sha256": file_sha256(gen.source) if Path(gen.source).is_file() else None,
                   "content_sha256": gen.checkpoint.sha256 or None}
-    out = prepare_output_dir(args.out)
     frames: Dict[str, List[np.ndarray]] = {}
     batch = args.batch_size or (8 if gen.device.type == "cuda" else 1)
-    with tqdm(total=len(jobs), desc="generating", unit="volume", disable=None) as progress:
+    written = 0
+    bar = tqdm(total=len(jobs), desc="generating", unit="volume", disable=None)
+    with output_folder(args.out) as out, bar as progress:
         for start in range(0, len(jobs), batch):
             chunk = jobs[start:start + batch]
             _resolve(chunk, gen, args)
@@ -71,13 +74,19 @@ def run(args: argparse.Namespace) -> int:
                            "noise_mode": gen.arch.noise_mode, "z": job.get("z"), "w": job["w"][0].tolist(),
                            "precision": gen.resolved_precision(args.precision), "device": str(gen.device),
                            **job.get("extra", {})}
-                write_volume_outputs(out, job["stem"], volume, gen.affine, sidecar, surface=args.surface,
-                                     surface_format="." + args.surface_format, threshold=args.threshold)
+                try:
+                    write_volume_outputs(out, job["stem"], volume, gen.affine, sidecar, surface=args.surface,
+                                         surface_format="." + args.surface_format, threshold=args.threshold)
+                except CoWGANError as exc:
+                    done = (f" (the {written} volume{'s' if written > 1 else ''} before it "
+                            f"{'are' if written > 1 else 'is'} complete in {out})") if written else ""
+                    raise type(exc)(f"{job['stem']}: {exc}{done}") from exc
+                written += 1
                 if job.get("animation"):
                     frames.setdefault(job["animation"], []).append(mip_panel(volume, spacing_of(gen.affine)))
                 progress.update(1)
-    for name, images in frames.items():
-        save_gif(out / f"{name}.gif", images, fps=8)
+        for name, images in frames.items():
+            save_gif(out / f"{name}.gif", images, fps=8)
     print(f"wrote {len(jobs)} volumes with sidecars and MIPs{' and surfaces' if args.surface else ''} to {out}")
     return 0
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from CircleOfWillisGANLib.checkpoint import save_checkpoint
 from CircleOfWillisGANLib.errors import InputError
-from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite
+from CircleOfWillisGANLib.export import output_folder, prepare_output_dir, refuse_overwrite
 from CircleOfWillisGANLib.reference_import import import_reference
 from CircleOfWillisGANLib.volume_io import DEFAULT_SPACING_MM, check_spacing
 
@@ -33,9 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     refuse_overwrite(Path(out).parent, [Path(out).name], args.overwrite)
-    prepare_output_dir(Path(out).resolve().parent)
+    prepare_output_dir(Path(out).resolve().parent, create=False)
     ckpt = import_reference(args.checkpoint, args.config, spacing_mm=args.spacing)
-    checksum = save_checkpoint(out, ckpt)
+    with output_folder(Path(out).resolve().parent):
+        checksum = save_checkpoint(out, ckpt)
     a = ckpt.architecture
     print(f"wrote {out}: latent_dim {a.latent_dim}, channels {a.generator_channels()}, output {a.output_shape}, "
           f"reference noise; sha256 {checksum[:16]}...")

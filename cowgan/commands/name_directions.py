@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.checkpoint import save_checkpoint
-    from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite
+    from CircleOfWillisGANLib.export import output_folder, prepare_output_dir, refuse_overwrite
     from CircleOfWillisGANLib.generator import check_psi, load_generator
     from CircleOfWillisGANLib.latents import MAX_SEED, check_seed
     from CircleOfWillisGANLib.named_directions import fit_boundaries, named, sample_calls, store_named_directions
@@ -57,16 +57,17 @@ def run(args: argparse.Namespace) -> int:
     prepare_output_dir(out.parent, create=False)
     refuse_overwrite(out.parent, [out.name] + ([_classifier_path(out).name] if args.labelled else []), args.overwrite)
     gen = load_generator(args.model, device=args.device)
-    prepare_output_dir(out.parent)
-    classifier = _classifier(args, out, tuple(gen.arch.output_shape), gen.device)
-    with tqdm(total=args.samples, desc="labelling samples", unit="volume", disable=None) as bar:
-        w, calls = sample_calls(gen, classifier, args.samples, args.seed, psi, progress=lambda i, n: bar.update(i - bar.n))
-    fit = fit_boundaries(w, calls, classifier.keys,
-                         classifier_accuracy=classifier.info.get("held_out_balanced_accuracy"))
-    info = {"samples": args.samples, "psi": psi, "seed": args.seed, "classifier": classifier.info,
-            "boundary_accuracy": fit.accuracy, "prevalence": fit.prevalence, "skipped": fit.skipped}
-    directions = named(store_named_directions(gen, fit, info))
-    save_checkpoint(out, gen.checkpoint)
+    with output_folder(out.parent):
+        classifier = _classifier(args, out, tuple(gen.arch.output_shape), gen.device)
+        with tqdm(total=args.samples, desc="labelling samples", unit="volume", disable=None) as bar:
+            w, calls = sample_calls(gen, classifier, args.samples, args.seed, psi,
+                                    progress=lambda i, n: bar.update(i - bar.n))
+        fit = fit_boundaries(w, calls, classifier.keys,
+                             classifier_accuracy=classifier.info.get("held_out_balanced_accuracy"))
+        info = {"samples": args.samples, "psi": psi, "seed": args.seed, "classifier": classifier.info,
+                "boundary_accuracy": fit.accuracy, "prevalence": fit.prevalence, "skipped": fit.skipped}
+        directions = named(store_named_directions(gen, fit, info))
+        save_checkpoint(out, gen.checkpoint)
     print(f"wrote {out} with {len(directions)} named directions:")
     for d, key in zip(directions, fit.keys):
         print(f"  {d.label}: present in {fit.prevalence[key]:.0%} of samples, boundary balanced accuracy "
