@@ -6,6 +6,7 @@ import dataclasses
 import math
 from typing import Any, Dict, List, Tuple
 
+from .checks import finite_number, whole_number
 from .errors import InputError
 
 NOISE_MODES = ("reference", "native")
@@ -30,17 +31,19 @@ class Architecture:
     noise_mode: str = "native"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "output_shape", tuple(int(s) for s in self.output_shape))
-        if len(self.output_shape) != 3:
-            raise InputError(f"output_shape must have 3 sizes (D, H, W), got {self.output_shape}")
+        shape = self.output_shape
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 3:
+            raise InputError(f"output_shape must have 3 sizes (D, H, W), got {shape!r}")
+        object.__setattr__(self, "output_shape", tuple(whole_number(s, "every output size", 4) for s in shape))
         for size in self.output_shape:
-            if size < 4 or size & (size - 1):
+            if size & (size - 1):
                 raise InputError(f"every output size must be a power of two >= 4, got {self.output_shape}")
         if self.noise_mode not in NOISE_MODES:
             raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
         for name in ("latent_dim", "mapping_layers", "network_capacity", "fmap_max"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+            object.__setattr__(self, name, whole_number(getattr(self, name), name, 1))
+        object.__setattr__(self, "mapping_lr_mul", finite_number(self.mapping_lr_mul, "mapping_lr_mul", 0.0,
+                                                                 above_low=True))
 
     @property
     def num_blocks(self) -> int:
@@ -88,8 +91,10 @@ class Architecture:
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "Architecture":
         """Rebuild from checkpoint metadata, ignoring keys that later versions may add."""
+        if not isinstance(data, dict):
+            raise InputError(f"the architecture must be a mapping of its settings, got {type(data).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if k == "output_shape" else v) for k, v in data.items() if k in fields})
+        return cls(**{k: v for k, v in data.items() if k in fields})
 
 
 PRESETS: Dict[str, Architecture] = {

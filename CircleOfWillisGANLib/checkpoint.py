@@ -26,6 +26,7 @@ METADATA_KEY = "cowgan"
 CHECKSUM_KEY = "sha256"
 W_AVG_KEY = "w_avg"
 DIRECTION_PREFIX = "directions."
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -86,6 +87,9 @@ def _diagnose(path: Path) -> str:
                     return "the file is truncated or corrupt: re-download or re-export it"
             except ValueError:
                 pass
+        elif size - 8 < header_len <= MAX_HEADER_BYTES and f.read(1) == b"{":
+            return (f"the file is truncated (its header alone needs {header_len + 8:,} bytes, the file has {size:,}): "
+                    "re-download or re-export it")
     if size < 8:
         return "the file is empty or truncated: re-download or re-export it"
     return "it is not a CircleOfWillisGAN checkpoint: pass a file written by `cowgan export` or `cowgan import-reference`"
@@ -127,9 +131,13 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
     try:
         metadata = json.loads(header[METADATA_KEY])
         architecture = Architecture.from_dict(metadata["architecture"])
-    except (ValueError, KeyError, TypeError) as exc:
+        version = metadata.get("format_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"format_version {version!r} is not a whole number")
+        _check_geometry(metadata.get("data", {}))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"model {path} has unreadable metadata ({exc}): re-export it") from exc
-    if metadata.get("format") != FORMAT or int(metadata.get("format_version", 0)) > FORMAT_VERSION:
+    if metadata.get("format") != FORMAT or version > FORMAT_VERSION:
         raise CheckpointError(
             f"model {path} is format {metadata.get('format')!r} v{metadata.get('format_version')}, this software "
             f"reads {FORMAT!r} up to v{FORMAT_VERSION}: upgrade CircleOfWillisGAN"
@@ -147,14 +155,27 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
                               f"{' and more' if len(broken) > 3 else ''}: the training run diverged; export an earlier checkpoint")
     w_avg = tensors.pop(W_AVG_KEY)
     directions = {k[len(DIRECTION_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(DIRECTION_PREFIX)}
-    mismatch = _architecture_mismatch(architecture, tensors, w_avg)
+    mismatch = _architecture_mismatch(architecture, tensors, w_avg, directions)
     if mismatch:
         raise CheckpointError(f"model {path} does not match its architecture ({mismatch}): it was written by other "
                               "software or an incompatible version; re-export or re-import it with this one")
     return Checkpoint(architecture, tensors, w_avg, metadata, directions, checksum)
 
 
-def _architecture_mismatch(arch: Architecture, tensors: Mapping[str, torch.Tensor], w_avg: torch.Tensor) -> str:
+def _check_geometry(data: Any) -> None:
+    """The metadata's "data" block: a mapping whose affine and spacing, where given, are usable (ValueError if not)."""
+    from .volume_io import check_affine, check_spacing
+
+    if not isinstance(data, dict):
+        raise ValueError(f"'data' must be a mapping, got {type(data).__name__}")
+    if "affine" in data:
+        check_affine(data["affine"])
+    if "spacing_mm" in data:
+        check_spacing(data["spacing_mm"])
+
+
+def _architecture_mismatch(arch: Architecture, tensors: Mapping[str, torch.Tensor], w_avg: torch.Tensor,
+                           directions: Mapping[str, torch.Tensor]) -> str:
     """What differs between the stored weights and those the stored architecture builds ('' when they fit)."""
     from .generator_model import GeneratorModel
 
@@ -170,5 +191,12 @@ def _architecture_mismatch(arch: Architecture, tensors: Mapping[str, torch.Tenso
             return f"{key} has shape {tuple(tensors[key].shape)}, expected {shape}"
     if tuple(w_avg.shape) != (arch.latent_dim,):
         return f"{W_AVG_KEY} has shape {tuple(w_avg.shape)}, expected ({arch.latent_dim},)"
+    for key, tensor in {**tensors, W_AVG_KEY: w_avg}.items():
+        if not tensor.is_floating_point():
+            return f"{key} holds {tensor.dtype} values, expected floating point"
+    for key, tensor in directions.items():
+        if tensor.ndim != 2 or tensor.shape[1] != arch.latent_dim or not tensor.is_floating_point():
+            return (f"{DIRECTION_PREFIX}{key} is {tensor.dtype} of shape {tuple(tensor.shape)}, expected floating point "
+                    f"(k, {arch.latent_dim})")
     return ""
 

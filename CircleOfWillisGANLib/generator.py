@@ -12,7 +12,7 @@ import torch
 from .architecture import Architecture
 from .checkpoint import Checkpoint, load_checkpoint
 from .checks import whole_number
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .generator_model import GeneratorModel, init_weights
 from .latents import check_seed, seed_list, truncate, z_from_seeds
 from .networks.noise import check_noise, noise_from_seeds
@@ -23,6 +23,7 @@ from .volume_io import DEFAULT_SPACING_MM, default_affine
 log = logging.getLogger(__name__)
 MAX_PSI = 2.0
 PRECISION_PROBE_SEEDS = (0, 1)
+OUTPUT_CHECK_W_RANGE = 20.0  # |w| up to this many times max(|w_avg|, 1) is w that mapping() makes
 StyleMix = Tuple[Union[Sequence[int], torch.Tensor], int]
 
 
@@ -76,7 +77,11 @@ class CoWGenerator:
         if z.ndim != 2 or z.shape[1] != self.arch.latent_dim:
             raise InputError(f"z must have shape (N, {self.arch.latent_dim}), got {tuple(z.shape)}")
         _check_finite(z, "z")
-        return self.model.mapping(z.to(self.device)).float().cpu()
+        w = self.model.mapping(z.to(self.device)).float().cpu()
+        if not torch.isfinite(w).all():
+            raise CheckpointError(f"model {self.source} maps finite z to NaN or infinite w: the model is damaged or its "
+                                  "training diverged: export an earlier checkpoint, or convert or download it again")
+        return w
 
     def broadcast_w(self, w: torch.Tensor) -> torch.Tensor:
         """(N, latent) or (N, num_ws, latent) -> (N, num_ws, latent)."""
@@ -136,9 +141,19 @@ class CoWGenerator:
             out.append(image[:, 0].float().cpu())
         volumes = torch.cat(out)
         if not torch.isfinite(volumes).all():
-            raise InputError(f"the model's output holds NaN or infinite values for this w (|w| up to "
-                             f"{float(ws.abs().max()):.3g}): pass w made by mapping(), or check the model")
+            raise self._non_finite_output(ws)
         return volumes
+
+    def _non_finite_output(self, ws: torch.Tensor) -> Exception:
+        """The error for NaN or infinite volumes: the model's fault if w lies where mapping() puts it, else w's."""
+        reach = float(ws.abs().max())
+        typical = max(float(self.w_avg.abs().max()), 1.0)
+        if reach <= OUTPUT_CHECK_W_RANGE * typical:
+            return CheckpointError(f"model {self.source} makes NaN or infinite volumes from ordinary w (|w| up to "
+                                   f"{reach:.3g}): the model is damaged or its training diverged: export an earlier "
+                                   "checkpoint, or convert or download it again")
+        return InputError(f"the model's output holds NaN or infinite values for this w (|w| up to {reach:.3g}, "
+                          f"{reach / typical:.0f} times the model's mean w): pass w made by mapping()")
 
     def generate(self, seeds: Optional[Sequence[int]] = None, z: Optional[torch.Tensor] = None,
                  w: Optional[torch.Tensor] = None, psi: float = 1.0, noise_seed: Any = None,

@@ -7,6 +7,8 @@ fmap_max and latent_dim are inferred from tensor shapes, and the result uses the
 from __future__ import annotations
 
 import json
+import logging
+import math
 import pickle
 import re
 from pathlib import Path
@@ -24,12 +26,16 @@ from .volume_io import DEFAULT_SPACING_MM, check_spacing, default_affine
 REFERENCE_DEPTH = 32  # the reference hard-codes 32 slices
 UNSUPPORTED_OPTIONS = ("transparent", "fq_layers", "attn_layers", "no_const")
 TRAINING_STATE_FORMAT = "cowgan-train-state"  # training/state.py FORMAT (the library does not import training)
+REFERENCE_LR_MLP = 0.1  # the reference trainer's default mapping learning-rate multiplier
+log = logging.getLogger(__name__)
 
 
 def read_reference_config(model_path: Path, config_path: Optional[Path]) -> Dict[str, Any]:
     """The run's .config.json (next to model_N.pt unless given); {} when there is none."""
     path = config_path or model_path.with_name(".config.json")
     if config_path is None and not path.is_file():
+        log.warning("no .config.json beside %s: assuming the reference's defaults (lr_mlp %s); pass --config if the "
+                    "run used other settings", model_path, REFERENCE_LR_MLP)
         return {}
     problem = path_problem(path)
     if problem:
@@ -106,15 +112,14 @@ def infer_architecture(state: Dict[str, torch.Tensor], config: Dict[str, Any]) -
     latent_dim = _dims(state, "SE.net.0.weight", 2)[1]
     num_blocks = max(block_keys) + 1
     image_size = 2 ** (num_blocks + 1)
-    if config.get("image_size", image_size) != image_size:
+    if _config_whole_number(config, "image_size", image_size) != image_size:
         raise CheckpointError(f".config.json says image_size {config['image_size']} but the checkpoint has {num_blocks} blocks ({image_size})")
     last_channels = _dims(state, f"GE.blocks.{num_blocks - 1}.conv1.weight", 5)[0]
-    try:
-        capacity = int(config.get("network_capacity", last_channels // 2))
-        lr_mul = float(config.get("lr_mlp", 0.1))
-    except (TypeError, ValueError):
-        raise CheckpointError(f".config.json has network_capacity {config.get('network_capacity')!r} and lr_mlp "
-                              f"{config.get('lr_mlp')!r}; both must be numbers: pass the run's own .config.json") from None
+    capacity = _config_whole_number(config, "network_capacity", last_channels // 2)
+    lr_mul = config.get("lr_mlp", REFERENCE_LR_MLP)
+    if isinstance(lr_mul, bool) or not isinstance(lr_mul, (int, float)) or not 0 < lr_mul < math.inf:
+        raise CheckpointError(f".config.json has lr_mlp {lr_mul!r}, which must be a positive number: pass the run's own "
+                              ".config.json with --config")
     g_channels = [_dims(state, f"GE.blocks.{i}.conv1.weight", 5)[0] for i in range(num_blocks)]
     d_channels = [v.shape[0] for k, v in state.items() if re.fullmatch(r"D\.blocks\.\d+\.conv_res\.weight", k)]
     fmap_max = max(g_channels + d_channels)
@@ -125,6 +130,15 @@ def infer_architecture(state: Dict[str, torch.Tensor], config: Dict[str, Any]) -
         raise CheckpointError(f"generator channels {g_channels} do not follow the reference rule for capacity {capacity}: "
                               "check network_capacity in .config.json")
     return arch
+
+
+def _config_whole_number(config: Dict[str, Any], key: str, default: int) -> int:
+    """A positive whole-number setting of .config.json (`default` when absent), or a CheckpointError naming it."""
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(f".config.json has {key} {value!r}, which must be a positive whole number: pass the run's "
+                              "own .config.json with --config")
+    return value
 
 
 def convert_state(state: Dict[str, torch.Tensor], arch: Architecture) -> Dict[str, torch.Tensor]:

@@ -19,16 +19,19 @@ from .files import atomic_write, path_problem
 
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_SPACING_MM = (0.62, 0.62, 0.62)
+SPACING_RANGE_MM = (0.01, 100.0)  # beyond this a grid is not an image of vessels (and NIfTI headers overflow)
 
 
 def check_spacing(spacing_mm: Sequence[float]) -> Tuple[float, float, float]:
-    """`spacing_mm` as three positive, finite millimetres (x, y, z), or an InputError (NaN included)."""
+    """`spacing_mm` as three millimetres (x, y, z) within SPACING_RANGE_MM, or an InputError (NaN included)."""
+    low, high = SPACING_RANGE_MM
+    rule = f"the voxel spacing must be three positive millimetres (x, y, z) from {low:g} to {high:g}"
     try:
         values = tuple(float(s) for s in spacing_mm)
     except (TypeError, ValueError):
-        raise InputError(f"the voxel spacing must be three positive millimetres (x, y, z), got {spacing_mm!r}") from None
-    if len(values) != 3 or not all(0 < s < math.inf for s in values):
-        raise InputError(f"the voxel spacing must be three positive millimetres (x, y, z), got {list(values)}")
+        raise InputError(f"{rule}, got {spacing_mm!r}") from None
+    if len(values) != 3 or not all(low <= s <= high for s in values):
+        raise InputError(f"{rule}, got {list(values)}")
     return values
 
 

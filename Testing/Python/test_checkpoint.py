@@ -155,3 +155,73 @@ def test_a_training_resume_state_passed_as_a_model_points_to_export(tmp_path):
     torch.save({"format": FORMAT, "G": {}}, path)
     with pytest.raises(CheckpointError, match="resume state.*cowgan export"):
         load_generator(str(path), device="cpu")
+
+
+def _resigned(source, path, edit_metadata=None, edit_tensors=None):
+    """A copy of a saved model with its metadata or tensors changed and its checksum made to fit again, as other
+    software or another version could write it."""
+    import json
+
+    from safetensors import safe_open
+
+    from CircleOfWillisGANLib.checkpoint import CHECKSUM_KEY, METADATA_KEY, content_sha256
+    from CircleOfWillisGANLib.files import save_safetensors
+
+    with safe_open(str(source), framework="pt") as f:
+        metadata = json.loads(f.metadata()[METADATA_KEY])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if edit_metadata:
+        edit_metadata(metadata)
+    if edit_tensors:
+        edit_tensors(tensors)
+    text = json.dumps(metadata)
+    save_safetensors(path, tensors, {METADATA_KEY: text, CHECKSUM_KEY: content_sha256(tensors, text)})
+    return path
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.update(format_version="1"),
+    lambda m: m.update(architecture=None),
+    lambda m: m["architecture"].update(latent_dim=32.0),
+    lambda m: m["architecture"].update(mapping_lr_mul="fast"),
+    lambda m: m["architecture"].update(mapping_lr_mul=float("nan")),
+    lambda m: m["architecture"].update(output_shape="16x32x32"),
+    lambda m: m.update(data=[1, 2]),
+    lambda m: m.update(data={"affine": "identity"}),
+    lambda m: m.update(data={"spacing_mm": [0.6, 0.6, 1e300]}),
+])
+def test_metadata_of_the_wrong_type_is_one_clear_error(saved, tmp_path, edit):
+    from CircleOfWillisGANLib.generator import load_generator
+
+    with pytest.raises(CheckpointError, match="has unreadable metadata .*: re-export it"):
+        load_generator(_resigned(saved, tmp_path / "m.safetensors", edit_metadata=edit), device="cpu")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("directions.sefa", torch.zeros(3, 5), r"directions.sefa is torch.float32 of shape \(3, 5\)"),
+    ("synthesis.const", None, "synthesis.const holds torch.int32 values"),
+])
+def test_tensors_of_the_wrong_kind_are_refused_when_loading(saved, tmp_path, key, value, message):
+    def edit(tensors):
+        tensors[key] = tensors[key].to(torch.int32) if value is None else value
+
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(_resigned(saved, tmp_path / "m.safetensors", edit_tensors=edit))
+
+
+def test_a_file_cut_inside_its_header_is_called_truncated(saved):
+    saved.write_bytes(saved.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=r"the file is truncated \(its header alone needs [\d,]+ bytes, the file has 200\)"):
+        load_checkpoint(saved)
+
+
+def test_a_model_that_overflows_is_blamed_for_its_nan_volumes_not_the_seeds(saved, tmp_path):
+    from CircleOfWillisGANLib.generator import load_generator
+
+    def edit(tensors):  # finite weights (the load check passes) whose products overflow
+        for key in ("synthesis.blocks.3.to_image.weight", "synthesis.blocks.3.to_image.affine.bias"):
+            tensors[key] = torch.full_like(tensors[key], 3e38)
+
+    gen = load_generator(_resigned(saved, tmp_path / "m.safetensors", edit_tensors=edit), device="cpu")
+    with pytest.raises(CheckpointError, match="makes NaN or infinite volumes from ordinary w .*: the model is damaged"):
+        gen.generate(seeds=[1], precision="fp32")

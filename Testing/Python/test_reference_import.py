@@ -118,7 +118,8 @@ def test_a_checkpoint_missing_or_mangling_a_tensor_gives_one_clear_error(golden_
         import_reference(str(tmp_path / "model_5.pt"), str(golden_dir / ".config.json"))
 
 
-@pytest.mark.parametrize("spacing", [(float("nan"), 0.62, 0.62), (0.62, 0.0, 0.62), (0.62, 0.62, float("inf")), (0.62, 0.62)])
+@pytest.mark.parametrize("spacing", [(float("nan"), 0.62, 0.62), (0.62, 0.0, 0.62), (0.62, 0.62, float("inf")), (0.62, 0.62),
+                                     (1e-300, 0.62, 0.62), (0.62, 1e300, 0.62)])
 def test_a_voxel_spacing_that_is_not_three_positive_millimetres_is_refused(golden_dir, spacing):
     with pytest.raises(InputError, match="three positive millimetres"):
         import_reference(str(golden_dir / "model_0.pt"), spacing_mm=spacing)
@@ -149,7 +150,8 @@ def test_imported_checkpoint_records_provenance(golden_dir, tmp_path):
 
 
 @pytest.mark.parametrize("text", ["[1, 2]", "null", '{"image_size": 64, "network_capacity": "two"}',
-                                  '{"image_size": 64, "lr_mlp": "fast"}'])
+                                  '{"image_size": 64, "lr_mlp": "fast"}', '{"lr_mlp": NaN}', '{"lr_mlp": 0}',
+                                  '{"image_size": "64"}', '{"network_capacity": 0}', '{"network_capacity": null}'])
 def test_a_config_that_is_not_a_reference_config_gives_one_clear_error(golden_dir, tmp_path, text):
     config = tmp_path / "config.json"
     config.write_text(text)
