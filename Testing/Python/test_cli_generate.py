@@ -100,6 +100,12 @@ def test_noise_variations_share_w_and_differ_in_noise(golden_model, tmp_path):
     (["--surface", "--threshold", "1.5"], "--threshold 1.5"),
     (["--surface", "--threshold", "0"], "--threshold 0.0"),
     (["--precision", "fp16", "--device", "cpu"], "fp16 is for CUDA GPUs"),
+    (["--interpolate", "1", "2", "--seeds", "3"], "--seeds cannot be combined with --interpolate"),
+    (["--interpolate", "1", "2", "--noise-variations", "2"], "--noise-variations cannot be combined with --interpolate"),
+    (["--noise-variations", "2", "--noise-seed", "5"], "--noise-seed cannot be combined with --noise-variations"),
+    (["--threshold", "0.5"], "--threshold only applies with --surface"),
+    (["--surface-format", "stl"], "--surface-format only applies with --surface"),
+    (["--space", "w"], "--space only applies with --interpolate A B"),
 ])
 def test_bad_requests_fail_with_one_line_and_write_nothing(golden_model, tmp_path, args, message):
     out = tmp_path / "out"

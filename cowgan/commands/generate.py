@@ -21,6 +21,7 @@ from CircleOfWillisGANLib.precision import PRECISIONS
 from CircleOfWillisGANLib.volume_io import spacing_of
 
 SURFACE_FORMATS = ("vtp", "stl", "obj", "ply")
+DEFAULT_SEEDS = "1-4"
 
 
 def register(subparsers: Any) -> None:
@@ -29,15 +30,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", default="demo", help="'demo', a native .safetensors model, or a reference model_N.pt")
     p.add_argument("--out", required=True, help="output folder (created if needed)")
     p.add_argument("--overwrite", action="store_true", help="replace files of the same names already in --out")
-    p.add_argument("--seeds", default="1-4", help="seeds like 1-8, 3,5,9 or 1-4,10 (default 1-4)")
+    p.add_argument("--seeds", default=None, help="seeds like 1-8, 3,5,9 or 1-4,10 (default 1-4)")
     p.add_argument("--psi", type=float, default=1.0, help="truncation psi in [0, 2]; 1 = none, 0.7 = typical anatomy")
     p.add_argument("--noise-seed", type=int, default=None, help="one noise seed for every volume (default: each volume's seed)")
     p.add_argument("--interpolate", nargs=2, type=int, metavar=("A", "B"), help="interpolate between seeds A and B")
     p.add_argument("--steps", type=int, default=16, help="frames of an interpolation (default 16)")
-    p.add_argument("--space", choices=("z", "w"), default="z", help="interpolate by slerp in z (default) or lerp in w")
+    p.add_argument("--space", choices=("z", "w"), default=None, help="interpolate by slerp in z (default) or lerp in w")
     p.add_argument("--noise-variations", type=int, default=0, metavar="K", help="K volumes per seed: same w, new noise")
     p.add_argument("--surface", action="store_true", help="also write a smoothed vessel surface")
-    p.add_argument("--surface-format", choices=SURFACE_FORMATS, default="vtp")
+    p.add_argument("--surface-format", choices=SURFACE_FORMATS, default=None, help="with --surface (default vtp)")
     p.add_argument("--threshold", type=float, default=None, help="surface threshold (default: Otsu on the bright tail)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
@@ -93,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
     """Validate the request and list the volumes to write, before loading anything heavy."""
+    _refuse_ignored_options(args)
+    args.seeds, args.space = args.seeds or DEFAULT_SEEDS, args.space or "z"
+    args.surface_format = args.surface_format or SURFACE_FORMATS[0]
     if args.steps < 2:
         raise InputError(f"--steps must be at least 2, got {args.steps}")
     if args.noise_variations < 0:
@@ -113,6 +117,25 @@ def _plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
         return [{"kind": "seed", "seed": s, "noise_seed": k, "stem": f"seed{s:04d}_noise{k:03d}", "animation": f"seed{s:04d}_noise"}
                 for s in seeds for k in range(args.noise_variations)]
     return [{"kind": "seed", "seed": s, "stem": f"seed{s:04d}"} for s in seeds]
+
+
+def _refuse_ignored_options(args: argparse.Namespace) -> None:
+    """An option the chosen mode would silently ignore is an InputError: the user meant something else."""
+    clashes = [("--seeds", args.seeds is not None, "--interpolate", bool(args.interpolate),
+                "an interpolation runs from seed A to seed B"),
+               ("--noise-variations", bool(args.noise_variations), "--interpolate", bool(args.interpolate),
+                "choose one of them"),
+               ("--noise-seed", args.noise_seed is not None, "--noise-variations", bool(args.noise_variations),
+                "noise variations use noise seeds 0 to K-1")]
+    for option, given, other, other_given, why in clashes:
+        if given and other_given:
+            raise InputError(f"{option} cannot be combined with {other} ({why}): leave one out")
+    needs = [("--threshold", args.threshold is not None, "--surface", args.surface),
+             ("--surface-format", args.surface_format is not None, "--surface", args.surface),
+             ("--space", args.space is not None, "--interpolate A B", bool(args.interpolate))]
+    for option, given, required, present in needs:
+        if given and not present:
+            raise InputError(f"{option} only applies with {required}: add {required.split()[0]}, or leave {option} out")
 
 
 def _resolve(jobs: List[Dict[str, Any]], gen: CoWGenerator, args: argparse.Namespace) -> None:
