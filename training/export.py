@@ -14,6 +14,7 @@ from CircleOfWillisGANLib.checkpoint import Checkpoint, save_checkpoint
 from CircleOfWillisGANLib.directions import METADATA_KEY as DIRECTIONS_KEY, compute_directions
 from CircleOfWillisGANLib.errors import CheckpointError
 from CircleOfWillisGANLib.export import timestamp
+from CircleOfWillisGANLib.files import path_problem
 from CircleOfWillisGANLib.generator import CoWGenerator
 from CircleOfWillisGANLib.generator_model import GeneratorModel
 
@@ -33,6 +34,9 @@ def export_run(run_dir: Path, out: Path, name: Optional[str] = None, state_path:
     `dtype` "float16" halves the file (the loader computes in float32 either way), e.g. to bundle a model.
     """
     run_dir = Path(run_dir)
+    problem = None if state_path else path_problem(run_dir, folder=True)
+    if problem:
+        raise CheckpointError(f"run folder {run_dir} {problem}: pass the folder given to `cowgan train --out`")
     path = Path(state_path) if state_path else find_state(run_dir)
     if path is None:
         raise CheckpointError(f"{run_dir} holds no resume state (checkpoints/latest.pt): pass the folder given to "

@@ -21,6 +21,7 @@ FORMAT_VERSION = 1
 LATEST = "latest.pt"
 PREVIOUS = "previous.pt"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format
+REQUIRED_KEYS = ("trainer", "config", "architecture", "dataset", "progress")  # what the training loop saves
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -86,8 +87,19 @@ def load_state(path: Path) -> Dict[str, Any]:
     except Exception as exc:  # torch raises many types for damaged files
         reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise CheckpointError(f"cannot read resume state {path} ({reason.split('. ')[0][:160]}): {fix}") from exc
+    if isinstance(state, dict) and "GAN" in state:
+        raise CheckpointError(f"{path} is a checkpoint of the published reference, not a resume state: convert it with "
+                              f"`cowgan import-reference {path} --out MODEL.safetensors`")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a training resume state: pass the run folder written by `cowgan train`")
-    if int(state.get("format_version", 0)) > FORMAT_VERSION:
+    version = state.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path} has format_version {version!r}, not a whole number: it was not written by "
+                              "`cowgan train`; pass another resume state")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer CircleOfWillisGAN: upgrade to resume it")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}: it is incomplete or was not written by `cowgan train`; "
+                              f"{fix}")
     return state

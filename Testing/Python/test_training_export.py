@@ -11,7 +11,7 @@ from training.config import training_preset
 from training.distributed import ProcessGroup
 from training.export import export_run
 from training.loop import train
-from training.state import find_state, load_state
+from training.state import REQUIRED_KEYS, find_state, load_state
 from training_fixtures import write_tube_dataset
 
 import pytest
@@ -52,6 +52,26 @@ def test_exporting_a_folder_without_a_run_says_what_to_pass(tmp_path):
         export_run(tmp_path, tmp_path / "model.safetensors")
 
 
+def test_a_run_folder_that_is_missing_a_file_a_reference_model_or_an_incomplete_state_is_named(tmp_path):
+    from training.state import FORMAT, save_state
+
+    with pytest.raises(CheckpointError, match="run folder .*missing does not exist: pass the folder given to"):
+        export_run(tmp_path / "missing", tmp_path / "model.safetensors")
+    (tmp_path / "notes.txt").write_text("a file")
+    with pytest.raises(CheckpointError, match="is a file, not a folder"):
+        export_run(tmp_path / "notes.txt", tmp_path / "model.safetensors")
+    torch.save({"GAN": {}}, tmp_path / "model_150.pt")
+    with pytest.raises(CheckpointError, match="checkpoint of the published reference.*cowgan import-reference"):
+        export_run(tmp_path, tmp_path / "model.safetensors", state_path=tmp_path / "model_150.pt")
+    state = save_state(tmp_path / "run", {"trainer": {}, "config": {}})
+    with pytest.raises(CheckpointError, match="lacks architecture, dataset, progress: it is incomplete"):
+        export_run(tmp_path / "run", tmp_path / "model.safetensors")
+    torch.save({"format": FORMAT, "format_version": "x"}, state)
+    with pytest.raises(CheckpointError, match="format_version 'x', not a whole number"):
+        export_run(tmp_path / "run", tmp_path / "model.safetensors")
+    assert not (tmp_path / "model.safetensors").exists()
+
+
 def test_the_cli_keeps_an_existing_model_file_unless_overwrite_is_asked(tmp_path, capsys):
     from cowgan.main import main
 
@@ -86,8 +106,9 @@ def test_a_resume_state_that_cannot_be_written_is_an_output_error_and_keeps_the_
         open(path, "wb").write(b"PK")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 10 vs 4")
 
-    first = save_state(tmp_path, {"step": 1})
+    parts = {key: {} for key in REQUIRED_KEYS}
+    first = save_state(tmp_path, dict(parts, step=1))
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(OutputError, match="lack of disk space"):
-        save_state(tmp_path, {"step": 2})
+        save_state(tmp_path, dict(parts, step=2))
     assert load_state(first)["step"] == 1 and sorted(p.name for p in first.parent.iterdir()) == ["latest.pt"]
