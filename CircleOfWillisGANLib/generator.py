@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -184,6 +185,7 @@ class CoWGenerator:
         if seeds is not None:
             z = self.z_from_seeds(seeds)
         ws = self.broadcast_w(self.mapping(z) if z is not None else w)
+        _check_finite(ws, "w")
         if style_mix is not None:
             if not isinstance(style_mix, (tuple, list)) or len(style_mix) != 2:
                 raise InputError(f"style_mix must be (seeds or w of the second source, crossover block), e.g. ([9], 3); "
@@ -211,9 +213,11 @@ class CoWGenerator:
 def check_psi(psi: float) -> float:
     """Validate the truncation psi (0 = the average volume, 1 = no truncation)."""
     try:
-        value = float(psi)
+        value = float(psi) if not isinstance(psi, bool) else math.nan
     except (TypeError, ValueError):
-        raise InputError(f"psi {psi!r} is not a number: use a value from 0 to {MAX_PSI}") from None
+        value = math.nan
+    if math.isnan(value):
+        raise InputError(f"psi {psi!r} is not a number: use a value from 0 to {MAX_PSI}")
     if not 0.0 <= value <= MAX_PSI:
         raise InputError(f"psi {psi} is out of range: use a value from 0 to {MAX_PSI} (1 = no truncation)")
     return value
@@ -252,6 +256,8 @@ def load_generator(path: Union[str, Path] = "demo", device: str = "auto") -> CoW
     """Load a native checkpoint, the bundled demo model ("demo"), or a reference model_N.pt (converted in memory)."""
     if not isinstance(path, (str, Path)):
         raise InputError(f"the model must be 'demo' or a file path, got {type(path).__name__}")
+    if not str(path).strip():
+        raise InputError("no model was given: pass 'demo' or the path of a .safetensors model or reference model_N.pt")
     if str(path) == "demo":
         path = demo_model_path()
     path = Path(path)

@@ -116,10 +116,21 @@ def test_relative_max_error_is_the_worst_volumes_worst_voxel_over_its_range():
     ({"seeds": [1], "noise_seed": 2, "noise": torch.zeros(1)}, "not both"),
     ({"seeds": [1], "style_mix": ([2], 1.5)}, "whole block number"),
     ({"seeds": [1], "style_mix": [2]}, "style_mix must be"),
+    ({"seeds": [1], "psi": True}, "psi True is not a number"),
+    ({"seeds": [1], "psi": float("nan")}, "psi nan is not a number"),
 ])
 def test_bad_arguments_raise_input_errors_that_name_the_fix(tiny_generator, kwargs, message):
     with pytest.raises(InputError, match=message):
         tiny_generator.generate(**kwargs)
+
+
+def test_styles_of_non_finite_w_and_an_empty_model_path_are_refused(tiny_generator):
+    from CircleOfWillisGANLib.generator import load_generator
+
+    with pytest.raises(InputError, match="w contains NaN or infinite values"):
+        tiny_generator.styles(w=torch.full((1, 32), float("nan")))
+    with pytest.raises(InputError, match="no model was given"):
+        load_generator("  ")
 
 
 def test_seed_ranges_parse_like_the_cli_documents():
