@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
@@ -26,6 +27,15 @@ PREVIEW_CASES = 16
 MANIFEST_FIELDS = ("case", "index", "image", "label", "params", "anterior", "posterior", "complete",
                    "fetal_pca_left", "fetal_pca_right", "pcom_absent_left", "pcom_absent_right", "a1_absent_left",
                    "a1_absent_right", "acom_absent", "acom_duplicated", "third_a2")
+
+
+def set_files(out: Union[str, Path]) -> List[Path]:
+    """The files of a phantom set already in `out` (cases, manifest, preview): what a new set would mix with."""
+    folder = Path(out)
+    if not folder.is_dir():
+        return []
+    case = re.compile(r"phantom_\d{5}(_image|_label)?\.(nii|nii\.gz|json)")
+    return sorted(p for p in folder.iterdir() if p.is_file() and (p.name in (MANIFEST, PREVIEW) or case.fullmatch(p.name)))
 
 
 def case_name(index: int) -> str:

@@ -37,6 +37,20 @@ def test_files_are_identical_whatever_the_worker_count(tmp_path):
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
 
 
+def test_a_folder_holding_a_set_is_kept_unless_overwrite_replaces_the_whole_set(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the user's own notes")
+    assert main(["phantoms", "--n", "3", "--out", str(tmp_path), "--seed", "1", *SMALL]) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert main(["phantoms", "--n", "1", "--out", str(tmp_path), "--seed", "2", *SMALL]) == 2
+    assert "already holds a phantom set (10 files" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert main(["phantoms", "--n", "1", "--out", str(tmp_path), "--seed", "2", "--no-compress", *SMALL, "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "manifest.csv", "notes.txt", "phantom_00000.json", "phantom_00000_image.nii", "phantom_00000_label.nii"]
+    assert notes.read_text() == "the user's own notes"
+
+
 def test_force_makes_every_case_a_fetal_pca(tmp_path):
     assert main(["phantoms", "--n", "3", "--out", str(tmp_path), "--force", "fetal_pca_left", *SMALL]) == 0
     rows = list(csv.DictReader((tmp_path / "manifest.csv").open()))

@@ -8,10 +8,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.errors import InputError, OutputError
 from CircleOfWillisGANLib.export import prepare_output_dir
 from CircleOfWillisGANLib.phantoms import FORCEABLE, PhantomConfig, VariantPrevalence, load_table, parse_overrides
-from CircleOfWillisGANLib.phantoms.writer import MANIFEST, PREVIEW, write_phantom_set
+from CircleOfWillisGANLib.phantoms.writer import MANIFEST, PREVIEW, set_files, write_phantom_set
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ def register(subparsers: Any) -> None:
                    help=f"make a variant certain in every case (repeatable): {', '.join(FORCEABLE)}")
     p.add_argument("--preview", action="store_true", help=f"write {PREVIEW}, a contact sheet of axial MIPs")
     p.add_argument("--no-compress", action="store_true", help="write .nii instead of .nii.gz (faster)")
+    p.add_argument("--overwrite", action="store_true", help="replace a phantom set already in --out (its files are "
+                   "removed first, so the sets do not mix)")
     p.set_defaults(run=run)
 
 
@@ -61,6 +63,13 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise InputError(f"--workers {args.workers} is invalid: use 1 or more")
     config = build_config(args)
+    prepare_output_dir(args.out, create=False)
+    existing = set_files(args.out)
+    if existing and not args.overwrite:
+        raise OutputError(f"{args.out} already holds a phantom set ({len(existing)} files, e.g. {existing[0].name}); a "
+                          "new set would mix with it: choose a new --out, or pass --overwrite to replace it")
+    for path in existing:
+        path.unlink()
     out = prepare_output_dir(args.out)
     with tqdm(total=args.n, desc="phantoms", unit="case", disable=None) as bar:
         write_phantom_set(out, args.n, args.seed, config, workers=args.workers, preview=args.preview,
