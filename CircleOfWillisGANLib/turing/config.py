@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -37,8 +38,12 @@ class SessionConfig:
                              "(0.5 for 50:50), or be left unset for a randomised 40-60% share")
         if self.display not in DISPLAYS:
             raise InputError(f"unknown display {self.display!r}: use one of {', '.join(DISPLAYS)}")
-        if self.time_limit_s is not None and not float(self.time_limit_s) > 0:
-            raise InputError(f"time limit {self.time_limit_s} s must be positive, or unset for no limit")
+        if self.time_limit_s is not None and not 0 < float(self.time_limit_s) < math.inf:
+            raise InputError(f"time limit {self.time_limit_s} s must be a positive number of seconds, or unset for no limit")
+        if self.real_fraction is not None and not 1 <= round(float(self.real_fraction) * int(self.n_cases)) < int(self.n_cases):
+            raise InputError(f"real fraction {self.real_fraction} of {self.n_cases} cases gives "
+                             f"{round(float(self.real_fraction) * int(self.n_cases))} real cases: a session needs at least "
+                             "one real and one generated case; choose a fraction nearer 0.5 or more cases")
         if int(self.seed) < 0:
             raise InputError(f"seed {self.seed} must be 0 or more")
         for rater in self.raters:
@@ -76,9 +81,11 @@ def check_call(call: str) -> str:
 def check_confidence(confidence: int) -> int:
     """Confidence is an integer rating from 1 (guess) to 5 (certain)."""
     try:
-        value = int(confidence)
+        value = int(confidence) if not isinstance(confidence, bool) else None
     except (TypeError, ValueError):
-        raise InputError(f"confidence {confidence!r} is not a number: rate from 1 (guess) to 5 (certain)") from None
+        value = None
+    if value is None:
+        raise InputError(f"confidence {confidence!r} is not a number: rate from 1 (guess) to 5 (certain)")
     if value not in CONFIDENCE_LEVELS or value != confidence:
         raise InputError(f"confidence {confidence} is out of range: rate from 1 (guess) to 5 (certain)")
     return value

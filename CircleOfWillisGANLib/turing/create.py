@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -13,13 +15,15 @@ import numpy as np
 
 from ..errors import InputError, OutputError
 from ..files import atomic_write, file_sha256, staged_folder, write_json
-from .config import SessionConfig
-from .grid import DisplayGrid, to_display
+from ..preprocess import MIN_COVERAGE
+from .config import CALLS, SessionConfig
+from .grid import DisplayGrid, grid_coverage, to_display
 from .layout import (CASES_DIR, FORMAT_VERSION, JOURNAL_DIR, KEY_FILE, KEY_FORMAT, SESSION_FILE, SESSION_FORMAT,
                      case_id, case_path)
 from .sources import VolumeSource
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,11 +86,12 @@ def create_session(folder: Union[str, Path], real: VolumeSource, generated: Volu
             (stage / CASES_DIR).mkdir()
             (stage / JOURNAL_DIR).mkdir()
             key_cases = _write_cases(stage, plan, real, generated, grid, progress)
-            write_json(stage / SESSION_FILE, _session_description(config, grid, plan))
+            session_id = _session_id(key_cases)
+            write_json(stage / SESSION_FILE, dict(_session_description(config, grid, plan), session_id=session_id))
             stamp = time.time()
             for path in [stage / SESSION_FILE] + [case_path(stage, c.case_id) for c in plan]:
                 os.utime(path, (stamp, stamp))
-            key_data = _key_description(config, grid, plan, key_cases, real, generated)
+            key_data = dict(_key_description(config, grid, plan, key_cases, real, generated), session_id=session_id)
             write_json(stage / KEY_FILE if not key_path else key, key_data)
     except BaseException:
         if key_path and key.exists():
@@ -102,21 +107,38 @@ def _write_cases(stage: Path, plan: List[PlannedCase], real: VolumeSource, gener
     import nibabel as nib
 
     affine = grid.affine()
-    out = []
+    out, padded = [], []
     for k, case in enumerate(plan):
         item = (real if case.truth == "real" else generated).items[case.source_index]
         volume, source_affine = item.load()
-        display = to_display(volume, source_affine, grid)
+        name = item.provenance.get("path") or f"seed {item.provenance.get('seed')}"
+        try:
+            display = to_display(volume, source_affine, grid)
+        except InputError as exc:
+            raise InputError(f"{name}: {exc}") from None
+        coverage = grid_coverage(volume.shape, source_affine, grid)
+        if coverage < MIN_COVERAGE:
+            padded.append(f"{Path(name).name} {coverage:.0%}")
         image = nib.Nifti1Image(np.ascontiguousarray(display.transpose(1, 2, 0)), affine)
         image.header.set_xyzt_units("mm")
         image.header.set_data_dtype(np.uint8)
         path = case_path(stage, case.case_id)
         atomic_write(path, lambda tmp, image=image: nib.save(image, str(tmp)))
         out.append({"id": case.case_id, "truth": case.truth, "source": item.provenance,
-                    "sha256": file_sha256(path)})
+                    "sha256": file_sha256(path), "grid_coverage": round(coverage, 4)})
         if progress:
             progress(k + 1, len(plan))
+    if padded:
+        log.warning("%d case volume(s) fill less than %.0f%% of the display grid and are padded, which raters may "
+                    "notice (%s): use volumes that cover the grid, or pass a smaller grid", len(padded),
+                    100 * MIN_COVERAGE, ", ".join(padded[:3]) + (", ..." if len(padded) > 3 else ""))
     return out
+
+
+def _session_id(key_cases: List[Dict[str, Any]]) -> str:
+    """An id that ties journals and the key to this session: a digest of its case files, so it is the same for the
+    same session made again and says nothing a rater does not already have."""
+    return hashlib.sha256("".join(c["sha256"] for c in key_cases).encode()).hexdigest()[:16]
 
 
 def _session_description(config: SessionConfig, grid: DisplayGrid, plan: List[PlannedCase]) -> Dict[str, Any]:
@@ -146,7 +168,12 @@ def read_key(path: Union[str, Path]) -> Tuple[Dict[str, Any], Dict[str, str]]:
         raise InputError(f"answer key {path} is damaged ({exc}): restore it from the organiser's backup") from exc
     if not isinstance(key, dict) or key.get("format") != KEY_FORMAT:
         raise InputError(f"{path} is not a Turing test answer key: pass the key file written by `cowgan turing create`")
+    if key.get("version") != FORMAT_VERSION:
+        raise InputError(f"answer key {path} is version {key.get('version')!r}; this software reads version "
+                         f"{FORMAT_VERSION}: use the CircleOfWillisGAN version that made the session")
     cases = key.get("cases")
-    if not isinstance(cases, list) or not all(isinstance(c, dict) and {"id", "truth"} <= c.keys() for c in cases):
-        raise InputError(f"answer key {path} is damaged (its case list is malformed): restore it from the organiser's backup")
+    if (not isinstance(cases, list) or not all(isinstance(c, dict) and {"id", "truth"} <= c.keys() for c in cases)
+            or not all(c["truth"] in CALLS for c in cases) or len({c["id"] for c in cases}) != len(cases)):
+        raise InputError(f"answer key {path} is damaged (its case list or a truth is malformed): restore it from the "
+                         "organiser's backup")
     return key, {c["id"]: c["truth"] for c in cases}

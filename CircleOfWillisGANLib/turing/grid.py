@@ -82,13 +82,29 @@ def _to_ras(v_dhw: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(hwd.transpose(2, 0, 1))
 
 
+def grid_coverage(shape_dhw: Sequence[int], affine: np.ndarray, grid: DisplayGrid) -> float:
+    """Share of the display grid that a volume of this shape and affine fills once on it; the rest is padding."""
+    import nibabel.orientations as orient
+
+    d, h, w = shape_dhw
+    xyz = [0, 0, 0]
+    for n, (ras_axis, _) in zip((h, w, d), orient.io_orientation(np.asarray(affine, float))):
+        xyz[int(ras_axis)] = n
+    size = _resampled_size((xyz[2], xyz[0], xyz[1]), sorted_spacing(affine), grid.spacing_mm)
+    return float(np.prod([min(1.0, have / want) for have, want in zip(size, grid.shape_dhw)]))
+
+
+def _resampled_size(shape_dhw: Sequence[int], spacing_xyz: Sequence[float],
+                    target_xyz: Sequence[float]) -> Tuple[int, int, int]:
+    """(D, H, W) of a RAS volume of `shape_dhw` resampled from `spacing_xyz` to `target_xyz`."""
+    (d, h, w), (sx, sy, sz), (tx, ty, tz) = shape_dhw, spacing_xyz, target_xyz
+    return max(2, round(d * sz / tz)), max(2, round(h * sx / tx)), max(2, round(w * sy / ty))
+
+
 def _resample(v_dhw: np.ndarray, spacing_xyz: Sequence[float], target_xyz: Sequence[float]) -> np.ndarray:
     """Trilinear resampling to the target spacing; a volume already on it is returned untouched."""
-    sx, sy, sz = spacing_xyz
-    tx, ty, tz = target_xyz
-    d, h, w = v_dhw.shape
-    size = (max(2, round(d * sz / tz)), max(2, round(h * sx / tx)), max(2, round(w * sy / ty)))
-    if np.allclose((sx, sy, sz), (tx, ty, tz), rtol=1e-4) or size == v_dhw.shape:
+    size = _resampled_size(v_dhw.shape, spacing_xyz, target_xyz)
+    if np.allclose(spacing_xyz, target_xyz, rtol=1e-4) or size == v_dhw.shape:
         return v_dhw
     import torch
 

@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, Union
 
 from ..errors import InputError
+from .config import DISPLAYS, RATER_ID_PATTERN
 
 SESSION_FILE = "session.json"
 CASES_DIR = "cases"
@@ -49,11 +51,34 @@ def read_session(folder: Union[str, Path]) -> Dict[str, Any]:
         session = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise InputError(f"{path} is damaged ({exc}): restore it from the organiser's copy") from exc
-    if not isinstance(session, dict) or session.get("format") != SESSION_FORMAT or session.get("version") != FORMAT_VERSION:
+    if not isinstance(session, dict) or session.get("format") != SESSION_FORMAT:
+        raise InputError(f"{path} is not a Turing test session file: pass the folder made by `cowgan turing create`")
+    version = session.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise InputError(f"{path} is a version-{version} session, newer than this software reads ({FORMAT_VERSION}): "
+                         "upgrade CircleOfWillisGAN (the raters' answers are kept)")
+    if version != FORMAT_VERSION:
         raise InputError(f"{path} is not a version-{FORMAT_VERSION} session file: recreate the session "
                          "with this version of CircleOfWillisGAN")
-    cases = session.get("cases")
-    if (not isinstance(cases, list) or not cases or not all(isinstance(c, str) for c in cases)
-            or not isinstance(session.get("display"), str)):
-        raise InputError(f"{path} is damaged (its case list or display is missing or malformed): restore it from the organiser's copy")
+    problem = _session_problem(session)
+    if problem:
+        raise InputError(f"{path} is damaged ({problem}): restore it from the organiser's copy")
     return session
+
+
+def _session_problem(session: Dict[str, Any]) -> str:
+    """What is malformed in a session description ('' if nothing): hand edits must not change how cases are shown."""
+    cases, raters, limit = session.get("cases"), session.get("raters", []), session.get("time_limit_s")
+    if not isinstance(cases, list) or not cases or not all(isinstance(c, str) for c in cases):
+        return "its case list is missing or malformed"
+    if len(set(cases)) != len(cases):
+        return "its case list repeats a case"
+    if session.get("display") not in DISPLAYS:
+        return f"display {session.get('display')!r} is not one of {', '.join(DISPLAYS)}"
+    if not isinstance(raters, list) or not all(isinstance(r, str) and RATER_ID_PATTERN.match(r) for r in raters):
+        return "its rater list is not a list of rater ids"
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit < math.inf):
+        return f"time limit {limit!r} is not a positive number of seconds"
+    if not isinstance(session.get("allow_back", False), bool):
+        return "allow_back is not true or false"
+    return ""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..errors import InputError
-from .config import check_call, check_confidence, check_rater_id
+from .config import RATER_ID_PATTERN, check_call, check_confidence, check_rater_id
 from .journal import Journal, read_journal
 from .layout import JOURNAL_DIR, case_path, journal_path, read_session
 
@@ -68,25 +69,54 @@ def rater_order(rater: str, case_ids: List[str]) -> List[str]:
     return sorted(case_ids, key=lambda cid: hashlib.sha256(f"{rater}\n{cid}".encode("utf-8")).hexdigest())
 
 
-def latest_answers(records: List[Dict[str, Any]], case_ids: List[str]) -> Tuple[Dict[str, Answer], List[str]]:
-    """Each case's latest valid answer from journal records, and one message per record that was unusable."""
+def latest_answers(records: List[Dict[str, Any]], case_ids: List[str],
+                   session_id: Optional[str] = None) -> Tuple[Dict[str, Answer], List[str]]:
+    """Each case's latest valid answer from journal records, and one message per record that was unusable; with a
+    `session_id`, records written for another session (a journal copied between sessions) are skipped too."""
     known = set(case_ids)
     answers: Dict[str, Answer] = {}
     problems: List[str] = []
     for record in records:
         if record.get("event") != "answer":
             continue
+        if session_id is not None and record.get("session") != session_id:
+            problems.append(f"journal record {record.get('seq')} was written for another session and was skipped")
+            continue
         try:
-            answer = Answer(record["case"], check_call(record["call"]), check_confidence(record["confidence"]),
-                            str(record.get("comment", "")), float(record["elapsed_s"]), bool(record["over_limit"]))
+            answer = _answer_of(record)
         except (KeyError, TypeError, ValueError):
-            problems.append(f"journal record {record.get('seq')} is incomplete and was skipped")
+            problems.append(f"journal record {record.get('seq')} is incomplete or malformed and was skipped")
             continue
         if answer.case_id not in known:
             problems.append(f"journal record {record.get('seq')} names an unknown case and was skipped")
             continue
         answers[answer.case_id] = answer
     return answers, problems
+
+
+def rater_journals(folder: Union[str, Path], session: Dict[str, Any]) -> Tuple[List[Tuple[str, Path]], List[str]]:
+    """(rater, journal path) of each journal in a session folder, and one message per file that is no rater's
+    journal (a copy, a stray file, a rater the session does not list), which is left out."""
+    allowed = session.get("raters") or []
+    journals, problems = [], []
+    for path in sorted((Path(folder) / JOURNAL_DIR).glob("*.jsonl")):
+        rater = path.stem
+        if not RATER_ID_PATTERN.match(rater) or (allowed and rater not in allowed):
+            problems.append(f"{path.name} is not the journal of one of this session's raters and was left out")
+            continue
+        journals.append((rater, path))
+    return journals, problems
+
+
+def _answer_of(record: Dict[str, Any]) -> Answer:
+    """The Answer a journal record holds; ValueError or TypeError if a field has the wrong type or range."""
+    elapsed, over_limit, comment = record["elapsed_s"], record["over_limit"], record.get("comment", "")
+    if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not 0.0 <= elapsed < math.inf:
+        raise ValueError(f"elapsed_s {elapsed!r} is not a time")
+    if not isinstance(over_limit, bool) or not isinstance(comment, str):
+        raise TypeError("over_limit must be true or false and comment text")
+    return Answer(record["case"], check_call(record["call"]), check_confidence(record["confidence"]), comment,
+                  float(elapsed), over_limit)
 
 
 class RaterSession:
@@ -123,7 +153,7 @@ class RaterSession:
     def _load_journal(self) -> None:
         contents = read_journal(journal_path(self.folder, self.rater))
         self._seq = max([int(r.get("seq", 0)) for r in contents.records if isinstance(r.get("seq"), int)] or [0])
-        self.answers, problems = latest_answers(contents.records, self.order)
+        self.answers, problems = latest_answers(contents.records, self.order, self.session.get("session_id"))
         self.problems = list(contents.problems) + problems
         for problem in self.problems:
             log.warning("rater %s: %s", self.rater, problem)
@@ -136,7 +166,9 @@ class RaterSession:
 
     def _record(self, record: Dict[str, Any]) -> None:
         self._seq += 1
-        self._journal.append(dict(record, seq=self._seq, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+        session_id = self.session.get("session_id")
+        self._journal.append(dict(record, seq=self._seq, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                  **({"session": session_id} if session_id else {})))
 
     def _show(self, index: int) -> Case:
         cid = self.order[index]

@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..export import prepare_output_dir
 from ..files import atomic_write, file_sha256
 from .config import CALLS, CONFIDENCE_LEVELS
 from .create import read_key
 from .journal import read_journal
-from .layout import JOURNAL_DIR, KEY_FILE, case_path, read_session
-from .rater import latest_answers
+from .layout import KEY_FILE, case_path, read_session
+from .rater import latest_answers, rater_journals
 from .stats import Proportion, agreement_table, binom_test, cohen_kappa, fleiss_kappa, sample_size_note
 
 PathLike = Union[str, Path]
@@ -105,16 +105,15 @@ def build_report(session: PathLike, key: Optional[PathLike] = None) -> TuringRep
     description = read_session(folder)
     key_data, truth = read_key(Path(key) if key else folder / KEY_FILE)
     case_ids = list(description["cases"])
-    _check_key_matches(folder, case_ids, key_data)
+    _check_key_matches(folder, case_ids, key_data, description.get("session_id"))
     readings: List[Reading] = []
-    problems: List[str] = []
     answered: Dict[str, int] = {}
     calls: Dict[str, Dict[str, str]] = {}
-    for path in sorted((folder / JOURNAL_DIR).glob("*.jsonl")):
+    journals, problems = rater_journals(folder, description)
+    for rater, path in journals:
         contents = read_journal(path)
-        answers, bad = latest_answers(contents.records, case_ids)
+        answers, bad = latest_answers(contents.records, case_ids, description.get("session_id"))
         problems += contents.problems + [f"{path.name}: {b}" for b in bad]
-        rater = path.stem
         answered[rater] = len(answers)
         if not answers:
             continue
@@ -133,7 +132,9 @@ def build_report(session: PathLike, key: Optional[PathLike] = None) -> TuringRep
                         _agreement(calls), cases, sample_size_note(pooled.accuracy.k, pooled.accuracy.n), problems)
 
 
-def _check_key_matches(folder: Path, case_ids: List[str], key_data: Dict) -> None:
+def _check_key_matches(folder: Path, case_ids: List[str], key_data: Dict, session_id: Optional[str]) -> None:
+    if session_id and key_data.get("session_id") not in (None, session_id):
+        raise InputError(f"the answer key belongs to another session than {folder}: pass the key made with this session")
     key_ids = [c["id"] for c in key_data["cases"]]
     if sorted(key_ids) != sorted(case_ids):
         raise InputError(f"the answer key lists other cases than session {folder}: pass the key made with this session")
@@ -175,7 +176,13 @@ def write_report(report: TuringReport, out: Optional[PathLike] = None) -> Dict[s
     """Write readings.csv, summary.csv, cases.csv and a self-contained report.html; return their paths."""
     from .report_html import render_html
 
-    out_dir = prepare_output_dir(out or default_report_dir(report.session))
+    session = Path(report.session).resolve()
+    target = Path(out).resolve() if out else default_report_dir(session)
+    if target == session or session in target.parents:
+        raise OutputError(f"--out {out} is inside the session folder {session}, which the raters share: the report "
+                          f"would show them the answers; choose a folder outside it (default {default_report_dir(session)})")
+    html = render_html(report)
+    out_dir = prepare_output_dir(target)
     paths = {
         "readings": _write_csv(out_dir / "readings.csv",
                                ["rater", "case", "truth", "call", "correct", "confidence", "time_s", "over_limit", "comment"],
@@ -187,7 +194,6 @@ def write_report(report: TuringReport, out: Optional[PathLike] = None) -> Dict[s
                             [[c.case_id, c.truth, c.readings, c.wrong, _fmt(c.wrong / c.readings if c.readings else None),
                               c.source] for c in report.cases]),
     }
-    html = render_html(report)
     paths["html"] = atomic_write(out_dir / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
     return paths
 

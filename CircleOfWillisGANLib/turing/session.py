@@ -52,6 +52,9 @@ class TuringSession(RaterSession):
                                limit, bool(allow_back), check_seed(seed), list(raters)).validate()
         if (generated is None) == (model is None):
             raise InputError("give the generated volumes as exactly one of a folder or a model (with seeds)")
+        if generated is not None and Path(real).resolve() == Path(generated).resolve():
+            raise InputError(f"the real and the generated volumes are the same folder {real}: pass the generated "
+                             "volumes' own folder, or a model")
         real_source = folder_source(real)
         if generated is not None:
             generated_source = folder_source(generated)

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import List, Union
 
 from .journal import read_journal
-from .layout import JOURNAL_DIR, read_session
-from .rater import latest_answers
+from .layout import read_session
+from .rater import latest_answers, rater_journals
 
 
 def session_status(folder: Union[str, Path]) -> List[str]:
@@ -17,12 +17,13 @@ def session_status(folder: Union[str, Path]) -> List[str]:
     cases = list(session["cases"])
     lines = [f"{len(cases)} cases; display {session['display']}"]
     seen = set()
-    for path in sorted((folder / JOURNAL_DIR).glob("*.jsonl")):
+    journals, strays = rater_journals(folder, session)
+    for rater, path in journals:
         contents = read_journal(path)
-        answers, problems = latest_answers(contents.records, cases)
-        seen.add(path.stem)
+        answers, problems = latest_answers(contents.records, cases, session.get("session_id"))
+        seen.add(rater)
         damaged = len(contents.problems) + len(problems)
-        lines.append(f"{path.stem}: {len(answers)} of {len(cases)} answered"
-                     + (f" ({damaged} damaged journal line(s) skipped)" if damaged else ""))
+        lines.append(f"{rater}: {len(answers)} of {len(cases)} answered"
+                     + (f" ({damaged} damaged or foreign journal line(s) skipped)" if damaged else ""))
     lines += [f"{r}: not started" for r in session.get("raters", []) if r not in seen]
-    return lines
+    return lines + strays

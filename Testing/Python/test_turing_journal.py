@@ -192,3 +192,36 @@ def test_a_rater_process_killed_with_sigkill_loses_no_saved_answer(tmp_path):
     nxt = resumed.next_case()
     assert nxt.case_id not in resumed.answers and nxt.number == len(resumed.answers) + 1
     resumed.close()
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda s: s.update(raters="r1"), "rater list"),
+    (lambda s: s.update(display="weird"), "display 'weird'"),
+    (lambda s: s.update(time_limit_s="abc"), "time limit 'abc'"),
+    (lambda s: s["cases"].append(s["cases"][0]), "repeats a case"),
+])
+def test_a_session_file_edited_by_hand_is_refused_when_a_rater_opens_it(session, edit, problem):
+    import json
+
+    path = session / "session.json"
+    description = json.loads(path.read_text())
+    edit(description)
+    path.write_text(json.dumps(description))
+    with pytest.raises(InputError, match=f"session.json is damaged \\(.*{problem}"):
+        TuringSession.open(session, "r1")
+
+
+def test_a_newer_session_file_asks_for_an_upgrade_not_a_new_session(session):
+    import json
+
+    path = session / "session.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), version=2)))
+    with pytest.raises(InputError, match="newer than this software reads .*upgrade CircleOfWillisGAN"):
+        TuringSession.open(session, "r1")
+
+
+def test_a_real_fraction_that_leaves_no_real_or_no_generated_case_is_refused(tmp_path):
+    real, generated = make_sources(tmp_path)
+    for fraction in (0.01, 0.99):
+        with pytest.raises(InputError, match=f"real fraction {fraction} of 10 cases gives"):
+            TuringSession.create(tmp_path / f"s{fraction}", real, generated, n_cases=10, real_fraction=fraction)

@@ -114,3 +114,60 @@ def test_journal_problems_appear_in_the_report(rated):
     result = build_report(created.folder)
     assert any("damaged" in p for p in result.problems)
     assert {s.name: s for s in result.raters}["oracle"].accuracy.n == 12
+
+
+def test_a_report_inside_the_shared_session_folder_is_refused_before_writing(rated):
+    from CircleOfWillisGANLib.errors import OutputError
+
+    created, _ = rated
+    before = sorted(p.relative_to(created.folder) for p in created.folder.rglob("*"))
+    for out in (created.folder, created.folder / "results"):
+        with pytest.raises(OutputError, match="inside the session folder .*would show them the answers"):
+            report(created.folder, out=out)
+    assert sorted(p.relative_to(created.folder) for p in created.folder.rglob("*")) == before
+
+
+def test_copied_stray_or_foreign_journals_are_left_out_with_a_note(rated, tmp_path):
+    import shutil
+
+    created, _ = rated
+    journal = created.folder / "journal"
+    shutil.copy(journal / "oracle.jsonl", journal / "oracle (copy).jsonl")
+    real, generated = make_sources(tmp_path / "other")
+    other = TuringSession.create(tmp_path / "other" / "s", real, generated, n_cases=12, seed=9, raters=["halfway"])
+    s = TuringSession.open(other.folder, "halfway")
+    for _ in range(4):
+        s.answer(s.next_case().case_id, "real", 2)
+    s.close()
+    shutil.copy(other.folder / "journal" / "halfway.jsonl", journal / "halfway.jsonl")  # same case ids, other session
+    result = build_report(created.folder)
+    assert sorted(s.name for s in result.raters) == ["contrarian", "oracle"] and result.pooled.accuracy.n == 24
+    assert "oracle (copy).jsonl is not the journal of one of this session's raters and was left out" in result.problems
+    assert sum("written for another session" in p for p in result.problems) == 4
+
+
+def test_an_answer_with_an_impossible_time_is_skipped_and_the_report_still_written(rated):
+    from CircleOfWillisGANLib.turing.journal import Journal
+
+    created, _ = rated
+    journal = Journal(created.folder / "journal" / "oracle.jsonl")
+    session_id = __import__("json").loads((created.folder / "session.json").read_text())["session_id"]
+    journal.append({"event": "answer", "case": "case-001", "call": "real", "confidence": 3, "comment": "",
+                    "elapsed_s": -5.0, "over_limit": False, "seq": 99, "session": session_id})
+    journal.close()
+    result, paths = report(created.folder)
+    assert "oracle.jsonl: journal record 99 is incomplete or malformed and was skipped" in result.problems
+    assert {s.name: s for s in result.raters}["oracle"].accuracy.k == 12 and paths["html"].is_file()
+
+
+@pytest.mark.parametrize("edit", [lambda k: k["cases"][0].update(truth="generated"), lambda k: k.update(version=2),
+                                  lambda k: k["cases"].append(dict(k["cases"][0]))])
+def test_an_answer_key_edited_by_hand_is_refused(rated, edit):
+    import json
+
+    created, _ = rated
+    key = json.loads(created.key_path.read_text())
+    edit(key)
+    created.key_path.write_text(json.dumps(key))
+    with pytest.raises(InputError, match="answer key .* (is damaged|is version 2)"):
+        build_report(created.folder)

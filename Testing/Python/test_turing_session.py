@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -13,7 +14,7 @@ from CircleOfWillisGANLib.errors import InputError, OutputError
 from CircleOfWillisGANLib.turing import SessionConfig, TuringSession
 from CircleOfWillisGANLib.turing.create import plan_cases, read_key
 from CircleOfWillisGANLib.turing.grid import DisplayGrid, to_display
-from CircleOfWillisGANLib.volume_io import default_affine
+from CircleOfWillisGANLib.volume_io import default_affine, save_volume
 from turing_data import GENERATED_SHAPE, make_sources, vessel_volume
 
 
@@ -190,3 +191,30 @@ def test_model_source_generates_only_the_drawn_seeds(tmp_path, sources, tiny_gen
     assert len(seeds) == 3 and all(100 <= s < 110 for s in seeds)
     session = json.loads((created.folder / "session.json").read_text())
     assert session["grid"]["shape_dhw"] == list(tiny_generator.arch.output_shape)
+
+
+def test_volumes_smaller_than_the_display_grid_are_named_in_a_warning_and_their_coverage_kept(tmp_path, caplog):
+    real, generated = make_sources(tmp_path)
+    first = sorted(real.glob("*.nii*"))[0]
+    image = nib.load(str(first))
+    half = image.shape[0] // 2
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[:half], image.affine, image.header), str(first))
+    with caplog.at_level("WARNING"):
+        created = TuringSession.create(tmp_path / "s", real, generated, n_cases=20, seed=1)
+    key = json.loads(created.key_path.read_text())
+    coverage = {Path(c["source"].get("path", "")).name: c["grid_coverage"] for c in key["cases"]}
+    assert coverage[first.name] == pytest.approx(0.5, abs=0.02)
+    assert all(v > 0.99 for name, v in coverage.items() if name != first.name)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("1 case volume(s) fill less than 90% of the display grid")
+    assert f"{first.name} 5" in warnings[0]
+
+
+def test_the_same_folder_as_real_and_generated_or_a_constant_volume_is_refused_by_name(tmp_path):
+    real, generated = make_sources(tmp_path)
+    with pytest.raises(InputError, match="the real and the generated volumes are the same folder"):
+        TuringSession.create(tmp_path / "s", real, real, n_cases=10)
+    constant = sorted(generated.glob("*.nii*"))[0]
+    save_volume(constant, np.zeros((8, 16, 16), np.float32), default_affine((8, 16, 16)))
+    with pytest.raises(InputError, match=f"{constant.name}: a case volume is constant"):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=20, seed=1)

@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
     c.add_argument("--cases", type=int, default=60, help="cases per rater (default 60)")
     c.add_argument("--real-fraction", default="0.5", help="share of real cases (default 0.5) or 'randomised' (40-60%%)")
     c.add_argument("--display", choices=DISPLAYS, default="all", help="what raters see (default all)")
-    c.add_argument("--time-limit", type=float, default=None, help="seconds per case before it is hidden (default none)")
+    c.add_argument("--time-limit", type=float, default=None, help="seconds per case before it is hidden (default or 0: none)")
     c.add_argument("--allow-back", action="store_true", help="let raters go back and revise answers")
     c.add_argument("--seed", type=int, default=0, help="random seed: the same seed and inputs draw the same session")
     c.add_argument("--raters", default="", help="comma-separated rater ids allowed to open the session (default any)")
