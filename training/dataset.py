@@ -19,6 +19,7 @@ from CircleOfWillisGANLib.errors import InputError
 from .shards import open_shards, read_manifest
 
 GPU_RESIDENT_FRACTION = 0.25
+MIN_VOLUMES = 2  # the sample-sheet metric compares feature sets, which needs two volumes at least
 
 
 class RealVolumes:
@@ -30,8 +31,9 @@ class RealVolumes:
         self._shards = list(shards)
         self._offsets = np.cumsum([0] + [len(s) for s in self._shards])
         self.count = int(self._offsets[-1])
-        if self.count == 0:
-            raise InputError("the dataset holds no volumes: prepare it again from a folder of usable volumes")
+        if self.count < MIN_VOLUMES:
+            raise InputError(f"the dataset holds {self.count} volume(s); training needs at least {MIN_VOLUMES} (and "
+                             "hundreds to learn anatomy): prepare it again from a folder of more usable volumes")
         self.shape = tuple(int(s) for s in self._shards[0].shape[1:])
         self._resident = self._load_to_gpu() if device.type == "cuda" else None
 
@@ -48,6 +50,13 @@ class RealVolumes:
         key = json.dumps([self.manifest.get("shards"), [v.get("sha256") for v in self.manifest.get("volumes", [])]],
                          sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    @property
+    def preparation(self) -> Dict[str, Any]:
+        """How the volumes were brought onto the grid (shape, spacing, normalisation, template): a dataset prepared
+        again from the same files with other settings has the same fingerprint but not the same preparation."""
+        return {"shape_dhw": list(self.shape), "data": self.manifest.get("data", {}),
+                "preparation": self.manifest.get("preparation", {})}
 
     def _load_to_gpu(self) -> Any:
         free, _ = torch.cuda.mem_get_info(self.device)

@@ -29,7 +29,7 @@ from .guard import NanGuard
 from .progress import Progress
 from .metrics import MorphologyDistance
 from .samples import sample_volumes, write_sample_sheet
-from .state import find_state, load_state, save_state, to_cpu
+from .state import checkpoint_dir, find_state, load_state, save_state, to_cpu
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,7 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, 
           bar: bool = True, guard_every: int = 200) -> RunResult:
     """Train (or resume) the run in `run_dir` on the dataset in `data_dir`; return how it ended."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise OutputError(f"--out {run_dir} is a file, not a folder: pass a new or existing run folder")
+    _check_run_folder(run_dir, Path(data_dir))
     data = RealVolumes.open(Path(data_dir), group.device)
     trainer = Trainer(cfg, data, group)
     resumed = _resume(trainer, run_dir, data)
@@ -158,6 +157,19 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, 
     return RunResult(trainer.step_index, trainer.kimg, seconds, finished, reason, path)
 
 
+def _check_run_folder(run_dir: Path, data_dir: Path) -> None:
+    """--out is a new folder, an empty one or a run of `cowgan train`, never the dataset or another folder of files."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputError(f"--out {run_dir} is a file, not a folder: pass a new or existing run folder")
+    run, data = run_dir.resolve(), data_dir.resolve()
+    if run == data or data in run.parents:
+        raise OutputError(f"--out {run_dir} is inside the dataset {data_dir}: choose a run folder outside it")
+    is_run = (run_dir / RUN_CONFIG).is_file() or checkpoint_dir(run_dir).is_dir()
+    if run_dir.is_dir() and not is_run and any(run_dir.iterdir()):
+        raise OutputError(f"--out {run_dir} holds other files and no training run: choose a new or empty folder "
+                          "(or the folder of the run to resume)")
+
+
 def _resume(trainer: Trainer, run_dir: Path, data: RealVolumes) -> Dict[str, Any]:
     path = find_state(run_dir)
     if path is None:
@@ -167,6 +179,16 @@ def _resume(trainer: Trainer, run_dir: Path, data: RealVolumes) -> Dict[str, Any
         raise CheckpointError(f"{run_dir} was trained on a different dataset (fingerprint "
                               f"{state['dataset']['fingerprint']}, this one {data.fingerprint}): pass the run's --data "
                               "or start a new run with another --out")
+    before = state["dataset"].get("preparation")  # absent in states of older versions
+    if before is not None and before != data.preparation:
+        changed = [key for key in sorted({**before["data"], **data.preparation["data"]})
+                   if before["data"].get(key) != data.preparation["data"].get(key)]
+        if before["shape_dhw"] != data.preparation["shape_dhw"]:
+            changed.insert(0, "shape")
+        if before["preparation"] != data.preparation["preparation"]:
+            changed.append("preparation settings")
+        raise CheckpointError(f"{run_dir} was trained on these volumes prepared otherwise ({', '.join(changed)} "
+                              "differ): pass the dataset the run was trained on, or start a new run with another --out")
     if state["architecture"] != trainer.arch.to_dict():
         raise CheckpointError(f"{run_dir} holds a {state['architecture']} model, not {trainer.arch.to_dict()}: "
                               "use the run's own --preset or start a new run")
@@ -201,7 +223,8 @@ def _save(trainer: Trainer, run_dir: Path, data: RealVolumes, seconds: float, gr
         path = save_state(run_dir, {
             "trainer": to_cpu(trainer.state_dict()), "config": trainer.cfg.to_dict(),
             "architecture": trainer.arch.to_dict(),
-            "dataset": {"fingerprint": data.fingerprint, "count": data.count, "manifest_data": data.manifest.get("data", {})},
+            "dataset": {"fingerprint": data.fingerprint, "count": data.count, "manifest_data": data.manifest.get("data", {}),
+                        "preparation": data.preparation},
             "progress": {"elapsed_s": seconds, "step": trainer.step_index, "kimg": trainer.kimg, "saved": timestamp(),
                          "device": _device_name(group.device), "world_size": group.world_size,
                          "precision": str(trainer.precision.dtype).replace("torch.", ""), "init_from": origin},

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 import numpy as np
 
 from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.preprocess import is_volume_file
 from CircleOfWillisGANLib.files import atomic_write, write_json
 
 FORMAT = "cowgan-dataset"
@@ -68,14 +69,20 @@ def read_manifest(root: PathLike) -> Dict[str, Any]:
     """The manifest of a prepared dataset, or an InputError saying how to make one."""
     path = Path(root) / MANIFEST
     if not path.is_file():
-        raise InputError(f"{root} is not a prepared dataset (no {MANIFEST}): run `cowgan prepare --in VOLUMES --out {root}`")
+        holds_volumes = Path(root).is_dir() and any(is_volume_file(p) for p in Path(root).iterdir())
+        fix = (f"`cowgan prepare --in {root} --out {Path(root).name}-prepared`, then pass that folder" if holds_volumes
+               else f"`cowgan prepare --in VOLUMES --out {root}`")
+        raise InputError(f"{root} is not a prepared dataset (no {MANIFEST}): run {fix}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise InputError(f"{path} is not valid JSON ({exc}): prepare the dataset again") from exc
-    if manifest.get("format") != FORMAT or int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-        raise InputError(f"{path} is not a {FORMAT} v{FORMAT_VERSION} manifest: prepare the dataset again "
-                         "with this version of `cowgan prepare`")
+    version = manifest.get("format_version", 0) if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(version, int):
+        raise InputError(f"{path} is not a {FORMAT} manifest: prepare the dataset again with `cowgan prepare`")
+    if version > FORMAT_VERSION:
+        raise InputError(f"{path} was written by a newer CircleOfWillisGAN (manifest v{version}, this one reads "
+                         f"v{FORMAT_VERSION}): upgrade CircleOfWillisGAN")
     return manifest
 
 
@@ -91,5 +98,8 @@ def open_shards(root: PathLike, manifest: Dict[str, Any]) -> Tuple[List[np.ndarr
         if array.shape[0] != shard["count"] or tuple(array.shape[1:]) != tuple(manifest["shape_dhw"]):
             raise InputError(f"shard {path} has shape {array.shape}, the manifest says {shard['count']} x "
                              f"{manifest['shape_dhw']}: prepare the dataset again")
+        bad = next((i for i in range(len(array)) if not np.isfinite(array[i]).all()), None)
+        if bad is not None:  # prepare writes finite values only, so the file was damaged since
+            raise InputError(f"shard {path} holds NaN or infinite values (its volume {bad}): prepare the dataset again")
         arrays.append(array)
     return arrays, sum(a.shape[0] for a in arrays)

@@ -207,3 +207,20 @@ def test_an_existing_empty_output_folder_is_filled_in_place_and_left_empty_on_fa
     with pytest.raises(InputError, match="none of the 1 volumes"):
         prepare_dataset(bad, empty, PrepareOptions(shape=SHAPE), progress=False)
     assert list(empty.iterdir()) == []
+
+
+def test_training_on_raw_volumes_or_a_newer_or_foreign_manifest_says_what_to_do(tmp_path):
+    from training.shards import read_manifest
+
+    write_tube_volumes(tmp_path / "scans", 1, SHAPE)
+    with pytest.raises(InputError, match=r"no manifest.json\): run `cowgan prepare --in .*scans --out scans-prepared`"):
+        read_manifest(tmp_path / "scans")
+    write_tube_volumes(tmp_path / "in", 2, SHAPE)
+    prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    for change, message in (({"format_version": 9}, "written by a newer CircleOfWillisGAN"),
+                            ({"format_version": "1"}, "is not a cowgan-dataset manifest"),
+                            ({"format": "other"}, "is not a cowgan-dataset manifest")):
+        (tmp_path / "ds" / "manifest.json").write_text(json.dumps(dict(manifest, **change)))
+        with pytest.raises(InputError, match=message):
+            read_manifest(tmp_path / "ds")

@@ -202,7 +202,7 @@ def test_training_settings_of_the_wrong_type_are_explained():
 
 
 def test_a_negative_budget_or_decay_outside_zero_to_one_is_refused():
-    for name, value in (("total_kimg", -1.0), ("pl_decay", 2.0), ("checkpoint_minutes", 0.0), ("adam_betas", (0.5, 1.5)),
+    for name, value in (("total_kimg", -1.0), ("total_kimg", 0.0), ("pl_decay", 2.0), ("checkpoint_minutes", 0.0), ("adam_betas", (0.5, 1.5)),
                         ("sample_seeds", ()), ("g_lr", float("nan")), ("total_kimg", float("inf")),
                         ("gp_weight", float("nan")), ("minibatch_std", -1)):
         with pytest.raises(InputError, match=name):
@@ -225,6 +225,46 @@ def test_a_run_folder_that_is_a_file_is_explained(dataset, tmp_path):
     (tmp_path / "run").write_text("not a folder")
     with pytest.raises(OutputError, match="is a file, not a folder"):
         train(training_preset("tiny"), dataset, tmp_path / "run", CPU, bar=False)
+
+
+def test_the_dataset_or_a_folder_of_other_files_is_refused_as_a_run_folder(dataset, tmp_path):
+    from CircleOfWillisGANLib.errors import OutputError
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's notes")
+    for out, message in ((dataset, "is inside the dataset"), (dataset / "run", "is inside the dataset"),
+                         (tmp_path / "mine", "holds other files and no training run")):
+        with pytest.raises(OutputError, match=message):
+            train(training_preset("tiny").replace(total_kimg=0.004), dataset, out, CPU, bar=False)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"] and not (dataset / "run").exists()
+
+
+def test_a_dataset_of_one_volume_or_with_a_damaged_shard_is_refused_before_training(tmp_path):
+    one = write_tube_dataset(tmp_path / "one", count=1)
+    with pytest.raises(InputError, match=r"holds 1 volume\(s\); training needs at least 2"):
+        RealVolumes.open(one, CPU.device)
+    data = write_tube_dataset(tmp_path / "ds", count=6)
+    shard = sorted((data / "shards").glob("*.npy"))[1]
+    array = np.load(shard)
+    array[1, 3, 4, 5] = np.nan
+    np.save(shard, array)
+    with pytest.raises(InputError, match=f"shard .*{shard.name} holds NaN or infinite values \\(its volume 1\\): "
+                                         "prepare the dataset again"):
+        RealVolumes.open(data, CPU.device)
+
+
+def test_resuming_on_the_same_volumes_prepared_otherwise_is_refused_naming_what_changed(tmp_path):
+    import json
+
+    from CircleOfWillisGANLib.errors import CheckpointError
+
+    data = write_tube_dataset(tmp_path / "ds", count=4)
+    train(training_preset("tiny").replace(total_kimg=0.004), data, tmp_path / "run", CPU, bar=False)
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["data"]["normalisation"] = {"method": "percentile", "percentiles": [0.5, 99.9]}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=r"prepared otherwise \(normalisation differ\)"):
+        train(training_preset("tiny").replace(total_kimg=0.008), data, tmp_path / "run", CPU, bar=False)
 
 
 def test_a_new_run_can_start_from_another_runs_networks_and_records_where_from(dataset, tmp_path):
