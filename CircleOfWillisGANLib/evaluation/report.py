@@ -236,11 +236,14 @@ def _variants_section(v: Dict[str, Any]) -> str:
     return "<h2>Circle of Willis variants (TopCoW)</h2>" + _table(header, rows) + extra
 
 
+REPORT_FILES = ("metrics.json", "report.html")
+
+
 def write_report(out_dir: Path, result: EvaluationResult, inputs: Dict[str, Any]) -> Dict[str, Path]:
     """Write metrics.json and report.html into `out_dir` (atomically); return their paths."""
     out_dir = Path(out_dir)
     metrics = _clean({"inputs": inputs, **result.metrics})
-    json_path = atomic_write(out_dir / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=1)))
-    page = render_html(result, inputs)
-    html_path = atomic_write(out_dir / "report.html", lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    page = render_html(result, inputs)  # before any file, so a failure leaves no new metrics beside an old page
+    json_path = atomic_write(out_dir / REPORT_FILES[0], lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=1)))
+    html_path = atomic_write(out_dir / REPORT_FILES[1], lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return {"metrics": json_path, "report": html_path}

@@ -3,7 +3,9 @@ each volume min-max normalised to [0, 1] and identified by a content hash for th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,8 @@ import numpy as np
 from ..files import file_sha256, path_problem
 from ..errors import InputError
 from ..volume_io import load_volume, spacing_of, volume_grid
+
+log = logging.getLogger(__name__)
 
 LABEL_NAME = re.compile(r"(^|[_\-.])(label|labels|seg|segmentation|mask)([_\-.]|$)", re.IGNORECASE)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -92,17 +96,26 @@ def folder_set(folder: str, label: str) -> VolumeSet:
     files = nifti_files(path)
     if not files:
         raise InputError(f"{label} folder {path} holds no NIfTI volumes (.nii, .nii.gz; label maps are skipped)")
-    grids: Dict[Tuple[int, int, int], List[str]] = {}
-    affine = None
+    grids: Dict[str, List[str]] = {}
+    shape, affine = None, None
     for f in files:
-        shape, a = volume_grid(f)
-        grids.setdefault(shape, []).append(f.name)
-        affine = a if affine is None else affine
+        shape_f, a = volume_grid(f)
+        grids.setdefault(describe_grid(shape_f, a), []).append(f.name)
+        shape, affine = (shape_f, a) if affine is None else (shape, affine)
     if len(grids) > 1:
-        summary = ", ".join(f"{len(v)} of {'x'.join(map(str, k))} (e.g. {v[0]})" for k, v in grids.items())
-        raise InputError(f"{label} folder {path} mixes grids (D x H x W): {summary}; resample them to one grid first")
+        summary = ", ".join(f"{len(v)} of {k} (e.g. {v[0]})" for k, v in grids.items())
+        raise InputError(f"{label} folder {path} mixes grids: {summary}; bring them to one grid first "
+                         "(`cowgan prepare --shape D H W --spacing S` does)")
     items = [VolumeItem(f.name, str(f), (lambda f=f: load_volume(f)), _hash=(lambda f=f: file_sha256(f))) for f in files]
-    return VolumeSet(label, items, next(iter(grids)), affine)
+    return VolumeSet(label, items, shape, affine)
+
+
+def describe_grid(shape_dhw: Sequence[int], affine: np.ndarray) -> str:
+    """Shape, spacing and orientation of a grid in words; equal words mean volumes are measured alike."""
+    import nibabel as nib
+
+    spacing = " x ".join(f"{s:.3g}" for s in spacing_of(affine))
+    return f"{'x'.join(map(str, shape_dhw))} voxels (D x H x W) of {spacing} mm, {''.join(nib.aff2axcodes(affine))}"
 
 
 def array_set(volumes: Sequence[np.ndarray], names: Sequence[str], affine: np.ndarray, label: str,
@@ -142,8 +155,26 @@ def resampled(volume_set: VolumeSet, shape: Tuple[int, int, int], affine: np.nda
     return VolumeSet(volume_set.label, items, tuple(shape), np.asarray(affine), volume_set.notes + [note])
 
 
+FIELD_OF_VIEW_TOLERANCE = 0.02  # relative difference of extents (mm) at which two sets show other anatomy
+
+
 def check_same_grid(reference: VolumeSet, other: VolumeSet, resample: bool) -> VolumeSet:
     """`other` on the reference grid: unchanged if it already is, resampled if the user asked, else an error."""
+    import nibabel as nib
+
+    codes = [nib.aff2axcodes(volume_set.affine) for volume_set in (reference, other)]
+    if codes[0] != codes[1]:
+        raise InputError(f"{other.label} volumes are oriented {''.join(codes[1])} but {reference.label} volumes "
+                         f"{''.join(codes[0])}: left and right would be mixed up; reorient one set (`cowgan prepare` "
+                         "writes RAS)")
+    extents = [np.multiply(spacing_of(v.affine), [v.shape[1], v.shape[2], v.shape[0]]) for v in (reference, other)]
+    if not np.allclose(extents[0], extents[1], rtol=FIELD_OF_VIEW_TOLERANCE):
+        note = (f"the {other.label} volumes' headers give a {' x '.join(f'{e:.0f}' for e in extents[1])} mm field of "
+                f"view, the {reference.label} volumes' {' x '.join(f'{e:.0f}' for e in extents[0])} mm; all are measured "
+                f"with the {reference.label} grid's spacing, so check that both show the same anatomy (headers "
+                "written without the true spacing, e.g. an identity affine, cause this)")
+        log.warning(note)
+        other = dataclasses.replace(other, notes=other.notes + [note])
     if other.shape == reference.shape:
         return other
     if not resample:

@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cowgan.main import main
@@ -93,7 +94,8 @@ def test_inputs_are_never_modified(sets):
 
 def test_features_are_cached_by_file_hash(sets):
     argv = ["--quiet", "evaluate", "--real", str(sets / "real"), "--fake", str(sets / "real_copy"), "--out",
-            str(sets / "cached"), "--cache", str(sets / "cache"), "--prd-runs", "1", "--no-baseline", "--diversity-volumes", "2"]
+            str(sets / "cached"), "--cache", str(sets / "cache"), "--prd-runs", "1", "--no-baseline", "--diversity-volumes", "2",
+            "--overwrite"]
     assert main(argv) == 0
     assert main(argv) == 0
     cache = json.loads((sets / "cached" / "metrics.json").read_text())["feature_cache"]
@@ -109,6 +111,31 @@ def test_volumes_on_another_grid_are_refused_unless_resampling_is_asked_for(sets
     assert main(["--quiet"] + argv + ["--resample", "--prd-runs", "1", "--diversity-volumes", "2"]) == 0
     notes = json.loads((sets / "grid" / "metrics.json").read_text())["notes"]
     assert any("resampled" in n for n in notes)
+    assert any("headers give a 15 x 15 x 10 mm field of view, the real volumes' 30 x 30 x 20 mm" in n for n in notes)
+
+
+def test_an_existing_report_is_kept_unless_overwrite_and_real_may_not_be_the_generated_folder(sets, capsys):
+    (sets / "mine").mkdir()
+    (sets / "mine" / "report.html").write_text("an earlier model's report")
+    argv = ["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "noise"), "--out", str(sets / "mine")]
+    assert main(argv) == 2
+    assert "report.html already exists" in capsys.readouterr().err
+    assert (sets / "mine" / "report.html").read_text() == "an earlier model's report"
+    assert main(["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "real"), "--out", str(sets / "x")]) == 2
+    assert "--fake " + str(sets / "real") + " is the --real folder" in capsys.readouterr().err
+
+
+def test_a_folder_mixing_voxel_spacings_or_orientations_is_refused(tmp_path, capsys):
+    from CircleOfWillisGANLib.volume_io import default_affine, save_volume
+
+    for name, affine in (("lps", np.diag([-0.62, -0.62, 0.62, 1.0])), ("coarse", default_affine((32, 32, 32), (1.86,) * 3))):
+        folder = tmp_path / name
+        write_set(folder, [noise_volume(i, shape=(32, 32, 32)) for i in range(4)])
+        save_volume(folder / "odd.nii.gz", noise_volume(9, shape=(32, 32, 32)), affine)
+        fake = write_set(tmp_path / "fake", [noise_volume(i, shape=(32, 32, 32)) for i in range(4)])
+        assert main(["evaluate", "--real", str(folder), "--fake", str(fake), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert "real folder" in err and "mixes grids" in err and "(e.g. odd.nii.gz)" in err
 
 
 def test_the_report_folder_may_not_be_an_input_folder(sets, capsys):

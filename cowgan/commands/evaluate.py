@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 from CircleOfWillisGANLib.errors import InputError, require
 from CircleOfWillisGANLib.evaluation.fid2d import fid2d_status
-from CircleOfWillisGANLib.export import prepare_output_dir
+from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite
 from CircleOfWillisGANLib.files import path_problem
 
 
@@ -26,6 +26,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--psi", type=float, default=1.0, help="with --model: truncation psi (default 1 = none)")
     p.add_argument("--train", help="folder of the model's training volumes, for the memorisation check")
     p.add_argument("--out", required=True, help="report folder (created if needed; gets metrics.json and report.html)")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0): same seed, same numbers")
     p.add_argument("--medicalnet", metavar="PTH", help="MedicalNet resnet_10_23dataset.pth for the MedicalNet distance (MD)")
     p.add_argument("--inception-weights", metavar="PTH", help="pytorch-fid's InceptionV3 weights for the 2D FID")
@@ -66,6 +67,14 @@ def _check(args: argparse.Namespace) -> None:
         folder = getattr(args, name)
         if folder and Path(folder).resolve() == out:
             raise InputError(f"--out {args.out} is the --{name.replace('_', '-')} folder: write the report to its own folder")
+    for name in ("fake", "train"):
+        folder = getattr(args, name)
+        if folder and Path(folder).resolve() == Path(args.real).resolve():
+            raise InputError(f"--{name} {folder} is the --real folder: pass the {'generated' if name == 'fake' else 'training'}"
+                             " volumes' own folder")
+    from CircleOfWillisGANLib.evaluation.report import REPORT_FILES
+
+    refuse_overwrite(out, REPORT_FILES, args.overwrite)
 
 
 def _device(name: str) -> str:
