@@ -177,8 +177,8 @@ def import_reference(model_path: str, config_path: Optional[str] = None,
     """Convert a reference `model_N.pt` (+ .config.json) into a native Checkpoint (EMA networks, w_avg)."""
     spacing_mm = check_spacing(spacing_mm)
     path = Path(model_path)
+    state = _load_state(path)  # first: a missing or foreign file is the problem to report, not a missing config
     config = read_reference_config(path, Path(config_path) if config_path else None)
-    state = _load_state(path)
     arch = infer_architecture(state, config)
     model = GeneratorModel(arch)
     model.load_state_dict(convert_state(state, arch))

@@ -157,3 +157,18 @@ def test_a_config_that_is_not_a_reference_config_gives_one_clear_error(golden_di
     config.write_text(text)
     with pytest.raises(CheckpointError, match="config"):
         import_reference(str(golden_dir / "model_0.pt"), str(config))
+
+
+def test_a_missing_config_is_warned_about_but_a_missing_checkpoint_is_the_only_error(golden_dir, tmp_path, caplog):
+    import shutil
+
+    shutil.copy(golden_dir / "model_0.pt", tmp_path / "model_0.pt")
+    with caplog.at_level("WARNING"):
+        import_reference(str(tmp_path / "model_0.pt"))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"no .config.json beside {tmp_path / 'model_0.pt'}: assuming the reference's defaults (lr_mlp 0.1); pass "
+        "--config if the run used other settings"]
+    caplog.clear()
+    with pytest.raises(CheckpointError, match="does not exist"):
+        import_reference(str(tmp_path / "model_9.pt"))
+    assert not caplog.records
