@@ -120,10 +120,10 @@ class TrainConfig:
         if not 0.0 <= self.pl_decay < 1.0 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
             name = "pl_decay" if not 0.0 <= self.pl_decay < 1.0 else "adam_betas"
             raise InputError(f"{name} must be at least 0 and below 1, got {getattr(self, name)}")
-        for name in ("ada_kimg", "gp_weight", "pl_weight", "ada_target"):
+        for name in ("total_kimg", "ada_kimg", "gp_weight", "pl_weight", "ada_target"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must not be negative, got {getattr(self, name)}")
-        for name in ("total_kimg", "checkpoint_minutes", "snapshot_kimg"):
+        for name in ("checkpoint_minutes", "snapshot_kimg"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
 
