@@ -94,6 +94,17 @@ def latest_answers(records: List[Dict[str, Any]], case_ids: List[str],
     return answers, problems
 
 
+def admitted_session(folder: Union[str, Path], rater: str) -> Dict[str, Any]:
+    """The session description, if `rater` is a usable id that the session admits; InputError naming the fix if not."""
+    check_rater_id(rater)
+    session = read_session(folder)
+    allowed = session.get("raters") or []
+    if allowed and rater not in allowed:
+        raise InputError(f"rater id {rater!r} is not one of this session's raters ({', '.join(allowed)}): "
+                         "use your assigned id, or ask the organiser to add you")
+    return session
+
+
 def rater_journals(folder: Union[str, Path], session: Dict[str, Any]) -> Tuple[List[Tuple[str, Path]], List[str]]:
     """(rater, journal path) of each journal in a session folder, and one message per file that is no rater's
     journal (a copy, a stray file, a rater the session does not list), which is left out."""
@@ -124,12 +135,8 @@ class RaterSession:
 
     def __init__(self, folder: Union[str, Path], rater: str) -> None:
         self.folder = Path(folder)
-        self.rater = check_rater_id(rater)
-        self.session = read_session(self.folder)
-        allowed = self.session.get("raters") or []
-        if allowed and rater not in allowed:
-            raise InputError(f"rater id {rater!r} is not one of this session's raters ({', '.join(allowed)}): "
-                             "use your assigned id, or ask the organiser to add you")
+        self.session = admitted_session(self.folder, rater)
+        self.rater = rater
         self.order = rater_order(rater, list(self.session["cases"]))
         (self.folder / JOURNAL_DIR).mkdir(exist_ok=True)
         self.answers: Dict[str, Answer] = {}

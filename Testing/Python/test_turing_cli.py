@@ -61,3 +61,12 @@ def test_damaged_session_and_key_files_are_one_line_errors(tmp_path, capsys):
         assert main(["turing", "report", str(tmp_path / "s")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("cowgan: error:") and "answer_key.json" in err and err.count("\n") == 1
+
+
+def test_rate_refuses_a_folder_that_is_no_session_or_an_unknown_rater_before_opening_a_window(tmp_path, capsys):
+    assert main(["turing", "rate", str(tmp_path), "--rater", "r1"]) == 2
+    assert "is not a Turing test session" in capsys.readouterr().err
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=10, raters=["r1"])
+    assert main(["turing", "rate", str(created.folder), "--rater", "r2"]) == 2
+    assert "rater id 'r2' is not one of this session's raters (r1)" in capsys.readouterr().err

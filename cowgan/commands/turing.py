@@ -77,7 +77,9 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_rate(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.errors import require
+    from CircleOfWillisGANLib.turing.rater import admitted_session
 
+    admitted_session(args.session, args.rater)  # a wrong folder or id stops before any window opens
     require("PySide6", "The rater window", "PySide6-Essentials")
     from CircleOfWillisGANLib.turing.rater_app import run_rater_app
 
