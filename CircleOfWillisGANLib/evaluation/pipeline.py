@@ -210,9 +210,9 @@ def evaluate(real: VolumeSet, fake: VolumeSet, train: Optional[VolumeSet] = None
                              f"got {type(volumes).__name__}")
     if len(real) < 2 or len(fake) < 2:
         raise InputError(f"an evaluation needs at least 2 real and 2 generated volumes, got {len(real)} and {len(fake)}")
-    check_same_grid(real, fake, resample=False)
+    fake = check_same_grid(real, fake, resample=False)
     if train is not None:
-        check_same_grid(real, train, resample=False)
+        train = check_same_grid(real, train, resample=False)
     skipped: Dict[str, str] = {}
     cache = FeatureCache(config.cache_dir)
     extractors = _extractors(config, real, skipped)
@@ -239,7 +239,7 @@ def evaluate(real: VolumeSet, fake: VolumeSet, train: Optional[VolumeSet] = None
                              for item, row in zip(s.items, f.matrix("morphology"))}
                        for key, s, f in (("real", real, real_f), ("generated", fake, fake_f))},
         "skipped": skipped,
-        "notes": sorted(set(real.notes + fake.notes)),
+        "notes": sorted(set(real.notes + fake.notes + (train.notes if train is not None else []))),
         "feature_cache": {"directory": str(config.cache_dir) if config.cache_dir else None,
                           "hits": cache.hits, "misses": cache.misses},
     }

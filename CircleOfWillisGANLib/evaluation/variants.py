@@ -55,6 +55,10 @@ def find_label_maps(image_names: Sequence[str], image_folder: Path, label_folder
             if key is not None and key in candidates:
                 found[name] = candidates[key]
                 break
+    if label_folder is not None and not found:
+        example = next(iter(image_names), "")
+        raise InputError(f"no label map in {label_folder} matches the images (e.g. {example} needs {_stem(example)}.nii.gz "
+                         f"or {_stem(example)}_label.nii.gz there): pass the folder of their TopCoW label maps")
     return found
 
 

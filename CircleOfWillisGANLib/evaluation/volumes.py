@@ -173,8 +173,9 @@ def check_same_grid(reference: VolumeSet, other: VolumeSet, resample: bool) -> V
                 f"view, the {reference.label} volumes' {' x '.join(f'{e:.0f}' for e in extents[0])} mm; all are measured "
                 f"with the {reference.label} grid's spacing, so check that both show the same anatomy (headers "
                 "written without the true spacing, e.g. an identity affine, cause this)")
-        log.warning(note)
-        other = dataclasses.replace(other, notes=other.notes + [note])
+        if note not in other.notes:  # checked again by evaluate() after the command line did
+            log.warning(note)
+            other = dataclasses.replace(other, notes=other.notes + [note])
     if other.shape == reference.shape:
         return other
     if not resample:

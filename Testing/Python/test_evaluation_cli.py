@@ -164,3 +164,16 @@ def test_a_model_can_be_evaluated_directly(tmp_path, tiny_generator):
     assert m["feature_spaces"]["morphology"]["generated_vs_real"]["n_generated"] == 12
     assert "at least 28 voxels" in m["diversity"]["generated"]["skipped"]
     assert sorted(m["per_volume"]["generated"]) == [f"seed{s:04d}" for s in range(12)]
+
+
+def test_a_label_folder_that_matches_no_image_or_labels_for_a_model_are_refused(sets, tmp_path, capsys):
+    (tmp_path / "labels").mkdir()
+    write_set(tmp_path / "labels", [np.zeros((16, 24, 24), np.float32)], prefix="other")
+    argv = ["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "noise"), "--out", str(tmp_path / "o"),
+            "--no-cache", "--prd-runs", "1", "--diversity-volumes", "2", "--real-labels", str(tmp_path / "labels")]
+    assert main(argv) == 2
+    assert "no label map in " + str(tmp_path / "labels") + " matches the images (e.g. case_000.nii.gz needs" in \
+        capsys.readouterr().err
+    assert main(["evaluate", "--real", str(sets / "real"), "--model", "demo", "--fake-labels", str(tmp_path / "labels"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--fake-labels goes with --fake" in capsys.readouterr().err

@@ -67,6 +67,8 @@ def _check(args: argparse.Namespace) -> None:
         folder = getattr(args, name)
         if folder and Path(folder).resolve() == out:
             raise InputError(f"--out {args.out} is the --{name.replace('_', '-')} folder: write the report to its own folder")
+    if args.fake_labels and args.model:
+        raise InputError("--fake-labels goes with --fake: a model's volumes have no label maps; leave it out")
     for name in ("fake", "train"):
         folder = getattr(args, name)
         if folder and Path(folder).resolve() == Path(args.real).resolve():
@@ -105,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.evaluation.morphology import MorphologyConfig
     from CircleOfWillisGANLib.evaluation.pipeline import EvaluationConfig, evaluate
     from CircleOfWillisGANLib.evaluation.report import write_report
+    from CircleOfWillisGANLib.evaluation.variants import find_label_maps
     from CircleOfWillisGANLib.evaluation.volumes import check_same_grid, folder_set
 
     _check(args)
@@ -117,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
     fake = check_same_grid(real, fake, args.resample)
     if train is not None:
         train = check_same_grid(real, train, args.resample)
+    for folder, labels, volume_set in ((args.real, args.real_labels, real), (args.fake, args.fake_labels, fake)):
+        if labels:  # a label folder that matches nothing stops here, not after the metrics
+            find_label_maps([item.name for item in volume_set.items], Path(folder), Path(labels))
     config = EvaluationConfig(
         seed=args.seed, compare=CompareConfig(prd_clusters=args.prd_clusters, prd_runs=args.prd_runs, seed=args.seed),
         morphology=MorphologyConfig(threshold=args.vessel_threshold), memorisation=MemorisationConfig(),
