@@ -75,6 +75,9 @@ def create_session(folder: Union[str, Path], real: VolumeSource, generated: Volu
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise OutputError(f"{folder} already exists and is not an empty folder: choose a new folder for the session")
     key = Path(key_path) if key_path else folder / KEY_FILE
+    if key_path and folder.resolve() in key.resolve().parents:
+        raise OutputError(f"--key {key} is inside the session folder {folder}, which the raters share: write the key "
+                          "outside it (or leave --key out to put it there and move it before sharing)")
     if key_path and key.exists():
         raise OutputError(f"answer key {key} already exists: choose a new key path or remove the old key")
     if key_path and not key.parent.is_dir():

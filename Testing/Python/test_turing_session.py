@@ -218,3 +218,10 @@ def test_the_same_folder_as_real_and_generated_or_a_constant_volume_is_refused_b
     save_volume(constant, np.zeros((8, 16, 16), np.float32), default_affine((8, 16, 16)))
     with pytest.raises(InputError, match=f"{constant.name}: a case volume is constant"):
         TuringSession.create(tmp_path / "s", real, generated, n_cases=20, seed=1)
+
+
+def test_a_key_path_inside_the_session_folder_is_refused(tmp_path):
+    real, generated = make_sources(tmp_path)
+    with pytest.raises(OutputError, match="is inside the session folder .* which the raters share"):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=10, key_path=tmp_path / "s" / "key.json")
+    assert not (tmp_path / "s").exists()
