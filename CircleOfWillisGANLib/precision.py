@@ -22,7 +22,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     except (RuntimeError, TypeError):
         raise InputError(f"unknown device {device!r}: use cpu, cuda or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but PyTorch sees no CUDA GPU: use --device cpu or auto")
+        raise InputError("device 'cuda' was asked for but PyTorch sees no CUDA GPU: use cpu or auto instead")
     if dev.type not in ("cpu", "cuda"):
         raise InputError(f"unsupported device {device!r}: use cpu, cuda or auto")
     return dev
