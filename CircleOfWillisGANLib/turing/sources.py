@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
@@ -10,12 +9,11 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
+from ..evaluation.volumes import nifti_files
 from ..files import path_problem
 from ..volume_io import load_volume, volume_grid
 from .grid import DisplayGrid, grid_like
 
-VOLUME_PATTERNS = ("*.nii", "*.nii.gz")
-EXCLUDED_PATTERNS = ("*label*", "*seg*", "*mask*")
 Loader = Callable[[], Tuple[np.ndarray, np.ndarray]]
 
 
@@ -36,15 +34,13 @@ class VolumeSource:
     description: Dict[str, Any] = field(default_factory=dict)
 
 
-def folder_source(folder: Union[str, Path], exclude: Sequence[str] = EXCLUDED_PATTERNS) -> VolumeSource:
-    """Every NIfTI volume in `folder` (not recursive), skipping label maps and masks by name."""
+def folder_source(folder: Union[str, Path]) -> VolumeSource:
+    """Every NIfTI volume in `folder` (not recursive), skipping label maps by name as `cowgan evaluate` does."""
     folder = Path(folder)
     problem = path_problem(folder, folder=True)
     if problem:
         raise InputError(f"volume folder {folder} {problem}: pass a folder of .nii or .nii.gz volumes")
-    paths = sorted(p for p in folder.iterdir() if p.is_file()
-                   and any(fnmatch.fnmatch(p.name.lower(), pat) for pat in VOLUME_PATTERNS)
-                   and not any(fnmatch.fnmatch(p.name.lower(), pat) for pat in exclude))
+    paths = nifti_files(folder)
     if not paths:
         raise InputError(f"no NIfTI volumes in {folder} (label maps and masks are skipped): "
                          "pass a folder holding .nii or .nii.gz images")

@@ -225,3 +225,13 @@ def test_a_key_path_inside_the_session_folder_is_refused(tmp_path):
     with pytest.raises(OutputError, match="is inside the session folder .* which the raters share"):
         TuringSession.create(tmp_path / "s", real, generated, n_cases=10, key_path=tmp_path / "s" / "key.json")
     assert not (tmp_path / "s").exists()
+
+
+def test_skull_stripped_scans_named_masked_are_images_and_label_maps_are_skipped_as_evaluate_does(tmp_path):
+    from CircleOfWillisGANLib.turing.sources import folder_source
+
+    for name in ("sub1_TOF_masked.nii.gz", "sub2_TOF_masked.nii.gz", "sub1_label.nii.gz", "seg_sub2.nii.gz"):
+        save_volume(tmp_path / name, np.random.default_rng(0).random((8, 16, 16)), default_affine((8, 16, 16)))
+    source = folder_source(tmp_path)
+    assert sorted(Path(i.provenance["path"]).name for i in source.items) == ["sub1_TOF_masked.nii.gz",
+                                                                            "sub2_TOF_masked.nii.gz"]
