@@ -23,6 +23,7 @@ from .variant_classifier import VARIANT_LABELS, VariantClassifier, balanced_accu
 NAMED_KEY = "named"
 METHOD = "named"
 MIN_PER_CLASS = 5  # samples of each class needed to fit a boundary
+MIN_INDEPENDENCE = 0.1  # part of a boundary normal outside the other normals' span needed to name a direction of its own
 MIN_CLASSIFIER_ACCURACY = 0.75  # held-out balanced accuracy below which the classifier's calls of a variant are noise
 Progress = Callable[[int, int], None]
 
@@ -41,6 +42,13 @@ class BoundaryFit:
 
 def orthogonalise(normals: torch.Tensor) -> torch.Tensor:
     """Each row minus its projection onto the span of the other rows, renormalised."""
+    residuals = _residuals(normals)
+    return (residuals / residuals.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
+
+
+def _residuals(normals: torch.Tensor) -> torch.Tensor:
+    """Each unit row minus its projection onto the span of the other rows (float64): its norm is how much of the
+    row no combination of the others can give."""
     out = []
     for i in range(normals.shape[0]):
         others = torch.cat([normals[:i], normals[i + 1:]]).double()
@@ -48,8 +56,8 @@ def orthogonalise(normals: torch.Tensor) -> torch.Tensor:
         if others.shape[0]:
             q, _ = torch.linalg.qr(others.T)
             v = v - q @ (q.T @ v)
-        out.append(v / v.norm().clamp_min(1e-12))
-    return torch.stack(out).float()
+        out.append(v)
+    return torch.stack(out)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 200) -> Tuple[np.ndarray, float]:
@@ -94,7 +102,11 @@ def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: 
         accuracy_of_calls = (classifier_accuracy or {}).get(key, 1.0)
         y = np.asarray(calls)[:, v].astype(np.float64)
         counts = int(y.sum()), int(len(y) - y.sum())
-        if accuracy_of_calls < MIN_CLASSIFIER_ACCURACY:
+        if accuracy_of_calls is None:
+            problems[key] = "the classifier's held-out cases never show it both present and absent"
+            skipped[key] = f"{problems[key]} (unmeasured): label cases with and without it"
+            continue
+        if not _reliable(accuracy_of_calls):
             problems[key] = f"the classifier calls it with a held-out balanced accuracy of {accuracy_of_calls:.2f}"
             skipped[key] = (f"{problems[key]} (need {MIN_CLASSIFIER_ACCURACY}): label more cases, train it longer or "
                             "use a finer model grid")
@@ -109,6 +121,16 @@ def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: 
         normal = torch.from_numpy(weights)  # the score's gradient in W (one scale for all dimensions)
         normals.append(normal / normal.norm())
         fitted.append(key)
+    while len(fitted) > 1:  # a boundary along the others' cannot move its variant alone: the one least apart goes
+        apart = _residuals(torch.stack(normals)).norm(dim=1)
+        worst = int(apart.argmin())
+        if apart[worst] >= MIN_INDEPENDENCE:
+            break
+        key = fitted.pop(worst)
+        normals.pop(worst)
+        accuracy.pop(key)
+        problems[key] = f"its boundary lies along the other variants' ({float(apart[worst]):.2f} of it is its own)"
+        skipped[key] = f"{problems[key]}: these samples do not tell it apart from them; use more samples or labels"
     if not fitted:
         raise InputError("no variant can be named: " + "; ".join(f"{k}: {why}" for k, why in problems.items())
                          + ". Label more cases, train the classifier longer or generate more samples (--samples)")
@@ -186,7 +208,7 @@ def measure_edits_around(generator: Any, classifier: VariantClassifier, directio
     MIN_CLASSIFIER_ACCURACY): a change in a call at chance level is not a change in the anatomy."""
     keys = list(classifier.keys)
     accuracy = classifier.info.get("held_out_balanced_accuracy") or {}
-    reliable = [k for k in range(len(keys)) if accuracy.get(keys[k], 1.0) >= MIN_CLASSIFIER_ACCURACY]
+    reliable = [k for k in range(len(keys)) if _reliable(accuracy.get(keys[k], 1.0))]
     chosen = named(directions)
     ws = generator.broadcast_w(ws)
     samples = ws.shape[0]
@@ -205,6 +227,11 @@ def measure_edits_around(generator: Any, classifier: VariantClassifier, directio
         if progress:
             progress(i + 1, len(chosen))
     return reports
+
+
+def _reliable(held_out_accuracy: Optional[float]) -> bool:
+    """Whether calls of a variant with this held-out balanced accuracy (None: unmeasured) mean anything."""
+    return held_out_accuracy is not None and held_out_accuracy >= MIN_CLASSIFIER_ACCURACY
 
 
 def _variant_of(direction: Direction) -> str:

@@ -234,9 +234,9 @@ def register_to(template: Any, image: Any, seed: int) -> Tuple[Any, float]:
 
 
 def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequence[float],
-                       template: Optional[Path] = None) -> ScanOnGrid:
+                       template: Optional[Path] = None, warn: bool = True) -> ScanOnGrid:
     """A scan as `cowgan prepare --spacing` makes training volumes for a model of this grid, registered rigidly to
-    `template` first when given, as the training data was; logs a warning if it does not fill the grid."""
+    `template` first when given, as the training data was; logs a warning (with `warn`) if it does not fill the grid."""
     path = Path(path)
     problem = path_problem(path) or (None if is_volume_file(path) else "is not a NIfTI or NRRD file")
     if problem:
@@ -258,6 +258,6 @@ def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequenc
         raise InputError(f"cannot use {path}: {exc.reason}: pass the grey TOF-MRA image as one readable 3D NIfTI "
                          "or NRRD file") from None
     warning = coverage_warning(path.name, record, options.shape)
-    if warning:
+    if warning and warn:
         log.warning(warning)
     return ScanOnGrid(volume, np.asarray(record["affine"], float), record["coverage"])

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -33,6 +35,9 @@ MIRRORED = (1, 0, 3, 2, 5, 4, 6)  # VARIANT_KEYS index of each target in the lef
 LEFT_RIGHT_AXIS = -2  # (N, D, H, W) volumes: H runs along RAS x (see volume_io)
 METADATA_KEY = "cowgan_variant_classifier"
 FORMAT = "cowgan-variant-classifier-cnn"
+LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr")
+IMAGE_FILE = re.compile(r"(.+)_image\.(?:nii\.gz|nii|nrrd|nhdr)")  # the stem is everything before the last "_image"
+log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 
@@ -135,11 +140,13 @@ def load_classifier(path: Union[str, Path]) -> VariantClassifier:
     return VariantClassifier(tuple(meta["keys"]), net, tuple(meta["shape"]), meta.get("info", {}))
 
 
-def balanced_accuracy(truth: np.ndarray, calls: np.ndarray) -> float:
-    """Mean of sensitivity and specificity (the plain accuracy when only one class occurs)."""
+def balanced_accuracy(truth: np.ndarray, calls: np.ndarray) -> Optional[float]:
+    """Mean of sensitivity and specificity; None when the truth holds only one class, since a call that was never
+    tested both ways is unmeasured (plain accuracy would read 1.00 for a classifier that always says "present")."""
     truth, calls = np.asarray(truth).astype(bool), np.asarray(calls).astype(bool)
-    rates = [float((calls[truth == c] == c).mean()) for c in (True, False) if (truth == c).any()]
-    return float(np.mean(rates)) if rates else float("nan")
+    if truth.all() or not truth.any():
+        return None
+    return float(np.mean([(calls[truth == c] == c).mean() for c in (True, False)]))
 
 
 def fit_classifier(volumes: np.ndarray, targets: Sequence[Mapping[str, int]], epochs: int = 20, width: int = 8,
@@ -203,46 +210,62 @@ def _augment(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator) -> Tuple[to
 
 
 def evaluate_classifier(classifier: VariantClassifier, volumes: np.ndarray,
-                        targets: Sequence[Mapping[str, int]]) -> Dict[str, float]:
-    """Balanced accuracy per variant on labelled volumes (held out from fitting)."""
+                        targets: Sequence[Mapping[str, int]]) -> Dict[str, Optional[float]]:
+    """Balanced accuracy per variant on labelled volumes (held out from fitting); None where they show only one class."""
     calls = classifier.predict(volumes)
     return {key: balanced_accuracy([t[key] for t in targets], calls[:, v]) for v, key in enumerate(classifier.keys)}
 
 
-def load_labelled_folder(folder: Union[str, Path]) -> Tuple[np.ndarray, List[Dict[str, int]], List[str]]:
+def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int],
+                         spacing_mm: Sequence[float]) -> Tuple[np.ndarray, List[Dict[str, int]], List[str]]:
     """Volumes and targets of a phantom folder (`cowgan phantoms`: *_image + JSON) or TopCoW-style pairs
-    (*_image + *_label NIfTI); volumes are min-max scaled; returns (volumes, targets, case names)."""
-    from .volume_io import load_volume
+    (*_image + *_label NIfTI or NRRD), each image brought onto the model's grid as `cowgan project` brings a scan
+    (RAS, the model's spacing around its centre, min-max scaled), so that left is left whatever the files' storage
+    order; targets come from the JSON or the label values, which name the side. Returns (volumes, targets, names)."""
+    from .preprocess import MIN_COVERAGE, scan_on_model_grid
 
     folder = Path(folder)
     problem = path_problem(folder, folder=True)
     if problem:
         raise InputError(f"labelled folder {folder} {problem}: pass a folder written by `cowgan phantoms` or of "
                          "TopCoW-style image/label pairs")
-    images = sorted(folder.glob("*_image.nii*"))
+    images = sorted(p for p in folder.iterdir() if IMAGE_FILE.fullmatch(p.name))
     if not images:
-        raise InputError(f"no *_image.nii(.gz) files in {folder}: pass a folder written by `cowgan phantoms` or "
-                         "TopCoW-style image/label pairs")
-    volumes, targets, names = [], [], []
+        raise InputError(f"no *_image.nii(.gz) or *_image.nrrd files in {folder}: pass a folder written by "
+                         "`cowgan phantoms` or TopCoW-style image/label pairs")
+    volumes, targets, names, padded = [], [], [], []
     for image in images:
-        stem = image.name.split("_image")[0]
+        stem = IMAGE_FILE.fullmatch(image.name).group(1)
         sidecar = folder / f"{stem}.json"
-        labels = sorted(folder.glob(f"{stem}_label.nii*"))
+        labels = sorted(p for p in folder.iterdir() if p.name in {f"{stem}_label{suffix}" for suffix in LABEL_SUFFIXES})
         recorded = _recorded_variants(sidecar) if sidecar.is_file() else None
         if recorded is not None:
             targets.append(recorded)
         elif labels:
-            targets.append(targets_from_labels(load_volume(labels[0])[0]))
+            targets.append(targets_from_labels(_label_values(labels[0])))
         else:
             raise InputError(f"{image.name} has neither a phantom JSON nor a label map beside it: add {stem}_label.nii.gz")
-        volume = load_volume(image)[0]
-        lo, hi = float(volume.min()), float(volume.max())
-        volumes.append((volume - lo) / max(hi - lo, 1e-12))
+        scan = scan_on_model_grid(image, shape_dhw, spacing_mm, warn=False)
+        if scan.coverage < MIN_COVERAGE:
+            padded.append(f"{image.name} {scan.coverage:.0%}")
+        volumes.append(scan.volume)
         names.append(stem)
-    shapes = {v.shape for v in volumes}
-    if len(shapes) != 1:
-        raise InputError(f"labelled volumes have different shapes {sorted(shapes)}: prepare them on one grid")
+    if padded:
+        log.warning("%d of %d labelled images fill less than %.0f%% of the model's grid and are padded (%s): the "
+                    "classifier learns them as they are, so label cases that cover the grid where you can",
+                    len(padded), len(images), 100 * MIN_COVERAGE, ", ".join(padded[:3]) + (", ..." if len(padded) > 3 else ""))
     return np.stack(volumes).astype(np.float32), targets, names
+
+
+def _label_values(path: Path) -> np.ndarray:
+    """The values of a label map (their arrangement does not matter: each value names one artery of one side)."""
+    from .preprocess import simpleitk
+
+    try:
+        return simpleitk().GetArrayFromImage(simpleitk().ReadImage(str(path)))
+    except RuntimeError as exc:
+        raise InputError(f"cannot read label map {path} ({str(exc).strip().splitlines()[-1][:120]}): copy or export "
+                         "it again") from None
 
 
 def _recorded_variants(sidecar: Path) -> Optional[Dict[str, int]]:

@@ -13,7 +13,8 @@ from CircleOfWillisGANLib.generator import build_generator, load_generator
 from CircleOfWillisGANLib.named_directions import (fit_boundaries, measure_edits, measure_edits_around, named,
                                                    orthogonalise, sample_calls, store_named_directions)
 from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom
-from CircleOfWillisGANLib.variant_classifier import (LEFT_RIGHT_AXIS, MIRRORED, VARIANT_KEYS, evaluate_classifier,
+from CircleOfWillisGANLib.variant_classifier import (LEFT_RIGHT_AXIS, MIRRORED, VARIANT_KEYS, balanced_accuracy,
+                                                     evaluate_classifier,
                                                      fit_classifier, load_classifier, load_labelled_folder,
                                                      targets_from_labels, targets_from_phantom)
 
@@ -89,19 +90,19 @@ def test_a_missing_folder_or_a_damaged_phantom_record_is_named_with_the_fix(tmp_
     from CircleOfWillisGANLib.phantoms.writer import write_phantom_set
 
     with pytest.raises(InputError, match="labelled folder .*absent does not exist"):
-        load_labelled_folder(tmp_path / "absent")
+        load_labelled_folder(tmp_path / "absent", (8, 32, 32), (2.5,) * 3)
     folder = tmp_path / "phantoms"
     folder.mkdir()
     write_phantom_set(folder, 2, seed=0, config=PhantomConfig(shape=(8, 32, 32), spacing_mm=(2.5, 2.5, 2.5)))
-    assert len(load_labelled_folder(folder)[1]) == 2
+    assert len(load_labelled_folder(folder, (8, 32, 32), (2.5,) * 3)[1]) == 2
     record = json.loads((folder / "phantom_00001.json").read_text())
     del record["variants"]["fetal_pca_left"]
     (folder / "phantom_00001.json").write_text(json.dumps(record))
     with pytest.raises(InputError, match=r"phantom record .*phantom_00001.json is damaged \(KeyError"):
-        load_labelled_folder(folder)
+        load_labelled_folder(folder, (8, 32, 32), (2.5,) * 3)
     (folder / "phantom_00001.json").write_text("{cut")
     with pytest.raises(InputError, match=r"is damaged \(JSONDecodeError.*delete it to use the label map"):
-        load_labelled_folder(folder)
+        load_labelled_folder(folder, (8, 32, 32), (2.5,) * 3)
 
 
 def test_mirroring_swaps_left_and_right_along_the_left_right_axis():
@@ -278,3 +279,51 @@ def test_the_panel_shows_named_directions_as_named_sliders(tmp_path):
     finally:
         controller.close()
         root.deleteLater()
+
+
+def test_labelled_images_stored_mirrored_or_finer_reach_the_model_grid_as_the_same_anatomy(tmp_path, caplog):
+    import shutil
+
+    import nibabel as nib
+
+    from CircleOfWillisGANLib.phantoms.writer import write_phantom_set
+
+    ras, las, fine = tmp_path / "ras", tmp_path / "las", tmp_path / "fine"
+    for folder in (ras, las, fine):
+        folder.mkdir()
+    write_phantom_set(ras, 2, seed=3, config=PhantomConfig(shape=(8, 32, 32), spacing_mm=(2.5, 2.5, 2.5)))
+    write_phantom_set(fine, 2, seed=3, config=PhantomConfig(shape=(16, 64, 64), spacing_mm=(1.25, 1.25, 1.25)))
+    for image in sorted(ras.glob("*_image.nii.gz")):  # the same voxels stored right-to-left (LAS, as FSL writes)
+        stored = nib.load(str(image))
+        affine = stored.affine.copy()
+        affine[:3, 3] += affine[:3, 0] * (stored.shape[0] - 1)
+        affine[:3, 0] *= -1
+        nib.save(nib.Nifti1Image(np.asarray(stored.dataobj)[::-1], affine), str(las / image.name))
+        shutil.copy(ras / image.name.replace("_image.nii.gz", ".json"), las)
+    grid = ((8, 32, 32), (2.5,) * 3)
+    reference, truth, _ = load_labelled_folder(ras, *grid)
+    mirrored_storage, mirrored_truth, _ = load_labelled_folder(las, *grid)
+    np.testing.assert_allclose(mirrored_storage, reference, atol=1e-5)
+    assert mirrored_truth == truth
+    finer, finer_truth, _ = load_labelled_folder(fine, *grid)
+    assert finer.shape == reference.shape and finer_truth == truth
+    assert np.corrcoef(finer.ravel(), reference.ravel())[0, 1] > 0.8  # the same phantoms drawn at twice the resolution
+    with caplog.at_level("WARNING"):
+        load_labelled_folder(ras, (8, 64, 64), (2.5,) * 3)
+    assert "2 of 2 labelled images fill less than 90% of the model's grid" in caplog.records[-1].getMessage()
+
+
+def test_variants_whose_calls_say_nothing_new_or_were_never_tested_both_ways_get_no_direction():
+    rng = np.random.default_rng(0)
+    w = torch.from_numpy(rng.normal(size=(400, 16)))
+    left = (w[:, 0] > 0).numpy().astype(int)
+    calls = np.stack([left, left, (w[:, 1] > 0).numpy().astype(int)], axis=1)  # right Pcom called exactly as left
+    fit = fit_boundaries(w, calls, ["pcom_left", "pcom_right", "acom"])
+    assert fit.keys[-1] == "acom" and len(fit.keys) == 2
+    dropped = next(k for k in ("pcom_left", "pcom_right") if k not in fit.keys)
+    assert "lies along the other variants'" in fit.skipped[dropped]
+    with pytest.raises(InputError, match="pcom_left: the classifier's held-out cases never show it both present and "
+                                         "absent; acom: the classifier calls it with a held-out balanced accuracy of nan"):
+        fit_boundaries(w, calls[:, [0, 2]], ["pcom_left", "acom"], classifier_accuracy={"pcom_left": None,
+                                                                                      "acom": float("nan")})
+    assert balanced_accuracy([1, 1, 1], [1, 1, 0]) is None and balanced_accuracy([1, 0], [1, 1]) == 0.5

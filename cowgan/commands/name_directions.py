@@ -8,9 +8,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.errors import InputError, OutputError
 
 HELD_OUT = 0.2  # share of the labelled cases, drawn at random, kept out of the classifier's fit to measure it
+MIN_LABELLED = 5  # fit_classifier needs 4 cases once HELD_OUT is drawn from them
 
 
 def register(subparsers: Any) -> None:
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.generator import check_psi, load_generator
     from CircleOfWillisGANLib.latents import MAX_SEED, check_seed
     from CircleOfWillisGANLib.named_directions import fit_boundaries, named, sample_calls, store_named_directions
+    from CircleOfWillisGANLib.volume_io import spacing_of
 
     check_seed(args.seed)
     out = Path(args.out)
@@ -55,10 +57,14 @@ def run(args: argparse.Namespace) -> int:
                          f"use --seed {MAX_SEED - args.samples + 1} or lower")
     psi = check_psi(args.psi)
     prepare_output_dir(out.parent, create=False)
-    refuse_overwrite(out.parent, [out.name] + ([_classifier_path(out).name] if args.labelled else []), args.overwrite)
+    refuse_overwrite(out.parent, [out.name], args.overwrite)
+    trained = _classifier_path(out)
+    if args.labelled and trained.exists() and not args.overwrite:
+        raise OutputError(f"{trained} already exists (a classifier trained for this --out earlier): reuse it with "
+                          f"--classifier {trained} instead of --labelled, or pass --overwrite to train a new one")
     gen = load_generator(args.model, device=args.device)
     with output_folder(out.parent):
-        classifier = _classifier(args, out, tuple(gen.arch.output_shape), gen.device)
+        classifier = _classifier(args, out, tuple(gen.arch.output_shape), spacing_of(gen.affine), gen.device)
         with tqdm(total=args.samples, desc="labelling samples", unit="volume", disable=None) as bar:
             w, calls = sample_calls(gen, classifier, args.samples, args.seed, psi,
                                     progress=lambda i, n: bar.update(i - bar.n))
@@ -82,7 +88,7 @@ def _classifier_path(out: Path) -> Path:
     return out.with_name(out.stem + "_variant_classifier.safetensors")
 
 
-def _classifier(args: argparse.Namespace, out: Path, shape: tuple, device: Any) -> Any:
+def _classifier(args: argparse.Namespace, out: Path, shape: tuple, spacing: tuple, device: Any) -> Any:
     import numpy as np
 
     from CircleOfWillisGANLib.variant_classifier import (evaluate_classifier, fit_classifier, load_classifier,
@@ -90,18 +96,23 @@ def _classifier(args: argparse.Namespace, out: Path, shape: tuple, device: Any) 
 
     if args.classifier:
         classifier = load_classifier(args.classifier)
-        if classifier.shape != shape:
-            raise InputError(f"classifier {args.classifier} was trained on volumes of shape {classifier.shape} but the "
-                             f"model makes {shape}: train one on the model's grid with --labelled DIR")
+        trained_spacing = classifier.info.get("spacing_mm")  # recorded since this version
+        if classifier.shape != shape or trained_spacing and not np.allclose(trained_spacing, spacing, rtol=0.01):
+            raise InputError(f"classifier {args.classifier} was trained on volumes of shape {classifier.shape}"
+                             f"{f' at {trained_spacing} mm' if trained_spacing else ''} but the model makes {shape} at "
+                             f"{tuple(round(s, 4) for s in spacing)} mm: train one on the model's grid with --labelled DIR")
         return classifier
     if args.classifier_epochs < 1:
         raise InputError(f"--classifier-epochs {args.classifier_epochs} must be at least 1 (default 20)")
-    sets = [load_labelled_folder(folder) for folder in args.labelled]
-    for folder, (volumes, _, _) in zip(args.labelled, sets):
-        if tuple(volumes.shape[1:]) != shape:
-            raise InputError(f"labelled volumes in {folder} have shape {tuple(volumes.shape[1:])} but the model makes "
-                             f"{shape}: make them on the model's grid (`cowgan phantoms --shape`, or `cowgan prepare`)")
+    folders = list(dict.fromkeys(Path(folder).resolve() for folder in args.labelled))
+    if len(folders) < len(args.labelled):
+        raise InputError("--labelled names one folder twice: its cases would be both trained on and held out; "
+                         "give each folder once")
+    sets = [load_labelled_folder(folder, shape, spacing) for folder in folders]
     volumes = np.concatenate([s[0] for s in sets])
+    if len(volumes) < MIN_LABELLED:
+        raise InputError(f"{len(volumes)} labelled cases are too few: {HELD_OUT:.0%} are held out to measure the "
+                         f"classifier, so at least {MIN_LABELLED} are needed (hundreds for a useful one)")
     targets = [t for s in sets for t in s[1]]
     order = np.random.default_rng(0).permutation(len(volumes))
     cut = max(1, int(round(len(volumes) * (1 - HELD_OUT))))
@@ -111,8 +122,9 @@ def _classifier(args: argparse.Namespace, out: Path, shape: tuple, device: Any) 
                                     device=device, progress=lambda i, n: bar.update(i - bar.n))
     held_out = evaluate_classifier(classifier, volumes[held], [targets[i] for i in held])
     classifier.info["held_out_cases"] = len(held)
+    classifier.info["spacing_mm"] = [round(float(v), 6) for v in spacing]
     classifier.info["held_out_balanced_accuracy"] = held_out
     path = classifier.save(_classifier_path(out))
     print(f"variant classifier (trained on {len(fit)} cases) written to {path}; balanced accuracy on {len(held)} "
-          "held-out cases: " + ", ".join(f"{k} {v:.2f}" for k, v in held_out.items()))
+          "held-out cases: " + ", ".join(f"{k} {'unmeasured' if v is None else f'{v:.2f}'}" for k, v in held_out.items()))
     return classifier
