@@ -52,6 +52,16 @@ def content_sha256(tensors: Mapping[str, torch.Tensor], metadata_json: str) -> s
     return h.hexdigest()
 
 
+def weights_sha256(ckpt: Checkpoint) -> str:
+    """sha256 of the weights and w_avg alone, as float32: what generated volumes depend on. Unlike the file's content
+    checksum it ignores metadata and latent directions, and a reference .pt converted in memory has it too."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted({**ckpt.state_dict, W_AVG_KEY: ckpt.w_avg}.items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: PathLike, ckpt: Checkpoint) -> str:
     """Write `ckpt` atomically (temporary file, then rename) and return its content sha256."""
     path = Path(path)

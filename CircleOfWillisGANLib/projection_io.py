@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .checkpoint import weights_sha256
 from .errors import InputError, require
 from .files import atomic_write, save_safetensors, write_json
 from .mip import mip_panel, save_png
@@ -87,10 +88,13 @@ def check_projection_fits(latent: ProjectedLatent, generator: Any) -> None:
     if tuple(latent.ws.shape) != want:
         raise InputError(f"the projection's w+ has shape {tuple(latent.ws.shape)} but this model takes {want}: "
                          "project the volume again with this model")
+    weights = latent.metadata.get("model_weights_sha256")  # older projections hold only the file's content checksum
     sha = latent.metadata.get("model_content_sha256")
-    if sha and generator.checkpoint.sha256 and sha != generator.checkpoint.sha256:
-        raise InputError("the projection was made with another model (its checksum differs): load that model, "
+    if (weights and weights != weights_sha256(generator.checkpoint)
+            or not weights and sha and generator.checkpoint.sha256 and sha != generator.checkpoint.sha256):
+        raise InputError("the projection was made with another model (its weights differ): load that model, "
                          "or project the volume again with this one")
+
 
 
 def convergence_plot(path: Union[str, Path], result: ProjectionResult) -> Path:
@@ -122,6 +126,7 @@ def write_projection_outputs(out_dir: Union[str, Path], result: ProjectionResult
     `coverage` is the share of the model's grid the scan filled (ScanOnGrid.coverage), kept in the metadata."""
     out = Path(out_dir)
     metadata = {"source": source, "model": str(generator.source), "model_content_sha256": generator.checkpoint.sha256 or None,
+                "model_weights_sha256": weights_sha256(generator.checkpoint),
                 "config": dataclasses.asdict(config), "affine": np.asarray(affine).tolist(), "scan_coverage": coverage}
     files = {key: out / name for key, name in OUTPUT_FILES.items()}
     paths = {"latent": save_projection(files["latent"], result, metadata),

@@ -239,3 +239,37 @@ def test_a_seed_outside_the_seed_range_is_refused_before_any_work():
     for make in (ProjectionConfig, EvaluationConfig):
         with pytest.raises(InputError, match="seed -1 is out of range"):
             make(seed=-1)
+
+
+def test_a_projection_belongs_to_the_weights_not_to_the_file_that_held_them(generator, result, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from CircleOfWillisGANLib.checkpoint import Checkpoint
+    from CircleOfWillisGANLib.errors import InputError
+    from CircleOfWillisGANLib.generator import CoWGenerator
+    from CircleOfWillisGANLib.projection_io import check_projection_fits
+
+    write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, plot=False)
+    latent = load_projection(tmp_path)
+    ckpt = generator.checkpoint
+    renamed = CoWGenerator(dataclasses.replace(ckpt, metadata={"name": "named"}, directions={"named": torch.eye(2, 32)},
+                                               sha256="another file"), "cpu")
+    check_projection_fits(latent, renamed)  # same weights, other directions (as after name-directions): still fits
+    state = {k: v.clone() for k, v in ckpt.state_dict.items()}
+    state["synthesis.const"] += 0.01
+    retrained = CoWGenerator(Checkpoint(ckpt.architecture, state, ckpt.w_avg, {}), "cpu")  # no file checksum at all
+    with pytest.raises(InputError, match="made with another model \\(its weights differ\\)"):
+        check_projection_fits(latent, retrained)
+
+
+def test_project_refuses_to_write_over_the_scan_it_reads(tmp_path, capsys):
+    from cowgan.main import main
+
+    scan = save_volume(tmp_path / "target.nii.gz", np.random.default_rng(0).random((8, 16, 16)) * 100,
+                       default_affine((8, 16, 16)))
+    before = scan.read_bytes()
+    assert main(["project", "--volume", str(scan), "--out", str(tmp_path), "--overwrite", "--steps", "1", "1", "1"]) == 2
+    assert "is where the projection writes one of its results" in capsys.readouterr().err
+    assert scan.read_bytes() == before

@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from CircleOfWillisGANLib.errors import require
+    from CircleOfWillisGANLib.errors import InputError, require
     from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite
     from CircleOfWillisGANLib.generator import load_generator
     from CircleOfWillisGANLib.preprocess import scan_on_model_grid, simpleitk
@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     simpleitk()
     require("matplotlib", "the projection's convergence plot", "matplotlib")
     prepare_output_dir(args.out, create=False)
+    outputs = {(Path(args.out) / name).resolve() for name in OUTPUT_FILES.values()}
+    for given in (args.volume, args.template):
+        if given and Path(given).resolve() in outputs:
+            raise InputError(f"{given} is where the projection writes one of its results: move it, or choose another --out")
     refuse_overwrite(args.out, OUTPUT_FILES.values(), args.overwrite)
     gen = load_generator(args.model, device=args.device)
     scan = scan_on_model_grid(Path(args.volume), gen.arch.output_shape, spacing_of(gen.affine),
