@@ -348,8 +348,10 @@ class PanelController:
             return
         from pathlib import Path
 
+        from .projection_io import projection_folder
+
         engine = self.engine
-        out = Path(self.state.output_dir) / "projections" / Path(path).name.split(".")[0]
+        out = projection_folder(Path(self.state.output_dir) / "projections", Path(path))
         self._busy_message(f"Projecting {Path(path).name} into the model (writing to {out})...")
         self.worker.submit("project", lambda progress: engine.project_volume(path, str(out), progress=progress))
         self._poll.start()

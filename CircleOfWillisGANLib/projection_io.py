@@ -82,6 +82,34 @@ def describe_projection(latent: ProjectedLatent) -> str:
     return text
 
 
+def projection_folder(parent: Union[str, Path], scan: Union[str, Path]) -> Path:
+    """Where the panel writes the projection of `scan` under `parent`: a folder named after the scan, the same one
+    when that scan is projected again, a numbered one when another scan of the same name (TOF.nii.gz of two
+    patients) holds it, so one patient's projection never replaces another's."""
+    scan = Path(scan)
+    name = scan.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    parent, number = Path(parent), 1
+    while True:
+        folder = parent / (name if number == 1 else f"{name}-{number}")
+        report = folder / OUTPUT_FILES["report"]
+        if not folder.exists() or not report.is_file() or _projected_from(report) == scan.resolve():
+            return folder
+        number += 1
+
+
+def _projected_from(report: Path) -> Optional[Path]:
+    """The scan a projection.json says it was made from (None if unreadable)."""
+    try:
+        source = json.loads(report.read_text(encoding="utf-8")).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(source).resolve() if source else None
+
+
 def check_projection_fits(latent: ProjectedLatent, generator: Any) -> None:
     """Raise InputError unless the projection's latent has the generator's shape (it was made with this model)."""
     want = (generator.num_ws, generator.arch.latent_dim)

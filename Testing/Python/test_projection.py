@@ -273,3 +273,16 @@ def test_project_refuses_to_write_over_the_scan_it_reads(tmp_path, capsys):
     assert main(["project", "--volume", str(scan), "--out", str(tmp_path), "--overwrite", "--steps", "1", "1", "1"]) == 2
     assert "is where the projection writes one of its results" in capsys.readouterr().err
     assert scan.read_bytes() == before
+
+
+def test_the_panel_keeps_each_patients_projection_in_its_own_folder(tmp_path):
+    from CircleOfWillisGANLib.files import write_json
+    from CircleOfWillisGANLib.projection_io import projection_folder
+
+    first, second = tmp_path / "patient1" / "TOF.nii.gz", tmp_path / "patient2" / "TOF.nii.gz"
+    parent = tmp_path / "projections"
+    assert projection_folder(parent, first) == parent / "TOF"
+    (parent / "TOF").mkdir(parents=True)
+    write_json(parent / "TOF" / "projection.json", {"source": str(first)})
+    assert projection_folder(parent, first) == parent / "TOF"  # the same scan again: its own folder
+    assert projection_folder(parent, second) == parent / "TOF-2"
