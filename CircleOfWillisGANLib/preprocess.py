@@ -248,6 +248,9 @@ def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequenc
                              template=None if template is None else str(template))
     template_image = None
     if template is not None:
+        problem = path_problem(Path(template))
+        if problem:
+            raise InputError(f"template {template} {problem}: pass the template volume's NIfTI or NRRD file")
         try:
             template_image = read_canonical(Path(template))
         except VolumeRejected as exc:

@@ -7,12 +7,15 @@ end, so an interrupted run leaves no half-written dataset behind.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import fnmatch
 import functools
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -96,12 +99,13 @@ def _check_template(options: PrepareOptions) -> Optional[Dict[str, Any]]:
     if options.template is None:
         return None
     path = Path(options.template)
-    if not path.is_file():
-        raise InputError(f"template {path} does not exist: pass a NIfTI/NRRD template volume with --template")
+    problem = path_problem(path)
+    if problem:
+        raise InputError(f"template {path} {problem}: pass a NIfTI/NRRD template volume with --template")
     try:
         read_canonical(path)
     except VolumeRejected as exc:
-        raise InputError(f"template {path} cannot be used: {exc}") from None
+        raise InputError(f"template {path} cannot be used: {exc.reason}: pass a grey 3D volume with --template") from None
     return {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 
@@ -118,7 +122,23 @@ def _run(volumes: Sequence[Path], options: PrepareOptions, workers: int, progres
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                                 initargs=(threads,)) as pool:
-        yield from bar(pool.map(_work, volumes, [options] * len(volumes)))
+        with _ctrl_c_ignored_by_new_processes():
+            results = pool.map(_work, volumes, [options] * len(volumes))  # starts the workers
+        yield from bar(results)
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored_by_new_processes() -> Iterator[None]:
+    """Ctrl-C reaches the whole process group; workers started inside this block ignore it (a process started with
+    SIGINT ignored keeps it so), so that only the parent stops, cleanly, instead of every worker printing a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _init_worker(threads: int) -> None:

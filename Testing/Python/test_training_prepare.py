@@ -224,3 +224,18 @@ def test_training_on_raw_volumes_or_a_newer_or_foreign_manifest_says_what_to_do(
         (tmp_path / "ds" / "manifest.json").write_text(json.dumps(dict(manifest, **change)))
         with pytest.raises(InputError, match=message):
             read_manifest(tmp_path / "ds")
+
+
+def test_a_template_that_is_a_folder_or_a_label_map_is_named_with_a_template_fix(tmp_path):
+    from CircleOfWillisGANLib.preprocess import scan_on_model_grid
+
+    write_tube_volumes(tmp_path / "in", 1, SHAPE)
+    labels = save_volume(tmp_path / "labels.nii.gz", np.arange(16 * 32 * 32).reshape(SHAPE) % 5, default_affine(SHAPE),
+                         np.uint8)
+    for template, message in ((tmp_path / "in", "is a folder, not a file"),
+                              (labels, "a label map, not an image .*: pass a grey 3D volume with --template")):
+        with pytest.raises(InputError, match=f"template .* {message}"):
+            prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=SHAPE, template=str(template)),
+                            progress=False)
+    with pytest.raises(InputError, match="template .*in is a folder, not a file"):
+        scan_on_model_grid(tmp_path / "in" / "case000.nii.gz", SHAPE, (0.62,) * 3, template=tmp_path / "in")
