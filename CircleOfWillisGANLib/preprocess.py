@@ -19,6 +19,7 @@ from .files import file_sha256, path_problem
 
 CANONICAL = "RAS"
 NORMALISATIONS = ("minmax", "percentile")
+DEFAULT_PERCENTILES = (0.5, 99.9)
 MIN_SIZE, MAX_SIZE = 8, 2048
 MIN_SPACING_MM, MAX_SPACING_MM = 0.05, 10.0
 SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
@@ -35,8 +36,22 @@ class PrepareOptions:
     spacing: Optional[float] = None                     # isotropic output spacing in mm; None keeps the input's
     template: Optional[str] = None                      # register rigidly to this volume and crop its central ROI
     normalisation: str = "minmax"                       # per-volume "minmax" (the reference) or "percentile"
-    percentiles: Tuple[float, float] = (0.5, 99.9)      # low/high percentiles mapped to 0 and 1 ("percentile")
+    percentiles: Tuple[float, float] = DEFAULT_PERCENTILES  # low/high percentiles mapped to 0 and 1 ("percentile")
     seed: int = 0                                       # registration sampling seed
+
+    def __post_init__(self) -> None:
+        from .volume_io import check_spacing
+
+        if len(self.shape) != 3 or not all(isinstance(n, (int, np.integer)) and n >= MIN_SIZE for n in self.shape):
+            raise InputError(f"the output shape must be three whole numbers of at least {MIN_SIZE} (D, H, W), got "
+                             f"{tuple(self.shape)}")
+        if self.spacing is not None:
+            check_spacing([self.spacing] * 3)
+        if self.normalisation not in NORMALISATIONS:
+            raise InputError(f"normalisation {self.normalisation!r} is unknown: use one of {', '.join(NORMALISATIONS)}")
+        low, high = self.percentiles
+        if not 0 <= low < high <= 100:
+            raise InputError(f"percentiles must satisfy 0 <= LOW < HIGH <= 100, got {low} {high}")
 
 
 class ScanOnGrid(NamedTuple):
@@ -170,6 +185,7 @@ def normalise(volume: np.ndarray, method: str, percentiles: Tuple[float, float])
 
 def preprocess_file(path: Path, options: PrepareOptions, template: Any = None) -> Tuple[Optional[np.ndarray], Dict[str, Any]]:
     """(D, H, W) float32 volume in [0, 1] and its provenance record; (None, record with "reason") if rejected."""
+    path = Path(path)
     record: Dict[str, Any] = {"source": str(path)}
     try:
         volume, details = _on_grid(path, options, template)
@@ -238,6 +254,9 @@ def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequenc
     """A scan as `cowgan prepare --spacing` makes training volumes for a model of this grid, registered rigidly to
     `template` first when given, as the training data was; logs a warning (with `warn`) if it does not fill the grid."""
     path = Path(path)
+    from .volume_io import check_spacing
+
+    check_spacing(spacing_mm)
     problem = path_problem(path) or (None if is_volume_file(path) else "is not a NIfTI or NRRD file")
     if problem:
         raise InputError(f"scan {path} {problem}: pass the scan's .nii, .nii.gz or .nrrd file")

@@ -327,3 +327,15 @@ def test_variants_whose_calls_say_nothing_new_or_were_never_tested_both_ways_get
         fit_boundaries(w, calls[:, [0, 2]], ["pcom_left", "acom"], classifier_accuracy={"pcom_left": None,
                                                                                       "acom": float("nan")})
     assert balanced_accuracy([1, 1, 1], [1, 1, 0]) is None and balanced_accuracy([1, 0], [1, 1]) == 0.5
+
+
+def test_boundaries_take_numpy_w_and_refuse_mismatched_or_non_finite_inputs():
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(200, 8))
+    calls = (w[:, :1] > 0).astype(int)
+    assert fit_boundaries(w, calls, ["pcom_left"]).keys == ["pcom_left"]
+    with pytest.raises(InputError, match=r"must be \(N, latent\) and \(N, 2\)"):
+        fit_boundaries(w, calls, ["pcom_left", "acom"])
+    w[3, 2] = np.nan
+    with pytest.raises(InputError, match="w contains NaN"):
+        fit_boundaries(w, calls, ["pcom_left"])

@@ -239,3 +239,16 @@ def test_a_template_that_is_a_folder_or_a_label_map_is_named_with_a_template_fix
                             progress=False)
     with pytest.raises(InputError, match="template .*in is a folder, not a file"):
         scan_on_model_grid(tmp_path / "in" / "case000.nii.gz", SHAPE, (0.62,) * 3, template=tmp_path / "in")
+
+
+def test_preparation_options_are_checked_where_they_are_made(tmp_path, capsys):
+    from cowgan.main import main
+
+    for kwargs, message in (({"normalisation": "zscore"}, "normalisation 'zscore' is unknown"),
+                            ({"percentiles": (99.0, 1.0)}, "0 <= LOW < HIGH <= 100"),
+                            ({"spacing": 0.0}, "three positive millimetres"), ({"shape": (16, 32)}, "three whole numbers")):
+        with pytest.raises(InputError, match=message):
+            PrepareOptions(**kwargs)
+    write_tube_volumes(tmp_path / "in", 1, SHAPE)
+    assert main(["prepare", "--in", str(tmp_path / "in"), "--out", str(tmp_path / "ds"), "--percentiles", "1", "99"]) == 2
+    assert "--percentiles only applies with --normalise percentile" in capsys.readouterr().err

@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
                    help="resample to this isotropic spacing in mm (default: keep each volume's spacing)")
     p.add_argument("--normalise", choices=NORMALISATIONS, default="minmax",
                    help="per-volume min-max to [0, 1] (default, as the reference) or percentiles clipped to [0, 1]")
-    p.add_argument("--percentiles", type=float, nargs=2, default=[0.5, 99.9], metavar=("LOW", "HIGH"),
+    p.add_argument("--percentiles", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="percentiles mapped to 0 and 1 with --normalise percentile (default 0.5 99.9)")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="parallel processes (default: CPUs, at most 8)")
     p.add_argument("--shard-size", type=int, default=256, help="volumes per shard file (default 256)")
@@ -41,21 +41,17 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from training.prepare import prepare_dataset
-    from CircleOfWillisGANLib.preprocess import PrepareOptions
-    from CircleOfWillisGANLib.volume_io import check_spacing
+    from CircleOfWillisGANLib.preprocess import DEFAULT_PERCENTILES, PrepareOptions
 
-    if args.spacing is not None:
-        check_spacing([args.spacing] * 3)
-    low, high = args.percentiles
-    if not 0 <= low < high <= 100:
-        raise InputError(f"--percentiles must satisfy 0 <= LOW < HIGH <= 100, got {low} {high}")
+    if args.percentiles is not None and args.normalise != "percentile":
+        raise InputError("--percentiles only applies with --normalise percentile: add it, or leave --percentiles out")
     if args.workers < 1 or args.shard_size < 1:
         raise InputError("--workers and --shard-size must be at least 1")
     from CircleOfWillisGANLib.architecture import Architecture
 
     Architecture(output_shape=tuple(args.shape))  # validates the shape (powers of two >= 4)
     options = PrepareOptions(shape=tuple(args.shape), spacing=args.spacing, template=args.template,
-                             normalisation=args.normalise, percentiles=(low, high))
+                             normalisation=args.normalise, percentiles=tuple(args.percentiles or DEFAULT_PERCENTILES))
     manifest = prepare_dataset(Path(args.input), Path(args.out), options, workers=args.workers,
                                shard_size=args.shard_size, progress=not args.no_progress,
                                pattern=args.pattern)
