@@ -42,10 +42,17 @@ def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, wor
     """Preprocess every volume under `input_dir` whose name matches `pattern` into `out_dir`; return the manifest."""
     input_dir, out_dir = Path(input_dir).resolve(), Path(out_dir).resolve()
     _check_folders(input_dir, out_dir)
-    files = sorted(p for p in input_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    entries = sorted(p for p in input_dir.rglob("*") if not p.name.startswith("."))
+    files = [p for p in entries if p.is_file()]
     volumes = [p for p in files if is_volume_file(p) and fnmatch.fnmatch(p.name, pattern)]
     ignored = [{"source": _relative(p, input_dir), "reason": _ignored_reason(p, pattern)}
                for p in files if p not in volumes and p.suffix.lower() != ".raw"]
+    links = [{"source": _relative(p, input_dir), "reason": "a broken link: its target does not exist"
+              if not p.exists() else "a linked folder, which is not searched: pass its target with --in"}
+             for p in entries if p.is_symlink() and not p.is_file()]
+    for link in links:
+        log.warning("ignored %s: %s", link["source"], link["reason"])
+    ignored += links
     if not volumes:
         raise InputError(f"no NIfTI or NRRD volumes matching {pattern!r} found under {input_dir}: pass the folder "
                          "that holds them with --in (and check --pattern)")

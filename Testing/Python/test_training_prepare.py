@@ -252,3 +252,15 @@ def test_preparation_options_are_checked_where_they_are_made(tmp_path, capsys):
     write_tube_volumes(tmp_path / "in", 1, SHAPE)
     assert main(["prepare", "--in", str(tmp_path / "in"), "--out", str(tmp_path / "ds"), "--percentiles", "1", "99"]) == 2
     assert "--percentiles only applies with --normalise percentile" in capsys.readouterr().err
+
+
+def test_broken_links_and_linked_folders_are_listed_not_dropped_silently(tmp_path):
+    src = write_tube_volumes(tmp_path / "in", 2, SHAPE)
+    (src / "gone.nii.gz").symlink_to(tmp_path / "missing.nii.gz")
+    write_tube_volumes(tmp_path / "elsewhere", 1, SHAPE)
+    (src / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    manifest = prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
+    assert manifest["count"] == 2
+    assert {e["source"]: e["reason"] for e in manifest["ignored"]} == {
+        "gone.nii.gz": "a broken link: its target does not exist",
+        "more": "a linked folder, which is not searched: pass its target with --in"}
