@@ -10,13 +10,21 @@ import sys
 import types
 from typing import Any, Tuple
 
-from .errors import InputError, require
+from .errors import InputError, MissingDependencyError, require
+
+BROKEN_PYSIDE6 = ("6.12.0",)  # leaks references to None (Python < 3.12 aborts with "deallocating None")
 
 
 def qapplication(name: str = "cowgan") -> Any:
     """The running QApplication, or a new one; on Linux without a display, an InputError rather than Qt's abort."""
     require("PySide6", "The window", "PySide6-Essentials")
+    import PySide6
     from PySide6.QtWidgets import QApplication
+
+    if PySide6.__version__ in BROKEN_PYSIDE6 and sys.version_info < (3, 12):
+        raise MissingDependencyError(
+            f"PySide6 {PySide6.__version__} loses a reference to None on every Qt call that returns nothing, which "
+            "crashes Python before 3.12 after a few thousand clicks: run `pip install 'PySide6-Essentials!=6.12.0'`")
 
     app = QApplication.instance()
     if app is None and sys.platform.startswith("linux") and not any(
