@@ -80,9 +80,10 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.controller.views.append(lambda r: self.scene.show(r.volume, r.affine, r.surface))
         self.controller.state_listeners.append(self.logic.saveState)
         saved = self.logic.loadState()
-        if saved:  # restore the saved panel once the first model is in; later loads keep what the user set
-            self.controller.next_engine_listeners.append(lambda engine: self.controller.apply_state(saved, render=False))
-        self.controller.load_model(saved.model if saved else "demo", quiet=True)
+        if saved:
+            self.restoreState(saved)
+        else:
+            self.controller.load_model("demo", quiet=True)
         self.ui.projectCurrentVolumeButton.visible = True
         self.ui.projectCurrentVolumeButton.clicked.connect(self.onProjectCurrentVolume)
         self.addTuringSections()
@@ -90,18 +91,31 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onProjectCurrentVolume(self):
         """Export the active volume (in world coordinates) to a temporary NIfTI and project it with the panel's
         controller; exporting, unlike saving, leaves the node's own storage (its file for scene saves) untouched."""
+        import re
         import tempfile
 
         volumeId = slicer.util.getNode("vtkMRMLSelectionNodeSingleton").GetActiveVolumeID()
         if not volumeId:
             slicer.util.errorDisplay("No volume is shown: load or select a TOF-MRA volume, then press Project again.")
             return
-        path = os.path.join(tempfile.mkdtemp(prefix="CircleOfWillisGAN-"), volumeId + ".nii.gz")
-        if not slicer.util.exportNode(slicer.util.getNode(volumeId), path, world=True):
+        node = slicer.util.getNode(volumeId)
+        self.removeProjectionCopy()
+        self.projectionCopy = tempfile.mkdtemp(prefix="CircleOfWillisGAN-")
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", node.GetName() or volumeId)
+        path = os.path.join(self.projectionCopy, name + ".nii.gz")
+        if not slicer.util.exportNode(node, path, world=True):
             slicer.util.errorDisplay(f"Could not write the volume to {path} for projection: check free space in the "
                                      "temporary folder (details in the Python console's log).")
             return
         self.controller.project_volume(path)
+
+    def removeProjectionCopy(self):
+        """Delete the temporary copy of the last projected scan (patient data is not left in the temp folder)."""
+        import shutil
+
+        if getattr(self, "projectionCopy", None):
+            shutil.rmtree(self.projectionCopy, ignore_errors=True)
+            self.projectionCopy = None
 
     def addTuringSections(self):
         """The visual Turing test: the rater panel (cases shown in Slicer's views) and the organiser panel."""
@@ -141,7 +155,13 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onSceneImported(self, caller, event):
         saved = self.logic.loadState()
         if self.controller is not None and saved is not None:
-            self.controller.apply_state(saved)
+            self.restoreState(saved)
+
+    def restoreState(self, saved):
+        """Load the model a saved panel state was made with, then show the state (its sliders belong to that model);
+        later loads keep what the user set."""
+        self.controller.next_engine_listeners.append(lambda engine: self.controller.apply_state(saved, render=False))
+        self.controller.load_model(saved.model, quiet=True)
 
     def onSceneClosing(self, caller, event):
         self.closeRating()
@@ -154,6 +174,7 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def cleanup(self):
         self.removeObservers()
+        self.removeProjectionCopy()
         self.closeRating()
         if self.controller is not None:
             self.controller.close()
@@ -194,9 +215,9 @@ class CircleOfWillisGANLogic(ScriptedLoadableModuleLogic):
 
         text = self.getParameterNode().GetParameter(STATE_PARAMETER)
         try:
-            return PanelState.from_dict(json.loads(text)) if text else None
-        except (ValueError, TypeError):
-            logging.warning("CircleOfWillisGAN: ignoring an unreadable saved panel state")
+            return PanelState.from_dict(json.loads(text)).validated() if text else None
+        except (ValueError, TypeError) as exc:  # InputError is a ValueError: a hand-edited or damaged state
+            logging.warning("CircleOfWillisGAN: ignoring an unreadable saved panel state (%s)", exc)
             return None
 
 

@@ -6,7 +6,7 @@ import contextlib
 import datetime
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 
@@ -70,6 +70,17 @@ def refuse_overwrite(folder: Union[str, Path], names: Iterable[str], overwrite: 
     if clashes:
         more = f" and {len(clashes) - 1} more of this run's files already exist" if len(clashes) > 1 else " already exists"
         raise OutputError(f"{folder / clashes[0]}{more}: choose a new --out, or pass --overwrite to replace them")
+
+
+def unused_stem(folder: Union[str, Path], stem: str, names: Callable[[str], Iterable[str]]) -> str:
+    """`stem`, or `stem-2`, `stem-3`, ...: the first whose files `names(stem)` are all absent from `folder`, so an
+    export from the panel never replaces an earlier one."""
+    folder, number = Path(folder), 1
+    while True:
+        candidate = stem if number == 1 else f"{stem}-{number}"
+        if not any((folder / name).exists() for name in names(candidate)):
+            return candidate
+        number += 1
 
 
 def volume_output_names(stem: str, surface_format: Optional[str] = None) -> List[str]:

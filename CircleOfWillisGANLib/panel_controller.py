@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .background_worker import Worker
-from .errors import CheckpointError, CoWGANError
+from .errors import CheckpointError, CoWGANError, OutputError
 from .panel_engine import MAX_UI_SEED, SURFACE_FORMATS, PanelEngine, PanelState, RenderResult, model_card_summary
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,8 @@ class PanelController:
             ui_.surfaceFormatComboBox.setCurrentIndex(SURFACE_FORMATS.index(state.surface_format))
             if state.output_dir:
                 ui_.outputFolderLineEdit.setProperty("text", state.output_dir)
-            for slider, amount in zip(self._direction_sliders, state.directions):
+            amounts = list(state.directions) + [0.0] * max(0, len(self._direction_sliders) - len(state.directions))
+            for slider, amount in zip(self._direction_sliders, amounts):  # sliders the state does not name go to 0
                 slider.setProperty("value", int(round(amount * DIRECTION_STEPS)))
             self._projection = state.projection
         finally:
@@ -193,24 +194,28 @@ class PanelController:
         ui.interpolationValueLabel.setProperty("text", f"{s.t:.2f}")
         ui.crossoverValueLabel.setProperty("text", str(s.crossover))
         ui.thresholdValueLabel.setProperty("text", f"{s.threshold:.3f}")
-        ui.noiseSeedSpinBox.setEnabled(not s.noise_follows_seed)
+        has_model, seeds = self.engine is not None, not s.projection  # a projection has its own w+ and noise
+        for name in ("generationGroupBox", "directionsGroupBox", "styleMixingGroupBox", "surfaceGroupBox",
+                     "exportGroupBox"):
+            getattr(ui, name).setEnabled(has_model)
+        ui.interpolationGroupBox.setEnabled(has_model and seeds)
+        for name in ("seedSpinBox", "randomSeedButton", "truncationSlider", "noiseFollowsSeedCheckBox",
+                     "resampleNoiseButton"):
+            getattr(ui, name).setEnabled(seeds)
+        ui.noiseSeedSpinBox.setEnabled(seeds and not s.noise_follows_seed)
         for name in ("mixSeedSpinBox", "crossoverSlider"):
             getattr(ui, name).setEnabled(s.mixing)
         for name in ("seedBSpinBox", "interpolationSlider", "playButton", "interpolationSpaceComboBox"):
             getattr(ui, name).setEnabled(s.interpolate)
+        if not (s.interpolate and seeds) and ui.playButton.property("checked"):
+            ui.playButton.setProperty("checked", False)  # playback stops with the interpolation it plays
         ui.thresholdSlider.setEnabled(s.surface and not s.auto_threshold)
         ui.clearProjectionButton.setEnabled(bool(s.projection))
-        for name in ("seedSpinBox", "randomSeedButton", "truncationSlider", "interpolationGroupBox"):
-            getattr(ui, name).setEnabled(not s.projection)
         ui.projectionLabel.setProperty("text", self._projection_text(s.projection))
-        ui.previousSeedButton.setEnabled(self._history_pos > 0)
-        ui.nextSeedButton.setEnabled(self._history_pos < len(self._history) - 1)
+        ui.previousSeedButton.setEnabled(seeds and self._history_pos > 0)
+        ui.nextSeedButton.setEnabled(seeds and self._history_pos < len(self._history) - 1)
         for label, slider in zip(self._direction_value_labels, self._direction_sliders):
             label.setProperty("text", f"{int(slider.property('value')) / DIRECTION_STEPS:+.1f}")
-        has_model = self.engine is not None
-        for name in ("generationGroupBox", "directionsGroupBox", "styleMixingGroupBox", "interpolationGroupBox",
-                     "surfaceGroupBox", "exportGroupBox"):
-            getattr(ui, name).setEnabled(has_model)
 
     def _notify_state(self, *args: Any) -> None:
         data = self.state.to_dict()
@@ -336,7 +341,10 @@ class PanelController:
         self._sync_enabled()
         once, self.next_engine_listeners = self.next_engine_listeners, []
         for listener in self.engine_listeners + once:
-            listener(engine)
+            try:
+                listener(engine)
+            except CoWGANError as exc:  # e.g. a saved state that does not fit: the model is in, say what failed
+                self._report_error(exc, dialog=False)
         self.render_now()
 
     # ----------------------------------------------------------------------------------------------------
@@ -345,6 +353,10 @@ class PanelController:
         """Project a NIfTI scan on the worker (results under the export folder), then move the sliders around it."""
         path = path or self.choose_volume_file()
         if not path or self.engine is None:
+            return
+        if not self.state.output_dir.strip():
+            self._report_error(OutputError("no export folder is set: choose one in the Folder field, then project "
+                                           "again (the projection is written there)"))
             return
         from pathlib import Path
 

@@ -147,12 +147,14 @@ class PanelEngine:
         from .projection_io import write_projection_outputs
 
         gen = self.generator
+        prepare_output_dir(out_dir, create=False)  # an unwritable folder stops before minutes of optimisation
         scan = scan_on_model_grid(Path(volume_path), gen.arch.output_shape, spacing_of(gen.affine))
         config = config or ProjectionConfig()
         result = project(gen, scan.volume, config, progress)
         out = prepare_output_dir(out_dir)
         paths = write_projection_outputs(out, result, scan.affine, gen, config, source=str(volume_path),
                                          coverage=scan.coverage, plot=False)
+        self._projections.pop(str(paths["latent"]), None)  # a projection written again over one read before
         return str(paths["latent"])
 
     def styles(self, state: PanelState) -> torch.Tensor:
@@ -233,25 +235,27 @@ class PanelEngine:
 
     def export_volume(self, state: PanelState, out_dir: str) -> Dict[str, Path]:
         """Write NIfTI + JSON sidecar + MIP PNG and the vessel surface, with the CLI's writer."""
-        from .export import prepare_output_dir, write_volume_outputs
+        from .export import prepare_output_dir, unused_stem, volume_output_names, write_volume_outputs
 
         state = state.validated()
         out = prepare_output_dir(out_dir)
         volume = self.volume(state)
         threshold = None if state.auto_threshold else state.threshold
-        return write_volume_outputs(out, self.stem(state), volume, self.affine, self.sidecar(state), surface=True,
+        stem = unused_stem(out, self.stem(state), lambda s: volume_output_names(s, "." + state.surface_format))
+        return write_volume_outputs(out, stem, volume, self.affine, self.sidecar(state), surface=True,
                                     surface_format="." + state.surface_format, threshold=threshold)
 
     def export_interpolation(self, state: PanelState, out_dir: str,
                              progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
         """Write the interpolation from seed to seed B as one MIP PNG per frame and an animated GIF."""
-        from .export import prepare_output_dir
+        from .export import prepare_output_dir, unused_stem
         from .files import write_json
         from .mip import save_gif, save_png
 
         state = dataclasses.replace(state.validated(), interpolate=True)
         out = prepare_output_dir(out_dir)
-        name = f"cow_interp_{state.seed}_{state.seed_b}"
+        name = unused_stem(out, f"cow_interp_{state.seed}_{state.seed_b}",
+                           lambda s: [f"{s}.gif", f"{s}.json"] + [f"{s}_{i:03d}.png" for i in range(state.frames)])
         frames, pngs = [], []
         for i in range(state.frames):
             frame_state = dataclasses.replace(state, t=i / (state.frames - 1))

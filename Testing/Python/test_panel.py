@@ -181,6 +181,13 @@ def test_export_writes_nifti_sidecar_mip_and_surface(panel, app, tmp_path):
     sidecar = json.loads((tmp_path / "cow_seed0009.json").read_text())
     assert sidecar["seed"] == 9 and sidecar["psi"] == 0.7 and sidecar["noise_seed"] == 9
     assert "Wrote" in panel.ui.statusLabel.text()
+    first = (tmp_path / "cow_seed0009.nii.gz").read_bytes()
+    panel.ui.truncationSlider.setValue(150)
+    settle(panel, app)
+    panel.ui.exportVolumeButton.click()  # the same seed again, other settings: a new file, the first one kept
+    settle(panel, app)
+    assert (tmp_path / "cow_seed0009.nii.gz").read_bytes() == first
+    assert json.loads((tmp_path / "cow_seed0009-2.json").read_text())["psi"] == 1.5
 
 
 def test_export_interpolation_writes_frames_and_a_gif(panel, app, tmp_path):
@@ -190,6 +197,11 @@ def test_export_interpolation_writes_frames_and_a_gif(panel, app, tmp_path):
     settle(panel, app)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["cow_interp_1_2.gif", "cow_interp_1_2.json"] + [f"cow_interp_1_2_{i:03d}.png" for i in range(4)]
+    panel.ui.framesSpinBox.setValue(2)
+    panel.ui.exportInterpolationButton.click()
+    settle(panel, app)
+    added = sorted(set(p.name for p in tmp_path.iterdir()) - set(names))
+    assert added == ["cow_interp_1_2-2.gif", "cow_interp_1_2-2.json", "cow_interp_1_2-2_000.png", "cow_interp_1_2-2_001.png"]
 
 
 def test_a_bad_model_file_gives_one_message_in_the_status_line_and_one_dialog(panel, app, tmp_path):
@@ -271,3 +283,27 @@ def test_the_qt_binding_keeps_none_alive_through_thousands_of_widget_calls(app):
         slider.setValue(i % 7)
         slider.setEnabled(bool(i % 2))
     assert sys.getrefcount(None) - before > -100
+
+
+def test_playback_stops_when_the_interpolation_is_switched_off(panel, app):
+    panel.ui.interpolationCheckBox.setChecked(True)
+    panel.ui.playButton.setChecked(True)
+    settle(panel, app)
+    panel.ui.interpolationCheckBox.setChecked(False)
+    settle(panel, app)
+    assert not panel.ui.playButton.isChecked() and panel.ui.playButton.text() == "Play"
+    t = panel.state.t
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.02)
+    assert panel.state.t == t
+
+
+def test_a_restored_state_sets_the_sliders_it_does_not_name_to_zero_and_projection_needs_a_folder(panel, app, engine):
+    for slider in panel.direction_sliders:
+        slider.setValue(20)
+    panel.apply_state(PanelState(directions=[1.0]), render=False)
+    assert [s.value() for s in panel.direction_sliders] == [10] + [0] * (len(panel.direction_sliders) - 1)
+    panel.ui.outputFolderLineEdit.setText("")
+    panel.project_volume("/data/scan.nii.gz")
+    assert "no export folder is set" in panel.ui.statusLabel.text()

@@ -209,11 +209,14 @@ def test_the_panel_moves_its_sliders_around_a_loaded_projection(generator, resul
             f"Sliders move around the projection of patient 7.nii.gz (correlation {m['correlation']:.2f}, vessel Dice "
             f"{m['vessel_dice']:.2f}); the scan filled only 60% of the model's grid")
         assert ui.statusLabel.text().startswith("projection: generated in")
+        seed_controls = ("interpolationGroupBox", "resampleNoiseButton", "noiseFollowsSeedCheckBox", "seedSpinBox")
+        assert not any(getattr(ui, name).isEnabled() for name in seed_controls)  # they would change nothing
         controller.direction_sliders[-1].setValue(20)
         assert controller.wait_idle(app=app)
         assert np.abs(controller.last_result.volume - shown.volume).max() > 1e-4
         ui.clearProjectionButton.click()
         assert controller.wait_idle(app=app) and controller.last_result.state.projection == ""
+        assert all(getattr(ui, name).isEnabled() for name in seed_controls)
     finally:
         controller.close()
         root.deleteLater()
