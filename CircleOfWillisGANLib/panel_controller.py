@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .background_worker import Worker
+from .directions import Direction
 from .errors import CheckpointError, CoWGANError, OutputError
 from .panel_engine import MAX_UI_SEED, SURFACE_FORMATS, PanelEngine, PanelState, RenderResult, model_card_summary
 
@@ -278,8 +279,7 @@ class PanelController:
         self._direction_widgets, self._direction_sliders, self._direction_value_labels = [], [], []
         for row, direction in enumerate(self.engine.directions if self.engine else []):
             name = qt.QLabel(direction.label)
-            name.setToolTip(f"{direction.method.upper()} direction, applied to style blocks "
-                            f"{', '.join(map(str, direction.layers))}; 1 step = 1 standard deviation of w")
+            name.setToolTip(_direction_tip(direction))
             slider = qt.QSlider()
             slider.setOrientation(qt.Qt.Horizontal)
             slider.setObjectName(f"directionSlider{row + 1}")
@@ -579,6 +579,15 @@ def _cuda_available() -> bool:
         return bool(torch.cuda.is_available())
     except ImportError:
         return False
+
+
+def _direction_tip(direction: Direction) -> str:
+    """A slider's tooltip: what it moves, which way, over which style blocks."""
+    blocks = f"style blocks {', '.join(map(str, direction.layers))}; 1 step = 1 standard deviation of w"
+    if direction.method == "named":
+        return (f"{direction.label}: towards + the model draws the variant, towards - it leaves it out (a line fitted "
+                f"in W to a variant classifier's calls); {blocks}")
+    return f"{direction.method.upper()} direction, applied to {blocks}"
 
 
 def _default_output_dir() -> str:

@@ -64,6 +64,8 @@ def build_window(engine: Optional[PanelEngine] = None, model: str = "demo", devi
             splitter.addWidget(self.vtk_widget)
             splitter.setStretchFactor(1, 1)
             self.setCentralWidget(splitter)
+            self.statusBar().addWidget(self.ui.statusLabel, 1)  # errors and progress stay in sight, not below the fold
+            self.statusBar().addPermanentWidget(self.ui.progressBar)
             self.scene = VolumeScene(self.vtk_widget.GetRenderWindow())
             self.controller = PanelController(self.ui, pyside6_qt(), show_error=self._error_dialog)
             self.controller.views.append(self.show_result)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.files import path_problem
 from CircleOfWillisGANLib.latents import check_seed
 
 
@@ -36,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--psi {args.psi} is out of range: use a value from 0 to 2")
     if args.rater and not args.turing:
         raise InputError("--rater needs --turing SESSION: name the session folder to rate")
+    problem = None if args.model == "demo" else path_problem(Path(args.model))
+    if problem:  # the window loads the model quietly, so a wrong path is said here, before a blank window
+        raise InputError(f"model {args.model} {problem}: pass 'demo' or the path of a .safetensors model or model_N.pt")
     app = qapplication("cowgan explore")
     device = resolve_device(args.device).type
     window = build_window(model=args.model, device=device)
