@@ -454,7 +454,11 @@ class PanelController:
             self._updating = False
             self.ui.thresholdValueLabel.setProperty("text", f"{result.threshold:.3f}")
         for view in self.views:
-            view(result)
+            try:
+                view(result)
+            except Exception as exc:  # a view the user broke (e.g. a deleted display node) must not stall the panel
+                self._report_error(exc, dialog=False)
+                return
         self.renders += 1
         shown = time.perf_counter() - start
         s = result.state
@@ -465,8 +469,9 @@ class PanelController:
         else:
             what = f"seed {s.seed}, psi {s.psi:.2f}"
         surface = f", surface {result.surface_s:.2f} s" if result.surface is not None else ""
+        note = f"; {result.surface_note}" if result.surface_note else ""
         self._status(f"{what}: generated in {result.generate_s:.2f} s{surface}, "
-                     f"shown in {shown:.2f} s ({time.perf_counter() - self._request_time:.2f} s since the last change)")
+                     f"shown in {shown:.2f} s ({time.perf_counter() - self._request_time:.2f} s since the last change){note}")
 
     # ----------------------------------------------------------------------------------------------------
     # Interpolation playback

@@ -111,6 +111,7 @@ class RenderResult:
     generate_s: float = 0.0
     surface_s: float = 0.0
     request_id: int = 0
+    surface_note: str = ""  # why there is no surface (a threshold outside the volume's range), shown in the status
 
 
 class PanelEngine:
@@ -193,7 +194,14 @@ class PanelEngine:
                               generate_s=time.perf_counter() - start, request_id=request_id)
         if state.surface:
             start = time.perf_counter()
-            result.surface, result.threshold = self.surface(volume, state)
+            try:
+                result.surface, result.threshold = self.surface(volume, state)
+            except InputError as exc:  # the slider can reach thresholds this volume has no voxel above
+                result.surface_note = f"{str(exc).split(':')[0]}: move the threshold or tick Automatic threshold"
+            else:
+                if result.surface.GetNumberOfPoints() == 0:
+                    result.surface_note = (f"no vessel surface at threshold {result.threshold:.3f}: move the threshold "
+                                           "or tick Automatic threshold")
             result.surface_s = time.perf_counter() - start
         return result
 

@@ -307,3 +307,15 @@ def test_a_restored_state_sets_the_sliders_it_does_not_name_to_zero_and_projecti
     panel.ui.outputFolderLineEdit.setText("")
     panel.project_volume("/data/scan.nii.gz")
     assert "no export folder is set" in panel.ui.statusLabel.text()
+
+
+def test_a_threshold_above_every_voxel_renders_the_volume_and_says_there_is_no_surface(panel, app):
+    panel.ui.showSurfaceCheckBox.setChecked(True)
+    panel.ui.autoThresholdCheckBox.setChecked(False)
+    panel.ui.thresholdSlider.setValue(panel.ui.thresholdSlider.maximum())
+    settle(panel, app)
+    assert panel.last_error == "" and panel.last_result.surface is None
+    assert "is outside the volume's range" in panel.ui.statusLabel.text()
+    assert panel.ui.statusLabel.text().endswith("move the threshold or tick Automatic threshold")
+    panel.ui.autoThresholdCheckBox.setChecked(True)
+    settle(panel, app)
