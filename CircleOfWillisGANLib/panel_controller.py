@@ -163,7 +163,7 @@ class PanelController:
             amounts = list(state.directions) + [0.0] * max(0, len(self._direction_sliders) - len(state.directions))
             for slider, amount in zip(self._direction_sliders, amounts):  # sliders the state does not name go to 0
                 slider.setProperty("value", int(round(amount * DIRECTION_STEPS)))
-            self._projection = state.projection
+            self._projection = self._usable_projection(state.projection)
         finally:
             self._updating = False
         self._remember_seed()
@@ -379,6 +379,18 @@ class PanelController:
         self._projection = str(latent_path)
         self._sync_enabled()
         self.render_now()
+
+    def _usable_projection(self, latent_path: str) -> str:
+        """`latent_path` if this model can use it; '' (generation from the seed) with the reason in the status line if
+        the saved projection is gone or belongs to another model."""
+        if latent_path and self.engine is not None:
+            try:
+                self.engine.projection(latent_path)
+            except CoWGANError as exc:
+                self._report_error(CoWGANError(f"the saved projection cannot be used ({exc}); showing seeds again: "
+                                               "project the scan again with Project volume"))
+                return ""
+        return latent_path
 
     def _projection_text(self, latent_path: str) -> str:
         """What the projection label says: which scan the sliders move around and how closely it was reproduced."""

@@ -319,3 +319,9 @@ def test_a_threshold_above_every_voxel_renders_the_volume_and_says_there_is_no_s
     assert panel.ui.statusLabel.text().endswith("move the threshold or tick Automatic threshold")
     panel.ui.autoThresholdCheckBox.setChecked(True)
     settle(panel, app)
+
+
+def test_a_restored_state_naming_a_projection_that_is_gone_falls_back_to_seeds_and_says_so(panel, app, tmp_path):
+    panel.apply_state(PanelState(projection=str(tmp_path / "gone" / "projection.safetensors")), render=False)
+    assert panel.state.projection == "" and panel.ui.projectionLabel.text() == ""
+    assert "the saved projection cannot be used" in panel.last_error and panel.ui.seedSpinBox.isEnabled()
