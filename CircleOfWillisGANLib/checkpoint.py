@@ -128,7 +128,7 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder: pass the model's .safetensors file inside it")
     if not path.is_file():
-        raise CheckpointError(f"model file {path} does not exist: check the path, or use --model demo")
+        raise CheckpointError(f"model file {path} does not exist: check the path, or use the demo model ('demo')")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}

@@ -29,16 +29,16 @@ def prepare_output_dir(path: Union[str, Path], create: bool = True) -> Path:
     if not create:
         existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
         if not existing.is_dir():
-            raise OutputError(f"cannot create output folder {path}: {existing} is a file; choose another --out")
+            raise OutputError(f"cannot create output folder {path}: {existing} is a file; choose another output folder (--out)")
         if not os.access(existing, os.W_OK | os.X_OK):
-            raise OutputError(f"output folder {existing} is not writable: choose another --out")
+            raise OutputError(f"output folder {existing} is not writable: choose another output folder (--out)")
         return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output folder {path}: {exc.strerror or exc}; choose a writable location") from exc
     if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {path} is not writable: choose another --out")
+        raise OutputError(f"output folder {path} is not writable: choose another output folder (--out)")
     return path
 
 
