@@ -96,9 +96,9 @@ def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: 
     """
     w = torch.as_tensor(w)
     calls = np.asarray(calls)
-    if w.ndim != 2 or calls.ndim != 2 or len(w) != len(calls) or calls.shape[1] != len(keys):
-        raise InputError(f"w {tuple(w.shape)} and calls {calls.shape} must be (N, latent) and (N, {len(keys)}) for the "
-                         f"{len(keys)} variant keys: pass sample_calls' output")
+    if w.ndim != 2 or calls.ndim != 2 or len(w) != len(calls) or calls.shape[1] < len(keys):
+        raise InputError(f"w {tuple(w.shape)} and calls {calls.shape} must be (N, latent) and (N, {len(keys)} or more) "
+                         f"for the {len(keys)} variant keys (column k is keys[k]): pass sample_calls' output")
     if not torch.isfinite(w).all():
         raise InputError("w contains NaN or infinite values: pass w made by the model's mapping")
     w64 = w.double().numpy()

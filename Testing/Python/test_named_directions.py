@@ -334,8 +334,10 @@ def test_boundaries_take_numpy_w_and_refuse_mismatched_or_non_finite_inputs():
     w = rng.normal(size=(200, 8))
     calls = (w[:, :1] > 0).astype(int)
     assert fit_boundaries(w, calls, ["pcom_left"]).keys == ["pcom_left"]
-    with pytest.raises(InputError, match=r"must be \(N, latent\) and \(N, 2\)"):
+    with pytest.raises(InputError, match=r"must be \(N, latent\) and \(N, 2 or more\)"):
         fit_boundaries(w, calls, ["pcom_left", "acom"])
+    with pytest.raises(InputError, match=r"must be \(N, latent\)"):
+        fit_boundaries(w[:50], calls, ["pcom_left"])
     w[3, 2] = np.nan
     with pytest.raises(InputError, match="w contains NaN"):
         fit_boundaries(w, calls, ["pcom_left"])
