@@ -17,7 +17,7 @@ from ..errors import InputError, OutputError
 from ..files import atomic_write, file_sha256, staged_folder, write_json
 from ..preprocess import MIN_COVERAGE
 from .config import CALLS, SessionConfig
-from .grid import DisplayGrid, grid_coverage, to_display
+from .grid import DisplayGrid, display_coverage, to_display
 from .layout import (CASES_DIR, FORMAT_VERSION, JOURNAL_DIR, KEY_FILE, KEY_FORMAT, SESSION_FILE, SESSION_FORMAT,
                      case_id, case_path)
 from .sources import VolumeSource
@@ -119,7 +119,7 @@ def _write_cases(stage: Path, plan: List[PlannedCase], real: VolumeSource, gener
             display = to_display(volume, source_affine, grid)
         except InputError as exc:
             raise InputError(f"{name}: {exc}") from None
-        coverage = grid_coverage(volume.shape, source_affine, grid)
+        coverage = display_coverage(volume.shape, source_affine, grid)
         if coverage < MIN_COVERAGE:
             padded.append(f"{Path(name).name} {coverage:.0%}")
         image = nib.Nifti1Image(np.ascontiguousarray(display.transpose(1, 2, 0)), affine)

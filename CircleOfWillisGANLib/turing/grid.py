@@ -82,7 +82,7 @@ def _to_ras(v_dhw: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(hwd.transpose(2, 0, 1))
 
 
-def grid_coverage(shape_dhw: Sequence[int], affine: np.ndarray, grid: DisplayGrid) -> float:
+def display_coverage(shape_dhw: Sequence[int], affine: np.ndarray, grid: DisplayGrid) -> float:
     """Share of the display grid that a volume of this shape and affine fills once on it; the rest is padding."""
     import nibabel.orientations as orient
 
