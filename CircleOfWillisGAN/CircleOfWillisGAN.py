@@ -175,6 +175,8 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def cleanup(self):
         self.removeObservers()
         self.removeProjectionCopy()
+        if getattr(self, "scene", None) is not None:
+            self.scene.close()
         self.closeRating()
         if self.controller is not None:
             self.controller.close()

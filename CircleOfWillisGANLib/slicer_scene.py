@@ -6,7 +6,7 @@ Slicer-independent. Every Slicer name used here is checked against Slicer 5.8's 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -25,6 +25,7 @@ class SlicerScene:
         self.volume_node: Optional[Any] = None
         self.surface_node: Optional[Any] = None
         self._layout_done = False
+        self._raycast: Dict[str, Any] = {}  # 3D view node ID -> its ray casting technique before this module's MIP
 
     def _node(self, role: str, class_name: str, name: str) -> Any:
         """The node this module made for `role` (also after a scene was saved and reopened), or a new one."""
@@ -65,7 +66,16 @@ class SlicerScene:
         display.SetVisibility(True)
         self.vr_display = display
         for view in slicer.util.getNodesByClass("vtkMRMLViewNode"):
+            self._raycast.setdefault(view.GetID(), view.GetRaycastTechnique())
             view.SetRaycastTechnique(slicer.vtkMRMLViewNode.MaximumIntensityProjection)
+
+    def close(self) -> None:
+        """Give the 3D views back the ray casting the user had before the module showed its MIP."""
+        for view_id, technique in self._raycast.items():
+            view = self.slicer.mrmlScene.GetNodeByID(view_id)
+            if view is not None:
+                view.SetRaycastTechnique(technique)
+        self._raycast = {}
 
     def _window(self, volume_dhw: np.ndarray) -> None:
         """Grey ramp from the median (background) to the 99.9th percentile (vessels), as the explorer does."""

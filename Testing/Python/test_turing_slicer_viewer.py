@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from unittest.mock import MagicMock
 
+import numpy as np
 import pytest
 
 from CircleOfWillisGANLib.slicer_scene import VESSEL_RGB
@@ -166,3 +167,20 @@ def test_the_camera_looks_down_from_superior_at_the_centre_with_anterior_up():
     position, focal, up = camera_pose([-10.0, 10.0, -20.0, 20.0, 0.0, 8.0])
     assert focal == (0.0, 0.0, 4.0) and up == (0.0, 1.0, 0.0)
     assert position == (0.0, 0.0, 4.0 + 2.5 * 40.0)
+
+
+def test_the_generator_scene_gives_the_3d_views_their_ray_casting_back_when_closed():
+    from CircleOfWillisGANLib.slicer_scene import SlicerScene
+
+    slicer = fake_slicer()
+    view = MagicMock(name="3D view")
+    view.GetID.return_value = "vtkMRMLViewNode1"
+    view.GetRaycastTechnique.return_value = "composite"
+    slicer.util.getNodesByClass.return_value = [view]
+    slicer.mrmlScene.GetNodeByID.side_effect = lambda node_id: view if node_id == "vtkMRMLViewNode1" else None
+    slicer.util.updateVolumeFromArray.return_value = None
+    scene = SlicerScene(slicer)
+    scene.show(np.zeros((4, 8, 8), np.float32), np.eye(4))
+    view.SetRaycastTechnique.assert_called_with(slicer.vtkMRMLViewNode.MaximumIntensityProjection)
+    scene.close()
+    view.SetRaycastTechnique.assert_called_with("composite")
