@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import whole_number
 from .errors import InputError
 from .files import path_problem, save_safetensors
 
@@ -36,6 +37,7 @@ LEFT_RIGHT_AXIS = -2  # (N, D, H, W) volumes: H runs along RAS x (see volume_io)
 METADATA_KEY = "cowgan_variant_classifier"
 FORMAT = "cowgan-variant-classifier-cnn"
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr")
+MIN_SIZE = 8  # voxels per axis: the network halves the volume three times
 IMAGE_FILE = re.compile(r"(.+)_image\.(?:nii\.gz|nii|nrrd|nhdr)")  # the stem is everything before the last "_image"
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -159,6 +161,11 @@ def fit_classifier(volumes: np.ndarray, targets: Sequence[Mapping[str, int]], ep
     if len(volumes) != len(targets) or len(volumes) < 4:
         raise InputError(f"need at least 4 labelled volumes with one target set each, got {len(volumes)} volumes "
                          f"and {len(targets)} target sets: pass more labelled cases")
+    whole_number(epochs, "epochs", 1)
+    missing = next((sorted(set(VARIANT_KEYS) - set(t)) for t in targets if set(VARIANT_KEYS) - set(t)), None)
+    if missing:
+        raise InputError(f"a target set lacks {', '.join(missing)}: give every case all of {', '.join(VARIANT_KEYS)} "
+                         "(targets_from_phantom and targets_from_labels do)")
     x = _finite_volumes(volumes)
     y = torch.tensor([[float(t[k]) for k in VARIANT_KEYS] for t in targets])
     prior = ((y.mean(0) + y[:, list(MIRRORED)].mean(0)) / 2).clamp(1e-3, 1 - 1e-3)  # as seen through mirroring
@@ -193,10 +200,14 @@ def fit_classifier(volumes: np.ndarray, targets: Sequence[Mapping[str, int]], ep
 
 def _finite_volumes(volumes: np.ndarray) -> torch.Tensor:
     x = torch.as_tensor(np.asarray(volumes, np.float32))
-    if x.ndim != 4:
-        raise InputError(f"volumes must have shape (N, D, H, W), got {tuple(x.shape)}")
+    if x.ndim != 4 or min(x.shape[1:], default=0) < MIN_SIZE:
+        raise InputError(f"volumes must have shape (N, D, H, W) with at least {MIN_SIZE} voxels per axis (the network "
+                         f"halves them three times), got {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise InputError("volumes contain NaN or infinite values: fix or leave out those cases")
+    if len(x) and (float(x.min()) < -1e-3 or float(x.max()) > 1 + 1e-3):
+        raise InputError(f"volumes must be scaled to [0, 1] as generated ones are, got values from {float(x.min()):g} to "
+                         f"{float(x.max()):g}: min-max scale them (load_labelled_folder does)")
     return x
 
 

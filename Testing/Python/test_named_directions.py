@@ -341,3 +341,15 @@ def test_boundaries_take_numpy_w_and_refuse_mismatched_or_non_finite_inputs():
     w[3, 2] = np.nan
     with pytest.raises(InputError, match="w contains NaN"):
         fit_boundaries(w, calls, ["pcom_left"])
+
+
+def test_the_classifier_refuses_bad_training_inputs_in_one_line():
+    targets = [targets_from_phantom(generate_phantom((1, i), PhantomConfig(shape=(8, 32, 32))).variants.as_dict())
+               for i in range(4)]
+    volumes = np.random.default_rng(0).random((4, 8, 16, 16)).astype(np.float32)
+    for kwargs, message in (({"epochs": 0}, "epochs must be a whole number of at least 1"),
+                            ({"volumes": volumes * 255}, r"scaled to \[0, 1\]"),
+                            ({"volumes": volumes[:, :4]}, "at least 8 voxels per axis"),
+                            ({"targets": [{"pcom_left": 1}] * 4}, "a target set lacks")):
+        with pytest.raises(InputError, match=message):
+            fit_classifier(**{"volumes": volumes, "targets": targets, "epochs": 1, **kwargs})
