@@ -49,6 +49,8 @@ class PanelController:
         self.last_result: Optional[RenderResult] = None
         self.last_error = ""
         self.requests = 0  # render requests made (after debouncing)
+        self._first_request = 1  # the first render request made with the current engine: older results are stale
+        self._loads_pending = 0
         self.renders = 0  # results shown
         self._load_engine = load_engine or default_engine_loader
         self._show_error = show_error
@@ -325,12 +327,21 @@ class PanelController:
         converting = str(source).endswith(".pt")
         self._busy_message("Converting the reference checkpoint (one minute for the paper model)..." if converting
                            else f"Loading {'the demo model' if source == 'demo' else source}...")
+        self._loads_pending += 1
         self.worker.submit("quiet-load" if quiet else "load", lambda progress: (source, self._load_engine(source, device)))
         self._poll.start()
+
+    def _loading(self) -> bool:
+        """True (and says so in the status line) while a model is being loaded: work queued now would use the old one."""
+        if self._loads_pending:
+            self._report_error(CoWGANError("a model is still loading: wait until it is in, then press again"),
+                               dialog=False)
+        return bool(self._loads_pending)
 
     def set_engine(self, engine: PanelEngine, source: str = "") -> None:
         """Use a loaded engine now (the worker calls this through the result queue)."""
         self.engine = engine
+        self._first_request = self.requests + 1
         self._model_source = source or str(engine.generator.source)
         gen = engine.generator
         self.ui.modelNameLabel.setProperty("text", f"Model: {gen.metadata.get('name') or self._model_source}")
@@ -351,8 +362,10 @@ class PanelController:
     # Projection of a patient's volume
     def project_volume(self, path: str = "") -> None:
         """Project a NIfTI scan on the worker (results under the export folder), then move the sliders around it."""
+        if self.engine is None or self._loading():
+            return
         path = path or self.choose_volume_file()
-        if not path or self.engine is None:
+        if not path:
             return
         if not self.state.output_dir.strip():
             self._report_error(OutputError("no export folder is set: choose one in the Folder field, then project "
@@ -365,7 +378,7 @@ class PanelController:
         engine = self.engine
         out = projection_folder(Path(self.state.output_dir) / "projections", Path(path))
         self._busy_message(f"Projecting {Path(path).name} into the model (writing to {out})...")
-        self.worker.submit("project", lambda progress: engine.project_volume(path, str(out), progress=progress))
+        self.worker.submit("project", lambda progress: (engine, engine.project_volume(path, str(out), progress=progress)))
         self._poll.start()
 
     def use_projection(self, latent_path: str) -> None:
@@ -439,20 +452,27 @@ class PanelController:
                 kind, value, error = self.worker.results.get_nowait()
             except queue.Empty:
                 break
+            if kind in ("load", "quiet-load"):
+                self._loads_pending = max(0, self._loads_pending - 1)
             if error is not None:
                 self._report_error(error, dialog=kind not in ("render", "quiet-load"))
             elif kind == "progress":
                 self._progress(*value)
             elif kind == "render":
-                self._show(value)
+                if value.request_id >= self._first_request:  # not a render of the model before the last load
+                    self._show(value)
             elif kind in ("load", "quiet-load"):
                 self._done()
                 self.set_engine(value[1], value[0])
             elif kind == "export":
                 self._done(f"Wrote {value}")
             elif kind == "project":
-                self._done(f"Projected: {value}")
-                self.use_projection(value)
+                engine, latent = value
+                if engine is self.engine:
+                    self._done(f"Projected: {latent}")
+                    self.use_projection(latent)
+                else:
+                    self._done(f"Projected with the model loaded before: {latent} (load that model to use it)")
         if self.worker.idle and self.worker.results.empty():
             self._poll.stop()
 
@@ -513,7 +533,7 @@ class PanelController:
             self._notify_state()
 
     def export_volume(self, *args: Any) -> None:
-        if self.engine is None:
+        if self.engine is None or self._loading():
             return
         state, engine = self.state, self.engine
         self._busy_message(f"Exporting {engine.stem(state)} to {state.output_dir}...")
@@ -521,7 +541,7 @@ class PanelController:
         self._poll.start()
 
     def export_interpolation(self, *args: Any) -> None:
-        if self.engine is None:
+        if self.engine is None or self._loading():
             return
         state, engine = self.state, self.engine
         self._busy_message(f"Exporting {state.frames} interpolation frames to {state.output_dir}...")

@@ -325,3 +325,17 @@ def test_a_restored_state_naming_a_projection_that_is_gone_falls_back_to_seeds_a
     panel.apply_state(PanelState(projection=str(tmp_path / "gone" / "projection.safetensors")), render=False)
     assert panel.state.projection == "" and panel.ui.projectionLabel.text() == ""
     assert "the saved projection cannot be used" in panel.last_error and panel.ui.seedSpinBox.isEnabled()
+
+
+def test_exports_wait_for_a_model_that_is_still_loading_and_the_count_clears_after_a_failed_load(panel, app, tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a model")
+    panel.load_model(str(bad))
+    panel.export_volume()
+    assert "a model is still loading" in panel.ui.statusLabel.text()
+    settle(panel, app)
+    panel.ui.outputFolderLineEdit.setText(str(tmp_path / "out"))
+    settle(panel, app)
+    panel.export_volume()
+    settle(panel, app)
+    assert "Wrote" in panel.ui.statusLabel.text() and any((tmp_path / "out").iterdir())
