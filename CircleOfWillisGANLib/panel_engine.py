@@ -153,7 +153,7 @@ class PanelEngine:
         config = config or ProjectionConfig()
         result = project(gen, scan.volume, config, progress)
         out = prepare_output_dir(out_dir)
-        paths = write_projection_outputs(out, result, scan.affine, gen, config, source=str(volume_path),
+        paths = write_projection_outputs(out, result, scan.affine, gen, config, source=str(Path(volume_path).resolve()),
                                          coverage=scan.coverage, plot=False)
         self._projections.pop(str(paths["latent"]), None)  # a projection written again over one read before
         return str(paths["latent"])

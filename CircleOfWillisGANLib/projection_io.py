@@ -149,13 +149,16 @@ def convergence_plot(path: Union[str, Path], result: ProjectionResult) -> Path:
 
 def write_projection_outputs(out_dir: Union[str, Path], result: ProjectionResult, affine: np.ndarray,
                              generator: Any, config: ProjectionConfig, source: str = "",
-                             coverage: Optional[float] = None, plot: bool = True) -> Dict[str, Path]:
+                             coverage: Optional[float] = None, plot: bool = True,
+                             template: Optional[str] = None) -> Dict[str, Path]:
     """Latent, target and reconstruction NIfTI, signed error map, MIPs, JSON report and (with `plot`) the curve;
-    `coverage` is the share of the model's grid the scan filled (ScanOnGrid.coverage), kept in the metadata."""
+    `coverage` is the share of the model's grid the scan filled (ScanOnGrid.coverage) and `template` the volume it was
+    registered to, both kept in the metadata."""
     out = Path(out_dir)
     metadata = {"source": source, "model": str(generator.source), "model_content_sha256": generator.checkpoint.sha256 or None,
                 "model_weights_sha256": weights_sha256(generator.checkpoint),
-                "config": dataclasses.asdict(config), "affine": np.asarray(affine).tolist(), "scan_coverage": coverage}
+                "config": dataclasses.asdict(config), "affine": np.asarray(affine).tolist(), "scan_coverage": coverage,
+                "template": template}
     files = {key: out / name for key, name in OUTPUT_FILES.items()}
     paths = {"latent": save_projection(files["latent"], result, metadata),
              "target": save_volume(files["target"], result.target, affine),

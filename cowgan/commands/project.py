@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=config.total_steps, desc="projecting", unit="step", disable=None) as bar:
         result = project(gen, scan.volume, config, progress=lambda i, n: bar.update(i - bar.n))
     out = prepare_output_dir(args.out)
-    paths = write_projection_outputs(out, result, scan.affine, gen, config, source=str(args.volume),
-                                     coverage=scan.coverage)
+    paths = write_projection_outputs(out, result, scan.affine, gen, config, source=str(Path(args.volume).resolve()),
+                                     coverage=scan.coverage,
+                                     template=str(Path(args.template).resolve()) if args.template else None)
     m = result.metrics
     print(f"wrote {out}: correlation {m['correlation']:.4f}, vessel Dice {m['vessel_dice']:.4f} (threshold "
           f"{m['vessel_threshold']:.3f}), mean absolute error {m['mae']:.4f}; latent {paths['latent'].name}")
