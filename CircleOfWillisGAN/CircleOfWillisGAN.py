@@ -94,6 +94,9 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         import re
         import tempfile
 
+        if self.controller.projecting:  # the button cancels the running projection
+            self.controller.project_volume()
+            return
         volumeId = slicer.util.getNode("vtkMRMLSelectionNodeSingleton").GetActiveVolumeID()
         if not volumeId:
             slicer.util.errorDisplay("No volume is shown: load or select a TOF-MRA volume, then press Project again.")

@@ -51,6 +51,7 @@ class PanelController:
         self.requests = 0  # render requests made (after debouncing)
         self._first_request = 1  # the first render request made with the current engine: older results are stale
         self._loads_pending = 0
+        self._projecting = self._cancel_projection = False
         self.renders = 0  # results shown
         self._load_engine = load_engine or default_engine_loader
         self._show_error = show_error
@@ -361,7 +362,12 @@ class PanelController:
     # ----------------------------------------------------------------------------------------------------
     # Projection of a patient's volume
     def project_volume(self, path: str = "") -> None:
-        """Project a NIfTI scan on the worker (results under the export folder), then move the sliders around it."""
+        """Project a NIfTI scan on the worker (results under the export folder), then move the sliders around it;
+        while one runs, the same button cancels it."""
+        if self._projecting:
+            self._cancel_projection = True
+            self._status("Cancelling the projection after its current step...")
+            return
         if self.engine is None or self._loading():
             return
         path = path or self.choose_volume_file()
@@ -378,8 +384,27 @@ class PanelController:
         engine = self.engine
         out = projection_folder(Path(self.state.output_dir) / "projections", Path(path))
         self._busy_message(f"Projecting {Path(path).name} into the model (writing to {out})...")
-        self.worker.submit("project", lambda progress: (engine, engine.project_volume(path, str(out), progress=progress)))
+        self._set_projecting(True)
+
+        def run(progress: Callable[[int, int], None]) -> Tuple[PanelEngine, str]:
+            def step(i: int, n: int) -> None:
+                if self._cancel_projection:
+                    raise ProjectionCancelled("projection cancelled: nothing was written")
+                progress(i, n)
+
+            return engine, engine.project_volume(path, str(out), progress=step)
+
+        self.worker.submit("project", run)
         self._poll.start()
+
+    @property
+    def projecting(self) -> bool:
+        """Whether a projection is running (pressing Project again cancels it)."""
+        return self._projecting
+
+    def _set_projecting(self, running: bool) -> None:
+        self._projecting, self._cancel_projection = running, False
+        self.ui.projectVolumeButton.setProperty("text", "Cancel projection" if running else "Project volume...")
 
     def use_projection(self, latent_path: str) -> None:
         """Make a saved projection the panel's base w+ and noise; every slider then moves around it."""
@@ -454,7 +479,11 @@ class PanelController:
                 break
             if kind in ("load", "quiet-load"):
                 self._loads_pending = max(0, self._loads_pending - 1)
-            if error is not None:
+            if kind == "project":
+                self._set_projecting(False)
+            if isinstance(error, ProjectionCancelled):
+                self._done("Projection cancelled: nothing was written")
+            elif error is not None:
                 self._report_error(error, dialog=kind not in ("render", "quiet-load"))
             elif kind == "progress":
                 self._progress(*value)
@@ -616,6 +645,10 @@ def _cuda_available() -> bool:
         return bool(torch.cuda.is_available())
     except ImportError:
         return False
+
+
+class ProjectionCancelled(CoWGANError):
+    """The user pressed Cancel projection: raised from the projection's progress callback on the worker."""
 
 
 def _direction_tip(direction: Direction) -> str:

@@ -289,3 +289,33 @@ def test_the_panel_keeps_each_patients_projection_in_its_own_folder(tmp_path):
     write_json(parent / "TOF" / "projection.json", {"source": str(first)})
     assert projection_folder(parent, first) == parent / "TOF"  # the same scan again: its own folder
     assert projection_folder(parent, second) == parent / "TOF-2"
+
+
+def test_pressing_project_again_cancels_a_running_projection_and_writes_nothing(generator, tmp_path):
+    pytest.importorskip("PySide6.QtUiTools")
+    from PySide6.QtWidgets import QApplication
+
+    from CircleOfWillisGANLib.explorer.window import panel_ui_path
+    from CircleOfWillisGANLib.panel_controller import PanelController
+    from CircleOfWillisGANLib.panel_engine import PanelEngine
+    from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt
+
+    scan = save_volume(tmp_path / "scan.nii.gz", np.random.default_rng(2).random((8, 16, 16)) * 300,
+                       default_affine((8, 16, 16), (2.0, 2.0, 2.0)))
+    app = QApplication.instance() or QApplication([])
+    root, ui = load_panel_pyside6(str(panel_ui_path()))
+    controller = PanelController(ui, pyside6_qt())
+    try:
+        controller.set_engine(PanelEngine(generator))
+        assert controller.wait_idle(app=app)
+        ui.outputFolderLineEdit.setText(str(tmp_path / "exports"))
+        controller.project_volume(str(scan))
+        assert controller.projecting and ui.projectVolumeButton.text() == "Cancel projection"
+        ui.projectVolumeButton.click()
+        assert controller.wait_idle(120, app=app)
+        assert not controller.projecting and ui.projectVolumeButton.text() == "Project volume..."
+        assert ui.statusLabel.text() == "Projection cancelled: nothing was written" and controller.state.projection == ""
+        assert not (tmp_path / "exports" / "projections").exists()
+    finally:
+        controller.close()
+        root.deleteLater()
