@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import InputError, require
 from .files import file_sha256, path_problem
+from .volume_io import check_spacing
 
 CANONICAL = "RAS"
 NORMALISATIONS = ("minmax", "percentile")
@@ -40,8 +41,6 @@ class PrepareOptions:
     seed: int = 0                                       # registration sampling seed
 
     def __post_init__(self) -> None:
-        from .volume_io import check_spacing
-
         if len(self.shape) != 3 or not all(isinstance(n, (int, np.integer)) and n >= MIN_SIZE for n in self.shape):
             raise InputError(f"the output shape must be three whole numbers of at least {MIN_SIZE} (D, H, W), got "
                              f"{tuple(self.shape)}")
@@ -254,8 +253,6 @@ def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequenc
     """A scan as `cowgan prepare --spacing` makes training volumes for a model of this grid, registered rigidly to
     `template` first when given, as the training data was; logs a warning (with `warn`) if it does not fill the grid."""
     path = Path(path)
-    from .volume_io import check_spacing
-
     check_spacing(spacing_mm)
     problem = path_problem(path) or (None if is_volume_file(path) else "is not a NIfTI or NRRD file")
     if problem:
