@@ -419,8 +419,8 @@ class PanelController:
         self.render_now()
 
     def _usable_projection(self, latent_path: str) -> str:
-        """`latent_path` if this model can use it; '' (generation from the seed) with the reason in the status line if
-        the saved projection is gone or belongs to another model."""
+        """`latent_path` if this model can use it; '' (generation from the seed), with the reason reported, if the
+        saved projection is gone or belongs to another model."""
         if latent_path and self.engine is not None:
             try:
                 self.engine.projection(latent_path)
