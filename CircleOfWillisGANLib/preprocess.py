@@ -8,6 +8,7 @@ model exactly as the training data did.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
@@ -138,6 +139,21 @@ def _check_nifti_as_stored(path: Path) -> None:
         raise VolumeRejected("contains NaN or infinite values")
 
 
+def volume_sha256(path: Path) -> str:
+    """sha256 of a volume file; for a detached NRRD header (.nhdr) of the header and its data file together, so that
+    the provenance changes when the voxels do."""
+    if not path.name.lower().endswith(".nhdr"):
+        return file_sha256(path)
+    digest = hashlib.sha256(path.read_bytes())
+    for line in path.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("data file", "datafile") and value.strip() and not value.strip().startswith("LIST"):
+            data = path.parent / value.strip()
+            if data.is_file():
+                digest.update(data.read_bytes())
+    return digest.hexdigest()
+
+
 def output_grid(reference: Any, shape_dhw: Sequence[int], spacing: Optional[float]) -> Any:
     """An empty image of `shape_dhw` sharing `reference`'s direction and centre, at `spacing` mm if given."""
     sitk = simpleitk()
@@ -199,7 +215,7 @@ def _on_grid(path: Path, options: PrepareOptions, template: Any) -> Tuple[np.nda
     """Read, check, register and resample one file onto the options' grid: (volume, provenance); VolumeRejected."""
     sitk = simpleitk()
     image = read_canonical(path)
-    record: Dict[str, Any] = {"sha256": file_sha256(path), "input_size": list(image.GetSize()),
+    record: Dict[str, Any] = {"sha256": volume_sha256(path), "input_size": list(image.GetSize()),
                               "input_spacing_mm": [round(s, 6) for s in image.GetSpacing()]}
     transform = sitk.Transform(3, sitk.sitkIdentity)
     reference = image

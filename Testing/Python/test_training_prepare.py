@@ -264,3 +264,16 @@ def test_broken_links_and_linked_folders_are_listed_not_dropped_silently(tmp_pat
     assert {e["source"]: e["reason"] for e in manifest["ignored"]} == {
         "gone.nii.gz": "a broken link: its target does not exist",
         "more": "a linked folder, which is not searched: pass its target with --in"}
+
+
+def test_the_provenance_of_a_detached_nrrd_changes_with_its_voxels_not_only_its_header(tmp_path):
+    import nrrd
+
+    from CircleOfWillisGANLib.preprocess import volume_sha256
+
+    header = tmp_path / "scan.nhdr"
+    nrrd.write(str(header), tube_volume(SHAPE, 0).astype(np.float32), detached_header=True)
+    text, before = header.read_bytes(), volume_sha256(header)
+    nrrd.write(str(header), tube_volume(SHAPE, 1).astype(np.float32), detached_header=True)
+    header.write_bytes(text)  # the same header (pynrrd stamps the time in it), other voxels in its data file
+    assert volume_sha256(header) != before
