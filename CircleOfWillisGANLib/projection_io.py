@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .checkpoint import weights_sha256
+from .preprocess import SUFFIXES
 from .errors import InputError, require
 from .files import atomic_write, save_safetensors, write_json
 from .mip import mip_panel, save_png
@@ -88,7 +89,7 @@ def projection_folder(parent: Union[str, Path], scan: Union[str, Path]) -> Path:
     patients) holds it, so one patient's projection never replaces another's."""
     scan = Path(scan)
     name = scan.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr"):
+    for suffix in SUFFIXES:
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break

@@ -36,7 +36,6 @@ MIRRORED = (1, 0, 3, 2, 5, 4, 6)  # VARIANT_KEYS index of each target in the lef
 LEFT_RIGHT_AXIS = -2  # (N, D, H, W) volumes: H runs along RAS x (see volume_io)
 METADATA_KEY = "cowgan_variant_classifier"
 FORMAT = "cowgan-variant-classifier-cnn"
-LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr")
 MIN_SIZE = 8  # voxels per axis: the network halves the volume three times
 IMAGE_FILE = re.compile(r"(.+)_image\.(?:nii\.gz|nii|nrrd|nhdr)")  # the stem is everything before the last "_image"
 log = logging.getLogger(__name__)
@@ -233,14 +232,15 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int],
     (*_image + *_label NIfTI or NRRD), each image brought onto the model's grid as `cowgan project` brings a scan
     (RAS, the model's spacing around its centre, min-max scaled), so that left is left whatever the files' storage
     order; targets come from the JSON or the label values, which name the side. Returns (volumes, targets, names)."""
-    from .preprocess import MIN_COVERAGE, scan_on_model_grid
+    from .preprocess import MIN_COVERAGE, SUFFIXES, scan_on_model_grid
 
     folder = Path(folder)
     problem = path_problem(folder, folder=True)
     if problem:
         raise InputError(f"labelled folder {folder} {problem}: pass a folder written by `cowgan phantoms` or of "
                          "TopCoW-style image/label pairs")
-    images = sorted(p for p in folder.iterdir() if IMAGE_FILE.fullmatch(p.name))
+    files = {p.name: p for p in folder.iterdir()}  # listed once: a phantom set holds thousands of files
+    images = sorted(p for name, p in files.items() if IMAGE_FILE.fullmatch(name))
     if not images:
         raise InputError(f"no *_image.nii(.gz) or *_image.nrrd files in {folder}: pass a folder written by "
                          "`cowgan phantoms` or TopCoW-style image/label pairs")
@@ -248,7 +248,7 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int],
     for image in images:
         stem = IMAGE_FILE.fullmatch(image.name).group(1)
         sidecar = folder / f"{stem}.json"
-        labels = sorted(p for p in folder.iterdir() if p.name in {f"{stem}_label{suffix}" for suffix in LABEL_SUFFIXES})
+        labels = [files[name] for name in (f"{stem}_label{suffix}" for suffix in SUFFIXES) if name in files]
         recorded = _recorded_variants(sidecar) if sidecar.is_file() else None
         if recorded is not None:
             targets.append(recorded)
@@ -272,8 +272,9 @@ def _label_values(path: Path) -> np.ndarray:
     """The values of a label map (their arrangement does not matter: each value names one artery of one side)."""
     from .preprocess import simpleitk
 
+    sitk = simpleitk()
     try:
-        return simpleitk().GetArrayFromImage(simpleitk().ReadImage(str(path)))
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     except RuntimeError as exc:
         raise InputError(f"cannot read label map {path} ({str(exc).strip().splitlines()[-1][:120]}): copy or export "
                          "it again") from None

@@ -305,6 +305,14 @@ def test_labelled_images_stored_mirrored_or_finer_reach_the_model_grid_as_the_sa
     mirrored_storage, mirrored_truth, _ = load_labelled_folder(las, *grid)
     np.testing.assert_allclose(mirrored_storage, reference, atol=1e-5)
     assert mirrored_truth == truth
+    pairs = tmp_path / "pairs"  # TopCoW-style: image and label map, no phantom JSON
+    pairs.mkdir()
+    for path in list(ras.glob("*_image.nii.gz")) + list(ras.glob("*_label.nii.gz")):
+        shutil.copy(path, pairs)
+    paired, paired_truth, _ = load_labelled_folder(pairs, *grid)
+    np.testing.assert_allclose(paired, reference, atol=1e-6)
+    same = ("pcom_left", "pcom_right", "a1_left", "a1_right")  # fetal PCA: a label map sees only an absent P1
+    assert [{k: t[k] for k in same} for t in paired_truth] == [{k: t[k] for k in same} for t in truth]
     finer, finer_truth, _ = load_labelled_folder(fine, *grid)
     assert finer.shape == reference.shape and finer_truth == truth
     assert np.corrcoef(finer.ravel(), reference.ravel())[0, 1] > 0.8  # the same phantoms drawn at twice the resolution
