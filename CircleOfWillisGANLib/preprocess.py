@@ -27,6 +27,7 @@ MIN_SPACING_MM, MAX_SPACING_MM = 0.05, 10.0
 SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
 MAX_LABEL_VALUES = 64                                   # whole-number volumes with this few values are label maps
 MIN_COVERAGE = 0.9                                      # share of the output grid a scan should fill
+BACKGROUND_PERCENTILE = 1.0                             # padding intensity: the scan's background, not an outlier
 log = logging.getLogger(__name__)
 
 
@@ -223,13 +224,19 @@ def _on_grid(path: Path, options: PrepareOptions, template: Any) -> Tuple[np.nda
         transform, record["registration_metric"] = register_to(template, image, options.seed)
         reference = template
     grid = output_grid(reference, options.shape, options.spacing)
-    background = float(sitk.GetArrayViewFromImage(image).min())
+    background = background_intensity(sitk.GetArrayViewFromImage(image))
     resampled = sitk.Resample(image, grid, transform, sitk.sitkLinear, background, sitk.sitkFloat32)
     volume = sitk.GetArrayFromImage(resampled).transpose(0, 2, 1)
     volume, bounds = normalise(volume, options.normalisation, options.percentiles)
     record.update(normalisation=bounds, affine=ras_affine(grid).round(6).tolist(),
                   coverage=round(grid_coverage(image, grid, transform), 4))
     return np.ascontiguousarray(volume), record
+
+
+def background_intensity(values: np.ndarray) -> float:
+    """The intensity that pads the grid where the scan does not reach: its 1st percentile, the dark background,
+    so that a single dark outlier voxel (a reconstruction artefact) does not make the padding darker than air."""
+    return float(np.percentile(values, BACKGROUND_PERCENTILE))
 
 
 def grid_coverage(image: Any, grid: Any, transform: Any) -> float:
@@ -251,7 +258,7 @@ def coverage_warning(name: str, record: Dict[str, Any], shape_dhw: Sequence[int]
     d, h, w = shape_dhw
     spacing = np.linalg.norm(np.asarray(record["affine"])[:3, :3], axis=0)
     extent = " x ".join(f"{n * s:.0f}" for n, s in zip((h, w, d), spacing))
-    return f"{name} fills only {coverage:.0%} of the {extent} mm output grid; the rest is padded with its darkest value: {fix}"
+    return f"{name} fills only {coverage:.0%} of the {extent} mm output grid; the rest is padded with its background intensity: {fix}"
 
 
 def register_to(template: Any, image: Any, seed: int) -> Tuple[Any, float]:

@@ -108,8 +108,23 @@ def test_a_scan_smaller_than_the_model_grid_is_measured_and_warned_about(tmp_pat
         assert not caplog.records
         scan_on_model_grid(crop, shape, spacing)
     assert caplog.records[-1].getMessage() == (
-        "crop.nii.gz fills only 50% of the 32 x 32 x 16 mm output grid; the rest is padded with its darkest value: "
+        "crop.nii.gz fills only 50% of the 32 x 32 x 16 mm output grid; the rest is padded with its background intensity: "
         "pass the whole scan, not a tighter crop")
+
+
+def test_padding_is_the_scans_background_not_one_dark_artefact_voxel(tmp_path):
+    from CircleOfWillisGANLib.preprocess import PrepareOptions, preprocess_file
+
+    shape, spacing = (8, 16, 16), (2.0, 2.0, 2.0)
+    crop = np.random.default_rng(2).uniform(100.0, 200.0, (8, 16, 8))
+    crop[4, 8, 4] = -5000.0  # one artefact voxel
+    path = save_volume(tmp_path / "crop.nii.gz", crop, default_affine((8, 16, 8), spacing))
+    volume, record = preprocess_file(path, PrepareOptions(shape=shape, spacing=2.0, normalisation="percentile"))
+    assert record["coverage"] == pytest.approx(0.5)
+    values, counts = np.unique(volume, return_counts=True)
+    assert counts.max() / volume.size == pytest.approx(0.5, abs=0.02)  # the padding: one dark value ...
+    assert values[counts.argmax()] < 0.02
+    assert 0.3 < np.percentile(volume, 75) < 0.7  # ... and the scan keeps its contrast (padding at -5000: 0.99)
 
 
 def _oblique_partial_scan(tmp_path):

@@ -163,7 +163,7 @@ def test_a_volume_smaller_than_the_grid_is_kept_with_its_coverage_and_a_warning(
     assert [(v["source"], v["coverage"]) for v in manifest["volumes"]] == [("case000.nii.gz", 1.0), ("small.nii.gz", 0.5)]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == ["small.nii.gz fills only 50% of the 20 x 20 x 10 mm output grid; the rest is padded with its "
-                        "darkest value: pass whole scans, or a smaller --shape or --spacing"]
+                        "background intensity: pass whole scans, or a smaller --shape or --spacing"]
 
 
 def test_an_output_inside_the_input_or_an_existing_dataset_is_refused(tmp_path):
