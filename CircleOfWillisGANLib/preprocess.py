@@ -25,7 +25,8 @@ DEFAULT_PERCENTILES = (0.5, 99.9)
 MIN_SIZE, MAX_SIZE = 8, 2048
 MIN_SPACING_MM, MAX_SPACING_MM = 0.05, 10.0
 SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
-MAX_LABEL_VALUES = 64                                   # whole-number volumes with this few values are label maps
+MAX_LABEL_VALUES = 64                                   # label maps hold at most this many whole-number values ...
+MIN_LABEL_UNIFORMITY = 0.9                              # ... and are piecewise constant: equal neighbours in >= 90%
 MIN_COVERAGE = 0.9                                      # share of the output grid a scan should fill
 BACKGROUND_PERCENTILE = 1.0                             # padding intensity: the scan's background, not an outlier
 log = logging.getLogger(__name__)
@@ -117,11 +118,23 @@ def read_canonical(path: Path) -> Any:
 
 
 def _label_values(values: np.ndarray) -> Optional[np.ndarray]:
-    """The distinct values of a volume that holds only a few whole numbers (a segmentation), else None."""
+    """The distinct values of a segmentation (a few whole numbers in constant regions), else None.
+
+    Uniformity tells a label map (98-99% of neighbouring voxels equal in TopCoW's and the phantoms') from a grey
+    image stored with few intensity levels (about 36% equal at 41 levels), whose noise changes most neighbours."""
     if not np.array_equal(values, np.round(values)):
         return None
     distinct = np.unique(values)
-    return distinct if len(distinct) <= MAX_LABEL_VALUES else None
+    if len(distinct) > MAX_LABEL_VALUES:
+        return None
+    return distinct if neighbour_uniformity(values) >= MIN_LABEL_UNIFORMITY else None
+
+
+def neighbour_uniformity(values: np.ndarray) -> float:
+    """Share of face-neighbouring voxel pairs (along every axis) that hold the same value."""
+    equal = sum(int(np.count_nonzero(np.diff(values, axis=axis) == 0)) for axis in range(values.ndim))
+    pairs = sum(values.size // n * (n - 1) for n in values.shape)
+    return equal / pairs
 
 
 def _check_nifti_as_stored(path: Path) -> None:

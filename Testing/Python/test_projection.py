@@ -177,8 +177,9 @@ def test_unreadable_scans_and_anisotropic_models_are_refused_with_the_fix(tmp_pa
     (tmp_path / "cut.nii.gz").write_bytes(scan.read_bytes()[:-200])
     with pytest.raises(InputError, match=r"cannot use .*cut.nii.gz: truncated or damaged \(.*\): pass the grey TOF-MRA image"):
         scan_on_model_grid(tmp_path / "cut.nii.gz", (8, 16, 16), (2.0, 2.0, 2.0))
-    labels = save_volume(tmp_path / "labels.nii.gz", np.arange(8 * 16 * 16).reshape(8, 16, 16) % 5, default_affine((8, 16, 16)),
-                         np.uint8)
+    regions = np.zeros((8, 16, 16), np.uint8)
+    regions[:, :8, :8], regions[:, :8, 8:], regions[:4, 8:, :], regions[4:, 8:, :8] = 1, 2, 3, 4
+    labels = save_volume(tmp_path / "labels.nii.gz", regions, default_affine((8, 16, 16)), np.uint8)
     with pytest.raises(InputError, match=r"a label map, not an image \(5 whole-number values, 0 to 4\): pass the grey"):
         scan_on_model_grid(labels, (8, 16, 16), (2.0, 2.0, 2.0))
 

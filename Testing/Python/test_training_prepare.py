@@ -128,6 +128,14 @@ def test_label_maps_beside_the_images_are_skipped_as_label_maps(tmp_path):
     assert manifest["skipped"][0]["reason"].startswith("a label map, not an image (2 whole-number values, 0 to 3)")
 
 
+def test_a_grey_image_stored_with_few_intensity_levels_is_prepared_not_taken_for_a_label_map(tmp_path):
+    src = write_tube_volumes(tmp_path / "in", 2, SHAPE)
+    coarse = np.round(tube_volume(SHAPE, 5) / tube_volume(SHAPE, 5).max() * 40).astype(np.uint8)  # 41 levels
+    save_volume(src / "case002.nii.gz", coarse, default_affine(SHAPE, (0.62,) * 3))
+    manifest = prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
+    assert (manifest["count"], manifest["skipped"]) == (3, [])
+
+
 def test_a_truncated_volume_is_skipped_with_the_reason_not_read_as_zeros(tmp_path):
     src = write_tube_volumes(tmp_path / "in", 2, SHAPE)
     whole = (src / "case001.nii.gz").read_bytes()
@@ -230,8 +238,8 @@ def test_a_template_that_is_a_folder_or_a_label_map_is_named_with_a_template_fix
     from CircleOfWillisGANLib.preprocess import scan_on_model_grid
 
     write_tube_volumes(tmp_path / "in", 1, SHAPE)
-    labels = save_volume(tmp_path / "labels.nii.gz", np.arange(16 * 32 * 32).reshape(SHAPE) % 5, default_affine(SHAPE),
-                         np.uint8)
+    labels = save_volume(tmp_path / "labels.nii.gz", (tube_volume(SHAPE, 0) > 0.5).astype(np.uint8) * np.uint8(4),
+                         default_affine(SHAPE))
     for template, message in ((tmp_path / "in", "is a folder, not a file"),
                               (labels, "a label map, not an image .*: pass a grey 3D volume with --template")):
         with pytest.raises(InputError, match=f"template .* {message}"):
