@@ -13,6 +13,7 @@ from .files import atomic_write
 from .volume_io import check_affine
 
 SURFACE_FORMATS = (".vtp", ".stl", ".obj", ".ply")
+SPACE_TAG, SPACE = "SPACE", "LPS"  # how 3D Slicer marks a mesh file's coordinate system
 BRIGHT_TAIL_PERCENTILE = 90.0
 
 
@@ -103,24 +104,50 @@ def _check_level(threshold: object, volume: np.ndarray) -> float:
 
 
 def save_surface(surface, path: Union[str, Path]) -> Path:
-    """Write vtkPolyData as .vtp, .stl, .obj or .ply (chosen by suffix), atomically."""
+    """Write vtkPolyData in RAS as .vtp, .stl, .obj or .ply (chosen by suffix), atomically.
+
+    The file holds LPS coordinates marked "SPACE=LPS", as 3D Slicer writes models: Slicer reads an unmarked
+    mesh as LPS, and ITK-based tools assume LPS, so a RAS file would load mirrored beside its NIfTI volume."""
     vtk = require("vtk", "Saving surfaces", "vtk")
     path = Path(path)
     suffix = path.suffix.lower()
-    writers = {".vtp": vtk.vtkXMLPolyDataWriter, ".stl": vtk.vtkSTLWriter, ".ply": vtk.vtkPLYWriter}
     if suffix not in SURFACE_FORMATS:
         raise InputError(f"unknown surface format {suffix!r}: use one of {', '.join(SURFACE_FORMATS)}")
     if not isinstance(surface, vtk.vtkPolyData):
         raise InputError(f"save_surface needs the vtkPolyData that vessel_surface returns, got {type(surface).__name__}")
+    lps = _ras_to_lps(vtk, surface)
 
     def write(tmp: Path) -> None:
-        if suffix == ".obj":
-            writer = vtk.vtkOBJWriter()
+        if suffix == ".vtp":
+            writer = vtk.vtkXMLPolyDataWriter()
+            space = vtk.vtkStringArray()
+            space.SetName(SPACE_TAG)
+            space.InsertNextValue(SPACE)
+            lps.GetFieldData().AddArray(space)
+        elif suffix == ".stl":
+            writer = vtk.vtkSTLWriter()
+            writer.SetHeader(f"CircleOfWillisGAN vessel surface {SPACE_TAG}={SPACE}")
+        elif suffix == ".ply":
+            writer = vtk.vtkPLYWriter()
+            writer.AddComment(f"{SPACE_TAG}={SPACE}")
         else:
-            writer = writers[suffix]()
+            writer = vtk.vtkOBJWriter()
         writer.SetFileName(str(tmp))
-        writer.SetInputData(surface)
+        writer.SetInputData(lps)
         if not writer.Write():
             raise InputError(f"VTK could not write {path}")
+        if suffix == ".obj":  # vtkOBJWriter takes no comment: the marker leads the file's opening comment lines
+            tmp.write_bytes(f"# {SPACE_TAG}={SPACE}\n".encode() + tmp.read_bytes())
 
     return atomic_write(path, write)
+
+
+def _ras_to_lps(vtk, surface):
+    """A copy of `surface` with x and y negated (points and normals); a rotation, so faces keep their winding."""
+    flip = vtk.vtkTransform()
+    flip.Scale(-1.0, -1.0, 1.0)
+    transform = vtk.vtkTransformFilter()
+    transform.SetTransform(flip)
+    transform.SetInputData(surface)
+    transform.Update()
+    return transform.GetPolyDataOutput()

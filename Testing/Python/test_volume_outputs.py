@@ -78,3 +78,25 @@ def test_a_surface_request_that_would_give_an_empty_or_misplaced_mesh_is_refused
     pytest.importorskip("vtk")
     with pytest.raises(InputError, match=message):
         vessel_surface(volume, affine, threshold)
+
+
+@pytest.mark.parametrize("suffix", [".vtp", ".stl", ".obj", ".ply"])
+def test_a_saved_surface_holds_lps_coordinates_marked_as_3d_slicer_reads_them(tmp_path, suffix):
+    from CircleOfWillisGANLib.surface import save_surface, vessel_surface
+
+    vtk = pytest.importorskip("vtk")
+    blob = np.zeros((12, 16, 16), np.float32)
+    blob[4:8, 10:14, 2:6] = 1.0  # a bright block at the right, anterior of the volume's centre (RAS axes)
+    ras = vessel_surface(blob, default_affine(blob.shape), threshold=0.5, smoothing_iterations=0)
+    path = save_surface(ras, tmp_path / f"s{suffix}")
+    reader = {".vtp": vtk.vtkXMLPolyDataReader, ".stl": vtk.vtkSTLReader, ".obj": vtk.vtkOBJReader,
+              ".ply": vtk.vtkPLYReader}[suffix]()
+    reader.SetFileName(str(path))
+    reader.Update()
+    marker = {".vtp": lambda: reader.GetOutput().GetFieldData().GetAbstractArray("SPACE").GetValue(0),
+              ".stl": lambda: reader.GetHeader(), ".obj": lambda: reader.GetComment(),
+              ".ply": lambda: " ".join(reader.GetComments().GetValue(i)
+                                       for i in range(reader.GetComments().GetNumberOfValues()))}[suffix]()
+    assert "LPS" in marker and "RAS" not in marker
+    points = lambda mesh: np.array([mesh.GetPoint(i) for i in range(mesh.GetNumberOfPoints())])
+    np.testing.assert_allclose(points(reader.GetOutput()).mean(0), points(ras).mean(0) * [-1, -1, 1], atol=1e-3)
