@@ -41,6 +41,7 @@ class SlicerCaseViewer:
         """Replace the shown case by the volume at `path`, laid out for `display` (mip, slices, surface, all)."""
         slicer = self.slicer
         self.hide_case()
+        self._hide_other_nodes()
         self._annotations_off()
         volume = slicer.util.loadVolume(str(path), {"name": CASE_NAME, "show": False})
         volume.CreateDefaultDisplayNodes()
@@ -72,7 +73,8 @@ class SlicerCaseViewer:
         self.nodes = []
 
     def close(self) -> None:
-        """Remove the case and restore the slice annotations and 3D ray casting the user had before rating."""
+        """Remove the case and restore what the user had before rating: the other nodes' visibility, the slice
+        annotations and the 3D ray casting."""
         self.hide_case()
         for undo in self._undo.values():
             undo()
@@ -81,6 +83,16 @@ class SlicerCaseViewer:
     def _remember(self, key: Hashable, undo: Callable[[], None]) -> None:
         """Keep `undo` for the first change of the setting `key` only: it restores the value from before rating."""
         self._undo.setdefault(key, undo)
+
+    def _hide_other_nodes(self) -> None:
+        """Hide everything else the scene displays (the panel's generated volume, its MIP and vessels, the user's
+        data), so the rater sees the case alone; `close` shows them again."""
+        for node in self.slicer.util.getNodesByClass("vtkMRMLDisplayableNode"):
+            for index in range(node.GetNumberOfDisplayNodes()):
+                display = node.GetNthDisplayNode(index)
+                if display is not None and display.GetVisibility():
+                    self._remember(("visibility", display.GetID()), lambda display=display: display.SetVisibility(True))
+                    display.SetVisibility(False)
 
     def _annotations_off(self) -> None:
         """Slice view corner annotations off (DataProbe's setting) and cleared, so no text names the case."""
@@ -146,6 +158,19 @@ class SlicerCaseViewer:
 
 
 def _set_annotations(annotations: Any, enabled: int) -> None:
-    """Switch DataProbe's slice view annotations on or off and redraw them."""
+    """Switch DataProbe's slice view annotations on or off as its settings checkbox does, and redraw them.
+
+    Switching them off drops DataProbe's observers (of the slice logics and of its parameter node), and its redraw
+    adds them back only when its view list is empty (Slicer 5.8 DataProbeLib/SliceViewAnnotations.py): so turning
+    them on again clears that list and observes the parameter node again, or the corners would stop updating."""
+    import vtk  # VTK as bundled with Slicer
+
     annotations.sliceViewAnnotationsEnabled = enabled
+    annotations.sliceViewAnnotationsCheckBox.checked = bool(enabled)
+    annotations.updateEnabledButtons()
+    if enabled:
+        annotations.sliceViewNames = []
+        if annotations.getObserver(annotations.parameterNode, vtk.vtkCommand.ModifiedEvent,
+                                   annotations.updateGUIFromMRML) is None:
+            annotations.addObserver(annotations.parameterNode, vtk.vtkCommand.ModifiedEvent, annotations.updateGUIFromMRML)
     annotations.updateSliceViewFromGUI()

@@ -35,7 +35,9 @@ def fake_slicer() -> MagicMock:
     slicer.modules.volumerendering.logic().CreateDefaultVolumeRenderingNodes.side_effect = (
         lambda volume: new(slicer.renderings, "volume rendering"))
     slicer.app.layoutManager().sliceViewNames.return_value = ["Red", "Yellow", "Green"]
-    slicer.util.getNodesByClass.return_value = [MagicMock(name="3D view")]
+    slicer.views, slicer.displayables = [MagicMock(name="3D view")], []
+    slicer.util.getNodesByClass.side_effect = (
+        lambda cls: slicer.views if cls == "vtkMRMLViewNode" else slicer.displayables if cls == "vtkMRMLDisplayableNode" else [])
 
     def remove(node):
         node.GetScene.return_value = None
@@ -84,7 +86,7 @@ def test_each_display_shows_its_mip_surface_and_slices(cases, display, mip, surf
 def test_the_mip_uses_maximum_intensity_projection_and_one_fixed_grey_ramp(cases):
     slicer = fake_slicer()
     SlicerCaseViewer(slicer).show_case(cases[0], "mip")
-    view = slicer.util.getNodesByClass.return_value[0]
+    view = slicer.views[0]
     view.SetRaycastTechnique.assert_called_once_with(slicer.vtkMRMLViewNode.MaximumIntensityProjection)
     properties = slicer.renderings[0].GetVolumePropertyNode()
     opacity = properties.SetScalarOpacity.call_args.args[0]
@@ -138,7 +140,7 @@ def test_closing_restores_the_annotations_and_ray_casting_the_user_had_before_ra
     slicer = fake_slicer()
     annotations = slicer.modules.DataProbeInstance.infoWidget.sliceAnnotations
     annotations.sliceViewAnnotationsEnabled = 1
-    view = slicer.util.getNodesByClass.return_value[0]
+    view = slicer.views[0]
     view.GetRaycastTechnique.return_value = "composite"
     viewer = SlicerCaseViewer(slicer)
     viewer.show_case(cases[0], "all")
@@ -146,9 +148,28 @@ def test_closing_restores_the_annotations_and_ray_casting_the_user_had_before_ra
     viewer.show_case(cases[1], "all")
     assert annotations.sliceViewAnnotationsEnabled == 0
     viewer.close()
-    assert annotations.sliceViewAnnotationsEnabled == 1
+    assert annotations.sliceViewAnnotationsEnabled == 1 and annotations.sliceViewAnnotationsCheckBox.checked is True
+    assert annotations.sliceViewNames == []  # DataProbe rebuilds its slice observers, or the corners would freeze
     assert view.SetRaycastTechnique.call_args.args == ("composite",)
     assert not any(in_scene(n) for n in slicer.volumes + slicer.models + slicer.renderings)
+
+
+def test_the_rater_sees_the_case_alone_and_everything_hidden_for_it_comes_back_on_close(cases):
+    slicer = fake_slicer()
+    shown, hidden = MagicMock(name="generated volume's MIP"), MagicMock(name="a model the user had hidden")
+    shown.GetVisibility.return_value, hidden.GetVisibility.return_value = 1, 0
+    for display in (shown, hidden):
+        node = MagicMock(name="the user's node")
+        node.GetNumberOfDisplayNodes.return_value = 1
+        node.GetNthDisplayNode.return_value = display
+        slicer.displayables.append(node)
+    viewer = SlicerCaseViewer(slicer)
+    viewer.show_case(cases[0], "all")
+    viewer.show_case(cases[1], "all")
+    assert [c.args for c in shown.SetVisibility.call_args_list] == [(False,), (False,)]
+    viewer.close()
+    assert shown.SetVisibility.call_args.args == (True,)
+    hidden.SetVisibility.assert_not_called()
 
 
 def test_the_camera_is_put_at_the_same_place_for_every_case(cases):
@@ -176,7 +197,7 @@ def test_the_generator_scene_gives_the_3d_views_their_ray_casting_back_when_clos
     view = MagicMock(name="3D view")
     view.GetID.return_value = "vtkMRMLViewNode1"
     view.GetRaycastTechnique.return_value = "composite"
-    slicer.util.getNodesByClass.return_value = [view]
+    slicer.views[:] = [view]
     slicer.mrmlScene.GetNodeByID.side_effect = lambda node_id: view if node_id == "vtkMRMLViewNode1" else None
     slicer.util.updateVolumeFromArray.return_value = None
     scene = SlicerScene(slicer)
