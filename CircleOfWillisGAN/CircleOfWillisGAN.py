@@ -89,28 +89,36 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.addTuringSections()
 
     def onProjectCurrentVolume(self):
-        """Export the active volume (in world coordinates) to a temporary NIfTI and project it with the panel's
-        controller; exporting, unlike saving, leaves the node's own storage (its file for scene saves) untouched."""
+        """Export the volume shown in the Red slice view (in world coordinates) to a temporary NIfTI and project it
+        with the panel's controller; exporting, unlike saving, leaves the node's own storage (its file for scene
+        saves) untouched."""
         import re
         import tempfile
 
         if self.controller.projecting:  # the button cancels the running projection
             self.controller.project_volume()
             return
-        volumeId = slicer.util.getNode("vtkMRMLSelectionNodeSingleton").GetActiveVolumeID()
-        if not volumeId:
+        node = self.shownVolume()
+        if node is None:
             slicer.util.errorDisplay("No volume is shown: load or select a TOF-MRA volume, then press Project again.")
             return
-        node = slicer.util.getNode(volumeId)
+        volumeId = node.GetID()
         self.removeProjectionCopy()
         self.projectionCopy = tempfile.mkdtemp(prefix="CircleOfWillisGAN-")
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", node.GetName() or volumeId)
         path = os.path.join(self.projectionCopy, name + ".nii.gz")
-        if not slicer.util.exportNode(node, path, world=True):
+        if not slicer.util.exportNode(node, path, {}, world=True):  # a new dict: Slicer keeps its default's format
             slicer.util.errorDisplay(f"Could not write the volume to {path} for projection: check free space in the "
                                      "temporary folder (details in the Python console's log).")
             return
         self.controller.project_volume(path)
+
+    def shownVolume(self):
+        """The volume in the Red slice view's background, else the active volume; None when there is neither."""
+        red = slicer.app.layoutManager().sliceWidget("Red")
+        volumeId = red.mrmlSliceCompositeNode().GetBackgroundVolumeID() if red is not None else None
+        volumeId = volumeId or slicer.app.applicationLogic().GetSelectionNode().GetActiveVolumeID()
+        return slicer.mrmlScene.GetNodeByID(volumeId) if volumeId else None
 
     def removeProjectionCopy(self):
         """Delete the temporary copy of the last projected scan (patient data is not left in the temp folder)."""
@@ -152,12 +160,20 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onInstallDependencies(self):
         cpuOnly = self.ui.torchBackendComboBox.currentIndex == 1
-        if self.logic.installDependencies(cpuOnly):
+        try:
+            installed = self.logic.installDependencies(cpuOnly)
+        except Exception as exc:  # pip and PyTorchUtils raise many kinds (CalledProcessError, OSError, ...)
+            slicer.util.errorDisplay(f"Installing the dependencies failed ({exc}): check the network connection and "
+                                     "the Python console's log, then press Install again.")
+            return
+        if installed:
             self.startPanel()
 
     def onSceneImported(self, caller, event):
+        if self.controller is None:  # dependencies missing: the panel (and the state's library) is not running
+            return
         saved = self.logic.loadState()
-        if self.controller is not None and saved is not None:
+        if saved is not None:
             self.restoreState(saved)
 
     def restoreState(self, saved):
@@ -178,9 +194,9 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def cleanup(self):
         self.removeObservers()
         self.removeProjectionCopy()
+        self.closeRating()  # before the scene: each restores the view settings it found, so undo in reverse order
         if getattr(self, "scene", None) is not None:
             self.scene.close()
-        self.closeRating()
         if self.controller is not None:
             self.controller.close()
 
@@ -203,14 +219,21 @@ class CircleOfWillisGANLogic(ScriptedLoadableModuleLogic):
             except ImportError:
                 slicer.util.errorDisplay("Install the PyTorch extension from the Extension Manager, restart Slicer, then press Install again.")
                 return False
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, forceComputationBackend="cpu" if cpuOnly else None,
-                                                                  torchVersionRequirement=">=2.1")
+            with slicer.util.WaitCursor():
+                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                    askConfirmation=False, forceComputationBackend="cpu" if cpuOnly else None, torchVersionRequirement=">=2.1")
             if torch is None:
                 return False
         packages = [p for p in missing if p != "PyTorch"]
         if packages:
-            slicer.util.pip_install(" ".join(packages))
-        return not self.missingPackages()
+            with slicer.util.WaitCursor():
+                slicer.util.pip_install(" ".join(packages))
+        importlib.invalidate_caches()  # else find_spec may not see what was just installed
+        still = self.missingPackages()
+        if still:
+            slicer.util.errorDisplay("Still missing after installing: " + ", ".join(still) + ". Restart Slicer and "
+                                     "open the module again.")
+        return not still
 
     def saveState(self, state):
         self.getParameterNode().SetParameter(STATE_PARAMETER, json.dumps(state))
@@ -227,13 +250,52 @@ class CircleOfWillisGANLogic(ScriptedLoadableModuleLogic):
 
 
 class CircleOfWillisGANTest(ScriptedLoadableModuleTest):
-    """Load a model -> generate -> MIP -> surface -> export, inside Slicer."""
+    """The module's panel, load a model -> generate -> MIP -> surface -> export, and the Turing viewer, inside Slicer."""
 
     def runTest(self):
+        missing = CircleOfWillisGANLogic().missingPackages()
+        if missing:  # Slicer's build machines have no torch: say so rather than fail
+            self.delayDisplay("Skipped: the module needs " + ", ".join(missing) + " (press Install in its panel)")
+            return
+        slicer.mrmlScene.Clear()
+        self.test_panel()
         slicer.mrmlScene.Clear()
         self.test_generate_show_export()
         slicer.mrmlScene.Clear()
         self.test_turing_case_viewer()
+
+    def needDependencies(self):
+        missing = CircleOfWillisGANLogic().missingPackages()
+        if missing:
+            self.skipTest("the module needs " + ", ".join(missing))
+
+    def test_panel(self):
+        """The module's own panel under PythonQt: the bundled demo model loads, a new seed renders a new volume
+        into the scene, and the parameter node keeps the panel's state."""
+        import time
+
+        import numpy as np
+
+        self.needDependencies()
+        self.delayDisplay("Loading the demo model into the module's panel")
+        widget = slicer.util.getModuleWidget("CircleOfWillisGAN")
+        controller = widget.controller
+        deadline = time.monotonic() + 300
+        while controller.engine is None and time.monotonic() < deadline:
+            controller.wait_idle(timeout_s=1.0, app=slicer.app)
+        self.assertIsNotNone(controller.engine, "the demo model did not load")
+        controller.render_now()  # the scene was cleared: the panel shows its volume again
+        self.assertTrue(controller.wait_idle(timeout_s=120, app=slicer.app))
+        self.assertIsNotNone(widget.scene.volume_node.GetScene())
+        before = slicer.util.arrayFromVolume(widget.scene.volume_node).copy()
+        seed = int(widget.ui.seedSpinBox.value) % 1000 + 1
+        widget.ui.seedSpinBox.value = seed
+        controller.render_now()
+        self.assertTrue(controller.wait_idle(timeout_s=120, app=slicer.app))
+        self.assertFalse(np.array_equal(before, slicer.util.arrayFromVolume(widget.scene.volume_node)))
+        state = json.loads(widget.logic.getParameterNode().GetParameter(STATE_PARAMETER))
+        self.assertEqual(state["seed"], seed)
+        self.delayDisplay("Test passed")
 
     def test_generate_show_export(self):
         import tempfile
@@ -242,19 +304,23 @@ class CircleOfWillisGANTest(ScriptedLoadableModuleTest):
         from CircleOfWillisGANLib.panel_engine import PanelEngine, PanelState
         from CircleOfWillisGANLib.slicer_scene import SlicerScene
 
+        self.needDependencies()
         self.delayDisplay("Generating with a random tiny model")
         engine = PanelEngine(build_generator("tiny", seed=0, device="cpu"))
         result = engine.render(PanelState(seed=3, psi=0.7))
         self.assertEqual(result.volume.shape, engine.generator.arch.output_shape)
         self.assertGreater(result.surface.GetNumberOfPoints(), 0)
         scene = SlicerScene(slicer)
-        scene.show(result.volume, result.affine, result.surface)
-        scene.show(engine.render(PanelState(seed=4)).volume, result.affine, result.surface)
-        self.assertEqual(len(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")), 1)
-        self.assertEqual(slicer.util.arrayFromVolume(scene.volume_node).shape, (16, 32, 32))
-        with tempfile.TemporaryDirectory() as folder:
-            paths = engine.export_volume(PanelState(seed=3), folder)
-            self.assertTrue(all(os.path.isfile(p) for p in paths.values()))
+        try:
+            scene.show(result.volume, result.affine, result.surface)
+            scene.show(engine.render(PanelState(seed=4)).volume, result.affine, result.surface)
+            self.assertEqual(len(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")), 1)
+            self.assertEqual(slicer.util.arrayFromVolume(scene.volume_node).shape, (16, 32, 32))
+            with tempfile.TemporaryDirectory() as folder:
+                paths = engine.export_volume(PanelState(seed=3), folder)
+                self.assertTrue(all(os.path.isfile(p) for p in paths.values()))
+        finally:
+            scene.close()  # gives the 3D views their ray casting back
         self.delayDisplay("Test passed")
 
     def test_turing_case_viewer(self):
@@ -265,21 +331,30 @@ class CircleOfWillisGANTest(ScriptedLoadableModuleTest):
         from CircleOfWillisGANLib.turing.slicer_viewer import SlicerCaseViewer
         from CircleOfWillisGANLib.volume_io import default_affine, save_volume
 
+        self.needDependencies()
         self.delayDisplay("Showing a Turing case in every display")
         volume = np.full((16, 32, 32), 20.0)
         volume[:, 12:18, :] = volume[:, :, 14:20] = 230.0
+        other = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLModelNode", "Not part of the study")
+        other.CreateDefaultDisplayNodes()
         viewer = SlicerCaseViewer(slicer)
 
         def shown():
             nodes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") + slicer.util.getNodesByClass("vtkMRMLModelNode")
             return sorted(n.GetName() for n in nodes if n.GetName().startswith("Turing"))
 
-        with tempfile.TemporaryDirectory() as folder:
-            path = save_volume(os.path.join(folder, "case-001.nii"), volume, default_affine(volume.shape), np.uint8)
-            for display, names in (("mip", ["Turing case"]), ("slices", ["Turing case"]), ("surface", ["Turing case", "Turing surface"]),
-                                   ("all", ["Turing case", "Turing surface"])):
-                viewer.show_case(path, display)
-                self.assertEqual(shown(), names)
-        viewer.hide_case()
-        self.assertEqual(shown(), [])
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                path = save_volume(os.path.join(folder, "case-001.nii"), volume, default_affine(volume.shape), np.uint8)
+                for display, names in (("mip", ["Turing case"]), ("slices", ["Turing case"]),
+                                       ("surface", ["Turing case", "Turing surface"]),
+                                       ("all", ["Turing case", "Turing surface"])):
+                    viewer.show_case(path, display)
+                    self.assertEqual(shown(), names)
+                    self.assertFalse(other.GetDisplayNode().GetVisibility(), "another node is shown beside the case")
+            viewer.hide_case()
+            self.assertEqual(shown(), [])
+        finally:
+            viewer.close()  # gives back the annotations, ray casting and the other nodes' visibility
+        self.assertTrue(other.GetDisplayNode().GetVisibility())
         self.delayDisplay("Test passed")

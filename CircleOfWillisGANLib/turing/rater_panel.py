@@ -72,7 +72,8 @@ class RaterPanelController:
         self.ui.backButton.setVisible(self.session.allow_back)
         self.ui.progressBar.setMaximum(len(self.session.order))
         problems = self.session.problems
-        self._status(f"Resumed: {len(self.session.answers)} answers were already saved." if self.session.answers
+        saved = len(self.session.answers)
+        self._status(f"Resumed: {saved} answer{'s were' if saved > 1 else ' was'} already saved." if saved
                      else "Session opened.")
         if problems:
             self._status(f"{len(problems)} damaged journal line(s) were skipped; the other answers are kept. "
@@ -178,12 +179,19 @@ class RaterPanelController:
         return True
 
     def close(self) -> None:
-        """Stop the timer and release the rater's journal."""
+        """Stop the timer, release the rater's journal (every answer is already saved) and give the panel back its
+        start fields, so that Start resumes the session (e.g. after Slicer closed the scene)."""
         self.timer.stop()
+        was_open = self.session is not None
         if self.session is not None:
             self.session.close()
             self.session = None
         self.case = None
+        for name in ("sessionFolderLineEdit", "raterIdLineEdit", "sessionFolderBrowseButton"):
+            getattr(self.ui, name).setEnabled(True)
+        self.ui.caseGroupBox.setEnabled(False)
+        if was_open:
+            self._status("Session closed; every answer given is saved. Press Start to resume it.")
 
     def visible_texts(self) -> list:
         """Every text the panel shows now (labels, buttons, tooltips, window titles), for leak checks."""

@@ -61,6 +61,19 @@ def session(tmp_path):
     return TuringSession.create(tmp_path / "s", real, generated, n_cases=6, seed=3, display="mip")
 
 
+def test_closing_a_rater_session_unlocks_the_start_fields_and_start_resumes_it(app, session):
+    root, ui, controller = _rater_panel(app, session.folder, "reader01", RecordingViewer())
+    ui.startButton.click()
+    _answer(ui, "real", 4)
+    controller.close()  # what Slicer's scene close does
+    assert ui.sessionFolderLineEdit.isEnabled() and ui.raterIdLineEdit.isEnabled()
+    assert not ui.caseGroupBox.isEnabled() and "Press Start to resume" in ui.statusLabel.property("text")
+    ui.startButton.click()
+    assert ui.progressLabel.property("text") == "Case 2 of 6" and ui.caseGroupBox.isEnabled()
+    assert ui.statusLabel.property("text") == "Resumed: 1 answer was already saved."
+    controller.close()
+
+
 def test_rater_panel_runs_a_whole_session_and_saves_every_answer(app, session):
     viewer = RecordingViewer()
     root, ui, controller = _rater_panel(app, session.folder, "reader01", viewer)
