@@ -48,6 +48,15 @@ def test_prd_curve_of_identical_distributions_reaches_one_and_auc_is_one():
     assert prd_auc(precision, recall) == pytest.approx(1.0, abs=2e-3)
 
 
+def test_prd_auc_joins_neighbouring_points_of_the_curve_where_recall_ties():
+    u = np.full(10, 0.1)
+    precision, recall = prd_curve(u, u, 1001)  # hundreds of points at recall 1: the curve's vertical edge
+    assert np.sum(recall == recall.max()) > 100
+    assert prd_auc(precision, recall) == pytest.approx(1.0, abs=1e-9)
+    shuffled = np.random.default_rng(0).permutation(len(recall))
+    assert prd_auc(precision[shuffled], recall[shuffled]) == pytest.approx(1.0, abs=1e-9)
+
+
 def test_prd_curve_of_disjoint_distributions_is_zero():
     precision, recall = prd_curve(np.array([1.0, 0.0]), np.array([0.0, 1.0]), 101)
     assert precision.max() == 0.0 and recall.max() == 0.0
