@@ -61,9 +61,9 @@ class VariantVectors:
 
     @property
     def complete(self) -> bool:
-        """True for a complete circle: [[1,1,0,1],[1,1,1,1]] (a third A2 does not break completeness)."""
-        a = list(self.anterior)
-        return a[0] == a[1] == a[3] == 1 and all(v == 1 for v in self.posterior)
+        """True for TopCoW's complete circle, exactly [[1,1,0,1],[1,1,1,1]] (so not with a third A2), as the
+        phantoms' `complete` variant and the literature's prevalence count it."""
+        return self.as_dict() == COMPLETE_CIRCLE
 
 
 @dataclass

@@ -45,6 +45,12 @@ def test_label_13_counts_as_third_a2():
     assert topcow.THIRD_A2 in np.unique(topcow.normalise_labels(lab))
 
 
+def test_a_complete_circle_is_exactly_topcows_complete_vectors_so_a_third_a2_makes_it_a_variant():
+    assert topcow.VariantVectors([1, 1, 0, 1], [1, 1, 1, 1]).complete
+    assert not topcow.VariantVectors([1, 1, 1, 1], [1, 1, 1, 1]).complete
+    assert not topcow.VariantVectors([1, 1, 0, 1], [0, 1, 1, 1]).complete
+
+
 def test_unknown_label_ids_are_rejected_with_a_fix():
     with pytest.raises(InputError, match="not TopCoW labels"):
         topcow.variant_vectors(_blocks((42, 1, 2, 1, 2, 1, 2)))
