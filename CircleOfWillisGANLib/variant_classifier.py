@@ -14,7 +14,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -226,12 +226,31 @@ def evaluate_classifier(classifier: VariantClassifier, volumes: np.ndarray,
     return {key: balanced_accuracy([t[key] for t in targets], calls[:, v]) for v, key in enumerate(classifier.keys)}
 
 
+class LabelledCases(NamedTuple):
+    """Labelled volumes on a model's grid with their variant targets, and where each case's targets come from."""
+
+    volumes: np.ndarray
+    targets: List[Dict[str, int]]
+    names: List[str]
+    sources: List[str]  # "record" (a phantom's JSON) or "labels" (a label map)
+
+
+def mixed_fetal_pca_warning(sources: Sequence[str]) -> Optional[str]:
+    """A warning when targets come from both phantom records and label maps, which define fetal PCA differently."""
+    records, maps = sources.count("record"), sources.count("labels")
+    if not (records and maps):
+        return None
+    return (f"{records} cases take fetal PCA from phantom records (a Pcom with an absent or hypoplastic P1) and {maps} "
+            "from label maps (a Pcom with an absent P1: TopCoW labels do not show a hypoplastic P1), so the fetal PCA "
+            "classifier learns a mix of the two; label one kind of data per model where you can")
+
+
 def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int],
-                         spacing_mm: Sequence[float]) -> Tuple[np.ndarray, List[Dict[str, int]], List[str]]:
+                         spacing_mm: Sequence[float]) -> LabelledCases:
     """Volumes and targets of a phantom folder (`cowgan phantoms`: *_image + JSON) or TopCoW-style pairs
     (*_image + *_label NIfTI or NRRD), each image brought onto the model's grid as `cowgan project` brings a scan
     (RAS, the model's spacing around its centre, min-max scaled), so that left is left whatever the files' storage
-    order; targets come from the JSON or the label values, which name the side. Returns (volumes, targets, names)."""
+    order; targets come from the JSON or the label values, which name the side."""
     from .preprocess import MIN_COVERAGE, SUFFIXES, scan_on_model_grid
 
     folder = Path(folder)
@@ -244,7 +263,7 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int],
     if not images:
         raise InputError(f"no *_image.nii(.gz) or *_image.nrrd files in {folder}: pass a folder written by "
                          "`cowgan phantoms` or TopCoW-style image/label pairs")
-    volumes, targets, names, padded = [], [], [], []
+    volumes, targets, names, sources, padded = [], [], [], [], []
     for image in images:
         stem = IMAGE_FILE.fullmatch(image.name).group(1)
         sidecar = folder / f"{stem}.json"
@@ -252,8 +271,10 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int],
         recorded = _recorded_variants(sidecar) if sidecar.is_file() else None
         if recorded is not None:
             targets.append(recorded)
+            sources.append("record")
         elif labels:
             targets.append(targets_from_labels(_label_values(labels[0])))
+            sources.append("labels")
         else:
             raise InputError(f"{image.name} has neither a phantom JSON nor a label map beside it: add {stem}_label.nii.gz")
         scan = scan_on_model_grid(image, shape_dhw, spacing_mm, warn=False)
@@ -265,7 +286,7 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int],
         log.warning("%d of %d labelled images fill less than %.0f%% of the model's grid and are padded (%s): the "
                     "classifier learns them as they are, so label cases that cover the grid where you can",
                     len(padded), len(images), 100 * MIN_COVERAGE, ", ".join(padded[:3]) + (", ..." if len(padded) > 3 else ""))
-    return np.stack(volumes).astype(np.float32), targets, names
+    return LabelledCases(np.stack(volumes).astype(np.float32), targets, names, sources)
 
 
 def _label_values(path: Path) -> np.ndarray:

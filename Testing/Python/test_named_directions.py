@@ -16,7 +16,7 @@ from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom
 from CircleOfWillisGANLib.variant_classifier import (LEFT_RIGHT_AXIS, MIRRORED, VARIANT_KEYS, balanced_accuracy,
                                                      evaluate_classifier,
                                                      fit_classifier, load_classifier, load_labelled_folder,
-                                                     targets_from_labels, targets_from_phantom)
+                                                     mixed_fetal_pca_warning, targets_from_labels, targets_from_phantom)
 
 
 def test_targets_from_a_label_map_follow_the_topcow_vectors():
@@ -301,19 +301,23 @@ def test_labelled_images_stored_mirrored_or_finer_reach_the_model_grid_as_the_sa
         nib.save(nib.Nifti1Image(np.asarray(stored.dataobj)[::-1], affine), str(las / image.name))
         shutil.copy(ras / image.name.replace("_image.nii.gz", ".json"), las)
     grid = ((8, 32, 32), (2.5,) * 3)
-    reference, truth, _ = load_labelled_folder(ras, *grid)
-    mirrored_storage, mirrored_truth, _ = load_labelled_folder(las, *grid)
+    reference, truth, _, sources = load_labelled_folder(ras, *grid)
+    mirrored_storage, mirrored_truth, _, _ = load_labelled_folder(las, *grid)
     np.testing.assert_allclose(mirrored_storage, reference, atol=1e-5)
     assert mirrored_truth == truth
     pairs = tmp_path / "pairs"  # TopCoW-style: image and label map, no phantom JSON
     pairs.mkdir()
     for path in list(ras.glob("*_image.nii.gz")) + list(ras.glob("*_label.nii.gz")):
         shutil.copy(path, pairs)
-    paired, paired_truth, _ = load_labelled_folder(pairs, *grid)
+    paired, paired_truth, _, paired_sources = load_labelled_folder(pairs, *grid)
     np.testing.assert_allclose(paired, reference, atol=1e-6)
     same = ("pcom_left", "pcom_right", "a1_left", "a1_right")  # fetal PCA: a label map sees only an absent P1
     assert [{k: t[k] for k in same} for t in paired_truth] == [{k: t[k] for k in same} for t in truth]
-    finer, finer_truth, _ = load_labelled_folder(fine, *grid)
+    assert (sources, paired_sources) == (["record"] * 2, ["labels"] * 2)
+    assert mixed_fetal_pca_warning(sources) is None and mixed_fetal_pca_warning(paired_sources) is None
+    assert mixed_fetal_pca_warning(sources + paired_sources).startswith(
+        "2 cases take fetal PCA from phantom records (a Pcom with an absent or hypoplastic P1) and 2 from label maps")
+    finer, finer_truth, _, _ = load_labelled_folder(fine, *grid)
     assert finer.shape == reference.shape and finer_truth == truth
     assert np.corrcoef(finer.ravel(), reference.ravel())[0, 1] > 0.8  # the same phantoms drawn at twice the resolution
     with caplog.at_level("WARNING"):

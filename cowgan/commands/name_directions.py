@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from CircleOfWillisGANLib.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
 
 HELD_OUT = 0.2  # share of the labelled cases, drawn at random, kept out of the classifier's fit to measure it
 MIN_LABELLED = 5  # fit_classifier needs 4 cases once HELD_OUT is drawn from them
@@ -92,7 +95,7 @@ def _classifier(args: argparse.Namespace, out: Path, shape: tuple, spacing: tupl
     import numpy as np
 
     from CircleOfWillisGANLib.variant_classifier import (evaluate_classifier, fit_classifier, load_classifier,
-                                                         load_labelled_folder)
+                                                         load_labelled_folder, mixed_fetal_pca_warning)
 
     if args.classifier:
         classifier = load_classifier(args.classifier)
@@ -109,11 +112,14 @@ def _classifier(args: argparse.Namespace, out: Path, shape: tuple, spacing: tupl
         raise InputError("--labelled names one folder twice: its cases would be both trained on and held out; "
                          "give each folder once")
     sets = [load_labelled_folder(folder, shape, spacing) for folder in folders]
-    volumes = np.concatenate([s[0] for s in sets])
+    volumes = np.concatenate([s.volumes for s in sets])
     if len(volumes) < MIN_LABELLED:
         raise InputError(f"{len(volumes)} labelled cases are too few: {HELD_OUT:.0%} are held out to measure the "
                          f"classifier, so at least {MIN_LABELLED} are needed (hundreds for a useful one)")
-    targets = [t for s in sets for t in s[1]]
+    targets = [t for s in sets for t in s.targets]
+    mixed = mixed_fetal_pca_warning([source for s in sets for source in s.sources])
+    if mixed:
+        log.warning(mixed)
     order = np.random.default_rng(0).permutation(len(volumes))
     cut = max(1, int(round(len(volumes) * (1 - HELD_OUT))))
     fit, held = order[:cut], order[cut:]
