@@ -24,6 +24,7 @@ NAMED_KEY = "named"
 METHOD = "named"
 MIN_PER_CLASS = 5  # samples of each class needed to fit a boundary
 MIN_INDEPENDENCE = 0.1  # part of a boundary normal outside the other normals' span needed to name a direction of its own
+SPAN_TOLERANCE = 1e-9  # singular values below this fraction of the largest add no direction to a span
 MIN_CLASSIFIER_ACCURACY = 0.75  # held-out balanced accuracy below which the classifier's calls of a variant are noise
 Progress = Callable[[int, int], None]
 
@@ -48,14 +49,16 @@ def orthogonalise(normals: torch.Tensor) -> torch.Tensor:
 
 def _residuals(normals: torch.Tensor) -> torch.Tensor:
     """Each unit row minus its projection onto the span of the other rows (float64): its norm is how much of the
-    row no combination of the others can give."""
+    row no combination of the others can give. The span comes from an SVD, which drops the others' dependent rows
+    (two variants with the same calls give the same row), where a QR would add arbitrary directions to it."""
     out = []
     for i in range(normals.shape[0]):
         others = torch.cat([normals[:i], normals[i + 1:]]).double()
         v = normals[i].double()
         if others.shape[0]:
-            q, _ = torch.linalg.qr(others.T)
-            v = v - q @ (q.T @ v)
+            u, singular, _ = torch.linalg.svd(others.T, full_matrices=False)
+            span = u[:, singular > singular.max() * SPAN_TOLERANCE]
+            v = v - span @ (span.T @ v)
         out.append(v)
     return torch.stack(out)
 

@@ -170,6 +170,18 @@ def test_each_orthogonalised_normal_is_a_unit_vector_orthogonal_to_the_other_bou
     np.testing.assert_allclose([float(normals[0] @ raw[1]), float(normals[1] @ raw[0])], [0.0, 0.0], atol=1e-6)
 
 
+def test_a_boundary_is_measured_against_the_span_of_the_others_even_when_two_of_them_coincide():
+    from CircleOfWillisGANLib.named_directions import _residuals
+
+    twins = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    np.testing.assert_allclose(_residuals(twins).norm(dim=1).numpy(), [0.0, 0.0, 1.0], atol=1e-12)
+    rng = np.random.default_rng(0)
+    free, twin = torch.tensor(rng.normal(size=16)), torch.tensor(rng.normal(size=16))
+    rows = torch.stack([free, twin, twin]) / torch.stack([free, twin, twin]).norm(dim=1, keepdim=True)
+    expected = free / free.norm() - (free / free.norm() @ rows[1]) * rows[1]
+    np.testing.assert_allclose(_residuals(rows)[0].numpy(), expected.numpy(), atol=1e-12)
+
+
 def named_generator():
     gen = build_generator("tiny", seed=0, device="cpu")
     w = gen.mapping(gen.z_from_seeds(list(range(200))))
