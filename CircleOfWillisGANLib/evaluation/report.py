@@ -56,7 +56,9 @@ def verdict(generated: Optional[float], baseline: Optional[float]) -> Optional[s
     """How a distance compares with the real-vs-real baseline, in words (ratio thresholds 2 and 10)."""
     if generated is None or baseline is None:
         return None
-    ratio = generated / baseline if baseline > 0 else math.inf
+    if baseline <= 0:  # identical real sets: any distance from them is far, none is the baseline itself
+        return VERDICTS[0][1] if generated <= 0 else VERDICTS[-1][1]
+    ratio = generated / baseline
     label = next(text for limit, text in VERDICTS if ratio <= limit)
     shown = f"{ratio:.1f}" if ratio < 1000 else f"{ratio:.2g}"
     return f"{shown} times the real-vs-real baseline: {label}" if math.isfinite(ratio) else label

@@ -140,3 +140,13 @@ def test_density_and_coverage_of_disjoint_sets_are_zero():
 def test_knn_metrics_need_more_samples_than_k():
     with pytest.raises(InputError, match="at least 6"):
         density_coverage(gaussian(5, 2), gaussian(5, 2), k=5)
+
+
+def test_the_verdict_compares_a_distance_with_the_real_baseline_even_when_the_baseline_is_zero():
+    from CircleOfWillisGANLib.evaluation.report import verdict
+
+    assert verdict(3.0, 2.0) == "1.5 times the real-vs-real baseline: close to the real-vs-real baseline"
+    assert verdict(50.0, 2.0).endswith("far from the real data")
+    assert verdict(0.0, 0.0) == "close to the real-vs-real baseline"
+    assert verdict(1.0, 0.0) == "far from the real data"
+    assert verdict(None, 1.0) is None
