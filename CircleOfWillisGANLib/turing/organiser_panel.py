@@ -16,6 +16,7 @@ from ..latents import parse_seeds
 from .create import CreatedSession
 from .report import TuringReport
 from .session import TuringSession, report
+from .stats import p_value_text
 
 log = logging.getLogger(__name__)
 DISPLAY_BY_INDEX = ("all", "mip", "slices", "surface")
@@ -164,7 +165,7 @@ def summary_text(result: TuringReport) -> str:
             continue
         lo, hi = s.accuracy.ci
         lines.append(f"{s.name}: accuracy {s.accuracy.value:.1%} ({s.accuracy.k}/{s.accuracy.n}, 95% CI {lo:.1%}-{hi:.1%}), "
-                     f"p = {s.p_value:.4f}; sensitivity {_pct(s.sensitivity.value)}, specificity {_pct(s.specificity.value)}; "
+                     f"{p_value_text(s.p_value)}; sensitivity {_pct(s.sensitivity.value)}, specificity {_pct(s.specificity.value)}; "
                      f"mean time {s.mean_time_s:.1f} s")
     if result.agreement:
         method, value, n = result.agreement

@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from .config import CONFIDENCE_LEVELS
 from .report import ReaderStats, TuringReport
-from .stats import Proportion
+from .stats import Proportion, format_p_value
 
 WIDTH, HEIGHT, MARGIN = 560, 240, 40
 COLOURS = ("#3b6ea5", "#d08b2c", "#6a9a4b")
@@ -97,7 +97,7 @@ def _stats_table(rows: List[ReaderStats], answered: dict) -> str:
             "<th>over time limit</th></tr>")
     body = "".join(
         f"<tr><td>{escape(s.name)}</td><td>{answered.get(s.name, s.accuracy.n)}</td><td>{_pct(s.accuracy)}</td>"
-        f"<td>{_num(s.p_value, '{:.4f}')}</td><td>{_pct(s.sensitivity)}</td><td>{_pct(s.specificity)}</td>"
+        f"<td>{'-' if s.p_value is None else escape(format_p_value(s.p_value))}</td><td>{_pct(s.sensitivity)}</td><td>{_pct(s.specificity)}</td>"
         f"<td>{_num(s.mean_time_s)}</td><td>{_num(s.median_time_s)}</td><td>{s.over_limit}</td></tr>" for s in rows)
     return f"<table>{head}{body}</table>"
 

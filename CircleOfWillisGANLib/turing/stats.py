@@ -218,6 +218,17 @@ def exact_power(accuracy: float, n: int, alpha: float = ALPHA) -> float:
     return _at_most(lower, n, accuracy) + (1.0 - _at_most(n - lower - 1, n, accuracy))
 
 
+def format_p_value(p: float) -> str:
+    """A p-value for a table: four decimals, or "< 0.0001" where four decimals would show a misleading 0."""
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def p_value_text(p: float) -> str:
+    """A p-value for running text: "p = 0.0123" or "p < 0.0001"."""
+    shown = format_p_value(p)
+    return f"p {shown}" if shown.startswith("<") else f"p = {shown}"
+
+
 def sample_size_note(correct: int, n: int, alpha: float = ALPHA) -> str:
     """One paragraph on what the observed accuracy can and cannot show, and how many readings it would need."""
     if n == 0:

@@ -73,3 +73,8 @@ def test_sample_size_note_states_the_chance_band_and_the_readings_needed():
     note = stats.sample_size_note(22, 50)
     assert "36% to 64%" in note and "readings" in note
     assert "no number of readings" in stats.sample_size_note(25, 50)
+
+
+def test_p_values_too_small_for_four_decimals_are_shown_as_below_0_0001_not_as_zero():
+    assert [stats.format_p_value(p) for p in (0.04321, 0.0001, 3e-7)] == ["0.0432", "0.0001", "< 0.0001"]
+    assert [stats.p_value_text(p) for p in (0.5, 3e-7)] == ["p = 0.5000", "p < 0.0001"]
