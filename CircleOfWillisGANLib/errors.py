@@ -1,5 +1,8 @@
 """Errors a user can cause, each with a message that names the problem and the fix."""
 
+import sys
+from typing import Callable
+
 
 class CoWGANError(Exception):
     """Base class: the CLI prints these as one line and exits with code 2."""
@@ -33,3 +36,13 @@ def require(module_name: str, feature: str, pip_name: str = "") -> object:
             f"{feature} needs the Python package '{package}', which is not installed: "
             f"run `pip install {package}` (in 3D Slicer: the module offers to install it)"
         ) from exc
+
+
+def script_exit_code(main: Callable[[], int], prog: str) -> int:
+    """Run a script's `main` as `cowgan` runs a command: its exit code, or 2 after one line on stderr for an error
+    the user can fix (a CoWGANError), so benchmark and training scripts never answer bad input with a traceback."""
+    try:
+        return main()
+    except CoWGANError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="demo")
     parser.add_argument("--repeats", type=int, default=10)
@@ -31,6 +32,8 @@ def main() -> None:
     try:
         generator, what = load_generator(args.model, device="cpu"), args.model
     except CheckpointError:
+        if args.model != "demo":
+            raise
         generator, what = build_generator("demo", seed=0, device="cpu"), "demo preset, random weights (no trained demo bundled)"
     app = qapplication()
     window = build_window(engine=PanelEngine(generator))
@@ -70,7 +73,10 @@ def main() -> None:
         print(f"{name:>26}: median {statistics.median(values) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms "
               f"(to new MIP + surface on screen, n={len(values)})")
     window.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from CircleOfWillisGANLib.errors import script_exit_code
+
+    sys.exit(script_exit_code(main, "explorer_latency.py"))

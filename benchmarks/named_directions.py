@@ -17,6 +17,7 @@ from typing import List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from CircleOfWillisGANLib.directions import directions_for  # noqa: E402
+from CircleOfWillisGANLib.errors import script_exit_code  # noqa: E402
 from CircleOfWillisGANLib.files import write_json  # noqa: E402
 from CircleOfWillisGANLib.generator import load_generator  # noqa: E402
 from CircleOfWillisGANLib.named_directions import measure_edits, named  # noqa: E402
@@ -51,4 +52,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(script_exit_code(main, "named_directions.py"))

@@ -19,6 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from CircleOfWillisGANLib import topcow  # noqa: E402
+from CircleOfWillisGANLib.errors import script_exit_code  # noqa: E402
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png  # noqa: E402
 from CircleOfWillisGANLib.phantoms import PhantomConfig, VariantPrevalence, generate_phantom  # noqa: E402
 
@@ -192,4 +193,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_exit_code(main, "phantom_realism.py"))

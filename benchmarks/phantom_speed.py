@@ -15,6 +15,7 @@ from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from CircleOfWillisGANLib.errors import script_exit_code  # noqa: E402
 from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom  # noqa: E402
 from CircleOfWillisGANLib.phantoms.writer import write_phantom_set  # noqa: E402
 
@@ -44,4 +45,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_exit_code(main, "phantom_speed.py"))

@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from CircleOfWillisGANLib.directions import directions_for  # noqa: E402
+from CircleOfWillisGANLib.errors import script_exit_code  # noqa: E402
 from CircleOfWillisGANLib.files import write_json  # noqa: E402
 from CircleOfWillisGANLib.generator import load_generator  # noqa: E402
 from CircleOfWillisGANLib.named_directions import measure_edits_around, named  # noqa: E402
@@ -113,4 +114,4 @@ def _variant_report(gen: Any, classifier: Any, results: List[Any], truths: List[
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(script_exit_code(main, "projection_quality.py"))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from CircleOfWillisGANLib.architecture import preset
-from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.errors import InputError, script_exit_code
 
 from .config import PRECISIONS, PRESETS, TrainConfig, training_preset
 from .dataset import RealVolumes
@@ -154,6 +154,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--no-flops", action="store_true", help="skip counting FLOPs (one extra step per kind)")
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
     args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0:
+        p.error(f"--steps {args.steps} must be at least 1 and --warmup {args.warmup} at least 0")
     cfg = training_preset(args.preset).replace(precision=args.precision, compile=args.compile,
                                                **({"micro_batch": args.micro_batch} if args.micro_batch else {}))
     if args.shape:
@@ -171,4 +173,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_exit_code(main, "python -m training.bench"))

@@ -42,3 +42,17 @@ def test_a_shape_that_is_not_powers_of_two_is_one_line_before_any_work(capsys):
         main(["--preset", "tiny", "--shape", "16", "30", "32"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and "--shape: every output size must be a power of two" in err[-1]
+
+
+def test_settings_the_machine_cannot_run_are_one_line_and_exit_code_2(capsys):
+    from CircleOfWillisGANLib.errors import script_exit_code
+    from training.bench import main
+
+    for argv, message in ((["--device", "foo"], "unknown device 'foo'"),
+                          (["--micro-batch", "3"], "batch 4 must be a positive multiple of micro_batch 3")):
+        assert script_exit_code(lambda: main(["--preset", "tiny", "--no-flops", *argv]), "bench") == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bench: error: ") and message in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--preset", "tiny", "--steps", "0"])
+    assert exit_info.value.code == 2 and "--steps 0 must be at least 1" in capsys.readouterr().err
