@@ -97,6 +97,7 @@ def test_noise_variations_share_w_and_differ_in_noise(golden_model, tmp_path):
     (["--psi", "5"], "psi 5.0 is out of range"),
     (["--model", "/nonexistent/model.safetensors"], "does not exist"),
     (["--steps", "1", "--interpolate", "1", "2"], "--steps"),
+    (["--seeds", "1", "--steps", "4"], "--steps only applies with --interpolate A B"),
     (["--surface", "--threshold", "1.5"], "--threshold 1.5"),
     (["--surface", "--threshold", "0"], "--threshold 0.0"),
     (["--precision", "fp16", "--device", "cpu"], "fp16 is for CUDA GPUs"),

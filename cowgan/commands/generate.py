@@ -22,6 +22,7 @@ from CircleOfWillisGANLib.volume_io import spacing_of
 
 SURFACE_FORMATS = ("vtp", "stl", "obj", "ply")
 DEFAULT_SEEDS = "1-4"
+DEFAULT_STEPS = 16  # frames of an interpolation
 
 
 def register(subparsers: Any) -> None:
@@ -34,7 +35,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--psi", type=float, default=1.0, help="truncation psi in [0, 2]; 1 = none, 0.7 = typical anatomy")
     p.add_argument("--noise-seed", type=int, default=None, help="one noise seed for every volume (default: each volume's seed)")
     p.add_argument("--interpolate", nargs=2, type=int, metavar=("A", "B"), help="interpolate between seeds A and B")
-    p.add_argument("--steps", type=int, default=16, help="frames of an interpolation (default 16)")
+    p.add_argument("--steps", type=int, default=None, help=f"frames of an interpolation (default {DEFAULT_STEPS})")
     p.add_argument("--space", choices=("z", "w"), default=None, help="interpolate by slerp in z (default) or lerp in w")
     p.add_argument("--noise-variations", type=int, default=0, metavar="K", help="K volumes per seed: same w, new noise")
     p.add_argument("--surface", action="store_true", help="also write a smoothed vessel surface")
@@ -96,6 +97,7 @@ def _plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
     """Validate the request and list the volumes to write, before loading anything heavy."""
     _refuse_ignored_options(args)
     args.seeds, args.space = args.seeds or DEFAULT_SEEDS, args.space or "z"
+    args.steps = DEFAULT_STEPS if args.steps is None else args.steps
     args.surface_format = args.surface_format or SURFACE_FORMATS[0]
     if args.steps < 2:
         raise InputError(f"--steps must be at least 2, got {args.steps}")
@@ -132,7 +134,8 @@ def _refuse_ignored_options(args: argparse.Namespace) -> None:
             raise InputError(f"{option} cannot be combined with {other} ({why}): leave one out")
     needs = [("--threshold", args.threshold is not None, "--surface", args.surface),
              ("--surface-format", args.surface_format is not None, "--surface", args.surface),
-             ("--space", args.space is not None, "--interpolate A B", bool(args.interpolate))]
+             ("--space", args.space is not None, "--interpolate A B", bool(args.interpolate)),
+             ("--steps", args.steps is not None, "--interpolate A B", bool(args.interpolate))]
     for option, given, required, present in needs:
         if given and not present:
             raise InputError(f"{option} only applies with {required}: add {required.split()[0]}, or leave {option} out")
