@@ -53,10 +53,13 @@ class SessionConfig:
         return self
 
     def n_real_range(self) -> Tuple[int, int]:
-        """The smallest and largest number of real cases this configuration can draw."""
+        """The smallest and largest number of real cases this configuration can draw (randomised: the counts inside
+        40-60% of the cases, or the middle count when none is, as with 3 cases)."""
         n = int(self.n_cases)
         if self.real_fraction is None:
-            lo, hi = round(RANDOMISED_RANGE[0] * n), round(RANDOMISED_RANGE[1] * n)
+            lo, hi = math.ceil(RANDOMISED_RANGE[0] * n - 1e-9), math.floor(RANDOMISED_RANGE[1] * n + 1e-9)
+            if lo > hi:
+                lo = hi = round(n / 2)
         else:
             lo = hi = round(float(self.real_fraction) * n)
         return max(1, lo), min(n - 1, hi)

@@ -56,6 +56,8 @@ def test_randomised_fraction_stays_within_40_to_60_percent_and_varies():
               for s in range(200)}
     assert min(counts) >= 24 and max(counts) <= 36
     assert len(counts) >= 8
+    for n, expected in ((6, (3, 3)), (7, (3, 4)), (10, (4, 6)), (3, (2, 2))):
+        assert SessionConfig(n_cases=n, real_fraction=None).n_real_range() == expected  # never outside 40-60% but at 3
 
 
 def test_truth_is_not_ordered_by_case_id():
