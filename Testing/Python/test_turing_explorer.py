@@ -85,3 +85,12 @@ def test_the_organiser_generates_with_the_explorers_model_while_its_name_is_in_t
 def test_explore_refuses_a_rater_id_without_a_session(capsys):
     assert main(["explore", "--rater", "reader01"]) == 2
     assert "--rater needs --turing SESSION" in capsys.readouterr().err
+
+
+def test_explore_names_a_missing_session_or_a_rater_it_does_not_admit_before_opening_a_window(tmp_path, capsys):
+    assert main(["explore", "--turing", str(tmp_path / "nothere"), "--rater", "reader01"]) == 2
+    assert "is not a Turing test session (no session.json)" in capsys.readouterr().err
+    real, generated = make_sources(tmp_path)
+    TuringSession.create(tmp_path / "s", real, generated, n_cases=4, seed=1, display="mip", raters=["reader01"])
+    assert main(["explore", "--turing", str(tmp_path / "s"), "--rater", "reader02"]) == 2
+    assert "rater id 'reader02' is not one of this session's raters (reader01)" in capsys.readouterr().err

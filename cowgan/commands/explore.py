@@ -38,6 +38,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--psi {args.psi} is out of range: use a value from 0 to 2")
     if args.rater and not args.turing:
         raise InputError("--rater needs --turing SESSION: name the session folder to rate")
+    if args.turing:  # said here, as `cowgan turing rate` says it, not in a panel behind the window
+        from CircleOfWillisGANLib.turing.layout import read_session
+        from CircleOfWillisGANLib.turing.rater import admitted_session
+
+        if args.rater:
+            admitted_session(args.turing, args.rater)
+        else:
+            read_session(args.turing)
     problem = None if args.model == "demo" else path_problem(Path(args.model))
     if problem:  # the window loads the model quietly, so a wrong path is said here, before a blank window
         raise InputError(f"model {args.model} {problem}: pass 'demo' or the path of a .safetensors model or model_N.pt")
