@@ -42,8 +42,8 @@ class VariantPrevalence:
             value = getattr(self, f.name)
             if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
                 raise InputError(f"variant probability {f.name}={value!r} is not in [0, 1]: give a probability")
-        _check_pair("pcom_absent", self.pcom_absent_left, self.pcom_absent_right, self.pcom_absent_both)
-        _check_pair("fetal_pca", self.fetal_pca_left, self.fetal_pca_right, self.fetal_pca_bilateral)
+        _check_pair("pcom_absent", self.pcom_absent_left, self.pcom_absent_right, "pcom_absent_both", self.pcom_absent_both)
+        _check_pair("fetal_pca", self.fetal_pca_left, self.fetal_pca_right, "fetal_pca_bilateral", self.fetal_pca_bilateral)
         non_fetal = 1.0 - self.fetal_pca_left - self.fetal_pca_right + self.fetal_pca_bilateral
         for side in ("left", "right"):
             if getattr(self, f"pcom_absent_{side}") > 1.0 - getattr(self, f"fetal_pca_{side}") + 1e-9:
@@ -78,9 +78,10 @@ class VariantPrevalence:
         return replace(self, **{k: float(v) for k, v in overrides.items()})
 
 
-def _check_pair(name: str, left: float, right: float, both: float) -> None:
+def _check_pair(name: str, left: float, right: float, both_name: str, both: float) -> None:
+    """Both sides together can be no likelier than either side alone, nor less likely than their overlap must be."""
     if both > min(left, right) + 1e-9 or both < left + right - 1.0 - 1e-9:
-        raise InputError(f"{name}_both={both} is inconsistent with {name}_left={left} and {name}_right={right}: "
+        raise InputError(f"{both_name}={both} is inconsistent with {name}_left={left} and {name}_right={right}: "
                          f"it must lie between max(0, left + right - 1) and min(left, right)")
 
 

@@ -156,6 +156,8 @@ def test_a_fetal_pca_never_loses_its_pcom_even_when_pcoms_are_always_absent():
 def test_inconsistent_prevalences_are_rejected_with_a_fix():
     with pytest.raises(InputError, match="must lie between"):
         VariantPrevalence(pcom_absent_both=0.6)
+    with pytest.raises(InputError, match=r"^fetal_pca_bilateral=0.5 is inconsistent with fetal_pca_left=0.11"):
+        VariantPrevalence(fetal_pca_bilateral=0.5)  # named as the user wrote it, not fetal_pca_both
     with pytest.raises(InputError, match="unknown variant"):
         VariantPrevalence().with_overrides({"fetal_pca": 0.2})
     for value in ("x", None, True, [0.2]):
