@@ -3,7 +3,7 @@ score: high mean MS-SSIM among generated volumes means they look alike (mode col
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 from typing import List, Sequence, Tuple
 
@@ -35,6 +35,14 @@ class MSSSIMConfig:
     def min_size(self) -> int:
         """Smallest edge (voxels) a volume may have for every scale to fit the kernel."""
         return self.kernel_size * 2 ** (self.scales - 1)
+
+    def fitted_to(self, shape: Sequence[int]) -> "MSSSIMConfig":
+        """This configuration with as many of its scales as volumes of `shape` hold (at least one), so that thin
+        volumes (a depth of 16 holds 2 scales) are still compared instead of skipped."""
+        scales = self.scales
+        while scales > 1 and min(shape) < self.kernel_size * 2 ** (scales - 1):
+            scales -= 1
+        return replace(self, scales=scales)
 
 
 def _kernel(cfg: MSSSIMConfig) -> torch.Tensor:

@@ -130,11 +130,12 @@ def _sample(n: int, k: int, seed: int) -> np.ndarray:
 
 
 def _diversity(real: VolumeSet, fake: VolumeSet, config: EvaluationConfig) -> Dict[str, Any]:
-    out: Dict[str, Any] = {"scales": config.ms_ssim.scales, "kernel_size": config.ms_ssim.kernel_size}
+    ms_ssim = config.ms_ssim.fitted_to(fake.shape)  # both sets share one grid
+    out: Dict[str, Any] = {"scales": ms_ssim.scales, "kernel_size": ms_ssim.kernel_size}
     for label, volume_set in (("generated", fake), ("real", real)):
         def run(volume_set: VolumeSet = volume_set) -> Dict[str, Any]:
             pick = _sample(len(volume_set), config.diversity_volumes, config.seed)
-            values = pairwise_ms_ssim([volume_set.items[i].load() for i in pick], config.ms_ssim, config.progress)
+            values = pairwise_ms_ssim([volume_set.items[i].load() for i in pick], ms_ssim, config.progress)
             return {"mean": float(values.mean()), "sd": float(values.std()), "volumes": int(len(pick)),
                     "pairs": int(len(values)), "values": values.round(5).tolist()}
 
@@ -245,4 +246,19 @@ def evaluate(real: VolumeSet, fake: VolumeSet, train: Optional[VolumeSet] = None
     }
     if "medicalnet" in spaces:
         metrics["md"] = spaces["medicalnet"]["generated_vs_real"]["frechet_distance"]
+    skipped.update(_skipped_inside(metrics))
     return EvaluationResult(metrics, images, real_f, fake_f)
+
+
+def _skipped_inside(metrics: Dict[str, Any], path: str = "") -> Dict[str, str]:
+    """Every metric skipped deep in the results ({"skipped": reason} anywhere), keyed by its dotted path and said
+    with that path, so the top-level "skipped" that the command prints lists them all (each reason once)."""
+    found: Dict[str, str] = {}
+    for key, value in metrics.items():
+        where = f"{path}.{key}" if path else key
+        if key == "skipped" and path and isinstance(value, str):
+            found[path] = value if "skipped" in value else f"{path} skipped: {value}"
+        elif isinstance(value, dict) and where != "skipped":
+            found.update(_skipped_inside(value, where))
+    top = set(metrics.get("skipped", {}).values()) if not path else set()
+    return {k: v for k, v in found.items() if v not in top}

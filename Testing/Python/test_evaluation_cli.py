@@ -162,8 +162,20 @@ def test_a_model_can_be_evaluated_directly(tmp_path, tiny_generator):
     assert main(argv) == 0
     m = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert m["feature_spaces"]["morphology"]["generated_vs_real"]["n_generated"] == 12
-    assert "at least 28 voxels" in m["diversity"]["generated"]["skipped"]
+    assert m["diversity"]["scales"] == 2 and 0.0 < m["diversity"]["generated"]["mean"] < 1.0  # 16 deep: 2 scales fit
     assert sorted(m["per_volume"]["generated"]) == [f"seed{s:04d}" for s in range(12)]
+
+
+def test_every_skipped_metric_is_listed_with_its_reason_where_the_command_prints_it(tmp_path, capsys):
+    write_set(tmp_path / "real", [tube_volume(i, shape=(16, 32, 32), tubes=2) for i in range(6)])
+    write_set(tmp_path / "fake", [tube_volume(100 + i, shape=(16, 32, 32), tubes=2) for i in range(6)])
+    assert main(["evaluate", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"),
+                 "--out", str(tmp_path / "report"), "--no-cache", "--prd-runs", "1"]) == 0
+    skipped = json.loads((tmp_path / "report" / "metrics.json").read_text())["skipped"]
+    prd = "feature_spaces.morphology.generated_vs_real.prd"
+    assert skipped[prd].startswith(f"{prd} skipped: PRD with 10 clusters needs at least 10 volumes per set (got 6)")
+    assert "memorisation check skipped: pass --train DIR" in skipped["memorisation"]
+    assert skipped[prd] in capsys.readouterr().out
 
 
 def test_a_label_folder_that_matches_no_image_or_labels_for_a_model_are_refused(sets, tmp_path, capsys):

@@ -51,6 +51,14 @@ def test_ms_ssim_refuses_volumes_too_small_for_three_scales():
         ms_ssim(np.zeros((16, 32, 32), np.float32), np.zeros((16, 32, 32), np.float32))
 
 
+def test_ms_ssim_uses_as_many_scales_as_thin_volumes_hold():
+    assert MSSSIMConfig().fitted_to((32, 128, 128)).scales == 3
+    assert MSSSIMConfig().fitted_to((16, 64, 64)).scales == 2  # the demo model's grid
+    assert MSSSIMConfig().fitted_to((8, 64, 64)).scales == 1
+    thin = np.random.default_rng(0).random((16, 64, 64)).astype(np.float32)
+    assert ms_ssim(thin, thin, MSSSIMConfig().fitted_to(thin.shape)) == pytest.approx(1.0)
+
+
 def test_pairwise_ms_ssim_is_high_for_copies_and_lists_every_pair():
     v, w = tube_volume(0), tube_volume(1)
     values = pairwise_ms_ssim([v, v.copy(), w])
