@@ -94,7 +94,7 @@ class TrainConfig:
             object.__setattr__(self, field.name, _coerce(field.name, getattr(self, field.name), field.default))
         if not self.sample_seeds:
             raise InputError("sample_seeds must hold at least one seed (the sample sheets' volumes)")
-        for seed in self.sample_seeds:
+        for seed in (self.seed, *self.sample_seeds):
             check_seed(seed)
         if len(self.adam_betas) != 2:
             raise InputError(f"adam_betas must be two numbers (beta1, beta2), got {list(self.adam_betas)}")

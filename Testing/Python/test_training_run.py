@@ -198,6 +198,8 @@ def test_training_settings_of_the_wrong_type_are_explained():
                         ("gp_interval", 2.5), ("compile", "yes")):
         with pytest.raises(InputError, match=name):
             training_preset("tiny").replace(**{name: value})
+    with pytest.raises(InputError, match="seed -1 is out of range"):
+        training_preset("tiny").replace(seed=-1)  # as generate and project refuse it
     assert training_preset("tiny").replace(gp_interval=4.0, g_lr=1, adam_betas=[0, 0.9]).gp_interval == 4
 
 
