@@ -188,8 +188,7 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def closeRating(self):
         """Release the rater's journal, remove the case on show and restore the views' settings."""
         if self.raterController is not None:
-            self.raterController.close()
-            self.caseViewer.close()
+            self.raterController.close()  # closes the case viewer too
 
     def cleanup(self):
         self.removeObservers()

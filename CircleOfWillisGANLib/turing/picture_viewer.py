@@ -15,7 +15,7 @@ from .pictures import case_picture
 
 
 class PictureViewer:
-    """Shows one case as a picture; `hide_case` blanks it (end of session, time limit)."""
+    """Shows one case as a picture; `hide_case` and `close` blank it (time limit, end of session)."""
 
     def __init__(self, qt: Any) -> None:
         self.qt = qt
@@ -56,6 +56,10 @@ class PictureViewer:
         self.volume = None
         self.picture = None
         self.image_label.clear()
+
+    def close(self) -> None:
+        """Blank the view; showing cases changed nothing else."""
+        self.hide_case()
 
     def _render(self, *_: Any) -> None:
         if self.volume is None:

@@ -2,7 +2,8 @@
 
 It runs under PySide6 (`cowgan turing rate`, the tests) and PythonQt (3D Slicer): it receives the Qt namespace
 and the .ui's widgets by object name and never imports a Qt binding. Showing a case is the host's job, through
-a viewer with `show_case(path, display)` and `hide_case()`; every string it puts on screen comes from here and
+a viewer with `show_case(path, display)`, `hide_case()` (blank during the session, e.g. at the time limit) and
+`close()` (blank, and give back whatever showing cases changed in the host's views); every string it puts on screen comes from here and
 is built from the neutral session files only.
 """
 
@@ -91,7 +92,7 @@ class RaterPanelController:
         self.ui.progressBar.setValue(progress.answered)
         self._clear_answer()
         if case is None:
-            self.viewer.hide_case()
+            self.viewer.close()
             self.ui.timeLabel.setText("")
             for name in ("callGroupBox", "confidenceGroupBox", "commentTextEdit", "submitButton", "backButton"):
                 getattr(self.ui, name).setEnabled(False)
@@ -187,6 +188,7 @@ class RaterPanelController:
             self.session.close()
             self.session = None
         self.case = None
+        self.viewer.close()
         for name in ("sessionFolderLineEdit", "raterIdLineEdit", "sessionFolderBrowseButton"):
             getattr(self.ui, name).setEnabled(True)
         self.ui.caseGroupBox.setEnabled(False)

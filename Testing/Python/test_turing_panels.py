@@ -31,13 +31,16 @@ class RecordingViewer:
     """Stands in for Slicer's views: remembers what it was asked to show."""
 
     def __init__(self):
-        self.shown, self.hidden = [], 0
+        self.shown, self.hidden, self.closed = [], 0, 0
 
     def show_case(self, path, display):
         self.shown.append((Path(path), display))
 
     def hide_case(self):
         self.hidden += 1
+
+    def close(self):
+        self.closed += 1
 
 
 def _rater_panel(app, folder, rater, viewer):
@@ -80,11 +83,13 @@ def test_rater_panel_runs_a_whole_session_and_saves_every_answer(app, session):
     ui.startButton.click()
     assert ui.progressLabel.property("text") == "Case 1 of 6"
     assert not ui.submitButton.isEnabled()
+    closed_while_rating = viewer.closed
     for k in range(6):
         assert viewer.shown[-1][1] == "mip" and viewer.shown[-1][0].parent.name == "cases"
         _answer(ui, "real" if k % 2 else "fake", 1 + k % 5, f"comment {k}")
     assert ui.progressLabel.property("text") == "All 6 cases answered"
-    assert "Thank you" in ui.statusLabel.property("text") and viewer.hidden == 1
+    assert "Thank you" in ui.statusLabel.property("text")
+    assert viewer.closed == closed_while_rating + 1  # the last answer gives the host's views back
     controller.close()
     saved = TuringSession.open(session.folder, "reader01")
     assert len(saved.answers) == 6 and {a.comment for a in saved.answers.values()} == {f"comment {k}" for k in range(6)}
