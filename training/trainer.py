@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -171,7 +171,10 @@ class Trainer:
         """Train D then G on one batch and return the step's statistics, averaged over all processes.
 
         `gp` / `pl` force the regularisers on or off (benchmarks); None follows the schedule. A non-finite loss
-        or gradient leaves the networks as they were and returns stats["nonfinite"] = 1.
+        or gradient leaves the networks as they were and returns stats["nonfinite"] = 1. With a loss scaler (fp16),
+        a penalty that overflowed while its inner gradient was scaled, the loss itself finite, is the scaler's
+        business, as an overflowing gradient is: that network skips this step and the scale backs off
+        (stats["overflow_d"] / ["overflow_g"] = 1), with no rollback, which would restore the old scale.
         """
         cfg = self.cfg
         gp_now = cfg.gp_weight > 0 and self.step_index % cfg.gp_interval == 0 if gp is None else gp
@@ -183,7 +186,7 @@ class Trainer:
         g_stats = self._generator_phase(pl_now)
         if g_stats["nonfinite"]:
             return g_stats
-        if pl_now:
+        if pl_now and not g_stats["overflow_g"]:
             mean_length = g_stats["path_length"]
             decay = cfg.pl_decay
             self.pl_mean = mean_length if self.pl_mean is None else decay * self.pl_mean + (1 - decay) * mean_length
@@ -197,7 +200,7 @@ class Trainer:
 
     def _discriminator_phase(self, gp_now: bool) -> Dict[str, float]:
         cfg, rounds = self.cfg, self.accumulation
-        sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss, gp, sign sum, count, nonfinite
+        sums = torch.zeros(6, dtype=torch.float64, device=self.device)  # loss, gp, sign sum, count, nonfinite, overflow
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         self.opt_D.zero_grad(set_to_none=True)
@@ -220,20 +223,18 @@ class Trainer:
             sums[2] += real_logits.detach().float().sign().sum()
             sums[3] += real_logits.shape[0]
         all_reduce_gradients(self.D.parameters(), self.group)
-        sums[4] = self._nonfinite(sums[:2], self.D, self.scaler_D)
+        sums[4], sums[5] = self._nonfinite(sums[:2], self.D, self.scaler_D)
         total = all_reduce_sum(sums, self.group)
         world = self.group.world_size
         stats = {"loss_d": float(total[0]) / world, "penalty_gp": float(total[1]) / world,
-                 "real_sign": float(total[2]), "real_count": float(total[3]), "nonfinite": float(total[4] > 0)}
-        if not stats["nonfinite"]:
-            self.scaler_D.step(self.opt_D)
-            self.scaler_D.update()
-        self.opt_D.zero_grad(set_to_none=True)
+                 "real_sign": float(total[2]), "real_count": float(total[3]), "nonfinite": float(total[4] > 0),
+                 "overflow_d": float(total[5] > 0 and total[4] == 0)}
+        self._apply(self.opt_D, self.scaler_D, stats["nonfinite"], stats["overflow_d"])
         return stats
 
     def _generator_phase(self, pl_now: bool) -> Dict[str, float]:
         cfg, rounds = self.cfg, self.accumulation
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, pl penalty, path length, nonfinite
+        sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss, pl penalty, length, nonfinite, overflow
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
@@ -254,30 +255,43 @@ class Trainer:
             self.scaler_G.scale(total / rounds).backward()
             sums[0] += loss.detach() / rounds
         all_reduce_gradients(self.G.parameters(), self.group)
-        sums[3] = self._nonfinite(sums[:3], self.G, self.scaler_G)
+        sums[3], sums[4] = self._nonfinite(sums[:3], self.G, self.scaler_G)
         total = all_reduce_sum(sums, self.group)
         world = self.group.world_size
         stats = {"loss_g": float(total[0]) / world, "penalty_pl": float(total[1]) / world,
-                 "path_length": float(total[2]) / world, "nonfinite": float(total[3] > 0)}
-        if not stats["nonfinite"]:
-            self.scaler_G.step(self.opt_G)
-            self.scaler_G.update()
-        self.opt_G.zero_grad(set_to_none=True)
+                 "path_length": float(total[2]) / world, "nonfinite": float(total[3] > 0),
+                 "overflow_g": float(total[4] > 0 and total[3] == 0)}
+        self._apply(self.opt_G, self.scaler_G, stats["nonfinite"], stats["overflow_g"])
         return stats
+
+    @staticmethod
+    def _apply(optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler, nonfinite: float, overflow: float) -> None:
+        """Take the optimiser step unless the step failed; after an overflow, back the loss scale off instead."""
+        if overflow:
+            scaler.update(new_scale=scaler.get_scale() * scaler.get_backoff_factor())
+        elif not nonfinite:
+            scaler.step(optimiser)
+            scaler.update()
+        optimiser.zero_grad(set_to_none=True)
 
     @staticmethod
     def _loss_scale(scaler: torch.amp.GradScaler) -> float:
         return float(scaler.get_scale()) if scaler.is_enabled() else 1.0
 
     @staticmethod
-    def _nonfinite(losses: torch.Tensor, net: nn.Module, scaler: torch.amp.GradScaler) -> torch.Tensor:
-        """1 if a loss is not finite, or (without a loss scaler, which skips such steps itself) a gradient."""
+    def _nonfinite(losses: torch.Tensor, net: nn.Module, scaler: torch.amp.GradScaler) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(failed, overflowed) as 0/1: failed if a loss is not finite, or (without a loss scaler, which skips such
+        steps itself) a gradient; with a scaler, a non-finite penalty beside a finite loss (losses[0]) overflowed
+        under the scale instead."""
+        if scaler.is_enabled() and bool(torch.isfinite(losses[0])) and not bool(torch.isfinite(losses[1:]).all()):
+            return torch.zeros((), dtype=torch.float64, device=losses.device), torch.ones((), dtype=torch.float64,
+                                                                                       device=losses.device)
         bad = ~torch.isfinite(losses).all()
         if not scaler.is_enabled():
             grads = [p.grad for p in net.parameters() if p.grad is not None]
             if grads:
                 bad = bad | ~torch.isfinite(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).all()
-        return bad.double()
+        return bad.double(), torch.zeros((), dtype=torch.float64, device=losses.device)
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -55,6 +55,20 @@ def test_a_few_tiny_steps_train_with_every_regulariser_and_finite_losses(dataset
     assert trainer.pl_mean is not None and trainer.pl_mean > 0
 
 
+def test_a_penalty_overflowing_under_a_loss_scaler_backs_the_scale_off_instead_of_rolling_back(dataset, monkeypatch):
+    overflowing = lambda reals, logits, kind, scale=1.0: torch.full((reals.shape[0],), float("inf"))  # noqa: E731
+    monkeypatch.setattr("training.trainer.gradient_penalty", overflowing)
+    trainer = _trainer(dataset)
+    trainer.scaler_D = torch.amp.GradScaler("cpu", init_scale=1024.0)  # as fp16 training has on a GPU
+    before = [p.detach().clone() for p in trainer.D.parameters()]
+    stats = trainer.step(gp=True, pl=False)
+    assert (stats["nonfinite"], stats["overflow_d"], stats["overflow_g"]) == (0.0, 1.0, 0.0)
+    assert trainer.scaler_D.get_scale() == 512.0 and trainer.step_index == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.D.parameters()))  # D skipped this step
+    unscaled = _trainer(dataset)  # without a scaler nothing else would catch it: the step fails, to be rolled back
+    assert unscaled.step(gp=True, pl=False)["nonfinite"] == 1.0 and unscaled.step_index == 0
+
+
 def test_a_discriminator_with_minibatch_std_trains_with_finite_losses_and_resumes_with_it(dataset, tmp_path):
     trainer = _trainer(dataset, minibatch_std=2)
     assert trainer.D.minibatch_std is not None and trainer.D.minibatch_std.group == 2
