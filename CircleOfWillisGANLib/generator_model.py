@@ -34,8 +34,8 @@ class GeneratorModel(nn.Module):
 
 
 def init_weights(model: nn.Module, seed: int = 0) -> nn.Module:
-    """The reference's initialisation: unit-normal mapping and constant, Kaiming-normal convolutions and
-    affines, zero biases and zero noise maps."""
+    """The reference's weights (unit-normal mapping and constant, Kaiming-normal convolutions and affines) with
+    zero biases, as StyleGAN2 has them (the reference leaves PyTorch's default uniform biases), and zero noise maps."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in sorted(model.named_parameters()):
