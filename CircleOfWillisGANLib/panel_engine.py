@@ -128,6 +128,15 @@ class PanelEngine:
     def affine(self) -> np.ndarray:
         return self.generator.affine
 
+    def affine_for(self, state: PanelState) -> np.ndarray:
+        """Where a state's volume lies in RAS: on the projected scan's grid for a projection (so it overlays the
+        patient), else the model's own grid."""
+        if state.projection:
+            affine = self.projection(state.projection).metadata.get("affine")
+            if affine is not None:
+                return np.asarray(affine, dtype=float)
+        return self.generator.affine
+
     def projection(self, path: str) -> Any:
         """The projection saved at `path` (read once, checked against this model)."""
         from .projection_io import check_projection_fits, load_projection
@@ -190,7 +199,8 @@ class PanelEngine:
         state = state.validated()
         start = time.perf_counter()
         volume = self.volume(state)
-        result = RenderResult(state, volume, self.affine, mip_panel(volume, spacing_of(self.affine)),
+        affine = self.affine_for(state)
+        result = RenderResult(state, volume, affine, mip_panel(volume, spacing_of(affine)),
                               generate_s=time.perf_counter() - start, request_id=request_id)
         if state.surface:
             start = time.perf_counter()
@@ -210,7 +220,7 @@ class PanelEngine:
         from .surface import vessel_surface, vessel_threshold
 
         level = vessel_threshold(volume) if state.auto_threshold else float(state.threshold)
-        return vessel_surface(volume, self.affine, level, smoothing_iterations=state.smoothing), level
+        return vessel_surface(volume, self.affine_for(state), level, smoothing_iterations=state.smoothing), level
 
     def sidecar(self, state: PanelState) -> Dict[str, Any]:
         """Provenance for an exported volume: model, seeds, psi, noise, mixing, interpolation, directions."""
@@ -250,7 +260,7 @@ class PanelEngine:
         volume = self.volume(state)
         threshold = None if state.auto_threshold else state.threshold
         stem = unused_stem(out, self.stem(state), lambda s: volume_output_names(s, "." + state.surface_format))
-        return write_volume_outputs(out, stem, volume, self.affine, self.sidecar(state), surface=True,
+        return write_volume_outputs(out, stem, volume, self.affine_for(state), self.sidecar(state), surface=True,
                                     surface_format="." + state.surface_format, threshold=threshold)
 
     def export_interpolation(self, state: PanelState, out_dir: str,

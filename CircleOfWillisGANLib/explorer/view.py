@@ -33,6 +33,7 @@ class VolumeScene:
         self.render_window = render_window or vtk.vtkRenderWindow()
         self.image = vtk.vtkImageData()
         self._camera_set = False
+        self._affine = np.eye(4)  # the grid shown last
         self.mip_renderer = self._renderer((0.0, 0.4, 0.5, 1.0), "3D MIP")
         self.surface_renderer = self._renderer((0.5, 0.4, 1.0, 1.0), "Vessel surface")
         self.slice_renderers = [self._renderer((i / 3, 0.0, (i + 1) / 3, 0.4), name)
@@ -120,7 +121,8 @@ class VolumeScene:
         d, h, w = volume_dhw.shape
         affine = np.asarray(affine, dtype=float)
         spacing = np.linalg.norm(affine[:3, :3], axis=0)
-        first = tuple(self.image.GetDimensions()) != (h, w, d)
+        first = tuple(self.image.GetDimensions()) != (h, w, d) or not np.allclose(self._affine, affine)
+        self._affine = affine  # a projection lies on its scan's grid: the cameras follow when the grid moves
         self.image.SetDimensions(h, w, d)
         self.image.SetSpacing(*spacing)
         self.image.SetOrigin(*affine[:3, 3])

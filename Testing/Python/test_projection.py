@@ -140,7 +140,7 @@ def _oblique_partial_scan(tmp_path):
 
 def test_the_panel_and_cowgan_project_bring_an_oblique_partial_scan_to_the_grid_as_prepare_does(generator, tmp_path):
     from CircleOfWillisGANLib.checkpoint import save_checkpoint
-    from CircleOfWillisGANLib.panel_engine import PanelEngine
+    from CircleOfWillisGANLib.panel_engine import PanelEngine, PanelState
     from CircleOfWillisGANLib.preprocess import PrepareOptions, preprocess_file
     from CircleOfWillisGANLib.volume_io import load_volume, spacing_of
     from cowgan.main import main
@@ -152,14 +152,21 @@ def test_the_panel_and_cowgan_project_bring_an_oblique_partial_scan_to_the_grid_
     save_checkpoint(model, generator.checkpoint)
     assert main(["project", "--model", str(model), "--volume", str(scan), "--out", str(tmp_path / "cli"),
                  "--steps", "1", "1", "1", "--device", "cpu"]) == 0
-    PanelEngine(generator).project_volume(str(scan), str(tmp_path / "panel"), config=FAST)
+    engine = PanelEngine(generator)
+    latent = engine.project_volume(str(scan), str(tmp_path / "panel"), config=FAST)
     for folder in ("cli", "panel"):
         target, affine = load_volume(tmp_path / folder / "target.nii.gz")
         np.testing.assert_allclose(target, prepared, atol=1e-6)
         np.testing.assert_allclose(affine, record["affine"], atol=1e-4)
         tilt = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
         np.testing.assert_allclose(tilt, scan_affine[:3, :3] / np.linalg.norm(scan_affine[:3, :3], axis=0), atol=1e-5)
-    assert 0.0 < float(prepared.mean()) < 0.5  # the scan's minimum fills the part of the grid it does not cover
+    assert 0.0 < float(prepared.mean()) < 0.5  # the scan's background fills the part of the grid it does not cover
+    state = PanelState(projection=latent)  # the panel shows and exports the patient's anatomy over the patient's scan
+    rendered = engine.render(state)
+    np.testing.assert_allclose(rendered.affine, record["affine"], atol=1e-4)
+    exported = engine.export_volume(state, str(tmp_path / "export"))
+    np.testing.assert_allclose(load_volume(exported["volume"])[1], record["affine"], atol=1e-4)
+    assert not np.allclose(record["affine"], generator.affine, atol=1e-2)
 
 
 def test_unreadable_scans_and_anisotropic_models_are_refused_with_the_fix(tmp_path):
