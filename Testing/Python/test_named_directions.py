@@ -161,6 +161,11 @@ def test_name_directions_refuses_a_classifier_trained_on_another_grid(classifier
                  "--out", str(out), "--samples", "20"])
     assert code == 2 and "trained on volumes of shape (8, 16, 16) but the model makes (16, 32, 32)" in capsys.readouterr().err
     assert not out.exists()
+    before = model.read_bytes()
+    code = main(["name-directions", "--model", str(model), "--classifier", str(tmp_path / "c.safetensors"),
+                 "--out", str(model), "--samples", "20", "--overwrite"])
+    assert code == 2 and "is the input model: write the named copy to another file" in capsys.readouterr().err
+    assert model.read_bytes() == before
 
 
 def test_each_orthogonalised_normal_is_a_unit_vector_orthogonal_to_the_other_boundaries():

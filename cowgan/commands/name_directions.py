@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         raise OutputError(f"{trained} already exists (a classifier trained for this --out earlier): reuse it with "
                           f"--classifier {trained} instead of --labelled, or pass --overwrite to train a new one")
     gen = load_generator(args.model, device=args.device)
+    if Path(gen.source).resolve() == out.resolve():
+        raise InputError(f"--out {out} is the input model: write the named copy to another file (the input model is "
+                         "kept as it is)")
     with output_folder(out.parent):
         classifier = _classifier(args, out, tuple(gen.arch.output_shape), spacing_of(gen.affine), gen.device)
         with tqdm(total=args.samples, desc="labelling samples", unit="volume", disable=None) as bar:
