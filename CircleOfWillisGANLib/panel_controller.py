@@ -379,10 +379,12 @@ class PanelController:
             return
         from pathlib import Path
 
+        from .checkpoint import weights_sha256
         from .projection_io import projection_folder
 
         engine = self.engine
-        out = projection_folder(Path(self.state.output_dir) / "projections", Path(path))
+        out = projection_folder(Path(self.state.output_dir) / "projections", Path(path),
+                                weights_sha256(engine.generator.checkpoint))
         self._busy_message(f"Projecting {Path(path).name} into the model (writing to {out})...")
         self._set_projecting(True)
 

@@ -83,10 +83,11 @@ def describe_projection(latent: ProjectedLatent) -> str:
     return text
 
 
-def projection_folder(parent: Union[str, Path], scan: Union[str, Path]) -> Path:
+def projection_folder(parent: Union[str, Path], scan: Union[str, Path], model_weights: Optional[str] = None) -> Path:
     """Where the panel writes the projection of `scan` under `parent`: a folder named after the scan, the same one
-    when that scan is projected again, a numbered one when another scan of the same name (TOF.nii.gz of two
-    patients) holds it, so one patient's projection never replaces another's."""
+    when that scan is projected again with the same model (`model_weights`, its weights_sha256), a numbered one when
+    another scan of the same name (TOF.nii.gz of two patients) or another model's projection holds it, so no
+    projection replaces one of another patient or another model."""
     scan = Path(scan)
     name = scan.name
     for suffix in SUFFIXES:
@@ -97,18 +98,19 @@ def projection_folder(parent: Union[str, Path], scan: Union[str, Path]) -> Path:
     while True:
         folder = parent / (name if number == 1 else f"{name}-{number}")
         report = folder / OUTPUT_FILES["report"]
-        if not folder.exists() or not report.is_file() or _projected_from(report) == scan.resolve():
+        if not folder.exists() or not report.is_file() or _made_by(report) == (scan.resolve(), model_weights):
             return folder
         number += 1
 
 
-def _projected_from(report: Path) -> Optional[Path]:
-    """The scan a projection.json says it was made from (None if unreadable)."""
+def _made_by(report: Path) -> Tuple[Optional[Path], Optional[str]]:
+    """The scan and the model weights a projection.json says it was made from (None where unreadable)."""
     try:
-        source = json.loads(report.read_text(encoding="utf-8")).get("source")
+        info = json.loads(report.read_text(encoding="utf-8"))
+        source, weights = info.get("source"), info.get("model_weights_sha256")
     except (OSError, ValueError, AttributeError):
-        return None
-    return Path(source).resolve() if source else None
+        return None, None
+    return (Path(source).resolve() if source else None), weights
 
 
 def check_projection_fits(latent: ProjectedLatent, generator: Any) -> None:

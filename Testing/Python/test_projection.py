@@ -307,11 +307,12 @@ def test_the_panel_keeps_each_patients_projection_in_its_own_folder(tmp_path):
 
     first, second = tmp_path / "patient1" / "TOF.nii.gz", tmp_path / "patient2" / "TOF.nii.gz"
     parent = tmp_path / "projections"
-    assert projection_folder(parent, first) == parent / "TOF"
+    assert projection_folder(parent, first, "model-a") == parent / "TOF"
     (parent / "TOF").mkdir(parents=True)
-    write_json(parent / "TOF" / "projection.json", {"source": str(first)})
-    assert projection_folder(parent, first) == parent / "TOF"  # the same scan again: its own folder
-    assert projection_folder(parent, second) == parent / "TOF-2"
+    write_json(parent / "TOF" / "projection.json", {"source": str(first), "model_weights_sha256": "model-a"})
+    assert projection_folder(parent, first, "model-a") == parent / "TOF"  # the same scan and model again
+    assert projection_folder(parent, second, "model-a") == parent / "TOF-2"
+    assert projection_folder(parent, first, "model-b") == parent / "TOF-2"  # model A's projection is kept
 
 
 def test_pressing_project_again_cancels_a_running_projection_and_writes_nothing(generator, tmp_path):
