@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -56,6 +59,9 @@ def load_projection(path: Union[str, Path]) -> ProjectedLatent:
         path = path / LATENT_FILE
     if not path.is_file():
         raise InputError(f"projection {path} does not exist: pass the {LATENT_FILE} (or folder) that `cowgan project` wrote")
+    if path.suffix.lower() != ".safetensors":
+        raise InputError(f"{path.name} is not a projection's latent: pass the {LATENT_FILE} beside it (or its folder); "
+                         f"{OUTPUT_FILES['report']} is the report and the NIfTI files are volumes")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
@@ -156,8 +162,24 @@ def write_projection_outputs(out_dir: Union[str, Path], result: ProjectionResult
                              template: Optional[str] = None) -> Dict[str, Path]:
     """Latent, target and reconstruction NIfTI, signed error map, MIPs, JSON report and (with `plot`) the curve;
     `coverage` is the share of the model's grid the scan filled (ScanOnGrid.coverage) and `template` the volume it was
-    registered to, both kept in the metadata."""
+    registered to, both kept in the metadata.
+
+    All files are written into a hidden folder inside `out_dir` first and moved into place together at the end, so a
+    failure (a full disk) leaves neither a half set nor a mix of old and new files."""
     out = Path(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".projection-", dir=out))
+    try:
+        written = _write_outputs(staging, result, affine, generator, config, source, coverage, plot, template)
+        for path in written.values():
+            os.replace(path, out / path.name)
+        return {key: out / path.name for key, path in written.items()}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_outputs(out: Path, result: ProjectionResult, affine: np.ndarray, generator: Any, config: ProjectionConfig,
+                   source: str, coverage: Optional[float], plot: bool, template: Optional[str]) -> Dict[str, Path]:
+    """write_projection_outputs' files, in `out`, the report last."""
     metadata = {"source": source, "model": str(generator.source), "model_content_sha256": generator.checkpoint.sha256 or None,
                 "model_weights_sha256": weights_sha256(generator.checkpoint),
                 "config": dataclasses.asdict(config), "affine": np.asarray(affine).tolist(), "scan_coverage": coverage,
@@ -170,11 +192,11 @@ def write_projection_outputs(out_dir: Union[str, Path], result: ProjectionResult
     spacing = spacing_of(affine)
     pictures = np.concatenate([mip_panel(result.target, spacing), mip_panel(result.reconstruction, spacing)], axis=0)
     paths["mips"] = save_png(files["mips"], pictures)
+    if plot:
+        paths["plot"] = convergence_plot(files["plot"], result)
     report = dict(metadata, metrics=result.metrics, steps=len(result.history),
                   final_loss=result.history[-1]["loss"] if result.history else None)
     paths["report"] = write_json(files["report"], report)
-    if plot:
-        paths["plot"] = convergence_plot(files["plot"], result)
     return paths
 
 

@@ -81,6 +81,10 @@ def test_saved_projection_reproduces_the_reconstruction(generator, result, tmp_p
     again = generator.synthesize(latent.ws[None], noise=latent.noise, precision="fp32").clamp(0, 1).numpy()[0]
     np.testing.assert_allclose(again, result.reconstruction, atol=1e-5)
     assert latent.metadata["metrics"]["correlation"] == pytest.approx(result.metrics["correlation"])
+    from CircleOfWillisGANLib.errors import InputError
+
+    with pytest.raises(InputError, match="projection.json is not a projection's latent: pass the projection.safetensors"):
+        load_projection(paths["report"])
 
 
 def test_a_scan_already_on_the_model_grid_reaches_it_unchanged(tmp_path):
@@ -204,6 +208,32 @@ def test_cowgan_project_writes_latent_reconstruction_error_map_and_quality(gener
     report = load_projection(out).metadata
     assert report["metrics"]["correlation"] > 0.9 and 0.0 <= report["metrics"]["vessel_dice"] <= 1.0
     assert (out / "error.nii.gz").is_file() and (out / "convergence.png").is_file()
+
+
+def test_a_failed_write_leaves_no_part_of_a_projection_and_keeps_the_earlier_one(generator, result, tmp_path, monkeypatch):
+    import CircleOfWillisGANLib.projection_io as projection_io
+
+    earlier = write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, plot=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full_disk(path, result):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(projection_io, "convergence_plot", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, plot=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing new, no hidden leftovers
+    assert sorted(p.name for p in earlier.values()) == sorted(before)
+
+
+def test_cowgan_project_names_its_steps_option_when_the_steps_are_unusable(tmp_path, capsys):
+    from cowgan.main import main
+
+    scan = save_volume(tmp_path / "scan.nii.gz", np.random.default_rng(0).random((8, 16, 16)), default_affine((8, 16, 16)))
+    for steps in (["0", "0", "0"], ["-5", "10", "10"]):
+        assert main(["project", "--volume", str(scan), "--out", str(tmp_path / "out"), "--steps", *steps]) == 2
+        assert f"--steps {' '.join(steps)}: give the w, w+ and noise phases' steps" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_panel_moves_its_sliders_around_a_loaded_projection(generator, result, tmp_path):

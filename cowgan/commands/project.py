@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from CircleOfWillisGANLib.errors import InputError, require
-    from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite
+    from CircleOfWillisGANLib.export import output_folder, prepare_output_dir, refuse_overwrite
     from CircleOfWillisGANLib.generator import load_generator
     from CircleOfWillisGANLib.preprocess import scan_on_model_grid, simpleitk
     from CircleOfWillisGANLib.projection import ProjectionConfig, project
@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = ProjectionConfig(seed=args.seed)
     if args.steps is not None:
+        if min(args.steps) < 0 or sum(args.steps) < 1:
+            raise InputError(f"--steps {' '.join(map(str, args.steps))}: give the w, w+ and noise phases' steps as "
+                             "whole numbers of 0 or more, at least one of them above 0 (default 200 200 100)")
         config = dataclasses.replace(config, w_steps=args.steps[0], wplus_steps=args.steps[1], noise_steps=args.steps[2])
     simpleitk()
     require("matplotlib", "the projection's convergence plot", "matplotlib")
@@ -55,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
                               None if args.template is None else Path(args.template))
     with tqdm(total=config.total_steps, desc="projecting", unit="step", disable=None) as bar:
         result = project(gen, scan.volume, config, progress=lambda i, n: bar.update(i - bar.n))
-    out = prepare_output_dir(args.out)
-    paths = write_projection_outputs(out, result, scan.affine, gen, config, source=str(Path(args.volume).resolve()),
-                                     coverage=scan.coverage,
-                                     template=str(Path(args.template).resolve()) if args.template else None)
+    with output_folder(args.out) as out:  # a failed write leaves no folder this made
+        paths = write_projection_outputs(out, result, scan.affine, gen, config, source=str(Path(args.volume).resolve()),
+                                         coverage=scan.coverage,
+                                         template=str(Path(args.template).resolve()) if args.template else None)
     m = result.metrics
     print(f"wrote {out}: correlation {m['correlation']:.4f}, vessel Dice {m['vessel_dice']:.4f} (threshold "
           f"{m['vessel_threshold']:.3f}), mean absolute error {m['mae']:.4f}; latent {paths['latent'].name}")
