@@ -107,6 +107,9 @@ def _classifier(args: argparse.Namespace, out: Path, shape: tuple, spacing: tupl
             raise InputError(f"classifier {args.classifier} was trained on volumes of shape {classifier.shape}"
                              f"{f' at {trained_spacing} mm' if trained_spacing else ''} but the model makes {shape} at "
                              f"{tuple(round(s, 4) for s in spacing)} mm: train one on the model's grid with --labelled DIR")
+        if not trained_spacing:
+            log.warning("classifier %s does not record the spacing it was trained at (an older file): its calls are "
+                        "only right if that was the model's %s mm", args.classifier, round(float(spacing[0]), 4))
         return classifier
     if args.classifier_epochs < 1:
         raise InputError(f"--classifier-epochs {args.classifier_epochs} must be at least 1 (default 20)")
