@@ -25,6 +25,8 @@ METHOD = "named"
 MIN_PER_CLASS = 5  # samples of each class needed to fit a boundary
 MIN_INDEPENDENCE = 0.1  # part of a boundary normal outside the other normals' span needed to name a direction of its own
 SPAN_TOLERANCE = 1e-9  # singular values below this fraction of the largest add no direction to a span
+BOUNDARY_HELD_OUT = 5  # every 5th sample is kept out of the boundary's fit to measure it
+MIN_BOUNDARY_ACCURACY = 0.6  # held-out balanced accuracy below which a boundary does not predict the calls
 MIN_CLASSIFIER_ACCURACY = 0.75  # held-out balanced accuracy below which the classifier's calls of a variant are noise
 Progress = Callable[[int, int], None]
 
@@ -36,7 +38,7 @@ class BoundaryFit:
     keys: List[str]
     normals: torch.Tensor  # (V, latent) unit vectors, orthogonalised against each other
     sigmas: List[float]  # standard deviation of the samples' w along each normal
-    accuracy: Dict[str, float]  # balanced accuracy of each boundary on the samples' classifier calls
+    accuracy: Dict[str, Optional[float]]  # balanced accuracy of each boundary on held-out samples' calls (None: unmeasured)
     prevalence: Dict[str, float]  # share of samples the classifier calls present
     skipped: Dict[str, str]  # variants without a boundary, and why
 
@@ -126,8 +128,13 @@ def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: 
             skipped[key] = (f"{problems[key]} (need {MIN_PER_CLASS} of each): use more samples or a model that makes "
                             "this variant")
             continue
-        weights, bias = fit_logistic(x, y, l2)
-        accuracy[key] = balanced_accuracy(y, (x @ weights + bias) >= 0)
+        accuracy[key] = _held_out_accuracy(x, y, l2)
+        if accuracy[key] is not None and accuracy[key] < MIN_BOUNDARY_ACCURACY:
+            problems[key] = (f"its boundary in W calls unseen samples with a balanced accuracy of {accuracy.pop(key):.2f}"
+                             f" (need {MIN_BOUNDARY_ACCURACY})")
+            skipped[key] = f"{problems[key]}: use more samples (--samples), several times the latent size"
+            continue
+        weights, _ = fit_logistic(x, y, l2)
         normal = torch.from_numpy(weights)  # the score's gradient in W (one scale for all dimensions)
         normals.append(normal / normal.norm())
         fitted.append(key)
@@ -148,6 +155,18 @@ def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: 
     sigmas = [float((w.double() @ n.double()).std()) for n in ortho]
     prevalence = {key: float(np.asarray(calls)[:, v].mean()) for v, key in enumerate(keys)}
     return BoundaryFit(fitted, ortho, sigmas, accuracy, prevalence, skipped)
+
+
+def _held_out_accuracy(x: np.ndarray, y: np.ndarray, l2: float) -> Optional[float]:
+    """Balanced accuracy of a boundary fitted without every BOUNDARY_HELD_OUT-th sample, on those samples: with
+    fewer samples than dimensions of W a boundary separates its own samples perfectly whatever the calls, so only
+    unseen ones say whether it predicts them (None when the held-out samples show one class only)."""
+    held = np.zeros(len(y), bool)
+    held[::BOUNDARY_HELD_OUT] = True
+    if min(y[~held].sum(), (1 - y[~held]).sum()) < 1:
+        return None
+    weights, bias = fit_logistic(x[~held], y[~held], l2)
+    return balanced_accuracy(y[held], (x[held] @ weights + bias) >= 0)
 
 
 def sample_calls(generator: Any, classifier: VariantClassifier, samples: int, seed: int = 0, psi: float = 1.0,

@@ -142,6 +142,17 @@ def test_a_variant_seen_on_one_side_only_gets_no_direction_and_a_reason():
     assert fit.keys == ["acom"] and "a1_left" in fit.skipped and "samples" in fit.skipped["a1_left"]
 
 
+def test_a_boundary_is_judged_on_samples_it_was_not_fitted_to():
+    rng = np.random.default_rng(0)
+    w = torch.tensor(rng.normal(size=(60, 256)))  # fewer samples than dimensions: any calls separate perfectly
+    calls = np.stack([(w[:, 0] > 0).numpy(), rng.integers(0, 2, 60)], 1).astype(int)
+    fit = fit_boundaries(w, calls, ["pcom_left", "acom"])
+    assert "acom" not in fit.keys and "calls unseen samples with a balanced accuracy of" in fit.skipped["acom"]
+    w = torch.tensor(rng.normal(size=(600, 16)))
+    fit = fit_boundaries(w, (w[:, :1] > 0).numpy().astype(int), ["pcom_left"])
+    assert fit.keys == ["pcom_left"] and fit.accuracy["pcom_left"] > 0.9
+
+
 def test_a_variant_the_classifier_calls_near_chance_gets_no_direction_and_a_reason():
     w = torch.randn(200, 4)
     calls = np.stack([(w[:, 0] > 0).numpy(), (w[:, 1] > 0).numpy()], 1).astype(int)

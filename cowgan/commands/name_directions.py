@@ -82,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
         save_checkpoint(out, gen.checkpoint)
     print(f"wrote {out} with {len(directions)} named directions:")
     for d, key in zip(directions, fit.keys):
-        print(f"  {d.label}: present in {fit.prevalence[key]:.0%} of samples, boundary balanced accuracy "
-              f"{fit.accuracy[key]:.3f}")
+        measured = "unmeasured" if fit.accuracy[key] is None else f"{fit.accuracy[key]:.3f}"
+        print(f"  {d.label}: present in {fit.prevalence[key]:.0%} of samples, boundary balanced accuracy on held-out "
+              f"samples {measured}")
     for key, reason in fit.skipped.items():
         print(f"  no direction for {key}: {reason}")
     return 0
