@@ -41,7 +41,7 @@ class ProjectionConfig:
     candidates: int = 32             # random w tried before phase 1; the best one starts the optimisation
     vessel_weight: float = 4.0       # extra weight of voxels brighter than the target's vessel threshold
     structure_weight: float = 1.0    # weight of the gradient (edge) term against the intensity term
-    w_prior_weight: float = 1e-3     # pull of w towards the model's distribution of w
+    w_prior_weight: float = 1e-3     # pull of w (the mean over blocks) towards the model's distribution of w
     wplus_spread_weight: float = 1e-2  # pull of the per-block w+ towards their mean
     noise_prior_weight: float = 1e-2   # pull of the noise towards its starting values
     prior_samples: int = 2000        # mapped samples that estimate the distribution of w
@@ -77,6 +77,7 @@ class ProjectionResult:
     target: np.ndarray                  # (D, H, W) float32 in [0, 1]
     history: List[Dict[str, Any]]       # one record per step: step, phase, loss, intensity, structure
     metrics: Dict[str, float]
+    precision: str = "fp32"             # what the optimisation passes ran in (config.precision "auto" resolved)
 
 
 def _gradients(x: torch.Tensor) -> List[torch.Tensor]:
@@ -104,6 +105,16 @@ def vessel_loss(x: torch.Tensor, target: torch.Tensor, vessel_mask: torch.Tensor
     return {"intensity": intensity, "structure": structure, "loss": intensity + structure_weight * structure}
 
 
+def beyond_samples_note(metrics: Dict[str, float]) -> Optional[str]:
+    """A note when a projection's w+ lies farther from the model's centre than any of its samples (the named
+    boundaries were fitted on samples, so there the sliders act less reliably), else None."""
+    farthest, samples = metrics.get("w_distance_max"), metrics.get("w_distance_max_of_samples")
+    if farthest is None or samples is None or farthest <= samples:
+        return None
+    return (f"its w+ lies beyond every sample of the model (block distance {farthest:.2f} against at most "
+            f"{samples:.2f}), where the sliders act less reliably")
+
+
 def reconstruction_metrics(target: np.ndarray, reconstruction: np.ndarray) -> Dict[str, float]:
     """Pearson correlation, mean absolute error and vessel Dice (both thresholded at the target's vessel level)."""
     t = np.asarray(target, np.float64).ravel()
@@ -129,7 +140,12 @@ class _Prior:
         self.samples = w
 
     def distance(self, w: torch.Tensor) -> torch.Tensor:
-        return ((w - self.mean) / self.std).square().mean()
+        """Mean squared standardised distance of w (..., latent) from the centre: about 1 for the model's samples."""
+        return ((w - self.mean.to(w.device)) / self.std.to(w.device)).square().mean()
+
+    def block_distances(self, ws: torch.Tensor) -> torch.Tensor:
+        """Root-mean-square standardised distance of each w in `ws` (N, latent), to compare w+ blocks with samples."""
+        return ((ws - self.mean.to(ws.device)) / self.std.to(ws.device)).square().mean(-1).sqrt()
 
 
 def optimisation_precision(precision: str, device: torch.device) -> Tuple[torch.dtype, bool]:
@@ -215,8 +231,13 @@ def project(generator: Any, target: np.ndarray, config: ProjectionConfig = Proje
     ws = (mean + u.detach() * std).expand(-1, num_ws, -1)
     with torch.no_grad():
         reconstruction = synth(ws, final_noise, exact=True).clamp(0.0, 1.0)[0, 0].float().cpu().numpy()
+        without_fitted_noise = synth(ws, noise0, exact=True).clamp(0.0, 1.0)[0, 0].float().cpu().numpy()
+    metrics = reconstruction_metrics(target_np, reconstruction)
+    metrics["vessel_dice_with_start_noise"] = reconstruction_metrics(target_np, without_fitted_noise)["vessel_dice"]
+    metrics["w_distance_max"] = float(prior.block_distances(ws[0].cpu()).max())
+    metrics["w_distance_max_of_samples"] = float(prior.block_distances(prior.samples).max())
     return ProjectionResult(ws[0].float().cpu().clone(), final_noise.float().cpu(), reconstruction, target_np, history,
-                            reconstruction_metrics(target_np, reconstruction))
+                            metrics, "bf16" if dtype == torch.bfloat16 else "fp32")
 
 
 @torch.no_grad()

@@ -21,8 +21,8 @@ from .checkpoint import weights_sha256
 from .preprocess import SUFFIXES
 from .errors import InputError, require
 from .files import atomic_write, save_safetensors, write_json
-from .mip import mip_panel, save_png
-from .projection import ProjectionConfig, ProjectionResult
+from .mip import contact_sheet, mip_panel, save_png
+from .projection import ProjectionConfig, ProjectionResult, beyond_samples_note
 from .volume_io import save_volume, spacing_of
 
 LATENT_FILE = "projection.safetensors"
@@ -86,6 +86,9 @@ def describe_projection(latent: ProjectedLatent) -> str:
     coverage = info.get("scan_coverage")
     if coverage is not None and coverage < MIN_COVERAGE:
         text += f"; the scan filled only {coverage:.0%} of the model's grid"
+    beyond = beyond_samples_note(metrics)
+    if beyond:
+        text += f"; {beyond}"
     return text
 
 
@@ -182,7 +185,8 @@ def _write_outputs(out: Path, result: ProjectionResult, affine: np.ndarray, gene
     """write_projection_outputs' files, in `out`, the report last."""
     metadata = {"source": source, "model": str(generator.source), "model_content_sha256": generator.checkpoint.sha256 or None,
                 "model_weights_sha256": weights_sha256(generator.checkpoint),
-                "config": dataclasses.asdict(config), "affine": np.asarray(affine).tolist(), "scan_coverage": coverage,
+                "config": dataclasses.asdict(config), "precision_used": result.precision,
+                "affine": np.asarray(affine).tolist(), "scan_coverage": coverage,
                 "template": template}
     files = {key: out / name for key, name in OUTPUT_FILES.items()}
     paths = {"latent": save_projection(files["latent"], result, metadata),
@@ -190,7 +194,8 @@ def _write_outputs(out: Path, result: ProjectionResult, affine: np.ndarray, gene
              "reconstruction": save_volume(files["reconstruction"], result.reconstruction, affine),
              "error": save_volume(files["error"], result.reconstruction - result.target, affine)}
     spacing = spacing_of(affine)
-    pictures = np.concatenate([mip_panel(result.target, spacing), mip_panel(result.reconstruction, spacing)], axis=0)
+    pictures = contact_sheet([mip_panel(result.target, spacing), mip_panel(result.reconstruction, spacing)], columns=1,
+                             captions=["target", "reconstruction"])
     paths["mips"] = save_png(files["mips"], pictures)
     if plot:
         paths["plot"] = convergence_plot(files["plot"], result)

@@ -17,7 +17,7 @@ from typing import List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from CircleOfWillisGANLib.directions import directions_for  # noqa: E402
-from CircleOfWillisGANLib.errors import script_exit_code  # noqa: E402
+from CircleOfWillisGANLib.errors import InputError, script_exit_code  # noqa: E402
 from CircleOfWillisGANLib.files import write_json  # noqa: E402
 from CircleOfWillisGANLib.generator import load_generator  # noqa: E402
 from CircleOfWillisGANLib.named_directions import measure_edits, named  # noqa: E402
@@ -37,7 +37,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     gen = load_generator(args.model, device=args.device)
     directions = directions_for(gen)
     if not named(directions):
-        raise SystemExit(f"{args.model} has no named directions: run `cowgan name-directions` first")
+        raise InputError(f"{args.model} has no named directions: run `cowgan name-directions` first")
     reports = measure_edits(gen, load_classifier(args.classifier), directions, args.n, args.amount, args.seed)
     for r in reports:
         pooled = "n/a" if r.others_kept is None else f"{r.others_kept:.0%}"

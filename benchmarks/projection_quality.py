@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from CircleOfWillisGANLib.directions import directions_for  # noqa: E402
-from CircleOfWillisGANLib.errors import script_exit_code  # noqa: E402
+from CircleOfWillisGANLib.errors import InputError, script_exit_code  # noqa: E402
 from CircleOfWillisGANLib.files import write_json  # noqa: E402
 from CircleOfWillisGANLib.generator import load_generator  # noqa: E402
 from CircleOfWillisGANLib.named_directions import measure_edits_around, named  # noqa: E402
@@ -42,6 +42,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--set-seed", type=int, default=9001, help="phantom set seed, held out from training")
     parser.add_argument("--steps", type=int, nargs=3, default=None, metavar=("W", "WPLUS", "NOISE"))
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change a ProjectionConfig setting, e.g. --set noise_correlation_weight=100 (repeatable)")
     parser.add_argument("--classifier", help="variant classifier: also measure variant calls and named sliders")
     parser.add_argument("--amount", type=float, default=3.0, help="named slider move in standard deviations")
     parser.add_argument("--device", default="auto")
@@ -50,11 +52,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     gen = load_generator(args.model, device=args.device)
     classifier = load_classifier(args.classifier) if args.classifier else None
     if classifier is not None and classifier.shape != tuple(gen.arch.output_shape):
-        raise SystemExit(f"{args.classifier} calls volumes of shape {classifier.shape}, the model makes "
+        raise InputError(f"{args.classifier} calls volumes of shape {classifier.shape}, the model makes "
                          f"{tuple(gen.arch.output_shape)}: pass the classifier trained for this model")
     config = ProjectionConfig()
     if args.steps:
         config = dataclasses.replace(config, w_steps=args.steps[0], wplus_steps=args.steps[1], noise_steps=args.steps[2])
+    config = _with_settings(config, args.set)
     phantom_config = PhantomConfig(shape=tuple(gen.arch.output_shape), spacing_mm=spacing_of(gen.affine))
     cases, results, truths = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,9 +70,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             results.append(result)
             truths.append(targets_from_phantom(phantom.variants.as_dict()))
             cases.append(dict(case=i, seconds=round(time.perf_counter() - start, 2), **result.metrics))
-            print(f"case {i}: correlation {result.metrics['correlation']:.4f}, vessel Dice {result.metrics['vessel_dice']:.4f}")
+            m = result.metrics
+            print(f"case {i}: correlation {m['correlation']:.4f}, vessel Dice {m['vessel_dice']:.4f}"
+                  + (f" ({m['vessel_dice_with_start_noise']:.4f} with the starting noise), largest block distance "
+                     f"{m['w_distance_max']:.2f} (samples' {m['w_distance_max_of_samples']:.2f})"
+                     if "w_distance_max" in m else ""))
     summary = {key: {"mean": statistics.mean(c[key] for c in cases), "median": statistics.median(c[key] for c in cases),
-                     "min": min(c[key] for c in cases)} for key in ("correlation", "vessel_dice", "mae")}
+                     "min": min(c[key] for c in cases), "max": max(c[key] for c in cases)}
+               for key in ("correlation", "vessel_dice", "mae", "vessel_dice_with_start_noise", "w_distance_max")
+               if all(key in c for c in cases)}
     report = {"model": gen.source, "model_content_sha256": gen.checkpoint.sha256, "cases": len(cases),
               "set_seed": args.set_seed, "config": dataclasses.asdict(config), "device": str(gen.device),
               "summary": summary, "per_case": cases}
@@ -81,6 +90,22 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"{summary['correlation']['min']:.4f}), vessel Dice mean {summary['vessel_dice']['mean']:.4f} (min "
           f"{summary['vessel_dice']['min']:.4f}); report {path}")
     return 0
+
+
+def _with_settings(config: ProjectionConfig, settings: List[str]) -> ProjectionConfig:
+    """`config` with FIELD=VALUE settings applied (values parsed as the field's type)."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    changes: Dict[str, Any] = {}
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        if name not in fields or not value:
+            raise InputError(f"--set {setting}: use FIELD=VALUE with one of {', '.join(fields)}")
+        kind = type(getattr(config, name))
+        try:
+            changes[name] = kind(value)
+        except ValueError:
+            raise InputError(f"--set {setting}: {name} takes a {kind.__name__}") from None
+    return dataclasses.replace(config, **changes)
 
 
 def _variant_report(gen: Any, classifier: Any, results: List[Any], truths: List[Dict[str, int]],
@@ -101,7 +126,9 @@ def _variant_report(gen: Any, classifier: Any, results: List[Any], truths: List[
               f"(the target's own call in {c['target_call_matches_truth']:.0%})")
     sliders = []
     directions = named(directions_for(gen))
-    if directions:
+    if not directions:
+        print(f"{gen.source} has no named directions (`cowgan name-directions` adds them): no slider report")
+    else:
         ws = torch.stack([r.ws for r in results])
         noise = torch.cat([r.noise for r in results])
         for r in measure_edits_around(gen, classifier, directions, ws, noise, amount):

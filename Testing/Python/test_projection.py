@@ -44,6 +44,31 @@ def test_projection_recovers_a_volume_the_model_made(generator, own_volume, resu
     assert result.ws.shape == (generator.num_ws, generator.arch.latent_dim)
 
 
+def test_the_report_says_how_much_the_reconstruction_leans_on_the_fitted_noise_and_how_far_w_plus_went(generator,
+                                                                                                       own_volume, result):
+    from CircleOfWillisGANLib.projection import _Prior
+
+    m = result.metrics
+    start = generator.synthesize(result.ws[None], noise=generator.noise([FAST.seed]), precision="fp32").clamp(0, 1)
+    assert m["vessel_dice_with_start_noise"] == pytest.approx(reconstruction_metrics(own_volume, start.numpy()[0])["vessel_dice"])
+    prior = _Prior(generator, FAST.prior_samples, FAST.seed)
+    assert m["w_distance_max"] == pytest.approx(float(prior.block_distances(result.ws).max()), rel=1e-5)
+    assert 0.5 < m["w_distance_max_of_samples"] == pytest.approx(float(prior.block_distances(prior.samples).max()))
+    assert result.precision == "fp32"
+
+
+def test_a_projection_beyond_every_sample_of_the_model_is_named_where_it_is_shown():
+    from CircleOfWillisGANLib.projection import beyond_samples_note
+    from CircleOfWillisGANLib.projection_io import ProjectedLatent, describe_projection
+
+    inside = {"correlation": 0.9, "vessel_dice": 0.8, "w_distance_max": 2.0, "w_distance_max_of_samples": 3.5}
+    assert beyond_samples_note(inside) is None and beyond_samples_note({}) is None
+    beyond = dict(inside, w_distance_max=4.2)
+    assert beyond_samples_note(beyond).startswith("its w+ lies beyond every sample of the model (block distance 4.20")
+    text = describe_projection(ProjectedLatent(None, None, {"source": "/data/TOF.nii.gz", "metrics": beyond}))
+    assert text.startswith("projection of TOF.nii.gz (correlation 0.90") and "sliders act less reliably" in text
+
+
 def test_metrics_are_perfect_for_identical_volumes(own_volume):
     metrics = reconstruction_metrics(own_volume, own_volume)
     assert metrics["correlation"] == pytest.approx(1.0) and metrics["vessel_dice"] == 1.0 and metrics["mae"] == 0.0

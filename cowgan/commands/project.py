@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.export import output_folder, prepare_output_dir, refuse_overwrite
     from CircleOfWillisGANLib.generator import load_generator
     from CircleOfWillisGANLib.preprocess import scan_on_model_grid, simpleitk
-    from CircleOfWillisGANLib.projection import ProjectionConfig, project
+    from CircleOfWillisGANLib.projection import ProjectionConfig, beyond_samples_note, project
     from CircleOfWillisGANLib.projection_io import OUTPUT_FILES, write_projection_outputs
     from CircleOfWillisGANLib.volume_io import spacing_of
 
@@ -64,5 +64,9 @@ def run(args: argparse.Namespace) -> int:
                                          template=str(Path(args.template).resolve()) if args.template else None)
     m = result.metrics
     print(f"wrote {out}: correlation {m['correlation']:.4f}, vessel Dice {m['vessel_dice']:.4f} (threshold "
-          f"{m['vessel_threshold']:.3f}), mean absolute error {m['mae']:.4f}; latent {paths['latent'].name}")
+          f"{m['vessel_threshold']:.3f}; {m['vessel_dice_with_start_noise']:.4f} without the fitted noise), mean "
+          f"absolute error {m['mae']:.4f}; latent {paths['latent'].name}")
+    beyond = beyond_samples_note(m)
+    if beyond:
+        print(f"note: {beyond}")
     return 0
