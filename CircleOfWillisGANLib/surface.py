@@ -104,7 +104,7 @@ def _check_level(threshold: object, volume: np.ndarray) -> float:
 
 
 def save_surface(surface, path: Union[str, Path]) -> Path:
-    """Write vtkPolyData in RAS as .vtp, .stl, .obj or .ply (chosen by suffix), atomically.
+    """Write vtkPolyData given in RAS (as vessel_surface makes it) as .vtp, .stl, .obj or .ply, by suffix, atomically.
 
     The file holds LPS coordinates marked "SPACE=LPS", as 3D Slicer writes models: Slicer reads an unmarked
     mesh as LPS, and ITK-based tools assume LPS, so a RAS file would load mirrored beside its NIfTI volume."""

@@ -3,8 +3,8 @@
 It runs under PySide6 (`cowgan turing rate`, the tests) and PythonQt (3D Slicer): it receives the Qt namespace
 and the .ui's widgets by object name and never imports a Qt binding. Showing a case is the host's job, through
 a viewer with `show_case(path, display)`, `hide_case()` (blank during the session, e.g. at the time limit) and
-`close()` (blank, and give back whatever showing cases changed in the host's views); every string it puts on screen comes from here and
-is built from the neutral session files only.
+`close()` (blank, and give back whatever showing cases changed in the host's views); every string it puts on
+screen comes from here and is built from the neutral session files only.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ class RaterPanelController:
         start fields, so that Start resumes the session (e.g. after Slicer closed the scene)."""
         self.timer.stop()
         was_open = self.session is not None
-        if self.session is not None:
+        if was_open:
             self.session.close()
             self.session = None
         self.case = None
