@@ -120,6 +120,9 @@ def test_rater_panel_text_does_not_vary_with_the_truth(session, tmp_path):
         def hide_case(self):
             pass
 
+        def close(self):
+            pass
+
     root, ui = load_panel_pyside6(str(default_ui_path()))
     controller = RaterPanelController(ui, pyside6_qt(), Viewer())
     ui.sessionFolderLineEdit.setText(str(created.folder))
