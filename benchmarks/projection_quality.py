@@ -43,7 +43,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--set-seed", type=int, default=9001, help="phantom set seed, held out from training")
     parser.add_argument("--steps", type=int, nargs=3, default=None, metavar=("W", "WPLUS", "NOISE"))
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="change a ProjectionConfig setting, e.g. --set noise_correlation_weight=100 (repeatable)")
+                        help="change a ProjectionConfig setting, e.g. --set noise_prior_weight=0.1 (repeatable)")
     parser.add_argument("--classifier", help="variant classifier: also measure variant calls and named sliders")
     parser.add_argument("--amount", type=float, default=3.0, help="named slider move in standard deviations")
     parser.add_argument("--device", default="auto")
