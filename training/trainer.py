@@ -283,15 +283,15 @@ class Trainer:
         """(failed, overflowed) as 0/1: failed if a loss is not finite, or (without a loss scaler, which skips such
         steps itself) a gradient; with a scaler, a non-finite penalty beside a finite loss (losses[0]) overflowed
         under the scale instead."""
+        no, yes = losses.new_zeros((), dtype=torch.float64), losses.new_ones((), dtype=torch.float64)
         if scaler.is_enabled() and bool(torch.isfinite(losses[0])) and not bool(torch.isfinite(losses[1:]).all()):
-            return torch.zeros((), dtype=torch.float64, device=losses.device), torch.ones((), dtype=torch.float64,
-                                                                                       device=losses.device)
+            return no, yes
         bad = ~torch.isfinite(losses).all()
         if not scaler.is_enabled():
             grads = [p.grad for p in net.parameters() if p.grad is not None]
             if grads:
                 bad = bad | ~torch.isfinite(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).all()
-        return bad.double(), torch.zeros((), dtype=torch.float64, device=losses.device)
+        return bad.double(), no
 
     @torch.no_grad()
     def _update_ema(self) -> None:
