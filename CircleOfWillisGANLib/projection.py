@@ -75,8 +75,9 @@ class ProjectionResult:
     noise: torch.Tensor                 # (1, ...) in the model's noise convention
     reconstruction: np.ndarray          # (D, H, W) float32 in [0, 1]
     target: np.ndarray                  # (D, H, W) float32 in [0, 1]
-    history: List[Dict[str, Any]]       # one record per step: step, phase, loss, intensity, structure
+    history: List[Dict[str, Any]]       # one record per step (before its update): step, phase, loss, intensity, structure
     metrics: Dict[str, float]
+    final_loss: float                   # the loss of the returned w+ and noise, in fp32
     precision: str = "fp32"             # what the optimisation passes ran in (config.precision "auto" resolved)
 
 
@@ -192,8 +193,8 @@ def project(generator: Any, target: np.ndarray, config: ProjectionConfig = Proje
             return leaky_clamp(generator.model.synthesis(ws, noise, torch.float32, False))
         return leaky_clamp(generator.model.synthesis(ws, noise, dtype, channels_last).float())
 
-    def losses(ws: torch.Tensor, noise: torch.Tensor) -> Dict[str, torch.Tensor]:
-        out = vessel_loss(synth(ws, noise), t, mask, config.vessel_weight, config.structure_weight)
+    def losses(ws: torch.Tensor, noise: torch.Tensor, exact: bool = False) -> Dict[str, torch.Tensor]:
+        out = vessel_loss(synth(ws, noise, exact), t, mask, config.vessel_weight, config.structure_weight)
         spread = ((ws - ws.mean(1, keepdim=True)) / std).square().mean()
         out["loss"] = (out["loss"] + config.w_prior_weight * prior.distance(ws.mean(1))
                        + config.wplus_spread_weight * spread
@@ -232,12 +233,13 @@ def project(generator: Any, target: np.ndarray, config: ProjectionConfig = Proje
     with torch.no_grad():
         reconstruction = synth(ws, final_noise, exact=True).clamp(0.0, 1.0)[0, 0].float().cpu().numpy()
         without_fitted_noise = synth(ws, noise0, exact=True).clamp(0.0, 1.0)[0, 0].float().cpu().numpy()
+        final_loss = float(losses(ws, final_noise, exact=True)["loss"])
     metrics = reconstruction_metrics(target_np, reconstruction)
     metrics["vessel_dice_with_start_noise"] = reconstruction_metrics(target_np, without_fitted_noise)["vessel_dice"]
     metrics["w_distance_max"] = float(prior.block_distances(ws[0].cpu()).max())
     metrics["w_distance_max_of_samples"] = float(prior.block_distances(prior.samples).max())
     return ProjectionResult(ws[0].float().cpu().clone(), final_noise.float().cpu(), reconstruction, target_np, history,
-                            metrics, "bf16" if dtype == torch.bfloat16 else "fp32")
+                            metrics, final_loss, "bf16" if dtype == torch.bfloat16 else "fp32")
 
 
 @torch.no_grad()

@@ -130,11 +130,13 @@ def check_projection_fits(latent: ProjectedLatent, generator: Any) -> None:
                          "project the volume again with this model")
     weights = latent.metadata.get("model_weights_sha256")  # older projections hold only the file's content checksum
     sha = latent.metadata.get("model_content_sha256")
+    if not weights and not sha:
+        raise InputError("the projection does not say which model made it (no model checksum in its metadata): "
+                         "project the volume again with `cowgan project` or the panel")
     if (weights and weights != weights_sha256(generator.checkpoint)
             or not weights and sha and generator.checkpoint.sha256 and sha != generator.checkpoint.sha256):
         raise InputError("the projection was made with another model (its weights differ): load that model, "
                          "or project the volume again with this one")
-
 
 
 def convergence_plot(path: Union[str, Path], result: ProjectionResult) -> Path:
@@ -199,8 +201,7 @@ def _write_outputs(out: Path, result: ProjectionResult, affine: np.ndarray, gene
     paths["mips"] = save_png(files["mips"], pictures)
     if plot:
         paths["plot"] = convergence_plot(files["plot"], result)
-    report = dict(metadata, metrics=result.metrics, steps=len(result.history),
-                  final_loss=result.history[-1]["loss"] if result.history else None)
+    report = dict(metadata, metrics=result.metrics, steps=len(result.history), final_loss=result.final_loss)
     paths["report"] = write_json(files["report"], report)
     return paths
 

@@ -112,6 +112,27 @@ def test_saved_projection_reproduces_the_reconstruction(generator, result, tmp_p
         load_projection(paths["report"])
 
 
+def test_the_reported_final_loss_is_the_loss_of_the_returned_latent_not_of_the_step_before(generator, result, tmp_path):
+    import dataclasses
+    import json
+
+    import torch
+
+    from CircleOfWillisGANLib.projection import leaky_clamp, vessel_loss
+
+    unregularised = dataclasses.replace(FAST, w_prior_weight=0.0, wplus_spread_weight=0.0, noise_prior_weight=0.0)
+    fitted = project(generator, result.target, unregularised)
+    again = generator.synthesize(fitted.ws[None], noise=fitted.noise, precision="fp32")[:, None]
+    target = torch.from_numpy(result.target)[None, None]
+    mask = (target >= result.metrics["vessel_threshold"]).float()
+    expected = vessel_loss(leaky_clamp(again), target, mask, FAST.vessel_weight, FAST.structure_weight)["loss"]
+    assert fitted.final_loss == pytest.approx(float(expected), rel=1e-4)
+    assert fitted.final_loss != fitted.history[-1]["loss"]
+    paths = write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, plot=False)
+    report = json.loads(paths["report"].read_text())
+    assert report["final_loss"] == pytest.approx(result.final_loss) and report["steps"] == FAST.total_steps
+
+
 def test_a_scan_already_on_the_model_grid_reaches_it_unchanged(tmp_path):
     shape, spacing = (8, 16, 16), (2.0, 2.0, 2.0)
     volume = np.random.default_rng(0).random(shape).astype(np.float32)
@@ -343,6 +364,9 @@ def test_a_projection_belongs_to_the_weights_not_to_the_file_that_held_them(gene
     retrained = CoWGenerator(Checkpoint(ckpt.architecture, state, ckpt.w_avg, {}), "cpu")  # no file checksum at all
     with pytest.raises(InputError, match="made with another model \\(its weights differ\\)"):
         check_projection_fits(latent, retrained)
+    anonymous = dataclasses.replace(latent, metadata={k: v for k, v in latent.metadata.items() if "sha256" not in k})
+    with pytest.raises(InputError, match="does not say which model made it"):
+        check_projection_fits(anonymous, generator)
 
 
 def test_project_refuses_to_write_over_the_scan_it_reads(tmp_path, capsys):
