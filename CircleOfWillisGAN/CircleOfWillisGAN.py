@@ -76,7 +76,7 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.dependenciesGroupBox.setVisible(False)
         self.ui.modelGroupBox.setEnabled(True)  # the controller enables the other sections once a model is loaded
         self.scene = SlicerScene(slicer)
-        self.controller = PanelController(self.ui, qt, show_error=slicer.util.errorDisplay)
+        self.controller = PanelController(self.ui, qt, show_error=slicer.util.errorDisplay, host_holds_gil=True)
         self.controller.views.append(lambda r: self.scene.show(r.volume, r.affine, r.surface))
         self.controller.state_listeners.append(self.logic.saveState)
         saved = self.logic.loadState()

@@ -22,6 +22,7 @@ from .panel_engine import MAX_UI_SEED, SURFACE_FORMATS, PanelEngine, PanelState,
 log = logging.getLogger(__name__)
 DEBOUNCE_MS = 30
 POLL_MS = 15
+GIL_LEND_S = 0.010  # per poll, how long a host that keeps the GIL while idle waits for the worker with it released
 PLAY_STEP = 0.05
 DIRECTION_STEPS = 10  # direction slider ticks per standard deviation
 MODEL_FILTER = "Models (*.safetensors *.pt);;All files (*)"
@@ -39,8 +40,13 @@ class PanelController:
     """Keeps the panel's widgets, a PanelState and the views in step; see the module docstring."""
 
     def __init__(self, ui: Any, qt: Any, load_engine: Optional[Callable[[str, str], PanelEngine]] = None,
-                 show_error: Optional[Callable[[str], None]] = None, debounce_ms: int = DEBOUNCE_MS) -> None:
+                 show_error: Optional[Callable[[str], None]] = None, debounce_ms: int = DEBOUNCE_MS,
+                 host_holds_gil: bool = False) -> None:
         self.ui, self.qt = ui, qt
+        # True under 3D Slicer: PythonQt (thread support off) keeps Python's GIL on the GUI thread while Qt idles, so
+        # the worker runs only while the GUI thread runs Python; each poll then waits for the worker's result with
+        # the GIL released, for up to GIL_LEND_S. PySide6 releases the GIL in its event loop and needs none of this.
+        self.host_holds_gil = host_holds_gil
         self.engine: Optional[PanelEngine] = None
         self.views: List[Callable[[RenderResult], None]] = []  # called on the GUI thread with each new result
         self.state_listeners: List[Callable[[Dict[str, Any]], None]] = []  # e.g. the Slicer parameter node
@@ -474,11 +480,13 @@ class PanelController:
 
     def _drain(self) -> None:
         """Runs on the GUI thread: show finished work, report errors, stop polling when idle."""
+        wait = GIL_LEND_S if self.host_holds_gil and not self.worker.idle else 0.0
         while True:
             try:
-                kind, value, error = self.worker.results.get_nowait()
+                kind, value, error = self.worker.results.get(timeout=wait) if wait else self.worker.results.get_nowait()
             except queue.Empty:
                 break
+            wait = 0.0
             if kind in ("load", "quiet-load"):
                 self._loads_pending = max(0, self._loads_pending - 1)
             if kind == "project":

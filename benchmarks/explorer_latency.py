@@ -2,11 +2,14 @@
 
 Run under a display (e.g. `xvfb-run -a python benchmarks/explorer_latency.py`). Uses the bundled demo model,
 or the demo preset with random weights when no trained demo model is bundled (same size, same cost).
+`--host-holds-gil` idles the GUI thread in C code that keeps Python's GIL, as 3D Slicer's PythonQt does, and
+gives the controller the setting the Slicer module gives it (`--without-lending`: without it, for comparison).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import statistics
 import sys
 import time
@@ -19,6 +22,9 @@ def main() -> int:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--host-holds-gil", action="store_true", help="idle as 3D Slicer does, holding the GIL")
+    parser.add_argument("--without-lending", action="store_true",
+                        help="with --host-holds-gil: the controller does not release the GIL for the worker")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -42,6 +48,9 @@ def main() -> int:
     controller.wait_idle(60, app)
     shown = []
     controller.views.append(lambda result: shown.append(time.perf_counter()))
+    controller.host_holds_gil = args.host_holds_gil and not args.without_lending
+    usleep = ctypes.PyDLL(None).usleep  # a PyDLL call keeps the GIL, like the C++ event loop of PythonQt's host
+    idle = (lambda: usleep(1000)) if args.host_holds_gil else (lambda: time.sleep(0.001))
 
     def release(slider, value) -> float:
         count = len(shown)
@@ -50,7 +59,7 @@ def main() -> int:
         slider.sliderReleased.emit()
         while len(shown) == count or not controller.worker.idle:
             app.processEvents()
-            time.sleep(0.001)
+            idle()
         return shown[-1] - start
 
     psi = window.ui.truncationSlider
@@ -66,7 +75,9 @@ def main() -> int:
         time.sleep(0.05)
         drag.append(release(psi, 90 - i))
     result = controller.last_result
-    print(f"model: {what}; volume {tuple(result.volume.shape)}; torch threads {torch.get_num_threads()}")
+    host = "PySide6" if not args.host_holds_gil else (
+        "emulated PythonQt holding the GIL" + (", no lending" if args.without_lending else ", lending it each poll"))
+    print(f"model: {what}; volume {tuple(result.volume.shape)}; torch threads {torch.get_num_threads()}; host {host}")
     print(f"generate {result.generate_s * 1000:.0f} ms, surface {result.surface_s * 1000:.0f} ms (last frame)")
     for name, values in (("psi slider release", single), ("direction slider release", directions),
                          ("release during a drag", drag)):

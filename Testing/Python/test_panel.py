@@ -339,3 +339,17 @@ def test_exports_wait_for_a_model_that_is_still_loading_and_the_count_clears_aft
     panel.export_volume()
     settle(panel, app)
     assert "Wrote" in panel.ui.statusLabel.text() and any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("host_holds_gil", [False, True])
+def test_under_a_host_that_keeps_the_gil_each_poll_waits_for_the_worker_with_the_gil_released(panel, monkeypatch,
+                                                                                              host_holds_gil):
+    import CircleOfWillisGANLib.panel_controller as panel_controller
+
+    monkeypatch.setattr(panel_controller, "GIL_LEND_S", 5.0)  # far longer than the work: no race with the clock
+    panel.host_holds_gil = host_holds_gil
+    panel.worker.submit("export", lambda progress: f"{sum(i for i in range(2_000_000))} (Python code: needs the GIL)")
+    panel._drain()  # one poll of the GUI thread, right after the work was queued
+    shown = panel.ui.statusLabel.property("text")
+    assert shown.startswith("Wrote 1999999000000") == host_holds_gil
+    panel.wait_idle()
