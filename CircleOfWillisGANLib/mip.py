@@ -7,7 +7,7 @@ coronal seen from the front (right on the left, superior up), sagittal with ante
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -132,11 +132,15 @@ def _fit_caption(draw: Any, text: str, width: int) -> str:
     return ""
 
 
-def save_png(path: Union[str, Path], image: np.ndarray) -> Path:
-    """Write a uint8 grey or RGB image as PNG, atomically."""
-    from PIL import Image
+def save_png(path: Union[str, Path], image: np.ndarray, text: Optional[Dict[str, str]] = None) -> Path:
+    """Write a uint8 grey or RGB image as PNG, atomically, with optional text chunks (e.g. which tool wrote it)."""
+    from PIL import Image, PngImagePlugin
 
-    return atomic_write(path, lambda tmp: Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG"))
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    return atomic_write(path, lambda tmp: Image.fromarray(np.asarray(image, dtype=np.uint8)).save(
+        tmp, format="PNG", pnginfo=info))
 
 
 def save_gif(path: Union[str, Path], frames: List[np.ndarray], fps: float = 10.0) -> Path:

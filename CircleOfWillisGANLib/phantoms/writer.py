@@ -24,18 +24,61 @@ from .phantom import Phantom, PhantomConfig, generate_phantom
 MANIFEST = "manifest.csv"
 PREVIEW = "preview.png"
 PREVIEW_CASES = 16
+PREVIEW_SOFTWARE = "CircleOfWillisGAN phantoms"  # the PNG text that marks a set's preview as written by write_preview
 MANIFEST_FIELDS = ("case", "index", "image", "label", "params", "anterior", "posterior", "complete",
                    "fetal_pca_left", "fetal_pca_right", "pcom_absent_left", "pcom_absent_right", "a1_absent_left",
                    "a1_absent_right", "acom_absent", "acom_duplicated", "third_a2")
 
 
+CASE_FILE = re.compile(r"phantom_\d{5,}(_image|_label)?\.(nii|nii\.gz|json)")
+
+
+def _is_set_manifest(path: Path) -> bool:
+    """Whether `path` is a manifest that write_manifest wrote (its header), not a user's file of the same name."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n") == ",".join(MANIFEST_FIELDS)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def set_files(out: Union[str, Path]) -> List[Path]:
-    """The files of a phantom set already in `out` (cases, manifest, preview): what a new set would mix with."""
+    """The files of a phantom set already in `out` (cases, its manifest, its preview): what a new set would mix
+    with. A manifest.csv without the phantom manifest's header, or a preview.png that write_preview did not mark,
+    is not counted: it is the user's."""
     folder = Path(out)
     if not folder.is_dir():
         return []
-    case = re.compile(r"phantom_\d{5}(_image|_label)?\.(nii|nii\.gz|json)")
-    return sorted(p for p in folder.iterdir() if p.is_file() and (p.name in (MANIFEST, PREVIEW) or case.fullmatch(p.name)))
+    files = [p for p in folder.iterdir() if p.is_file() and CASE_FILE.fullmatch(p.name)]
+    manifest, preview = folder / MANIFEST, folder / PREVIEW
+    if manifest.is_file() and _is_set_manifest(manifest):
+        files.append(manifest)
+    if preview.is_file() and _is_set_preview(preview):
+        files.append(preview)
+    return sorted(files)
+
+
+def _is_set_preview(path: Path) -> bool:
+    """Whether `path` is a preview that write_preview wrote (it marks its PNG), not a user's picture."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "text", {}).get("Software") == PREVIEW_SOFTWARE
+    except (OSError, UnidentifiedImageError):
+        return False
+
+
+def check_no_foreign_files(out: Union[str, Path], preview: bool) -> None:
+    """Raise OutputError if writing a set into `out` would replace a file of the user's that is not part of a phantom
+    set (a manifest.csv of their own, or with `preview` a preview.png), naming it and the fix."""
+    folder = Path(out)
+    ours = set(set_files(folder))
+    for name in (MANIFEST, PREVIEW) if preview else (MANIFEST,):
+        path = folder / name
+        if path.exists() and path not in ours:
+            raise OutputError(f"{path} is not part of a phantom set and a new set would replace it: move it, or "
+                              "choose another --out")
 
 
 def case_name(index: int) -> str:
@@ -130,13 +173,15 @@ def write_preview(out: Union[str, Path], mips: List[np.ndarray], captions: List[
     from ..mip import contact_sheet, save_png
 
     images = [(np.clip(m.T[::-1, ::-1], 0.0, 1.0) * 255 + 0.5).astype(np.uint8) for m in mips]
-    return save_png(Path(out) / PREVIEW, contact_sheet(images, columns=4, captions=captions))
+    return save_png(Path(out) / PREVIEW, contact_sheet(images, columns=4, captions=captions),
+                    text={"Software": PREVIEW_SOFTWARE})
 
 
 def write_phantom_set(out: Union[str, Path], n: int, seed: int = 0, config: Optional[PhantomConfig] = None,
                       workers: int = 1, preview: bool = False, compress: bool = True,
                       progress: Optional[Callable[[int], None]] = None) -> Path:
     """Write a set of `n` phantoms into `out` (which must exist); returns the manifest path."""
+    check_no_foreign_files(out, preview)
     rows: List[Dict[str, Any]] = []
     mips: List[np.ndarray] = []
     for result in iter_phantom_set(out, n, seed, config, workers, compress):

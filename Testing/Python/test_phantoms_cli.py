@@ -51,6 +51,25 @@ def test_a_folder_holding_a_set_is_kept_unless_overwrite_replaces_the_whole_set(
     assert notes.read_text() == "the user's own notes"
 
 
+def test_a_users_own_manifest_or_preview_is_never_taken_for_a_set_nor_replaced(tmp_path, capsys):
+    mine = {"manifest.csv": "patient,notes\nP1,my precious\n", "preview.png": "my own picture"}
+    for name, text in mine.items():
+        (tmp_path / name).write_text(text)
+    for extra in ([], ["--overwrite"], ["--preview", "--overwrite"]):
+        assert main(["phantoms", "--n", "1", "--out", str(tmp_path), *SMALL, *extra]) == 2
+        assert "manifest.csv is not part of a phantom set and a new set would replace it" in capsys.readouterr().err
+    (tmp_path / "manifest.csv").unlink()
+    assert main(["phantoms", "--n", "1", "--out", str(tmp_path), *SMALL, "--preview", "--overwrite"]) == 2
+    assert "preview.png is not part of a phantom set" in capsys.readouterr().err
+    assert main(["phantoms", "--n", "1", "--out", str(tmp_path), *SMALL, "--overwrite"]) == 0
+    assert main(["phantoms", "--n", "2", "--out", str(tmp_path), *SMALL, "--overwrite"]) == 0
+    assert (tmp_path / "preview.png").read_text() == mine["preview.png"]
+    assert sorted(p.name for p in tmp_path.glob("phantom_*.json")) == ["phantom_00000.json", "phantom_00001.json"]
+    (tmp_path / "preview.png").unlink()
+    assert main(["phantoms", "--n", "1", "--out", str(tmp_path), *SMALL, "--preview", "--overwrite"]) == 0
+    assert main(["phantoms", "--n", "1", "--out", str(tmp_path), *SMALL, "--preview", "--overwrite"]) == 0  # its own
+
+
 def test_force_makes_every_case_a_fetal_pca(tmp_path):
     assert main(["phantoms", "--n", "3", "--out", str(tmp_path), "--force", "fetal_pca_left", *SMALL]) == 0
     rows = list(csv.DictReader((tmp_path / "manifest.csv").open()))

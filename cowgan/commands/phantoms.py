@@ -11,7 +11,8 @@ from tqdm import tqdm
 from CircleOfWillisGANLib.errors import InputError, OutputError
 from CircleOfWillisGANLib.export import prepare_output_dir
 from CircleOfWillisGANLib.phantoms import FORCEABLE, PhantomConfig, VariantPrevalence, load_table, parse_overrides
-from CircleOfWillisGANLib.phantoms.writer import MANIFEST, PREVIEW, set_files, write_phantom_set
+from CircleOfWillisGANLib.phantoms.writer import (MANIFEST, PREVIEW, check_no_foreign_files, set_files,
+                                                  write_phantom_set)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--workers {args.workers} is invalid: use 1 or more")
     config = build_config(args)
     prepare_output_dir(args.out, create=False)
+    check_no_foreign_files(args.out, args.preview)
     existing = set_files(args.out)
     if existing and not args.overwrite:
         raise OutputError(f"{args.out} already holds a phantom set ({len(existing)} files, e.g. {existing[0].name}); a "
