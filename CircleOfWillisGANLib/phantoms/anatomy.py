@@ -191,16 +191,17 @@ def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -
         fetal = v.fetal_pca_left if left else v.fetal_pca_right
         p1_absent = v.p1_absent_left if left else v.p1_absent_right
         pcom_absent = v.pcom_absent_left if left else v.pcom_absent_right
+        p1 = pcom = None
         if not p1_absent:
             p1_r = float(u(0.38, 0.5)) if fetal else R["p1"]
-            b.add(f"p1_{side}", pca_l, [tip, np.array([s * lm["p1_length"] * 0.5, 0.5 * junction[1] + u(-0.5, 0.5),
+            p1 = b.add(f"p1_{side}", pca_l, [tip, np.array([s * lm["p1_length"] * 0.5, 0.5 * junction[1] + u(-0.5, 0.5),
                                                        0.5 * lm["p1_rise"] + u(-0.3, 0.6)]), junction],
                   p1_r, p1_r * 0.97, parent=ba)
         if not pcom_absent:
             start = b.point(ica, 0.95)
             mid = 0.5 * (start + junction) + np.array([s * u(-0.5, 1.5), 0.0, u(-2.0, 0.0)])
             pcom_r = float(u(1.05, 1.25)) if fetal else float(u(*R["pcom"]))
-            b.add(f"pcom_{side}", pcom_l, [start, mid, junction], pcom_r, pcom_r * 0.95, parent=ica,
+            pcom = b.add(f"pcom_{side}", pcom_l, [start, mid, junction], pcom_r, pcom_r * 0.95, parent=ica,
                   slow_flow=1.0 if fetal else float(u(0.55, 0.95)))
         mw = lm["midbrain_half_width"]
         z0 = junction[2]
@@ -209,7 +210,7 @@ def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -
                                          np.array([s * (mw - 0.5), u(-17, -14), z0 + u(2.5, 4.5)]),
                                          np.array([s * (mw - 3.5), u(-25, -22), z0 + u(3.5, 6.5)]),
                                          np.array([s * (mw - u(6, 9)), u(-35, -30), z0 + u(5, 9)])],
-                   R["p2"][0], R["p2"][1])
+                   R["p2"][0], R["p2"][1], parent=_p2_inflow(p1, pcom, fetal, ba))
         temporal_origin = b.point(p2, float(u(0.3, 0.45)))
         b.add(f"temporal_pca_{side}", UNLABELLED, [temporal_origin, temporal_origin + np.array([s * u(4, 6), u(-2, 0), u(-2, 0)]),
                                                    temporal_origin + np.array([s * u(9, 13), u(-2, 3), u(-4, -1)])],
@@ -248,6 +249,13 @@ def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -
         a1 = _find(b.vessels, f"a1_{side}")
         b.vessels[_find(b.vessels, f"a2_{side}")].parent = a1 if a1 is not None else _find(b.vessels, "acom")
     return b.vessels
+
+
+def _p2_inflow(p1: Optional[int], pcom: Optional[int], fetal: bool, basilar: int) -> int:
+    """The vessel whose blood fills the P2: the Pcom of a fetal PCA (or without a P1), else the P1."""
+    if pcom is not None and (fetal or p1 is None):
+        return pcom
+    return p1 if p1 is not None else basilar
 
 
 def _find(vessels: List[Vessel], name: str) -> Optional[int]:
