@@ -51,11 +51,36 @@ class VariantPrevalence:
                                  "lower one of them")
         if self.pcom_absent_both > non_fetal + 1e-9:
             raise InputError("pcom_absent_both exceeds the share of subjects without a fetal PCA: lower it")
+        rates = self.pcom_absence_rates()
+        if not all(-1e-9 <= r <= 1.0 + 1e-9 for r in rates) or rates[0] + rates[1] - rates[2] > 1.0 + 1e-9:
+            raise InputError(f"pcom_absent_left={self.pcom_absent_left}, pcom_absent_right={self.pcom_absent_right} and "
+                             f"pcom_absent_both={self.pcom_absent_both} cannot all hold beside these fetal PCA rates "
+                             "(a fetal PCA keeps its Pcom): lower pcom_absent_both or the fetal_pca rates")
         if self.acom_absent > 1.0 - self._p_any_a1_absent() + 1e-9:
             raise InputError("acom_absent is too high for the absent-A1 rate (an absent A1 needs the Acom): lower it")
         for name in ("third_a2", "acom_duplicated"):
             if getattr(self, name) > 1.0 - self.acom_absent + 1e-9:
                 raise InputError(f"{name} needs an Acom but exceeds 1 - acom_absent: lower it")
+
+    def pcom_absence_rates(self) -> Tuple[float, float, float, float, float]:
+        """How likely each Pcom is absent where it may be (not on a fetal side), so that the overall frequencies are
+        the table's: (left, right, both) when neither PCA is fetal, and (left, right) when only the other side is.
+        Each side keeps one rate for both situations where the joint allows it."""
+        neither = 1.0 - self.fetal_pca_left - self.fetal_pca_right + self.fetal_pca_bilateral
+        both = _ratio(self.pcom_absent_both, neither)
+        sides = []
+        for side, other in (("left", "right"), ("right", "left")):
+            absent = getattr(self, f"pcom_absent_{side}")
+            other_only = getattr(self, f"fetal_pca_{other}") - self.fetal_pca_bilateral
+            lowest = max(both, (absent - other_only) / neither) if neither > 0 else both
+            common = absent / (neither + other_only) if neither + other_only > 0 else 0.0
+            sides.append((absent, other_only, lowest, max(common, lowest)))
+        chosen = [s[3] for s in sides] if neither > 0 else [both, both]  # no subject without a fetal PCA: unused
+        if chosen[0] + chosen[1] - both > 1.0:  # too many absences among subjects without a fetal PCA
+            chosen = [s[2] for s in sides]
+        other_fetal = [(absent - neither * x) / other_only if other_only > 0 else x
+                       for (absent, other_only, _, _), x in zip(sides, chosen)]
+        return chosen[0], chosen[1], both, other_fetal[0], other_fetal[1]
 
     def _p_any_a1_absent(self) -> float:
         q = self.a1_absent_given_hypoplastic
@@ -122,9 +147,8 @@ class Variants:
         return {k: bool(v) for k, v in asdict(self).items()}
 
 
-def _pair(rng: np.random.Generator, left: float, right: float, both: float) -> Tuple[bool, bool]:
-    """Sample two correlated events from their marginals and joint probability."""
-    u = rng.random()
+def _pair(u: float, left: float, right: float, both: float) -> Tuple[bool, bool]:
+    """Two correlated events with these marginals and joint probability, from one uniform draw `u`."""
     if u < both:
         return True, True
     if u < left:
@@ -143,12 +167,15 @@ def sample_variants(rng: np.random.Generator, table: VariantPrevalence = Variant
     """Draw one subject's variants so that each event's overall frequency is the table's; `force` makes events certain."""
     t = table
     v = Variants()
-    v.fetal_pca_left, v.fetal_pca_right = _pair(rng, t.fetal_pca_left, t.fetal_pca_right, t.fetal_pca_bilateral)
-    non_fetal_left, non_fetal_right = 1.0 - t.fetal_pca_left, 1.0 - t.fetal_pca_right
-    non_fetal_both = 1.0 - t.fetal_pca_left - t.fetal_pca_right + t.fetal_pca_bilateral
-    a_left, a_right = _ratio(t.pcom_absent_left, non_fetal_left), _ratio(t.pcom_absent_right, non_fetal_right)
-    a_both = min(_ratio(t.pcom_absent_both, non_fetal_both), a_left, a_right)
-    pcom_left, pcom_right = _pair(rng, a_left, a_right, a_both)
+    v.fetal_pca_left, v.fetal_pca_right = _pair(rng.random(), t.fetal_pca_left, t.fetal_pca_right,
+                                                t.fetal_pca_bilateral)
+    left, right, both, left_other_fetal, right_other_fetal = t.pcom_absence_rates()
+    u = rng.random()
+    pcom_left, pcom_right = _pair(u, left, right, both)
+    if v.fetal_pca_right and left_other_fetal != left:
+        pcom_left = u < left_other_fetal
+    if v.fetal_pca_left and right_other_fetal != right:
+        pcom_right = u < right_other_fetal
     v.pcom_absent_left = pcom_left and not v.fetal_pca_left
     v.pcom_absent_right = pcom_right and not v.fetal_pca_right
     v.p1_absent_left = v.fetal_pca_left and rng.random() < t.p1_absent_given_fetal

@@ -45,6 +45,31 @@ def test_vessels_are_bright_on_dark_tissue_like_tof(phantom):
     assert (phantom.image > 0.3).mean() < 0.03
 
 
+@pytest.mark.parametrize("force", [(), ("fetal_pca_left",), ("p1_absent_right",)])
+def test_inflow_signal_fades_downstream_the_p2_never_starts_brighter_than_what_feeds_it(force):
+    from CircleOfWillisGANLib.phantoms import anatomy, tof, variants
+
+    config = PhantomConfig(force=force)
+    for index in range(6):
+        rng = case_rng(3, index)
+        v = variants.sample_variants(rng, config.prevalence, config.force)
+        landmarks, pose = anatomy.sample_landmarks(rng, config.anatomy), anatomy.sample_pose(rng, config.anatomy)
+        image = tof.sample_image_params(rng, config.image)
+        vessels = anatomy.build_vessels(rng, landmarks, v)
+        anatomy.place(vessels, pose)
+        anatomy.flow_saturation(vessels)
+        assert {x.name for x in vessels if x.parent is None} == {"basilar", "ica_left", "ica_right"}
+        for side in ("left", "right"):
+            p2 = next(x for x in vessels if x.name == f"p2_{side}")
+            feeder = vessels[p2.parent]
+            expected = f"pcom_{side}" if getattr(v, f"fetal_pca_{side}") or getattr(v, f"p1_absent_{side}") else f"p1_{side}"
+            assert feeder.name == expected
+            nearest = int(np.argmin(np.linalg.norm(feeder.points - p2.points[0], axis=1)))
+            start = tof.brightness_along(p2.saturation[:1], image["saturation_length_mm"], p2.slow_flow)[0]
+            feeding = tof.brightness_along(feeder.saturation[nearest:nearest + 1], image["saturation_length_mm"], 1.0)[0]
+            assert start <= feeding + 1e-6
+
+
 def test_geometry_matches_the_published_ranges(phantom):
     m = topcow.measure(phantom.labels, phantom.affine)
     assert 26.0 <= m.ica_ica_mm <= 36.0
@@ -143,6 +168,37 @@ def test_variant_frequencies_follow_the_table_over_4000_subjects():
         assert abs(observed - expected) < 4 * np.sqrt(expected * (1 - expected) / 4000) + 1e-3, name
     both = np.mean([v.pcom_absent_left and v.pcom_absent_right for v in draws])
     assert abs(both - table.pcom_absent_both) < 0.03
+
+
+@pytest.mark.parametrize("overrides", [
+    {"pcom_absent_left": 0.5, "pcom_absent_right": 0.5, "pcom_absent_both": 0.48},
+    {"fetal_pca_left": 0.5, "fetal_pca_bilateral": 0.05},
+    {"fetal_pca_left": 0.5, "fetal_pca_right": 0.5, "fetal_pca_bilateral": 0.1, "pcom_absent_left": 0.45,
+     "pcom_absent_right": 0.45, "pcom_absent_both": 0.1},
+    {"fetal_pca_left": 0.5, "fetal_pca_right": 0.5, "fetal_pca_bilateral": 0.0, "pcom_absent_left": 0.5,
+     "pcom_absent_right": 0.5, "pcom_absent_both": 0.0},
+    {"fetal_pca_left": 0.4, "fetal_pca_right": 0.4, "fetal_pca_bilateral": 0.0, "pcom_absent_left": 0.55,
+     "pcom_absent_right": 0.55, "pcom_absent_both": 0.1},
+])
+def test_pcom_frequencies_follow_the_table_even_where_fetal_pcas_crowd_out_their_absence(overrides):
+    table = VariantPrevalence().with_overrides(overrides)
+    n = 20000
+    draws = [sample_variants(case_rng(2, i), table) for i in range(n)]
+    observed = {"pcom_absent_left": np.mean([v.pcom_absent_left for v in draws]),
+                "pcom_absent_right": np.mean([v.pcom_absent_right for v in draws]),
+                "pcom_absent_both": np.mean([v.pcom_absent_left and v.pcom_absent_right for v in draws]),
+                "fetal_pca_left": np.mean([v.fetal_pca_left for v in draws])}
+    for name, value in observed.items():
+        expected = getattr(table, name)
+        assert abs(value - expected) < 4 * np.sqrt(expected * (1 - expected) / n) + 1e-3, (name, value, expected)
+    assert not any(v.fetal_pca_left and v.pcom_absent_left for v in draws)
+
+
+def test_pcom_rates_no_subject_mix_can_meet_are_refused_with_the_fix():
+    with pytest.raises(InputError, match="cannot all hold beside these fetal PCA rates.*lower pcom_absent_both"):
+        VariantPrevalence().with_overrides({"fetal_pca_left": 0.3, "fetal_pca_right": 0.3, "fetal_pca_bilateral": 0.3,
+                                            "pcom_absent_left": 0.7, "pcom_absent_right": 0.7,
+                                            "pcom_absent_both": 0.6})  # 80% with an absent Pcom, but 30% are fetal
 
 
 def test_a_fetal_pca_never_loses_its_pcom_even_when_pcoms_are_always_absent():
