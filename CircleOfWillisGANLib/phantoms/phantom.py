@@ -8,15 +8,18 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
-from ..topcow import ACOM, variant_vectors
+from ..topcow import ACOM, L_PCA, R_PCA, variant_vectors
 from ..volume_io import DEFAULT_SPACING_MM, check_spacing, default_affine
 from .anatomy import AnatomyConfig, build_vessels, flow_saturation, place, sample_landmarks, sample_pose
-from .raster import Grid, Tube, rasterise
+from .raster import Grid, Tube, merge_label_islands, rasterise
 from .tof import ImageConfig, brightness_along, render, sample_image_params
 from .variants import VariantPrevalence, Variants, check_forced, sample_variants
 
 DEFAULT_SHAPE = (32, 128, 128)
 ACOM_LABEL_PRIORITY_MM = 0.6
+PCA_LABEL_PRIORITY_MM = 0.3
+"""Where labels overlap, the short Acom keeps its own, and the PCA keeps the P1/P2 junction against a thick (fetal)
+Pcom, so that neither class is cut in two."""
 LABEL_MARGIN_VOXELS = 0.25
 """Voxels whose lumen fraction is at least 1/4 are labelled, as manual annotations of TOF-MRA do."""
 SeedLike = Union[int, Tuple[int, int], np.random.Generator]
@@ -81,6 +84,10 @@ def _rng(seed_or_rng: SeedLike) -> np.random.Generator:
     raise InputError(f"phantom seed {seed_or_rng!r} is invalid: give a non-negative integer")
 
 
+def _label_priority(label: int) -> float:
+    return {ACOM: ACOM_LABEL_PRIORITY_MM, L_PCA: PCA_LABEL_PRIORITY_MM, R_PCA: PCA_LABEL_PRIORITY_MM}.get(label, 0.0)
+
+
 def generate_phantom(seed_or_rng: SeedLike = 0, config: Optional[PhantomConfig] = None) -> Phantom:
     """Generate one phantom; an int seed s is case 0 of set s, a (seed, index) pair is that case of a set."""
     cfg = config or PhantomConfig()
@@ -94,17 +101,19 @@ def generate_phantom(seed_or_rng: SeedLike = 0, config: Optional[PhantomConfig] 
     flow_saturation(vessels)
     tubes = [Tube(v.points, v.radii, brightness_along(v.saturation, float(image_params["saturation_length_mm"]),
                                                          v.slow_flow), v.label,
-                  label_priority_mm=ACOM_LABEL_PRIORITY_MM if v.label == ACOM else 0.0) for v in vessels]
+                  label_priority_mm=_label_priority(v.label)) for v in vessels]
     affine = cfg.affine()
     grid = Grid(cfg.shape, affine)
     voxel = min(cfg.spacing_mm)
     raster = rasterise(tubes, grid, min_label_radius_mm=0.55 * voxel, label_margin_mm=LABEL_MARGIN_VOXELS * voxel)
     image = render(rng, raster.sdf, raster.brightness, affine, image_params, pose["tip_mm"])  # type: ignore[arg-type]
-    measured = variant_vectors(raster.labels).as_dict()
+    drawn = variant_vectors(raster.labels).as_dict()
+    labels = merge_label_islands(raster.labels, lambda trial: variant_vectors(trial).as_dict() == drawn)
+    measured = variant_vectors(labels).as_dict()
     params = {
         "landmarks_mm": landmarks, "pose": pose, "image": image_params,
         "vessels": {v.name: {"label": v.label, "length_mm": round(v.length_mm, 2),
                              "radius_mm": [round(float(v.radii[0]), 3), round(float(v.radii[-1]), 3)]}
                     for v in vessels},
     }
-    return Phantom(image, raster.labels, affine, params, variants, measured)
+    return Phantom(image, labels, affine, params, variants, measured)

@@ -9,7 +9,7 @@ stay connected, as in manual TopCoW annotations.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import numpy as np
 
@@ -119,3 +119,30 @@ def _chunk(tube: Tube, first: int, last: int, grid: Grid, margin: float, min_lab
         claim = (local_label_sdf < -tube.label_priority_mm) & (local_label_sdf < label_sdf[region])
         labels[region] = np.where(claim, np.uint8(tube.label), labels[region])
         label_sdf[region] = np.where(claim, local_label_sdf, label_sdf[region])
+
+
+def merge_label_islands(labels: np.ndarray, keep: Callable[[np.ndarray], bool]) -> np.ndarray:
+    """`labels` with each class in one piece where possible: every piece of a class but its largest goes to the label
+    it touches most (26-neighbourhood), as long as `keep(new_labels)` holds (e.g. the TopCoW variant vectors are
+    unchanged). Pieces that touch no other label (a vessel leaving and re-entering the grid) stay."""
+    from scipy import ndimage
+
+    out = labels.copy()
+    cube = np.ones((3, 3, 3), bool)
+    for label in [int(k) for k in np.unique(labels) if k]:
+        pieces, count = ndimage.label(out == label, structure=cube)
+        if count < 2:
+            continue
+        sizes = np.bincount(pieces.ravel())[1:]
+        for piece in np.argsort(sizes)[:-1] + 1:
+            island = pieces == piece
+            ring = ndimage.binary_dilation(island, cube) & ~island
+            neighbours = out[ring]
+            neighbours = neighbours[(neighbours != 0) & (neighbours != label)]
+            if not neighbours.size:
+                continue
+            trial = out.copy()
+            trial[island] = np.bincount(neighbours).argmax()
+            if keep(trial):
+                out = trial
+    return out

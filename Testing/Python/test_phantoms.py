@@ -37,6 +37,28 @@ def test_every_label_class_is_one_connected_piece(phantom):
             assert pieces == 1, topcow.LABEL_NAMES[label_id]
 
 
+@pytest.mark.parametrize("index", [3, 4, 16, 31, 35, 37])
+def test_a_thick_pcom_or_the_acom_never_cuts_a_class_in_two_and_the_vectors_stay_those_drawn(index):
+    from scipy import ndimage as ndi
+
+    p = generate_phantom((11, index), PhantomConfig())  # cases whose ACA or PCA label the Acom or a fetal Pcom split
+    for label_id in topcow.present_labels(p.labels):
+        _, pieces = ndi.label(p.labels == label_id, structure=np.ones((3, 3, 3)))
+        assert pieces == 1, topcow.LABEL_NAMES[label_id]
+    assert p.topcow_vectors == p.variants.topcow() == topcow.variant_vectors(p.labels).as_dict()
+
+
+def test_a_label_piece_goes_to_its_neighbour_only_if_the_variant_vectors_allow_it():
+    from CircleOfWillisGANLib.phantoms.raster import merge_label_islands
+
+    labels = np.zeros((5, 5, 9), np.uint8)
+    labels[2, 2, 0:3], labels[2, 2, 3:6], labels[2, 2, 6] = 11, 10, 11  # an ACA cut by the Acom, a 1-voxel piece
+    labels[0, 0, 8] = 11  # a piece touching no label: a vessel leaving and re-entering the grid stays
+    merged = merge_label_islands(labels, lambda trial: True)
+    assert merged[2, 2, 6] == 10 and merged[0, 0, 8] == 11 and (merged[2, 2, :6] == labels[2, 2, :6]).all()
+    assert (merge_label_islands(labels, lambda trial: False) == labels).all()
+
+
 def test_vessels_are_bright_on_dark_tissue_like_tof(phantom):
     vessel = phantom.image[phantom.labels > 0]
     tissue = phantom.image[phantom.labels == 0]
