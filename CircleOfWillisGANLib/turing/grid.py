@@ -63,13 +63,17 @@ def to_display(volume_dhw: np.ndarray, affine: np.ndarray, grid: DisplayGrid) ->
     if not np.isfinite(v).all():
         raise InputError("a case volume contains NaN or infinite values: clean it before building a session")
     v = _resample(_to_ras(v, np.asarray(affine, float)), sorted_spacing(affine), grid.spacing_mm)
-    lo, hi = np.percentile(v, [grid.low_percentile, grid.high_percentile])
+    src, dst = _centre_window(v.shape, grid.shape_dhw)
+    shown = v[src]  # the intensity range comes from what is shown: a scan's cropped-away head must not set it
+    lo, hi = np.percentile(shown, [grid.low_percentile, grid.high_percentile])
     if not hi > lo:
-        hi = float(v.max())
+        hi = float(shown.max())
         if not hi > lo:
-            raise InputError("a case volume is constant: it has no vessels to show; remove it from the source folder")
-    v = _crop_or_pad(v, grid.shape_dhw, fill=float(lo))
-    scaled = np.clip((v - lo) / (hi - lo), 0.0, 1.0)
+            raise InputError("a case volume is constant where it is shown: it has no vessels to show; remove it "
+                             "from the source folder")
+    out = np.full(tuple(grid.shape_dhw), float(lo), dtype=np.float32)
+    out[dst] = shown
+    scaled = np.clip((out - lo) / (hi - lo), 0.0, 1.0)
     return np.floor(scaled * LEVELS + 0.5).astype(np.uint8)
 
 
@@ -113,10 +117,11 @@ def _resample(v_dhw: np.ndarray, spacing_xyz: Sequence[float], target_xyz: Seque
     return out[0, 0].numpy()
 
 
-def _crop_or_pad(v_dhw: np.ndarray, shape_dhw: Sequence[int], fill: float) -> np.ndarray:
-    out = np.full(tuple(shape_dhw), fill, dtype=np.float32)
+def _centre_window(have_dhw: Sequence[int], want_dhw: Sequence[int]) -> Tuple[Tuple[slice, ...], Tuple[slice, ...]]:
+    """Slices of a volume of shape `have_dhw` that a centred grid of `want_dhw` shows, and where they land in it
+    (larger axes are centre-cropped, smaller ones centre-padded)."""
     src, dst = [], []
-    for have, want in zip(v_dhw.shape, shape_dhw):
+    for have, want in zip(have_dhw, want_dhw):
         if have >= want:
             start = (have - want) // 2
             src.append(slice(start, start + want))
@@ -125,5 +130,4 @@ def _crop_or_pad(v_dhw: np.ndarray, shape_dhw: Sequence[int], fill: float) -> np
             start = (want - have) // 2
             src.append(slice(0, have))
             dst.append(slice(start, start + have))
-    out[tuple(dst)] = v_dhw[tuple(src)]
-    return out
+    return tuple(src), tuple(dst)

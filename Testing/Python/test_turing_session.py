@@ -102,6 +102,19 @@ def test_display_depends_on_the_anatomy_not_on_how_the_file_stores_it():
     assert np.abs(as_real.astype(int) - as_generated.astype(int)).max() <= 1
 
 
+def test_display_contrast_comes_from_the_shown_voxels_not_from_a_scans_cropped_away_surroundings():
+    rng = np.random.default_rng(1)
+    anatomy = np.clip(vessel_volume(rng, GENERATED_SHAPE), 0, 1) * 700 + 60
+    grid = DisplayGrid(GENERATED_SHAPE)
+    alone = to_display(anatomy, default_affine(GENERATED_SHAPE), grid)
+    d, h, w = GENERATED_SHAPE
+    whole_head = np.zeros((3 * d, 3 * h, 3 * w), np.float32)  # air around the same voxels, as a larger scan has
+    whole_head[d:2 * d, h:2 * h, w:2 * w] = anatomy
+    whole_head[d:2 * d, :h // 2, :] = 3000.0  # and a bright structure outside the shown grid
+    embedded = to_display(whole_head, default_affine(whole_head.shape), grid)
+    assert np.array_equal(embedded, alone)
+
+
 def test_display_normalisation_turns_lps_to_ras_and_resamples():
     grid = DisplayGrid((4, 8, 8), (1.0, 1.0, 1.0))
     v = np.zeros((4, 16, 16), np.float32)
