@@ -6,6 +6,7 @@ import json
 import hashlib
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,10 +107,14 @@ def create_session(folder: Union[str, Path], real: VolumeSource, generated: Volu
 
 def _write_cases(stage: Path, plan: List[PlannedCase], real: VolumeSource, generated: VolumeSource,
                  grid: DisplayGrid, progress: Optional[Progress]) -> List[Dict[str, Any]]:
-    """Write cases in id order (itself random), so file order and inode order carry no source information."""
+    """Make every case as a draft, then write the case files in id order (itself random) in one quick run, so that
+    neither file order, inode order nor file creation times (which reflect how long a volume took to make, and
+    which no tool can reset) carry source information."""
     import nibabel as nib
 
     affine = grid.affine()
+    drafts = stage / ".drafts"
+    drafts.mkdir()
     out, padded = [], []
     for k, case in enumerate(plan):
         item = (real if case.truth == "real" else generated).items[case.source_index]
@@ -125,12 +130,15 @@ def _write_cases(stage: Path, plan: List[PlannedCase], real: VolumeSource, gener
         image = nib.Nifti1Image(np.ascontiguousarray(display.transpose(1, 2, 0)), affine)
         image.header.set_xyzt_units("mm")
         image.header.set_data_dtype(np.uint8)
-        path = case_path(stage, case.case_id)
-        atomic_write(path, lambda tmp, image=image: nib.save(image, str(tmp)))
+        draft = drafts / case_path(stage, case.case_id).name
+        atomic_write(draft, lambda tmp, image=image: nib.save(image, str(tmp)))
         out.append({"id": case.case_id, "truth": case.truth, "source": item.provenance,
-                    "sha256": file_sha256(path), "grid_coverage": round(coverage, 4)})
+                    "sha256": file_sha256(draft), "grid_coverage": round(coverage, 4)})
         if progress:
             progress(k + 1, len(plan))
+    for case in plan:  # copies, not renames: a new file gets a new creation time
+        shutil.copyfile(drafts / case_path(stage, case.case_id).name, case_path(stage, case.case_id))
+    shutil.rmtree(drafts)
     if padded:
         log.warning("%d case volume(s) fill less than %.0f%% of the display grid and are padded, which raters may "
                     "notice (%s): use volumes that cover the grid, or pass a smaller grid", len(padded),

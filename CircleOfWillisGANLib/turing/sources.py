@@ -44,7 +44,13 @@ def folder_source(folder: Union[str, Path]) -> VolumeSource:
     if not paths:
         raise InputError(f"no NIfTI volumes in {folder} (label maps and masks are skipped): "
                          "pass a folder holding .nii or .nii.gz images")
-    shape, affine = volume_grid(paths[0])
+    grids = []
+    for path in paths:  # every candidate, before any is drawn: a bad file must not depend on the seed
+        try:
+            grids.append(volume_grid(path))
+        except InputError as exc:
+            raise InputError(f"{exc}; remove it from {folder} or replace it") from None
+    shape, affine = grids[0]
     items = [SourceItem({"path": str(p.resolve())}, _file_loader(p)) for p in paths]
     return VolumeSource(items, grid_like(shape, affine),
                         {"kind": "folder", "folder": str(folder.resolve()), "n_available": len(items)})

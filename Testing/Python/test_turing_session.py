@@ -91,6 +91,29 @@ def test_every_case_file_has_the_same_grid_dtype_header_and_size(tmp_path, sourc
         assert data.min() == 0 and data.max() == 255
 
 
+def test_no_case_file_exists_until_every_volume_is_made_so_creation_times_cannot_tell_sources_apart(tmp_path, sources,
+                                                                                                     monkeypatch):
+    import CircleOfWillisGANLib.turing.sources as turing_sources
+
+    real, generated = sources
+    made = []
+    file_loader = turing_sources._file_loader
+
+    def spying(path):
+        load = file_loader(path)
+
+        def load_and_look():
+            made.append(sorted(p.name for p in tmp_path.rglob("case-*.nii") if p.parent.name == "cases"))
+            return load()
+        return load_and_look
+
+    monkeypatch.setattr(turing_sources, "_file_loader", spying)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=12, seed=3)
+    assert len(made) == 12 and all(seen == [] for seen in made)
+    assert sorted(p.name for p in (created.folder / "cases").iterdir()) == [f"case-{k:03d}.nii" for k in range(1, 13)]
+    assert not list(created.folder.rglob(".drafts"))
+
+
 def test_display_depends_on_the_anatomy_not_on_how_the_file_stores_it():
     rng = np.random.default_rng(0)
     anatomy = np.clip(vessel_volume(rng, GENERATED_SHAPE), 0, 1)
@@ -180,6 +203,16 @@ def test_a_real_folder_with_a_2d_or_damaged_first_file_is_an_input_error(tmp_pat
     nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), str(first))
     with pytest.raises(InputError, match="a single 3D volume"):
         TuringSession.create(tmp_path / "s", real, generated, n_cases=4)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_4d_file_anywhere_in_the_folder_is_refused_whatever_the_draw_before_anything_is_made(tmp_path, sources, seed):
+    real, generated = sources
+    last = sorted(p for p in real.iterdir() if "label" not in p.name)[-1]
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 3), np.float32), np.eye(4)), str(last))
+    with pytest.raises(InputError, match=f"a single 3D volume is needed; remove it from .*{real.name} or replace it"):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=4, seed=seed)
+    assert not list(tmp_path.glob("*s*partial*")) and not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize("setting, message", [({"raters": "alice"}, "list of ids"), ({"n_cases": 6.5}, "whole number"),
