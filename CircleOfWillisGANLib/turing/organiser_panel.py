@@ -166,7 +166,8 @@ def summary_text(result: TuringReport) -> str:
         lo, hi = s.accuracy.ci
         lines.append(f"{s.name}: accuracy {s.accuracy.value:.1%} ({s.accuracy.k}/{s.accuracy.n}, 95% CI {lo:.1%}-{hi:.1%}), "
                      f"{p_value_text(s.p_value)}; sensitivity {_pct(s.sensitivity.value)}, specificity {_pct(s.specificity.value)}; "
-                     f"mean time {s.mean_time_s:.1f} s")
+                     f"called generated {_pct(s.called_fake.value)}, balanced accuracy {_pct(s.balanced_accuracy)} "
+                     f"(truth x call, {p_value_text(s.discrimination_p)}); mean time {s.mean_time_s:.1f} s")
     if result.agreement:
         method, value, n = result.agreement
         lines.append(f"{method}: {'undefined' if value is None else f'{value:.3f}'} on {n} cases")

@@ -16,7 +16,8 @@ from .create import read_key
 from .journal import read_journal
 from .layout import KEY_FILE, case_path, read_session
 from .rater import latest_answers, rater_journals
-from .stats import Proportion, agreement_table, binom_test, cohen_kappa, fleiss_kappa, sample_size_note
+from .stats import (Proportion, agreement_table, binom_test, cohen_kappa, fisher_exact, fleiss_kappa,
+                    sample_size_note)
 
 PathLike = Union[str, Path]
 
@@ -52,6 +53,15 @@ class ReaderStats:
     mean_time_s: Optional[float]
     median_time_s: Optional[float]
     over_limit: int
+    called_fake: Proportion  # share of answers "Generated": a rater's bias, which moves accuracy off 50% when the
+    discrimination_p: Optional[float]  # session is not 50:50; Fisher's exact test of truth x call ignores it
+
+    @property
+    def balanced_accuracy(self) -> Optional[float]:
+        """Mean of sensitivity and specificity: 50% for a rater whose calls do not depend on the truth."""
+        if self.sensitivity.value is None or self.specificity.value is None:
+            return None
+        return (self.sensitivity.value + self.specificity.value) / 2.0
 
 
 @dataclass(frozen=True)
@@ -84,19 +94,24 @@ class TuringReport:
 
 
 def reader_stats(name: str, readings: List[Reading]) -> ReaderStats:
-    """Accuracy with exact binomial test, sensitivity and specificity for 'fake', accuracy by confidence, time."""
+    """Accuracy with exact binomial test against 50%, sensitivity and specificity for 'fake', how often 'fake' was
+    called and Fisher's exact test of truth x call (whether the calls depend on the truth at all), accuracy by
+    confidence, time."""
     correct = sum(r.correct for r in readings)
     fakes = [r for r in readings if r.truth == "fake"]
     reals = [r for r in readings if r.truth == "real"]
     times = [r.elapsed_s for r in readings]
+    fake_called_fake, real_called_fake = sum(r.call == "fake" for r in fakes), sum(r.call == "fake" for r in reals)
     return ReaderStats(
         name, Proportion(correct, len(readings)), binom_test(correct, len(readings)) if readings else None,
-        Proportion(sum(r.call == "fake" for r in fakes), len(fakes)),
-        Proportion(sum(r.call == "real" for r in reals), len(reals)),
+        Proportion(fake_called_fake, len(fakes)),
+        Proportion(len(reals) - real_called_fake, len(reals)),
         {c: Proportion(sum(r.correct for r in readings if r.confidence == c), sum(r.confidence == c for r in readings))
          for c in CONFIDENCE_LEVELS},
         statistics.fmean(times) if times else None, statistics.median(times) if times else None,
-        sum(r.over_limit for r in readings))
+        sum(r.over_limit for r in readings), Proportion(fake_called_fake + real_called_fake, len(readings)),
+        fisher_exact(fake_called_fake, len(fakes) - fake_called_fake, real_called_fake, len(reals) - real_called_fake)
+        if readings else None)
 
 
 def build_report(session: PathLike, key: Optional[PathLike] = None) -> TuringReport:
@@ -199,14 +214,15 @@ def write_report(report: TuringReport, out: Optional[PathLike] = None) -> Dict[s
 
 
 SUMMARY_HEADER = ["rater", "answered", "readings", "correct", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "p_value",
-                  "sensitivity_fake", "specificity_fake"] + [f"accuracy_confidence_{c}" for c in CONFIDENCE_LEVELS] + [
+                  "sensitivity_fake", "specificity_fake", "balanced_accuracy", "called_fake", "p_value_truth_x_call"] + [f"accuracy_confidence_{c}" for c in CONFIDENCE_LEVELS] + [
                   f"readings_confidence_{c}" for c in CONFIDENCE_LEVELS] + ["mean_time_s", "median_time_s", "over_limit"]
 
 
 def _summary_row(s: ReaderStats, answered: Optional[int]) -> List[object]:
     lo, hi = s.accuracy.ci
     return ([s.name, "" if answered is None else answered, s.accuracy.n, s.accuracy.k, _fmt(s.accuracy.value), _fmt(lo),
-             _fmt(hi), _fmt(s.p_value), _fmt(s.sensitivity.value), _fmt(s.specificity.value)]
+             _fmt(hi), _fmt(s.p_value), _fmt(s.sensitivity.value), _fmt(s.specificity.value), _fmt(s.balanced_accuracy),
+             _fmt(s.called_fake.value), _fmt(s.discrimination_p)]
             + [_fmt(s.by_confidence[c].value) for c in CONFIDENCE_LEVELS]
             + [s.by_confidence[c].n for c in CONFIDENCE_LEVELS]
             + [_fmt(s.mean_time_s), _fmt(s.median_time_s), s.over_limit])

@@ -93,13 +93,18 @@ def _num(value: Optional[float], fmt: str = "{:.1f}") -> str:
 
 def _stats_table(rows: List[ReaderStats], answered: dict) -> str:
     head = ("<tr><th>rater</th><th>answered</th><th>accuracy (95% CI)</th><th>p (exact, vs 50%)</th>"
-            "<th>sensitivity for fake</th><th>specificity for fake</th><th>mean time (s)</th><th>median time (s)</th>"
-            "<th>over time limit</th></tr>")
+            "<th>sensitivity for fake</th><th>specificity for fake</th><th>balanced accuracy</th><th>called generated</th>"
+            "<th>p (truth x call, Fisher)</th><th>mean time (s)</th><th>median time (s)</th><th>over time limit</th></tr>")
     body = "".join(
         f"<tr><td>{escape(s.name)}</td><td>{answered.get(s.name, s.accuracy.n)}</td><td>{_pct(s.accuracy)}</td>"
-        f"<td>{'-' if s.p_value is None else escape(format_p_value(s.p_value))}</td><td>{_pct(s.sensitivity)}</td><td>{_pct(s.specificity)}</td>"
+        f"<td>{_p(s.p_value)}</td><td>{_pct(s.sensitivity)}</td><td>{_pct(s.specificity)}</td>"
+        f"<td>{_num(s.balanced_accuracy, '{:.1%}')}</td><td>{_pct(s.called_fake)}</td><td>{_p(s.discrimination_p)}</td>"
         f"<td>{_num(s.mean_time_s)}</td><td>{_num(s.median_time_s)}</td><td>{s.over_limit}</td></tr>" for s in rows)
     return f"<table>{head}{body}</table>"
+
+
+def _p(value: Optional[float]) -> str:
+    return "-" if value is None else escape(format_p_value(value))
 
 
 def _confidence_table(rows: List[ReaderStats]) -> str:
@@ -134,7 +139,11 @@ def render_html(report: TuringReport, most_missed: int = 10) -> str:
                           ("specificity (real called real)", [s.specificity for s in everyone])],
                   "Sensitivity and specificity for 'fake'"),
         f'<p class="note">{escape(report.note)} The pooled test treats every reading as independent, which readings of '
-        "the same case by different raters are not: read it together with the per-rater tests.</p>",
+        "the same case by different raters are not: read it together with the per-rater tests. When the session is "
+        "not 50:50, a rater who cannot tell the kinds apart but favours one answer scores away from 50% (always "
+        "'Generated' on 36 generated and 24 real cases is 60%), so the test against 50% alone can call such a rater "
+        "significant; Fisher's exact test of truth x call and the balanced accuracy ask only whether the calls "
+        "depend on the truth.</p>",
         "<h2>Accuracy by confidence</h2>", _confidence_table(everyone),
         bar_chart([str(c) for c in CONFIDENCE_LEVELS], [("pooled", [report.pooled.by_confidence[c] for c in CONFIDENCE_LEVELS])],
                   "Pooled accuracy by confidence (1 = guess, 5 = certain)"),

@@ -35,6 +35,26 @@ def binom_test(k: int, n: int, p: float = 0.5) -> float:
     return min(1.0, total)
 
 
+def fisher_exact(a: int, b: int, c: int, d: int) -> float:
+    """Exact two-sided p-value of the 2x2 table [[a, b], [c, d]] with its margins fixed (Fisher), by the same rule as
+    scipy.stats.fisher_exact: tables no likelier than the observed one."""
+    if min(a, b, c, d) < 0:
+        raise ValueError(f"a 2x2 table needs counts >= 0, got {[[a, b], [c, d]]}")
+    row, col, n = a + b, a + c, a + b + c + d
+    if n == 0 or row in (0, n) or col in (0, n):
+        return 1.0
+
+    def log_pmf(x: int) -> float:
+        return (math.lgamma(row + 1) - math.lgamma(x + 1) - math.lgamma(row - x + 1) + math.lgamma(n - row + 1)
+                - math.lgamma(col - x + 1) - math.lgamma(n - row - col + x + 1) - math.lgamma(n + 1)
+                + math.lgamma(col + 1) + math.lgamma(n - col + 1))
+
+    observed = log_pmf(a)
+    support = range(max(0, col - (n - row)), min(row, col) + 1)
+    total = sum(math.exp(q) for q in (log_pmf(x) for x in support) if q <= observed + math.log(RELATIVE_TIE))
+    return min(1.0, total)
+
+
 def _tail_at_least(k: int, n: int, p: float) -> float:
     return sum(binom_pmf(i, n, p) for i in range(k, n + 1))
 

@@ -44,6 +44,23 @@ def test_per_rater_accuracy_sensitivity_and_specificity_are_exact(rated):
     assert by_name["halfway"].specificity.k == 0
 
 
+def test_a_rater_who_always_answers_generated_is_not_called_a_discriminator_when_the_session_is_not_50_50(tmp_path):
+    real, generated = make_sources(tmp_path, n_real=10, n_generated=10)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=10, seed=0, real_fraction="randomised")
+    truth = read_key(created.key_path)[1]
+    n_fake = sum(t == "fake" for t in truth.values())
+    assert n_fake != 5
+    for rater in ("a", "b", "c"):
+        s = TuringSession.open(created.folder, rater)
+        for _ in range(10):
+            s.answer(s.next_case().case_id, "fake", 3)
+        s.close()
+    pooled = build_report(created.folder).pooled
+    assert pooled.accuracy.k == 3 * n_fake and pooled.called_fake.value == 1.0
+    assert pooled.sensitivity.value == 1.0 and pooled.specificity.value == 0.0 and pooled.balanced_accuracy == 0.5
+    assert pooled.discrimination_p == 1.0 and pooled.p_value < 1.0
+
+
 def test_pooled_statistics_and_accuracy_by_confidence(rated):
     created, _ = rated
     result = build_report(created.folder)

@@ -78,3 +78,16 @@ def test_sample_size_note_states_the_chance_band_and_the_readings_needed():
 def test_p_values_too_small_for_four_decimals_are_shown_as_below_0_0001_not_as_zero():
     assert [stats.format_p_value(p) for p in (0.04321, 0.0001, 3e-7)] == ["0.0432", "0.0001", "< 0.0001"]
     assert [stats.p_value_text(p) for p in (0.5, 3e-7)] == ["p = 0.5000", "p < 0.0001"]
+
+
+def test_fisher_exact_test_matches_scipy_including_empty_rows_and_ties():
+    import numpy as np
+    from scipy.stats import fisher_exact as scipy_fisher
+
+    from CircleOfWillisGANLib.turing.stats import fisher_exact
+
+    rng = np.random.default_rng(0)
+    tables = [tuple(int(x) for x in rng.integers(0, 30, 4)) for _ in range(300)]
+    tables += [(0, 24, 0, 36), (36, 0, 24, 0), (5, 5, 5, 5), (0, 0, 0, 0), (12, 0, 0, 12), (1, 0, 0, 0)]
+    for a, b, c, d in tables:
+        assert fisher_exact(a, b, c, d) == pytest.approx(scipy_fisher([[a, b], [c, d]])[1], rel=1e-9, abs=1e-12)
