@@ -94,6 +94,32 @@ def latest_answers(records: List[Dict[str, Any]], case_ids: List[str],
     return answers, problems
 
 
+def viewing_times(records: List[Dict[str, Any]], time_limit_s: Optional[float]) -> Dict[str, float]:
+    """Seconds each case was seen before, from its journalled views, for cases seen but not answered since (a
+    revised case starts again). A view that never closed (the program was killed) counts as the whole time limit."""
+    seen: Dict[str, float] = {}
+    open_view: Optional[str] = None
+    for record in records:
+        event, case = record.get("event"), record.get("case")
+        if not isinstance(case, str):
+            continue
+        if open_view is not None and (event == "view" or (event == "answer" and open_view != case)):
+            seen[open_view] = seen.get(open_view, 0.0) + (time_limit_s or 0.0)  # that view never closed
+        if event == "view":
+            open_view = case
+        elif event == "hide":
+            viewed = record.get("viewed_s")
+            if isinstance(viewed, (int, float)) and not isinstance(viewed, bool) and 0.0 <= viewed < math.inf:
+                seen[case] = seen.get(case, 0.0) + float(viewed)
+            open_view = None
+        elif event == "answer":
+            seen.pop(case, None)
+            open_view = None
+    if open_view is not None:
+        seen[open_view] = seen.get(open_view, 0.0) + (time_limit_s or 0.0)
+    return seen
+
+
 def admitted_session(folder: Union[str, Path], rater: str) -> Dict[str, Any]:
     """The session description, if `rater` is a usable id that the session admits; InputError naming the fix if not."""
     check_rater_id(rater)
@@ -161,6 +187,7 @@ class RaterSession:
         contents = read_journal(journal_path(self.folder, self.rater))
         self._seq = max([int(r.get("seq", 0)) for r in contents.records if isinstance(r.get("seq"), int)] or [0])
         self.answers, problems = latest_answers(contents.records, self.order, self.session.get("session_id"))
+        self.viewed_before = viewing_times(contents.records, self.time_limit_s)
         self.problems = list(contents.problems) + problems
         for problem in self.problems:
             log.warning("rater %s: %s", self.rater, problem)
@@ -180,6 +207,7 @@ class RaterSession:
     def _show(self, index: int) -> Case:
         cid = self.order[index]
         if self._shown_id != cid:
+            self._hide()
             self._shown_id, self._shown_at = cid, time.monotonic()
             self._record({"event": "view", "case": cid})
         return Case(cid, case_path(self.folder, cid), index + 1, len(self.order), self.session["display"],
@@ -201,11 +229,26 @@ class RaterSession:
         self._cursor -= 1
         return self._show(self._cursor)
 
+    def _hide(self) -> None:
+        """Journal how long the case on screen was seen when it leaves the screen without an answer (going back,
+        closing), so that a case shown again keeps counting from there."""
+        if self._shown_id is not None:
+            seen = time.monotonic() - self._shown_at
+            self.viewed_before[self._shown_id] = self.viewed_before.get(self._shown_id, 0.0) + seen
+            self._record({"event": "hide", "case": self._shown_id, "viewed_s": round(seen, 3)})
+        self._shown_id = None
+
+    def _viewed_s(self) -> float:
+        """How long the case on screen has been seen in all, this view and earlier ones."""
+        assert self._shown_id is not None
+        return self.viewed_before.get(self._shown_id, 0.0) + time.monotonic() - self._shown_at
+
     def time_left_s(self) -> Optional[float]:
-        """Seconds left on the current case's time limit (negative once over), or None without a limit."""
+        """Seconds left on the current case's time limit (negative once over), counting every earlier view of the
+        case, or None without a limit."""
         if self.time_limit_s is None or self._shown_id is None:
             return None
-        return self.time_limit_s - (time.monotonic() - self._shown_at)
+        return self.time_limit_s - self._viewed_s()
 
     def answer(self, case_id: str, call: str, confidence: int, comment: str = "") -> Answer:
         """Record a call on the case on screen; it is on disk when this returns."""
@@ -213,13 +256,14 @@ class RaterSession:
             raise InputError(f"{case_id} is not the case on screen: call next_case() and answer the case it returns")
         if len(str(comment)) > MAX_COMMENT:
             raise InputError(f"the comment has {len(comment)} characters: keep it under {MAX_COMMENT}")
-        elapsed = time.monotonic() - self._shown_at
+        elapsed = self._viewed_s()
         limit = self.time_limit_s
         answer = Answer(case_id, check_call(call), check_confidence(confidence), str(comment), round(elapsed, 3),
                         limit is not None and elapsed > limit)
         self._record({"event": "answer", "case": case_id, "call": answer.call, "confidence": answer.confidence,
                       "comment": answer.comment, "elapsed_s": answer.elapsed_s, "over_limit": answer.over_limit})
         self.answers[case_id] = answer
+        self.viewed_before.pop(case_id, None)
         self._shown_id = None
         self._cursor = self._first_unanswered()
         return answer
@@ -230,5 +274,7 @@ class RaterSession:
         return Progress(len(self.answers), len(self.order), current)
 
     def close(self) -> None:
-        """Release the journal; answers already given are on disk."""
+        """Journal how long an unanswered case on screen was seen, then release the journal; answers already given
+        are on disk."""
+        self._hide()
         self._journal.close()

@@ -67,7 +67,7 @@ class RaterPanelController:
         except CoWGANError as exc:
             self._status(str(exc))
             return False
-        for name in ("sessionFolderLineEdit", "raterIdLineEdit", "sessionFolderBrowseButton"):
+        for name in ("sessionFolderLineEdit", "raterIdLineEdit", "sessionFolderBrowseButton", "startButton"):
             getattr(self.ui, name).setEnabled(False)
         self.ui.caseGroupBox.setEnabled(True)
         self.ui.backButton.setVisible(self.session.allow_back)
@@ -189,7 +189,7 @@ class RaterPanelController:
             self.session = None
         self.case = None
         self.viewer.close()
-        for name in ("sessionFolderLineEdit", "raterIdLineEdit", "sessionFolderBrowseButton"):
+        for name in ("sessionFolderLineEdit", "raterIdLineEdit", "sessionFolderBrowseButton", "startButton"):
             getattr(self.ui, name).setEnabled(True)
         self.ui.caseGroupBox.setEnabled(False)
         if was_open:

@@ -225,3 +225,31 @@ def test_a_real_fraction_that_leaves_no_real_or_no_generated_case_is_refused(tmp
     for fraction in (0.01, 0.99):
         with pytest.raises(InputError, match=f"real fraction {fraction} of 10 cases gives"):
             TuringSession.create(tmp_path / f"s{fraction}", real, generated, n_cases=10, real_fraction=fraction)
+
+
+def test_a_case_shown_again_after_closing_keeps_counting_its_viewing_time_toward_the_limit(tmp_path):
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=4, time_limit=5.0)
+    s = TuringSession.open(created.folder, "r1")
+    case = s.next_case()
+    time.sleep(0.3)
+    s.close()  # the rater closes the window mid-case and reopens it
+    s = TuringSession.open(created.folder, "r1")
+    assert s.next_case().case_id == case.case_id
+    assert 3.5 < s.time_left_s() < 4.75  # the earlier 0.3 s counts (a fresh clock would say 5)
+    time.sleep(0.2)
+    answer = s.answer(case.case_id, "real", 3)
+    assert 0.5 <= answer.elapsed_s < 1.5 and not answer.over_limit
+    s.close()
+
+
+def test_a_view_that_never_closed_counts_as_the_whole_time_limit(tmp_path):
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=4, time_limit=5.0)
+    s = TuringSession.open(created.folder, "r1")
+    case = s.next_case()
+    s._journal.close()  # killed while the case was on screen: no record of how long it was seen
+    s = TuringSession.open(created.folder, "r1")
+    assert s.next_case().case_id == case.case_id and s.time_left_s() <= 0.0
+    assert s.answer(case.case_id, "fake", 2).over_limit
+    s.close()

@@ -67,9 +67,10 @@ def session(tmp_path):
 def test_closing_a_rater_session_unlocks_the_start_fields_and_start_resumes_it(app, session):
     root, ui, controller = _rater_panel(app, session.folder, "reader01", RecordingViewer())
     ui.startButton.click()
+    assert not ui.startButton.isEnabled()  # pressing it again would restart the case's clock
     _answer(ui, "real", 4)
     controller.close()  # what Slicer's scene close does
-    assert ui.sessionFolderLineEdit.isEnabled() and ui.raterIdLineEdit.isEnabled()
+    assert ui.sessionFolderLineEdit.isEnabled() and ui.raterIdLineEdit.isEnabled() and ui.startButton.isEnabled()
     assert not ui.caseGroupBox.isEnabled() and "Press Start to resume" in ui.statusLabel.property("text")
     ui.startButton.click()
     assert ui.progressLabel.property("text") == "Case 2 of 6" and ui.caseGroupBox.isEnabled()
