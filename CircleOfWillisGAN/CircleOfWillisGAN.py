@@ -134,11 +134,15 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         from CircleOfWillisGANLib.turing.rater_panel import RaterPanelController
         from CircleOfWillisGANLib.turing.slicer_viewer import SlicerCaseViewer
 
-        rater = self.addCollapsibleSection("Visual Turing test: rater", os.path.join(RESOURCES, "UI", "TuringRater.ui"))
+        _, rater = self.addCollapsibleSection("Visual Turing test: rater", os.path.join(RESOURCES, "UI", "TuringRater.ui"))
         self.caseViewer = SlicerCaseViewer(slicer)
         self.raterController = RaterPanelController(
             rater, qt, viewer=self.caseViewer, choose_folder=lambda: qt.QFileDialog.getExistingDirectory(None, "Session folder"))
-        organiser = self.addCollapsibleSection("Visual Turing test: organiser", os.path.join(RESOURCES, "UI", "TuringOrganiser.ui"))
+        organiserSection, organiser = self.addCollapsibleSection(
+            "Visual Turing test: organiser", os.path.join(RESOURCES, "UI", "TuringOrganiser.ui"))
+        generating = [getattr(self.ui, name) for name in PANEL_SECTIONS] + [self.ui.projectCurrentVolumeButton, organiserSection]
+        self.raterController.rating_listeners.append(
+            lambda rating: [widget.setVisible(not rating) for widget in generating])  # a rater must not generate meanwhile
         self.organiserController = OrganiserPanelController(
             organiser, qt, choose_folder=lambda field: qt.QFileDialog.getExistingDirectory(None, "Choose a folder"),
             choose_file=lambda field: (qt.QFileDialog.getSaveFileName(None, "Answer key", "", "JSON (*.json)") if field == "keyPath"
@@ -149,14 +153,15 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             lambda engine: self.organiserController.use_generator(engine.generator, engine.generator.source or "demo"))
 
     def addCollapsibleSection(self, title, uiPath):
-        """A collapsed section at the bottom of the panel holding the .ui at `uiPath`; returns its widgets by name."""
+        """A collapsed section at the bottom of the panel holding the .ui at `uiPath`; returns the section and the
+        .ui's widgets by name."""
         section = ctk.ctkCollapsibleButton()
         section.text = title
         section.collapsed = True
         self.layout.addWidget(section)
         panel = slicer.util.loadUI(uiPath)
         qt.QVBoxLayout(section).addWidget(panel)
-        return slicer.util.childWidgetVariables(panel)
+        return section, slicer.util.childWidgetVariables(panel)
 
     def onInstallDependencies(self):
         cpuOnly = self.ui.torchBackendComboBox.currentIndex == 1

@@ -46,6 +46,7 @@ class TuringWindows:
         window, controller, _ = build_rater_window(session, rater)
         window.resize(1300, 650)
         window.show()
+        controller.rating_listeners.append(lambda rating: self.parent.setVisible(not rating))  # no generating meanwhile
         self.raters.append((window, controller))
         if start:
             controller.start()
@@ -81,6 +82,7 @@ class TuringWindows:
     def close(self) -> None:
         """Release every rater journal and close the windows."""
         for window, controller in self.raters:
+            controller.rating_listeners.clear()  # the explorer is closing: it must not be shown again
             controller.close()
             window.close()
         for window, _ in self.organisers:

@@ -31,13 +31,15 @@ def build_rater_window(session: str = "", rater: str = "") -> Tuple[Any, RaterPa
     return window, controller, viewer
 
 
-def run_rater_app(session: str, rater: str) -> int:
-    """Open the window, start or resume the session, and run until the window is closed."""
+def run_rater_app(session: str, rater: str, start: bool = True) -> int:
+    """Open the window, start or resume the session (with `start`; else the rater fills in the id and presses
+    Start), and run until the window is closed."""
     app = qapplication("cowgan turing rate")
     window, controller, _ = build_rater_window(session, rater)
     window.resize(1300, 650)
     window.show()
-    controller.start()
+    if start:
+        controller.start()
     code = app.exec()
     controller.close()
     return int(code)

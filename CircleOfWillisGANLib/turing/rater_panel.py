@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 from ..errors import CoWGANError
 from .rater import Case, RaterSession
@@ -32,6 +32,9 @@ class RaterPanelController:
         self.case: Optional[Case] = None
         self._choose_folder = choose_folder
         self._open_session = open_session
+        # called with True when a rater session opens and False when it ends or closes: hosts hide what a rater must
+        # not use meanwhile (the generator of the model under test)
+        self.rating_listeners: List[Callable[[bool], None]] = []
         self._hidden_for_time = False
         self.timer = qt.QTimer()
         self.timer.setInterval(TICK_MS)
@@ -69,6 +72,8 @@ class RaterPanelController:
             return False
         for name in ("sessionFolderLineEdit", "raterIdLineEdit", "sessionFolderBrowseButton", "startButton"):
             getattr(self.ui, name).setEnabled(False)
+        for listener in self.rating_listeners:
+            listener(True)
         self.ui.caseGroupBox.setEnabled(True)
         self.ui.backButton.setVisible(self.session.allow_back)
         self.ui.progressBar.setMaximum(len(self.session.order))
@@ -93,6 +98,8 @@ class RaterPanelController:
         self._clear_answer()
         if case is None:
             self.viewer.close()
+            for listener in self.rating_listeners:
+                listener(False)
             self.ui.timeLabel.setText("")
             for name in ("callGroupBox", "confidenceGroupBox", "commentTextEdit", "submitButton", "backButton"):
                 getattr(self.ui, name).setEnabled(False)
@@ -187,6 +194,8 @@ class RaterPanelController:
         if was_open:
             self.session.close()
             self.session = None
+            for listener in self.rating_listeners:
+                listener(False)
         self.case = None
         self.viewer.close()
         for name in ("sessionFolderLineEdit", "raterIdLineEdit", "sessionFolderBrowseButton", "startButton"):

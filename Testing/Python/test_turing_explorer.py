@@ -60,6 +60,15 @@ def test_a_rater_window_with_a_session_and_an_id_starts_at_the_first_case(host, 
     assert controller.viewer.picture is not None
 
 
+def test_the_explorer_is_hidden_while_a_rater_session_is_open_so_the_rater_cannot_generate(host, session):
+    windows, _ = host
+    windows.parent.show()
+    window, controller = windows.open_rater(str(session.folder), "reader01", start=True)
+    assert window.isVisible() and not windows.parent.isVisible()
+    controller.close()
+    assert windows.parent.isVisible()
+
+
 def test_closing_the_explorer_releases_the_rater_journal(host, session):
     windows, _ = host
     _, controller = windows.open_rater(str(session.folder), "reader01", start=True)
@@ -94,3 +103,17 @@ def test_explore_names_a_missing_session_or_a_rater_it_does_not_admit_before_ope
     TuringSession.create(tmp_path / "s", real, generated, n_cases=4, seed=1, display="mip", raters=["reader01"])
     assert main(["explore", "--turing", str(tmp_path / "s"), "--rater", "reader02"]) == 2
     assert "rater id 'reader02' is not one of this session's raters (reader01)" in capsys.readouterr().err
+
+
+def test_explore_with_a_session_opens_only_the_rater_window(tmp_path, monkeypatch):
+    import CircleOfWillisGANLib.explorer.window as explorer_window
+    import CircleOfWillisGANLib.turing.rater_app as rater_app
+
+    real, generated = make_sources(tmp_path, n_real=3, n_generated=3)
+    TuringSession.create(tmp_path / "s", real, generated, n_cases=4, seed=1, display="mip", raters=["reader01"])
+    opened = []
+    monkeypatch.setattr(rater_app, "run_rater_app", lambda session, rater, start=True: opened.append((session, rater, start)) or 0)
+    monkeypatch.setattr(explorer_window, "build_window", lambda **kwargs: pytest.fail("the explorer window was built"))
+    assert main(["explore", "--turing", str(tmp_path / "s"), "--rater", "reader01"]) == 0
+    assert main(["explore", "--turing", str(tmp_path / "s")]) == 0
+    assert opened == [(str(tmp_path / "s"), "reader01", True), (str(tmp_path / "s"), "", False)]

@@ -21,7 +21,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--seed", type=int, default=None, help="seed shown first")
     p.add_argument("--psi", type=float, default=None, help="truncation psi shown first (0 to 2)")
-    p.add_argument("--turing", metavar="SESSION", help="also open the visual Turing test's rater window on this session folder")
+    p.add_argument("--turing", metavar="SESSION", help="open only the visual Turing test's rater window on this session "
+                   "folder (the explorer stays closed: a rater must not generate with the model under test)")
     p.add_argument("--rater", metavar="ID", help="with --turing: your rater id; the session starts (or resumes) at once")
     p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window once the first volume is shown, then exit")
     p.set_defaults(run=run)
@@ -42,10 +43,13 @@ def run(args: argparse.Namespace) -> int:
         from CircleOfWillisGANLib.turing.layout import read_session
         from CircleOfWillisGANLib.turing.rater import admitted_session
 
+        from CircleOfWillisGANLib.turing.rater_app import run_rater_app
+
         if args.rater:
             admitted_session(args.turing, args.rater)
         else:
             read_session(args.turing)
+        return run_rater_app(args.turing, args.rater or "", start=bool(args.rater))
     problem = None if args.model == "demo" else path_problem(Path(args.model))
     if problem:  # the window loads the model quietly, so a wrong path is said here, before a blank window
         raise InputError(f"model {args.model} {problem}: pass 'demo' or the path of a .safetensors model or model_N.pt")
@@ -56,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
         window.ui.deviceComboBox.setCurrentIndex(window.ui.deviceComboBox.findText("CUDA"))
     window.controller.next_engine_listeners.append(lambda engine: _initial_values(window, args))
     window.show()
-    if args.turing:
-        window.turing.open_rater(args.turing, args.rater or "", start=bool(args.rater))
     if not args.screenshot:
         return int(app.exec())
     deadline = time.perf_counter() + 300
