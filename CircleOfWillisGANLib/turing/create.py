@@ -95,7 +95,8 @@ def create_session(folder: Union[str, Path], real: VolumeSource, generated: Volu
             stamp = time.time()
             for path in [stage / SESSION_FILE] + [case_path(stage, c.case_id) for c in plan]:
                 os.utime(path, (stamp, stamp))
-            key_data = dict(_key_description(config, grid, plan, key_cases, real, generated), session_id=session_id)
+            key_data = dict(_key_description(config, grid, plan, key_cases, real, generated), session_id=session_id,
+                            session_file_sha256=file_sha256(stage / SESSION_FILE))
             write_json(stage / KEY_FILE if not key_path else key, key_data)
     except BaseException:
         if key_path and key.exists():

@@ -14,7 +14,7 @@ from ..files import atomic_write, file_sha256
 from .config import CALLS, CONFIDENCE_LEVELS
 from .create import read_key
 from .journal import read_journal
-from .layout import KEY_FILE, case_path, read_session
+from .layout import KEY_FILE, SESSION_FILE, case_path, read_session
 from .rater import latest_answers, rater_journals
 from .stats import (Proportion, agreement_table, binom_test, cohen_kappa, fisher_exact, fleiss_kappa,
                     sample_size_note)
@@ -125,10 +125,12 @@ def build_report(session: PathLike, key: Optional[PathLike] = None) -> TuringRep
     answered: Dict[str, int] = {}
     calls: Dict[str, Dict[str, str]] = {}
     journals, problems = rater_journals(folder, description)
+    problems += _settings_changed(folder, key_data)
     for rater, path in journals:
         contents = read_journal(path)
         answers, bad = latest_answers(contents.records, case_ids, description.get("session_id"))
         problems += contents.problems + [f"{path.name}: {b}" for b in bad]
+        problems += _answered_twice(path.name, contents.records, bool(description.get("allow_back")))
         answered[rater] = len(answers)
         if not answers:
             continue
@@ -145,6 +147,29 @@ def build_report(session: PathLike, key: Optional[PathLike] = None) -> TuringRep
     return TuringReport(folder, len(case_ids), sum(t == "real" for t in truth.values()),
                         sum(t == "fake" for t in truth.values()), readings, raters, pooled, answered,
                         _agreement(calls), cases, sample_size_note(pooled.accuracy.k, pooled.accuracy.n), problems)
+
+
+def _settings_changed(folder: Path, key_data: Dict) -> List[str]:
+    """A problem if session.json (the time limit, going back, the rater list) differs from the one the session was
+    made with: the raters share the folder and could have edited it."""
+    made = key_data.get("session_file_sha256")
+    if made and file_sha256(folder / SESSION_FILE) != made:
+        return [f"{SESSION_FILE} was changed after the session was made (its time limit, going back or rater list may "
+                "not be what was set): compare it with the organiser's copy"]
+    return []
+
+
+def _answered_twice(journal: str, records: List[Dict], allow_back: bool) -> List[str]:
+    """A problem if a journal answers a case more than once in a session without going back: the rater window
+    cannot do that, so lines were added by hand; the last answer of each case is the one counted."""
+    if allow_back:
+        return []
+    cases = [r.get("case") for r in records if r.get("event") == "answer"]
+    repeated = len(cases) - len(set(cases))
+    if not repeated:
+        return []
+    return [f"{journal}: {repeated} answer(s) repeat a case already answered, which the rater window cannot write "
+            "in a session without going back; the last answer of each case was counted"]
 
 
 def _check_key_matches(folder: Path, case_ids: List[str], key_data: Dict, session_id: Optional[str]) -> None:

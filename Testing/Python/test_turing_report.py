@@ -188,3 +188,25 @@ def test_an_answer_key_edited_by_hand_is_refused(rated, edit):
     created.key_path.write_text(json.dumps(key))
     with pytest.raises(InputError, match="answer key .* (is damaged|is version 2)"):
         build_report(created.folder)
+
+
+def test_an_edited_session_file_and_answers_added_by_hand_are_named_in_the_report(rated):
+    import json
+
+    from CircleOfWillisGANLib.turing.journal import encode, read_journal
+
+    created, truth = rated
+    assert build_report(created.folder).problems == []
+    session_file = created.folder / "session.json"
+    original = session_file.read_bytes()
+    session_file.write_text(json.dumps(dict(json.loads(original), time_limit_s=None, allow_back=True)))
+    assert any("session.json was changed after the session was made" in p for p in build_report(created.folder).problems)
+    session_file.write_bytes(original)
+    journal = created.folder / "journal" / "halfway.jsonl"
+    forged = [dict(r, seq=100 + k) for k, r in enumerate(read_journal(journal).records) if r["event"] == "answer"][:2]
+    with open(journal, "ab") as f:
+        for record in forged:
+            f.write(encode({k: v for k, v in record.items() if k != "crc"}))
+    problems = build_report(created.folder).problems
+    assert problems == ["halfway.jsonl: 2 answer(s) repeat a case already answered, which the rater window cannot "
+                        "write in a session without going back; the last answer of each case was counted"]
