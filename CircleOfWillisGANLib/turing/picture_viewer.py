@@ -38,6 +38,11 @@ class PictureViewer:
         self.picture: Optional[np.ndarray] = None
         self.zoom = 1.0
         self._buffer = b""
+        self._drawn_for: Any = None  # the view size the picture was fitted to
+        # the view's size settles after the window is laid out and changes when it is resized: refit when it does
+        self._refit_timer = qt.QTimer()
+        self._refit_timer.setInterval(200)
+        self._refit_timer.timeout.connect(self._refit)
 
     def show_case(self, path: Path, display: str) -> None:
         """Load the case's display volume and draw it."""
@@ -50,9 +55,11 @@ class PictureViewer:
         self.slice_slider.setValue(self.volume.shape[0] // 2)
         self.slice_slider.blockSignals(False)
         self._render()
+        self._refit_timer.start()
 
     def hide_case(self) -> None:
         """Blank the view."""
+        self._refit_timer.stop()
         self.volume = None
         self.picture = None
         self.image_label.clear()
@@ -77,11 +84,18 @@ class PictureViewer:
                                    self.qt.Qt.SmoothTransformation if smooth else self.qt.Qt.FastTransformation)
         self.image_label.setPixmap(pixmap)
 
-    def _fit_zoom(self, width: int, height: int) -> float:
-        """The magnification that fits the picture to the view: a whole number from 2 up, else exact. Every case of
-        a session has one grid, so all are drawn at the same size."""
+    def _view_size(self) -> tuple:
         size, least = self.image_label.size, self.image_label.minimumSize
         size, least = (size() if callable(size) else size), (least() if callable(least) else least)
-        room_w, room_h = max(size.width(), least.width()), max(size.height(), least.height())
+        return max(size.width(), least.width()), max(size.height(), least.height())
+
+    def _refit(self) -> None:
+        if self.volume is not None and self._view_size() != self._drawn_for:
+            self._render()
+
+    def _fit_zoom(self, width: int, height: int) -> float:
+        """The magnification that fits the picture to the view: a whole number from 2 up, else exact. Every case of
+        a session has one grid, so all are drawn at the same size (refitted when the view's size changes)."""
+        room_w, room_h = self._drawn_for = self._view_size()
         fit = min(room_w / max(width, 1), room_h / max(height, 1))
         return float(int(fit)) if fit >= 2.0 else fit

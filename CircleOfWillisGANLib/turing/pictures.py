@@ -33,11 +33,28 @@ def surface_picture(volume_dhw: np.ndarray, scale: float = SCALE) -> np.ndarray:
     hit = inside[::-1].argmax(axis=0)
     seen = inside.any(axis=0)
     height = np.where(seen, d - hit, 0).astype(np.float32)
-    gy, gx = np.gradient(height)
+    gy, gx = (_slope_within(height, seen, axis) for axis in (0, 1))
     light = np.clip(0.75 - 0.35 * gx - 0.35 * gy, 0.1, 1.0)
     shade = np.where(seen, (0.35 + 0.65 * height / d) * light, 0.0)
     image = (np.clip(shade, 0.0, 1.0) * 255 + 0.5).astype(np.uint8).T[::-1, ::-1]
     return np.kron(image, np.ones((int(scale), int(scale)), dtype=np.uint8))
+
+
+def _slope_within(height: np.ndarray, seen: np.ndarray, axis: int) -> np.ndarray:
+    """Central differences of `height` along `axis` that use only vessel pixels (one-sided at a vessel's edge, 0
+    where a pixel has no vessel neighbour), so the black background does not shade thin vessels as steep walls."""
+    def step(shift: int) -> tuple:
+        neighbour = np.roll(height, shift, axis)
+        ok = np.roll(seen, shift, axis) & seen
+        edge = [slice(None)] * height.ndim
+        edge[axis] = slice(-1, None) if shift == -1 else slice(0, 1)
+        ok[tuple(edge)] = False  # np.roll wraps around: the far side is no neighbour
+        return (neighbour - height) * -shift, ok
+
+    ahead, ahead_ok = step(-1)
+    behind, behind_ok = step(1)
+    both = ahead_ok & behind_ok
+    return np.where(both, (ahead + behind) / 2.0, np.where(ahead_ok, ahead, np.where(behind_ok, behind, 0.0)))
 
 
 def side_by_side(images: Sequence[np.ndarray]) -> np.ndarray:

@@ -227,3 +227,40 @@ def test_standalone_viewer_draws_every_display_mode(app, session):
     assert shown.width() <= max(600, viewer.image_label.width()) and shown.height() <= max(300, viewer.image_label.height())
     viewer.hide_case()
     assert viewer.picture is None
+
+
+def test_a_thin_level_vessel_is_drawn_evenly_on_the_surface_picture_not_as_dots_shaded_by_the_background():
+    import numpy as np
+
+    from CircleOfWillisGANLib.turing.pictures import surface_picture
+
+    volume = np.full((8, 32, 32), 20, np.uint8)
+    volume[5, 16, 4:28] = 250  # one voxel wide, at one depth, along W
+    volume[3, 2:12, 8] = 250   # another at another depth, along H
+    picture = surface_picture(volume, scale=1)
+    levels, counts = np.unique(picture[picture > 0], return_counts=True)
+    assert sorted(counts.tolist()) == [10, 24] and levels.min() > 100
+
+
+def test_the_first_case_is_refitted_once_the_window_is_laid_out_so_every_case_is_drawn_at_one_size(app, session):
+    from CircleOfWillisGANLib.turing.rater_app import build_rater_window
+
+    window, controller, viewer = build_rater_window(str(session.folder), "reader01")
+    window.resize(1300, 650)
+    window.show()
+    controller.start()  # shown before the layout has given the view its size
+
+    def settled_zoom():
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            app.processEvents()
+            time.sleep(0.02)
+        return viewer.zoom
+
+    first = settled_zoom()
+    _answer(controller.ui, "real", 3)
+    assert settled_zoom() == first
+    window.resize(900, 500)
+    assert settled_zoom() < first
+    controller.close()
+    window.close()
