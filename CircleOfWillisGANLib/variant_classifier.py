@@ -302,10 +302,15 @@ def _label_values(path: Path) -> np.ndarray:
 
 
 def _recorded_variants(sidecar: Path) -> Optional[Dict[str, int]]:
-    """The targets a phantom's JSON records, None for a JSON without "variants"; a damaged JSON is named."""
+    """The targets a phantom's JSON records, None for a JSON without "variants" or for a phantom whose grid cut
+    part of its circle off (its label map says what the image shows); a damaged JSON is named."""
     try:
         recorded = json.loads(sidecar.read_text(encoding="utf-8"))
-        return targets_from_phantom(recorded["variants"]) if isinstance(recorded, dict) and "variants" in recorded else None
+        if not isinstance(recorded, dict) or "variants" not in recorded:
+            return None
+        if recorded.get("params", {}).get("circle_in_view") is False:
+            return None
+        return targets_from_phantom(recorded["variants"])
     except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"phantom record {sidecar} is damaged ({type(exc).__name__}: {exc}): write it again with "
                          "`cowgan phantoms`, or delete it to use the label map beside the image") from None

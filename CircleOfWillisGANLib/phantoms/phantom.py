@@ -111,6 +111,7 @@ def generate_phantom(seed_or_rng: SeedLike = 0, config: Optional[PhantomConfig] 
     labels = merge_label_islands(raster.labels, lambda trial: variant_vectors(trial).as_dict() == drawn)
     measured = variant_vectors(labels).as_dict()
     params = {
+        "circle_in_view": measured == variants.topcow(),  # False: the grid cuts part of the circle off
         "landmarks_mm": landmarks, "pose": pose, "image": image_params,
         "vessels": {v.name: {"label": v.label, "length_mm": round(v.length_mm, 2),
                              "radius_mm": [round(float(v.radii[0]), 3), round(float(v.radii[-1]), 3)]}

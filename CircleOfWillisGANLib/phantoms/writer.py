@@ -27,7 +27,7 @@ PREVIEW_CASES = 16
 PREVIEW_SOFTWARE = "CircleOfWillisGAN phantoms"  # the PNG text that marks a set's preview as written by write_preview
 MANIFEST_FIELDS = ("case", "index", "image", "label", "params", "anterior", "posterior", "complete",
                    "fetal_pca_left", "fetal_pca_right", "pcom_absent_left", "pcom_absent_right", "a1_absent_left",
-                   "a1_absent_right", "acom_absent", "acom_duplicated", "third_a2")
+                   "a1_absent_right", "acom_absent", "acom_duplicated", "third_a2", "circle_in_view")
 
 
 CASE_FILE = re.compile(r"phantom_\d{5,}(_image|_label)?\.(nii|nii\.gz|json)")
@@ -37,7 +37,7 @@ def _is_set_manifest(path: Path) -> bool:
     """Whether `path` is a manifest that write_manifest wrote (its header), not a user's file of the same name."""
     try:
         with path.open(encoding="utf-8") as f:
-            return f.readline().rstrip("\r\n") == ",".join(MANIFEST_FIELDS)
+            return f.readline().startswith(",".join(MANIFEST_FIELDS[:5]) + ",")  # older sets lack the last columns
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -130,7 +130,8 @@ def write_case(out: Path, seed: int, index: int, config: PhantomConfig, compress
            "anterior": "".join(str(x) for x in vectors["anterior"]),
            "posterior": "".join(str(x) for x in vectors["posterior"]),
            "complete": int(vectors == {"anterior": [1, 1, 0, 1], "posterior": [1, 1, 1, 1]})}
-    row.update({k: int(getattr(v, k)) for k in MANIFEST_FIELDS[8:]})
+    row.update({k: int(getattr(v, k)) for k in MANIFEST_FIELDS[8:-1]})
+    row["circle_in_view"] = int(phantom.params["circle_in_view"])
     return {"row": row, "mip": phantom.image.max(axis=0) if index < PREVIEW_CASES else None}
 
 

@@ -106,3 +106,23 @@ def test_long_captions_are_shortened_to_their_tile_instead_of_running_into_the_n
     caption_rows = sheet[40:]
     assert caption_rows[:, 48:48 + GAP + 2].max() == 0
     assert caption_rows[:, :48].max() > 0 and caption_rows[:, 48 + GAP + 2:].max() > 0
+
+
+def test_phantoms_whose_grid_cuts_part_of_the_circle_off_are_marked_and_named(tmp_path, caplog):
+    import logging
+
+    from CircleOfWillisGANLib.variant_classifier import _recorded_variants
+
+    with caplog.at_level(logging.WARNING):
+        assert main(["phantoms", "--n", "5", "--out", str(tmp_path), "--seed", "5", "--shape", "16", "64", "64"]) == 0
+    rows = {r["case"]: r for r in csv.DictReader((tmp_path / "manifest.csv").open())}
+    assert [c for c, r in rows.items() if r["circle_in_view"] == "0"] == ["phantom_00004"]
+    cut = json.loads((tmp_path / "phantom_00004.json").read_text())
+    assert cut["params"]["circle_in_view"] is False and cut["topcow_variants"] != {
+        "anterior": [int(not cut["variants"]["a1_absent_left"]), int(not cut["variants"]["acom_absent"]),
+                     int(cut["variants"]["third_a2"]), int(not cut["variants"]["a1_absent_right"])],
+        "posterior": [int(not cut["variants"]["pcom_absent_left"]), int(not cut["variants"]["p1_absent_left"]),
+                      int(not cut["variants"]["p1_absent_right"]), int(not cut["variants"]["pcom_absent_right"])]}
+    assert "1 of 5 phantoms do not show their whole circle on this grid (phantom_00004)" in caplog.text
+    assert _recorded_variants(tmp_path / "phantom_00004.json") is None  # the classifier reads its label map instead
+    assert _recorded_variants(tmp_path / "phantom_00000.json") is not None

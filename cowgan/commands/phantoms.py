@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 from typing import Any
 
@@ -74,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
         path.unlink()
     out = prepare_output_dir(args.out)
     with tqdm(total=args.n, desc="phantoms", unit="case", disable=None) as bar:
-        write_phantom_set(out, args.n, args.seed, config, workers=args.workers, preview=args.preview,
-                          compress=not args.no_compress, progress=bar.update)
+        manifest = write_phantom_set(out, args.n, args.seed, config, workers=args.workers, preview=args.preview,
+                                     compress=not args.no_compress, progress=bar.update)
+    cut = [row["case"] for row in csv.DictReader(manifest.open(encoding="utf-8")) if row["circle_in_view"] == "0"]
+    if cut:
+        log.warning("%d of %d phantoms do not show their whole circle on this grid (%s): their label maps' variant "
+                    "vectors differ from the sampled variants (manifest column circle_in_view = 0); use a larger "
+                    "--shape or --spacing", len(cut), args.n, ", ".join(cut[:3]) + (", ..." if len(cut) > 3 else ""))
     log.info("wrote %d phantoms to %s (%s%s)", args.n, out, MANIFEST, f", {PREVIEW}" if args.preview else "")
     return 0
