@@ -16,6 +16,8 @@ from .tof import ImageConfig, brightness_along, render, sample_image_params
 from .variants import VariantPrevalence, Variants, check_forced, sample_variants
 
 DEFAULT_SHAPE = (32, 128, 128)
+MAX_VOXELS = 256 * 512 * 512
+BYTES_PER_VOXEL = 53  # peak memory of one phantom per voxel beyond the process itself, measured at 64 x 256 x 256
 ACOM_LABEL_PRIORITY_MM = 0.6
 PCA_LABEL_PRIORITY_MM = 0.3
 """Where labels overlap, the short Acom keeps its own, and the PCA keeps the P1/P2 junction against a thick (fetal)
@@ -41,9 +43,16 @@ class PhantomConfig:
                 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in self.shape)
                 or any(n < 8 or n > 1024 for n in self.shape)):
             raise InputError(f"phantom shape {self.shape} is invalid: give three sizes D H W between 8 and 1024")
-        spacing = check_spacing(self.spacing_mm)
-        if any(not 0.05 <= s <= 5.0 for s in spacing):
-            raise InputError(f"phantom spacing {self.spacing_mm} is invalid: give three spacings (mm) between 0.05 and 5")
+        voxels = int(np.prod([int(n) for n in self.shape]))
+        if voxels > MAX_VOXELS:
+            raise InputError(f"phantom shape {tuple(int(n) for n in self.shape)} has {voxels / 1e6:.0f} million voxels and "
+                             f"would need about {voxels * BYTES_PER_VOXEL / 2**30:.0f} GiB of memory: use at most "
+                             f"{MAX_VOXELS / 1e6:.0f} million voxels (e.g. 256 512 512)")
+        numbers = isinstance(self.spacing_mm, (tuple, list)) and all(
+            isinstance(s, (int, float, np.number)) and not isinstance(s, bool) and np.isfinite(s) for s in self.spacing_mm)
+        if numbers and any(not 0.05 <= s <= 5.0 for s in self.spacing_mm):  # one range, not also check_spacing's
+            raise InputError(f"phantom spacing {tuple(self.spacing_mm)} is invalid: give spacings (mm) between 0.05 and 5")
+        check_spacing(self.spacing_mm)
         if isinstance(self.force, str) or not isinstance(self.force, (tuple, list)):
             raise InputError(f"force must be a list of variant names, e.g. ['{self.force}'], got {self.force!r}")
         check_forced(self.force)

@@ -151,6 +151,9 @@ def test_forced_variants_that_exclude_each_other_are_refused(force):
     ("image", {"slab_probability": 2.0}, "from 0 to 1"),
     ("config", {"shape": (16.5, 32, 32)}, "three sizes"),
     ("config", {"spacing_mm": 0.6}, "three positive millimetres"),
+    ("config", {"spacing_mm": (10.0, 10.0, 10.0)}, r"spacings \(mm\) between 0.05 and 5"),
+    ("config", {"spacing_mm": (200.0, 1.0, 1.0)}, r"spacings \(mm\) between 0.05 and 5"),
+    ("config", {"shape": (1024, 1024, 1024)}, "1074 million voxels and would need about 53 GiB of memory: use at most 67"),
     ("config", {"force": "acom_absent"}, "list of variant names"),
 ])
 def test_configurations_that_would_draw_no_vessels_or_crash_later_are_refused(make, setting, message):
