@@ -47,6 +47,7 @@ class AnatomyConfig:
     ica_terminus_anterior_mm: Tuple[float, float] = (11.0, 18.0)
     ica_terminus_height_mm: Tuple[float, float] = (0.0, 6.0)
     acom_anterior_of_termini_mm: Tuple[float, float] = (3.0, 7.0)
+    acom_anterior_of_tip_mm: Tuple[float, float] = (15.0, 21.5)
     acom_length_mm: Tuple[float, float] = (1.0, 3.0)
     m1_length_mm: Tuple[float, float] = (16.0, 24.0)
     p1_length_mm: Tuple[float, float] = (5.5, 7.5)
@@ -91,11 +92,14 @@ def _u(rng: np.random.Generator, lo_hi: Tuple[float, float]) -> float:
 
 def sample_landmarks(rng: np.random.Generator, cfg: AnatomyConfig) -> Dict[str, float]:
     """The subject's scalar anatomy parameters (mm, template frame), all recorded in the JSON."""
+    terminus_y = _u(rng, cfg.ica_terminus_anterior_mm)
     return {
         "ica_half_separation": _u(rng, cfg.ica_separation_mm) / 2.0,
-        "ica_terminus_y": _u(rng, cfg.ica_terminus_anterior_mm),
+        "ica_terminus_y": terminus_y,
         "ica_terminus_z": _u(rng, cfg.ica_terminus_height_mm),
-        "acom_forward": _u(rng, cfg.acom_anterior_of_termini_mm),
+        # in front of the termini, but within the measured distances from the basilar tip however far forward they lie
+        "acom_forward": float(np.clip(terminus_y + _u(rng, cfg.acom_anterior_of_termini_mm),
+                                      *cfg.acom_anterior_of_tip_mm)) - terminus_y,
         "acom_rise": float(rng.uniform(-0.5, 3.0)),
         "acom_length": _u(rng, cfg.acom_length_mm),
         "a2_half_gap": float(rng.uniform(1.0, 2.0)),
