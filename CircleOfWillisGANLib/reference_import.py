@@ -2,6 +2,7 @@
 
 The EMA networks (SE, GE) are what the reference generates with; they are renamed to this project's keys,
 fmap_max and latent_dim are inferred from tensor shapes, and the result uses the reference noise convention.
+The truncation centre is, as in the reference, the mean w of the live mapping network S (not of SE).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from .errors import CheckpointError
 from .generator_model import GeneratorModel
 from .volume_io import DEFAULT_SPACING_MM, check_spacing, default_affine
 
-REFERENCE_DEPTH = 32  # the reference hard-codes 32 slices
-UNSUPPORTED_OPTIONS = ("transparent", "fq_layers", "attn_layers", "no_const")
+REFERENCE_DEPTH = 32  # the reference grows depth to 32 slices at most (image_size 16 gives 16^3)
+UNSUPPORTED_OPTIONS = ("fq_layers", "attn_layers", "no_const")  # the reference code cannot build these either
+# `transparent` only asks for RGBA output, which the reference's grayscale blocks ignore: its tensors are the same
 TRAINING_STATE_FORMAT = "cowgan-train-state"  # training/state.py FORMAT (the library does not import training)
 REFERENCE_LR_MLP = 0.1  # the reference trainer's default mapping learning-rate multiplier
 log = logging.getLogger(__name__)
@@ -104,7 +106,9 @@ def infer_architecture(state: Dict[str, torch.Tensor], config: Dict[str, Any]) -
     """Rebuild the reference's architecture from tensor shapes, cross-checked against .config.json."""
     for option in UNSUPPORTED_OPTIONS:
         if config.get(option):
-            raise CheckpointError(f"reference option {option}={config[option]!r} is not supported: only the published configuration imports")
+            raise CheckpointError(f"reference option {option}={config[option]!r}: the reference code cannot build such a "
+                                  "model, so this .config.json is not this checkpoint's; pass the run's own .config.json "
+                                  "with --config")
     mapping_keys = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"SE\.net\.(\d+)\.weight", k)))
     block_keys = {int(m.group(1)) for k in state if (m := re.fullmatch(r"GE\.blocks\.(\d+)\.conv1\.weight", k))}
     if not mapping_keys or not block_keys:
@@ -124,7 +128,8 @@ def infer_architecture(state: Dict[str, torch.Tensor], config: Dict[str, Any]) -
     d_channels = [v.shape[0] for k, v in state.items() if re.fullmatch(r"D\.blocks\.\d+\.conv_res\.weight", k)]
     fmap_max = max(g_channels + d_channels)
     arch = Architecture(latent_dim=latent_dim, mapping_layers=len(mapping_keys), mapping_lr_mul=lr_mul,
-                        network_capacity=capacity, fmap_max=fmap_max, output_shape=(REFERENCE_DEPTH, image_size, image_size),
+                        network_capacity=capacity, fmap_max=fmap_max,
+                        output_shape=(min(REFERENCE_DEPTH, image_size), image_size, image_size),
                         noise_mode="reference")
     if arch.generator_channels() != g_channels:
         raise CheckpointError(f"generator channels {g_channels} do not follow the reference rule for capacity {capacity}: "
@@ -141,14 +146,15 @@ def _config_whole_number(config: Dict[str, Any], key: str, default: int) -> int:
     return value
 
 
-def convert_state(state: Dict[str, torch.Tensor], arch: Architecture) -> Dict[str, torch.Tensor]:
-    """Rename and reshape the reference's SE/GE tensors into this project's GeneratorModel keys."""
+def convert_state(state: Dict[str, torch.Tensor], arch: Architecture, mapping: str = "SE") -> Dict[str, torch.Tensor]:
+    """Rename and reshape the reference's SE (or, with `mapping` "S", the live mapping network's) and GE tensors into
+    this project's GeneratorModel keys."""
     target = GeneratorModel(arch).state_dict()
     out: Dict[str, torch.Tensor] = {}
     for i in range(arch.mapping_layers):
         for p in ("weight", "bias"):
             key = f"mapping.layers.{i}.{p}"
-            out[key] = _take(state, f"SE.net.{2 * i}.{p}", target[key].shape)
+            out[key] = _take(state, f"{mapping}.net.{2 * i}.{p}", target[key].shape)
     out["synthesis.const"] = _take(state, "GE.initial_block", target["synthesis.const"].shape)
     for p in ("weight", "bias"):
         out[f"synthesis.input_conv.{p}"] = _take(state, f"GE.initial_conv.{p}", target[f"synthesis.input_conv.{p}"].shape)
@@ -182,14 +188,29 @@ def import_reference(model_path: str, config_path: Optional[str] = None,
     arch = infer_architecture(state, config)
     model = GeneratorModel(arch)
     model.load_state_dict(convert_state(state, arch))
+    w_avg, centre = _truncation_centre(state, arch, model, path)
     step = re.fullmatch(r"model_(\d+)\.pt", path.name)
     metadata = {
         "name": path.parent.name or path.stem,
         "data": {"affine": default_affine(arch.output_shape, spacing_mm).tolist(), "spacing_mm": list(spacing_mm),
                  "orientation": "RAS", "normalisation": "per-volume min-max to [0, 1]"},
-        "w_avg": {"networks": "EMA mapping (SE)", "num_samples": 10_000, "seed": 0},
+        "w_avg": {"networks": centre, "num_samples": 10_000, "seed": 0},
         "provenance": {"source": "reference checkpoint (claim-berlin 3D StyleGAN)", "file": path.name,
                        "file_sha256": file_sha256(path), "checkpoint_number": int(step.group(1)) if step else None,
                        "reference_config": config},
     }
-    return Checkpoint(arch, model.state_dict(), model.mean_w(), metadata)
+    return Checkpoint(arch, model.state_dict(), w_avg, metadata)
+
+
+def _truncation_centre(state: Dict[str, torch.Tensor], arch: Architecture, model: GeneratorModel,
+                       path: Path) -> Tuple[torch.Tensor, str]:
+    """The mean w that truncation pulls towards and which networks gave it: the live mapping network S, as the
+    reference computes it at generation time (from 10,000 seeded z rather than its 2,000 unseeded ones); the EMA
+    mapping SE, with a warning, for a checkpoint stripped of S."""
+    if not any(key.startswith("S.net.") for key in state):
+        log.warning("%s holds no live mapping network (S): the truncation centre comes from the EMA mapping (SE), so "
+                    "outputs at psi < 1 differ slightly from the reference's", path)
+        return model.mean_w(), "EMA mapping (SE); the checkpoint has no live mapping (S)"
+    live = GeneratorModel(arch)
+    live.load_state_dict(convert_state(state, arch, mapping="S"))
+    return live.mean_w(), "live mapping (S), as the reference truncates"

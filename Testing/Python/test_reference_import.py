@@ -54,6 +54,45 @@ def test_w_avg_is_deterministic(golden_dir):
     assert torch.equal(a, b)
 
 
+def _reference_mapping(state, prefix, z, lr_mul=0.1):
+    """The reference's mapping network written out from its description: L2-normalised z, then equalised linear
+    layers (weight and bias times lr_mul) with LeakyReLU(0.2)."""
+    x = torch.nn.functional.normalize(z, dim=1)
+    for i in range(len([k for k in state if k.startswith(f"{prefix}.net.") and k.endswith(".weight")])):
+        weight, bias = state[f"{prefix}.net.{2 * i}.weight"].float(), state[f"{prefix}.net.{2 * i}.bias"].float()
+        x = torch.nn.functional.leaky_relu(torch.nn.functional.linear(x, weight * lr_mul, bias * lr_mul), 0.2)
+    return x
+
+
+def test_the_truncation_centre_is_the_live_mapping_networks_mean_as_the_reference_computes_it(golden_dir, tmp_path,
+                                                                                                caplog):
+    import logging
+    import shutil
+
+    data = torch.load(str(golden_dir / "model_0.pt"), map_location="cpu", weights_only=True)
+    state = data["GAN"]
+    live = {k: v + 0.3 * v.float().std() * torch.randn(v.shape, generator=torch.Generator().manual_seed(1))
+            for k, v in state.items() if k.startswith("S.net.")}  # a live network that differs from its average SE
+    moved = tmp_path / "model_0.pt"
+    torch.save({**data, "GAN": {**state, **live}}, str(moved))
+    shutil.copy(golden_dir / ".config.json", tmp_path / ".config.json")
+    checkpoint = import_reference(str(moved))
+    z = torch.randn(20000, 64, generator=torch.Generator().manual_seed(5))
+    live_mean = _reference_mapping({**state, **live}, "S", z).mean(0)
+    ema_mean = _reference_mapping(state, "SE", z).mean(0)
+    spread = (live_mean - ema_mean).abs().max()
+    assert spread > 1e-3
+    assert (checkpoint.w_avg - live_mean).abs().max() < spread / 4
+    assert checkpoint.metadata["w_avg"]["networks"].startswith("live mapping (S)")
+    stripped = tmp_path / "stripped" / "model_0.pt"
+    stripped.parent.mkdir()
+    torch.save({**data, "GAN": {k: v for k, v in state.items() if not k.startswith("S.")}}, str(stripped))
+    shutil.copy(golden_dir / ".config.json", stripped.parent / ".config.json")
+    with caplog.at_level(logging.WARNING):
+        assert import_reference(str(stripped)).metadata["w_avg"]["networks"].startswith("EMA mapping (SE)")
+    assert "holds no live mapping network (S)" in caplog.text
+
+
 def test_paper_configuration_state_dict_converts():
     shapes = {}
     for line in (REPO.parent / "shared" / "reference" / "claim-paper-config-state-dict.tsv").read_text().splitlines() \
@@ -132,11 +171,29 @@ def test_config_that_contradicts_the_tensors_is_refused(golden_dir, tmp_path):
         import_reference(str(golden_dir / "model_0.pt"), str(config))
 
 
-def test_unsupported_reference_options_are_refused(golden_dir, tmp_path):
+@pytest.mark.parametrize("option", [{"attn_layers": [1]}, {"fq_layers": [1]}, {"no_const": True}])
+def test_options_the_reference_code_cannot_build_are_refused_as_a_foreign_config(golden_dir, tmp_path, option):
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"image_size": 64, "network_capacity": 2, "attn_layers": [1]}))
-    with pytest.raises(CheckpointError, match="attn_layers"):
+    config.write_text(json.dumps({"image_size": 64, "network_capacity": 2, **option}))
+    with pytest.raises(CheckpointError, match=f"{next(iter(option))}.*cannot build such a model.*pass the run's own"):
         import_reference(str(golden_dir / "model_0.pt"), str(config))
+
+
+def test_transparent_which_the_reference_grayscale_blocks_ignore_imports_the_same_model(golden_dir, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**json.loads((golden_dir / ".config.json").read_text()), "transparent": True}))
+    plain = import_reference(str(golden_dir / "model_0.pt"))
+    transparent = import_reference(str(golden_dir / "model_0.pt"), str(config))
+    assert all(torch.equal(plain.state_dict[k], transparent.state_dict[k]) for k in plain.state_dict)
+
+
+def test_a_reference_run_below_32_slices_is_a_cube_as_the_reference_grows_it():
+    from CircleOfWillisGANLib.reference_import import infer_architecture
+
+    state = {f"SE.net.{2 * i}.weight": torch.zeros(16, 16) for i in range(2)}
+    state.update({f"GE.blocks.{i}.conv1.weight": torch.zeros(c, c, 3, 3, 3) for i, c in enumerate((16, 8, 4))})
+    arch = infer_architecture(state, {"image_size": 16, "network_capacity": 2})
+    assert arch.output_shape == (16, 16, 16) and arch.generator_channels() == [16, 8, 4]
 
 
 def test_imported_checkpoint_records_provenance(golden_dir, tmp_path):
