@@ -115,7 +115,8 @@ def generate_phantom(seed_or_rng: SeedLike = 0, config: Optional[PhantomConfig] 
     grid = Grid(cfg.shape, affine)
     voxel = min(cfg.spacing_mm)
     raster = rasterise(tubes, grid, min_label_radius_mm=0.55 * voxel, label_margin_mm=LABEL_MARGIN_VOXELS * voxel)
-    image = render(rng, raster.sdf, raster.brightness, affine, image_params, pose["tip_mm"])  # type: ignore[arg-type]
+    image = render(rng, raster.sdf, raster.brightness, raster.radius, affine, image_params,
+                   pose["tip_mm"])  # type: ignore[arg-type]
     drawn = variant_vectors(raster.labels).as_dict()
     labels = merge_label_islands(raster.labels, lambda trial: variant_vectors(trial).as_dict() == drawn)
     measured = variant_vectors(labels).as_dict()

@@ -33,11 +33,13 @@ class Tube:
 
 @dataclass
 class RasterResult:
-    """Per-voxel maps (D, H, W): signed distance to the vessel surface (mm), brightness, label."""
+    """Per-voxel maps (D, H, W): signed distance to the vessel surface (mm), brightness and lumen radius (mm) of the
+    nearest tube, label."""
 
     sdf: np.ndarray
     brightness: np.ndarray
     labels: np.ndarray
+    radius: np.ndarray
 
 
 class Grid:
@@ -74,18 +76,21 @@ def rasterise(tubes: Sequence[Tube], grid: Grid, min_label_radius_mm: float, lab
     sdf = np.full(grid.shape, FAR_MM, dtype=np.float32)
     label_sdf = np.full(grid.shape, FAR_MM, dtype=np.float32)
     brightness = np.zeros(grid.shape, dtype=np.float32)
+    radius = np.zeros(grid.shape, dtype=np.float32)
     labels = np.zeros(grid.shape, dtype=np.uint8)
     margin = 1.5 * max(grid.spacing)
     for tube in tubes:
         n = len(tube.points)
         for first in range(0, n - 1, PIECES_PER_CHUNK):
             last = min(n - 1, first + PIECES_PER_CHUNK)
-            _chunk(tube, first, last, grid, margin, min_label_radius_mm + label_margin_mm, label_margin_mm, sdf, label_sdf, brightness, labels)
-    return RasterResult(sdf, brightness, labels)
+            _chunk(tube, first, last, grid, margin, min_label_radius_mm + label_margin_mm, label_margin_mm, sdf, label_sdf,
+                   brightness, labels, radius)
+    return RasterResult(sdf, brightness, labels, radius)
 
 
 def _chunk(tube: Tube, first: int, last: int, grid: Grid, margin: float, min_label_radius: float, margin_label: float,
-           sdf: np.ndarray, label_sdf: np.ndarray, brightness: np.ndarray, labels: np.ndarray) -> None:
+           sdf: np.ndarray, label_sdf: np.ndarray, brightness: np.ndarray, labels: np.ndarray,
+           radius_map: np.ndarray) -> None:
     p = tube.points[first: last + 1]
     r = tube.radii[first: last + 1]
     reach = float(r.max()) + margin
@@ -109,10 +114,12 @@ def _chunk(tube: Tube, first: int, last: int, grid: Grid, margin: float, min_lab
     t_best = np.take_along_axis(t, best, axis=-1)[..., 0]
     bright = tube.brightness[first: last + 1]
     local_bright = (bright[:-1][best[..., 0]] + t_best * (bright[1:] - bright[:-1])[best[..., 0]]).astype(np.float32)
+    local_radius = np.take_along_axis(radius, best, axis=-1)[..., 0].astype(np.float32)
     region = (sd, sh, sw)
     closer = local_sdf < sdf[region]
     sdf[region] = np.where(closer, local_sdf, sdf[region])
     brightness[region] = np.where(closer, local_bright, brightness[region])
+    radius_map[region] = np.where(closer, local_radius, radius_map[region])
     local_label_sdf = np.min(dist - np.maximum(radius + margin_label, min_label_radius), axis=-1).astype(np.float32)
     local_label_sdf -= np.float32(tube.label_priority_mm)
     if tube.label:

@@ -78,9 +78,22 @@ def smooth_field(rng: np.random.Generator, shape: Sequence[int], cells: Sequence
     return (fine / max(float(fine.std()), 1e-6)).astype(np.float32)
 
 
-def occupancy(sdf: np.ndarray, voxel_mm: float) -> np.ndarray:
-    """Partial-volume fraction of lumen in each voxel from the signed distance to the surface."""
-    return np.clip(0.5 - sdf / voxel_mm, 0.0, 1.0).astype(np.float32)
+def occupancy(sdf: np.ndarray, voxel_mm: float, radius_mm: np.ndarray) -> np.ndarray:
+    """Partial-volume fraction of lumen in each voxel: a ramp of the signed distance over one voxel, scaled so that
+    its integral over a tube's cross-section is the lumen's area. The bare ramp gives a tube much thinner than a voxel
+    several times its cross-section (2.3x for a 0.3 mm radius at 1.24 mm), as if it were a voxel wide."""
+    ramp = np.clip(0.5 - sdf / voxel_mm, 0.0, 1.0)
+    return (ramp * ramp_area_correction(radius_mm, voxel_mm)).astype(np.float32)
+
+
+def ramp_area_correction(radius_mm: np.ndarray, voxel_mm: float) -> np.ndarray:
+    """Lumen area pi r^2 over the integral of the occupancy ramp across a tube of radius r (closed form)."""
+    r = np.maximum(np.asarray(radius_mm, dtype=np.float64), 1e-6)
+    h = 0.5 * voxel_mm
+    outer, inner = r + h, np.maximum(r - h, 0.0)
+    ramp_area = np.pi * inner ** 2 + (2.0 * np.pi / voxel_mm) * (
+        outer ** 3 / 6.0 - outer * inner ** 2 / 2.0 + inner ** 3 / 3.0)
+    return np.minimum(1.0, np.pi * r ** 2 / ramp_area)
 
 
 def _world_axes(shape: Sequence[int], affine: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -92,9 +105,10 @@ def _world_axes(shape: Sequence[int], affine: np.ndarray) -> Tuple[np.ndarray, n
     return x, y, z
 
 
-def render(rng: np.random.Generator, sdf: np.ndarray, brightness: np.ndarray, affine: np.ndarray,
+def render(rng: np.random.Generator, sdf: np.ndarray, brightness: np.ndarray, radius: np.ndarray, affine: np.ndarray,
            params: Dict[str, object], tip_mm: Sequence[float]) -> np.ndarray:
-    """The normalised TOF-like image (D, H, W) float32 in [0, 1] from the rasterised vessels."""
+    """The normalised TOF-like image (D, H, W) float32 in [0, 1] from the rasterised vessels (signed distance,
+    inflow brightness and lumen radius of the nearest tube per voxel)."""
     ndi = require("scipy.ndimage", "phantom images", "scipy")
     shape = sdf.shape
     spacing = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
@@ -110,7 +124,7 @@ def render(rng: np.random.Generator, sdf: np.ndarray, brightness: np.ndarray, af
     midbrain = np.exp(-(((x - tx) / 11.0) ** 2 + ((y - ty + 13.0) / 10.0) ** 2))
     cistern = np.clip(cistern * (1.0 - midbrain) * (1.0 + 0.5 * smooth_field(rng, shape, cells)), 0.0, 1.0)
     tissue = tissue * (1.0 - cistern) + float(p["csf_level"]) * cistern
-    occ = occupancy(sdf, voxel)
+    occ = occupancy(sdf, voxel, radius)
     vessels = occ * brightness * float(p["vessel_gain"])
     image = tissue * (1.0 - occ) + vessels
     sigma = [float(p["psf_sigma_mm"]) / s for s in (spacing[2], spacing[0], spacing[1])]

@@ -250,3 +250,20 @@ def test_shape_and_spacing_are_configurable():
     p = generate_phantom((3, 0), PhantomConfig(shape=(24, 64, 80), spacing_mm=(1.0, 1.0, 0.8)))
     assert p.image.shape == (24, 64, 80) == p.labels.shape
     assert np.allclose(np.diag(p.affine)[:3], (1.0, 1.0, 0.8))
+
+
+@pytest.mark.parametrize("radius, voxel", [(0.15, 1.24), (0.3, 1.24), (0.3, 0.62), (0.8, 1.24), (2.0, 0.62)])
+def test_a_tube_thinner_than_a_voxel_gets_the_signal_of_its_lumen_not_of_a_voxel_wide_vessel(radius, voxel):
+    from CircleOfWillisGANLib.phantoms.raster import Grid, Tube, rasterise
+    from CircleOfWillisGANLib.phantoms.tof import occupancy
+    from CircleOfWillisGANLib.volume_io import default_affine
+
+    shape = (16, 16, 16)
+    grid = Grid(shape, default_affine(shape, (voxel,) * 3))
+    areas = []
+    for dy in np.linspace(0.0, 0.5, 4):  # where a sub-voxel tube sits between voxel centres changes its sampled sum
+        for dz in np.linspace(0.0, 0.5, 4):
+            points = np.array([[x, dy * voxel, dz * voxel] for x in np.linspace(-7 * voxel, 7 * voxel, 15)])
+            raster = rasterise([Tube(points, np.full(15, radius), np.ones(15, np.float32), 0)], grid, 0.0)
+            areas.append(occupancy(raster.sdf, voxel, raster.radius)[:, 8, :].sum() * voxel * voxel)
+    assert np.mean(areas) == pytest.approx(np.pi * radius ** 2, rel=0.05)  # the bare ramp: 5.5x for 0.15 mm at 1.24
