@@ -15,6 +15,9 @@ from ..errors import require
 from .ranges import check_ranges
 
 
+SKULL_EDGE_MM = 1.5  # standard deviation of the skull-strip edge's irregularity
+
+
 @dataclass(frozen=True)
 class ImageConfig:
     """Population ranges (uniform) of the image parameters; defaults match the intensity facts in DOMAIN.md."""
@@ -137,8 +140,9 @@ def render(rng: np.random.Generator, sdf: np.ndarray, brightness: np.ndarray, ra
     real = image + np.float32(noise) * rng.standard_normal(shape, dtype=np.float32)
     imaginary = np.float32(noise) * rng.standard_normal(shape, dtype=np.float32)
     image = np.sqrt(real * real + imaginary * imaginary)
-    if p["skull_strip"]:
-        floor = tz - 9.0 + 4.0 * ((x - tx) / 25.0) ** 2 - 0.12 * (y - ty)
+    if p["skull_strip"]:  # a brain mask's lower edge: a bowl below the circle, made irregular as real masks are
+        irregular = smooth_field(rng, (2, shape[1], shape[2]), (2, max(2, shape[1] // 10), max(2, shape[2] // 10)))[:1]
+        floor = tz - 9.0 + 4.0 * ((x - tx) / 25.0) ** 2 - 0.12 * (y - ty) + SKULL_EDGE_MM * irregular
         image = np.where((z < floor) & (occ < 0.05), 0.0, image)
     lo, hi = float(image.min()), float(image.max())
     return ((image - lo) / max(hi - lo, 1e-12)).astype(np.float32)
