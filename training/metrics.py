@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from CircleOfWillisGANLib.evaluation import frechet_distance
+from CircleOfWillisGANLib.evaluation.distances import standardise
 from CircleOfWillisGANLib.evaluation.morphology import features_to_vector, morphology_features
 from CircleOfWillisGANLib.errors import require
 
@@ -41,7 +42,5 @@ class MorphologyDistance:
 
     def __call__(self, generated: np.ndarray) -> float:
         """The distance for (N, D, H, W) generated volumes in [0, 1]; needs N >= 2."""
-        real = self.real_features()
-        mean, sd = real.mean(axis=0), real.std(axis=0)
-        sd = np.where(sd > 0, sd, 1.0)
-        return frechet_distance((self._features(generated) - mean) / sd, (real - mean) / sd)
+        real, fake = standardise(self.real_features(), self._features(generated))
+        return frechet_distance(fake, real)

@@ -49,3 +49,13 @@ def test_a_missing_metric_package_is_named_before_training_starts(real, monkeypa
     monkeypatch.setitem(sys.modules, "skimage", None)  # as if scikit-image were not installed
     with pytest.raises(MissingDependencyError, match="pip install scikit-image"):
         MorphologyDistance(real, (1.0, 1.0, 1.0))
+
+
+def test_a_feature_constant_up_to_rounding_in_the_real_set_does_not_blow_up_the_distance(real, monkeypatch):
+    metric = MorphologyDistance(real, (0.62, 0.62, 0.62))
+    features = np.random.default_rng(0).random((6, 4))
+    features[:, 3] = [0.3, 0.1 + 0.2, 0.3, 0.1 + 0.2, 0.3, 0.3]  # 0.1 + 0.2 is one rounding step above 0.3
+    assert 0 < features[:, 3].std() < 1e-15
+    metric._real = features
+    monkeypatch.setattr(metric, "_features", lambda volumes: features + np.array([0.0, 0.0, 0.0, 1e-9]))
+    assert metric(np.zeros((6, 16, 32, 32), np.float32)) < 1e-6  # a coarse grid's constant feature printed 1e+30
