@@ -123,6 +123,10 @@ def test_an_existing_report_is_kept_unless_overwrite_and_real_may_not_be_the_gen
     assert (sets / "mine" / "report.html").read_text() == "an earlier model's report"
     assert main(["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "real"), "--out", str(sets / "x")]) == 2
     assert "--fake " + str(sets / "real") + " is the --real folder" in capsys.readouterr().err
+    inside = sets / "real" / "report"
+    assert main(["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "noise"), "--out", str(inside)]) == 2
+    assert "is the --real folder or inside it: write the report to its own folder" in capsys.readouterr().err
+    assert not inside.exists()
 
 
 def test_a_folder_mixing_voxel_spacings_or_orientations_is_refused(tmp_path, capsys):

@@ -65,8 +65,9 @@ def _check(args: argparse.Namespace) -> None:
     out = Path(args.out).resolve()
     for name in ("real", "fake", "train", "real_labels", "fake_labels"):
         folder = getattr(args, name)
-        if folder and Path(folder).resolve() == out:
-            raise InputError(f"--out {args.out} is the --{name.replace('_', '-')} folder: write the report to its own folder")
+        if folder and (Path(folder).resolve() == out or Path(folder).resolve() in out.parents):
+            raise InputError(f"--out {args.out} is the --{name.replace('_', '-')} folder or inside it: write the report "
+                             "to its own folder outside the inputs")
     if args.fake_labels and args.model:
         raise InputError("--fake-labels goes with --fake: a model's volumes have no label maps; leave it out")
     for name in ("fake", "train"):
