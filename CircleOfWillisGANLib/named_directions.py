@@ -217,6 +217,7 @@ class EditReport:
     flipped: float  # share of samples whose named variant changed
     others_kept: Optional[float]  # share of unchanged calls of the other reliably called variants (None: there are none)
     kept_by_variant: Dict[str, float]  # share of samples whose call of each other variant did not change
+    at_chance: List[str] = dataclasses.field(default_factory=list)  # variants the classifier cannot call: not in others_kept
 
 
 def measure_edits(generator: Any, classifier: VariantClassifier, directions: Sequence[Direction], samples: int = 100,
@@ -252,7 +253,8 @@ def measure_edits_around(generator: Any, classifier: VariantClassifier, directio
         others = [k for k in reliable if k != v]
         reports.append(EditReport(direction.label, samples, float(1.0 - kept[v]),
                                   float(kept[others].mean()) if others else None,
-                                  {keys[k]: float(kept[k]) for k in range(len(keys)) if k != v}))
+                                  {keys[k]: float(kept[k]) for k in range(len(keys)) if k != v},
+                                  [keys[k] for k in range(len(keys)) if k != v and k not in reliable]))
         if progress:
             progress(i + 1, len(chosen))
     return reports

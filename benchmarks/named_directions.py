@@ -41,8 +41,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     reports = measure_edits(gen, load_classifier(args.classifier), directions, args.n, args.amount, args.seed)
     for r in reports:
         pooled = "n/a" if r.others_kept is None else f"{r.others_kept:.0%}"
+        counted = ", ".join(f"{k} {v:.0%}" for k, v in r.kept_by_variant.items() if k not in r.at_chance)
+        uncounted = ", ".join(f"{k} {r.kept_by_variant[k]:.0%}" for k in r.at_chance)
         print(f"{r.label}: flipped in {r.flipped:.0%} of {r.samples} samples, other reliably called variants kept in "
-              f"{pooled} (" + ", ".join(f"{k} {v:.0%}" for k, v in r.kept_by_variant.items()) + ")")
+              f"{pooled} ({counted})" + (f"; not counted, the classifier is at chance on: {uncounted}" if uncounted else ""))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     path = write_json(Path(args.out) / "named_directions.json", {
         "model": gen.source, "model_content_sha256": gen.checkpoint.sha256, "samples": args.n, "amount_sd": args.amount,

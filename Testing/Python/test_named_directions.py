@@ -245,6 +245,7 @@ def test_moving_a_named_direction_flips_its_call_and_pools_only_reliably_called_
         assert report.samples == 40 and report.flipped >= 0.8
         assert set(report.kept_by_variant) == {other, "acom"}
         assert report.others_kept == report.kept_by_variant[other]  # the coin-flip Acom is left out of the pool
+        assert report.at_chance == ["acom"]
 
 
 def test_named_sliders_are_measured_around_given_w_plus_and_noise_as_around_seeds(brightness_named):
