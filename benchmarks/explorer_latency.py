@@ -1,7 +1,8 @@
 """Explorer latency: time from a slider release to the new 3D MIP and vessel surface drawn on screen.
 
-Run under a display (e.g. `xvfb-run -a python benchmarks/explorer_latency.py`). Uses the bundled demo model,
-or the demo preset with random weights when no trained demo model is bundled (same size, same cost).
+Run under a display (e.g. `xvfb-run -a python benchmarks/explorer_latency.py`). Uses the bundled demo model
+(16 x 64 x 64), another model with --model, or random weights of a training preset with --preset (`--preset demo`:
+the demo architecture at the full 32 x 128 x 128, the explorer's worst case).
 `--host-holds-gil` idles the GUI thread in C code that keeps Python's GIL, as 3D Slicer's PythonQt does, and
 gives the controller the setting the Slicer module gives it (`--without-lending`: without it, for comparison).
 """
@@ -20,6 +21,7 @@ import torch
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="demo")
+    parser.add_argument("--preset", default=None, help="random weights of this preset instead of --model")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--host-holds-gil", action="store_true", help="idle as 3D Slicer does, holding the GIL")
@@ -29,18 +31,15 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from CircleOfWillisGANLib.errors import CheckpointError
     from CircleOfWillisGANLib.explorer.window import build_window
     from CircleOfWillisGANLib.qt_pyside6 import qapplication
     from CircleOfWillisGANLib.generator import build_generator, load_generator
     from CircleOfWillisGANLib.panel_engine import PanelEngine
 
-    try:
+    if args.preset:
+        generator, what = build_generator(args.preset, seed=0, device="cpu"), f"{args.preset} preset, random weights"
+    else:
         generator, what = load_generator(args.model, device="cpu"), args.model
-    except CheckpointError:
-        if args.model != "demo":
-            raise
-        generator, what = build_generator("demo", seed=0, device="cpu"), "demo preset, random weights (no trained demo bundled)"
     app = qapplication()
     window = build_window(engine=PanelEngine(generator))
     window.show()
