@@ -69,7 +69,8 @@ def refuse_overwrite(folder: Union[str, Path], names: Iterable[str], overwrite: 
     clashes = [name for name in dict.fromkeys(names) if name in present]
     if clashes:
         more = f" and {len(clashes) - 1} more of this run's files already exist" if len(clashes) > 1 else " already exists"
-        raise OutputError(f"{folder / clashes[0]}{more}: choose a new --out, or pass --overwrite to replace them")
+        raise OutputError(f"{folder / clashes[0]}{more}: choose a new --out, or pass --overwrite to replace "
+                          f"{'them' if len(clashes) > 1 else 'it'}")
 
 
 def unused_stem(folder: Union[str, Path], stem: str, names: Callable[[str], Iterable[str]]) -> str:

@@ -264,8 +264,9 @@ def load_generator(path: Union[str, Path] = "demo", device: str = "auto") -> CoW
     if path.suffix == ".pt":
         from .reference_import import import_reference
 
-        log.info("converting reference checkpoint %s in memory; save it with `cowgan import-reference`", path)
-        return CoWGenerator(import_reference(str(path)), device, source=str(path))
+        checkpoint = import_reference(str(path))  # first: a missing or damaged file is said alone
+        log.info("converted reference checkpoint %s in memory; save it with `cowgan import-reference`", path)
+        return CoWGenerator(checkpoint, device, source=str(path))
     return CoWGenerator(load_checkpoint(path), device, source=str(path))
 
 

@@ -179,6 +179,22 @@ def test_name_directions_refuses_a_classifier_trained_on_another_grid(classifier
     assert model.read_bytes() == before
 
 
+def test_a_failure_after_training_the_classifier_says_where_it_is_kept_and_how_to_go_on(tmp_path, capsys):
+    from cowgan.main import main
+
+    model = tmp_path / "tiny.safetensors"
+    save_checkpoint(model, build_generator("tiny", seed=0, device="cpu").checkpoint)
+    assert main(["phantoms", "--n", "8", "--out", str(tmp_path / "ph"), "--shape", "16", "32", "32"]) == 0
+    out = tmp_path / "named.safetensors"
+    argv = ["name-directions", "--model", str(model), "--labelled", str(tmp_path / "ph"), "--out", str(out),
+            "--samples", "20", "--classifier-epochs", "1"]
+    assert main(argv) == 2  # eight cases cannot show every variant both ways
+    kept = tmp_path / "named_variant_classifier.safetensors"
+    assert f"the variant classifier trained for it is kept in {kept}: reuse it with --classifier" in capsys.readouterr().err
+    assert kept.is_file() and not out.exists()
+    assert main(argv) == 2 and "reuse it with --classifier" in capsys.readouterr().err  # not trained again silently
+
+
 def test_each_orthogonalised_normal_is_a_unit_vector_orthogonal_to_the_other_boundaries():
     raw = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     normals = orthogonalise(raw)

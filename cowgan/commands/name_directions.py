@@ -9,7 +9,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from CircleOfWillisGANLib.errors import InputError, OutputError
+from CircleOfWillisGANLib.errors import CoWGANError, InputError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +71,21 @@ def run(args: argparse.Namespace) -> int:
                          "kept as it is)")
     with output_folder(out.parent):
         classifier = _classifier(args, out, tuple(gen.arch.output_shape), spacing_of(gen.affine), gen.device)
-        with tqdm(total=args.samples, desc="labelling samples", unit="volume", disable=None) as bar:
-            w, calls = sample_calls(gen, classifier, args.samples, args.seed, psi,
-                                    progress=lambda i, n: bar.update(i - bar.n))
-        fit = fit_boundaries(w, calls, classifier.keys,
-                             classifier_accuracy=classifier.info.get("held_out_balanced_accuracy"))
-        info = {"samples": args.samples, "psi": psi, "seed": args.seed, "classifier": classifier.info,
-                "boundary_accuracy": fit.accuracy, "prevalence": fit.prevalence, "skipped": fit.skipped}
-        directions = named(store_named_directions(gen, fit, info))
-        save_checkpoint(out, gen.checkpoint)
+        try:
+            with tqdm(total=args.samples, desc="labelling samples", unit="volume", disable=None) as bar:
+                w, calls = sample_calls(gen, classifier, args.samples, args.seed, psi,
+                                        progress=lambda i, n: bar.update(i - bar.n))
+            fit = fit_boundaries(w, calls, classifier.keys,
+                                 classifier_accuracy=classifier.info.get("held_out_balanced_accuracy"))
+            info = {"samples": args.samples, "psi": psi, "seed": args.seed, "classifier": classifier.info,
+                    "boundary_accuracy": fit.accuracy, "prevalence": fit.prevalence, "skipped": fit.skipped}
+            directions = named(store_named_directions(gen, fit, info))
+            save_checkpoint(out, gen.checkpoint)
+        except CoWGANError as exc:
+            if not args.labelled:
+                raise
+            raise type(exc)(f"{exc} (the variant classifier trained for it is kept in {trained}: reuse it with "
+                            "--classifier, or pass --overwrite with --labelled to train a new one)") from exc
     print(f"wrote {out} with {len(directions)} named directions:")
     for d, key in zip(directions, fit.keys):
         measured = "unmeasured" if fit.accuracy[key] is None else f"{fit.accuracy[key]:.3f}"
