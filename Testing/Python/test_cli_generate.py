@@ -196,7 +196,11 @@ def test_bench_prints_a_table(capsys):
     assert "ms/volume" in out and "GFLOP/s" in out and "cpu" in out
 
 
-def test_a_missing_reference_checkpoint_is_the_only_line_said(tmp_path, capsys):
-    assert main(["generate", "--model", str(tmp_path / "model_1.pt"), "--seeds", "1", "--out", str(tmp_path / "out")]) == 2
+def test_a_missing_reference_checkpoint_is_the_only_line_said(tmp_path, capsys, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        assert main(["generate", "--model", str(tmp_path / "model_1.pt"), "--seeds", "1", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model_1.pt does not exist" in err[0]
+    assert not [r.message for r in caplog.records if "convert" in r.message]  # no 'converting ...' before the error
