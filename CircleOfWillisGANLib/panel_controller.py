@@ -213,6 +213,10 @@ class PanelController:
                      "resampleNoiseButton"):
             getattr(ui, name).setEnabled(seeds)
         ui.noiseSeedSpinBox.setEnabled(seeds and not s.noise_follows_seed)
+        if s.noise_follows_seed and s.noise_seed != s.seed:  # the greyed box shows the noise seed in use
+            updating, self._updating = self._updating, True
+            ui.noiseSeedSpinBox.setProperty("value", s.seed)
+            self._updating = updating
         for name in ("mixSeedSpinBox", "crossoverSlider"):
             getattr(ui, name).setEnabled(s.mixing)
         for name in ("seedBSpinBox", "interpolationSlider", "playButton", "interpolationSpaceComboBox"):

@@ -139,6 +139,17 @@ def test_style_mixing_takes_the_finer_blocks_from_the_second_seed(panel, app, en
     np.testing.assert_allclose(result.volume, expected, atol=1e-6)
 
 
+def test_the_greyed_noise_seed_shows_the_seed_whose_noise_is_used_while_it_follows_the_seed(panel, app):
+    panel.ui.seedSpinBox.setValue(12)
+    settle(panel, app)
+    assert panel.ui.noiseFollowsSeedCheckBox.isChecked() and not panel.ui.noiseSeedSpinBox.isEnabled()
+    assert panel.ui.noiseSeedSpinBox.value() == 12
+    renders = panel.renders
+    panel.ui.noiseFollowsSeedCheckBox.setChecked(False)  # unticked, it starts from the noise already shown
+    result = settle(panel, app)
+    assert panel.ui.noiseSeedSpinBox.value() == 12 and panel.renders == renders + 1 and result.state.noise_seed == 12
+
+
 def test_resampling_noise_keeps_the_anatomy_and_changes_the_detail(panel, app, engine):
     base = settle(panel, app)
     panel.ui.resampleNoiseButton.click()
