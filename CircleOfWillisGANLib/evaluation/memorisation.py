@@ -20,9 +20,12 @@ LR_AXIS = 1  # H = NIfTI i, the left-right axis of the (D, H, W) arrays
 
 @dataclass(frozen=True)
 class MemorisationConfig:
-    """Near-copy rule: correlation above every held-out real volume's, or at least `copy_threshold`."""
+    """Near-copy rule: correlation at least `copy_threshold`, or above every held-out real volume's and at least
+    `min_copy_correlation` (an average-looking volume correlates more with everything than real ones do, without
+    being a copy of anything)."""
 
     copy_threshold: float = 0.95
+    min_copy_correlation: float = 0.8
     pool: int = 2
     check_mirror: bool = True
 
@@ -99,11 +102,12 @@ def query_matrix(volumes: Iterable[np.ndarray], pool: int) -> np.ndarray:
 
 
 def flag_near_copies(generated: np.ndarray, held_out: Optional[np.ndarray], config: MemorisationConfig) -> np.ndarray:
-    """Generated volumes closer to a training volume than any held-out real volume is, or above copy_threshold."""
+    """Generated volumes at copy_threshold or above, or closer to a training volume than any held-out real volume
+    is while at least min_copy_correlation."""
     g = np.asarray(generated, dtype=np.float64)
     flags = g >= config.copy_threshold
     if held_out is not None and len(held_out):
-        flags |= g > float(np.max(held_out))
+        flags |= (g > float(np.max(held_out))) & (g >= config.min_copy_correlation)
     return flags
 
 

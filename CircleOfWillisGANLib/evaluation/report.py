@@ -206,8 +206,10 @@ def _memorisation_section(mem: Dict[str, Any], images: Dict[str, np.ndarray]) ->
     leak = s.get("held_out_in_training", 0)
     warning = (f"<p class='verdict'>{leak} real volume(s) correlate at &ge; 0.99 with a training volume: the real set is not "
                "held out from training, which hides memorisation. Evaluate against volumes the model never saw.</p>") if leak else ""
-    out = [f"<h2>Memorisation</h2>{warning}<p>{s['near_copies']} generated volume(s) flagged as near-copies (correlation above every "
-           f"held-out real volume's, or &ge; {mem['config']['copy_threshold']}). Median nearest-training correlation: generated "
+    floor = mem["config"].get("min_copy_correlation")
+    above_reals = "above every held-out real volume's" + (f" and &ge; {floor}" if floor is not None else "")
+    out = [f"<h2>Memorisation</h2>{warning}<p>{s['near_copies']} generated volume(s) flagged as near-copies (correlation "
+           f"{above_reals}, or &ge; {mem['config']['copy_threshold']}). Median nearest-training correlation: generated "
            f"{_fmt(s['generated_median'])}, held-out real {_fmt(s.get('held_out_median'))}.</p>",
            f"<figure>{_img(png, 'nearest training correlation', 500)}</figure><h3>Closest generated / training pairs</h3><div class='grid'>"]
     for pair in mem["nearest_pairs"]:
