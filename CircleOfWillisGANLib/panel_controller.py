@@ -17,7 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .background_worker import Worker
 from .directions import Direction
 from .errors import CheckpointError, CoWGANError, OutputError
-from .panel_engine import MAX_UI_SEED, SURFACE_FORMATS, PanelEngine, PanelState, RenderResult, model_card_summary
+from .panel_engine import (MAX_UI_SEED, PANEL_SURFACE_FORMATS, PanelEngine, PanelState, RenderResult,
+                           model_card_summary)
 
 log = logging.getLogger(__name__)
 DEBOUNCE_MS = 30
@@ -152,7 +153,7 @@ class PanelController:
             surface=bool(ui.showSurfaceCheckBox.property("checked")), auto_threshold=bool(ui.autoThresholdCheckBox.property("checked")),
             threshold=int(ui.thresholdSlider.property("value")) / 1000.0, smoothing=int(ui.smoothingSpinBox.property("value")),
             frames=int(ui.framesSpinBox.property("value")),
-            surface_format=SURFACE_FORMATS[max(0, ui.surfaceFormatComboBox.property("currentIndex"))],
+            surface_format=PANEL_SURFACE_FORMATS[max(0, ui.surfaceFormatComboBox.property("currentIndex"))],
             output_dir=str(ui.outputFolderLineEdit.property("text")), model=str(getattr(self, "_model_source", "demo")),
             device="cuda" if ui.deviceComboBox.property("currentText") == "CUDA" else "cpu", projection=self._projection)
 
@@ -166,7 +167,7 @@ class PanelController:
                 widget.setProperty("checked" if isinstance(value, bool) else "value", value)
             ui_ = self.ui
             ui_.interpolationSpaceComboBox.setCurrentIndex(0 if state.space == "z" else 1)
-            ui_.surfaceFormatComboBox.setCurrentIndex(SURFACE_FORMATS.index(state.surface_format))
+            ui_.surfaceFormatComboBox.setCurrentIndex(PANEL_SURFACE_FORMATS.index(state.surface_format))
             if state.output_dir:
                 ui_.outputFolderLineEdit.setProperty("text", state.output_dir)
             amounts = list(state.directions) + [0.0] * max(0, len(self._direction_sliders) - len(state.directions))

@@ -22,7 +22,7 @@ from .mip import mip_panel
 from .volume_io import spacing_of
 
 MAX_UI_SEED = 2**31 - 1  # Qt spin boxes hold signed 32-bit integers
-SURFACE_FORMATS = ("stl", "obj", "vtp", "ply")
+PANEL_SURFACE_FORMATS = ("stl", "obj", "vtp", "ply")  # surface.SURFACE_FORMATS in the order of the panel's combo box
 
 
 def _field(default: Any, lo: Any = None, hi: Any = None, choices: Tuple[Any, ...] = ()) -> Any:
@@ -60,7 +60,7 @@ class PanelState:
     threshold: float = _field(0.3, 0.0, 1.0)
     smoothing: int = _field(15, 0, 100)
     frames: int = _field(16, 2, 200)
-    surface_format: str = _field("stl", choices=SURFACE_FORMATS)
+    surface_format: str = _field("stl", choices=PANEL_SURFACE_FORMATS)
     output_dir: str = _field("")
     model: str = _field("demo")
     device: str = _field("cpu")

@@ -204,9 +204,3 @@ def _write_outputs(out: Path, result: ProjectionResult, affine: np.ndarray, gene
     report = dict(metadata, metrics=result.metrics, steps=len(result.history), final_loss=result.final_loss)
     paths["report"] = write_json(files["report"], report)
     return paths
-
-
-def projected_volume(generator: Any, latent: ProjectedLatent) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The (1, num_ws, latent) w+ and the noise batch with which `generator` re-synthesises a projection."""
-    check_projection_fits(latent, generator)
-    return latent.ws[None].clone(), latent.noise.clone()

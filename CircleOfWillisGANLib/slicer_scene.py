@@ -10,11 +10,12 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from .surface import VESSEL_RGB
+
 VOLUME_NAME = "CircleOfWillisGAN volume"
 SURFACE_NAME = "CircleOfWillisGAN vessels"
 ROLE_ATTRIBUTE = "CircleOfWillisGAN.role"
 MIP_PRESET = "MR-MIP"
-VESSEL_RGB = (0.85, 0.25, 0.2)
 
 
 class SlicerScene:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -12,7 +12,8 @@ from .errors import InputError, require
 from .files import atomic_write
 from .volume_io import check_affine
 
-SURFACE_FORMATS = (".vtp", ".stl", ".obj", ".ply")
+SURFACE_FORMATS = ("vtp", "stl", "obj", "ply")  # file types save_surface writes; the first is the default
+VESSEL_RGB = (0.85, 0.25, 0.2)  # the colour vessel surfaces are shown in (explorer, Slicer)
 SPACE_TAG, SPACE = "SPACE", "LPS"  # how 3D Slicer marks a mesh file's coordinate system
 BRIGHT_TAIL_PERCENTILE = 90.0
 
@@ -44,7 +45,7 @@ def vessel_threshold(volume_dhw: np.ndarray) -> float:
 
 
 def vessel_surface(volume_dhw: np.ndarray, affine: np.ndarray, threshold: Optional[float] = None,
-                   smoothing_iterations: int = 15, pass_band: float = 0.1):
+                   smoothing_iterations: int = 15, pass_band: float = 0.1) -> Any:
     """Iso-surface of the vessels in RAS millimetres as vtkPolyData (smoothed, with normals)."""
     vtk = require("vtk", "Vessel surfaces", "vtk")
     from vtk.util.numpy_support import numpy_to_vtk
@@ -103,7 +104,7 @@ def _check_level(threshold: object, volume: np.ndarray) -> float:
     return level
 
 
-def save_surface(surface, path: Union[str, Path]) -> Path:
+def save_surface(surface: Any, path: Union[str, Path]) -> Path:
     """Write vtkPolyData given in RAS (as vessel_surface makes it) as .vtp, .stl, .obj or .ply, by suffix, atomically.
 
     The file holds LPS coordinates marked "SPACE=LPS", as 3D Slicer writes models: Slicer reads an unmarked
@@ -111,8 +112,8 @@ def save_surface(surface, path: Union[str, Path]) -> Path:
     vtk = require("vtk", "Saving surfaces", "vtk")
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in SURFACE_FORMATS:
-        raise InputError(f"unknown surface format {suffix!r}: use one of {', '.join(SURFACE_FORMATS)}")
+    if suffix.lstrip(".") not in SURFACE_FORMATS:
+        raise InputError(f"unknown surface format {suffix!r}: use one of {', '.join('.' + f for f in SURFACE_FORMATS)}")
     if not isinstance(surface, vtk.vtkPolyData):
         raise InputError(f"save_surface needs the vtkPolyData that vessel_surface returns, got {type(surface).__name__}")
     lps = _ras_to_lps(vtk, surface)

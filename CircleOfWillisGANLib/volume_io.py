@@ -7,7 +7,6 @@ to RAS millimetres: i runs towards the subject's right (x), j towards anterior (
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Sequence, Tuple, Union

@@ -15,7 +15,7 @@ import math
 import resource
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def schedule_shares(cfg: TrainConfig) -> Dict[str, Dict[str, float]]:
             "full_schedule": {k: v for k, v in full.items() if v > 0}}
 
 
-def random_volumes(shape, device: torch.device, seed: int = 0) -> RealVolumes:
+def random_volumes(shape: Sequence[int], device: torch.device, seed: int = 0) -> RealVolumes:
     """A dataset of uniform random volumes held in memory (speed does not depend on content)."""
     array = np.random.default_rng(seed).random((DATA_VOLUMES, *shape), dtype=np.float32).astype(np.float16)
     return RealVolumes([array], device, {"data": {}})

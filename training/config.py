@@ -15,8 +15,8 @@ from typing import Any, Dict, Tuple
 
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.latents import check_seed
+from CircleOfWillisGANLib.precision import PRECISIONS
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 GRADIENT_PENALTIES = ("one-centred", "r1")
 AUGMENTATIONS = ("flip", "translation", "cutout", "brightness", "contrast")
 

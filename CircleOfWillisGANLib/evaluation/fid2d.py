@@ -10,7 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -98,8 +98,3 @@ class InceptionSliceFeatures:
                 batch = images[start: start + self.batch_size].to(self.device)
                 out.append(self.model(batch)[0].flatten(1).cpu().numpy().astype(np.float64))
         return np.concatenate(out)
-
-
-def stack_slices(per_volume: Iterable[np.ndarray]) -> np.ndarray:
-    """One (N * D, 2048) matrix from per-volume slice features."""
-    return np.concatenate(list(per_volume), axis=0)

@@ -64,7 +64,7 @@ class ResNet10Encoder(nn.Module):
         self.layer1 = nn.Sequential(BasicBlock(64, 64))
         self.layer2 = nn.Sequential(BasicBlock(64, 128, stride=2))
         self.layer3 = nn.Sequential(BasicBlock(128, 256, dilation=2))
-        self.layer4 = nn.Sequential(BasicBlock(256, 512, dilation=4))
+        self.layer4 = nn.Sequential(BasicBlock(256, FEATURE_DIM, dilation=4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))

@@ -91,7 +91,7 @@ def _halves(n: int, seed: int) -> Optional[tuple]:
     return np.sort(order[:half]), np.sort(order[half: 2 * half])
 
 
-def _space_metrics(name: str, real: np.ndarray, fake: np.ndarray, halves: Optional[tuple], config: EvaluationConfig,
+def _space_metrics(real: np.ndarray, fake: np.ndarray, halves: Optional[tuple], config: EvaluationConfig,
                    standardised: bool) -> Dict[str, Any]:
     if standardised:
         _, real, fake = standardise(real, real, fake)
@@ -222,11 +222,11 @@ def evaluate(real: VolumeSet, fake: VolumeSet, train: Optional[VolumeSet] = None
     halves = _halves(len(real), config.seed) if config.baseline else None
     if config.baseline and halves is None:
         skipped["real_vs_real"] = f"real-vs-real baseline skipped: it needs at least 4 real volumes, got {len(real)}"
-    spaces: Dict[str, Any] = {"morphology": _space_metrics("morphology", real_f.matrix("morphology"),
-                                                            fake_f.matrix("morphology"), halves, config, True)}
+    spaces: Dict[str, Any] = {"morphology": _space_metrics(real_f.matrix("morphology"), fake_f.matrix("morphology"),
+                                                            halves, config, True)}
     if "medicalnet" in real_f.values:
-        spaces["medicalnet"] = _space_metrics("medicalnet", real_f.matrix("medicalnet"), fake_f.matrix("medicalnet"),
-                                              halves, config, False)
+        spaces["medicalnet"] = _space_metrics(real_f.matrix("medicalnet"), fake_f.matrix("medicalnet"), halves, config,
+                                              False)
     images: Dict[str, np.ndarray] = {}
     metrics: Dict[str, Any] = {
         "feature_spaces": spaces,

@@ -11,17 +11,9 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import require
+from ..surface import VESSEL_RGB
 
-VESSEL_RGB = (0.85, 0.25, 0.2)
 BACKGROUND = (0.05, 0.05, 0.08)
-
-
-def _matrix(vtk: Any, affine: np.ndarray) -> Any:
-    m = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            m.SetElement(r, c, float(affine[r, c]))
-    return m
 
 
 class VolumeScene:

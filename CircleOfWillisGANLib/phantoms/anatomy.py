@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import topcow
 from .curves import arc_length, smooth_curve
-from .ranges import check_ranges
+from .ranges import check_ranges, draw
 from .variants import Variants
 
 UNLABELLED = 0
@@ -86,31 +86,27 @@ class _Builder:
         return np.array([np.interp(fraction * s[-1], s, v.points[:, k]) for k in range(3)])
 
 
-def _u(rng: np.random.Generator, lo_hi: Tuple[float, float]) -> float:
-    return float(rng.uniform(lo_hi[0], lo_hi[1]))
-
-
 def sample_landmarks(rng: np.random.Generator, cfg: AnatomyConfig) -> Dict[str, float]:
     """The subject's scalar anatomy parameters (mm, template frame), all recorded in the JSON."""
-    terminus_y = _u(rng, cfg.ica_terminus_anterior_mm)
+    terminus_y = draw(rng, cfg.ica_terminus_anterior_mm)
     return {
-        "ica_half_separation": _u(rng, cfg.ica_separation_mm) / 2.0,
+        "ica_half_separation": draw(rng, cfg.ica_separation_mm) / 2.0,
         "ica_terminus_y": terminus_y,
-        "ica_terminus_z": _u(rng, cfg.ica_terminus_height_mm),
+        "ica_terminus_z": draw(rng, cfg.ica_terminus_height_mm),
         # in front of the termini, but within the measured distances from the basilar tip however far forward they lie
-        "acom_forward": float(np.clip(terminus_y + _u(rng, cfg.acom_anterior_of_termini_mm),
+        "acom_forward": float(np.clip(terminus_y + draw(rng, cfg.acom_anterior_of_termini_mm),
                                       *cfg.acom_anterior_of_tip_mm)) - terminus_y,
         "acom_rise": float(rng.uniform(-0.5, 3.0)),
-        "acom_length": _u(rng, cfg.acom_length_mm),
+        "acom_length": draw(rng, cfg.acom_length_mm),
         "a2_half_gap": float(rng.uniform(1.0, 2.0)),
-        "m1_length": _u(rng, cfg.m1_length_mm),
+        "m1_length": draw(rng, cfg.m1_length_mm),
         "m1_rise": float(rng.uniform(0.0, 5.0)),
-        "p1_length": _u(rng, cfg.p1_length_mm),
+        "p1_length": draw(rng, cfg.p1_length_mm),
         "p1_rise": float(rng.uniform(-0.5, 2.0)),
         "basilar_sway": float(rng.uniform(-3.0, 3.0)),
         "midbrain_half_width": float(rng.uniform(14.0, 18.0)),
-        "tortuosity": _u(rng, cfg.tortuosity_mm),
-        "radius_scale": _u(rng, cfg.radius_scale),
+        "tortuosity": draw(rng, cfg.tortuosity_mm),
+        "radius_scale": draw(rng, cfg.radius_scale),
     }
 
 
@@ -280,7 +276,7 @@ def rotation_matrix(angles_deg: np.ndarray) -> np.ndarray:
 
 def sample_pose(rng: np.random.Generator, cfg: AnatomyConfig) -> Dict[str, object]:
     """The subject's scale, rotation (degrees about x, y, z) and basilar tip position (mm from the grid centre)."""
-    return {"scale": _u(rng, cfg.scale),
+    return {"scale": draw(rng, cfg.scale),
             "rotation_deg": [float(rng.uniform(-m, m)) for m in cfg.rotation_deg],
             "tip_mm": [float(rng.uniform(lo, hi)) for lo, hi in cfg.tip_position_mm]}
 

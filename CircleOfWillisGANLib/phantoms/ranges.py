@@ -1,9 +1,11 @@
-"""Checking the population ranges of a phantom configuration before any phantom is drawn from them."""
+"""The population ranges of a phantom configuration: checked before any phantom is drawn, and drawn from."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Optional, Tuple
+
+import numpy as np
 
 from ..checks import finite_number
 from ..errors import InputError
@@ -45,3 +47,8 @@ def _check_pair(setting: str, value: Any, lowest: Optional[float]) -> Tuple[floa
     if low > high:
         raise InputError(f"{setting} has low {low:g} above high {high:g}: give (low, high)")
     return low, high
+
+
+def draw(rng: np.random.Generator, low_high: Tuple[float, float]) -> float:
+    """One value drawn uniformly from a (low, high) population range."""
+    return float(rng.uniform(low_high[0], low_high[1]))

@@ -12,7 +12,7 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 
 from ..errors import require
-from .ranges import check_ranges
+from .ranges import check_ranges, draw
 
 
 SKULL_EDGE_MM = 1.5  # standard deviation of the skull-strip edge's irregularity
@@ -39,25 +39,21 @@ class ImageConfig:
         check_ranges(self)
 
 
-def _u(rng: np.random.Generator, lo_hi: Tuple[float, float]) -> float:
-    return float(rng.uniform(lo_hi[0], lo_hi[1]))
-
-
 def sample_image_params(rng: np.random.Generator, cfg: ImageConfig) -> Dict[str, object]:
     """The scalar image parameters of one volume, recorded in its JSON."""
     return {
-        "tissue_level": _u(rng, cfg.tissue_level),
-        "csf_level": _u(rng, cfg.csf_level),
-        "tissue_texture": _u(rng, cfg.tissue_texture),
-        "saturation_length_mm": _u(rng, cfg.saturation_length_mm),
-        "vessel_gain": _u(rng, cfg.vessel_gain),
-        "psf_sigma_mm": _u(rng, cfg.psf_sigma_mm),
-        "bias_amplitude": _u(rng, cfg.bias_amplitude),
-        "noise_sigma": _u(rng, cfg.noise_sigma),
+        "tissue_level": draw(rng, cfg.tissue_level),
+        "csf_level": draw(rng, cfg.csf_level),
+        "tissue_texture": draw(rng, cfg.tissue_texture),
+        "saturation_length_mm": draw(rng, cfg.saturation_length_mm),
+        "vessel_gain": draw(rng, cfg.vessel_gain),
+        "psf_sigma_mm": draw(rng, cfg.psf_sigma_mm),
+        "bias_amplitude": draw(rng, cfg.bias_amplitude),
+        "noise_sigma": draw(rng, cfg.noise_sigma),
         "slab": bool(rng.random() < cfg.slab_probability),
-        "slab_thickness_mm": _u(rng, cfg.slab_thickness_mm),
+        "slab_thickness_mm": draw(rng, cfg.slab_thickness_mm),
         "slab_offset": float(rng.random()),
-        "slab_drop": _u(rng, cfg.slab_drop),
+        "slab_drop": draw(rng, cfg.slab_drop),
         "skull_strip": bool(rng.random() < cfg.skull_strip_probability),
     }
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -17,7 +16,8 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError, OutputError
-from ..files import atomic_write
+from ..files import atomic_write, write_json
+from ..topcow import COMPLETE_CIRCLE, LABEL_NAMES
 from ..volume_io import save_volume
 from .phantom import Phantom, PhantomConfig, generate_phantom
 
@@ -91,27 +91,10 @@ def sidecar(phantom: Phantom, seed: int, index: int, config: PhantomConfig) -> D
     return {
         "generator": "CircleOfWillisGAN phantoms", "version": __version__, "set_seed": int(seed),
         "index": int(index), "shape_dhw": list(config.shape), "spacing_mm": list(config.spacing_mm),
-        "label_names": {str(k): v for k, v in _label_names().items()},
+        "label_names": {str(k): v for k, v in LABEL_NAMES.items()},
         "topcow_variants": phantom.topcow_vectors, "variants": phantom.variants.as_dict(),
         "params": phantom.params, "config": config.as_dict(),
     }
-
-
-def _label_names() -> Dict[int, str]:
-    from ..topcow import LABEL_NAMES
-
-    return LABEL_NAMES
-
-
-def _json_text(data: Dict[str, Any]) -> str:
-    def default(value: Any) -> Any:
-        if isinstance(value, (np.integer, np.floating, np.bool_)):
-            return value.item()
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-        raise TypeError(f"cannot store {type(value).__name__} in JSON")
-
-    return json.dumps(data, indent=2, default=default) + "\n"
 
 
 def write_case(out: Path, seed: int, index: int, config: PhantomConfig, compress: bool = True) -> Dict[str, Any]:
@@ -122,14 +105,13 @@ def write_case(out: Path, seed: int, index: int, config: PhantomConfig, compress
     image_path, label_path, json_path = out / f"{stem}_image{ext}", out / f"{stem}_label{ext}", out / f"{stem}.json"
     save_volume(image_path, phantom.image, phantom.affine, dtype=np.float32)
     save_volume(label_path, phantom.labels, phantom.affine, dtype=np.uint8)
-    text = _json_text(sidecar(phantom, seed, index, config))
-    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_json(json_path, sidecar(phantom, seed, index, config))
     v = phantom.variants
     vectors = phantom.topcow_vectors
     row = {"case": stem, "index": index, "image": image_path.name, "label": label_path.name, "params": json_path.name,
            "anterior": "".join(str(x) for x in vectors["anterior"]),
            "posterior": "".join(str(x) for x in vectors["posterior"]),
-           "complete": int(vectors == {"anterior": [1, 1, 0, 1], "posterior": [1, 1, 1, 1]})}
+           "complete": int(vectors == COMPLETE_CIRCLE)}
     row.update({k: int(getattr(v, k)) for k in MANIFEST_FIELDS[8:-1]})
     row["circle_in_view"] = int(phantom.params["circle_in_view"])
     return {"row": row, "mip": phantom.image.max(axis=0) if index < PREVIEW_CASES else None}

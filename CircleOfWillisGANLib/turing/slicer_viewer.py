@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, Hashable, List, Sequence
 
-from ..slicer_scene import MIP_PRESET, VESSEL_RGB
-from ..surface import vessel_surface
+from ..slicer_scene import MIP_PRESET
+from ..surface import VESSEL_RGB, vessel_surface
 from ..volume_io import load_volume
 
 CASE_NAME = "Turing case"

@@ -193,3 +193,14 @@ def test_a_label_folder_that_matches_no_image_or_labels_for_a_model_are_refused(
     assert main(["evaluate", "--real", str(sets / "real"), "--model", "demo", "--fake-labels", str(tmp_path / "labels"),
                  "--out", str(tmp_path / "o")]) == 2
     assert "--fake-labels goes with --fake" in capsys.readouterr().err
+
+
+def test_cuda_without_a_gpu_is_one_line_before_any_volume_is_read(sets, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = sets / "cuda-report"
+    assert main(["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "noise"), "--out", str(out),
+                 "--device", "cuda"]) == 2
+    assert "device 'cuda' was asked for but PyTorch sees no CUDA GPU" in capsys.readouterr().err
+    assert not out.exists()

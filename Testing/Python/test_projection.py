@@ -75,7 +75,9 @@ def test_metrics_are_perfect_for_identical_volumes(own_volume):
 
 
 def test_a_volume_off_the_model_grid_is_refused_with_the_fix(generator):
-    with pytest.raises(Exception, match="bring it to the model's grid"):
+    from CircleOfWillisGANLib.errors import InputError
+
+    with pytest.raises(InputError, match="bring it to the model's grid"):
         project(generator, np.zeros((8, 8, 8), np.float32), FAST)
 
 

@@ -11,6 +11,7 @@ from CircleOfWillisGANLib.errors import InputError, require
 from CircleOfWillisGANLib.evaluation.fid2d import fid2d_status
 from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite
 from CircleOfWillisGANLib.files import path_problem
+from CircleOfWillisGANLib.precision import resolve_device
 
 
 def register(subparsers: Any) -> None:
@@ -55,6 +56,7 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError("--prd-clusters must be at least 2 and --prd-runs at least 1")
     if args.diversity_volumes < 2:
         raise InputError(f"--diversity-volumes must be at least 2, got {args.diversity_volumes}")
+    resolve_device(args.device)  # 'cuda' without a GPU is said before any volume is read
     require("matplotlib", "The evaluation report's plots", "matplotlib")
     fid2d_status(args.inception_weights)
     problem = path_problem(args.medicalnet) if args.medicalnet else None
@@ -78,14 +80,6 @@ def _check(args: argparse.Namespace) -> None:
     from CircleOfWillisGANLib.evaluation.report import REPORT_FILES
 
     refuse_overwrite(out, REPORT_FILES, args.overwrite)
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def _model_set(args: argparse.Namespace, n: int):
@@ -128,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, compare=CompareConfig(prd_clusters=args.prd_clusters, prd_runs=args.prd_runs, seed=args.seed),
         morphology=MorphologyConfig(threshold=args.vessel_threshold), memorisation=MemorisationConfig(),
         diversity_volumes=args.diversity_volumes, baseline=not args.no_baseline, medicalnet_weights=args.medicalnet,
-        inception_weights=args.inception_weights, device=_device(args.device),
+        inception_weights=args.inception_weights, device=resolve_device(args.device).type,
         cache_dir=None if args.no_cache else Path(args.cache) if args.cache else default_cache_dir())
     result = evaluate(real, fake, train, config, {"real": args.real_labels, "generated": args.fake_labels})
     inputs: Dict[str, Any] = {"real": f"{args.real} ({len(real)} volumes)",

@@ -18,9 +18,9 @@ from CircleOfWillisGANLib.generator import CoWGenerator, check_psi, load_generat
 from CircleOfWillisGANLib.latents import check_seed, lerp, parse_seeds, slerp
 from CircleOfWillisGANLib.mip import mip_panel, save_gif
 from CircleOfWillisGANLib.precision import PRECISIONS
+from CircleOfWillisGANLib.surface import SURFACE_FORMATS
 from CircleOfWillisGANLib.volume_io import spacing_of
 
-SURFACE_FORMATS = ("vtp", "stl", "obj", "ply")
 DEFAULT_SEEDS = "1-4"
 DEFAULT_STEPS = 16  # frames of an interpolation
 
