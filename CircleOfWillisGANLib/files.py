@@ -30,6 +30,12 @@ def path_problem(path: PathLike, folder: bool = False) -> Optional[str]:
     return None
 
 
+def is_within(path: PathLike, folder: PathLike) -> bool:
+    """Whether `path` is `folder` or lies inside it, after resolving links and relative parts."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def atomic_write(path: PathLike, write: Callable[[Path], Any]) -> Path:
     """Call `write(tmp_path)` then rename onto `path`, so a failure never leaves a half-written file.
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import List
 
-from .errors import CheckpointError
+from .errors import CheckpointError, MissingDependencyError
 
 DEMO_MODEL_NAME = "demo.safetensors"
 
@@ -27,3 +27,13 @@ def demo_model_path() -> Path:
             return candidate
     looked = ", ".join(str(d / "Models") for d in resource_dirs())
     raise CheckpointError(f"the demo model {DEMO_MODEL_NAME} is not bundled (looked in {looked}): pass --model PATH")
+
+
+def ui_path(name: str) -> Path:
+    """A Qt Designer file of Resources/UI (the panel's, the rater's, the organiser's), or a one-line error."""
+    for folder in resource_dirs():
+        candidate = folder / "UI" / name
+        if candidate.is_file():
+            return candidate
+    looked = ", ".join(str(d / "UI") for d in resource_dirs())
+    raise MissingDependencyError(f"the layout {name} is missing (looked in {looked}): reinstall CircleOfWillisGAN")

@@ -20,7 +20,7 @@ import torch
 from CircleOfWillisGANLib import __version__
 from CircleOfWillisGANLib.errors import CheckpointError, InputError, OutputError
 from CircleOfWillisGANLib.export import timestamp
-from CircleOfWillisGANLib.files import write_json
+from CircleOfWillisGANLib.files import is_within, write_json
 
 from .config import TrainConfig
 from .dataset import RealVolumes
@@ -161,8 +161,7 @@ def _check_run_folder(run_dir: Path, data_dir: Path) -> None:
     """--out is a new folder, an empty one or a run of `cowgan train`, never the dataset or another folder of files."""
     if run_dir.exists() and not run_dir.is_dir():
         raise OutputError(f"--out {run_dir} is a file, not a folder: pass a new or existing run folder")
-    run, data = run_dir.resolve(), data_dir.resolve()
-    if run == data or data in run.parents:
+    if is_within(run_dir, data_dir):
         raise OutputError(f"--out {run_dir} is inside the dataset {data_dir}: choose a run folder outside it")
     is_run = (run_dir / RUN_CONFIG).is_file() or checkpoint_dir(run_dir).is_dir()
     if run_dir.is_dir() and not is_run and any(run_dir.iterdir()):

@@ -24,7 +24,7 @@ import numpy as np
 from CircleOfWillisGANLib import __version__
 from CircleOfWillisGANLib.errors import InputError, OutputError
 from CircleOfWillisGANLib.export import timestamp
-from CircleOfWillisGANLib.files import file_sha256, path_problem, staged_folder
+from CircleOfWillisGANLib.files import file_sha256, is_within, path_problem, staged_folder
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png
 from CircleOfWillisGANLib.preprocess import (PrepareOptions, VolumeRejected, coverage_warning, is_volume_file,
                                              preprocess_file, read_canonical)
@@ -91,7 +91,7 @@ def _check_folders(input_dir: Path, out_dir: Path) -> None:
     problem = path_problem(input_dir, folder=True)
     if problem:
         raise InputError(f"input folder {input_dir} {problem}: pass the folder of NIfTI/NRRD volumes with --in")
-    if out_dir == input_dir or input_dir in out_dir.parents:
+    if is_within(out_dir, input_dir):
         raise OutputError(f"--out {out_dir} is inside --in {input_dir}; the input folder is never modified: "
                           "choose an output folder outside it")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):

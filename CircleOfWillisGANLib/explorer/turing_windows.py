@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Tuple
 
 from ..qt_pyside6 import load_panel_pyside6, pyside6_qt
-from ..resources import resource_dirs
+from ..resources import ui_path
 from ..turing.organiser_panel import OrganiserPanelController
 from ..turing.rater_app import build_rater_window
 from ..turing.rater_panel import RaterPanelController
@@ -21,10 +21,7 @@ ORGANISER_UI = "TuringOrganiser.ui"
 
 def organiser_ui_path() -> Path:
     """Where TuringOrganiser.ui lives in a checkout, an installed extension or a pip install."""
-    for folder in resource_dirs():
-        if (folder / "UI" / ORGANISER_UI).is_file():
-            return folder / "UI" / ORGANISER_UI
-    raise FileNotFoundError(f"{ORGANISER_UI} not found beside the library: reinstall CircleOfWillisGAN")
+    return ui_path(ORGANISER_UI)
 
 
 class TuringWindows:

@@ -10,11 +10,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import CheckpointError, require
+from ..errors import require
 from ..panel_controller import PanelController
 from ..qt_pyside6 import load_panel_pyside6, pyside6_qt, qapplication
 from ..panel_engine import PanelEngine, RenderResult
-from ..resources import resource_dirs
+from ..resources import ui_path
 from .turing_windows import TuringWindows
 from .view import VolumeScene
 
@@ -23,12 +23,7 @@ UI_FILE = "CircleOfWillisGAN.ui"
 
 def panel_ui_path() -> Path:
     """The panel's .ui file, in a checkout, an installed extension or a pip install."""
-    for folder in resource_dirs():
-        candidate = folder / "UI" / UI_FILE
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError(f"the panel layout {UI_FILE} is missing (looked in {', '.join(map(str, resource_dirs()))}): "
-                          "reinstall CircleOfWillisGAN")
+    return ui_path(UI_FILE)
 
 
 def _vtk_widget_class() -> Any:

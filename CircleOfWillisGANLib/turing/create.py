@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..files import atomic_write, file_sha256, staged_folder, write_json
+from ..files import atomic_write, file_sha256, is_within, staged_folder, write_json
 from ..preprocess import MIN_COVERAGE
 from .config import CALLS, SessionConfig
 from .grid import DisplayGrid, display_coverage, to_display
@@ -76,7 +76,7 @@ def create_session(folder: Union[str, Path], real: VolumeSource, generated: Volu
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise OutputError(f"{folder} already exists and is not an empty folder: choose a new folder for the session")
     key = Path(key_path) if key_path else folder / KEY_FILE
-    if key_path and folder.resolve() in key.resolve().parents:
+    if key_path and is_within(key, folder):
         raise OutputError(f"--key {key} is inside the session folder {folder}, which the raters share: write the key "
                           "outside it (or leave --key out to put it there and move it before sharing)")
     if key_path and key.exists():

@@ -218,9 +218,6 @@ class RaterPanelController:
 
 def default_ui_path() -> Path:
     """Where TuringRater.ui lives in a checkout or an installed extension."""
-    from ..resources import resource_dirs
+    from ..resources import ui_path
 
-    for folder in resource_dirs():
-        if (folder / "UI" / "TuringRater.ui").is_file():
-            return folder / "UI" / "TuringRater.ui"
-    raise FileNotFoundError("TuringRater.ui not found beside the library: reinstall the extension")
+    return ui_path("TuringRater.ui")

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from ..errors import InputError, OutputError
 from ..export import prepare_output_dir
-from ..files import atomic_write, file_sha256
+from ..files import atomic_write, file_sha256, is_within
 from .config import CALLS, CONFIDENCE_LEVELS
 from .create import read_key
 from .journal import read_journal
@@ -218,7 +218,7 @@ def write_report(report: TuringReport, out: Optional[PathLike] = None) -> Dict[s
 
     session = Path(report.session).resolve()
     target = Path(out).resolve() if out else default_report_dir(session)
-    if target == session or session in target.parents:
+    if is_within(target, session):
         raise OutputError(f"--out {out} is inside the session folder {session}, which the raters share: the report "
                           f"would show them the answers; choose a folder outside it (default {default_report_dir(session)})")
     html = render_html(report)

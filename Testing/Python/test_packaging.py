@@ -47,3 +47,15 @@ def test_importing_the_library_without_torch_says_how_to_install_it():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode != 0
     assert "needs PyTorch" in result.stderr and "pip install torch" in result.stderr
+
+
+def test_a_missing_layout_file_is_one_project_error_naming_the_fix(monkeypatch, tmp_path):
+    import CircleOfWillisGANLib.resources as resources
+    from CircleOfWillisGANLib.errors import MissingDependencyError
+
+    monkeypatch.setattr(resources, "resource_dirs", lambda: [tmp_path])
+    for name in ("CircleOfWillisGAN.ui", "TuringRater.ui", "TuringOrganiser.ui"):
+        with pytest.raises(MissingDependencyError, match=f"the layout {name} is missing .*: reinstall CircleOfWillisGAN"):
+            resources.ui_path(name)
+    monkeypatch.undo()
+    assert all(resources.ui_path(name).is_file() for name in ("CircleOfWillisGAN.ui", "TuringRater.ui", "TuringOrganiser.ui"))

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 from CircleOfWillisGANLib.errors import InputError, require
 from CircleOfWillisGANLib.evaluation.fid2d import fid2d_status
 from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite
-from CircleOfWillisGANLib.files import path_problem
+from CircleOfWillisGANLib.files import is_within, path_problem
 from CircleOfWillisGANLib.precision import resolve_device
 
 
@@ -64,10 +64,9 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError(f"--medicalnet {args.medicalnet} {problem}: pass MedicalNet's resnet_10_23dataset.pth, "
                          "or leave --medicalnet out")
     prepare_output_dir(args.out, create=False)
-    out = Path(args.out).resolve()
     for name in ("real", "fake", "train", "real_labels", "fake_labels"):
         folder = getattr(args, name)
-        if folder and (Path(folder).resolve() == out or Path(folder).resolve() in out.parents):
+        if folder and is_within(args.out, folder):
             raise InputError(f"--out {args.out} is the --{name.replace('_', '-')} folder or inside it: write the report "
                              "to its own folder outside the inputs")
     if args.fake_labels and args.model:
@@ -79,7 +78,7 @@ def _check(args: argparse.Namespace) -> None:
                              " volumes' own folder")
     from CircleOfWillisGANLib.evaluation.report import REPORT_FILES
 
-    refuse_overwrite(out, REPORT_FILES, args.overwrite)
+    refuse_overwrite(Path(args.out).resolve(), REPORT_FILES, args.overwrite)
 
 
 def _model_set(args: argparse.Namespace, n: int):
