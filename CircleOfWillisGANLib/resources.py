@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Tuple
 
 from .errors import CheckpointError, MissingDependencyError
 
@@ -21,19 +21,23 @@ def resource_dirs() -> List[Path]:
 
 def demo_model_path() -> Path:
     """The bundled demo model, or a CheckpointError saying where it was looked for."""
-    for d in resource_dirs():
-        candidate = d / "Models" / DEMO_MODEL_NAME
-        if candidate.is_file():
-            return candidate
-    looked = ", ".join(str(d / "Models") for d in resource_dirs())
-    raise CheckpointError(f"the demo model {DEMO_MODEL_NAME} is not bundled (looked in {looked}): pass --model PATH")
+    found, looked = _find("Models", DEMO_MODEL_NAME)
+    if found is None:
+        raise CheckpointError(f"the demo model {DEMO_MODEL_NAME} is not bundled (looked in {looked}): pass --model PATH")
+    return found
 
 
 def ui_path(name: str) -> Path:
     """A Qt Designer file of Resources/UI (the panel's, the rater's, the organiser's), or a one-line error."""
+    found, looked = _find("UI", name)
+    if found is None:
+        raise MissingDependencyError(f"the layout {name} is missing (looked in {looked}): reinstall CircleOfWillisGAN")
+    return found
+
+
+def _find(subfolder: str, name: str) -> Tuple[Optional[Path], str]:
+    """The first `subfolder/name` among the resource folders, and the folders looked in (for messages)."""
     for folder in resource_dirs():
-        candidate = folder / "UI" / name
-        if candidate.is_file():
-            return candidate
-    looked = ", ".join(str(d / "UI") for d in resource_dirs())
-    raise MissingDependencyError(f"the layout {name} is missing (looked in {looked}): reinstall CircleOfWillisGAN")
+        if (folder / subfolder / name).is_file():
+            return folder / subfolder / name, ""
+    return None, ", ".join(str(d / subfolder) for d in resource_dirs())
