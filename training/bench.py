@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from CircleOfWillisGANLib.architecture import preset
+from CircleOfWillisGANLib.benchmark import machine_description
 from CircleOfWillisGANLib.errors import InputError, script_exit_code
 
 from .config import PRECISIONS, PRESETS, TrainConfig, training_preset
@@ -99,7 +100,7 @@ def bench(cfg: TrainConfig, device: torch.device, steps: int, warmup: int, flops
         seconds[kind] = float(np.median(times))
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    result: Dict[str, object] = {"preset": cfg.architecture, "shape": list(shape), "device": _device_name(device),
+    result: Dict[str, object] = {"preset": cfg.architecture, "shape": list(shape), "device": machine_description(device),
                                  "precision": str(trainer.precision.dtype).replace("torch.", ""),
                                  "batch": cfg.batch, "micro_batch": cfg.micro_batch, "compile": cfg.compile,
                                  "step_seconds": seconds, "step_flops": flop_counts,
@@ -112,12 +113,6 @@ def bench(cfg: TrainConfig, device: torch.device, steps: int, warmup: int, flops
             entry["tflops_per_s"] = sum(f * flop_counts[k] for k, f in share.items()) / t / 1e12
         result[schedule] = entry
     return result
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU, {torch.get_num_threads()} threads"
 
 
 def report(result: Dict[str, object]) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from CircleOfWillisGANLib import __version__
+from CircleOfWillisGANLib.benchmark import machine_description
 from CircleOfWillisGANLib.errors import CheckpointError, InputError, OutputError
 from CircleOfWillisGANLib.export import timestamp
 from CircleOfWillisGANLib.files import is_within, write_json
@@ -225,7 +226,7 @@ def _save(trainer: Trainer, run_dir: Path, data: RealVolumes, seconds: float, gr
             "dataset": {"fingerprint": data.fingerprint, "count": data.count, "manifest_data": data.manifest.get("data", {}),
                         "preparation": data.preparation},
             "progress": {"elapsed_s": seconds, "step": trainer.step_index, "kimg": trainer.kimg, "saved": timestamp(),
-                         "device": _device_name(group.device), "world_size": group.world_size,
+                         "device": machine_description(group.device), "world_size": group.world_size,
                          "precision": str(trainer.precision.dtype).replace("torch.", ""), "init_from": origin},
         })
     barrier(group)
@@ -244,11 +245,3 @@ def _samples(trainer: Trainer, run_dir: Path, progress: Progress, metric: Morpho
         distance = metric(volumes)
         progress.scalar("metrics/morphology_frechet_distance", distance, trainer.step_index)
         progress.message(f"kimg {trainer.kimg:.2f}: morphology Fréchet distance to the real set {distance:.3g}")
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
