@@ -32,7 +32,9 @@ def test_the_benchmark_trains_on_the_shape_it_is_given():
     small = bench(cfg, torch.device("cpu"), steps=1, warmup=0, shape=(8, 16, 16))
     assert full["shape"] == [16, 32, 32] and small["shape"] == [8, 16, 16]
     assert small["step_flops"]["plain"] < full["step_flops"]["plain"] / 2
-    assert "tiny at 8x16x16 on CPU" in report(small)
+    from CircleOfWillisGANLib.benchmark import machine_description
+
+    assert f"tiny at 8x16x16 on {machine_description(torch.device('cpu'))} (" in report(small)
 
 
 def test_a_shape_that_is_not_powers_of_two_is_one_line_before_any_work(capsys):
