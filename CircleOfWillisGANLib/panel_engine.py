@@ -151,7 +151,7 @@ class PanelEngine:
                        progress: Optional[Callable[[int, int], None]] = None) -> str:
         """Project a NIfTI/NRRD scan (brought to the model's grid as `cowgan project` does), write the results into
         `out_dir`; return the latent's path."""
-        from .export import prepare_output_dir
+        from .outputs import prepare_output_dir
         from .preprocess import scan_on_model_grid
         from .projection import ProjectionConfig, project
         from .projection_io import write_projection_outputs
@@ -253,7 +253,7 @@ class PanelEngine:
 
     def export_volume(self, state: PanelState, out_dir: str) -> Dict[str, Path]:
         """Write NIfTI + JSON sidecar + MIP PNG and the vessel surface, with the CLI's writer."""
-        from .export import prepare_output_dir, unused_stem, volume_output_names, write_volume_outputs
+        from .outputs import prepare_output_dir, unused_stem, volume_output_names, write_volume_outputs
 
         state = state.validated()
         out = prepare_output_dir(out_dir)
@@ -266,7 +266,7 @@ class PanelEngine:
     def export_interpolation(self, state: PanelState, out_dir: str,
                              progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
         """Write the interpolation from seed to seed B as one MIP PNG per frame and an animated GIF."""
-        from .export import prepare_output_dir, unused_stem
+        from .outputs import prepare_output_dir, unused_stem
         from .files import write_json
         from .mip import save_gif, save_png
 

@@ -13,7 +13,7 @@ from CircleOfWillisGANLib.architecture import Architecture
 from CircleOfWillisGANLib.checkpoint import Checkpoint, save_checkpoint
 from CircleOfWillisGANLib.directions import METADATA_KEY as DIRECTIONS_KEY, compute_directions
 from CircleOfWillisGANLib.errors import CheckpointError
-from CircleOfWillisGANLib.export import timestamp
+from CircleOfWillisGANLib.outputs import timestamp
 from CircleOfWillisGANLib.files import path_problem
 from CircleOfWillisGANLib.generator import CoWGenerator
 from CircleOfWillisGANLib.generator_model import GeneratorModel

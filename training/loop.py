@@ -20,7 +20,7 @@ import torch
 from CircleOfWillisGANLib import __version__
 from CircleOfWillisGANLib.benchmark import machine_description
 from CircleOfWillisGANLib.errors import CheckpointError, InputError, OutputError
-from CircleOfWillisGANLib.export import timestamp
+from CircleOfWillisGANLib.outputs import timestamp
 from CircleOfWillisGANLib.files import is_within, write_json
 
 from .config import TrainConfig

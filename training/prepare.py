@@ -23,7 +23,7 @@ import numpy as np
 
 from CircleOfWillisGANLib import __version__
 from CircleOfWillisGANLib.errors import InputError, OutputError
-from CircleOfWillisGANLib.export import timestamp
+from CircleOfWillisGANLib.outputs import timestamp
 from CircleOfWillisGANLib.files import file_sha256, is_within, path_problem, staged_folder
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png
 from CircleOfWillisGANLib.preprocess import (PrepareOptions, VolumeRejected, coverage_warning, is_volume_file,

@@ -14,9 +14,8 @@ from typing import Any, Callable, Dict, List, Optional
 from ..errors import CoWGANError, InputError
 from ..latents import parse_seeds
 from .create import CreatedSession
-from .report import TuringReport
+from .report import TuringReport, summary_text
 from .session import TuringSession, report
-from .stats import p_value_text
 
 log = logging.getLogger(__name__)
 DISPLAY_BY_INDEX = ("all", "mip", "slices", "surface")
@@ -155,26 +154,3 @@ class OrganiserPanelController:
         """Open the HTML report with the host's viewer."""
         if self._open_path and "html" in self.report_paths:
             self._open_path(self.report_paths["html"])
-
-
-def summary_text(result: TuringReport) -> str:
-    """A plain-text summary of a report, for the panel and the command line."""
-    lines = [f"{result.n_cases} cases ({result.n_real} real, {result.n_fake} generated), {len(result.readings)} readings"]
-    for s in result.raters + [result.pooled]:
-        if s.accuracy.n == 0:
-            continue
-        lo, hi = s.accuracy.ci
-        lines.append(f"{s.name}: accuracy {s.accuracy.value:.1%} ({s.accuracy.k}/{s.accuracy.n}, 95% CI {lo:.1%}-{hi:.1%}), "
-                     f"{p_value_text(s.p_value)}; sensitivity {_pct(s.sensitivity.value)}, specificity {_pct(s.specificity.value)}; "
-                     f"called generated {_pct(s.called_fake.value)}, balanced accuracy {_pct(s.balanced_accuracy)} "
-                     f"(truth x call, {p_value_text(s.discrimination_p)}); mean time {s.mean_time_s:.1f} s")
-    if result.agreement:
-        method, value, n = result.agreement
-        lines.append(f"{method}: {'undefined' if value is None else f'{value:.3f}'} on {n} cases")
-    lines.append(result.note)
-    lines += [f"warning: {p}" for p in result.problems]
-    return "\n".join(lines)
-
-
-def _pct(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.1%}"

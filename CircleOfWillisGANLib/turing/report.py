@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from ..errors import InputError, OutputError
-from ..export import prepare_output_dir
+from ..outputs import prepare_output_dir
 from ..files import atomic_write, file_sha256, is_within
 from .config import CALLS, CONFIDENCE_LEVELS
 from .create import read_key
 from .journal import read_journal
 from .layout import KEY_FILE, SESSION_FILE, case_path, read_session
 from .rater import latest_answers, rater_journals
-from .stats import (Proportion, agreement_table, binom_test, cohen_kappa, fisher_exact, fleiss_kappa,
+from .stats import (Proportion, agreement_table, binom_test, cohen_kappa, fisher_exact, fleiss_kappa, p_value_text,
                     sample_size_note)
 
 PathLike = Union[str, Path]
@@ -265,3 +265,26 @@ def _write_csv(path: Path, header: List[str], rows: List[List[object]]) -> Path:
             writer.writerows(rows)
 
     return atomic_write(path, write)
+
+
+def summary_text(result: TuringReport) -> str:
+    """A plain-text summary of a report, for the panel and the command line."""
+    lines = [f"{result.n_cases} cases ({result.n_real} real, {result.n_fake} generated), {len(result.readings)} readings"]
+    for s in result.raters + [result.pooled]:
+        if s.accuracy.n == 0:
+            continue
+        lo, hi = s.accuracy.ci
+        lines.append(f"{s.name}: accuracy {s.accuracy.value:.1%} ({s.accuracy.k}/{s.accuracy.n}, 95% CI {lo:.1%}-{hi:.1%}), "
+                     f"{p_value_text(s.p_value)}; sensitivity {_pct(s.sensitivity.value)}, specificity {_pct(s.specificity.value)}; "
+                     f"called generated {_pct(s.called_fake.value)}, balanced accuracy {_pct(s.balanced_accuracy)} "
+                     f"(truth x call, {p_value_text(s.discrimination_p)}); mean time {s.mean_time_s:.1f} s")
+    if result.agreement:
+        method, value, n = result.agreement
+        lines.append(f"{method}: {'undefined' if value is None else f'{value:.3f}'} on {n} cases")
+    lines.append(result.note)
+    lines += [f"warning: {p}" for p in result.problems]
+    return "\n".join(lines)
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1%}"

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 from CircleOfWillisGANLib.errors import InputError, require
 from CircleOfWillisGANLib.evaluation.fid2d import fid2d_status
-from CircleOfWillisGANLib.export import prepare_output_dir, refuse_overwrite
+from CircleOfWillisGANLib.outputs import prepare_output_dir, refuse_overwrite
 from CircleOfWillisGANLib.files import is_within, path_problem
 from CircleOfWillisGANLib.precision import resolve_device
 

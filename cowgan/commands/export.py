@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from CircleOfWillisGANLib.export import output_folder, refuse_overwrite
+    from CircleOfWillisGANLib.outputs import output_folder, refuse_overwrite
     from training.export import export_run
 
     out = Path(args.out)

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from CircleOfWillisGANLib.files import file_sha256
 from CircleOfWillisGANLib.errors import CoWGANError, InputError, require
-from CircleOfWillisGANLib.export import (output_folder, prepare_output_dir, refuse_overwrite, volume_output_names,
+from CircleOfWillisGANLib.outputs import (output_folder, prepare_output_dir, refuse_overwrite, volume_output_names,
                                          write_volume_outputs)
 from CircleOfWillisGANLib.generator import CoWGenerator, check_psi, load_generator
 from CircleOfWillisGANLib.latents import check_seed, lerp, parse_seeds, slerp

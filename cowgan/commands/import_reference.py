@@ -7,7 +7,7 @@ from typing import Any
 
 from CircleOfWillisGANLib.checkpoint import save_checkpoint
 from CircleOfWillisGANLib.errors import InputError
-from CircleOfWillisGANLib.export import output_folder, prepare_output_dir, refuse_overwrite
+from CircleOfWillisGANLib.outputs import output_folder, prepare_output_dir, refuse_overwrite
 from CircleOfWillisGANLib.reference_import import import_reference
 from CircleOfWillisGANLib.volume_io import DEFAULT_SPACING_MM, check_spacing
 

@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.checkpoint import save_checkpoint
-    from CircleOfWillisGANLib.export import output_folder, prepare_output_dir, refuse_overwrite
+    from CircleOfWillisGANLib.outputs import output_folder, prepare_output_dir, refuse_overwrite
     from CircleOfWillisGANLib.generator import check_psi, load_generator
     from CircleOfWillisGANLib.latents import MAX_SEED, check_seed
     from CircleOfWillisGANLib.named_directions import fit_boundaries, named, sample_calls, store_named_directions

@@ -10,7 +10,7 @@ from typing import Any
 from tqdm import tqdm
 
 from CircleOfWillisGANLib.errors import InputError, OutputError
-from CircleOfWillisGANLib.export import prepare_output_dir
+from CircleOfWillisGANLib.outputs import prepare_output_dir
 from CircleOfWillisGANLib.phantoms import FORCEABLE, PhantomConfig, VariantPrevalence, load_table, parse_overrides
 from CircleOfWillisGANLib.phantoms.writer import (MANIFEST, PREVIEW, check_no_foreign_files, set_files,
                                                   write_phantom_set)

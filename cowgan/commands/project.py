@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from CircleOfWillisGANLib.errors import InputError, require
-    from CircleOfWillisGANLib.export import output_folder, prepare_output_dir, refuse_overwrite
+    from CircleOfWillisGANLib.outputs import output_folder, prepare_output_dir, refuse_overwrite
     from CircleOfWillisGANLib.generator import load_generator
     from CircleOfWillisGANLib.preprocess import scan_on_model_grid, simpleitk
     from CircleOfWillisGANLib.projection import ProjectionConfig, beyond_samples_note, project

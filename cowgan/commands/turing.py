@@ -96,7 +96,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.turing import report
-    from CircleOfWillisGANLib.turing.organiser_panel import summary_text
+    from CircleOfWillisGANLib.turing.report import summary_text
 
     result, paths = report(args.session, key=args.key, out=args.out)
     print(summary_text(result))

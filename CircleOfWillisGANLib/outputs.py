@@ -1,4 +1,5 @@
-"""Writing one generated volume with everything a user needs beside it: NIfTI, JSON sidecar, MIP, surface."""
+"""Output folders (checked before work, never overwritten by surprise) and one generated volume written with
+everything a user needs beside it: NIfTI, JSON sidecar, MIP, surface."""
 
 from __future__ import annotations
 
