@@ -136,19 +136,13 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
         _, rater = self.addCollapsibleSection("Visual Turing test: rater", os.path.join(RESOURCES, "UI", "TuringRater.ui"))
         self.caseViewer = SlicerCaseViewer(slicer)
-        self.raterController = RaterPanelController(
-            rater, qt, viewer=self.caseViewer, choose_folder=lambda: qt.QFileDialog.getExistingDirectory(None, "Session folder"))
+        self.raterController = RaterPanelController(rater, qt, viewer=self.caseViewer)
         organiserSection, organiser = self.addCollapsibleSection(
             "Visual Turing test: organiser", os.path.join(RESOURCES, "UI", "TuringOrganiser.ui"))
         generating = [getattr(self.ui, name) for name in PANEL_SECTIONS] + [self.ui.projectCurrentVolumeButton, organiserSection]
         self.raterController.rating_listeners.append(
             lambda rating: [widget.setVisible(not rating) for widget in generating])  # a rater must not generate meanwhile
-        self.organiserController = OrganiserPanelController(
-            organiser, qt, choose_folder=lambda field: qt.QFileDialog.getExistingDirectory(None, "Choose a folder"),
-            choose_file=lambda field: (qt.QFileDialog.getSaveFileName(None, "Answer key", "", "JSON (*.json)") if field == "keyPath"
-                                       else qt.QFileDialog.getOpenFileName(None, "Model", "", "Models (*.safetensors *.pt)")),
-            open_path=lambda path: qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path))),
-            process_events=slicer.app.processEvents)
+        self.organiserController = OrganiserPanelController(organiser, qt, process_events=slicer.app.processEvents)
         self.controller.engine_listeners.append(
             lambda engine: self.organiserController.use_generator(engine.generator, engine.generator.source or "demo"))
 

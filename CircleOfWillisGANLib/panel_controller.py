@@ -19,6 +19,7 @@ from .directions import Direction
 from .errors import CheckpointError, CoWGANError, OutputError
 from .panel_engine import (MAX_UI_SEED, PANEL_SURFACE_FORMATS, PanelEngine, PanelState, RenderResult,
                            model_card_summary)
+from . import qt_dialogs
 
 log = logging.getLogger(__name__)
 DEBOUNCE_MS = 30
@@ -26,15 +27,6 @@ POLL_MS = 15
 GIL_LEND_S = 0.010  # per poll, how long a host that keeps the GIL while idle waits for the worker with it released
 PLAY_STEP = 0.05
 DIRECTION_STEPS = 10  # direction slider ticks per standard deviation
-MODEL_FILTER = "Models (*.safetensors *.pt);;All files (*)"
-VOLUME_FILTER = "NIfTI or NRRD volumes (*.nii *.nii.gz *.nrrd *.nhdr);;All files (*)"
-
-
-def _dialog_result(value: Any) -> str:
-    """PySide6 file dialogs return (path, filter), PythonQt's return the path."""
-    if isinstance(value, (tuple, list)):
-        value = value[0] if value else ""
-    return str(value or "")
 
 
 class PanelController:
@@ -75,12 +67,12 @@ class PanelController:
         self._debounce = self._timer(debounce_ms, self._request_render, single_shot=True)
         self._poll = self._timer(POLL_MS, self._drain)
         self._player = self._timer(120, self._play_step)
-        self.choose_model_file: Callable[[], str] = lambda: _dialog_result(
-            qt.QFileDialog.getOpenFileName(None, "Open a CircleOfWillisGAN model", "", MODEL_FILTER))
-        self.choose_volume_file: Callable[[], str] = lambda: _dialog_result(
-            qt.QFileDialog.getOpenFileName(None, "Project a TOF-MRA volume", "", VOLUME_FILTER))
-        self.choose_folder: Callable[[], str] = lambda: _dialog_result(
-            qt.QFileDialog.getExistingDirectory(None, "Export folder", self.ui.outputFolderLineEdit.property("text")))
+        self.choose_model_file: Callable[[], str] = lambda: qt_dialogs.open_file(
+            qt, "Open a CircleOfWillisGAN model", qt_dialogs.MODEL_FILTER)
+        self.choose_volume_file: Callable[[], str] = lambda: qt_dialogs.open_file(
+            qt, "Project a TOF-MRA volume", qt_dialogs.VOLUME_FILTER)
+        self.choose_folder: Callable[[], str] = lambda: qt_dialogs.choose_folder(
+            qt, "Export folder", str(self.ui.outputFolderLineEdit.property("text") or ""))
         self._setup_widgets()
         self._connect()
         self._remember_seed()

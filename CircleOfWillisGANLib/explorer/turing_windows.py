@@ -59,15 +59,7 @@ class TuringWindows:
         window.setWidgetResizable(True)
         window._turing_parts = (panel, ui)
 
-        def choose_file(field: str) -> str:
-            if field == "keyPath":
-                return qt.QFileDialog.getSaveFileName(window, "Answer key", "", "JSON (*.json)")[0]
-            return qt.QFileDialog.getOpenFileName(window, "Model", "", "Models (*.safetensors *.pt)")[0]
-
-        controller = OrganiserPanelController(
-            ui, qt, choose_folder=lambda field: qt.QFileDialog.getExistingDirectory(window, "Choose a folder"),
-            choose_file=choose_file, open_path=lambda path: qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path))),
-            process_events=qt.QApplication.processEvents)
+        controller = OrganiserPanelController(ui, qt, parent=window, process_events=qt.QApplication.processEvents)
         engine = self._engine_of()
         if engine is not None:
             controller.use_generator(engine.generator, engine.generator.source or "demo")

@@ -1,8 +1,8 @@
 """Controller of Resources/UI/TuringOrganiser.ui: design and create a session, then compute its results.
 
 Like the rater panel it receives the Qt namespace and the .ui's widgets by object name, and never imports a
-Qt binding. Hosts pass file dialogs, a way to open the HTML report, and a `process_events` callable so that
-the progress bar moves while cases are generated.
+Qt binding. It opens Qt's file dialogs and the desktop's browser unless the host passes its own, and hosts pass a
+`process_events` callable so that the progress bar moves while cases are generated.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from .. import qt_dialogs
 from ..errors import CoWGANError, InputError
 from ..latents import parse_seeds
 from .create import CreatedSession
@@ -25,23 +26,24 @@ GENERATED_FROM = ("model", "folder")
 class OrganiserPanelController:
     """Reads the organiser panel into `TuringSession.create` arguments and shows the results summary."""
 
-    def __init__(self, ui: Any, qt: Any, choose_folder: Optional[Callable[[str], str]] = None,
+    def __init__(self, ui: Any, qt: Any, parent: Any = None, choose_folder: Optional[Callable[[str], str]] = None,
                  choose_file: Optional[Callable[[str], str]] = None, open_path: Optional[Callable[[Path], None]] = None,
                  process_events: Optional[Callable[[], None]] = None, generator: Any = None) -> None:
         self.ui, self.qt = ui, qt
         self.created: Optional[CreatedSession] = None
         self.result: Optional[TuringReport] = None
         self.report_paths: Dict[str, Path] = {}
-        self._choose_folder, self._choose_file = choose_folder, choose_file
-        self._open_path, self._process_events = open_path, process_events
+        self._choose_folder = choose_folder or (
+            lambda field: qt_dialogs.choose_folder(qt, "Choose a folder", parent=parent))
+        self._choose_file = choose_file or (lambda field: self._file_dialog(field, parent))
+        self._open_path = open_path or (lambda path: qt_dialogs.open_with_desktop(qt, path))
+        self._process_events = process_events
         self._generator = generator
         self._generator_label: Optional[str] = None
         for field in ("realFolder", "generatedFolder", "sessionFolder"):
             getattr(ui, f"{field}BrowseButton").clicked.connect(lambda *_, f=field: self._browse_folder(f))
-            getattr(ui, f"{field}BrowseButton").setVisible(choose_folder is not None)
         for field in ("model", "keyPath"):
             getattr(ui, f"{field}BrowseButton").clicked.connect(lambda *_, f=field: self._browse_file(f))
-            getattr(ui, f"{field}BrowseButton").setVisible(choose_file is not None)
         ui.generatedSourceComboBox.currentIndexChanged.connect(self._update_source_fields)
         ui.createButton.clicked.connect(self.create)
         ui.reportButton.clicked.connect(self.compute_report)
@@ -52,16 +54,19 @@ class OrganiserPanelController:
         return str(getattr(self.ui, name).property("text") or "").strip()
 
     def _browse_folder(self, field: str) -> None:
-        if self._choose_folder:
-            chosen = self._choose_folder(field)
-            if chosen:
-                getattr(self.ui, f"{field}LineEdit").setText(chosen)
+        chosen = self._choose_folder(field)
+        if chosen:
+            getattr(self.ui, f"{field}LineEdit").setText(chosen)
 
     def _browse_file(self, field: str) -> None:
-        if self._choose_file:
-            chosen = self._choose_file(field)
-            if chosen:
-                getattr(self.ui, f"{field}LineEdit").setText(chosen)
+        chosen = self._choose_file(field)
+        if chosen:
+            getattr(self.ui, f"{field}LineEdit").setText(chosen)
+
+    def _file_dialog(self, field: str, parent: Any) -> str:
+        if field == "keyPath":
+            return qt_dialogs.save_file(self.qt, "Answer key", qt_dialogs.JSON_FILTER, parent=parent)
+        return qt_dialogs.open_file(self.qt, "Model", qt_dialogs.MODEL_FILTER, parent=parent)
 
     def _update_source_fields(self, *_: Any) -> None:
         from_model = self.generated_from() == "model"
@@ -146,11 +151,11 @@ class OrganiserPanelController:
             self.ui.statusLabel.setText(f"No results: {exc}")
             return False
         self.ui.resultsTextEdit.setPlainText(summary_text(self.result))
-        self.ui.openReportButton.setEnabled(self._open_path is not None)
+        self.ui.openReportButton.setEnabled(True)
         self.ui.statusLabel.setText(f"Results written to {self.report_paths['html'].parent}")
         return True
 
     def open_report(self) -> None:
-        """Open the HTML report with the host's viewer."""
-        if self._open_path and "html" in self.report_paths:
+        """Open the HTML report with the host's viewer (the desktop's browser unless the host passed one)."""
+        if "html" in self.report_paths:
             self._open_path(self.report_paths["html"])

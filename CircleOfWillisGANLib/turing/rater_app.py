@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 from ..qt_pyside6 import load_panel_pyside6, pyside6_qt, qapplication
 from .picture_viewer import PictureViewer
@@ -21,10 +21,7 @@ def build_rater_window(session: str = "", rater: str = "") -> Tuple[Any, RaterPa
     layout.addWidget(viewer.widget, 3)
     layout.addWidget(panel, 1)
 
-    def choose_folder() -> Optional[str]:
-        return qt.QFileDialog.getExistingDirectory(window, "Session folder")
-
-    controller = RaterPanelController(ui, qt, viewer, choose_folder=choose_folder)
+    controller = RaterPanelController(ui, qt, viewer, parent=window)
     ui.sessionFolderLineEdit.setText(str(Path(session).resolve()) if session else "")
     ui.raterIdLineEdit.setText(rater)
     window._turing_parts = (panel, ui)

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
+from .. import qt_dialogs
 from ..errors import CoWGANError
 from .rater import Case, RaterSession
 from .session import TuringSession
@@ -25,12 +26,12 @@ CONFIDENCE_BUTTONS = tuple(f"confidence{i}RadioButton" for i in range(1, 6))
 class RaterPanelController:
     """Binds the rater panel to a RaterSession and a case viewer."""
 
-    def __init__(self, ui: Any, qt: Any, viewer: Any, choose_folder: Optional[Callable[[], str]] = None,
-                 open_session: Callable[[str, str], RaterSession] = TuringSession.open) -> None:
+    def __init__(self, ui: Any, qt: Any, viewer: Any, parent: Any = None,
+                 choose_folder: Optional[Callable[[], str]] = None, open_session: Callable[[str, str], RaterSession] = TuringSession.open) -> None:
         self.ui, self.qt, self.viewer = ui, qt, viewer
         self.session: Optional[RaterSession] = None
         self.case: Optional[Case] = None
-        self._choose_folder = choose_folder
+        self._choose_folder = choose_folder or (lambda: qt_dialogs.choose_folder(qt, "Session folder", parent=parent))
         self._open_session = open_session
         # called with True when a rater session opens and False when it ends or closes: hosts hide what a rater must
         # not use meanwhile (the generator of the model under test)
@@ -43,16 +44,14 @@ class RaterPanelController:
         ui.submitButton.clicked.connect(self.submit)
         ui.backButton.clicked.connect(self.back)
         ui.sessionFolderBrowseButton.clicked.connect(self._browse)
-        ui.sessionFolderBrowseButton.setVisible(choose_folder is not None)
         for name in ("realRadioButton", "fakeRadioButton") + CONFIDENCE_BUTTONS:
             getattr(ui, name).toggled.connect(self._update_buttons)
         self._update_buttons()
 
     def _browse(self) -> None:
-        if self._choose_folder:
-            folder = self._choose_folder()
-            if folder:
-                self.ui.sessionFolderLineEdit.setText(folder)
+        folder = self._choose_folder()
+        if folder:
+            self.ui.sessionFolderLineEdit.setText(folder)
 
     def _status(self, text: str) -> None:
         self.ui.statusLabel.setText(text)

@@ -264,3 +264,64 @@ def test_the_first_case_is_refitted_once_the_window_is_laid_out_so_every_case_is
     assert settled_zoom() < first
     controller.close()
     window.close()
+
+
+class FakeFileDialog:
+    """Qt's QFileDialog answering like PySide6 ((path, filter)) or PythonQt (the path); records each request."""
+
+    def __init__(self, answer, pythonqt):
+        self.answer, self.pythonqt, self.asked = answer, pythonqt, []
+
+    def _reply(self, kind, parent, title, *rest):
+        self.asked.append((kind, parent, title, rest[-1] if kind != "folder" else None))
+        return self.answer if self.pythonqt or kind == "folder" else (self.answer, "")
+
+    def getOpenFileName(self, parent, title, start, name_filter):
+        return self._reply("open", parent, title, start, name_filter)
+
+    def getSaveFileName(self, parent, title, start, name_filter):
+        return self._reply("save", parent, title, start, name_filter)
+
+    def getExistingDirectory(self, parent, title, start):
+        return self._reply("folder", parent, title, start)
+
+
+def _qt_with_dialog(dialog):
+    qt = pyside6_qt()
+    qt.QFileDialog = dialog
+    return qt
+
+
+@pytest.mark.parametrize("pythonqt", [False, True])
+def test_turing_panels_browse_with_qt_dialogs_unless_the_host_passes_its_own(app, tmp_path, pythonqt):
+    chosen = str(tmp_path / "chosen")
+    dialog = FakeFileDialog(chosen, pythonqt)
+    parent = object()
+    _, ui = load_panel_pyside6(str(UI / "TuringOrganiser.ui"))
+    OrganiserPanelController(ui, _qt_with_dialog(dialog), parent=parent)
+    for field in ("realFolder", "generatedFolder", "sessionFolder", "model", "keyPath"):
+        getattr(ui, f"{field}LineEdit").setText("")
+    ui.generatedSourceComboBox.setCurrentIndex(1)
+    ui.generatedFolderBrowseButton.click()
+    ui.generatedSourceComboBox.setCurrentIndex(0)
+    ui.keyPathBrowseButton.click()
+    ui.modelBrowseButton.click()
+    assert ui.generatedFolderLineEdit.property("text") == chosen
+    assert ui.keyPathLineEdit.property("text") == chosen and ui.modelLineEdit.property("text") == chosen
+    assert [(kind, p) for kind, p, _, _ in dialog.asked] == [("folder", parent), ("save", parent), ("open", parent)]
+    assert "*.json" in dialog.asked[1][3] and "*.safetensors" in dialog.asked[2][3]
+
+    _, rater_ui = load_panel_pyside6(str(UI / "TuringRater.ui"))
+    rater = RaterPanelController(rater_ui, _qt_with_dialog(dialog), RecordingViewer(), parent=parent)
+    rater_ui.sessionFolderBrowseButton.click()
+    assert rater_ui.sessionFolderLineEdit.property("text") == chosen and dialog.asked[-1][:2] == ("folder", parent)
+    rater.close()
+
+    cancelled = FakeFileDialog("", pythonqt)
+    _, ui = load_panel_pyside6(str(UI / "TuringOrganiser.ui"))
+    OrganiserPanelController(ui, _qt_with_dialog(cancelled), choose_file=lambda field: f"host-{field}")
+    ui.sessionFolderLineEdit.setText("kept")
+    ui.sessionFolderBrowseButton.click()
+    ui.keyPathBrowseButton.click()
+    assert ui.sessionFolderLineEdit.property("text") == "kept", "a cancelled dialog keeps the field"
+    assert ui.keyPathLineEdit.property("text") == "host-keyPath"
