@@ -11,6 +11,7 @@ from training.config import training_preset
 from training.distributed import ProcessGroup
 from training.export import export_run
 from training.loop import train
+from training.samples import sample_volumes
 from training.state import REQUIRED_KEYS, find_state, load_state
 from training_fixtures import write_tube_dataset
 
@@ -28,6 +29,8 @@ def test_an_exported_run_loads_with_load_generator_and_carries_data_geometry_and
     assert all(torch.equal(ema[k], v) for k, v in gen.model.state_dict().items())
     volumes = gen.generate(seeds=[1, 2])
     assert volumes.shape == (2, 16, 32, 32) and np.isfinite(volumes).all()
+    sheet_volumes = sample_volumes(gen.model, [1, 2], torch.device("cpu"))
+    np.testing.assert_allclose(sheet_volumes, volumes, atol=1e-6, err_msg="a seed on the sample sheet is that seed in the tools")
     meta = gen.metadata
     assert meta["data"]["orientation"] == "RAS" and meta["data"]["spacing_mm"] == [0.62, 0.62, 0.62]
     np.testing.assert_allclose(gen.affine, np.asarray(meta["data"]["affine"]))
