@@ -14,19 +14,19 @@ import random
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .background_worker import Worker
-from .directions import Direction
-from .errors import CheckpointError, CoWGANError, OutputError
-from .panel_engine import (MAX_UI_SEED, PANEL_SURFACE_FORMATS, PanelEngine, PanelState, RenderResult,
-                           model_card_summary)
 from . import qt_dialogs
+from .background_worker import Worker
+from .direction_sliders import DirectionSliders
+from .errors import CoWGANError, OutputError
+from .panel_engine import (MAX_UI_SEED, PANEL_SURFACE_FORMATS, PanelEngine, PanelState, RenderResult,
+                           default_engine_loader, model_card_summary)
+from .seed_history import SeedHistory
 
 log = logging.getLogger(__name__)
 DEBOUNCE_MS = 30
 POLL_MS = 15
 GIL_LEND_S = 0.010  # per poll, how long a host that keeps the GIL while idle waits for the worker with it released
 PLAY_STEP = 0.05
-DIRECTION_STEPS = 10  # direction slider ticks per standard deviation
 
 
 class PanelController:
@@ -55,12 +55,9 @@ class PanelController:
         self._load_engine = load_engine or default_engine_loader
         self._show_error = show_error
         self._error_open = False
-        self._history: List[int] = []
-        self._history_pos = -1
+        self._seeds = SeedHistory()
         self._updating = False
-        self._direction_sliders: List[Any] = []
-        self._direction_value_labels: List[Any] = []
-        self._direction_widgets: List[Any] = []
+        self._directions = DirectionSliders(qt, ui.directionsContainer.layout())
         self._request_time = 0.0
         self._projection = ""
         self.worker = Worker()
@@ -137,7 +134,7 @@ class PanelController:
         return PanelState(
             seed=int(ui.seedSpinBox.property("value")), psi=int(ui.truncationSlider.property("value")) / 100.0,
             noise_follows_seed=bool(ui.noiseFollowsSeedCheckBox.property("checked")), noise_seed=int(ui.noiseSeedSpinBox.property("value")),
-            directions=[int(s.property("value")) / DIRECTION_STEPS for s in self._direction_sliders],
+            directions=self._directions.amounts(),
             mixing=bool(ui.styleMixingCheckBox.property("checked")), mix_seed=int(ui.mixSeedSpinBox.property("value")),
             crossover=int(ui.crossoverSlider.property("value")), interpolate=bool(ui.interpolationCheckBox.property("checked")),
             seed_b=int(ui.seedBSpinBox.property("value")), t=int(ui.interpolationSlider.property("value")) / 100.0,
@@ -162,9 +159,7 @@ class PanelController:
             ui_.surfaceFormatComboBox.setCurrentIndex(PANEL_SURFACE_FORMATS.index(state.surface_format))
             if state.output_dir:
                 ui_.outputFolderLineEdit.setProperty("text", state.output_dir)
-            amounts = list(state.directions) + [0.0] * max(0, len(self._direction_sliders) - len(state.directions))
-            for slider, amount in zip(self._direction_sliders, amounts):  # sliders the state does not name go to 0
-                slider.setProperty("value", int(round(amount * DIRECTION_STEPS)))
+            self._directions.set_amounts(state.directions)  # sliders the state does not name go to 0
             self._projection = self._usable_projection(state.projection)
         finally:
             self._updating = False
@@ -219,10 +214,9 @@ class PanelController:
         ui.thresholdSlider.setEnabled(s.surface and not s.auto_threshold)
         ui.clearProjectionButton.setEnabled(bool(s.projection))
         ui.projectionLabel.setProperty("text", self._projection_text(s.projection))
-        ui.previousSeedButton.setEnabled(seeds and self._history_pos > 0)
-        ui.nextSeedButton.setEnabled(seeds and self._history_pos < len(self._history) - 1)
-        for label, slider in zip(self._direction_value_labels, self._direction_sliders):
-            label.setProperty("text", f"{int(slider.property('value')) / DIRECTION_STEPS:+.1f}")
+        ui.previousSeedButton.setEnabled(seeds and self._seeds.can_go_back)
+        ui.nextSeedButton.setEnabled(seeds and self._seeds.can_go_forward)
+        self._directions.show_values()
 
     def _notify_state(self, *args: Any) -> None:
         data = self.state.to_dict()
@@ -241,29 +235,24 @@ class PanelController:
         self.render_now()
 
     def _remember_seed(self) -> None:
-        seed = int(self.ui.seedSpinBox.property("value"))
-        if self._history and self._history[self._history_pos] == seed:
-            return
-        del self._history[self._history_pos + 1:]
-        self._history.append(seed)
-        self._history_pos = len(self._history) - 1
+        self._seeds.visit(int(self.ui.seedSpinBox.property("value")))
 
     def random_seed(self, *args: Any) -> None:
         self._set_seed(random.randint(0, MAX_UI_SEED))
 
     def previous_seed(self, *args: Any) -> None:
-        if self._history_pos > 0:
-            self._history_pos -= 1
-            self._set_seed(self._history[self._history_pos], remember=False)
+        seed = self._seeds.back()
+        if seed is not None:
+            self._set_seed(seed, remember=False)
 
     def next_seed(self, *args: Any) -> None:
-        if self._history_pos < len(self._history) - 1:
-            self._history_pos += 1
-            self._set_seed(self._history[self._history_pos], remember=False)
+        seed = self._seeds.forward()
+        if seed is not None:
+            self._set_seed(seed, remember=False)
 
     @property
     def seed_history(self) -> List[int]:
-        return list(self._history)
+        return self._seeds.seeds
 
     def resample_noise(self, *args: Any) -> None:
         """Same anatomy (w), new noise: a new random noise seed."""
@@ -277,37 +266,20 @@ class PanelController:
     # ----------------------------------------------------------------------------------------------------
     # Directions
     def _build_direction_sliders(self) -> None:
-        qt, layout = self.qt, self.ui.directionsContainer.layout()
-        for widget in self._direction_widgets:
-            layout.removeWidget(widget)
-            widget.setParent(None)
-            widget.deleteLater()
-        self._direction_widgets, self._direction_sliders, self._direction_value_labels = [], [], []
-        for row, direction in enumerate(self.engine.directions if self.engine else []):
-            name = qt.QLabel(direction.label)
-            name.setToolTip(_direction_tip(direction))
-            slider = qt.QSlider()
-            slider.setOrientation(qt.Qt.Horizontal)
-            slider.setObjectName(f"directionSlider{row + 1}")
-            slider.setRange(-3 * DIRECTION_STEPS, 3 * DIRECTION_STEPS)
-            slider.setPageStep(DIRECTION_STEPS)
-            value = qt.QLabel("+0.0")
-            slider.valueChanged.connect(lambda *args: self._on_changed("direction"))
-            slider.sliderReleased.connect(self.render_now)
-            for col, widget in enumerate((name, slider, value)):
-                layout.addWidget(widget, row, col)
-                self._direction_widgets.append(widget)
-            self._direction_sliders.append(slider)
-            self._direction_value_labels.append(value)
+        self._directions.build(self.engine.directions if self.engine else [],
+                               changed=lambda: self._on_changed("direction"), released=self.render_now)
 
     @property
     def direction_sliders(self) -> List[Any]:
-        return list(self._direction_sliders)
+        return list(self._directions.sliders)
+
+    @property
+    def direction_names(self) -> List[str]:
+        return [str(label.property("text")) for label in self._directions.names]
 
     def reset_directions(self, *args: Any) -> None:
         self._updating = True
-        for slider in self._direction_sliders:
-            slider.setProperty("value", 0)
+        self._directions.set_amounts([])
         self._updating = False
         self._sync_enabled()
         self.render_now()
@@ -658,30 +630,7 @@ class ProjectionCancelled(CoWGANError):
     """The user pressed Cancel projection: raised from the projection's progress callback on the worker."""
 
 
-def _direction_tip(direction: Direction) -> str:
-    """A slider's tooltip: what it moves, which way, over which style blocks."""
-    blocks = f"style blocks {', '.join(map(str, direction.layers))}; 1 step = 1 standard deviation of w"
-    if direction.method == "named":
-        return (f"{direction.label}: towards + the model draws the variant, towards - it leaves it out (a line fitted "
-                f"in W to a variant classifier's calls); {blocks}")
-    return f"{direction.method.upper()} direction, applied to {blocks}"
-
-
 def _default_output_dir() -> str:
     from pathlib import Path
 
     return str(Path.home() / "CircleOfWillisGAN")
-
-
-def default_engine_loader(source: str, device: str) -> PanelEngine:
-    """Load a model by path or "demo" and compute (or read) its latent directions."""
-    from .generator import load_generator
-    from .resources import demo_model_path
-
-    if source == "demo":
-        try:
-            demo_model_path()
-        except CheckpointError:
-            raise CheckpointError("no demo model is bundled with this installation: press 'Open model...' and choose a "
-                                  "CircleOfWillisGAN .safetensors model or a reference model_N.pt") from None
-    return PanelEngine(load_generator(source, device=device))

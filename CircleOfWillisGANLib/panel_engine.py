@@ -16,7 +16,7 @@ import torch
 
 from .directions import Direction, apply_directions, directions_for
 from .checks import finite_number
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .latents import lerp, slerp
 from .mip import mip_panel
 from .volume_io import spacing_of
@@ -310,3 +310,17 @@ def model_card_summary(generator: Any) -> str:
     if str(generator.source).startswith("random:"):
         lines.append("Random weights: for testing only, not anatomy.")
     return "\n".join(lines)
+
+
+def default_engine_loader(source: str, device: str) -> PanelEngine:
+    """Load a model by path or "demo" and compute (or read) its latent directions."""
+    from .generator import load_generator
+    from .resources import demo_model_path
+
+    if source == "demo":
+        try:
+            demo_model_path()
+        except CheckpointError:
+            raise CheckpointError("no demo model is bundled with this installation: press 'Open model...' and choose a "
+                                  "CircleOfWillisGAN .safetensors model or a reference model_N.pt") from None
+    return PanelEngine(load_generator(source, device=device))

@@ -319,7 +319,7 @@ def test_the_panel_shows_named_directions_as_named_sliders(tmp_path):
     try:
         controller.set_engine(PanelEngine(named_generator()))
         assert controller.wait_idle(app=app)
-        labels = [w.text() for w in controller._direction_widgets[::3]]
+        labels = controller.direction_names
         assert labels[-2:] == ["Left Pcom", "Right fetal PCA"] and len(controller.direction_sliders) == len(labels)
     finally:
         controller.close()
