@@ -2,8 +2,10 @@
 
 Three phases, each continuing from the last: one w shared by every block (stays on the model's manifold),
 then one w per block (w+, more detail), then the noise as well (the last voxel-level detail). The loss is
-a vessel-weighted squared intensity error plus a structural term, the L1 error of intensity gradients at
-two scales, which rewards vessel edges and continuity rather than mean brightness. Regularisers keep w near
+a vessel-weighted squared intensity error, a structural term (the L1 error of intensity gradients at two
+scales, which rewards vessel edges and continuity rather than mean brightness) and a coarse term (one minus
+the correlation of both volumes blurred by COARSE_BLUR_MM), which still has a gradient while the model's
+vessels lie beside the scan's rather than on them, and so pulls the anatomy's layout into place. Regularisers keep w near
 the model's distribution of w (a diagonal Gaussian fitted to mapped samples), the w+ near their common mean,
 and the noise near its starting values.
 """
@@ -23,8 +25,10 @@ from .checks import finite_number, whole_number
 from .latents import check_seed
 from .precision import resolve_precision
 from .surface import vessel_threshold
+from .volume_io import spacing_of
 
 PHASES = ("w", "w+", "noise")
+COARSE_BLUR_MM = 1.75  # Gaussian sigma of the coarse term: about one main-artery diameter
 CLAMP_LEAK = 0.01  # slope outside [0, 1], so that voxels clamped to 0 or 1 still pull the latent
 Progress = Callable[[int, int], None]
 
@@ -41,6 +45,7 @@ class ProjectionConfig:
     candidates: int = 32             # random w tried before phase 1; the best one starts the optimisation
     vessel_weight: float = 4.0       # extra weight of voxels brighter than the target's vessel threshold
     structure_weight: float = 1.0    # weight of the gradient (edge) term against the intensity term
+    coarse_weight: float = 0.3       # weight of the coarse-layout term (1 - correlation of the blurred volumes)
     w_prior_weight: float = 1e-3     # pull of w (the mean over blocks) towards the model's distribution of w
     wplus_spread_weight: float = 1e-2  # pull of the per-block w+ towards their mean
     noise_prior_weight: float = 1e-2   # pull of the noise towards its starting values
@@ -53,8 +58,8 @@ class ProjectionConfig:
             whole_number(getattr(self, name), f"projection {name}")
         if self.w_steps + self.wplus_steps + self.noise_steps < 1:
             raise InputError("projection needs at least one optimisation step: raise w_steps")
-        for name in ("lr", "noise_lr", "vessel_weight", "structure_weight", "w_prior_weight", "wplus_spread_weight",
-                     "noise_prior_weight"):
+        for name in ("lr", "noise_lr", "vessel_weight", "structure_weight", "coarse_weight", "w_prior_weight",
+                     "wplus_spread_weight", "noise_prior_weight"):
             finite_number(getattr(self, name), f"projection {name}", 0)
         if self.lr <= 0 or self.noise_lr <= 0:
             raise InputError("projection learning rates must be positive")
@@ -91,9 +96,36 @@ def leaky_clamp(x: torch.Tensor) -> torch.Tensor:
     return clamped + CLAMP_LEAK * (x - clamped)
 
 
+def gaussian_blur(x: torch.Tensor, sigma_voxels: Tuple[float, float, float]) -> torch.Tensor:
+    """Separable Gaussian blur of (N, 1, D, H, W) volumes, sigma per axis (D, H, W) in voxels, edges replicated."""
+    for axis, sigma in enumerate(sigma_voxels):
+        radius = max(1, int(math.ceil(3.0 * sigma)))
+        taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+        kernel = torch.exp(-0.5 * (taps / sigma).square())
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = kernel.numel()
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        x = F.conv3d(F.pad(x, pad, mode="replicate"), (kernel / kernel.sum()).view(shape))
+    return x
+
+
+def _correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a - a.mean(), b - b.mean()
+    return (a * b).sum() / (a.square().sum().sqrt() * b.square().sum().sqrt()).clamp_min(1e-12)
+
+
+def coarse_sigma_voxels(affine: np.ndarray) -> Tuple[float, float, float]:
+    """COARSE_BLUR_MM in voxels along (D, H, W) of a model whose NIfTI axes (i, j, k) are (H, W, D)."""
+    i, j, k = spacing_of(affine)
+    return COARSE_BLUR_MM / k, COARSE_BLUR_MM / i, COARSE_BLUR_MM / j
+
+
 def vessel_loss(x: torch.Tensor, target: torch.Tensor, vessel_mask: torch.Tensor, vessel_weight: float,
-                structure_weight: float) -> Dict[str, torch.Tensor]:
-    """Vessel-weighted squared error and the two-scale gradient L1 error of (N, 1, D, H, W) volumes."""
+                structure_weight: float, coarse_weight: float = 0.0,
+                coarse_sigma: Tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Dict[str, torch.Tensor]:
+    """Vessel-weighted squared error, the two-scale gradient L1 error and, with `coarse_weight`, one minus the
+    correlation of the blurred volumes, of (N, 1, D, H, W) volumes."""
     weight = 1.0 + vessel_weight * vessel_mask
     intensity = (weight * (x - target).square()).sum() / weight.sum()
     structure = x.new_zeros(())
@@ -103,7 +135,11 @@ def vessel_loss(x: torch.Tensor, target: torch.Tensor, vessel_mask: torch.Tensor
         if min(a.shape[2:]) < 4:
             break
         a, b = F.avg_pool3d(a, 2), F.avg_pool3d(b, 2)
-    return {"intensity": intensity, "structure": structure, "loss": intensity + structure_weight * structure}
+    out = {"intensity": intensity, "structure": structure, "loss": intensity + structure_weight * structure}
+    if coarse_weight:
+        out["coarse"] = 1.0 - _correlation(gaussian_blur(x, coarse_sigma), gaussian_blur(target, coarse_sigma))
+        out["loss"] = out["loss"] + coarse_weight * out["coarse"]
+    return out
 
 
 def beyond_samples_note(metrics: Dict[str, float]) -> Optional[str]:
@@ -187,6 +223,10 @@ def project(generator: Any, target: np.ndarray, config: ProjectionConfig = Proje
     history: List[Dict[str, Any]] = []
 
     dtype, channels_last = optimisation_precision(config.precision, device)
+    sigma = coarse_sigma_voxels(generator.affine)
+
+    def image_loss(x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return vessel_loss(x, t, mask, config.vessel_weight, config.structure_weight, config.coarse_weight, sigma)
 
     def synth(ws: torch.Tensor, noise: torch.Tensor, exact: bool = False) -> torch.Tensor:
         if exact:
@@ -194,14 +234,14 @@ def project(generator: Any, target: np.ndarray, config: ProjectionConfig = Proje
         return leaky_clamp(generator.model.synthesis(ws, noise, dtype, channels_last).float())
 
     def losses(ws: torch.Tensor, noise: torch.Tensor, exact: bool = False) -> Dict[str, torch.Tensor]:
-        out = vessel_loss(synth(ws, noise, exact), t, mask, config.vessel_weight, config.structure_weight)
+        out = image_loss(synth(ws, noise, exact))
         spread = ((ws - ws.mean(1, keepdim=True)) / std).square().mean()
         out["loss"] = (out["loss"] + config.w_prior_weight * prior.distance(ws.mean(1))
                        + config.wplus_spread_weight * spread
                        + config.noise_prior_weight * (noise - noise0).square().mean())
         return out
 
-    u = _best_candidate(synth, generator, prior, config, t, mask, noise0)
+    u = _best_candidate(synth, image_loss, generator, prior, config, noise0)
     noise = noise0.clone()
     num_ws = generator.num_ws
     step = 0
@@ -243,8 +283,8 @@ def project(generator: Any, target: np.ndarray, config: ProjectionConfig = Proje
 
 
 @torch.no_grad()
-def _best_candidate(synth: Callable[..., torch.Tensor], generator: Any, prior: _Prior, config: ProjectionConfig,
-                    t: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def _best_candidate(synth: Callable[..., torch.Tensor], image_loss: Callable[[torch.Tensor], Dict[str, torch.Tensor]],
+                    generator: Any, prior: _Prior, config: ProjectionConfig, noise: torch.Tensor) -> torch.Tensor:
     """The starting point (1, 1, latent), in standard units of w: the mean of w or the best of a few samples."""
     device = generator.device
     best_u = torch.zeros(1, 1, generator.arch.latent_dim, device=device)
@@ -254,7 +294,7 @@ def _best_candidate(synth: Callable[..., torch.Tensor], generator: Any, prior: _
     for u in candidates:
         ws = (prior.mean.to(device) + u * prior.std.to(device)).expand(-1, generator.num_ws, -1)
         image = synth(ws, noise)
-        loss = float(vessel_loss(image, t, mask, config.vessel_weight, config.structure_weight)["loss"])
+        loss = float(image_loss(image)["loss"])
         if loss < best:
             best, best_u = loss, u
     return best_u.clone()

@@ -91,7 +91,7 @@ def test_a_volume_that_is_not_normalised_or_not_an_array_is_refused_with_the_fix
 
 
 @pytest.mark.parametrize("setting", [{"lr": float("nan")}, {"vessel_weight": float("inf")},
-                                     {"structure_weight": -1.0}, {"w_steps": 1.5}])
+                                     {"structure_weight": -1.0}, {"coarse_weight": float("nan")}, {"w_steps": 1.5}])
 def test_projection_settings_that_would_give_nan_or_nonsense_are_refused(setting):
     from CircleOfWillisGANLib.errors import InputError
 
@@ -120,14 +120,16 @@ def test_the_reported_final_loss_is_the_loss_of_the_returned_latent_not_of_the_s
 
     import torch
 
-    from CircleOfWillisGANLib.projection import leaky_clamp, vessel_loss
+    from CircleOfWillisGANLib.projection import coarse_sigma_voxels, leaky_clamp, vessel_loss
 
     unregularised = dataclasses.replace(FAST, w_prior_weight=0.0, wplus_spread_weight=0.0, noise_prior_weight=0.0)
     fitted = project(generator, result.target, unregularised)
     again = generator.synthesize(fitted.ws[None], noise=fitted.noise, precision="fp32")[:, None]
     target = torch.from_numpy(result.target)[None, None]
     mask = (target >= result.metrics["vessel_threshold"]).float()
-    expected = vessel_loss(leaky_clamp(again), target, mask, FAST.vessel_weight, FAST.structure_weight)["loss"]
+    sigma = coarse_sigma_voxels(generator.affine)
+    expected = vessel_loss(leaky_clamp(again), target, mask, FAST.vessel_weight, FAST.structure_weight,
+                           FAST.coarse_weight, sigma)["loss"]
     assert fitted.final_loss == pytest.approx(float(expected), rel=1e-4)
     assert fitted.final_loss != fitted.history[-1]["loss"]
     paths = write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, plot=False)
@@ -424,3 +426,34 @@ def test_pressing_project_again_cancels_a_running_projection_and_writes_nothing(
     finally:
         controller.close()
         root.deleteLater()
+
+
+def test_the_coarse_blur_is_a_gaussian_of_the_stated_millimetres_along_each_axis():
+    import torch
+    from scipy.ndimage import gaussian_filter
+
+    from CircleOfWillisGANLib.projection import COARSE_BLUR_MM, coarse_sigma_voxels, gaussian_blur
+
+    volume = np.random.default_rng(3).random((6, 20, 24)).astype(np.float32)
+    sigma = coarse_sigma_voxels(default_affine(volume.shape, (1.0, 0.5, 2.0)))  # x (H), y (W), z (D) spacing
+    assert sigma == pytest.approx((COARSE_BLUR_MM / 2.0, COARSE_BLUR_MM / 1.0, COARSE_BLUR_MM / 0.5))
+    blurred = gaussian_blur(torch.from_numpy(volume)[None, None], sigma)[0, 0].numpy()
+    np.testing.assert_allclose(blurred, gaussian_filter(volume, sigma, mode="nearest", truncate=3.0), atol=2e-3)
+
+
+def test_the_coarse_term_pulls_vessels_that_lie_beside_the_target_towards_it():
+    import torch
+
+    from CircleOfWillisGANLib.projection import vessel_loss
+
+    target = torch.zeros(1, 1, 8, 32, 32)
+    target[..., 14:16, :] = 1.0  # a vessel along W
+    mask = (target > 0.5).float()
+    beside = torch.roll(target, 3, dims=3)  # the same vessel 3 voxels off: no overlap, so no pull from intensity
+    sharp = vessel_loss(beside, target, mask, 4.0, 1.0)
+    coarse = vessel_loss(beside, target, mask, 4.0, 1.0, coarse_weight=1.0, coarse_sigma=(1.4, 1.4, 1.4))
+    assert "coarse" not in sharp and 0.0 < float(coarse["coarse"]) < 1.0
+    assert float(coarse["loss"]) == pytest.approx(float(sharp["loss"] + coarse["coarse"]))
+    closer = torch.roll(target, 2, dims=3)
+    assert float(vessel_loss(closer, target, mask, 4.0, 1.0, 1.0, (1.4, 1.4, 1.4))["coarse"]) < float(coarse["coarse"])
+    assert float(vessel_loss(closer, target, mask, 4.0, 1.0)["intensity"]) == pytest.approx(float(sharp["intensity"]))
