@@ -5,9 +5,9 @@ then one w per block (w+, more detail), then the noise as well (the last voxel-l
 a vessel-weighted squared intensity error, a structural term (the L1 error of intensity gradients at two
 scales, which rewards vessel edges and continuity rather than mean brightness) and a coarse term (one minus
 the correlation of both volumes blurred by COARSE_BLUR_MM), which still has a gradient while the model's
-vessels lie beside the scan's rather than on them, and so pulls the anatomy's layout into place. Regularisers keep w near
-the model's distribution of w (a diagonal Gaussian fitted to mapped samples), the w+ near their common mean,
-and the noise near its starting values.
+vessels lie beside the scan's rather than on them, and so pulls the anatomy's layout into place.
+Regularisers keep w near the model's distribution of w (a diagonal Gaussian fitted to mapped samples), the
+w+ near their common mean, and the noise near its starting values.
 """
 
 from __future__ import annotations
