@@ -107,7 +107,15 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.projectionCopy = tempfile.mkdtemp(prefix="CircleOfWillisGAN-")
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", node.GetName() or volumeId)
         path = os.path.join(self.projectionCopy, name + ".nii.gz")
-        if not slicer.util.exportNode(node, path, {}, world=True):  # a new dict: Slicer keeps its default's format
+        try:  # a new properties dict each time: Slicer keeps changes to its default's
+            written = slicer.util.exportNode(node, path, {}, world=True)
+        except ValueError:  # no NIfTI writer for this kind of volume (tensor and other non-scalar volumes)
+            self.removeProjectionCopy()
+            slicer.util.errorDisplay(f"{node.GetName()} cannot be written as NIfTI, so it cannot be projected: show "
+                                     "the grey TOF-MRA volume in the Red view, then press Project again.")
+            return
+        if not written:
+            self.removeProjectionCopy()
             slicer.util.errorDisplay(f"Could not write the volume to {path} for projection: check free space in the "
                                      "temporary folder (details in the Python console's log).")
             return
