@@ -91,6 +91,11 @@ def test_the_module_cmake_lists_the_module_and_every_resource_it_loads():
     loaded = re.findall(r'os\.path\.join\(RESOURCES, "(\w+)", "([\w.]+)"\)', MODULE.read_text())
     assert loaded and all(f"Resources/{folder}/{name}" in resources for folder, name in loaded)
     assert "Resources/Icons/CircleOfWillisGAN.png" in resources
+    bundled = re.search(r"list\(APPEND MODULE_PYTHON_RESOURCES\s+(.*?)\)", module_cmake.read_text(), re.S).group(1).split()
+    card = REPO / "Resources" / "Models" / "demo.md"
+    pictures = re.findall(r"\]\(([\w.-]+\.png)\)", card.read_text())
+    assert all((REPO / r).is_file() for r in bundled) and pictures
+    assert {"Resources/Models/demo.safetensors", "Resources/Models/demo.md"} | {f"Resources/Models/{p}" for p in pictures} <= set(bundled)
     assert "training" not in (REPO / "CMakeLists.txt").read_text().split("# Extension modules")[1].split("include(")[0].replace("training/ is not", "")
 
 
