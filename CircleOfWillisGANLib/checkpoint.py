@@ -48,7 +48,7 @@ def content_sha256(tensors: Mapping[str, torch.Tensor], metadata_json: str) -> s
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d tensors too
     return h.hexdigest()
 
 
@@ -136,22 +136,30 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"cannot read model {path} ({reason}): {_diagnose(path)}") from exc
-    if METADATA_KEY not in header or CHECKSUM_KEY not in header:
+    if METADATA_KEY not in header:
         raise CheckpointError(f"cannot read model {path}: {_other_safetensors(header)}")
+    if CHECKSUM_KEY not in header:
+        raise CheckpointError(f"model {path} has no {CHECKSUM_KEY} checksum (modified or rewritten by other software): "
+                              "re-download or re-export it")
     try:
         metadata = json.loads(header[METADATA_KEY])
-        architecture = Architecture.from_dict(metadata["architecture"])
+        if not isinstance(metadata, dict):
+            raise ValueError(f"a JSON {type(metadata).__name__}, not an object")
         version = metadata.get("format_version", 0)
         if isinstance(version, bool) or not isinstance(version, int):
             raise ValueError(f"format_version {version!r} is not a whole number")
-        _check_geometry(metadata.get("data", {}))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except ValueError as exc:
         raise CheckpointError(f"model {path} has unreadable metadata ({exc}): re-export it") from exc
-    if metadata.get("format") != FORMAT or version > FORMAT_VERSION:
+    if metadata.get("format") != FORMAT or version > FORMAT_VERSION:  # first: a newer file's fields may be new too
         raise CheckpointError(
             f"model {path} is format {metadata.get('format')!r} v{metadata.get('format_version')}, this software "
             f"reads {FORMAT!r} up to v{FORMAT_VERSION}: upgrade CircleOfWillisGAN"
         )
+    try:
+        architecture = Architecture.from_dict(metadata["architecture"])
+        _check_geometry(metadata.get("data", {}))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"model {path} has unreadable metadata ({exc}): re-export it") from exc
     checksum = content_sha256(tensors, header[METADATA_KEY])
     if checksum != header[CHECKSUM_KEY]:
         raise CheckpointError(

@@ -209,6 +209,36 @@ def test_tensors_of_the_wrong_kind_are_refused_when_loading(saved, tmp_path, key
         load_checkpoint(_resigned(saved, tmp_path / "m.safetensors", edit_tensors=edit))
 
 
+@pytest.mark.parametrize("edit", [
+    lambda m: m.update(format_version=2, architecture={**m["architecture"], "noise_mode": "per-layer-v2"}),
+    lambda m: (m.update(format="cowgan-generator-int8"), m.pop("architecture")),
+])
+def test_a_newer_or_other_format_is_told_to_upgrade_even_when_its_fields_are_new(saved, tmp_path, edit):
+    with pytest.raises(CheckpointError, match="this software reads 'cowgan-generator' up to v1: upgrade CircleOfWillisGAN"):
+        load_checkpoint(_resigned(saved, tmp_path / "m.safetensors", edit_metadata=edit))
+
+
+def test_a_scalar_tensor_is_checksummed_and_refused_as_unexpected_not_a_crash(saved, tmp_path):
+    def edit(tensors):
+        tensors["step"] = torch.tensor(1000.0)
+
+    with pytest.raises(CheckpointError, match="does not match its architecture .*unexpected step"):
+        load_checkpoint(_resigned(saved, tmp_path / "m.safetensors", edit_tensors=edit))
+
+
+def test_model_metadata_without_its_checksum_is_called_that(saved, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from CircleOfWillisGANLib.checkpoint import METADATA_KEY
+
+    with safe_open(str(saved), framework="pt") as f:
+        metadata, tensors = f.metadata()[METADATA_KEY], {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(tmp_path / "m.safetensors"), metadata={METADATA_KEY: metadata})
+    with pytest.raises(CheckpointError, match="has no sha256 checksum .*: re-download or re-export it"):
+        load_checkpoint(tmp_path / "m.safetensors")
+
+
 def test_a_file_cut_inside_its_header_is_called_truncated(saved):
     saved.write_bytes(saved.read_bytes()[:200])
     with pytest.raises(CheckpointError, match=r"the file is truncated \(its header alone needs [\d,]+ bytes, the file has 200\)"):
