@@ -13,7 +13,7 @@ import math
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Set, Tuple
 
 import torch
 
@@ -29,6 +29,8 @@ UNSUPPORTED_OPTIONS = ("fq_layers", "attn_layers", "no_const")  # the reference 
 # `transparent` only asks for RGBA output, which the reference's grayscale blocks ignore: its tensors are the same
 TRAINING_STATE_FORMAT = "cowgan-train-state"  # training/state.py FORMAT (the library does not import training)
 REFERENCE_LR_MLP = 0.1  # the reference trainer's default mapping learning-rate multiplier
+CONFIG_FIX = "pass the run's own .config.json (`cowgan import-reference MODEL.pt --config CONFIG.json`)"
+BLUR_BUFFER = re.compile(r"GE\.blocks\.\d+\.to_grayscale\.upsample\.1\.f")  # a constant, checked, not converted
 log = logging.getLogger(__name__)
 
 
@@ -36,8 +38,8 @@ def read_reference_config(model_path: Path, config_path: Optional[Path]) -> Dict
     """The run's .config.json (next to model_N.pt unless given); {} when there is none."""
     path = config_path or model_path.with_name(".config.json")
     if config_path is None and not path.is_file():
-        log.warning("no .config.json beside %s: assuming the reference's defaults (lr_mlp %s); pass --config if the "
-                    "run used other settings", model_path, REFERENCE_LR_MLP)
+        log.warning("no .config.json beside %s: assuming the reference's defaults (lr_mlp %s); if the run used other "
+                    "settings, %s", model_path, REFERENCE_LR_MLP, CONFIG_FIX)
         return {}
     problem = path_problem(path)
     if problem:
@@ -78,7 +80,11 @@ def _load_state(path: Path) -> Dict[str, torch.Tensor]:
                               "`cowgan export RUN --out MODEL.safetensors`")
     if not isinstance(data, dict) or not isinstance(data.get("GAN"), dict):
         raise CheckpointError(f"{path} is not a reference checkpoint (no 'GAN' state dict): pass models/NAME/model_N.pt")
-    return data["GAN"]
+    state = data["GAN"]
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path} is not a reference checkpoint (its 'GAN' entry is not a state dict of named "
+                              "tensors): pass models/NAME/model_N.pt")
+    return state
 
 
 def _dims(state: Dict[str, torch.Tensor], key: str, ndim: int) -> Tuple[int, ...]:
@@ -95,10 +101,12 @@ def _dims(state: Dict[str, torch.Tensor], key: str, ndim: int) -> Tuple[int, ...
 def _take(state: Dict[str, torch.Tensor], key: str, shape: Sequence[int]) -> torch.Tensor:
     """`state[key]` as float32 after checking its presence, its exact shape and that it is finite."""
     if _dims(state, key, len(shape)) != tuple(shape):
-        raise CheckpointError(f"reference tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(shape)}")
+        raise CheckpointError(f"reference tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(shape)}: "
+                              "the checkpoint is damaged or from another architecture")
     tensor = state[key]
     if not torch.isfinite(tensor).all():
-        raise CheckpointError(f"reference tensor {key} contains NaN or Inf: the checkpoint is damaged")
+        raise CheckpointError(f"reference tensor {key} contains NaN or Inf: the run diverged or the file is damaged; "
+                              "use an earlier models/NAME/model_N.pt or copy it again")
     return tensor.float()
 
 
@@ -107,42 +115,46 @@ def infer_architecture(state: Dict[str, torch.Tensor], config: Dict[str, Any]) -
     for option in UNSUPPORTED_OPTIONS:
         if config.get(option):
             raise CheckpointError(f"reference option {option}={config[option]!r}: the reference code cannot build such a "
-                                  "model, so this .config.json is not this checkpoint's; pass the run's own .config.json "
-                                  "with --config")
-    mapping_keys = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"SE\.net\.(\d+)\.weight", k)))
-    block_keys = {int(m.group(1)) for k in state if (m := re.fullmatch(r"GE\.blocks\.(\d+)\.conv1\.weight", k))}
-    if not mapping_keys or not block_keys:
+                                  f"model, so this .config.json is not this checkpoint's; {CONFIG_FIX}")
+    # Counted from every tensor of the networks, so that a missing tensor is named below, not taken for a smaller model
+    ema_mapping, ema_blocks = _indices(state, r"SE\.net\.(\d+)\."), _indices(state, r"GE\.blocks\.(\d+)\.")
+    if not ema_mapping or not ema_blocks:
         raise CheckpointError("reference checkpoint has no EMA networks (SE, GE): pass a checkpoint saved by the reference trainer")
     latent_dim = _dims(state, "SE.net.0.weight", 2)[1]
-    num_blocks = max(block_keys) + 1
+    mapping_layers = max(ema_mapping | _indices(state, r"S\.net\.(\d+)\.")) // 2 + 1
+    num_blocks = max(ema_blocks | _indices(state, r"G\.blocks\.(\d+)\.")) + 1
     image_size = 2 ** (num_blocks + 1)
     if _config_whole_number(config, "image_size", image_size) != image_size:
-        raise CheckpointError(f".config.json says image_size {config['image_size']} but the checkpoint has {num_blocks} blocks ({image_size})")
+        raise CheckpointError(f".config.json says image_size {config['image_size']} but the checkpoint has {num_blocks} "
+                              f"blocks ({image_size}); {CONFIG_FIX}")
     last_channels = _dims(state, f"GE.blocks.{num_blocks - 1}.conv1.weight", 5)[0]
     capacity = _config_whole_number(config, "network_capacity", last_channels // 2)
     lr_mul = config.get("lr_mlp", REFERENCE_LR_MLP)
     if isinstance(lr_mul, bool) or not isinstance(lr_mul, (int, float)) or not 0 < lr_mul < math.inf:
-        raise CheckpointError(f".config.json has lr_mlp {lr_mul!r}, which must be a positive number: pass the run's own "
-                              ".config.json with --config")
+        raise CheckpointError(f".config.json has lr_mlp {lr_mul!r}, which must be a positive number: {CONFIG_FIX}")
     g_channels = [_dims(state, f"GE.blocks.{i}.conv1.weight", 5)[0] for i in range(num_blocks)]
     d_channels = [v.shape[0] for k, v in state.items() if re.fullmatch(r"D\.blocks\.\d+\.conv_res\.weight", k)]
     fmap_max = max(g_channels + d_channels)
-    arch = Architecture(latent_dim=latent_dim, mapping_layers=len(mapping_keys), mapping_lr_mul=lr_mul,
+    arch = Architecture(latent_dim=latent_dim, mapping_layers=mapping_layers, mapping_lr_mul=lr_mul,
                         network_capacity=capacity, fmap_max=fmap_max,
                         output_shape=(min(REFERENCE_DEPTH, image_size), image_size, image_size),
                         noise_mode="reference")
     if arch.generator_channels() != g_channels:
         raise CheckpointError(f"generator channels {g_channels} do not follow the reference rule for capacity {capacity}: "
-                              "check network_capacity in .config.json")
+                              f"check network_capacity in .config.json, or {CONFIG_FIX}")
     return arch
+
+
+def _indices(state: Dict[str, torch.Tensor], pattern: str) -> Set[int]:
+    """The layer numbers that the keys matching `pattern` (one group: the number) hold tensors of."""
+    return {int(m.group(1)) for key in state if (m := re.match(pattern, key))}
 
 
 def _config_whole_number(config: Dict[str, Any], key: str, default: int) -> int:
     """A positive whole-number setting of .config.json (`default` when absent), or a CheckpointError naming it."""
     value = config.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CheckpointError(f".config.json has {key} {value!r}, which must be a positive whole number: pass the run's "
-                              "own .config.json with --config")
+        raise CheckpointError(f".config.json has {key} {value!r}, which must be a positive whole number: {CONFIG_FIX}")
     return value
 
 
@@ -150,14 +162,20 @@ def convert_state(state: Dict[str, torch.Tensor], arch: Architecture, mapping: s
     """Rename and reshape the reference's SE (or, with `mapping` "S", the live mapping network's) and GE tensors into
     this project's GeneratorModel keys."""
     target = GeneratorModel(arch).state_dict()
+    used = set()
+
+    def take(key: str, shape: Sequence[int]) -> torch.Tensor:
+        used.add(key)
+        return _take(state, key, shape)
+
     out: Dict[str, torch.Tensor] = {}
     for i in range(arch.mapping_layers):
         for p in ("weight", "bias"):
             key = f"mapping.layers.{i}.{p}"
-            out[key] = _take(state, f"{mapping}.net.{2 * i}.{p}", target[key].shape)
-    out["synthesis.const"] = _take(state, "GE.initial_block", target["synthesis.const"].shape)
+            out[key] = take(f"{mapping}.net.{2 * i}.{p}", target[key].shape)
+    out["synthesis.const"] = take("GE.initial_block", target["synthesis.const"].shape)
     for p in ("weight", "bias"):
-        out[f"synthesis.input_conv.{p}"] = _take(state, f"GE.initial_conv.{p}", target[f"synthesis.input_conv.{p}"].shape)
+        out[f"synthesis.input_conv.{p}"] = take(f"GE.initial_conv.{p}", target[f"synthesis.input_conv.{p}"].shape)
     for i in range(arch.num_blocks):
         src, dst = f"GE.blocks.{i}", f"synthesis.blocks.{i}"
         pairs = {
@@ -168,13 +186,19 @@ def convert_state(state: Dict[str, torch.Tensor], arch: Architecture, mapping: s
             "to_grayscale.to_style.bias": "to_image.affine.bias",
         }
         for s, d in pairs.items():
-            out[f"{dst}.{d}"] = _take(state, f"{src}.{s}", target[f"{dst}.{d}"].shape)
+            out[f"{dst}.{d}"] = take(f"{src}.{s}", target[f"{dst}.{d}"].shape)
         for n in (1, 2):
             channels = target[f"{dst}.noise{n}.weight"].shape[0]
-            out[f"{dst}.noise{n}.weight"] = _take(state, f"{src}.to_noise{n}.weight", (channels, 1))[:, 0].clone()
+            out[f"{dst}.noise{n}.weight"] = take(f"{src}.to_noise{n}.weight", (channels, 1))[:, 0].clone()
         blur_key = f"{src}.to_grayscale.upsample.1.f"
         if i < arch.num_blocks - 1 and blur_key in state and not torch.equal(state[blur_key].float(), torch.tensor([1.0, 2.0, 1.0])):
             raise CheckpointError(f"{blur_key} is {state[blur_key].tolist()}, not the [1, 2, 1] blur this importer implements")
+    networks = ("GE.", f"{mapping}.")
+    unused = sorted(k for k in state if k.startswith(networks) and k not in used and not BLUR_BUFFER.fullmatch(k))
+    if unused:
+        raise CheckpointError(f"reference checkpoint holds {len(unused)} generator tensor(s) this importer has no place for "
+                              f"({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}): it comes from a modified "
+                              "reference (attention or other layers), which cannot be imported exactly")
     return out
 
 

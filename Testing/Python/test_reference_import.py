@@ -144,17 +144,29 @@ def test_foreign_pickle_is_refused(tmp_path):
         import_reference(str(other))
 
 
+@pytest.mark.parametrize("with_config", [True, False])
 @pytest.mark.parametrize("damage, message", [
     (lambda gan: gan.pop("SE.net.0.weight"), "lacks SE.net.0.weight"),
+    (lambda gan: gan.pop("SE.net.14.weight"), "lacks SE.net.14.weight"),  # the last layer: not a 7-layer mapping
     (lambda gan: [gan.pop(k) for k in list(gan) if k.startswith("GE.blocks.0.")], "lacks GE.blocks.0.conv1.weight"),
+    (lambda gan: gan.pop("GE.blocks.4.conv1.weight"), "lacks GE.blocks.4.conv1.weight"),  # not a model of 4 blocks
     (lambda gan: gan.__setitem__("SE.net.0.weight", torch.zeros(64)), "expected 2 dimensions"),
+    (lambda gan: gan.__setitem__("GE.blocks.1.conv2.weight", torch.zeros(8, 8, 1, 1, 1)),
+     r"has shape \(8, 8, 1, 1, 1\), expected .*: the checkpoint is damaged or from another architecture"),
+    (lambda gan: gan["GE.blocks.1.conv2.weight"].view(-1).__setitem__(0, float("nan")),
+     "contains NaN or Inf: the run diverged or the file is damaged; use an earlier"),
+    (lambda gan: gan.update({f"GE.attns.1.{i}.weight": torch.zeros(8, 8) for i in range(2)}),
+     r"holds 2 generator tensor\(s\) this importer has no place for \(GE.attns.1.0.weight, GE.attns.1.1.weight\)"),
+    (lambda gan: gan.__setitem__(7, torch.zeros(1)), "not a state dict of named tensors"),
 ])
-def test_a_checkpoint_missing_or_mangling_a_tensor_gives_one_clear_error(golden_dir, tmp_path, damage, message):
+def test_a_checkpoint_missing_or_mangling_a_tensor_gives_one_clear_error(golden_dir, tmp_path, damage, message,
+                                                                         with_config):
     gan = torch.load(golden_dir / "model_0.pt", weights_only=True)["GAN"]
+    assert "SE.net.14.weight" in gan and "GE.blocks.4.conv1.weight" in gan and "GE.blocks.5.conv1.weight" not in gan
     damage(gan)
     torch.save({"GAN": gan}, tmp_path / "model_5.pt")
     with pytest.raises(CheckpointError, match=message):
-        import_reference(str(tmp_path / "model_5.pt"), str(golden_dir / ".config.json"))
+        import_reference(str(tmp_path / "model_5.pt"), str(golden_dir / ".config.json") if with_config else None)
 
 
 @pytest.mark.parametrize("spacing", [(float("nan"), 0.62, 0.62), (0.62, 0.0, 0.62), (0.62, 0.62, float("inf")), (0.62, 0.62),
@@ -223,8 +235,8 @@ def test_a_missing_config_is_warned_about_but_a_missing_checkpoint_is_the_only_e
     with caplog.at_level("WARNING"):
         import_reference(str(tmp_path / "model_0.pt"))
     assert [r.getMessage() for r in caplog.records] == [
-        f"no .config.json beside {tmp_path / 'model_0.pt'}: assuming the reference's defaults (lr_mlp 0.1); pass "
-        "--config if the run used other settings"]
+        f"no .config.json beside {tmp_path / 'model_0.pt'}: assuming the reference's defaults (lr_mlp 0.1); if the run "
+        "used other settings, pass the run's own .config.json (`cowgan import-reference MODEL.pt --config CONFIG.json`)"]
     caplog.clear()
     with pytest.raises(CheckpointError, match="does not exist"):
         import_reference(str(tmp_path / "model_9.pt"))
