@@ -295,9 +295,10 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        """Copy G before `ema_start`, then every `ema_interval` steps move the EMA weights towards G."""
+        """Copy G before `ema_start`, then every `ema_interval` steps move the EMA weights towards G. A fine-tuning run
+        (`init`) starts from its source's EMA and averages from its first step: a copy would throw that EMA away."""
         cfg, step = self.cfg, self.step_index
-        if step < cfg.ema_start:
+        if step < cfg.ema_start and not cfg.init:
             beta = 0.0
         elif step % cfg.ema_interval == 0:
             beta = cfg.ema_beta

@@ -303,6 +303,13 @@ def test_a_new_run_can_start_from_another_runs_networks_and_records_where_from(d
     exported = export_run(tmp_path / "tuned", tmp_path / "tuned.safetensors")
     assert exported.metadata["provenance"]["init_from"] == state["progress"]["init_from"]
 
+    averaging = tuned.replace(total_kimg=0.004, ema_start=100, ema_beta=0.9)  # one step, long before ema_start
+    train(averaging, other, tmp_path / "averaging", CPU, bar=False)
+    after = load_state(find_state(tmp_path / "averaging"))["trainer"]
+    assert not torch.equal(after["G_ema"]["synthesis.const"], after["G"]["synthesis.const"])
+    for key, source_ema in base["trainer"]["G_ema"].items():  # the source's EMA moved a tenth towards G, not replaced
+        assert torch.allclose(after["G_ema"][key], source_ema.lerp(after["G"][key], 0.1), atol=1e-6), key
+
     with pytest.raises(InputError, match="holds no resume state"):
         train(cfg.replace(init=str(tmp_path / "missing")), other, tmp_path / "a", CPU, bar=False)
     smaller = write_tube_dataset(tmp_path / "smaller", count=5, shape=(8, 32, 32))
