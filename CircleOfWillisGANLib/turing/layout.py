@@ -36,6 +36,25 @@ def case_path(folder: Union[str, Path], cid: str) -> Path:
     return Path(folder) / CASES_DIR / f"{cid}{CASE_SUFFIX}"
 
 
+def check_case_file(path: Path) -> None:
+    """Refuse a case file that cannot be shown whole (missing, or its header or voxels cut short by an interrupted
+    copy or sync), naming it, so that no answer is taken for a case the rater did not see."""
+    import nibabel as nib
+
+    if not path.is_file():
+        problem = "is missing from the session folder"
+    else:
+        try:
+            image = nib.load(str(path))
+            needed = image.dataobj.offset + math.prod(image.shape) * image.get_data_dtype().itemsize
+            problem = "is damaged (cut short)" if path.stat().st_size < needed else ""
+        except Exception:  # nibabel raises many types for damaged files
+            problem = "is damaged (its header cannot be read)"
+    if problem:
+        raise InputError(f"case file {path.name} {problem}: ask the organiser to restore it "
+                         "(the answers saved so far are kept)")
+
+
 def journal_path(folder: Union[str, Path], rater: str) -> Path:
     """Where one rater's journal lives."""
     return Path(folder) / JOURNAL_DIR / f"{rater}.jsonl"

@@ -8,15 +8,16 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import InputError
 from .config import RATER_ID_PATTERN, check_call, check_confidence, check_rater_id
 from .journal import Journal, read_journal
-from .layout import JOURNAL_DIR, case_path, journal_path, read_session
+from .layout import JOURNAL_DIR, case_path, check_case_file, journal_path, read_session
 
 log = logging.getLogger(__name__)
 MAX_COMMENT = 2000
+Show = Callable[[Path, str], None]  # a host viewer's show_case(path, display)
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,15 @@ def rater_journals(folder: Union[str, Path], session: Dict[str, Any]) -> Tuple[L
     return journals, problems
 
 
+def _show_case(show: Show, case: Case) -> None:
+    """Have the host's viewer load and show a case; any failure to load it is named as the case file's."""
+    try:
+        show(case.path, case.display)
+    except Exception as exc:  # viewers (nibabel, Slicer) raise many types for a file they cannot load
+        raise InputError(f"case file {case.path.name} could not be shown ({' '.join(str(exc).split())}): ask the "
+                         "organiser to restore it (the answers saved so far are kept)") from exc
+
+
 def _answer_of(record: Dict[str, Any]) -> Answer:
     """The Answer a journal record holds; ValueError or TypeError if a field has the wrong type or range."""
     elapsed, over_limit, comment = record["elapsed_s"], record["over_limit"], record.get("comment", "")
@@ -164,6 +174,8 @@ class RaterSession:
         self.session = admitted_session(self.folder, rater)
         self.rater = rater
         self.order = rater_order(rater, list(self.session["cases"]))
+        for cid in self.order:  # before anything is journalled: a case the rater cannot see must not count as seen
+            check_case_file(case_path(self.folder, cid))
         (self.folder / JOURNAL_DIR).mkdir(exist_ok=True)
         self.answers: Dict[str, Answer] = {}
         self.problems: List[str] = []
@@ -173,6 +185,11 @@ class RaterSession:
         self._cursor = self._first_unanswered()
         self._shown_id: Optional[str] = None
         self._shown_at = 0.0
+
+    @property
+    def on_screen(self) -> Optional[str]:
+        """The id of the case on screen, the only one that takes an answer (None between cases)."""
+        return self._shown_id
 
     @property
     def allow_back(self) -> bool:
@@ -204,30 +221,37 @@ class RaterSession:
         self._journal.append(dict(record, seq=self._seq, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                   **({"session": session_id} if session_id else {})))
 
-    def _show(self, index: int) -> Case:
+    def _show(self, index: int, show: Optional[Show]) -> Case:
+        """Put a case on screen: its file is checked and shown (by `show`, the host's viewer) before its view is
+        journalled and its clock starts, so a case that fails to load is neither answerable nor counted as seen."""
         cid = self.order[index]
+        case = Case(cid, case_path(self.folder, cid), index + 1, len(self.order), self.session["display"],
+                    self.time_limit_s, self.answers.get(cid))
         if self._shown_id != cid:
             self._hide()
-            self._shown_id, self._shown_at = cid, time.monotonic()
+            check_case_file(case.path)
+            if show is not None:
+                _show_case(show, case)
             self._record({"event": "view", "case": cid})
-        return Case(cid, case_path(self.folder, cid), index + 1, len(self.order), self.session["display"],
-                    self.time_limit_s, self.answers.get(cid))
+            self._shown_id, self._shown_at = cid, time.monotonic()
+        return case
 
-    def next_case(self) -> Optional[Case]:
-        """The case to show now (the same one until it is answered), or None when all are answered."""
+    def next_case(self, show: Optional[Show] = None) -> Optional[Case]:
+        """The case to show now (the same one until it is answered), or None when all are answered; `show` is the
+        host viewer's show_case, called before the case counts as on screen."""
         if self._cursor >= len(self.order):
             return None
-        return self._show(self._cursor)
+        return self._show(self._cursor, show)
 
-    def previous_case(self) -> Case:
+    def previous_case(self, show: Optional[Show] = None) -> Case:
         """Step back one case to revise it (sessions that allow going back); answering it returns to the
-        first unanswered case."""
+        first unanswered case. `show` is as for `next_case`."""
         if not self.allow_back:
             raise InputError("this session does not allow going back: answer the case on screen")
         if self._cursor == 0:
             raise InputError("this is the first case: there is no case before it")
         self._cursor -= 1
-        return self._show(self._cursor)
+        return self._show(self._cursor, show)
 
     def _hide(self) -> None:
         """Journal how long the case on screen was seen when it leaves the screen without an answer (going back,

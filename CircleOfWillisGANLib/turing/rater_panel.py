@@ -2,7 +2,7 @@
 
 It runs under PySide6 (`cowgan turing rate`, the tests) and PythonQt (3D Slicer): it receives the Qt namespace
 and the .ui's widgets by object name and never imports a Qt binding. Showing a case is the host's job, through
-a viewer with `show_case(path, display)`, `hide_case()` (blank during the session, e.g. at the time limit) and
+a viewer with `show_case(path, display)` (raising if it cannot load the file), `hide_case()` (blank during the session, e.g. at the time limit) and
 `close()` (blank, and give back whatever showing cases changed in the host's views); every string it puts on
 screen comes from here and is built from the neutral session files only.
 """
@@ -83,7 +83,22 @@ class RaterPanelController:
         if problems:
             self._status(f"{len(problems)} damaged journal line(s) were skipped; the other answers are kept. "
                          "Tell the organiser.")
-        self._show(self.session.next_case())
+        return self._step(self.session.next_case)
+
+    def _step(self, step: Callable[..., Optional[Case]]) -> bool:
+        """Show the case that `step` (next_case or previous_case) puts on screen. A case that cannot be shown ends
+        the session with its error, so the view is blank, nothing can be saved for it and Start retries it."""
+        assert self.session is not None
+        try:
+            case = step(show=self.viewer.show_case)
+        except CoWGANError as exc:
+            if self.session.on_screen is not None:  # refused (no going back here): the case stays on screen
+                self._status(str(exc))
+                return False
+            self.close()
+            self._status(f"{exc}. Then press Start to go on.")
+            return False
+        self._show(case)
         return True
 
     def _show(self, case: Optional[Case]) -> None:
@@ -108,7 +123,6 @@ class RaterPanelController:
             getattr(self.ui, f"{case.previous.call}RadioButton").setChecked(True)
             getattr(self.ui, CONFIDENCE_BUTTONS[case.previous.confidence - 1]).setChecked(True)
             self.ui.commentTextEdit.setPlainText(case.previous.comment)
-        self.viewer.show_case(case.path, case.display)
         if case.time_limit_s is not None:
             self.timer.start()
         self._tick()
@@ -171,19 +185,13 @@ class RaterPanelController:
             self._status(f"The answer was NOT saved: {exc}")
             return False
         self._status("Answer saved.")
-        self._show(self.session.next_case())
-        return True
+        return self._step(self.session.next_case)
 
     def back(self) -> bool:
         """Show the previous case with its saved answer, when the session allows going back."""
         if self.session is None:
             return False
-        try:
-            self._show(self.session.previous_case())
-        except CoWGANError as exc:
-            self._status(str(exc))
-            return False
-        return True
+        return self._step(self.session.previous_case)
 
     def close(self) -> None:
         """Stop the timer, release the rater's journal (every answer is already saved) and give the panel back its

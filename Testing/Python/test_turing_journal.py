@@ -253,3 +253,37 @@ def test_a_view_that_never_closed_counts_as_the_whole_time_limit(tmp_path):
     assert s.next_case().case_id == case.case_id and s.time_left_s() <= 0.0
     assert s.answer(case.case_id, "fake", 2).over_limit
     s.close()
+
+
+@pytest.mark.parametrize("damage, problem", [(lambda path: path.unlink(), "is missing from the session folder"),
+                                             (lambda path: path.write_bytes(path.read_bytes()[:200]),
+                                              r"is damaged \(its header cannot be read\)")],
+                         ids=["missing", "header cut short"])
+def test_a_missing_or_damaged_case_file_stops_the_session_opening_before_anything_is_journalled(session, damage,
+                                                                                                 problem):
+    victim = sorted((session / "cases").iterdir())[-1]
+    damage(victim)
+    with pytest.raises(InputError, match=f"case file {victim.name} {problem}: ask the organiser to restore it"):
+        TuringSession.open(session, "r1")
+    assert not (session / "journal" / "r1.jsonl").exists()
+
+
+def test_a_case_file_cut_short_after_opening_is_not_shown_answered_or_counted_as_seen(tmp_path):
+    real, generated = make_sources(tmp_path)
+    folder = TuringSession.create(tmp_path / "s", real, generated, n_cases=4, time_limit=60).folder
+    s = TuringSession.open(folder, "r1")
+    first = s.next_case()
+    s.answer(first.case_id, "real", 3)
+    second = s.order[1]
+    path = folder / "cases" / f"{second}.nii"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # an interrupted sync: header intact, voxels cut short
+    with pytest.raises(InputError, match=f"case file {second}.nii is damaged \\(cut short\\): ask the organiser"):
+        s.next_case()
+    assert s.on_screen is None
+    with pytest.raises(InputError, match="not the case on screen"):
+        s.answer(second, "fake", 4)
+    assert not any(r.get("case") == second for r in read_journal(folder / "journal" / "r1.jsonl").records)
+    path.write_bytes(whole)  # restored by the organiser
+    assert s.next_case().case_id == second and s.time_left_s() > 59  # never seen before: its whole time is left
+    s.close()

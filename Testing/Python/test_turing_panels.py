@@ -325,3 +325,62 @@ def test_turing_panels_browse_with_qt_dialogs_unless_the_host_passes_its_own(app
     ui.keyPathBrowseButton.click()
     assert ui.sessionFolderLineEdit.property("text") == "kept", "a cancelled dialog keeps the field"
     assert ui.keyPathLineEdit.property("text") == "host-keyPath"
+
+
+def _journalled_cases(folder, rater):
+    from CircleOfWillisGANLib.turing.journal import read_journal
+
+    return {r.get("case") for r in read_journal(Path(folder) / "journal" / f"{rater}.jsonl").records}
+
+
+def test_a_case_file_that_fails_to_load_blanks_the_view_takes_no_answer_and_start_retries_it(app, session):
+    from CircleOfWillisGANLib.turing.rater_app import build_rater_window
+
+    window, controller, viewer = build_rater_window(str(session.folder), "reader01")
+    ui = controller.ui
+    ui.startButton.click()
+    assert viewer.picture is not None
+    second = controller.session.order[1]
+    path = session.folder / "cases" / f"{second}.nii"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # cut short by an interrupted sync while the rater works
+    _answer(ui, "real", 3)
+    assert viewer.picture is None, "the previous case's picture must not stay on screen"
+    assert not ui.submitButton.isEnabled() and not ui.caseGroupBox.isEnabled() and ui.startButton.isEnabled()
+    status = ui.statusLabel.property("text")
+    assert f"case file {second}.nii is damaged" in status and "ask the organiser to restore it" in status
+    assert "\n" not in status and second not in _journalled_cases(session.folder, "reader01")
+    path.write_bytes(whole)
+    ui.startButton.click()
+    assert controller.case.case_id == second and viewer.picture is not None
+    assert ui.progressLabel.property("text") == "Case 2 of 6"
+    controller.close()
+    window.close()
+
+
+class FailingViewer(RecordingViewer):
+    """A host viewer that cannot load one file (as Slicer's loadVolume raises for a file it cannot read)."""
+
+    def __init__(self, failing):
+        super().__init__()
+        self.failing = failing
+
+    def show_case(self, path, display):
+        if Path(path).name == self.failing:
+            raise RuntimeError(f"Failed to load volume {path}")
+        super().show_case(path, display)
+
+
+def test_a_case_the_host_viewer_cannot_load_is_named_and_neither_journalled_nor_answerable(app, session):
+    order = TuringSession.open(session.folder, "reader01")
+    second = order.order[1]
+    order.close()
+    viewer = FailingViewer(f"{second}.nii")
+    root, ui, controller = _rater_panel(app, session.folder, "reader01", viewer)
+    ui.startButton.click()
+    _answer(ui, "fake", 2)
+    status = ui.statusLabel.property("text")
+    assert status.startswith(f"case file {second}.nii could not be shown (Failed to load volume")
+    assert "ask the organiser to restore it" in status and controller.session is None and controller.case is None
+    assert not ui.submitButton.isEnabled() and viewer.closed >= 1
+    assert second not in _journalled_cases(session.folder, "reader01")
