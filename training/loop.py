@@ -164,10 +164,19 @@ def _check_run_folder(run_dir: Path, data_dir: Path) -> None:
         raise OutputError(f"--out {run_dir} is a file, not a folder: pass a new or existing run folder")
     if is_within(run_dir, data_dir):
         raise OutputError(f"--out {run_dir} is inside the dataset {data_dir}: choose a run folder outside it")
-    is_run = (run_dir / RUN_CONFIG).is_file() or checkpoint_dir(run_dir).is_dir()
+    is_run = _is_run_config(run_dir / RUN_CONFIG) or checkpoint_dir(run_dir).is_dir()
     if run_dir.is_dir() and not is_run and any(run_dir.iterdir()):
         raise OutputError(f"--out {run_dir} holds other files and no training run: choose a new or empty folder "
                           "(or the folder of the run to resume)")
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether `path` is a config.json that `cowgan train` wrote (another program's file of that name is not)."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(stored, dict) and {"config", "architecture", "dataset"} <= set(stored)
 
 
 def _resume(trainer: Trainer, run_dir: Path, data: RealVolumes) -> Dict[str, Any]:

@@ -248,11 +248,15 @@ def test_the_dataset_or_a_folder_of_other_files_is_refused_as_a_run_folder(datas
 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("the user's notes")
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "config.json").write_text('{"model_type": "my own settings"}')
     for out, message in ((dataset, "is inside the dataset"), (dataset / "run", "is inside the dataset"),
-                         (tmp_path / "mine", "holds other files and no training run")):
+                         (tmp_path / "mine", "holds other files and no training run"),
+                         (tmp_path / "project", "holds other files and no training run")):
         with pytest.raises(OutputError, match=message):
             train(training_preset("tiny").replace(total_kimg=0.004), dataset, out, CPU, bar=False)
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"] and not (dataset / "run").exists()
+    assert (tmp_path / "project" / "config.json").read_text() == '{"model_type": "my own settings"}'
 
 
 def test_a_dataset_of_one_volume_or_with_a_damaged_shard_is_refused_before_training(tmp_path):
