@@ -157,6 +157,15 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in fields})
 
 
+def coerce_setting(name: str, value: Any) -> Any:
+    """`value` as a TrainConfig stores setting `name` (a list as a tuple, 4.0 as 4), so that equal settings compare
+    equal however they were typed; an InputError for an unknown name or a value of the wrong kind."""
+    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+    if name not in defaults:
+        raise InputError(f"unknown training setting {name!r}: see `cowgan train --help`")
+    return _coerce(name, value, defaults[name])
+
+
 PRESETS: Dict[str, TrainConfig] = {
     # The reference's recipe: batch 8 x accumulation 4, lr 4e-5 (D x 1.5), Adam (0.5, 0.9), one-centred gradient
     # penalty 10 every 16 steps, path length every 32 steps from step 5000, EMA 0.995 every 10 steps from step

@@ -23,7 +23,7 @@ from CircleOfWillisGANLib.errors import CheckpointError, InputError, OutputError
 from CircleOfWillisGANLib.outputs import timestamp
 from CircleOfWillisGANLib.files import is_within, write_json
 
-from .config import TrainConfig
+from .config import TrainConfig, coerce_setting
 from .dataset import RealVolumes
 from .distributed import ProcessGroup, all_reduce_sum, barrier
 from .guard import NanGuard
@@ -34,7 +34,8 @@ from .state import checkpoint_dir, find_state, load_state, save_state, to_cpu
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
-RESUMABLE_OVERRIDES = ("total_kimg", "checkpoint_minutes", "snapshot_kimg", "max_rollbacks", "compile")
+# The recipe stays; micro_batch only splits the same batch differently (as another number of processes does)
+RESUMABLE_OVERRIDES = ("total_kimg", "checkpoint_minutes", "snapshot_kimg", "max_rollbacks", "compile", "micro_batch")
 RUN_CONFIG = "config.json"
 
 
@@ -86,7 +87,7 @@ def resolve_config(run_dir: Path, cfg: TrainConfig, overrides: Dict[str, Any]) -
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"{stored} is damaged ({exc.__class__.__name__}: {exc}): restore it from a backup, or start a "
                          "new run with another --out (`cowgan train --init` can start it from this run)") from None
-    changed = {k: v for k, v in overrides.items() if getattr(saved, k) != v}
+    changed = {k: v for k, v in overrides.items() if getattr(saved, k) != coerce_setting(k, v)}
     refused = sorted(k for k in changed if k not in RESUMABLE_OVERRIDES)
     if "architecture" in refused:
         raise InputError(f"{run_dir} is a run of the {saved.architecture} preset and a resumed run keeps its preset: "

@@ -135,6 +135,9 @@ def test_a_resumed_run_keeps_its_recipe_and_refuses_to_change_it(dataset, tmp_pa
     assert resolve_config(tmp_path / "run", cfg, {"architecture": "tiny"}) == cfg
     with pytest.raises(InputError, match="run of the tiny preset .* drop --preset"):
         resolve_config(tmp_path / "run", training_preset("paper"), {"architecture": "paper"})
+    typed = {"adam_betas": [0.0, 0.99], "gp_interval": 2.0, "sample_seeds": [0, 1, 2, 3]}  # as --set parses them
+    assert resolve_config(tmp_path / "run", cfg, typed) == cfg
+    assert resolve_config(tmp_path / "run", cfg, {"micro_batch": 1}) == cfg.replace(micro_batch=1)  # more GPUs, less memory
 
 
 def test_the_nan_guard_rolls_back_to_the_last_good_state_and_says_so(dataset, caplog):
