@@ -100,16 +100,24 @@ class Journal:
                 self._write(b"\n")
 
     def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
+        """Write and fsync `data`, or raise an OutputError with the file cut back to its size before the write: a
+        write that fails part-way (disk full) must not leave a partial line for the next record to be glued to."""
+        size = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError as exc:
+            _cut_back(self._fd, size)
+            raise OutputError(f"cannot write the journal {self.path} ({exc.strerror}): free disk space or make the "
+                              "session folder writable, then save again") from exc
 
     def append(self, record: Dict[str, Any]) -> None:
-        """Write one record and fsync it before returning."""
+        """Write one record, on a line of its own, and fsync it before returning."""
         if self._fd is None:
             raise OutputError(f"journal {self.path.name} is closed: reopen the session to record answers")
+        self._end_last_line()
         self._write(encode(record))
 
     def close(self) -> None:
@@ -122,6 +130,16 @@ class Journal:
         fd: Optional[int] = getattr(self, "_fd", None)
         if fd is not None:
             os.close(fd)
+
+
+def _cut_back(fd: int, size: int) -> None:
+    """Truncate a file to `size` after a failed write; if even that fails, the next append first ends the partial
+    line, so only the failed record is lost."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError:
+        pass
 
 
 def _fsync_dir(folder: Path) -> None:

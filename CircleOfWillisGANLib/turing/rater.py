@@ -216,10 +216,11 @@ class RaterSession:
         return len(self.order)
 
     def _record(self, record: Dict[str, Any]) -> None:
-        self._seq += 1
+        """Journal one event; on an OutputError (disk full) nothing of it is on disk and the session is unchanged."""
         session_id = self.session.get("session_id")
-        self._journal.append(dict(record, seq=self._seq, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        self._journal.append(dict(record, seq=self._seq + 1, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                   **({"session": session_id} if session_id else {})))
+        self._seq += 1
 
     def _show(self, index: int, show: Optional[Show]) -> Case:
         """Put a case on screen: its file is checked and shown (by `show`, the host's viewer) before its view is
@@ -250,16 +251,17 @@ class RaterSession:
             raise InputError("this session does not allow going back: answer the case on screen")
         if self._cursor == 0:
             raise InputError("this is the first case: there is no case before it")
+        case = self._show(self._cursor - 1, show)
         self._cursor -= 1
-        return self._show(self._cursor, show)
+        return case
 
     def _hide(self) -> None:
         """Journal how long the case on screen was seen when it leaves the screen without an answer (going back,
         closing), so that a case shown again keeps counting from there."""
         if self._shown_id is not None:
             seen = time.monotonic() - self._shown_at
-            self.viewed_before[self._shown_id] = self.viewed_before.get(self._shown_id, 0.0) + seen
             self._record({"event": "hide", "case": self._shown_id, "viewed_s": round(seen, 3)})
+            self.viewed_before[self._shown_id] = self.viewed_before.get(self._shown_id, 0.0) + seen
         self._shown_id = None
 
     def _viewed_s(self) -> float:
@@ -299,6 +301,8 @@ class RaterSession:
 
     def close(self) -> None:
         """Journal how long an unanswered case on screen was seen, then release the journal; answers already given
-        are on disk."""
-        self._hide()
-        self._journal.close()
+        are on disk (if that last record cannot be written, the journal is released all the same)."""
+        try:
+            self._hide()
+        finally:
+            self._journal.close()

@@ -197,9 +197,12 @@ class RaterPanelController:
         """Stop the timer, release the rater's journal (every answer is already saved) and give the panel back its
         start fields, so that Start resumes the session (e.g. after Slicer closed the scene)."""
         self.timer.stop()
-        was_open = self.session is not None
+        was_open, unsaved = self.session is not None, ""
         if was_open:
-            self.session.close()
+            try:
+                self.session.close()
+            except CoWGANError as exc:  # only how long the case on screen was seen is lost
+                unsaved = f" (The time on the last case was not saved: {exc}.)"
             self.session = None
             for listener in self.rating_listeners:
                 listener(False)
@@ -209,7 +212,7 @@ class RaterPanelController:
             getattr(self.ui, name).setEnabled(True)
         self.ui.caseGroupBox.setEnabled(False)
         if was_open:
-            self._status("Session closed; every answer given is saved. Press Start to resume it.")
+            self._status(f"Session closed; every answer given is saved. Press Start to resume it.{unsaved}")
 
     def visible_texts(self) -> list:
         """Every text the panel shows now (labels, buttons, tooltips, window titles), for leak checks."""

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.errors import InputError, OutputError
 from CircleOfWillisGANLib.turing import TuringSession
 from CircleOfWillisGANLib.turing.journal import read_journal
-from turing_data import make_sources
+from turing_data import disk_full_after, make_sources
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -287,3 +287,21 @@ def test_a_case_file_cut_short_after_opening_is_not_shown_answered_or_counted_as
     path.write_bytes(whole)  # restored by the organiser
     assert s.next_case().case_id == second and s.time_left_s() > 59  # never seen before: its whole time is left
     s.close()
+
+
+def test_an_answer_cut_off_by_a_full_disk_leaves_no_partial_line_and_its_retry_is_kept(session):
+    s = TuringSession.open(session, "r1")
+    first = _answer(s, 1)
+    case = s.next_case()
+    journal = session / "journal" / "r1.jsonl"
+    size = journal.stat().st_size
+    with disk_full_after(journal, 60), pytest.raises(OutputError, match=f"cannot write the journal {journal} "
+                                                                        r"\(File too large\): free disk space"):
+        s.answer(case.case_id, "fake", 5, "first try")
+    assert journal.stat().st_size == size and case.case_id not in s.answers
+    s.answer(case.case_id, "fake", 5, "second try")
+    s.close()
+    again = TuringSession.open(session, "r1")
+    assert again.problems == [] and set(again.answers) == set(first) | {case.case_id}
+    assert again.answers[case.case_id].comment == "second try"
+    again.close()

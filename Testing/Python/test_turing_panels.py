@@ -15,7 +15,7 @@ from CircleOfWillisGANLib.turing import TuringSession  # noqa: E402
 from CircleOfWillisGANLib.turing.create import read_key  # noqa: E402
 from CircleOfWillisGANLib.turing.organiser_panel import OrganiserPanelController  # noqa: E402
 from CircleOfWillisGANLib.turing.rater_panel import RaterPanelController  # noqa: E402
-from turing_data import make_sources  # noqa: E402
+from turing_data import disk_full_after, make_sources  # noqa: E402
 
 UI = Path(__file__).resolve().parents[2] / "Resources" / "UI"
 
@@ -384,3 +384,22 @@ def test_a_case_the_host_viewer_cannot_load_is_named_and_neither_journalled_nor_
     assert "ask the organiser to restore it" in status and controller.session is None and controller.case is None
     assert not ui.submitButton.isEnabled() and viewer.closed >= 1
     assert second not in _journalled_cases(session.folder, "reader01")
+
+
+def test_an_answer_the_full_disk_refused_says_not_saved_and_saving_again_keeps_it(app, session):
+    root, ui, controller = _rater_panel(app, session.folder, "reader01", RecordingViewer())
+    ui.startButton.click()
+    journal = session.folder / "journal" / "reader01.jsonl"
+    with disk_full_after(journal, 40):
+        _answer(ui, "fake", 4, "a comment long enough not to fit")
+    status = ui.statusLabel.property("text")
+    assert status.startswith("The answer was NOT saved: cannot write the journal") and "free disk space" in status
+    assert ui.progressLabel.property("text") == "Case 1 of 6" and ui.submitButton.isEnabled()
+    ui.submitButton.click()
+    assert ui.statusLabel.property("text") == "Answer saved." and ui.progressLabel.property("text") == "Case 2 of 6"
+    with disk_full_after(journal, 0):
+        controller.close()  # the last case's time cannot be journalled; the journal is released all the same
+    assert "The time on the last case was not saved: cannot write the journal" in ui.statusLabel.property("text")
+    saved = TuringSession.open(session.folder, "reader01")
+    assert saved.problems == [] and [a.comment for a in saved.answers.values()] == ["a comment long enough not to fit"]
+    saved.close()

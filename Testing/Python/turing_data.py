@@ -1,12 +1,16 @@
 """Small synthetic source folders for the Turing tests: real and generated volumes that differ in every way a
-careless session would leak (grid, spacing, orientation, dtype, intensity range, file names, descriptions)."""
+careless session would leak (grid, spacing, orientation, dtype, intensity range, file names, descriptions); and a
+full disk."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from pathlib import Path
-from typing import Tuple
+from typing import Iterator, Tuple
 
 import numpy as np
+import pytest
 
 GENERATED_SHAPE = (8, 16, 16)
 REAL_SHAPE = (8, 32, 32)
@@ -47,3 +51,17 @@ def make_sources(root: Path, n_real: int = 10, n_generated: int = 10, seed: int 
         save_volume(generated / f"FAKE_seed{i:04d}.nii.gz", np.clip(vessel_volume(rng, GENERATED_SHAPE), 0, 1),
                     default_affine(GENERATED_SHAPE))
     return real, generated
+
+
+@contextlib.contextmanager
+def disk_full_after(path: Path, room: int) -> Iterator[None]:
+    """Let files grow only `room` bytes past `path`'s size, as a full disk would (writes beyond fail with EFBIG)."""
+    resource = pytest.importorskip("resource")
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + room, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
