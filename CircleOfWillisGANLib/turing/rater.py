@@ -96,8 +96,9 @@ def latest_answers(records: List[Dict[str, Any]], case_ids: List[str],
 
 
 def viewing_times(records: List[Dict[str, Any]], time_limit_s: Optional[float]) -> Dict[str, float]:
-    """Seconds each case was seen before, from its journalled views, for cases seen but not answered since (a
-    revised case starts again). A view that never closed (the program was killed) counts as the whole time limit."""
+    """Seconds each case was seen in all, from its journalled views and answers (an answer holds the case's total
+    so far, so a case revised after going back goes on counting). A view that never closed (the program was killed)
+    counts as the whole time limit."""
     seen: Dict[str, float] = {}
     open_view: Optional[str] = None
     for record in records:
@@ -109,16 +110,20 @@ def viewing_times(records: List[Dict[str, Any]], time_limit_s: Optional[float]) 
         if event == "view":
             open_view = case
         elif event == "hide":
-            viewed = record.get("viewed_s")
-            if isinstance(viewed, (int, float)) and not isinstance(viewed, bool) and 0.0 <= viewed < math.inf:
-                seen[case] = seen.get(case, 0.0) + float(viewed)
+            seen[case] = seen.get(case, 0.0) + _seconds(record.get("viewed_s"))
             open_view = None
         elif event == "answer":
-            seen.pop(case, None)
+            seen[case] = max(seen.get(case, 0.0), _seconds(record.get("elapsed_s")))
             open_view = None
     if open_view is not None:
         seen[open_view] = seen.get(open_view, 0.0) + (time_limit_s or 0.0)
     return seen
+
+
+def _seconds(value: Any) -> float:
+    """A journalled time in seconds, or 0 where the field is not one."""
+    valid = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < math.inf
+    return float(value) if valid else 0.0
 
 
 def admitted_session(folder: Union[str, Path], rater: str) -> Dict[str, Any]:
@@ -289,7 +294,7 @@ class RaterSession:
         self._record({"event": "answer", "case": case_id, "call": answer.call, "confidence": answer.confidence,
                       "comment": answer.comment, "elapsed_s": answer.elapsed_s, "over_limit": answer.over_limit})
         self.answers[case_id] = answer
-        self.viewed_before.pop(case_id, None)
+        self.viewed_before[case_id] = elapsed  # going back to the case goes on counting from here
         self._shown_id = None
         self._cursor = self._first_unanswered()
         return answer

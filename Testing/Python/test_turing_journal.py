@@ -305,3 +305,25 @@ def test_an_answer_cut_off_by_a_full_disk_leaves_no_partial_line_and_its_retry_i
     assert again.problems == [] and set(again.answers) == set(first) | {case.case_id}
     assert again.answers[case.case_id].comment == "second try"
     again.close()
+
+
+def test_going_back_to_an_answered_case_goes_on_counting_its_time_toward_the_limit(tmp_path):
+    real, generated = make_sources(tmp_path)
+    folder = TuringSession.create(tmp_path / "s", real, generated, n_cases=4, time_limit=1.0, allow_back=True).folder
+    s = TuringSession.open(folder, "r1")
+    first = s.next_case()
+    time.sleep(0.6)
+    assert not s.answer(first.case_id, "real", 3).over_limit
+    s.next_case()
+    s.previous_case()
+    assert 0.0 < s.time_left_s() < 0.4  # the first visit's 0.6 s count (a restarted clock would say 1.0)
+    time.sleep(0.6)
+    revised = s.answer(first.case_id, "fake", 4)
+    assert revised.over_limit and revised.elapsed_s >= 1.2
+    s.close()
+    again = TuringSession.open(folder, "r1")
+    assert again.answers[first.case_id].elapsed_s == revised.elapsed_s
+    again.next_case()
+    again.previous_case()
+    assert again.time_left_s() <= -0.2  # the total comes back from the journal too
+    again.close()
