@@ -123,6 +123,8 @@ class TrainConfig:
         for name in ("total_kimg", "ada_kimg", "gp_weight", "pl_weight", "ada_target"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.ada_target >= 1.0:  # E[sign(D(real))] never exceeds 1, so such a target would only ever lower p
+            raise InputError(f"ada_target must be below 1 (E[sign(D(real))] is at most 1; e.g. 0.6), got {self.ada_target}")
         for name in ("checkpoint_minutes", "snapshot_kimg"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")

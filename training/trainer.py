@@ -102,6 +102,9 @@ class Trainer:
         self.data = data
         self.group = group
         self.device = group.device
+        if cfg.compile and self.device.type != "cuda":
+            raise InputError(f"--compile needs a CUDA GPU (the networks' CPU code cannot be compiled), this run is on "
+                             f"{self.device.type}: leave it out (a run started with it: --set compile=False)")
         self.arch = dataset_architecture(cfg.architecture, data.shape)
         self.accumulation = cfg.accumulation(group.world_size)
         self.precision = resolve_training_precision(cfg.precision, self.device, cfg.channels_last)

@@ -140,6 +140,12 @@ def test_a_resumed_run_keeps_its_recipe_and_refuses_to_change_it(dataset, tmp_pa
     assert resolve_config(tmp_path / "run", cfg, {"micro_batch": 1}) == cfg.replace(micro_batch=1)  # more GPUs, less memory
 
 
+def test_compile_on_the_cpu_is_refused_before_the_run_folder_is_written(dataset, tmp_path):
+    with pytest.raises(InputError, match="--compile needs a CUDA GPU .*this run is on cpu: leave it out"):
+        train(training_preset("tiny").replace(compile=True), dataset, tmp_path / "run", CPU, bar=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_nan_guard_rolls_back_to_the_last_good_state_and_says_so(dataset, caplog):
     trainer = _trainer(dataset)
     guard = NanGuard(trainer, every=2)
@@ -223,7 +229,7 @@ def test_training_settings_of_the_wrong_type_are_explained():
 def test_a_negative_budget_or_decay_outside_zero_to_one_is_refused():
     for name, value in (("total_kimg", -1.0), ("pl_decay", 2.0), ("checkpoint_minutes", 0.0), ("adam_betas", (0.5, 1.5)),
                         ("sample_seeds", ()), ("g_lr", float("nan")), ("total_kimg", float("inf")),
-                        ("gp_weight", float("nan")), ("minibatch_std", -1)):
+                        ("gp_weight", float("nan")), ("minibatch_std", -1), ("ada_target", 60), ("ada_target", 1.0)):
         with pytest.raises(InputError, match=name):
             training_preset("tiny").replace(**{name: value})
 
