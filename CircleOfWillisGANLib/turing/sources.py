@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
@@ -11,7 +12,7 @@ import numpy as np
 from ..errors import InputError
 from ..evaluation.volumes import nifti_files
 from ..files import path_problem
-from ..volume_io import load_volume, volume_grid
+from ..volume_io import load_volume
 from .grid import DisplayGrid, grid_like
 
 Loader = Callable[[], Tuple[np.ndarray, np.ndarray]]
@@ -44,16 +45,36 @@ def folder_source(folder: Union[str, Path]) -> VolumeSource:
     if not paths:
         raise InputError(f"no NIfTI volumes in {folder} (label maps and masks are skipped): "
                          "pass a folder holding .nii or .nii.gz images")
-    grids = []
-    for path in paths:  # every candidate, before any is drawn: a bad file must not depend on the seed
+    grid = _check_candidates(folder, paths)
+    items = [SourceItem({"path": str(p.resolve())}, _file_loader(p)) for p in paths]
+    return VolumeSource(items, grid,
+                        {"kind": "folder", "folder": str(folder.resolve()), "n_available": len(items)})
+
+
+def _check_candidates(folder: Path, paths: List[Path]) -> DisplayGrid:
+    """Read every candidate before any is drawn, so that a bad or repeated file stops `create` whatever the seed;
+    the first one's grid is the folder's."""
+    seen: Dict[str, Path] = {}
+    grid = None
+    for path in paths:
         try:
-            grids.append(volume_grid(path))
+            volume, affine = load_volume(path)
         except InputError as exc:
             raise InputError(f"{exc}; remove it from {folder} or replace it") from None
-    shape, affine = grids[0]
-    items = [SourceItem({"path": str(p.resolve())}, _file_loader(p)) for p in paths]
-    return VolumeSource(items, grid_like(shape, affine),
-                        {"kind": "folder", "folder": str(folder.resolve()), "n_available": len(items)})
+        digest = voxel_digest(volume)
+        if digest in seen:
+            raise InputError(f"{seen[digest].name} and {path.name} in {folder} hold the same volume: remove one of "
+                             "them so that no case is shown twice")
+        seen[digest] = path
+        grid = grid or grid_like(volume.shape, affine)
+    return grid
+
+
+def voxel_digest(volume: np.ndarray) -> str:
+    """A digest of a volume's shape and voxel values, whatever file format, name or header stores them."""
+    digest = hashlib.sha256(repr(volume.shape).encode())
+    digest.update(np.ascontiguousarray(volume, dtype=np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def model_source(generator: Any, seeds: Sequence[int], psi: float = 1.0) -> VolumeSource:
