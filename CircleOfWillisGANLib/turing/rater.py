@@ -95,6 +95,18 @@ def latest_answers(records: List[Dict[str, Any]], case_ids: List[str],
     return answers, problems
 
 
+def own_records(records: List[Dict[str, Any]], rater: str) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """The records of a journal that its rater wrote, and a message if others were left out: every record names its
+    rater, so a copy of one rater's journal under another id (a backup) does not count as a second rater. Records
+    of earlier versions name no rater and are kept."""
+    own = [r for r in records if r.get("rater", rater) == rater]
+    others = sorted({str(r.get("rater")) for r in records if r.get("rater", rater) != rater})
+    if not others:
+        return own, []
+    return own, [f"{len(records) - len(own)} record(s) were written by rater {', '.join(others)}, not {rater} (a copy "
+                 "of another rater's journal?), and were left out"]
+
+
 def viewing_times(records: List[Dict[str, Any]], time_limit_s: Optional[float]) -> Dict[str, float]:
     """Seconds each case was seen in all, from its journalled views and answers (an answer holds the case's total
     so far, so a case revised after going back goes on counting). A view that never closed (the program was killed)
@@ -208,9 +220,10 @@ class RaterSession:
     def _load_journal(self) -> None:
         contents = read_journal(journal_path(self.folder, self.rater))
         self._seq = max([int(r.get("seq", 0)) for r in contents.records if isinstance(r.get("seq"), int)] or [0])
-        self.answers, problems = latest_answers(contents.records, self.order, self.session.get("session_id"))
-        self.viewed_before = viewing_times(contents.records, self.time_limit_s)
-        self.problems = list(contents.problems) + problems
+        records, foreign = own_records(contents.records, self.rater)
+        self.answers, problems = latest_answers(records, self.order, self.session.get("session_id"))
+        self.viewed_before = viewing_times(records, self.time_limit_s)
+        self.problems = list(contents.problems) + foreign + problems
         for problem in self.problems:
             log.warning("rater %s: %s", self.rater, problem)
 
@@ -224,7 +237,7 @@ class RaterSession:
         """Journal one event; on an OutputError (disk full) nothing of it is on disk and the session is unchanged."""
         session_id = self.session.get("session_id")
         self._journal.append(dict(record, seq=self._seq + 1, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                  **({"session": session_id} if session_id else {})))
+                                  rater=self.rater, **({"session": session_id} if session_id else {})))
         self._seq += 1
 
     def _show(self, index: int, show: Optional[Show]) -> Case:

@@ -15,7 +15,7 @@ from .config import CALLS, CONFIDENCE_LEVELS
 from .create import read_key
 from .journal import read_journal
 from .layout import KEY_FILE, SESSION_FILE, case_path, read_session
-from .rater import latest_answers, rater_journals
+from .rater import latest_answers, own_records, rater_journals
 from .stats import (Proportion, agreement_table, binom_test, cohen_kappa, fisher_exact, fleiss_kappa, p_value_text,
                     sample_size_note)
 
@@ -128,9 +128,10 @@ def build_report(session: PathLike, key: Optional[PathLike] = None) -> TuringRep
     problems += _settings_changed(folder, key_data)
     for rater, path in journals:
         contents = read_journal(path)
-        answers, bad = latest_answers(contents.records, case_ids, description.get("session_id"))
-        problems += contents.problems + [f"{path.name}: {b}" for b in bad]
-        problems += _answered_twice(path.name, contents.records, bool(description.get("allow_back")))
+        records, foreign = own_records(contents.records, rater)
+        answers, bad = latest_answers(records, case_ids, description.get("session_id"))
+        problems += contents.problems + [f"{path.name}: {b}" for b in foreign + bad]
+        problems += _answered_twice(path.name, records, bool(description.get("allow_back")))
         answered[rater] = len(answers)
         if not answers:
             continue

@@ -7,7 +7,7 @@ from typing import List, Union
 
 from .journal import read_journal
 from .layout import read_session
-from .rater import latest_answers, rater_journals
+from .rater import latest_answers, own_records, rater_journals
 
 
 def session_status(folder: Union[str, Path]) -> List[str]:
@@ -20,9 +20,10 @@ def session_status(folder: Union[str, Path]) -> List[str]:
     journals, strays = rater_journals(folder, session)
     for rater, path in journals:
         contents = read_journal(path)
-        answers, problems = latest_answers(contents.records, cases, session.get("session_id"))
+        records, _ = own_records(contents.records, rater)
+        answers, problems = latest_answers(records, cases, session.get("session_id"))
         seen.add(rater)
-        damaged = len(contents.problems) + len(problems)
+        damaged = len(contents.problems) + len(problems) + len(contents.records) - len(records)
         lines.append(f"{rater}: {len(answers)} of {len(cases)} answered"
                      + (f" ({damaged} damaged or foreign journal line(s) skipped)" if damaged else ""))
     lines += [f"{r}: not started" for r in session.get("raters", []) if r not in seen]

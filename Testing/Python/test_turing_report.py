@@ -210,3 +210,40 @@ def test_an_edited_session_file_and_answers_added_by_hand_are_named_in_the_repor
     problems = build_report(created.folder).problems
     assert problems == ["halfway.jsonl: 2 answer(s) repeat a case already answered, which the rater window cannot "
                         "write in a session without going back; the last answer of each case was counted"]
+
+
+def test_a_copy_of_a_journal_under_another_valid_id_is_left_out_and_named(tmp_path):
+    import shutil
+
+    from CircleOfWillisGANLib.turing.status import session_status
+
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=12, seed=8)  # open to any rater id
+    s = TuringSession.open(created.folder, "reader01")
+    for k in range(12):
+        s.answer(s.next_case().case_id, ("real", "fake")[k % 2], 3)
+    s.close()
+    journal = created.folder / "journal"
+    shutil.copy(journal / "reader01.jsonl", journal / "reader01_backup.jsonl")
+    result = build_report(created.folder)
+    assert [s.name for s in result.raters] == ["reader01"] and result.pooled.accuracy.n == 12
+    assert result.agreement is None
+    assert result.problems == ["reader01_backup.jsonl: 24 record(s) were written by rater reader01, not "
+                               "reader01_backup (a copy of another rater's journal?), and were left out"]
+    assert "reader01_backup: 0 of 12 answered (24 damaged or foreign journal line(s) skipped)" in session_status(
+        created.folder)
+    copied = TuringSession.open(created.folder, "reader01_backup")  # a rater starting on the copy starts afresh
+    assert copied.answers == {} and copied.progress().label == "case 1 of 12" and len(copied.problems) == 1
+    copied.close()
+
+
+def test_journals_written_before_records_named_their_rater_still_count(rated):
+    from CircleOfWillisGANLib.turing.journal import encode, read_journal
+
+    created, _ = rated
+    journal = created.folder / "journal" / "oracle.jsonl"
+    records = read_journal(journal).records
+    assert {r["rater"] for r in records} == {"oracle"}
+    journal.write_bytes(b"".join(encode({k: v for k, v in r.items() if k != "rater"}) for r in records))
+    result = build_report(created.folder)
+    assert {s.name: s for s in result.raters}["oracle"].accuracy.k == 12 and result.problems == []
