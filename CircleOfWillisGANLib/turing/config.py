@@ -15,6 +15,7 @@ CONFIDENCE_LEVELS = (1, 2, 3, 4, 5)
 RANDOMISED_RANGE = (0.4, 0.6)
 MAX_CASES = 999
 RATER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+POOLED = "pooled"  # the name of the results' row of all readings together, so no rater may use it
 
 
 @dataclass
@@ -66,10 +67,14 @@ class SessionConfig:
 
 
 def check_rater_id(rater: str) -> str:
-    """A rater id names a journal file, so it is 1-40 letters, digits, '-' or '_'."""
+    """A rater id names a journal file, so it is 1-40 letters, digits, '-' or '_'; and a row of the results, so it
+    is not 'pooled', the row of all readings together."""
     if not isinstance(rater, str) or not RATER_ID_PATTERN.match(rater):
         raise InputError(f"rater id {rater!r} is not usable: use 1-40 letters, digits, '-' or '_' "
                          "(for example reader01), starting with a letter or digit")
+    if rater.lower() == POOLED:
+        raise InputError(f"rater id {rater!r} is reserved for the results' row of all readings pooled: use another id "
+                         "(for example reader01)")
     return rater
 
 

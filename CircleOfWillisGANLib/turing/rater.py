@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import InputError
-from .config import RATER_ID_PATTERN, check_call, check_confidence, check_rater_id
+from .config import POOLED, RATER_ID_PATTERN, check_call, check_confidence, check_rater_id
 from .journal import Journal, read_journal
 from .layout import JOURNAL_DIR, case_path, check_case_file, journal_path, read_session
 
@@ -156,7 +156,7 @@ def rater_journals(folder: Union[str, Path], session: Dict[str, Any]) -> Tuple[L
     journals, problems = [], []
     for path in sorted((Path(folder) / JOURNAL_DIR).glob("*.jsonl")):
         rater = path.stem
-        if not RATER_ID_PATTERN.match(rater) or (allowed and rater not in allowed):
+        if not RATER_ID_PATTERN.match(rater) or rater.lower() == POOLED or (allowed and rater not in allowed):
             problems.append(f"{path.name} is not the journal of one of this session's raters and was left out")
             continue
         journals.append((rater, path))

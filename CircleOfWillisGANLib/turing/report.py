@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Tuple, Union
 from ..errors import InputError, OutputError
 from ..outputs import prepare_output_dir
 from ..files import atomic_write, file_sha256, is_within
-from .config import CALLS, CONFIDENCE_LEVELS
+from .config import CALLS, CONFIDENCE_LEVELS, POOLED
 from .create import read_key
 from .journal import read_journal
 from .layout import KEY_FILE, SESSION_FILE, case_path, read_session
@@ -139,7 +139,7 @@ def build_report(session: PathLike, key: Optional[PathLike] = None) -> TuringRep
         readings += [Reading(rater, cid, truth[cid], a.call, a.confidence, a.elapsed_s, a.over_limit, a.comment)
                      for cid, a in sorted(answers.items())]
     raters = [reader_stats(r, [x for x in readings if x.rater == r]) for r in calls]
-    pooled = reader_stats("pooled", readings)
+    pooled = reader_stats(POOLED, readings)
     sources = {c["id"]: _describe_source(c.get("source", {})) for c in key_data["cases"]}
     cases = [CaseResult(cid, truth[cid], sum(r.case_id == cid for r in readings),
                         sum(r.case_id == cid and not r.correct for r in readings), sources.get(cid, ""))

@@ -247,3 +247,26 @@ def test_journals_written_before_records_named_their_rater_still_count(rated):
     journal.write_bytes(b"".join(encode({k: v for k, v in r.items() if k != "rater"}) for r in records))
     result = build_report(created.folder)
     assert {s.name: s for s in result.raters}["oracle"].accuracy.k == 12 and result.problems == []
+
+
+@pytest.mark.parametrize("rater", ["pooled", "Pooled"])
+def test_pooled_is_no_rater_id_so_summary_csv_has_one_pooled_row(tmp_path, rater):
+    from CircleOfWillisGANLib.turing.journal import encode, read_journal
+
+    real, generated = make_sources(tmp_path)
+    with pytest.raises(InputError, match=f"rater id '{rater}' is reserved for the results' row of all readings pooled"):
+        TuringSession.create(tmp_path / "refused", real, generated, n_cases=12, raters=[rater, "reader02"])
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=12, seed=8)
+    with pytest.raises(InputError, match="reserved"):
+        TuringSession.open(created.folder, rater)
+    s = TuringSession.open(created.folder, "reader02")
+    for _ in range(12):
+        s.answer(s.next_case().case_id, "real", 3)
+    s.close()
+    journal = created.folder / "journal"  # as an earlier version let a rater called 'pooled' write it
+    (journal / f"{rater}.jsonl").write_bytes(b"".join(
+        encode({k: v for k, v in r.items() if k != "rater"}) for r in read_journal(journal / "reader02.jsonl").records))
+    result, paths = report(created.folder, out=tmp_path / "report")
+    with open(paths["summary"], newline="") as f:
+        assert [row[:3] for row in csv.reader(f)][1:] == [["reader02", "12", "12"], ["pooled", "", "12"]]
+    assert f"{rater}.jsonl is not the journal of one of this session's raters and was left out" in result.problems
