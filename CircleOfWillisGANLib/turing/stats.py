@@ -257,12 +257,19 @@ def sample_size_note(correct: int, n: int, alpha: float = ALPHA) -> str:
     lo, hi = chance_band(n, alpha)
     text = (f"With {n} readings, any accuracy from {lo:.0%} to {hi:.0%} cannot be told from guessing "
             f"(exact two-sided binomial test, alpha {alpha:g}). ")
+    if 2 * correct == n:
+        return text + f"The observed accuracy of {accuracy:.1%} is at chance: no number of readings would make it significant."
     needed = readings_to_significance(accuracy, alpha)
     powered = readings_for_power(accuracy, 0.8, alpha)
-    if needed is None or powered is None:
-        return text + f"The observed accuracy of {accuracy:.1%} is at chance: no number of readings would make it significant."
-    return text + (f"An accuracy of {accuracy:.1%} would be significant from about {needed} readings; to detect a reader "
-                   f"whose true accuracy is {accuracy:.1%} with 80% power needs about {powered} readings.")
+    significant = (f"would be significant from about {needed} readings" if needed is not None
+                   else f"would need more than {MAX_READINGS:,} readings to be significant")
+    return text + (f"An accuracy of {accuracy:.1%} {significant}; to detect a reader whose true accuracy is "
+                   f"{accuracy:.1%} with 80% power needs {_readings(powered)} readings.")
+
+
+def _readings(n: Optional[int]) -> str:
+    """A number of readings the search found, or the bound it gave up at (None: more than MAX_READINGS)."""
+    return f"about {n}" if n is not None else f"more than {MAX_READINGS:,}"
 
 
 def agreement_table(calls_by_rater: Dict[str, Dict[str, str]], categories: Sequence[str]) -> Tuple[List[str], List[List[int]]]:

@@ -75,6 +75,17 @@ def test_sample_size_note_states_the_chance_band_and_the_readings_needed():
     assert "no number of readings" in stats.sample_size_note(25, 50)
 
 
+def test_an_accuracy_near_but_not_at_50_percent_needs_more_readings_than_the_search_tries_it_is_not_at_chance():
+    assert "is at chance" in stats.sample_size_note(120, 240)
+    near = stats.sample_size_note(251, 500)  # 50.2%: significant only beyond the 100,000 readings searched
+    assert "at chance" not in near and "no number of readings" not in near
+    assert near.endswith("An accuracy of 50.2% would need more than 100,000 readings to be significant; to detect a "
+                         "reader whose true accuracy is 50.2% with 80% power needs more than 100,000 readings.")
+    nearer_power = stats.sample_size_note(121, 240)  # 50.4%: significant from 55,559, but 80% power lies beyond
+    assert "would be significant from about 55559 readings" in nearer_power
+    assert nearer_power.endswith("with 80% power needs more than 100,000 readings.")
+
+
 def test_p_values_too_small_for_four_decimals_are_shown_as_below_0_0001_not_as_zero():
     assert [stats.format_p_value(p) for p in (0.04321, 0.0001, 3e-7)] == ["0.0432", "0.0001", "< 0.0001"]
     assert [stats.p_value_text(p) for p in (0.5, 3e-7)] == ["p = 0.5000", "p < 0.0001"]
