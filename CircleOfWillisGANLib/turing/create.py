@@ -48,18 +48,20 @@ class CreatedSession:
 
 
 def plan_cases(config: SessionConfig, n_real_available: int, n_fake_available: int) -> List[PlannedCase]:
-    """Draw the cases from the seed alone: the real count, which volumes, and a shuffled order."""
+    """Draw the cases from the seed alone: the real count, which volumes, and a shuffled order. There must be
+    enough volumes for the largest count of either kind the settings can draw, so that no seed fails where
+    another succeeds."""
     config.validate()
-    rng = np.random.default_rng(int(config.seed))
     lo, hi = config.n_real_range()
-    n_real = int(rng.integers(lo, hi + 1))
-    n_fake = int(config.n_cases) - n_real
-    if n_real > n_real_available:
+    if hi > n_real_available:
         raise InputError(f"the session needs up to {hi} real volumes but the real folder holds {n_real_available}: "
                          "add real volumes or ask for fewer cases")
-    if n_fake > n_fake_available:
-        raise InputError(f"the session needs {n_fake} generated volumes but only {n_fake_available} are available: "
-                         "add generated volumes or seeds, or ask for fewer cases")
+    if int(config.n_cases) - lo > n_fake_available:
+        raise InputError(f"the session needs up to {int(config.n_cases) - lo} generated volumes but only "
+                         f"{n_fake_available} are available: add generated volumes or seeds, or ask for fewer cases")
+    rng = np.random.default_rng(int(config.seed))
+    n_real = int(rng.integers(lo, hi + 1))
+    n_fake = int(config.n_cases) - n_real
     real = rng.choice(n_real_available, size=n_real, replace=False)
     fake = rng.choice(n_fake_available, size=n_fake, replace=False)
     drawn = [("real", int(i)) for i in real] + [("fake", int(i)) for i in fake]

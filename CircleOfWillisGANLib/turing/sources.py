@@ -52,8 +52,8 @@ def folder_source(folder: Union[str, Path]) -> VolumeSource:
 
 
 def _check_candidates(folder: Path, paths: List[Path]) -> DisplayGrid:
-    """Read every candidate before any is drawn, so that a bad or repeated file stops `create` whatever the seed;
-    the first one's grid is the folder's."""
+    """Read every candidate before any is drawn, so that a bad (unreadable, not finite, constant) or repeated file
+    stops `create` whatever the seed; the first one's grid is the folder's."""
     seen: Dict[str, Path] = {}
     grid = None
     for path in paths:
@@ -61,6 +61,9 @@ def _check_candidates(folder: Path, paths: List[Path]) -> DisplayGrid:
             volume, affine = load_volume(path)
         except InputError as exc:
             raise InputError(f"{exc}; remove it from {folder} or replace it") from None
+        if not volume.max() > volume.min():
+            raise InputError(f"{path.name}: a case volume is constant: it has no vessels to show; remove it from "
+                             f"{folder} or replace it")
         digest = voxel_digest(volume)
         if digest in seen:
             raise InputError(f"{seen[digest].name} and {path.name} in {folder} hold the same volume: remove one of "

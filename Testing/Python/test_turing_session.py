@@ -298,3 +298,30 @@ def test_a_volume_twice_in_a_source_folder_is_refused_naming_both_files_whatever
     with pytest.raises(InputError, match="FAKE_copy.nii.gz and FAKE_seed0003.nii.gz in .*generated_src hold the same"):
         TuringSession.create(tmp_path / "s", real, generated, n_cases=6, seed=seed)
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_constant_or_nan_real_volume_stops_create_whatever_the_seed(tmp_path, seed):
+    real, generated = make_sources(tmp_path)
+    flat = real / "REAL_subject05.nii.gz"
+    image = nib.load(str(flat))
+    nib.save(nib.Nifti1Image(np.full(image.shape, 40, np.int16), image.affine), str(flat))
+    with pytest.raises(InputError, match=r"REAL_subject05.nii.gz: a case volume is constant: it has no vessels to "
+                                         r"show; remove it from .*real_src or replace it"):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=6, seed=seed)
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    data[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(data, image.affine), str(flat))
+    with pytest.raises(InputError, match=r"REAL_subject05.nii.gz contains NaN"):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=6, seed=seed)
+    assert not (tmp_path / "s").exists()
+
+
+def test_too_few_volumes_for_the_largest_draw_is_refused_whatever_the_seed(tmp_path):
+    real, generated = make_sources(tmp_path, n_real=5, n_generated=5)
+    for seed in range(8):  # randomised 10 cases draw 4 to 6 real ones: 5 of each kind fits only some draws
+        with pytest.raises(InputError, match="the session needs up to 6 (real|generated) volumes but"):
+            TuringSession.create(tmp_path / f"s{seed}", real, generated, n_cases=10, real_fraction="randomised",
+                                 seed=seed)
+    with pytest.raises(InputError, match="the session needs up to 6 generated volumes but only 5 are available"):
+        plan_cases(SessionConfig(n_cases=10, real_fraction=None), 6, 5)
