@@ -124,6 +124,7 @@ def write_volume_outputs(out_dir: Union[str, Path], stem: str, volume: np.ndarra
                              "threshold_method": "given" if threshold is not None else "Otsu on the brightest 10% of voxels",
                              "points": mesh.GetNumberOfPoints()}
     paths: Dict[str, Path] = {}
+    previous = _set_aside([out / name for name in names])
     try:
         paths["volume"] = save_volume(out / names[0], volume, affine)
         paths["mip"] = save_png(out / names[1], picture)
@@ -133,7 +134,27 @@ def write_volume_outputs(out_dir: Union[str, Path], stem: str, volume: np.ndarra
             paths["surface"] = save_surface(mesh, out / names[3])
         paths["sidecar"] = write_json(out / names[2], record)
     except BaseException:
-        for written in paths.values():  # a volume is written whole or not at all
+        for written in paths.values():  # a volume is written whole or not at all, and what it replaced comes back
             written.unlink(missing_ok=True)
+        for path, kept in previous.items():
+            kept.replace(path)
         raise
+    for kept in previous.values():
+        kept.unlink(missing_ok=True)
     return paths
+
+
+def _set_aside(paths: List[Path]) -> Dict[Path, Path]:
+    """Rename the existing files among `paths` to hidden names beside them (an --overwrite keeps them until the
+    new volume is whole); returns {path: its set-aside copy}."""
+    kept: Dict[Path, Path] = {}
+    try:
+        for path in paths:
+            if path.exists():
+                path.replace(path.with_name(f".{path.name}.previous"))
+                kept[path] = path.with_name(f".{path.name}.previous")
+    except BaseException:
+        for path, copy in kept.items():
+            copy.replace(path)
+        raise
+    return kept

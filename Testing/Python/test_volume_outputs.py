@@ -100,3 +100,20 @@ def test_a_saved_surface_holds_lps_coordinates_marked_as_3d_slicer_reads_them(tm
     assert "LPS" in marker and "RAS" not in marker
     points = lambda mesh: np.array([mesh.GetPoint(i) for i in range(mesh.GetNumberOfPoints())])
     np.testing.assert_allclose(points(reader.GetOutput()).mean(0), points(ras).mean(0) * [-1, -1, 1], atol=1e-3)
+
+
+def test_a_failed_overwrite_keeps_the_volume_it_was_to_replace_whole(tmp_path, monkeypatch):
+    from CircleOfWillisGANLib import outputs
+
+    volume = np.zeros((8, 16, 16), np.float32)
+    volume[3:5, 4:12, 6:10] = 1.0
+    outputs.write_volume_outputs(tmp_path, "seed0001", volume, default_affine(volume.shape), {"seed": 1})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def disk_full(path, picture):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs, "save_png", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        outputs.write_volume_outputs(tmp_path, "seed0001", volume * 0.5, default_affine(volume.shape), {"seed": 1})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
