@@ -47,8 +47,10 @@ class CreatedSession:
     n_fake: int
 
 
-def plan_cases(config: SessionConfig, n_real_available: int, n_fake_available: int) -> List[PlannedCase]:
-    """Draw the cases from the seed alone: the real count, which volumes, and a shuffled order. There must be
+def plan_cases(config: SessionConfig, n_real_available: int, n_fake_available: int,
+               salt: str = "") -> List[PlannedCase]:
+    """Draw the cases from the seed and `salt` (the generated source's fingerprint) alone: the real count, which
+    volumes, and a shuffled order. Two models compared with one seed so get unrelated patterns. There must be
     enough volumes for the largest count of either kind the settings can draw, so that no seed fails where
     another succeeds."""
     config.validate()
@@ -59,7 +61,7 @@ def plan_cases(config: SessionConfig, n_real_available: int, n_fake_available: i
     if int(config.n_cases) - lo > n_fake_available:
         raise InputError(f"the session needs up to {int(config.n_cases) - lo} generated volumes but only "
                          f"{n_fake_available} are available: add generated volumes or seeds, or ask for fewer cases")
-    rng = np.random.default_rng(int(config.seed))
+    rng = np.random.default_rng([int(config.seed), int(hashlib.sha256(salt.encode()).hexdigest(), 16)])
     n_real = int(rng.integers(lo, hi + 1))
     n_fake = int(config.n_cases) - n_real
     real = rng.choice(n_real_available, size=n_real, replace=False)
@@ -86,7 +88,7 @@ def create_session(folder: Union[str, Path], real: VolumeSource, generated: Volu
     if key_path and not key.parent.is_dir():
         raise OutputError(f"cannot write the answer key: folder {key.parent} does not exist")
     grid = grid or generated.grid
-    plan = plan_cases(config, len(real.items), len(generated.items))
+    plan = plan_cases(config, len(real.items), len(generated.items), generated.fingerprint)
     try:
         with staged_folder(folder) as stage:
             (stage / CASES_DIR).mkdir()
@@ -159,7 +161,7 @@ def _session_description(config: SessionConfig, grid: DisplayGrid, plan: List[Pl
     """Rater-facing: no seed, no counts by kind, no sources; only what every case shares."""
     return {"format": SESSION_FORMAT, "version": FORMAT_VERSION, "cases": [c.case_id for c in plan],
             "display": config.display, "time_limit_s": config.time_limit_s, "allow_back": bool(config.allow_back),
-            "raters": list(config.raters), "grid": grid.describe()}
+            "raters": list(config.raters), "grid": grid.describe(), "order_per_session": True}
 
 
 def _key_description(config: SessionConfig, grid: DisplayGrid, plan: List[PlannedCase], cases: List[Dict[str, Any]],

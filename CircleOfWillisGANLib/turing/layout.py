@@ -100,4 +100,6 @@ def _session_problem(session: Dict[str, Any]) -> str:
         return f"time limit {limit!r} is not a positive number of seconds"
     if not isinstance(session.get("allow_back", False), bool):
         return "allow_back is not true or false"
+    if not isinstance(session.get("order_per_session", False), bool):
+        return "order_per_session is not true or false"
     return ""

@@ -65,9 +65,11 @@ class Progress:
         return f"case {self.current} of {self.total}"
 
 
-def rater_order(rater: str, case_ids: List[str]) -> List[str]:
-    """This rater's own shuffled order, derived from the rater id and the neutral ids only."""
-    return sorted(case_ids, key=lambda cid: hashlib.sha256(f"{rater}\n{cid}".encode("utf-8")).hexdigest())
+def rater_order(rater: str, case_ids: List[str], session_id: str = "") -> List[str]:
+    """This rater's own shuffled order, derived from the rater id, the neutral ids and the session's id (a digest of
+    its case files; empty for sessions made before orders differed between sessions) only."""
+    salt = f"{session_id}\n" if session_id else ""
+    return sorted(case_ids, key=lambda cid: hashlib.sha256(f"{salt}{rater}\n{cid}".encode("utf-8")).hexdigest())
 
 
 def latest_answers(records: List[Dict[str, Any]], case_ids: List[str],
@@ -190,7 +192,8 @@ class RaterSession:
         self.folder = Path(folder)
         self.session = admitted_session(self.folder, rater)
         self.rater = rater
-        self.order = rater_order(rater, list(self.session["cases"]))
+        self.order = rater_order(rater, list(self.session["cases"]),
+                                 self.session.get("session_id", "") if self.session.get("order_per_session") else "")
         for cid in self.order:  # before anything is journalled: a case the rater cannot see must not count as seen
             check_case_file(case_path(self.folder, cid))
         (self.folder / JOURNAL_DIR).mkdir(exist_ok=True)

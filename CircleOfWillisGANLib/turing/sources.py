@@ -28,11 +28,13 @@ class SourceItem:
 
 @dataclass
 class VolumeSource:
-    """The candidate volumes of one side of the test (real or generated) and their native grid."""
+    """The candidate volumes of one side of the test (real or generated), their native grid, and a digest of what
+    they are (the voxels of a folder's files; a model's weights, seeds and psi) that the draw mixes in."""
 
     items: List[SourceItem]
     grid: DisplayGrid
     description: Dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
 
 
 def folder_source(folder: Union[str, Path]) -> VolumeSource:
@@ -45,15 +47,15 @@ def folder_source(folder: Union[str, Path]) -> VolumeSource:
     if not paths:
         raise InputError(f"no NIfTI volumes in {folder} (label maps and masks are skipped): "
                          "pass a folder holding .nii or .nii.gz images")
-    grid = _check_candidates(folder, paths)
+    grid, digests = _check_candidates(folder, paths)
     items = [SourceItem({"path": str(p.resolve())}, _file_loader(p)) for p in paths]
-    return VolumeSource(items, grid,
-                        {"kind": "folder", "folder": str(folder.resolve()), "n_available": len(items)})
+    return VolumeSource(items, grid, {"kind": "folder", "folder": str(folder.resolve()), "n_available": len(items)},
+                        hashlib.sha256("\n".join(digests).encode()).hexdigest())
 
 
-def _check_candidates(folder: Path, paths: List[Path]) -> DisplayGrid:
+def _check_candidates(folder: Path, paths: List[Path]) -> Tuple[DisplayGrid, List[str]]:
     """Read every candidate before any is drawn, so that a bad (unreadable, not finite, constant) or repeated file
-    stops `create` whatever the seed; the first one's grid is the folder's."""
+    stops `create` whatever the seed; the first one's grid is the folder's. Returns it and each file's voxel digest."""
     seen: Dict[str, Path] = {}
     grid = None
     for path in paths:
@@ -70,7 +72,7 @@ def _check_candidates(folder: Path, paths: List[Path]) -> DisplayGrid:
                              "them so that no case is shown twice")
         seen[digest] = path
         grid = grid or grid_like(volume.shape, affine)
-    return grid
+    return grid, list(seen)
 
 
 def voxel_digest(volume: np.ndarray) -> str:
@@ -82,13 +84,16 @@ def voxel_digest(volume: np.ndarray) -> str:
 
 def model_source(generator: Any, seeds: Sequence[int], psi: float = 1.0) -> VolumeSource:
     """Volumes a loaded CoWGenerator makes from `seeds`, generated only when a case needs them."""
+    from ..checkpoint import weights_sha256
+
     seeds = [int(s) for s in seeds]
     if len(set(seeds)) != len(seeds):
         raise InputError("the seed list repeats seeds: pass distinct seeds so that no generated case is shown twice")
     items = [SourceItem({"seed": s, "psi": float(psi)}, _seed_loader(generator, s, psi)) for s in seeds]
     description = {"kind": "model", "model": str(getattr(generator, "source", "")),
                    "model_name": generator.metadata.get("name"), "psi": float(psi), "n_available": len(items)}
-    return VolumeSource(items, grid_like(generator.arch.output_shape, generator.affine), description)
+    fingerprint = hashlib.sha256(f"{weights_sha256(generator.checkpoint)}\n{seeds}\n{float(psi)!r}".encode()).hexdigest()
+    return VolumeSource(items, grid_like(generator.arch.output_shape, generator.affine), description, fingerprint)
 
 
 def _file_loader(path: Path) -> Loader:

@@ -21,7 +21,7 @@ from turing_data import make_sources
 SECRETS = ("real_src", "generated_src", "real_subject", "fake_seed", "scanner", "seed", "psi", "truth", "source",
            "answer_key", "label", "tiny", "random")
 SESSION_KEYS = {"format", "version", "cases", "display", "time_limit_s", "allow_back", "raters", "grid",
-                "session_id"}  # session_id: a digest of the case files
+                "session_id", "order_per_session"}  # session_id: a digest of the case files
 
 
 @pytest.fixture()

@@ -46,7 +46,7 @@ def test_per_rater_accuracy_sensitivity_and_specificity_are_exact(rated):
 
 def test_a_rater_who_always_answers_generated_is_not_called_a_discriminator_when_the_session_is_not_50_50(tmp_path):
     real, generated = make_sources(tmp_path, n_real=10, n_generated=10)
-    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=10, seed=0, real_fraction="randomised")
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=10, seed=1, real_fraction="randomised")
     truth = read_key(created.key_path)[1]
     n_fake = sum(t == "fake" for t in truth.values())
     assert n_fake != 5

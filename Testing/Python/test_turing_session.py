@@ -325,3 +325,34 @@ def test_too_few_volumes_for_the_largest_draw_is_refused_whatever_the_seed(tmp_p
                                  seed=seed)
     with pytest.raises(InputError, match="the session needs up to 6 generated volumes but only 5 are available"):
         plan_cases(SessionConfig(n_cases=10, real_fraction=None), 6, 5)
+
+
+def test_one_seed_for_two_generated_sources_draws_unrelated_patterns_and_rater_orders(tmp_path, tiny_generator):
+    real, generated_a = make_sources(tmp_path / "a")
+    _, generated_b = make_sources(tmp_path / "b", seed=99)  # another model's volumes
+    a = TuringSession.create(tmp_path / "study_a", real, generated_a, n_cases=12, seed=2024)
+    b = TuringSession.create(tmp_path / "study_b", real, generated_b, n_cases=12, seed=2024)
+    truth_a, truth_b = read_key(a.key_path)[1], read_key(b.key_path)[1]
+    assert truth_a != truth_b, "a reader of both sessions would find the real cases where they were before"
+    orders = [TuringSession.open(s.folder, "reader01") for s in (a, b)]
+    assert orders[0].order != orders[1].order
+    for s in orders:
+        s.close()
+    by_psi = [read_key(TuringSession.create(tmp_path / f"psi{psi}", real, model=tiny_generator, seeds=range(1, 13),
+                                            psi=psi, n_cases=8, seed=2024).key_path)[1] for psi in (1.0, 0.7)]
+    assert by_psi[0] != by_psi[1]
+
+
+def test_sessions_made_before_orders_differed_between_sessions_keep_each_raters_order(tmp_path, sources):
+    from CircleOfWillisGANLib.turing.rater import rater_order
+
+    real, generated = sources
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=12, seed=1)
+    path = created.folder / "session.json"
+    description = json.loads(path.read_text())
+    assert description["order_per_session"] is True
+    del description["order_per_session"]  # as an earlier version wrote it
+    path.write_text(json.dumps(description))
+    s = TuringSession.open(created.folder, "reader01")
+    assert s.order == rater_order("reader01", description["cases"])
+    s.close()
