@@ -111,7 +111,7 @@ class Journal:
         except OSError as exc:
             _cut_back(self._fd, size)
             raise OutputError(f"cannot write the journal {self.path} ({exc.strerror}): free disk space or make the "
-                              "session folder writable, then save again") from exc
+                              "session folder writable, then try again") from exc
 
     def append(self, record: Dict[str, Any]) -> None:
         """Write one record, on a line of its own, and fsync it before returning."""

@@ -2,9 +2,9 @@
 
 It runs under PySide6 (`cowgan turing rate`, the tests) and PythonQt (3D Slicer): it receives the Qt namespace
 and the .ui's widgets by object name and never imports a Qt binding. Showing a case is the host's job, through
-a viewer with `show_case(path, display)` (raising if it cannot load the file), `hide_case()` (blank during the session, e.g. at the time limit) and
-`close()` (blank, and give back whatever showing cases changed in the host's views); every string it puts on
-screen comes from here and is built from the neutral session files only.
+a viewer with `show_case(path, display)` (raising if it cannot load the file), `hide_case()` (blank during the
+session, e.g. at the time limit) and `close()` (blank, and give back whatever showing cases changed in the host's
+views); every string it puts on screen comes from here and is built from the neutral session files only.
 """
 
 from __future__ import annotations

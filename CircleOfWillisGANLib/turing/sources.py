@@ -92,8 +92,9 @@ def model_source(generator: Any, seeds: Sequence[int], psi: float = 1.0) -> Volu
     items = [SourceItem({"seed": s, "psi": float(psi)}, _seed_loader(generator, s, psi)) for s in seeds]
     description = {"kind": "model", "model": str(getattr(generator, "source", "")),
                    "model_name": generator.metadata.get("name"), "psi": float(psi), "n_available": len(items)}
-    fingerprint = hashlib.sha256(f"{weights_sha256(generator.checkpoint)}\n{seeds}\n{float(psi)!r}".encode()).hexdigest()
-    return VolumeSource(items, grid_like(generator.arch.output_shape, generator.affine), description, fingerprint)
+    fingerprint = f"{weights_sha256(generator.checkpoint)}\n{seeds}\n{float(psi)!r}"
+    return VolumeSource(items, grid_like(generator.arch.output_shape, generator.affine), description,
+                        hashlib.sha256(fingerprint.encode()).hexdigest())
 
 
 def _file_loader(path: Path) -> Loader:

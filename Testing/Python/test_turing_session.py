@@ -278,7 +278,8 @@ def test_a_key_path_inside_the_session_folder_is_refused(tmp_path):
 def test_skull_stripped_scans_named_masked_are_images_and_label_maps_are_skipped_as_evaluate_does(tmp_path):
     from CircleOfWillisGANLib.turing.sources import folder_source
 
-    for k, name in enumerate(("sub1_TOF_masked.nii.gz", "sub2_TOF_masked.nii.gz", "sub1_label.nii.gz", "seg_sub2.nii.gz")):
+    names = ("sub1_TOF_masked.nii.gz", "sub2_TOF_masked.nii.gz", "sub1_label.nii.gz", "seg_sub2.nii.gz")
+    for k, name in enumerate(names):
         save_volume(tmp_path / name, np.random.default_rng(k).random((8, 16, 16)), default_affine((8, 16, 16)))
     source = folder_source(tmp_path)
     assert sorted(Path(i.provenance["path"]).name for i in source.items) == ["sub1_TOF_masked.nii.gz",
@@ -288,7 +289,7 @@ def test_skull_stripped_scans_named_masked_are_images_and_label_maps_are_skipped
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_volume_twice_in_a_source_folder_is_refused_naming_both_files_whatever_the_seed(tmp_path, seed):
     real, generated = make_sources(tmp_path, n_real=4, n_generated=6)
-    nib.save(nib.load(str(real / "REAL_subject02.nii.gz")), str(real / "REAL_subject02.nii"))  # the same scan decompressed beside it
+    nib.save(nib.load(str(real / "REAL_subject02.nii.gz")), str(real / "REAL_subject02.nii"))  # decompressed beside it
     with pytest.raises(InputError, match=r"REAL_subject02.nii and REAL_subject02.nii.gz in .*real_src hold the same "
                                          "volume: remove one of them so that no case is shown twice"):
         TuringSession.create(tmp_path / "s", real, generated, n_cases=6, seed=seed)
