@@ -51,6 +51,7 @@ def prd_metrics(fake: np.ndarray, real: np.ndarray, config: CompareConfig) -> Di
     precision, recall = prd(e, r, config.prd_clusters, config.prd_angles, config.prd_runs, config.seed)
     f8, f1_8 = f_beta_scores(precision, recall, 8.0)
     return {"auc": prd_auc(precision, recall), "f8_recall": f8, "f1_8_precision": f1_8, "n_per_set": len(e),
+            "clusters": config.prd_clusters, "runs": config.prd_runs, "angles": config.prd_angles,
             "curve": {"precision": precision.round(6).tolist(), "recall": recall.round(6).tolist()}}
 
 

@@ -8,6 +8,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from ..errors import InputError
 from ..mip import mip_panel
 from .cache import FeatureCache, extractor_key
 from .morphology import MorphologyConfig, features_to_vector, morphology_features
@@ -77,8 +78,11 @@ def extract(volume_set: VolumeSet, extractors: Sequence[Extractor], cache: Featu
             return loaded["v"]
 
         for extractor in extractors:
-            out.values[extractor.name].append(cache.get_or_compute(
-                extractor.key, item.key(), lambda e=extractor: e.function(volume(), item)))
+            try:
+                out.values[extractor.name].append(cache.get_or_compute(
+                    extractor.key, item.key(), lambda e=extractor: e.function(volume(), item)))
+            except InputError as exc:  # say which volume: a set can hold hundreds
+                raise InputError(f"{volume_set.label} volume {item.name} ({item.source}): {exc}") from exc
         if index < PREVIEW_VOLUMES:
             out.previews.append(mip_panel(volume(), spacing, scale=1.0))
     return out

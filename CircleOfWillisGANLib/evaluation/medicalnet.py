@@ -81,6 +81,23 @@ def _clean_state_dict(raw: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return cleaned
 
 
+def check_medicalnet_file(path: Union[str, Path], expected_sha256: Optional[str] = MEDICALNET_SHA256) -> None:
+    """That `path` is MedicalNet's weights file (by its SHA-256; None skips that with a warning): a command checks it
+    before any volume is generated or read."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"MedicalNet weights {path} do not exist: pass the path of {MEDICALNET_FILENAME} "
+                              "from the MedicalNet release (github.com/Tencent/MedicalNet); nothing is downloaded")
+    if expected_sha256 is None:
+        log.warning("MedicalNet weights %s are loaded without a checksum check: MD values will not be comparable "
+                    "with the paper unless this is the original %s", path, MEDICALNET_FILENAME)
+        return
+    actual = file_sha256(path)
+    if actual != expected_sha256:
+        raise CheckpointError(f"{path} is not MedicalNet's {MEDICALNET_FILENAME} (sha256 {actual[:16]}..., expected "
+                              f"{expected_sha256[:16]}...): pass the unmodified file from the MedicalNet release")
+
+
 def load_medicalnet(path: Union[str, Path], expected_sha256: Optional[str] = MEDICALNET_SHA256,
                     device: str = "cpu") -> ResNet10Encoder:
     """Load a MedicalNet ResNet-10 file (dict with key 'state_dict', 'module.'-prefixed keys) on `device`.
@@ -89,17 +106,7 @@ def load_medicalnet(path: Union[str, Path], expected_sha256: Optional[str] = MED
     (the check is then skipped with a warning).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"MedicalNet weights {path} do not exist: pass the path of {MEDICALNET_FILENAME} "
-                              "from the MedicalNet release (github.com/Tencent/MedicalNet); nothing is downloaded")
-    if expected_sha256 is None:
-        log.warning("MedicalNet weights %s are loaded without a checksum check: MD values will not be comparable "
-                    "with the paper unless this is the original %s", path, MEDICALNET_FILENAME)
-    else:
-        actual = file_sha256(path)
-        if actual != expected_sha256:
-            raise CheckpointError(f"{path} is not MedicalNet's {MEDICALNET_FILENAME} (sha256 {actual[:16]}..., expected "
-                                  f"{expected_sha256[:16]}...): pass the unmodified file from the MedicalNet release")
+    check_medicalnet_file(path, expected_sha256)
     try:
         payload = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged or foreign files
@@ -129,7 +136,8 @@ def medicalnet_input(volume_dhw: np.ndarray, seed: int) -> torch.Tensor:
     v = np.asarray(volume_dhw, dtype=np.float64).transpose(1, 2, 0)
     nonzero = v[v > 0]
     if nonzero.size < 2 or nonzero.std() == 0:
-        raise InputError("a volume is constant or empty, so it cannot be normalised for MedicalNet: remove it from the set")
+        raise InputError("it is constant or empty, so it cannot be normalised for MedicalNet: remove it from the set (a "
+                         "model that makes such volumes has collapsed: evaluate another checkpoint)")
     out = (v - nonzero.mean()) / nonzero.std()
     zero = v == 0
     out[zero] = np.random.default_rng(seed).standard_normal(int(zero.sum()))

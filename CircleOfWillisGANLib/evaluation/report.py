@@ -105,6 +105,17 @@ def _summary_rows(m: Dict[str, Any]) -> List[List[str]]:
     return rows
 
 
+def _prd_settings(m: Dict[str, Any]) -> str:
+    """The PRD settings this run used, as a sentence (the paper's: 10 clusters, 10 runs, 1001 angles)."""
+    for space in m["feature_spaces"].values():
+        prd = space.get("generated_vs_real", {}).get("prd", {})
+        if "clusters" in prd:
+            paper = (prd["clusters"], prd["runs"], prd["angles"]) == (10, 10, 1001)
+            return (f" PRD: {prd['clusters']} clusters, {prd['runs']} runs, {prd['angles']} angles"
+                    f"{', as the paper' if paper else '; the paper used 10 clusters, 10 runs, 1001 angles'}.")
+    return ""
+
+
 def _table(header: List[str], rows: List[List[str]]) -> str:
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -137,7 +148,7 @@ def render_html(result: EvaluationResult, inputs: Dict[str, Any]) -> str:
                         _summary_rows(m)))
     parts.append("<p class='note'>Fréchet distances and AUC depend on the feature space and the number of volumes: compare a "
                  "model with the real-vs-real baseline computed here, and with the paper only in the MedicalNet space with "
-                 "the paper's data. PRD: 10 clusters, 10 runs, 1001 angles, as the paper.</p>")
+                 f"the paper's data.{_prd_settings(m)}</p>")
     curves = []
     for space, colour in (("morphology", plots.FAKE_COLOUR), ("medicalnet", "#ff7f0e")):
         s = m["feature_spaces"].get(space, {})

@@ -63,6 +63,9 @@ def test_report_is_one_self_contained_html_file_with_embedded_pictures(sets, noi
     text = (sets / "report_noise" / "report.html").read_text()
     assert "data:image/png;base64," in text and "far from the real data" in text
     assert "src=\"http" not in text and "<script" not in text
+    assert "PRD: 10 clusters, 2 runs, 1001 angles; the paper used 10 clusters, 10 runs, 1001 angles." in text
+    prd = noise["feature_spaces"]["morphology"]["generated_vs_real"]["prd"]
+    assert (prd["clusters"], prd["runs"], prd["angles"]) == (10, 2, 1001)
 
 
 def test_metrics_say_why_medicalnet_and_fid_were_skipped(noise):
@@ -142,6 +145,13 @@ def test_a_folder_mixing_voxel_spacings_or_orientations_is_refused(tmp_path, cap
         assert "real folder" in err and "mixes grids" in err and "(e.g. odd.nii.gz)" in err
 
 
+@pytest.mark.parametrize("flag, value", [("--n", "12"), ("--psi", "0.7")])
+def test_model_options_without_a_model_are_refused_not_ignored(sets, capsys, flag, value):
+    argv = ["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "noise"), "--out", str(sets / "x"), flag, value]
+    assert main(argv) == 2
+    assert f"{flag} only applies with --model: drop it or pass --model" in capsys.readouterr().err
+
+
 def test_the_report_folder_may_not_be_an_input_folder(sets, capsys):
     assert main(["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "noise"), "--out", str(sets / "real")]) == 2
     assert "its own folder" in capsys.readouterr().err
@@ -152,6 +162,9 @@ def test_a_wrong_medicalnet_file_is_refused_in_one_line(sets, capsys):
     bogus.write_bytes(b"not a model")
     argv = ["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "noise"), "--out", str(sets / "md"),
             "--medicalnet", str(bogus), "--no-cache"]
+    assert main(argv) == 2
+    assert "is not MedicalNet's resnet_10_23dataset.pth" in capsys.readouterr().err
+    argv[argv.index("--real") + 1] = str(sets / "not-read-yet")  # refused before any volume is read or generated
     assert main(argv) == 2
     assert "is not MedicalNet's resnet_10_23dataset.pth" in capsys.readouterr().err
 

@@ -226,3 +226,17 @@ def test_the_evaluation_api_refuses_sets_it_cannot_compare():
         evaluate(real, real.subset([0], "generated"), config=config)
     with pytest.raises(InputError, match="must be a VolumeSet"):
         evaluate(volumes, real, config=config)
+
+
+def test_a_constant_volume_is_named_when_medicalnet_cannot_normalise_it(tmp_path):
+    from CircleOfWillisGANLib.evaluation.cache import FeatureCache
+    from CircleOfWillisGANLib.evaluation.features import extract, medicalnet_extractor
+    from CircleOfWillisGANLib.evaluation.volumes import array_set
+    from CircleOfWillisGANLib.volume_io import default_affine
+
+    model = load_medicalnet(_medicalnet_file(tmp_path / "resnet_10_23dataset.pth"), expected_sha256=None)
+    volumes = [tube_volume(0), np.zeros(tube_volume(0).shape, np.float32)]
+    generated = array_set(volumes, ["seed0000", "seed0001"], default_affine(volumes[0].shape), "generated", "model demo")
+    with pytest.raises(InputError, match=r"^generated volume seed0001 \(model demo\): it is constant or empty, so it "
+                                         r"cannot be normalised for MedicalNet: .*evaluate another checkpoint\)$"):
+        extract(generated, [medicalnet_extractor(model, "0" * 64, seed=0)], FeatureCache(None), progress=False)

@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
     source.add_argument("--fake", help="folder of generated NIfTI volumes")
     source.add_argument("--model", help="generate the volumes from this model ('demo', .safetensors or reference .pt)")
     p.add_argument("--n", type=int, default=None, help="with --model: how many volumes (default: as many as real volumes)")
-    p.add_argument("--psi", type=float, default=1.0, help="with --model: truncation psi (default 1 = none)")
+    p.add_argument("--psi", type=float, default=None, help="with --model: truncation psi (default 1 = none)")
     p.add_argument("--train", help="folder of the model's training volumes, for the memorisation check")
     p.add_argument("--out", required=True, help="report folder (created if needed; gets metrics.json and report.html)")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
@@ -46,8 +46,9 @@ def register(subparsers: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.n is not None and args.model is None:
-        raise InputError("--n only applies with --model: drop it or pass --model")
+    for flag in ("n", "psi"):
+        if getattr(args, flag) is not None and args.model is None:
+            raise InputError(f"--{flag} only applies with --model: drop it or pass --model")
     if args.n is not None and args.n < 2:
         raise InputError(f"--n must be at least 2, got {args.n}")
     if not 0.0 < args.vessel_threshold < 1.0:
@@ -63,6 +64,10 @@ def _check(args: argparse.Namespace) -> None:
     if problem:
         raise InputError(f"--medicalnet {args.medicalnet} {problem}: pass MedicalNet's resnet_10_23dataset.pth, "
                          "or leave --medicalnet out")
+    if args.medicalnet:  # a wrong file stops here, not after every volume was generated and measured
+        from CircleOfWillisGANLib.evaluation.medicalnet import check_medicalnet_file
+
+        check_medicalnet_file(args.medicalnet)
     prepare_output_dir(args.out, create=False)
     for name in ("real", "fake", "train", "real_labels", "fake_labels"):
         folder = getattr(args, name)
@@ -81,11 +86,10 @@ def _check(args: argparse.Namespace) -> None:
     refuse_overwrite(Path(args.out).resolve(), REPORT_FILES, args.overwrite)
 
 
-def _model_set(args: argparse.Namespace, n: int):
+def _model_set(args: argparse.Namespace, n: int, psi: float):
     from CircleOfWillisGANLib.evaluation.volumes import array_set
-    from CircleOfWillisGANLib.generator import check_psi, load_generator
+    from CircleOfWillisGANLib.generator import load_generator
 
-    psi = check_psi(args.psi)
     gen = load_generator(args.model, device=args.device)
     seeds = list(range(args.seed, args.seed + n))
     from tqdm import tqdm
@@ -103,14 +107,16 @@ def run(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.evaluation.report import write_report
     from CircleOfWillisGANLib.evaluation.variants import find_label_maps
     from CircleOfWillisGANLib.evaluation.volumes import check_same_grid, folder_set
+    from CircleOfWillisGANLib.generator import check_psi
 
     _check(args)
+    psi = check_psi(1.0 if args.psi is None else args.psi)
     real = folder_set(args.real, "real")
     train = folder_set(args.train, "training") if args.train else None
     if args.fake:
         fake = folder_set(args.fake, "generated")
     else:
-        fake = _model_set(args, args.n or len(real))
+        fake = _model_set(args, args.n or len(real), psi)
     fake = check_same_grid(real, fake, args.resample)
     if train is not None:
         train = check_same_grid(real, train, args.resample)
@@ -126,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(real, fake, train, config, {"real": args.real_labels, "generated": args.fake_labels})
     inputs: Dict[str, Any] = {"real": f"{args.real} ({len(real)} volumes)",
                               "generated": f"{args.fake} ({len(fake)} volumes)" if args.fake else
-                              f"model {args.model}, seeds {args.seed}-{args.seed + len(fake) - 1}, psi {args.psi}",
+                              f"model {args.model}, seeds {args.seed}-{args.seed + len(fake) - 1}, psi {psi:g}",
                               "training": f"{args.train} ({len(train)} volumes)" if train is not None else "none",
                               "grid (D x H x W)": "x".join(map(str, real.shape)), "seed": args.seed}
     paths = write_report(prepare_output_dir(args.out), result, inputs)
