@@ -158,7 +158,8 @@ class PanelEngine:
 
         gen = self.generator
         prepare_output_dir(out_dir, create=False)  # an unwritable folder stops before minutes of optimisation
-        scan = scan_on_model_grid(Path(volume_path), gen.arch.output_shape, spacing_of(gen.affine))
+        scan = scan_on_model_grid(Path(volume_path), gen.arch.output_shape, spacing_of(gen.affine),
+                                  normalisation=gen.metadata.get("data", {}).get("normalisation"))
         config = config or ProjectionConfig()
         result = project(gen, scan.volume, config, progress)
         out = prepare_output_dir(out_dir)

@@ -245,7 +245,33 @@ def _on_grid(path: Path, options: PrepareOptions, template: Any) -> Tuple[np.nda
     volume, bounds = normalise(volume, options.normalisation, options.percentiles)
     record.update(normalisation=bounds, affine=ras_affine(grid).round(6).tolist(),
                   coverage=round(grid_coverage(image, grid, transform), 4))
+    if template is not None:
+        record["scan_affine"] = affine_in_scan_space(ras_affine(grid), transform).round(6).tolist()
     return np.ascontiguousarray(volume), record
+
+
+def affine_in_scan_space(affine: np.ndarray, transform: Any) -> np.ndarray:
+    """The RAS affine that puts a volume resampled on a template-space grid (`affine`) where its voxels came from in
+    the scan: `transform` (template to scan, rigid, in LPS as SimpleITK registers) applied to the grid."""
+    flip = np.diag([-1.0, -1.0, 1.0])
+
+    def to_scan(ras: np.ndarray) -> np.ndarray:
+        return flip @ np.array(transform.TransformPoint([float(v) for v in flip @ ras]))
+
+    origin = to_scan(affine[:3, 3])
+    out = np.eye(4)
+    out[:3, :3] = np.column_stack([to_scan(affine[:3, 3] + affine[:3, k]) - origin for k in range(3)])
+    out[:3, 3] = origin
+    return out
+
+
+def model_normalisation(recorded: Any) -> Tuple[str, Tuple[float, float]]:
+    """(method, percentiles) from a model's recorded data normalisation (`cowgan export` copies the dataset's), so a
+    scan is scaled as that model's training volumes were; per-volume min-max when none is recorded (the reference)."""
+    if isinstance(recorded, dict) and recorded.get("method") == "percentile":
+        low, high = recorded.get("percentiles", DEFAULT_PERCENTILES)
+        return "percentile", (float(low), float(high))
+    return "minmax", DEFAULT_PERCENTILES
 
 
 def background_intensity(values: np.ndarray) -> float:
@@ -287,9 +313,11 @@ def register_to(template: Any, image: Any, seed: int) -> Tuple[Any, float]:
 
 
 def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequence[float],
-                       template: Optional[Path] = None, warn: bool = True) -> ScanOnGrid:
+                       template: Optional[Path] = None, warn: bool = True, normalisation: Any = None) -> ScanOnGrid:
     """A scan as `cowgan prepare --spacing` makes training volumes for a model of this grid, registered rigidly to
-    `template` first when given, as the training data was; logs a warning (with `warn`) if it does not fill the grid."""
+    `template` first when given, as the training data was, and scaled by the model's recorded `normalisation`; logs a
+    warning (with `warn`) if it does not fill the grid. The affine puts the volume over the scan, also after a
+    registration (the volume's voxels then lie in the template's orientation, over the patient's anatomy)."""
     path = Path(path)
     check_spacing(spacing_mm)
     problem = path_problem(path) or (None if is_volume_file(path) else "is not a NIfTI or NRRD file")
@@ -298,8 +326,10 @@ def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequenc
     if max(spacing_mm) - min(spacing_mm) > 1e-3:
         raise InputError(f"the model's spacing {tuple(spacing_mm)} mm is not isotropic; scans are resampled "
                          "isotropically: use a model trained on isotropic data")
+    method, percentiles = model_normalisation(normalisation)
     options = PrepareOptions(shape=tuple(int(s) for s in shape_dhw), spacing=float(spacing_mm[0]),
-                             template=None if template is None else str(template))
+                             template=None if template is None else str(template), normalisation=method,
+                             percentiles=percentiles)
     template_image = None
     if template is not None:
         problem = path_problem(Path(template))
@@ -317,4 +347,4 @@ def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequenc
     warning = coverage_warning(path.name, record, options.shape)
     if warning and warn:
         log.warning(warning)
-    return ScanOnGrid(volume, np.asarray(record["affine"], float), record["coverage"])
+    return ScanOnGrid(volume, np.asarray(record.get("scan_affine", record["affine"]), float), record["coverage"])

@@ -141,6 +141,23 @@ def load_classifier(path: Union[str, Path]) -> VariantClassifier:
     return VariantClassifier(tuple(meta["keys"]), net, tuple(meta["shape"]), meta.get("info", {}))
 
 
+def load_classifier_for(path: Union[str, Path], shape_dhw: Sequence[int], spacing_mm: Sequence[float]) -> VariantClassifier:
+    """A saved classifier that calls volumes of a model's grid (its shape and spacing): one trained at another scale
+    would call arteries of another size; InputError naming the fix otherwise."""
+    classifier = load_classifier(path)
+    shape, spacing = tuple(int(n) for n in shape_dhw), tuple(float(v) for v in spacing_mm)
+    trained_spacing = classifier.info.get("spacing_mm")  # recorded since this version
+    if classifier.shape != shape or trained_spacing and not np.allclose(trained_spacing, spacing, rtol=0.01):
+        raise InputError(f"classifier {path} was trained on volumes of shape {classifier.shape}"
+                         f"{f' at {trained_spacing} mm' if trained_spacing else ''} but the model makes {shape} at "
+                         f"{tuple(round(s, 4) for s in spacing)} mm: train one on the model's grid with "
+                         "`cowgan name-directions --labelled DIR`")
+    if not trained_spacing:
+        log.warning("classifier %s does not record the spacing it was trained at (an older file): its calls are only "
+                    "right if that was the model's %s mm", path, round(spacing[0], 4))
+    return classifier
+
+
 def balanced_accuracy(truth: np.ndarray, calls: np.ndarray) -> Optional[float]:
     """Mean of sensitivity and specificity; None when the truth holds only one class, since a call that was never
     tested both ways is unmeasured (plain accuracy would read 1.00 for a classifier that always says "present")."""
@@ -245,12 +262,12 @@ def mixed_fetal_pca_warning(sources: Sequence[str]) -> Optional[str]:
             "classifier learns a mix of the two; label one kind of data per model where you can")
 
 
-def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int],
-                         spacing_mm: Sequence[float]) -> LabelledCases:
+def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spacing_mm: Sequence[float],
+                         normalisation: Any = None) -> LabelledCases:
     """Volumes and targets of a phantom folder (`cowgan phantoms`: *_image + JSON) or TopCoW-style pairs
     (*_image + *_label NIfTI or NRRD), each image brought onto the model's grid as `cowgan project` brings a scan
-    (RAS, the model's spacing around its centre, min-max scaled), so that left is left whatever the files' storage
-    order; targets come from the JSON or the label values, which name the side."""
+    (RAS, the model's spacing around its centre, scaled by the model's recorded `normalisation`), so that left is
+    left whatever the files' storage order; targets come from the JSON or the label values, which name the side."""
     from .preprocess import MIN_COVERAGE, SUFFIXES, scan_on_model_grid
 
     folder = Path(folder)
@@ -277,7 +294,7 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int],
             sources.append("labels")
         else:
             raise InputError(f"{image.name} has neither a phantom JSON nor a label map beside it: add {stem}_label.nii.gz")
-        scan = scan_on_model_grid(image, shape_dhw, spacing_mm, warn=False)
+        scan = scan_on_model_grid(image, shape_dhw, spacing_mm, warn=False, normalisation=normalisation)
         if scan.coverage < MIN_COVERAGE:
             padded.append(f"{image.name} {scan.coverage:.0%}")
         volumes.append(scan.volume)

@@ -21,7 +21,8 @@ from CircleOfWillisGANLib.errors import InputError, script_exit_code  # noqa: E4
 from CircleOfWillisGANLib.files import write_json  # noqa: E402
 from CircleOfWillisGANLib.generator import load_generator  # noqa: E402
 from CircleOfWillisGANLib.named_directions import measure_edits, named  # noqa: E402
-from CircleOfWillisGANLib.variant_classifier import load_classifier  # noqa: E402
+from CircleOfWillisGANLib.variant_classifier import load_classifier_for  # noqa: E402
+from CircleOfWillisGANLib.volume_io import spacing_of  # noqa: E402
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -38,7 +39,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     directions = directions_for(gen)
     if not named(directions):
         raise InputError(f"{args.model} has no named directions: run `cowgan name-directions` first")
-    reports = measure_edits(gen, load_classifier(args.classifier), directions, args.n, args.amount, args.seed)
+    classifier = load_classifier_for(args.classifier, gen.arch.output_shape, spacing_of(gen.affine))
+    reports = measure_edits(gen, classifier, directions, args.n, args.amount, args.seed)
     for r in reports:
         pooled = "n/a" if r.others_kept is None else f"{r.others_kept:.0%}"
         counted = ", ".join(f"{k} {v:.0%}" for k, v in r.kept_by_variant.items() if k not in r.at_chance)

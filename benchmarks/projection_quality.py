@@ -32,7 +32,7 @@ from CircleOfWillisGANLib.named_directions import measure_edits_around, named  #
 from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom  # noqa: E402
 from CircleOfWillisGANLib.preprocess import scan_on_model_grid  # noqa: E402
 from CircleOfWillisGANLib.projection import ProjectionConfig, project  # noqa: E402
-from CircleOfWillisGANLib.variant_classifier import load_classifier, targets_from_phantom  # noqa: E402
+from CircleOfWillisGANLib.variant_classifier import load_classifier_for, targets_from_phantom  # noqa: E402
 from CircleOfWillisGANLib.volume_io import save_volume, spacing_of  # noqa: E402
 
 
@@ -50,10 +50,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", default="reports/projection")
     args = parser.parse_args(argv)
     gen = load_generator(args.model, device=args.device)
-    classifier = load_classifier(args.classifier) if args.classifier else None
-    if classifier is not None and classifier.shape != tuple(gen.arch.output_shape):
-        raise InputError(f"{args.classifier} calls volumes of shape {classifier.shape}, the model makes "
-                         f"{tuple(gen.arch.output_shape)}: pass the classifier trained for this model")
+    classifier = (load_classifier_for(args.classifier, gen.arch.output_shape, spacing_of(gen.affine))
+                  if args.classifier else None)
     config = ProjectionConfig()
     if args.steps:
         config = dataclasses.replace(config, w_steps=args.steps[0], wplus_steps=args.steps[1], noise_steps=args.steps[2])
@@ -64,7 +62,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for i in range(args.n):
             phantom = generate_phantom((args.set_seed, i), phantom_config)
             scan = save_volume(Path(tmp) / f"case{i}.nii.gz", phantom.image, phantom.affine)
-            target = scan_on_model_grid(scan, gen.arch.output_shape, spacing_of(gen.affine)).volume
+            target = scan_on_model_grid(scan, gen.arch.output_shape, spacing_of(gen.affine),
+                                        normalisation=gen.metadata.get("data", {}).get("normalisation")).volume
             start = time.perf_counter()
             result = project(gen, target, config)
             results.append(result)

@@ -457,3 +457,44 @@ def test_the_coarse_term_pulls_vessels_that_lie_beside_the_target_towards_it():
     closer = torch.roll(target, 2, dims=3)
     assert float(vessel_loss(closer, target, mask, 4.0, 1.0, 1.0, (1.4, 1.4, 1.4))["coarse"]) < float(coarse["coarse"])
     assert float(vessel_loss(closer, target, mask, 4.0, 1.0)["intensity"]) == pytest.approx(float(sharp["intensity"]))
+
+
+def test_a_scan_is_scaled_as_the_models_training_volumes_were(tmp_path):
+    from CircleOfWillisGANLib.preprocess import PrepareOptions, preprocess_file
+
+    shape, spacing = (8, 16, 16), (2.0, 2.0, 2.0)
+    volume = np.random.default_rng(2).random(shape).astype(np.float32) * 100
+    volume[4, 8, 8] = 5000.0  # one bright artefact voxel: min-max scaling would squash the rest towards 0
+    scan = save_volume(tmp_path / "scan.nii.gz", volume, default_affine(shape, spacing))
+    recorded = {"method": "percentile", "percentiles": [0.5, 99.9]}
+    out = scan_on_model_grid(scan, shape, spacing, normalisation=recorded).volume
+    prepared, _ = preprocess_file(scan, PrepareOptions(shape=shape, spacing=2.0, normalisation="percentile"))
+    np.testing.assert_array_equal(out, prepared)
+    assert out.max() == 1.0 and np.percentile(out, 99) > 0.9
+    reference = scan_on_model_grid(scan, shape, spacing, normalisation="per-volume min-max to [0, 1]").volume
+    assert reference.max() == 1.0 and np.percentile(reference, 99) < 0.03
+
+
+def test_a_registered_scan_lies_over_the_patient_not_the_template(tmp_path):
+    import nibabel as nib
+    from scipy.ndimage import map_coordinates
+    from scipy.spatial.transform import Rotation
+
+    from training_fixtures import tube_volume
+
+    shape, spacing, crop = (32, 48, 48), (1.0, 1.0, 1.0), (16, 32, 32)
+    anatomy = tube_volume(shape, 0)
+    template = save_volume(tmp_path / "template.nii.gz", anatomy, default_affine(shape, spacing))
+    moved = np.eye(4)  # the patient lies 8 degrees turned and shifted in the scanner
+    moved[:3, :3] = Rotation.from_euler("z", 8, degrees=True).as_matrix()
+    moved[:3, 3] = (6.0, -4.0, 3.0)
+    scan = save_volume(tmp_path / "scan.nii.gz", anatomy, moved @ default_affine(shape, spacing))
+    volume, affine, _ = scan_on_model_grid(scan, crop, spacing, template=template)
+    stored = nib.load(str(scan))
+    voxels = np.stack(np.meshgrid(*(np.arange(n) for n in crop), indexing="ij"), -1).reshape(-1, 3)
+    ijk = voxels[:, [1, 2, 0]]  # (D, H, W) index -> NIfTI (i, j, k) = (H, W, D)
+    world = affine[:3, :3] @ ijk.T + affine[:3, 3:]
+    in_scan = np.linalg.inv(stored.affine)[:3] @ np.vstack([world, np.ones(len(ijk))])
+    under = map_coordinates(np.asarray(stored.dataobj, np.float32), in_scan, order=1).reshape(crop)
+    assert np.corrcoef(volume.ravel(), under.ravel())[0, 1] > 0.95
+    np.testing.assert_allclose(affine[:3, :3], moved[:3, :3] @ default_affine(crop, spacing)[:3, :3], atol=0.02)

@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out {out} is the input model: write the named copy to another file (the input model is "
                          "kept as it is)")
     with output_folder(out.parent):
-        classifier = _classifier(args, out, tuple(gen.arch.output_shape), spacing_of(gen.affine), gen.device)
+        classifier = _classifier(args, out, tuple(gen.arch.output_shape), spacing_of(gen.affine),
+                                 gen.metadata.get("data", {}).get("normalisation"), gen.device)
         try:
             with tqdm(total=args.samples, desc="labelling samples", unit="volume", disable=None) as bar:
                 w, calls = sample_calls(gen, classifier, args.samples, args.seed, psi,
@@ -101,30 +102,22 @@ def _classifier_path(out: Path) -> Path:
     return out.with_name(out.stem + "_variant_classifier.safetensors")
 
 
-def _classifier(args: argparse.Namespace, out: Path, shape: tuple, spacing: tuple, device: Any) -> Any:
+def _classifier(args: argparse.Namespace, out: Path, shape: tuple, spacing: tuple, normalisation: Any,
+                device: Any) -> Any:
     import numpy as np
 
-    from CircleOfWillisGANLib.variant_classifier import (evaluate_classifier, fit_classifier, load_classifier,
+    from CircleOfWillisGANLib.variant_classifier import (evaluate_classifier, fit_classifier, load_classifier_for,
                                                          load_labelled_folder, mixed_fetal_pca_warning)
 
     if args.classifier:
-        classifier = load_classifier(args.classifier)
-        trained_spacing = classifier.info.get("spacing_mm")  # recorded since this version
-        if classifier.shape != shape or trained_spacing and not np.allclose(trained_spacing, spacing, rtol=0.01):
-            raise InputError(f"classifier {args.classifier} was trained on volumes of shape {classifier.shape}"
-                             f"{f' at {trained_spacing} mm' if trained_spacing else ''} but the model makes {shape} at "
-                             f"{tuple(round(s, 4) for s in spacing)} mm: train one on the model's grid with --labelled DIR")
-        if not trained_spacing:
-            log.warning("classifier %s does not record the spacing it was trained at (an older file): its calls are "
-                        "only right if that was the model's %s mm", args.classifier, round(float(spacing[0]), 4))
-        return classifier
+        return load_classifier_for(args.classifier, shape, spacing)
     if args.classifier_epochs < 1:
         raise InputError(f"--classifier-epochs {args.classifier_epochs} must be at least 1 (default 20)")
     folders = list(dict.fromkeys(Path(folder).resolve() for folder in args.labelled))
     if len(folders) < len(args.labelled):
         raise InputError("--labelled names one folder twice: its cases would be both trained on and held out; "
                          "give each folder once")
-    sets = [load_labelled_folder(folder, shape, spacing) for folder in folders]
+    sets = [load_labelled_folder(folder, shape, spacing, normalisation) for folder in folders]
     volumes = np.concatenate([s.volumes for s in sets])
     if len(volumes) < MIN_LABELLED:
         raise InputError(f"{len(volumes)} labelled cases are too few: {HELD_OUT:.0%} are held out to measure the "
