@@ -133,8 +133,7 @@ def check_projection_fits(latent: ProjectedLatent, generator: Any) -> None:
     if not weights and not sha:
         raise InputError("the projection does not say which model made it (no model checksum in its metadata): "
                          "project the volume again with `cowgan project` or the panel")
-    if (weights and weights != weights_sha256(generator.checkpoint)
-            or not weights and sha and generator.checkpoint.sha256 and sha != generator.checkpoint.sha256):
+    if weights and weights != weights_sha256(generator.checkpoint) or not weights and sha != generator.checkpoint.sha256:
         raise InputError("the projection was made with another model (its weights differ): load that model, "
                          "or project the volume again with this one")
 

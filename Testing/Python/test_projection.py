@@ -368,6 +368,12 @@ def test_a_projection_belongs_to_the_weights_not_to_the_file_that_held_them(gene
     retrained = CoWGenerator(Checkpoint(ckpt.architecture, state, ckpt.w_avg, {}), "cpu")  # no file checksum at all
     with pytest.raises(InputError, match="made with another model \\(its weights differ\\)"):
         check_projection_fits(latent, retrained)
+    older = dataclasses.replace(latent, metadata={**{k: v for k, v in latent.metadata.items() if k != "model_weights_sha256"},
+                                                  "model_content_sha256": "file-a"})  # only the model file's checksum
+    check_projection_fits(older, CoWGenerator(dataclasses.replace(ckpt, sha256="file-a"), "cpu"))
+    for other in ("file-b", ""):  # another file, and a model converted in memory (no file checksum to compare)
+        with pytest.raises(InputError, match="made with another model"):
+            check_projection_fits(older, CoWGenerator(dataclasses.replace(ckpt, sha256=other), "cpu"))
     anonymous = dataclasses.replace(latent, metadata={k: v for k, v in latent.metadata.items() if "sha256" not in k})
     with pytest.raises(InputError, match="does not say which model made it"):
         check_projection_fits(anonymous, generator)
