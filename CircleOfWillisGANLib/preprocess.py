@@ -141,18 +141,34 @@ def neighbour_uniformity(values: np.ndarray) -> float:
 
 def _check_nifti_as_stored(path: Path) -> None:
     """SimpleITK's NIfTI reader turns NaN into 0 and fills a truncated .nii.gz with zeros, so NIfTI files are
-    also read with nibabel, as stored."""
+    also read with nibabel, as stored; and it may place a volume by its qform where other tools use its sform."""
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return
     import nibabel as nib
 
     try:
-        stored = np.asarray(nib.load(str(path)).dataobj)
+        image = nib.load(str(path))
+        stored = np.asarray(image.dataobj)
     except Exception as exc:  # nibabel raises many types for damaged files
         reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise VolumeRejected(f"truncated or damaged ({reason})", "copy or export the file again") from None
     if not np.isfinite(stored).all():
         raise VolumeRejected("contains NaN or infinite values")
+    apart = _sform_qform_distance(image)
+    if apart > 0.5 * float(min(image.header.get_zooms()[:3])):
+        raise VolumeRejected(f"its sform and qform place it {apart:.1f} mm apart and tools differ in which they use "
+                             "(make them agree, e.g. `fslorient -copysform2qform`, or save it again from 3D Slicer)")
+
+
+def _sform_qform_distance(image: Any) -> float:
+    """How far apart (mm, the most at any corner) a NIfTI's sform and qform put its voxels; 0 unless both are set."""
+    sform, sform_code = image.header.get_sform(coded=True)
+    qform, qform_code = image.header.get_qform(coded=True)
+    if not sform_code or not qform_code:
+        return 0.0
+    corners = np.array(np.meshgrid(*[(0, n - 1) for n in image.shape[:3]], indexing="ij")).reshape(3, -1)
+    corners = np.vstack([corners, np.ones(corners.shape[1])])
+    return float(np.linalg.norm((sform - qform)[:3] @ corners, axis=0).max())
 
 
 def volume_sha256(path: Path) -> str:

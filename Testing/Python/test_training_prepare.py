@@ -71,6 +71,10 @@ def test_bad_files_are_skipped_with_reasons_and_the_input_folder_is_not_modified
     nib.save(nib.Nifti1Image(nan, np.eye(4)), str(src / "nan.nii"))
     nib.save(nib.Nifti1Image(np.random.default_rng(0).random((20, 20, 20)).astype(np.float32),
                              np.diag([50.0, 50.0, 50.0, 1.0])), str(src / "huge_voxels.nii"))
+    apart = nib.Nifti1Image(np.random.default_rng(2).random((20, 20, 20)).astype(np.float32), np.eye(4))
+    apart.set_qform(np.eye(4), code=1)
+    apart.set_sform(np.array([[1, 0, 0, 20], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]), code=2)  # aligned: ITK's qform
+    nib.save(apart, str(src / "sform_qform.nii"))
     complex_valued = np.random.default_rng(1).random((20, 20, 20)).astype(np.complex64)
     nib.save(nib.Nifti1Image(complex_valued, np.eye(4)), str(src / "complex.nii"))
     (src / "readme.txt").write_text("notes")
@@ -79,7 +83,9 @@ def test_bad_files_are_skipped_with_reasons_and_the_input_folder_is_not_modified
     assert _snapshot(src) == before
     assert manifest["count"] == 2
     reasons = {s["source"]: s["reason"] for s in manifest["skipped"]}
-    assert set(reasons) == {"broken.nii.gz", "constant.nii", "flat.nii", "nan.nii", "huge_voxels.nii", "complex.nii"}
+    assert set(reasons) == {"broken.nii.gz", "constant.nii", "flat.nii", "nan.nii", "huge_voxels.nii", "complex.nii",
+                            "sform_qform.nii"}
+    assert reasons["sform_qform.nii"].startswith("its sform and qform place it 20.0 mm apart")
     assert reasons["complex.nii"].startswith("complex-valued; a magnitude image is needed")
     assert reasons["broken.nii.gz"].startswith("unreadable")
     assert reasons["constant.nii"] == "constant (every voxel is 3)"
