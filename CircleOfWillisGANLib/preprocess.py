@@ -141,7 +141,7 @@ def neighbour_uniformity(values: np.ndarray) -> float:
 
 def _check_nifti_as_stored(path: Path) -> None:
     """SimpleITK's NIfTI reader turns NaN into 0 and fills a truncated .nii.gz with zeros, so NIfTI files are
-    also read with nibabel, as stored; and it may place a volume by its qform where other tools use its sform."""
+    also read with nibabel, as stored; and ITK may place a volume by its qform where nibabel and FSL use its sform."""
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return
     import nibabel as nib
