@@ -103,6 +103,26 @@ def load_volume(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(data.transpose(2, 0, 1)), np.asarray(image.affine)
 
 
+def ras_orientation(shape_dhw: Sequence[int], affine: np.ndarray) -> Tuple[Tuple[int, int, int], np.ndarray, Any]:
+    """The (D, H, W) shape and affine of a grid turned to the closest RAS layout (axes permuted and flipped, no
+    interpolation), and the nibabel orientation that `to_ras` applies to its volumes."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    d, h, w = shape_dhw
+    ras_affine = np.asarray(affine) @ nib.orientations.inv_ornt_aff(ornt, (h, w, d))
+    turned = [int((h, w, d)[int(axis)]) for axis in np.argsort(ornt[:, 0])]
+    return (turned[2], turned[0], turned[1]), ras_affine, ornt
+
+
+def to_ras(volume_dhw: np.ndarray, ornt: Any) -> np.ndarray:
+    """A (D, H, W) volume turned by `ras_orientation`'s orientation: its array axes then run R, A, S as NIfTI (i, j, k)."""
+    import nibabel as nib
+
+    turned = nib.orientations.apply_orientation(np.asarray(volume_dhw).transpose(1, 2, 0), ornt)
+    return np.ascontiguousarray(turned.transpose(2, 0, 1))
+
+
 def volume_grid(path: PathLike) -> Tuple[Tuple[int, int, int], np.ndarray]:
     """The (D, H, W) shape and affine of a NIfTI volume from its header alone (the voxels are not read)."""
     image = _open_nifti(path)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..files import file_sha256, path_problem
 from ..errors import InputError
-from ..volume_io import load_volume, spacing_of, volume_grid
+from ..volume_io import load_volume, ras_orientation, spacing_of, to_ras, volume_grid
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ class VolumeSet:
 
 
 def folder_set(folder: str, label: str) -> VolumeSet:
-    """The NIfTI volumes of a folder; every volume must share one grid (checked from the headers)."""
+    """The NIfTI volumes of a folder, turned to the closest RAS layout; every volume must share one grid (checked
+    from the headers)."""
     path = Path(folder)
     problem = path_problem(path, folder=True)
     if problem:
@@ -106,7 +107,10 @@ def folder_set(folder: str, label: str) -> VolumeSet:
         summary = ", ".join(f"{len(v)} of {k} (e.g. {v[0]})" for k, v in grids.items())
         raise InputError(f"{label} folder {path} mixes grids: {summary}; bring them to one grid first "
                          "(`cowgan prepare --shape D H W --spacing S` does)")
-    items = [VolumeItem(f.name, str(f), (lambda f=f: load_volume(f)), _hash=(lambda f=f: file_sha256(f))) for f in files]
+    shape, affine, ornt = ras_orientation(shape, affine)  # features and pictures take left, front and up from RAS
+    turned = not np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]])
+    items = [VolumeItem(f.name, str(f), (lambda f=f: (to_ras(load_volume(f)[0], ornt), affine)),
+                        _hash=(lambda f=f: file_sha256(f) + ("-as-ras" if turned else ""))) for f in files]
     return VolumeSet(label, items, shape, affine)
 
 
@@ -120,7 +124,8 @@ def describe_grid(shape_dhw: Sequence[int], affine: np.ndarray) -> str:
 
 def array_set(volumes: Sequence[np.ndarray], names: Sequence[str], affine: np.ndarray, label: str,
               source: str) -> VolumeSet:
-    """Volumes held in memory (a model's outputs); their hash is the sha256 of the float32 bytes."""
+    """Volumes held in memory (a model's outputs), turned to RAS like a folder's; their hash is the sha256 of the
+    float32 bytes."""
     if len(volumes) == 0:
         raise InputError(f"{label} set is empty")
     if len(names) != len(volumes):
@@ -130,12 +135,13 @@ def array_set(volumes: Sequence[np.ndarray], names: Sequence[str], affine: np.nd
         raise InputError(f"{label} volumes must each be 3D (D, H, W), got shapes {sorted(shapes)}")
     if len(shapes) != 1:
         raise InputError(f"{label} volumes differ in shape: {sorted(shapes)}")
+    shape, affine, ornt = ras_orientation(next(iter(shapes)), affine)
     items = []
     for v, name in zip(volumes, names):
-        data = np.ascontiguousarray(v, dtype=np.float32)
+        data = to_ras(np.asarray(v, dtype=np.float32), ornt)
         items.append(VolumeItem(name, source, (lambda d=data: (d, affine)),
                                 content_hash=hashlib.sha256(data.tobytes()).hexdigest()))
-    return VolumeSet(label, items, shapes.pop(), np.asarray(affine))
+    return VolumeSet(label, items, shape, np.asarray(affine))
 
 
 def resampled(volume_set: VolumeSet, shape: Tuple[int, int, int], affine: np.ndarray) -> VolumeSet:
@@ -159,14 +165,8 @@ FIELD_OF_VIEW_TOLERANCE = 0.02  # relative difference of extents (mm) at which t
 
 
 def check_same_grid(reference: VolumeSet, other: VolumeSet, resample: bool) -> VolumeSet:
-    """`other` on the reference grid: unchanged if it already is, resampled if the user asked, else an error."""
-    import nibabel as nib
-
-    codes = [nib.aff2axcodes(volume_set.affine) for volume_set in (reference, other)]
-    if codes[0] != codes[1]:
-        raise InputError(f"{other.label} volumes are oriented {''.join(codes[1])} but {reference.label} volumes "
-                         f"{''.join(codes[0])}: left and right would be mixed up; reorient one set (`cowgan prepare` "
-                         "writes RAS)")
+    """`other` on the reference grid: unchanged if it already is, resampled if the user asked, else an error. Both
+    sets are RAS already (`folder_set` and `array_set` turn them), so left is left in both."""
     extents = [np.multiply(spacing_of(v.affine), [v.shape[1], v.shape[2], v.shape[0]]) for v in (reference, other)]
     if not np.allclose(extents[0], extents[1], rtol=FIELD_OF_VIEW_TOLERANCE):
         note = (f"the {other.label} volumes' headers give a {' x '.join(f'{e:.0f}' for e in extents[1])} mm field of "

@@ -240,3 +240,32 @@ def test_a_constant_volume_is_named_when_medicalnet_cannot_normalise_it(tmp_path
     with pytest.raises(InputError, match=r"^generated volume seed0001 \(model demo\): it is constant or empty, so it "
                                          r"cannot be normalised for MedicalNet: .*evaluate another checkpoint\)$"):
         extract(generated, [medicalnet_extractor(model, "0" * 64, seed=0)], FeatureCache(None), progress=False)
+
+
+def test_a_folder_stored_in_another_orientation_is_measured_and_pictured_as_ras(tmp_path):
+    from CircleOfWillisGANLib.evaluation.cache import FeatureCache
+    from CircleOfWillisGANLib.evaluation.features import extract, morphology_extractor
+    from CircleOfWillisGANLib.evaluation.morphology import MorphologyConfig
+    from CircleOfWillisGANLib.evaluation.volumes import folder_set
+    from CircleOfWillisGANLib.volume_io import default_affine, save_volume
+
+    shape = (12, 24, 20)
+    volume = np.zeros(shape, np.float32)
+    volume[4:8, 2:9, 5:15] = 1.0  # vessels on the subject's left only (low i in RAS), in front of the centre
+    ras = default_affine(shape)
+    (tmp_path / "ras").mkdir()
+    save_volume(tmp_path / "ras" / "case.nii.gz", volume, ras)
+    turned = np.ascontiguousarray(volume.transpose(0, 2, 1)[:, ::-1, ::-1])  # stored P-L-S: i runs back, j to the left
+    pls = np.zeros((4, 4))
+    pls[:3, 0], pls[:3, 1], pls[:3, 2] = ras[:3, 1] * -1, ras[:3, 0] * -1, ras[:3, 2]
+    pls[:3, 3] = ras[:3, 3] + ras[:3, 0] * (shape[1] - 1) + ras[:3, 1] * (shape[2] - 1)
+    pls[3, 3] = 1.0
+    (tmp_path / "pls").mkdir()
+    save_volume(tmp_path / "pls" / "case.nii.gz", turned, pls)
+    sets = [folder_set(str(tmp_path / name), name) for name in ("ras", "pls")]
+    assert sets[1].shape == shape and np.allclose(sets[1].affine, ras)
+    np.testing.assert_array_equal(sets[1].items[0].load(), sets[0].items[0].load())
+    features = [extract(s, [morphology_extractor(s, MorphologyConfig())], FeatureCache(None), progress=False) for s in sets]
+    asymmetry = FEATURE_NAMES.index("lr_volume_asymmetry")
+    assert features[1].values["morphology"][0][asymmetry] == features[0].values["morphology"][0][asymmetry] == 1.0
+    np.testing.assert_array_equal(features[1].previews[0], features[0].previews[0])
