@@ -154,7 +154,7 @@ def _set_aside(paths: List[Path]) -> Dict[Path, Path]:
                 path.replace(path.with_name(f".{path.name}.previous"))
                 kept[path] = path.with_name(f".{path.name}.previous")
     except BaseException:
-        for path, copy in kept.items():
-            copy.replace(path)
+        for path, aside in kept.items():
+            aside.replace(path)
         raise
     return kept
