@@ -98,7 +98,7 @@ def timestamp() -> str:
 
 def write_volume_outputs(out_dir: Union[str, Path], stem: str, volume: np.ndarray, affine: np.ndarray,
                          sidecar: Dict[str, Any], surface: bool = False, surface_format: str = ".vtp",
-                         threshold: Optional[float] = None) -> Dict[str, Path]:
+                         threshold: Optional[float] = None, smoothing_iterations: int = 15) -> Dict[str, Path]:
     """Write `stem`.nii.gz, `stem`.json, `stem`_mip.png and, with `surface`, `stem`_surface`format`.
 
     The picture and the surface are made before anything is written, and each file goes to a temporary name and is
@@ -119,10 +119,10 @@ def write_volume_outputs(out_dir: Union[str, Path], stem: str, volume: np.ndarra
         from .surface import vessel_surface, vessel_threshold
 
         level = vessel_threshold(volume) if threshold is None else float(threshold)
-        mesh = vessel_surface(volume, affine, level)
+        mesh = vessel_surface(volume, affine, level, smoothing_iterations=smoothing_iterations)
         record["surface"] = {"file": names[3], "threshold": level,
                              "threshold_method": "given" if threshold is not None else "Otsu on the brightest 10% of voxels",
-                             "points": mesh.GetNumberOfPoints()}
+                             "smoothing_iterations": smoothing_iterations, "points": mesh.GetNumberOfPoints()}
     paths: Dict[str, Path] = {}
     previous = _set_aside([out / name for name in names])
     try:

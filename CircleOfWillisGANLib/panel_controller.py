@@ -9,6 +9,7 @@ generation runs on one worker thread whose results a main-thread timer picks up,
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import time
@@ -44,7 +45,6 @@ class PanelController:
         self.views: List[Callable[[RenderResult], None]] = []  # called on the GUI thread with each new result
         self.state_listeners: List[Callable[[Dict[str, Any]], None]] = []  # e.g. the Slicer parameter node
         self.engine_listeners: List[Callable[[PanelEngine], None]] = []  # called after every model load
-        self.next_engine_listeners: List[Callable[[PanelEngine], None]] = []  # called once, after the next load only
         self.last_result: Optional[RenderResult] = None
         self.last_error = ""
         self.requests = 0  # render requests made (after debouncing)
@@ -143,7 +143,8 @@ class PanelController:
             threshold=int(ui.thresholdSlider.property("value")) / 1000.0, smoothing=int(ui.smoothingSpinBox.property("value")),
             frames=int(ui.framesSpinBox.property("value")),
             surface_format=PANEL_SURFACE_FORMATS[max(0, ui.surfaceFormatComboBox.property("currentIndex"))],
-            output_dir=str(ui.outputFolderLineEdit.property("text")), model=str(getattr(self, "_model_source", "demo")),
+            output_dir=os.path.expanduser(str(ui.outputFolderLineEdit.property("text"))),
+            model=str(getattr(self, "_model_source", "demo")),
             device="cuda" if ui.deviceComboBox.property("currentText") == "CUDA" else "cpu", projection=self._projection)
 
     def apply_state(self, state: PanelState, render: bool = True) -> None:
@@ -197,6 +198,7 @@ class PanelController:
                      "exportGroupBox"):
             getattr(ui, name).setEnabled(has_model)
         ui.interpolationGroupBox.setEnabled(has_model and seeds)
+        ui.exportInterpolationButton.setEnabled(has_model and seeds)
         for name in ("seedSpinBox", "randomSeedButton", "truncationSlider", "noiseFollowsSeedCheckBox",
                      "resampleNoiseButton"):
             getattr(ui, name).setEnabled(seeds)
@@ -292,11 +294,22 @@ class PanelController:
             self.load_model(path)
 
     def _on_device_changed(self, *args: Any) -> None:
+        """The same model on the other device, showing what was shown (sliders, projection) once it is in."""
         if not self._updating and self.engine is not None:
-            self.load_model(getattr(self, "_model_source", "demo"))
+            shown = self.state
+            self.load_model(getattr(self, "_model_source", "demo"), then=lambda engine: self.apply_state(shown, render=False))
 
-    def load_model(self, source: str, device: Optional[str] = None, quiet: bool = False) -> None:
-        """Load a model on the worker thread ("demo", a .safetensors file or a reference .pt, converted).
+    def _show_engine_device(self) -> None:
+        """Point the device box at the device the model in use runs on (after a load on another one failed)."""
+        if self.engine is not None:
+            self._updating = True
+            self.ui.deviceComboBox.setCurrentIndex(1 if self.engine.generator.device.type == "cuda" else 0)
+            self._updating = False
+
+    def load_model(self, source: str, device: Optional[str] = None, quiet: bool = False,
+                   then: Optional[Callable[[PanelEngine], None]] = None) -> None:
+        """Load a model on the worker thread ("demo", a .safetensors file or a reference .pt, converted); `then` runs
+        once this load is in (e.g. to show a saved state made with this model), not after any other load.
 
         With `quiet` (at start-up) a failure is reported in the status line only, not in a dialog."""
         device = device or self.state.device
@@ -304,7 +317,8 @@ class PanelController:
         self._busy_message("Converting the reference checkpoint (one minute for the paper model)..." if converting
                            else f"Loading {'the demo model' if source == 'demo' else source}...")
         self._loads_pending += 1
-        self.worker.submit("quiet-load" if quiet else "load", lambda progress: (source, self._load_engine(source, device)))
+        self.worker.submit("quiet-load" if quiet else "load",
+                           lambda progress: (source, self._load_engine(source, device), then))
         self._poll.start()
 
     def _loading(self) -> bool:
@@ -314,8 +328,9 @@ class PanelController:
                                dialog=False)
         return bool(self._loads_pending)
 
-    def set_engine(self, engine: PanelEngine, source: str = "") -> None:
-        """Use a loaded engine now (the worker calls this through the result queue)."""
+    def set_engine(self, engine: PanelEngine, source: str = "",
+                   then: Optional[Callable[[PanelEngine], None]] = None) -> None:
+        """Use a loaded engine now (the worker calls this through the result queue); `then` is its load's own step."""
         self.engine = engine
         self._first_request = self.requests + 1
         self._model_source = source or str(engine.generator.source)
@@ -326,8 +341,7 @@ class PanelController:
         self._projection = ""
         self._build_direction_sliders()
         self._sync_enabled()
-        once, self.next_engine_listeners = self.next_engine_listeners, []
-        for listener in self.engine_listeners + once:
+        for listener in self.engine_listeners + ([then] if then else []):
             try:
                 listener(engine)
             except CoWGANError as exc:  # e.g. a saved state that does not fit: the model is in, say what failed
@@ -384,13 +398,20 @@ class PanelController:
         self.ui.projectVolumeButton.setProperty("text", "Cancel projection" if running else "Project volume...")
 
     def use_projection(self, latent_path: str) -> None:
-        """Make a saved projection the panel's base w+ and noise; every slider then moves around it."""
+        """Make a saved projection the panel's base w+ and noise, shown first as it was reconstructed (direction
+        sliders at 0, no style mixing); every slider then moves around it."""
         if self.engine is not None:
             try:
                 self.engine.projection(latent_path)
             except CoWGANError as exc:
                 self._report_error(exc)
                 return
+        self._updating = True
+        try:
+            self._directions.set_amounts([])
+            self.ui.styleMixingCheckBox.setProperty("checked", False)
+        finally:
+            self._updating = False
         self._projection = str(latent_path)
         self._sync_enabled()
         self.render_now()
@@ -464,6 +485,8 @@ class PanelController:
                 self._done("Projection cancelled: nothing was written")
             elif error is not None:
                 self._report_error(error, dialog=kind not in ("render", "quiet-load"))
+                if kind in ("load", "quiet-load"):
+                    self._show_engine_device()
             elif kind == "progress":
                 self._progress(*value)
             elif kind == "render":
@@ -471,7 +494,7 @@ class PanelController:
                     self._show(value)
             elif kind in ("load", "quiet-load"):
                 self._done()
-                self.set_engine(value[1], value[0])
+                self.set_engine(value[1], value[0], value[2])
             elif kind == "export":
                 self._done(f"Wrote {value}")
             elif kind == "project":
@@ -488,7 +511,8 @@ class PanelController:
         start = time.perf_counter()
         self.last_result = result
         self.last_error = ""
-        if result.threshold is not None and result.state.auto_threshold:
+        if result.threshold is not None and result.state.auto_threshold and self.state.auto_threshold \
+                and result.request_id == self.requests:  # an older render must not undo a threshold set since
             self._updating = True
             self.ui.thresholdSlider.setProperty("value", int(round(result.threshold * 1000)))
             self._updating = False

@@ -228,14 +228,16 @@ class PanelEngine:
         gen = self.generator
         record: Dict[str, Any] = {
             "model": {"path": gen.source, "name": gen.metadata.get("name"), "content_sha256": gen.checkpoint.sha256 or None},
-            "seed": state.seed, "psi": state.psi, "noise_seed": state.noise(), "noise_mode": gen.arch.noise_mode,
-            "w": self.styles(state)[0].tolist(), "device": str(gen.device), "created_with": "CircleOfWillisGAN panel",
+            "noise_mode": gen.arch.noise_mode, "w": self.styles(state)[0].tolist(), "device": str(gen.device),
+            "created_with": "CircleOfWillisGAN panel",
         }
+        if state.projection:  # its own w+ and noise: the seed, psi and interpolation settings played no part
+            record["projection"] = {"latent": state.projection, "source": self.projection(state.projection).metadata.get("source")}
+        else:
+            record.update(seed=state.seed, psi=state.psi, noise_seed=state.noise())
         if state.mixing:
             record["style_mixing"] = {"second_seed": state.mix_seed, "crossover_block": state.crossover}
-        if state.projection:
-            record["projection"] = {"latent": state.projection, "source": self.projection(state.projection).metadata.get("source")}
-        if state.interpolate:
+        if state.interpolate and not state.projection:
             record["interpolation"] = {"seed_a": state.seed, "seed_b": state.seed_b, "t": state.t, "space": state.space,
                                        "method": "slerp" if state.space == "z" else "lerp"}
         moved = [{"label": d.label, "amount_sd": a, "layers": list(d.layers), "method": d.method}
@@ -262,7 +264,8 @@ class PanelEngine:
         threshold = None if state.auto_threshold else state.threshold
         stem = unused_stem(out, self.stem(state), lambda s: volume_output_names(s, "." + state.surface_format))
         return write_volume_outputs(out, stem, volume, self.affine_for(state), self.sidecar(state), surface=True,
-                                    surface_format="." + state.surface_format, threshold=threshold)
+                                    surface_format="." + state.surface_format, threshold=threshold,
+                                    smoothing_iterations=state.smoothing)
 
     def export_interpolation(self, state: PanelState, out_dir: str,
                              progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
@@ -272,6 +275,9 @@ class PanelEngine:
         from .mip import save_gif, save_png
 
         state = dataclasses.replace(state.validated(), interpolate=True)
+        if state.projection:
+            raise InputError("an interpolation runs from seed to seed B, not from a projection: press Clear projection, "
+                             "then export it")
         out = prepare_output_dir(out_dir)
         name = unused_stem(out, f"cow_interp_{state.seed}_{state.seed_b}",
                            lambda s: [f"{s}.gif", f"{s}.json"] + [f"{s}_{i:03d}.png" for i in range(state.frames)])

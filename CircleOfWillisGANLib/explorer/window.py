@@ -6,7 +6,7 @@ For users without 3D Slicer, and the end-to-end test of the panel: `cowgan explo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -36,8 +36,10 @@ def _vtk_widget_class() -> Any:
     return QVTKRenderWindowInteractor
 
 
-def build_window(engine: Optional[PanelEngine] = None, model: str = "demo", device: str = "cpu") -> "Any":
-    """Create (but do not show) the explorer window; with `engine` it is used, else `model` is loaded."""
+def build_window(engine: Optional[PanelEngine] = None, model: str = "demo", device: str = "cpu",
+                 then: Optional[Callable[[PanelEngine], None]] = None) -> "Any":
+    """Create (but do not show) the explorer window; with `engine` it is used, else `model` is loaded; `then` runs once
+    that model is in."""
     from PySide6 import QtCore, QtWidgets
 
     app = qapplication("cowgan explore")
@@ -98,7 +100,7 @@ def build_window(engine: Optional[PanelEngine] = None, model: str = "demo", devi
 
     window = ExplorerWindow()
     if engine is not None:
-        window.controller.set_engine(engine)
+        window.controller.set_engine(engine, then=then)
     else:
-        window.controller.load_model(model, device=device, quiet=True)
+        window.controller.load_model(model, device=device, quiet=True, then=then)
     return window

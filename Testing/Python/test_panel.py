@@ -257,8 +257,7 @@ def test_a_saved_state_restores_every_widget(panel, app):
 
 
 def test_a_state_restored_on_the_first_load_is_not_reapplied_by_later_loads(panel, app, engine):
-    panel.next_engine_listeners.append(lambda e: panel.apply_state(PanelState(seed=5), render=False))
-    panel.set_engine(engine)
+    panel.set_engine(engine, then=lambda e: panel.apply_state(PanelState(seed=5), render=False))
     assert settle(panel, app).state.seed == 5
     panel.ui.seedSpinBox.setValue(42)
     panel.set_engine(engine)  # the user opens another model or switches the device
@@ -364,3 +363,93 @@ def test_under_a_host_that_keeps_the_gil_each_poll_waits_for_the_worker_with_the
     shown = panel.ui.statusLabel.property("text")
     assert shown.startswith("Wrote 1999999000000") == host_holds_gil
     panel.wait_idle()
+
+
+def _controller(app, load_engine):
+    root, ui = load_panel_pyside6(str(panel_ui_path()))
+    controller = PanelController(ui, pyside6_qt(), show_error=lambda message: None, load_engine=load_engine)
+    controller.root = root
+    return controller
+
+
+def test_switching_the_device_keeps_the_sliders_and_a_failed_switch_shows_the_device_in_use(app, engine):
+    def load(source, device):
+        if device == "cuda" and source == "broken-on-cuda":
+            raise InputError("no CUDA here")
+        return engine
+
+    panel = _controller(app, load)
+    try:
+        panel.ui.deviceComboBox.addItem("CUDA")
+        panel.load_model("tiny")
+        settle(panel, app)
+        panel.ui.seedSpinBox.setValue(9)
+        panel.direction_sliders[0].setValue(20)
+        settle(panel, app)
+        before = panel.state
+        panel.ui.deviceComboBox.setCurrentIndex(1)
+        after = settle(panel, app).state
+        assert (after.seed, after.directions, after.device) == (9, before.directions, "cuda") and after.directions[0] == 2.0
+        panel.ui.deviceComboBox.setCurrentIndex(0)
+        settle(panel, app)
+        panel._model_source = "broken-on-cuda"
+        panel.ui.deviceComboBox.setCurrentIndex(1)
+        settle(panel, app)
+        assert panel.ui.deviceComboBox.currentText() == "CPU" and panel.state.device == "cpu"
+    finally:
+        panel.close()
+        panel.root.deleteLater()
+
+
+def test_a_saved_state_waits_for_its_own_model_not_a_load_already_running(app, engine):
+    def load(source, device):
+        time.sleep(0.3 if source == "demo" else 0.0)
+        return engine
+
+    panel = _controller(app, load)
+    try:
+        panel.load_model("demo", quiet=True)  # the panel's start-up load, still running
+        saved = PanelState(seed=77, psi=1.1, directions=[2.0, 0.0, -1.5])
+        panel.load_model("scene-model", quiet=True, then=lambda e: panel.apply_state(saved, render=False))
+        shown = settle(panel, app).state
+        assert (shown.seed, shown.psi, shown.directions[:3]) == (77, 1.1, [2.0, 0.0, -1.5])
+    finally:
+        panel.close()
+        panel.root.deleteLater()
+
+
+def test_an_older_render_does_not_undo_a_threshold_set_since(panel, app):
+    import dataclasses
+
+    panel.ui.showSurfaceCheckBox.setChecked(True)
+    panel.ui.autoThresholdCheckBox.setChecked(True)
+    automatic = settle(panel, app)
+    panel.ui.autoThresholdCheckBox.setChecked(False)
+    panel.ui.thresholdSlider.setValue(500)
+    settle(panel, app)
+    panel._show(dataclasses.replace(automatic, threshold=0.123))  # the automatic render arrives late
+    assert panel.state.threshold == 0.5 and panel.ui.thresholdValueLabel.text() == "0.500"
+
+
+def test_the_export_folder_may_start_at_home_and_the_surface_keeps_the_panels_smoothing(panel, app, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    panel.ui.outputFolderLineEdit.setText("~/exports")
+    assert panel.state.output_dir == str(tmp_path / "exports")
+    panel.ui.smoothingSpinBox.setValue(0)
+    settle(panel, app)
+    panel.export_volume()
+    settle(panel, app)
+    sidecar = json.loads(next((tmp_path / "exports").glob("*.json")).read_text())
+    assert sidecar["surface"]["smoothing_iterations"] == 0
+
+
+def test_a_typed_seed_enters_the_history_once_not_keystroke_by_keystroke(panel, app):
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    box = panel.ui.seedSpinBox
+    box.lineEdit().selectAll()
+    QTest.keyClicks(box, "345")
+    QTest.keyClick(box, Qt.Key_Return)
+    settle(panel, app)
+    assert panel.seed_history[-2:] == [1, 345] and panel.state.seed == 345

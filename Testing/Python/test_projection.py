@@ -290,6 +290,7 @@ def test_the_panel_moves_its_sliders_around_a_loaded_projection(generator, resul
     pytest.importorskip("PySide6.QtUiTools")
     from PySide6.QtWidgets import QApplication
 
+    from CircleOfWillisGANLib.errors import InputError
     from CircleOfWillisGANLib.explorer.window import panel_ui_path
     from CircleOfWillisGANLib.panel_controller import PanelController
     from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt
@@ -302,11 +303,19 @@ def test_the_panel_moves_its_sliders_around_a_loaded_projection(generator, resul
     controller = PanelController(ui, pyside6_qt())
     try:
         controller.set_engine(PanelEngine(generator))
+        controller.direction_sliders[0].setValue(25)  # moved before projecting: the fresh projection shows unmoved
+        ui.styleMixingCheckBox.setChecked(True)
         controller.use_projection(str(paths["latent"]))
         assert controller.wait_idle(app=app)
         shown = controller.last_result
         assert shown.state.projection == str(paths["latent"]) and not ui.seedSpinBox.isEnabled()
+        assert not any(shown.state.directions) and not shown.state.mixing
         assert np.corrcoef(shown.volume.ravel(), result.reconstruction.ravel())[0, 1] > 0.999
+        assert not ui.exportInterpolationButton.isEnabled()  # an interpolation runs between seeds
+        with pytest.raises(InputError, match="not from a projection: press Clear projection"):
+            controller.engine.export_interpolation(shown.state, str(tmp_path / "frames"))
+        sidecar = controller.engine.sidecar(shown.state)
+        assert "seed" not in sidecar and "psi" not in sidecar and sidecar["projection"]["latent"] == str(paths["latent"])
         m = result.metrics
         assert ui.projectionLabel.text() == (
             f"Sliders move around the projection of patient 7.nii.gz (correlation {m['correlation']:.2f}, vessel Dice "
@@ -319,7 +328,7 @@ def test_the_panel_moves_its_sliders_around_a_loaded_projection(generator, resul
         assert np.abs(controller.last_result.volume - shown.volume).max() > 1e-4
         ui.clearProjectionButton.click()
         assert controller.wait_idle(app=app) and controller.last_result.state.projection == ""
-        assert all(getattr(ui, name).isEnabled() for name in seed_controls)
+        assert all(getattr(ui, name).isEnabled() for name in seed_controls + ("exportInterpolationButton",))
     finally:
         controller.close()
         root.deleteLater()

@@ -55,10 +55,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"model {args.model} {problem}: pass 'demo' or the path of a .safetensors model or model_N.pt")
     app = qapplication("cowgan explore")
     device = resolve_device(args.device).type
-    window = build_window(model=args.model, device=device)
+    window = build_window(model=args.model, device=device, then=lambda engine: _initial_values(window, args))
     if device == "cuda":
         window.ui.deviceComboBox.setCurrentIndex(window.ui.deviceComboBox.findText("CUDA"))
-    window.controller.next_engine_listeners.append(lambda engine: _initial_values(window, args))
     window.show()
     if not args.screenshot:
         return int(app.exec())
