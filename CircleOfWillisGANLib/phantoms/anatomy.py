@@ -7,6 +7,7 @@ subject's scale, rotation and translation (what rigid registration to a template
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -32,6 +33,7 @@ class Vessel:
     slow_flow: float = 1.0
     speed: float = 1.0
     saturation: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    max_radius: float = math.inf  # a hypoplastic segment stays under 1 mm wide however the subject is scaled
 
     @property
     def length_mm(self) -> float:
@@ -71,12 +73,12 @@ class _Builder:
 
     def add(self, name: str, label: int, control: List[np.ndarray], r0: float, r1: float,
             parent: Optional[int] = None, tortuosity: Optional[float] = None, slow_flow: float = 1.0,
-            speed: float = 1.0) -> int:
+            speed: float = 1.0, max_radius: float = math.inf) -> int:
         amount = self.tortuosity if tortuosity is None else tortuosity
         points = smooth_curve(np.asarray(control, float), self.rng, amount)
         u = arc_length(points) / max(arc_length(points)[-1], 1e-9)
-        radii = self.radius_scale * (r0 + (r1 - r0) * u)
-        self.vessels.append(Vessel(name, label, points, radii, parent, slow_flow, speed))
+        radii = np.minimum(self.radius_scale * (r0 + (r1 - r0) * u), max_radius)
+        self.vessels.append(Vessel(name, label, points, radii, parent, slow_flow, speed, max_radius=max_radius))
         return len(self.vessels) - 1
 
     def point(self, index: int, fraction: float) -> np.ndarray:
@@ -110,6 +112,8 @@ def sample_landmarks(rng: np.random.Generator, cfg: AnatomyConfig) -> Dict[str, 
     }
 
 
+HYPOPLASTIC_MAX_RADIUS = 0.49  # mm: a hypoplastic A1 or a fetal PCA's thin P1 is under 1 mm wide (DOMAIN.md)
+ACOM_ABSENT_GAP_MM = 1.6  # mm of tissue at least between the left and right A2 lumens when there is no Acom
 R = {"basilar": 1.45, "ica": (2.15, 1.8), "m1": (1.6, 1.45), "m2": (1.1, 0.95), "a1": 1.1, "a2": (1.05, 0.95),
      "acom": (0.7, 0.85), "p1": 1.1, "p2": (1.05, 0.9), "pcom": (0.8, 1.0), "sca": (0.7, 0.6)}
 """Mean lumen radii (mm) before the subject's radius scale; calibrated on TopCoW label maps (docs/phantom-realism.md)."""
@@ -173,12 +177,18 @@ def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -
         b.add(f"anterior_choroidal_{side}", UNLABELLED, [
             choroidal_origin, choroidal_origin + np.array([s * u(2, 4), u(-6, -4), u(1, 3)]),
             choroidal_origin + np.array([s * u(5, 8), u(-14, -10), u(3, 6)])], 0.35, 0.3, parent=ica, tortuosity=1.5)
-        acom_end = np.array([s * lm["acom_length"] / 2.0, ya, za])
+        # Without an Acom the two A1-A2 junctions lie apart, so that no lumen joins the sides where no Acom is labelled
+        half = max(lm["acom_length"] / 2.0, R["a2"][0] * lm["radius_scale"] + ACOM_ABSENT_GAP_MM / 2.0) \
+            if v.acom_absent else lm["acom_length"] / 2.0
+        acom_end = np.array([s * half, ya, za])
         acom_ends[s] = acom_end
         if not (v.a1_absent_left if left else v.a1_absent_right):
             mid = 0.5 * (term + acom_end) + np.array([0.0, u(0.5, 3.0), u(0.5, 2.0)])
-            b.add(f"a1_{side}", aca_l, [term, mid, acom_end], a1_radius[s], a1_radius[s] * 0.95, parent=ica)
+            hypoplastic = v.a1_hypoplastic_left if left else v.a1_hypoplastic_right
+            b.add(f"a1_{side}", aca_l, [term, mid, acom_end], a1_radius[s], a1_radius[s] * 0.95, parent=ica,
+                  max_radius=HYPOPLASTIC_MAX_RADIUS if hypoplastic else math.inf)
         gap = max(lm["a2_half_gap"], 1.8) if v.third_a2 else lm["a2_half_gap"]
+        gap = max(gap, half) if v.acom_absent else gap  # and the A2s do not meet above it
         a2 = b.add(f"a2_{side}", aca_l, [acom_end, np.array([s * gap, ya + u(0.5, 1.5), za + 3.0]),
                                          np.array([s * gap * u(0.8, 1.3), ya + u(4, 7), za + u(8, 10)]),
                                          np.array([s * gap * u(0.8, 1.3), ya + u(10, 14), za + u(14, 17)])],
@@ -196,7 +206,7 @@ def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -
             p1_r = float(u(0.38, 0.5)) if fetal else R["p1"]
             p1 = b.add(f"p1_{side}", pca_l, [tip, np.array([s * lm["p1_length"] * 0.5, 0.5 * junction[1] + u(-0.5, 0.5),
                                                        0.5 * lm["p1_rise"] + u(-0.3, 0.6)]), junction],
-                  p1_r, p1_r * 0.97, parent=ba)
+                  p1_r, p1_r * 0.97, parent=ba, max_radius=HYPOPLASTIC_MAX_RADIUS if fetal else math.inf)
         if not pcom_absent:
             start = b.point(ica, 0.95)
             mid = 0.5 * (start + junction) + np.array([s * u(-0.5, 1.5), 0.0, u(-2.0, 0.0)])
@@ -288,7 +298,7 @@ def place(vessels: List[Vessel], pose: Dict[str, object]) -> None:
     shift = np.asarray(pose["tip_mm"], float)
     for vessel in vessels:
         vessel.points = (scale * vessel.points) @ rot.T + shift
-        vessel.radii = vessel.radii * np.sqrt(scale)
+        vessel.radii = np.minimum(vessel.radii * np.sqrt(scale), vessel.max_radius)
 
 
 def flow_saturation(vessels: List[Vessel], in_plane_weight: float = 1.0, through_plane_weight: float = 0.25) -> None:

@@ -184,6 +184,8 @@ def sample_variants(rng: np.random.Generator, table: VariantPrevalence = Variant
     v.a1_hypoplastic_right = rng.random() < t.a1_hypoplastic_right
     v.a1_absent_left = v.a1_hypoplastic_left and rng.random() < t.a1_absent_given_hypoplastic
     v.a1_absent_right = v.a1_hypoplastic_right and rng.random() < t.a1_absent_given_hypoplastic
+    if v.a1_absent_left and v.a1_absent_right:  # nothing would feed the anterior circulation: keep one, at random
+        v.a1_absent_left, v.a1_absent_right = (False, True) if u < 0.5 else (True, False)
     any_a1_absent = v.a1_absent_left or v.a1_absent_right
     acom_draw = rng.random() < _ratio(t.acom_absent, 1.0 - t._p_any_a1_absent())
     v.acom_absent = acom_draw and not any_a1_absent
@@ -196,7 +198,21 @@ def sample_variants(rng: np.random.Generator, table: VariantPrevalence = Variant
     v.sca_right = rng.random() < t.sca_present
     for name in _forcing_order(force):
         _force(v, name)
+    _draw_forced_shares(rng, t, v, force)
     return v
+
+
+def _draw_forced_shares(rng: np.random.Generator, t: VariantPrevalence, v: Variants, force: Sequence[str]) -> None:
+    """A forced fetal PCA lacks its P1, and a forced hypoplastic A1 its A1, as often as sampled ones do (the table's
+    conditional shares), unless that absence is itself forced or another forced variant rules it out."""
+    forced = set(force)
+    for side, other in (("left", "right"), ("right", "left")):
+        if {f"fetal_pca_{side}", "fetal_pca_bilateral"} & forced and f"p1_absent_{side}" not in forced:
+            setattr(v, f"p1_absent_{side}", bool(rng.random() < t.p1_absent_given_fetal))
+        if f"a1_hypoplastic_{side}" in forced and not {f"a1_absent_{side}", "acom_absent"} & forced:
+            absent = bool(rng.random() < t.a1_absent_given_hypoplastic) and not getattr(v, f"a1_absent_{other}")
+            setattr(v, f"a1_absent_{side}", absent)
+            v.acom_absent = v.acom_absent and not absent
 
 
 COMPLETE_CIRCLE_FLAGS = ("pcom_absent_left", "pcom_absent_right", "fetal_pca_left", "fetal_pca_right",
@@ -215,6 +231,9 @@ def check_forced(force: Sequence[str]) -> None:
     v = Variants()
     for name in _forcing_order(force):
         _force(v, name)
+    if v.a1_absent_left and v.a1_absent_right:
+        raise InputError("an absent A1 on both sides leaves nothing to feed the anterior cerebral arteries: force "
+                         "a1_absent_left or a1_absent_right, not both")
     broken = [name for name in dict.fromkeys(force) if name != "complete" and not _holds(v, name)]
     if broken:
         raise InputError(f"the forced variants {', '.join(dict.fromkeys(force))} cannot all hold in one subject "

@@ -124,6 +124,42 @@ def test_an_absent_a1_keeps_the_acom_and_the_a2():
     assert (p.labels == topcow.R_ACA).any()
 
 
+@pytest.mark.parametrize("index", range(4))
+def test_without_an_acom_the_left_and_right_aca_lumens_do_not_touch(index):
+    from scipy import ndimage
+
+    p = generate_phantom((12, index), PhantomConfig(force=("acom_absent",)))
+    assert p.topcow_vectors["anterior"][1] == 0  # [L-A1, Acom, 3rd A2, R-A1]
+    left = ndimage.binary_dilation(p.labels == topcow.L_ACA)
+    assert not (left & (p.labels == topcow.R_ACA)).any()
+
+
+def test_forced_fetal_pcas_and_hypoplastic_a1s_lack_their_segment_as_often_as_sampled_ones():
+    table = VariantPrevalence()
+    fetal = [sample_variants(case_rng(2, i), table, force=("fetal_pca_left",)) for i in range(1500)]
+    thin = [sample_variants(case_rng(3, i), table, force=("a1_hypoplastic_right",)) for i in range(1500)]
+    for draws, name, share in ((fetal, "p1_absent_left", table.p1_absent_given_fetal),
+                               (thin, "a1_absent_right", table.a1_absent_given_hypoplastic)):
+        observed = np.mean([getattr(v, name) for v in draws])
+        assert abs(observed - share) < 4 * np.sqrt(share * (1 - share) / 1500), name
+    assert not any(v.a1_absent_right and v.acom_absent for v in thin)
+
+
+def test_no_subject_lacks_both_a1s_and_hypoplastic_segments_stay_under_1_mm():
+    table = VariantPrevalence(a1_hypoplastic_left=0.9, a1_hypoplastic_right=0.9, a1_absent_given_hypoplastic=0.9,
+                              acom_absent=0.0, acom_duplicated=0.0, third_a2=0.0)
+    draws = [sample_variants(case_rng(4, i), table) for i in range(400)]
+    assert not any(v.a1_absent_left and v.a1_absent_right for v in draws)
+    assert sum(v.a1_absent_left for v in draws) > 100 and sum(v.a1_absent_right for v in draws) > 100
+    with pytest.raises(InputError, match="an absent A1 on both sides .*not both"):
+        PhantomConfig(force=("a1_absent_left", "a1_absent_right"))
+    for index in range(6):
+        p = generate_phantom((13, index), PhantomConfig(force=("a1_hypoplastic_left", "fetal_pca_right")))
+        for name in ("a1_left", "p1_right"):
+            if name in p.params["vessels"]:
+                assert 2 * max(p.params["vessels"][name]["radius_mm"]) < 1.0, (index, name)
+
+
 @pytest.mark.parametrize("force,anterior,posterior", [
     (("pcom_absent_both",), None, [0, 1, 1, 0]),
     (("acom_absent",), [1, 0, 0, 1], None),
