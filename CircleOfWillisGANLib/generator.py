@@ -17,7 +17,8 @@ from .errors import CheckpointError, InputError
 from .generator_model import GeneratorModel, init_weights
 from .latents import check_seed, seed_list, truncate, z_from_seeds
 from .networks.noise import check_noise, noise_from_seeds
-from .precision import REDUCED_PRECISION_TOLERANCE, relative_max_error, resolve_device, resolve_precision
+from .precision import (REDUCED_PRECISION_TOLERANCE, exact_float32, relative_max_error, resolve_device,
+                        resolve_precision)
 from .resources import demo_model_path
 from .volume_io import DEFAULT_SPACING_MM, default_affine
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 MAX_PSI = 2.0
 PRECISION_PROBE_SEEDS = (0, 1)
 OUTPUT_CHECK_W_RANGE = 20.0  # |w| up to this many times max(|w_avg|, 1) is w that mapping() makes
+W_REACH_SAMPLES = 256  # seeds whose largest |w| sets the scale of w the model knows
+W_REACH_FACTOR = 10.0  # w reaching this many times beyond that is refused: its volume would be saturated noise
 StyleMix = Tuple[Union[Sequence[int], torch.Tensor], int]
 
 
@@ -40,6 +43,7 @@ class CoWGenerator:
         self.model.eval().requires_grad_(False).to(self.device)
         self.w_avg = ckpt.w_avg.float().to(self.device)
         self._auto_precision: Optional[str] = None
+        self._w_reach: Optional[float] = None
         self.auto_precision_error: Optional[float] = None
 
     @property
@@ -113,8 +117,11 @@ class CoWGenerator:
                 ws = self.broadcast_w(self.mapping(self.z_from_seeds(PRECISION_PROBE_SEEDS)))
                 noise = self.noise(PRECISION_PROBE_SEEDS)
                 ref = self.synthesize(ws, noise=noise, precision="fp32", batch_size=1)
-                low = self.synthesize(ws, noise=noise, precision=candidate, batch_size=1)
-                self.auto_precision_error = relative_max_error(low, ref)
+                # one volume at a time and as a batch: the two take different arithmetic (styles folded into the
+                # weights or applied to the features), and generation uses either
+                self.auto_precision_error = max(
+                    relative_max_error(self.synthesize(ws, noise=noise, precision=candidate, batch_size=size), ref)
+                    for size in (1, len(PRECISION_PROBE_SEEDS)))
                 ok = self.auto_precision_error <= REDUCED_PRECISION_TOLERANCE
                 self._auto_precision = candidate if ok else "fp32"
                 log.info("precision auto: %s differs from fp32 by %.1e of the range on probe volumes: using %s",
@@ -125,25 +132,38 @@ class CoWGenerator:
     def synthesize(self, w: torch.Tensor, noise: Optional[torch.Tensor] = None, noise_seed: Any = None,
                    precision: str = "auto", batch_size: Optional[int] = None) -> torch.Tensor:
         """w (N, latent) or (N, num_ws, latent) -> unclamped (N, D, H, W) float32 on the CPU, computed in
-        `precision` (see resolved_precision for "auto")."""
+        `precision` (see resolved_precision for "auto"); without noise or noise_seed every volume takes noise seed 0."""
         ws = self.broadcast_w(w)
         _check_finite(ws, "w")
+        self._check_reach(ws)
         n = ws.shape[0]
         if noise is not None and noise_seed is not None:
             raise InputError("pass noise or noise_seed, not both")
-        noise = self.noise(_noise_seeds(noise_seed, n, range(n))) if noise is None else check_noise(self.arch, noise, n)
+        noise = self.noise(_noise_seeds(noise_seed, n, [0] * n)) if noise is None else check_noise(self.arch, noise, n)
         dtype, channels_last = resolve_precision(self.resolved_precision(precision), self.device)
         batch_size = (8 if self.device.type == "cuda" else 1) if batch_size is None else whole_number(
             batch_size, "batch size", 1)
         out = []
         for start in range(0, n, batch_size):
             sl = slice(start, start + batch_size)
-            image = self.model.synthesis(ws[sl].to(self.device), noise[sl].to(self.device), dtype, channels_last)
+            with exact_float32(self.device, dtype):
+                image = self.model.synthesis(ws[sl].to(self.device), noise[sl].to(self.device), dtype, channels_last)
             out.append(image[:, 0].float().cpu())
         volumes = torch.cat(out)
         if not torch.isfinite(volumes).all():
             raise self._non_finite_output(ws)
         return volumes
+
+    def _check_reach(self, ws: torch.Tensor) -> None:
+        """An InputError for w far beyond anything mapping() makes (W_REACH_FACTOR times the largest |w| of
+        W_REACH_SAMPLES seeds, measured once), whose volume would be saturated noise."""
+        if self._w_reach is None:
+            self._w_reach = float(self.mapping(self.z_from_seeds(range(W_REACH_SAMPLES))).abs().max())
+        reach = float(ws.abs().max())
+        if reach > W_REACH_FACTOR * self._w_reach:
+            raise InputError(f"w reaches |w| = {reach:.3g}, {reach / self._w_reach:.0f} times the largest |w| of "
+                             f"{W_REACH_SAMPLES} seeds, where the model makes no anatomy: pass w made by mapping() (or "
+                             "styles()), moved by a few SD at most")
 
     def _non_finite_output(self, ws: torch.Tensor) -> Exception:
         """The error for NaN or infinite volumes: the model's fault if w lies where mapping() puts it, else w's."""
@@ -162,7 +182,8 @@ class CoWGenerator:
                  precision: str = "auto", batch_size: Optional[int] = None) -> np.ndarray:
         """Volumes (N, D, H, W) float32 in [0, 1] from exactly one of seeds, z or w.
 
-        psi truncates towards w_avg; noise_seed (one int, or one per sample) defaults to each seed;
+        psi truncates towards w_avg; noise_seed (one int, or one per sample) defaults to each seed, and to 0 for every
+        volume given as z or w (so a volume's noise does not depend on its place in the batch);
         style_mix = (seeds or w of a second source, crossover block) takes blocks >= crossover from it.
         """
         if seeds is not None:
@@ -170,7 +191,7 @@ class CoWGenerator:
         ws = self.styles(seeds=seeds, z=z, w=w, psi=psi, style_mix=style_mix)
         if noise is not None and noise_seed is not None:
             raise InputError("pass noise or noise_seed, not both")
-        default_noise = seeds if seeds is not None else range(ws.shape[0])
+        default_noise = seeds if seeds is not None else [0] * ws.shape[0]
         if noise is None:
             noise = self.noise(_noise_seeds(noise_seed, ws.shape[0], default_noise))
         raw = self.synthesize(ws, noise=noise, precision=precision, batch_size=batch_size)

@@ -107,5 +107,5 @@ def _check_interpolation(a: torch.Tensor, b: torch.Tensor, t: float) -> None:
 
 
 def truncate(w: torch.Tensor, w_avg: torch.Tensor, psi: float) -> torch.Tensor:
-    """w' = w_avg + psi (w - w_avg): psi < 1 trades diversity for typicality."""
-    return w_avg + psi * (w - w_avg)
+    """w' = w_avg + psi (w - w_avg): psi < 1 trades diversity for typicality; psi 1 returns w itself, bit for bit."""
+    return w if psi == 1.0 else w_avg + psi * (w - w_avg)

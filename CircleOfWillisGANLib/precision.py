@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+import contextlib
+from typing import Iterator, Tuple
 
 import torch
 
@@ -49,6 +50,27 @@ def resolve_precision(precision: str, device: torch.device) -> Tuple[torch.dtype
         raise InputError("fp16 is for CUDA GPUs; on the CPU use bf16 or fp32")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return dtype, dtype != torch.float32 or device.type == "cuda"
+
+
+@contextlib.contextmanager
+def exact_float32(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """float32 work on a CUDA GPU in IEEE float32, not TF32 (PyTorch's default for cuDNN convolutions, with a 10-bit
+    mantissa), so that fp32 means what it says; settings are restored afterwards. Nothing changes on the CPU."""
+    if device.type != "cuda" or dtype != torch.float32:
+        yield
+        return
+    settings = [(torch.backends.cudnn.conv, "fp32_precision", "ieee"),
+                (torch.backends.cuda.matmul, "fp32_precision", "ieee")]
+    if not all(hasattr(owner, name) for owner, name, _ in settings):  # PyTorch before 2.9
+        settings = [(torch.backends.cudnn, "allow_tf32", False), (torch.backends.cuda.matmul, "allow_tf32", False)]
+    before = [getattr(owner, name) for owner, name, _ in settings]
+    for owner, name, exact in settings:
+        setattr(owner, name, exact)
+    try:
+        yield
+    finally:
+        for (owner, name, _), value in zip(settings, before):
+            setattr(owner, name, value)
 
 
 def relative_max_error(out: torch.Tensor, ref: torch.Tensor) -> float:

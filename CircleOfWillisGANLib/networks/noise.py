@@ -40,7 +40,13 @@ def noise_from_seeds(arch: Architecture, seeds: Sequence[int]) -> torch.Tensor:
 
 def check_noise(arch: Architecture, noise: torch.Tensor, batch: Optional[int] = None) -> torch.Tensor:
     """Validate an explicit noise input against the model's convention; return it as a float tensor."""
-    noise = torch.as_tensor(noise)
+    try:
+        noise = torch.as_tensor(noise)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"noise must be an array of numbers, got {type(noise).__name__}: pass one noise volume per "
+                         "sample in the model's convention, or a noise seed instead") from None
+    if noise.is_complex() or noise.dtype == torch.bool:
+        raise InputError(f"noise holds {noise.dtype} values: pass real-valued noise volumes or a noise seed")
     expected = noise_shape(arch, noise.shape[0] if noise.ndim else 0)
     if tuple(noise.shape) != expected or (batch is not None and noise.shape[0] != batch):
         want = noise_shape(arch, batch if batch is not None else 1)

@@ -74,16 +74,44 @@ def test_bfloat16_stays_within_one_percent_of_float32(golden_dir):
 @pytest.mark.parametrize("tolerance, chosen", [(1.0, "bf16"), (0.0, "fp32")])
 def test_auto_precision_keeps_bf16_only_where_probe_volumes_match_fp32(golden_dir, monkeypatch, tolerance, chosen):
     from CircleOfWillisGANLib import generator as generator_module
-    from CircleOfWillisGANLib.precision import resolve_precision
+    from CircleOfWillisGANLib.precision import relative_max_error, resolve_precision
 
-    if resolve_precision("auto", torch.device("cpu"))[0] == torch.float32:
-        pytest.skip("this CPU has no fast bfloat16, so auto is float32 without a probe")
+    def fast_bf16(precision, device):  # as on a CPU with AVX512-BF16 or AMX, whatever this one has
+        return resolve_precision("bf16" if precision == "auto" else precision, device)
+
+    monkeypatch.setattr(generator_module, "resolve_precision", fast_bf16)
     monkeypatch.setattr(generator_module, "REDUCED_PRECISION_TOLERANCE", tolerance)
     gen = generator_module.load_generator(golden_dir / "model_0.pt", device="cpu")
     assert gen.resolved_precision("fp32") == "fp32" and gen.auto_precision_error is None
     assert gen.resolved_precision() == chosen and 0.0 < gen.auto_precision_error < 1e-2
     w = gen.mapping(gen.z_from_seeds([3]))
     assert torch.equal(gen.synthesize(w, precision="auto"), gen.synthesize(w, precision=chosen))
+    probe = gen.mapping(gen.z_from_seeds(generator_module.PRECISION_PROBE_SEEDS))
+    ref = gen.synthesize(probe, noise_seed=list(generator_module.PRECISION_PROBE_SEEDS), precision="fp32")
+    worst = max(relative_max_error(gen.synthesize(probe, noise_seed=list(generator_module.PRECISION_PROBE_SEEDS),
+                                                  precision="bf16", batch_size=size), ref) for size in (1, 2))
+    assert gen.auto_precision_error == worst  # the batched arithmetic is probed too, not only one volume at a time
+
+
+def test_psi_1_is_w_itself_and_volumes_given_as_w_take_noise_seed_0_whatever_their_place(golden_dir):
+    from CircleOfWillisGANLib.generator import load_generator
+
+    gen = load_generator(golden_dir / "model_0.pt", device="cpu")
+    z = gen.z_from_seeds([4, 5, 6])
+    assert torch.equal(gen.styles(z=z, psi=1.0), gen.broadcast_w(gen.mapping(z)))
+    together = gen.generate(z=z, precision="fp32")
+    alone = gen.generate(z=z[2:], precision="fp32")
+    np.testing.assert_allclose(together[2], alone[0], atol=1e-6)
+    np.testing.assert_array_equal(gen.generate(z=z[2:], noise_seed=0, precision="fp32"), alone)
+
+
+@pytest.mark.parametrize("noise, message", [("x", "noise must be an array of numbers, got str"),
+                                            (torch.zeros(1, 2, dtype=torch.complex64), "complex64 values")])
+def test_noise_that_is_not_real_numbers_is_refused_in_one_line(golden_dir, noise, message):
+    from CircleOfWillisGANLib.generator import load_generator
+
+    with pytest.raises(InputError, match=message):
+        load_generator(golden_dir / "model_0.pt", device="cpu").generate(seeds=[1], noise=noise)
 
 
 def test_relative_max_error_is_the_worst_volumes_worst_voxel_over_its_range():
@@ -109,7 +137,8 @@ def test_relative_max_error_is_the_worst_volumes_worst_voxel_over_its_range():
     ({"seeds": "1-3"}, "is text"),
     ({"z": torch.zeros(0, 32)}, "no rows"),
     ({"z": "z"}, "array of numbers"),
-    ({"w": torch.full((1, 32), 1e38)}, "output holds NaN or infinite values"),
+    ({"w": torch.full((1, 32), 1e38)}, "w reaches .* where the model makes no anatomy"),
+    ({"w": torch.full((1, 32), 1e3)}, "w reaches .* where the model makes no anatomy"),  # finite, but saturated
     ({"seeds": [1], "batch_size": 0}, "batch size"),
     ({"seeds": [1], "batch_size": 1.5}, "batch size"),
     ({"seeds": [1], "noise_seed": 1.5}, "noise seeds must be a list"),
