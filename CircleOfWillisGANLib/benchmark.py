@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 import resource
+import sys
 import time
 from typing import List, Optional
 
@@ -45,9 +46,12 @@ def machine_description(device: torch.device) -> str:
 
 
 def _peak_memory_mib(device: torch.device) -> float:
+    """The row's peak on a GPU (tensors allocated); on the CPU the process's largest resident size so far, which
+    the operating system does not reset between rows."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**20 if sys.platform == "darwin" else 1024.0)
 
 
 def bench_generation(gen: CoWGenerator, batch: int, precision: str, repeats: int = 5, warmup: int = 2) -> BenchResult:
@@ -86,4 +90,7 @@ def format_table(results: List[BenchResult]) -> str:
         err = "-" if r.max_error_vs_fp32 is None else f"{r.max_error_vs_fp32:.1e}"
         rows.append(f"{r.device:<7}{r.precision:<16}{r.batch:>6}{r.ms_per_volume:>11.1f}{r.volumes_per_s:>11.2f}"
                     f"{r.gflops_per_s:>9.0f}{r.peak_memory_mib:>10.0f}{err:>10}")
+    if any(r.device.startswith("cpu") for r in results):
+        rows.append("peak MiB on the CPU: the process's largest resident size up to that row (rows run in order, so a "
+                    "row after a larger one shows that one's peak); on a GPU: the row's own tensor peak")
     return "\n".join(rows)

@@ -194,6 +194,7 @@ def test_bench_prints_a_table(capsys):
     assert main(["bench", "--preset", "tiny", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "ms/volume" in out and "GFLOP/s" in out and "cpu" in out
+    assert "peak MiB on the CPU: the process's largest resident size up to that row" in out
 
 
 def test_a_missing_reference_checkpoint_is_the_only_line_said(tmp_path, capsys, caplog):
