@@ -10,6 +10,7 @@ and PCA ones (key "named", method "named"), so the panel shows them as sliders n
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -115,8 +116,9 @@ def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: 
         y = np.asarray(calls)[:, v].astype(np.float64)
         counts = int(y.sum()), int(len(y) - y.sum())
         if accuracy_of_calls is None:
-            problems[key] = "the classifier's held-out cases never show it both present and absent"
-            skipped[key] = f"{problems[key]} (unmeasured): label cases with and without it"
+            problems[key] = ("the classifier's held-out cases show it present, or absent, too rarely to measure how "
+                             "well it is called")
+            skipped[key] = f"{problems[key]} (unmeasured): label more cases with and without it"
             continue
         if not _reliable(accuracy_of_calls):
             problems[key] = f"the classifier calls it with a held-out balanced accuracy of {accuracy_of_calls:.2f}"
@@ -129,7 +131,7 @@ def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: 
                             "this variant")
             continue
         accuracy[key] = _held_out_accuracy(x, y, l2)
-        if accuracy[key] is not None and accuracy[key] < MIN_BOUNDARY_ACCURACY:
+        if accuracy[key] < MIN_BOUNDARY_ACCURACY:
             problems[key] = (f"its boundary in W calls unseen samples with a balanced accuracy of {accuracy.pop(key):.2f}"
                              f" (need {MIN_BOUNDARY_ACCURACY})")
             skipped[key] = f"{problems[key]}: use more samples (--samples), several times the latent size"
@@ -157,28 +159,29 @@ def fit_boundaries(w: torch.Tensor, calls: np.ndarray, keys: Sequence[str], l2: 
     return BoundaryFit(fitted, ortho, sigmas, accuracy, prevalence, skipped)
 
 
-def _held_out_accuracy(x: np.ndarray, y: np.ndarray, l2: float) -> Optional[float]:
-    """Balanced accuracy of a boundary fitted without every BOUNDARY_HELD_OUT-th sample, on those samples: with
-    fewer samples than dimensions of W a boundary separates its own samples perfectly whatever the calls, so only
-    unseen ones say whether it predicts them (None when the held-out samples show one class only)."""
+def _held_out_accuracy(x: np.ndarray, y: np.ndarray, l2: float) -> float:
+    """Balanced accuracy of a boundary fitted without every BOUNDARY_HELD_OUT-th sample of each class, on those
+    samples: with fewer samples than dimensions of W a boundary separates its own samples perfectly whatever the
+    calls, so only unseen ones say whether it predicts them (both classes are held out, so a rare variant is
+    measured too; each has MIN_PER_CLASS samples at least)."""
     held = np.zeros(len(y), bool)
-    held[::BOUNDARY_HELD_OUT] = True
-    if min(y[~held].sum(), (1 - y[~held]).sum()) < 1:
-        return None
+    for c in (0.0, 1.0):
+        held[np.flatnonzero(y == c)[::BOUNDARY_HELD_OUT]] = True
     weights, bias = fit_logistic(x[~held], y[~held], l2)
-    return balanced_accuracy(y[held], (x[held] @ weights + bias) >= 0)
+    return float(balanced_accuracy(y[held], (x[held] @ weights + bias) >= 0))
 
 
 def sample_calls(generator: Any, classifier: VariantClassifier, samples: int, seed: int = 0, psi: float = 1.0,
                  progress: Optional[Progress] = None, batch: int = 8) -> Tuple[torch.Tensor, np.ndarray]:
-    """w (N, latent) of `samples` seeds from `seed` on, and the classifier's calls (N, V) on their volumes."""
+    """w (N, latent) of `samples` seeds from `seed` on, as the mapping makes it, and the classifier's calls (N, V) on
+    their volumes, made at truncation `psi`: truncation moves w towards w_avg along straight lines, so boundaries
+    fitted in untruncated W are the same, and a direction's SD stays in the unit of every other slider."""
     seeds = list(range(seed, seed + samples))
     ws, calls = [], []
     for start in range(0, samples, batch):
         chunk = seeds[start:start + batch]
         w = generator.mapping(generator.z_from_seeds(chunk))
-        w = generator.w_avg.cpu() + psi * (w - generator.w_avg.cpu())
-        volumes = generator.generate(w=w, noise_seed=chunk)
+        volumes = generator.generate(w=w, psi=psi, noise_seed=chunk)
         ws.append(w)
         calls.append(classifier.predict(volumes))
         if progress:
@@ -236,6 +239,9 @@ def measure_edits_around(generator: Any, classifier: VariantClassifier, directio
 
     "Others kept" pools the other variants the classifier calls reliably (held-out balanced accuracy of at least
     MIN_CLASSIFIER_ACCURACY): a change in a call at chance level is not a change in the anatomy."""
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0.0 < amount < math.inf:
+        raise InputError(f"the move must be a positive number of standard deviations (e.g. 3), got {amount!r}: each "
+                         "sample is moved towards the opposite of its call")
     keys = list(classifier.keys)
     accuracy = classifier.info.get("held_out_balanced_accuracy") or {}
     reliable = [k for k in range(len(keys)) if _reliable(accuracy.get(keys[k], 1.0))]

@@ -37,6 +37,7 @@ LEFT_RIGHT_AXIS = -2  # (N, D, H, W) volumes: H runs along RAS x (see volume_io)
 METADATA_KEY = "cowgan_variant_classifier"
 FORMAT = "cowgan-variant-classifier-cnn"
 MIN_SIZE = 8  # voxels per axis: the network halves the volume three times
+MIN_HELD_OUT_PER_CLASS = 10  # held-out cases with and without a variant needed to measure how well it is called
 IMAGE_FILE = re.compile(r"(.+)_image\.(?:nii\.gz|nii|nrrd|nhdr)")  # the stem is everything before the last "_image"
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -238,9 +239,17 @@ def _augment(x: torch.Tensor, y: torch.Tensor, rng: torch.Generator) -> Tuple[to
 
 def evaluate_classifier(classifier: VariantClassifier, volumes: np.ndarray,
                         targets: Sequence[Mapping[str, int]]) -> Dict[str, Optional[float]]:
-    """Balanced accuracy per variant on labelled volumes (held out from fitting); None where they show only one class."""
+    """Balanced accuracy per variant on labelled volumes (held out from fitting); None (unmeasured) where fewer than
+    MIN_HELD_OUT_PER_CLASS of them show it present, or absent: two or three cases pass any threshold by luck."""
     calls = classifier.predict(volumes)
-    return {key: balanced_accuracy([t[key] for t in targets], calls[:, v]) for v, key in enumerate(classifier.keys)}
+    return {key: balanced_accuracy([t[key] for t in targets], calls[:, v]) if measurable(targets, key) else None
+            for v, key in enumerate(classifier.keys)}
+
+
+def measurable(targets: Sequence[Mapping[str, int]], key: str) -> bool:
+    """Whether held-out `targets` show variant `key` present and absent MIN_HELD_OUT_PER_CLASS times each."""
+    present = sum(int(t[key]) for t in targets)
+    return min(present, len(targets) - present) >= MIN_HELD_OUT_PER_CLASS
 
 
 class LabelledCases(NamedTuple):

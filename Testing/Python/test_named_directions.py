@@ -63,6 +63,15 @@ def test_the_classifier_calls_sided_vessels_in_unseen_volumes_and_round_trips_th
     np.testing.assert_allclose(again.probabilities(volumes), classifier.probabilities(volumes), atol=1e-6)
 
 
+def test_a_variant_seen_fewer_than_ten_times_each_way_among_held_out_cases_is_unmeasured(classifier):
+    volumes, targets = sided_vessels(40, seed=1)
+    few = ([i for i, t in enumerate(targets) if t["pcom_left"]][:3]
+           + [i for i, t in enumerate(targets) if not t["pcom_left"]][:3])
+    accuracy = evaluate_classifier(classifier, volumes[few], [targets[i] for i in few])
+    assert accuracy["pcom_left"] is None  # three cases of each: any threshold is passed or failed by luck
+    assert evaluate_classifier(classifier, volumes, targets)["pcom_left"] is not None
+
+
 def test_the_classifier_refuses_volumes_of_another_grid(classifier):
     with pytest.raises(InputError, match="grid it was trained on"):
         classifier.predict(np.zeros((2, 16, 32, 32), np.float32))
@@ -145,9 +154,15 @@ def test_a_variant_seen_on_one_side_only_gets_no_direction_and_a_reason():
 def test_a_boundary_is_judged_on_samples_it_was_not_fitted_to():
     rng = np.random.default_rng(0)
     w = torch.tensor(rng.normal(size=(60, 256)))  # fewer samples than dimensions: any calls separate perfectly
+    w[:, 0] *= 10  # the Pcom's calls follow a direction of wide spread, the Acom's none
     calls = np.stack([(w[:, 0] > 0).numpy(), rng.integers(0, 2, 60)], 1).astype(int)
     fit = fit_boundaries(w, calls, ["pcom_left", "acom"])
-    assert "acom" not in fit.keys and "calls unseen samples with a balanced accuracy of" in fit.skipped["acom"]
+    assert fit.keys == ["pcom_left"] and "calls unseen samples with a balanced accuracy of" in fit.skipped["acom"]
+    rare = np.zeros((60, 1), int)
+    rare[[1, 2, 3, 4, 6, 7], 0] = 1  # six samples, none of them a 5th one: both classes are still held out
+    w[:, 0] = torch.where(torch.from_numpy(rare[:, 0]) == 1, 30.0, -abs(w[:, 0]))
+    fit = fit_boundaries(w, rare, ["fetal_pca_left"])
+    assert fit.accuracy["fetal_pca_left"] == 1.0  # measured on unseen samples of both classes, not taken unmeasured
     w = torch.tensor(rng.normal(size=(600, 16)))
     fit = fit_boundaries(w, (w[:, :1] > 0).numpy().astype(int), ["pcom_left"])
     assert fit.keys == ["pcom_left"] and fit.accuracy["pcom_left"] > 0.9
@@ -179,7 +194,14 @@ def test_name_directions_refuses_a_classifier_trained_on_another_grid(classifier
     assert model.read_bytes() == before
 
 
-def test_a_failure_after_training_the_classifier_says_where_it_is_kept_and_how_to_go_on(tmp_path, capsys):
+def _no_variant_can_be_named(*args, **kwargs):
+    raise InputError("no variant can be named: pcom_left: only 0 samples with and 20 without it")
+
+
+def test_a_failure_after_training_the_classifier_says_where_it_is_kept_and_how_to_go_on(tmp_path, capsys,
+                                                                                      monkeypatch):
+    import CircleOfWillisGANLib.named_directions as named_directions
+    import CircleOfWillisGANLib.variant_classifier as variant_classifier
     from cowgan.main import main
 
     model = tmp_path / "tiny.safetensors"
@@ -188,8 +210,15 @@ def test_a_failure_after_training_the_classifier_says_where_it_is_kept_and_how_t
     out = tmp_path / "named.safetensors"
     argv = ["name-directions", "--model", str(model), "--labelled", str(tmp_path / "ph"), "--out", str(out),
             "--samples", "20", "--classifier-epochs", "1"]
-    assert main(argv) == 2  # eight cases cannot show every variant both ways
+    assert main(argv) == 2  # two held-out cases out of eight cannot measure any call: refused before training
+    assert "show no variant present 10 times and absent 10 times" in capsys.readouterr().err
     kept = tmp_path / "named_variant_classifier.safetensors"
+    assert not kept.exists()
+    monkeypatch.setattr(variant_classifier, "measurable", lambda targets, key: True)  # as if hundreds were labelled
+    monkeypatch.setattr(variant_classifier, "evaluate_classifier",
+                        lambda classifier, volumes, targets: {key: 1.0 for key in classifier.keys})
+    monkeypatch.setattr(named_directions, "fit_boundaries", _no_variant_can_be_named)  # a failure after training
+    assert main(argv) == 2
     assert f"the variant classifier trained for it is kept in {kept}: reuse it with --classifier" in capsys.readouterr().err
     assert kept.is_file() and not out.exists()
     assert main(argv) == 2 and "reuse it with --classifier" in capsys.readouterr().err  # not trained again silently
@@ -379,11 +408,23 @@ def test_variants_whose_calls_say_nothing_new_or_were_never_tested_both_ways_get
     assert fit.keys[-1] == "acom" and len(fit.keys) == 2
     dropped = next(k for k in ("pcom_left", "pcom_right") if k not in fit.keys)
     assert "lies along the other variants'" in fit.skipped[dropped]
-    with pytest.raises(InputError, match="pcom_left: the classifier's held-out cases never show it both present and "
-                                         "absent; acom: the classifier calls it with a held-out balanced accuracy of nan"):
+    with pytest.raises(InputError, match="pcom_left: the classifier's held-out cases show it present, or absent, too "
+                                         "rarely to measure how well it is called; acom: the classifier calls it with "
+                                         "a held-out balanced accuracy of nan"):
         fit_boundaries(w, calls[:, [0, 2]], ["pcom_left", "acom"], classifier_accuracy={"pcom_left": None,
                                                                                       "acom": float("nan")})
     assert balanced_accuracy([1, 1, 1], [1, 1, 0]) is None and balanced_accuracy([1, 0], [1, 1]) == 0.5
+
+
+def test_named_sliders_keep_the_unit_of_untruncated_w_and_moves_must_be_positive(brightness_named):
+    gen, calls = brightness_named
+    untruncated, _ = sample_calls(gen, calls, 16)
+    sampled_w, labels = sample_calls(gen, calls, 16, psi=0.5)
+    assert torch.equal(sampled_w, untruncated)  # w as the mapping makes it: its SD is every slider's unit
+    assert not np.array_equal(labels, sample_calls(gen, calls, 16)[1])  # while the calls are of truncated volumes
+    for amount in (-3.0, 0.0, float("nan")):
+        with pytest.raises(InputError, match="the move must be a positive number of standard deviations"):
+            measure_edits(gen, calls, directions_for(gen), samples=2, amount=amount)
 
 
 def test_boundaries_take_numpy_w_and_refuse_mismatched_or_non_finite_inputs():

@@ -106,8 +106,10 @@ def _classifier(args: argparse.Namespace, out: Path, shape: tuple, spacing: tupl
                 device: Any) -> Any:
     import numpy as np
 
-    from CircleOfWillisGANLib.variant_classifier import (evaluate_classifier, fit_classifier, load_classifier_for,
-                                                         load_labelled_folder, mixed_fetal_pca_warning)
+    from CircleOfWillisGANLib.named_directions import MIN_CLASSIFIER_ACCURACY
+    from CircleOfWillisGANLib.variant_classifier import (MIN_HELD_OUT_PER_CLASS, evaluate_classifier, fit_classifier,
+                                                         load_classifier_for, load_labelled_folder, measurable,
+                                                         mixed_fetal_pca_warning)
 
     if args.classifier:
         return load_classifier_for(args.classifier, shape, spacing)
@@ -129,10 +131,19 @@ def _classifier(args: argparse.Namespace, out: Path, shape: tuple, spacing: tupl
     order = np.random.default_rng(0).permutation(len(volumes))
     cut = max(1, int(round(len(volumes) * (1 - HELD_OUT))))
     fit, held = order[:cut], order[cut:]
+    held_targets = [targets[i] for i in held]
+    if not any(measurable(held_targets, key) for key in held_targets[0]):  # refused before minutes of training
+        raise InputError(f"the {len(held)} held-out cases ({HELD_OUT:.0%} of {len(volumes)}) show no variant present "
+                         f"{MIN_HELD_OUT_PER_CLASS} times and absent {MIN_HELD_OUT_PER_CLASS} times, so no call of the "
+                         "classifier could be measured: label more cases (hundreds), with and without each variant")
     with tqdm(total=args.classifier_epochs, desc="training variant classifier", unit="epoch", disable=None) as bar:
         classifier = fit_classifier(volumes[fit], [targets[i] for i in fit], epochs=args.classifier_epochs,
                                     device=device, progress=lambda i, n: bar.update(i - bar.n))
-    held_out = evaluate_classifier(classifier, volumes[held], [targets[i] for i in held])
+    held_out = evaluate_classifier(classifier, volumes[held], held_targets)
+    if not any(v is not None and v >= MIN_CLASSIFIER_ACCURACY for v in held_out.values()):
+        raise InputError("the classifier calls no variant reliably on its held-out cases ("
+                         + ", ".join(f"{k} {'unmeasured' if v is None else f'{v:.2f}'}" for k, v in held_out.items())
+                         + f"; need {MIN_CLASSIFIER_ACCURACY}): label more cases or train it longer (--classifier-epochs)")
     classifier.info["held_out_cases"] = len(held)
     classifier.info["spacing_mm"] = [round(float(v), 6) for v in spacing]
     classifier.info["held_out_balanced_accuracy"] = held_out
