@@ -27,7 +27,7 @@ from CircleOfWillisGANLib.volume_io import spacing_of  # noqa: E402
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a model written by `cowgan name-directions`")
+    parser.add_argument("--model", default="demo", help="a model written by `cowgan name-directions`")
     parser.add_argument("--classifier", required=True, help="the variant classifier written beside it")
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--amount", type=float, default=3.0)

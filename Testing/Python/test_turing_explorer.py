@@ -96,6 +96,11 @@ def test_explore_refuses_a_rater_id_without_a_session(capsys):
     assert "--rater needs --turing SESSION" in capsys.readouterr().err
 
 
+def test_explore_refuses_options_the_rater_window_would_ignore(tmp_path, capsys):
+    assert main(["explore", "--turing", str(tmp_path), "--screenshot", str(tmp_path / "t.png"), "--seed", "3"]) == 2
+    assert "--seed, --screenshot would be ignored with --turing" in capsys.readouterr().err
+
+
 def test_explore_names_a_missing_session_or_a_rater_it_does_not_admit_before_opening_a_window(tmp_path, capsys):
     assert main(["explore", "--turing", str(tmp_path / "nothere"), "--rater", "reader01"]) == 2
     assert "is not a Turing test session (no session.json)" in capsys.readouterr().err

@@ -58,7 +58,11 @@ def _check(args: argparse.Namespace) -> None:
     if args.diversity_volumes < 2:
         raise InputError(f"--diversity-volumes must be at least 2, got {args.diversity_volumes}")
     resolve_device(args.device)  # 'cuda' without a GPU is said before any volume is read
-    require("matplotlib", "The evaluation report's plots", "matplotlib")
+    for module, feature, package in (("matplotlib", "The evaluation report's plots", "matplotlib"),
+                                     ("sklearn.cluster", "PRD (k-means clustering)", "scikit-learn"),
+                                     ("scipy.ndimage", "Vessel morphology features", "scipy"),
+                                     ("skimage.morphology", "Vessel centrelines", "scikit-image")):
+        require(module, feature, package)  # a missing package is said before minutes of work, not after
     fid2d_status(args.inception_weights)
     problem = path_problem(args.medicalnet) if args.medicalnet else None
     if problem:

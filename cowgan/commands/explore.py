@@ -39,6 +39,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--psi {args.psi} is out of range: use a value from 0 to 2")
     if args.rater and not args.turing:
         raise InputError("--rater needs --turing SESSION: name the session folder to rate")
+    ignored = [flag for flag, given in (("--model", args.model != "demo"), ("--seed", args.seed is not None),
+                                        ("--psi", args.psi is not None), ("--screenshot", bool(args.screenshot)))
+               if given]
+    if args.turing and ignored:
+        raise InputError(f"{', '.join(ignored)} would be ignored with --turing (the rater window shows the session's "
+                         "cases only): leave them out")
     if args.turing:  # said here, as `cowgan turing rate` says it, not in a panel behind the window
         from CircleOfWillisGANLib.turing.layout import read_session
         from CircleOfWillisGANLib.turing.rater import admitted_session
