@@ -186,7 +186,8 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def restoreState(self, saved):
         """Load the model a saved panel state was made with, then show the state (its sliders belong to that model);
         later loads keep what the user set."""
-        self.controller.load_model(saved.model, quiet=True, then=lambda engine: self.controller.apply_state(saved, render=False))
+        self.controller.load_model(saved.model, quiet=True,
+                                   then=lambda engine: self.controller.apply_state(saved, render=False))
 
     def onSceneClosing(self, caller, event):
         self.closeRating()

@@ -297,7 +297,8 @@ class PanelController:
         """The same model on the other device, showing what was shown (sliders, projection) once it is in."""
         if not self._updating and self.engine is not None:
             shown = self.state
-            self.load_model(getattr(self, "_model_source", "demo"), then=lambda engine: self.apply_state(shown, render=False))
+            self.load_model(getattr(self, "_model_source", "demo"),
+                            then=lambda engine: self.apply_state(shown, render=False))
 
     def _show_engine_device(self) -> None:
         """Point the device box at the device the model in use runs on (after a load on another one failed)."""

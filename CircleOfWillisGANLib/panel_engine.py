@@ -232,7 +232,8 @@ class PanelEngine:
             "created_with": "CircleOfWillisGAN panel",
         }
         if state.projection:  # its own w+ and noise: the seed, psi and interpolation settings played no part
-            record["projection"] = {"latent": state.projection, "source": self.projection(state.projection).metadata.get("source")}
+            record["projection"] = {"latent": state.projection,
+                                    "source": self.projection(state.projection).metadata.get("source")}
         else:
             record.update(seed=state.seed, psi=state.psi, noise_seed=state.noise())
         if state.mixing:

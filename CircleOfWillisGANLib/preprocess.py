@@ -104,7 +104,8 @@ def read_canonical(path: Path) -> Any:
     if not all(MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing):
         raise VolumeRejected(f"spacing {tuple(round(s, 4) for s in spacing)} mm outside {MIN_SPACING_MM}-{MAX_SPACING_MM} mm")
     if "complex" in image.GetPixelIDTypeAsString():
-        raise VolumeRejected("complex-valued; a magnitude image is needed", "save its magnitude (absolute value) instead")
+        raise VolumeRejected("complex-valued; a magnitude image is needed",
+                             "save its magnitude (absolute value) instead")
     image = sitk.Cast(image, sitk.sitkFloat32)
     values = sitk.GetArrayViewFromImage(image)
     if not np.isfinite(values).all():

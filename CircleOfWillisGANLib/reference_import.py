@@ -196,9 +196,9 @@ def convert_state(state: Dict[str, torch.Tensor], arch: Architecture, mapping: s
     networks = ("GE.", f"{mapping}.")
     unused = sorted(k for k in state if k.startswith(networks) and k not in used and not BLUR_BUFFER.fullmatch(k))
     if unused:
-        raise CheckpointError(f"reference checkpoint holds {len(unused)} generator tensor(s) this importer has no place for "
-                              f"({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}): it comes from a modified "
-                              "reference (attention or other layers), which cannot be imported exactly")
+        raise CheckpointError(f"reference checkpoint holds {len(unused)} generator tensor(s) this importer has no place "
+                              f"for ({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}): it comes from a "
+                              "modified reference (attention or other layers), which cannot be imported exactly")
     return out
 
 

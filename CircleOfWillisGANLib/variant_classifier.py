@@ -142,7 +142,8 @@ def load_classifier(path: Union[str, Path]) -> VariantClassifier:
     return VariantClassifier(tuple(meta["keys"]), net, tuple(meta["shape"]), meta.get("info", {}))
 
 
-def load_classifier_for(path: Union[str, Path], shape_dhw: Sequence[int], spacing_mm: Sequence[float]) -> VariantClassifier:
+def load_classifier_for(path: Union[str, Path], shape_dhw: Sequence[int],
+                        spacing_mm: Sequence[float]) -> VariantClassifier:
     """A saved classifier that calls volumes of a model's grid (its shape and spacing): one trained at another scale
     would call arteries of another size; InputError naming the fix otherwise."""
     classifier = load_classifier(path)

@@ -116,7 +116,8 @@ def ras_orientation(shape_dhw: Sequence[int], affine: np.ndarray) -> Tuple[Tuple
 
 
 def to_ras(volume_dhw: np.ndarray, ornt: Any) -> np.ndarray:
-    """A (D, H, W) volume turned by `ras_orientation`'s orientation: its array axes then run R, A, S as NIfTI (i, j, k)."""
+    """A (D, H, W) volume turned by `ras_orientation`'s orientation: its array axes then run R, A, S as NIfTI
+    (i, j, k)."""
     import nibabel as nib
 
     turned = nib.orientations.apply_orientation(np.asarray(volume_dhw).transpose(1, 2, 0), ornt)

@@ -258,7 +258,8 @@ def sample_size_note(correct: int, n: int, alpha: float = ALPHA) -> str:
     text = (f"With {n} readings, any accuracy from {lo:.0%} to {hi:.0%} cannot be told from guessing "
             f"(exact two-sided binomial test, alpha {alpha:g}). ")
     if 2 * correct == n:
-        return text + f"The observed accuracy of {accuracy:.1%} is at chance: no number of readings would make it significant."
+        return text + (f"The observed accuracy of {accuracy:.1%} is at chance: no number of readings would make it "
+                       "significant.")
     needed = readings_to_significance(accuracy, alpha)
     powered = readings_for_power(accuracy, 0.8, alpha)
     significant = (f"would be significant from about {needed} readings" if needed is not None

@@ -95,7 +95,8 @@ def test_the_module_cmake_lists_the_module_and_every_resource_it_loads():
     card = REPO / "Resources" / "Models" / "demo.md"
     pictures = re.findall(r"\]\(([\w.-]+\.png)\)", card.read_text())
     assert all((REPO / r).is_file() for r in bundled) and pictures
-    assert {"Resources/Models/demo.safetensors", "Resources/Models/demo.md"} | {f"Resources/Models/{p}" for p in pictures} <= set(bundled)
+    card_files = {"Resources/Models/demo.safetensors", "Resources/Models/demo.md"}
+    assert card_files | {f"Resources/Models/{p}" for p in pictures} <= set(bundled)
     assert "training" not in (REPO / "CMakeLists.txt").read_text().split("# Extension modules")[1].split("include(")[0].replace("training/ is not", "")
 
 
