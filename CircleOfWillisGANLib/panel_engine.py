@@ -162,6 +162,8 @@ class PanelEngine:
                                   normalisation=gen.metadata.get("data", {}).get("normalisation"))
         config = config or ProjectionConfig()
         result = project(gen, scan.volume, config, progress)
+        if progress:  # once more after the final pass: a Cancel pressed during it stops here, before anything is written
+            progress(config.total_steps, config.total_steps)
         out = prepare_output_dir(out_dir)
         paths = write_projection_outputs(out, result, scan.affine, gen, config, source=str(Path(volume_path).resolve()),
                                          coverage=scan.coverage, plot=False)

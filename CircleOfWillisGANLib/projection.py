@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .errors import InputError
 from .checks import finite_number, whole_number
 from .latents import check_seed
-from .precision import resolve_precision
+from .precision import exact_float32, resolve_precision
 from .surface import vessel_threshold
 from .volume_io import spacing_of
 
@@ -58,6 +58,12 @@ class ProjectionConfig:
             whole_number(getattr(self, name), f"projection {name}")
         if self.w_steps + self.wplus_steps + self.noise_steps < 1:
             raise InputError("projection needs at least one optimisation step: raise w_steps")
+        if self.prior_samples < 2:
+            raise InputError(f"projection prior_samples {self.prior_samples} cannot estimate a spread of w: use at least "
+                             "2 (default 2000)")
+        if self.candidates > self.prior_samples:
+            raise InputError(f"projection candidates {self.candidates} are drawn from the {self.prior_samples} prior "
+                             "samples: raise prior_samples or lower candidates")
         for name in ("lr", "noise_lr", "vessel_weight", "structure_weight", "coarse_weight", "w_prior_weight",
                      "wplus_spread_weight", "noise_prior_weight"):
             finite_number(getattr(self, name), f"projection {name}", 0)
@@ -170,7 +176,7 @@ class _Prior:
 
     def __init__(self, generator: Any, samples: int, seed: int) -> None:
         z = torch.from_numpy(np.random.Generator(np.random.PCG64(seed)).standard_normal(
-            (max(samples, 2), generator.arch.latent_dim)).astype(np.float32))
+            (samples, generator.arch.latent_dim)).astype(np.float32))
         w = torch.cat([generator.mapping(chunk) for chunk in z.split(1000)])
         self.mean = w.mean(0)
         self.std = w.std(0).clamp_min(1e-6)
@@ -230,8 +236,10 @@ def project(generator: Any, target: np.ndarray, config: ProjectionConfig = Proje
 
     def synth(ws: torch.Tensor, noise: torch.Tensor, exact: bool = False) -> torch.Tensor:
         if exact:
-            return leaky_clamp(generator.model.synthesis(ws, noise, torch.float32, False))
-        return leaky_clamp(generator.model.synthesis(ws, noise, dtype, channels_last).float())
+            with exact_float32(device, torch.float32):
+                return leaky_clamp(generator.model.synthesis(ws, noise, torch.float32, False))
+        with exact_float32(device, dtype):  # an fp32 forward pass is IEEE float32 on a GPU too, not TF32
+            return leaky_clamp(generator.model.synthesis(ws, noise, dtype, channels_last).float())
 
     def losses(ws: torch.Tensor, noise: torch.Tensor, exact: bool = False) -> Dict[str, torch.Tensor]:
         out = image_loss(synth(ws, noise, exact))

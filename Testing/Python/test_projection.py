@@ -413,6 +413,34 @@ def test_the_panel_keeps_each_patients_projection_in_its_own_folder(tmp_path):
     assert projection_folder(parent, first, "model-b") == parent / "TOF-2"  # model A's projection is kept
 
 
+@pytest.mark.parametrize("setting, message", [({"prior_samples": 1}, "cannot estimate a spread of w"),
+                                              ({"candidates": 40, "prior_samples": 20}, "raise prior_samples")])
+def test_prior_and_candidate_counts_project_would_change_are_refused(setting, message):
+    from CircleOfWillisGANLib.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        ProjectionConfig(**setting)
+
+
+def test_a_cancel_pressed_after_the_last_step_still_writes_nothing(generator, tmp_path):
+    from CircleOfWillisGANLib.panel_engine import PanelEngine
+    from CircleOfWillisGANLib.panel_controller import ProjectionCancelled
+
+    scan = save_volume(tmp_path / "scan.nii.gz", np.random.default_rng(3).random((8, 16, 16)) * 300,
+                       default_affine((8, 16, 16), (2.0, 2.0, 2.0)))
+    pressed = []
+
+    def progress(i, n):  # Cancel is pressed as the last step is reported, during the final fp32 pass
+        if pressed:
+            raise ProjectionCancelled("projection cancelled: nothing was written")
+        if i == n:
+            pressed.append(True)
+
+    with pytest.raises(ProjectionCancelled):
+        PanelEngine(generator).project_volume(str(scan), str(tmp_path / "out"), config=FAST, progress=progress)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_pressing_project_again_cancels_a_running_projection_and_writes_nothing(generator, tmp_path):
     pytest.importorskip("PySide6.QtUiTools")
     from PySide6.QtWidgets import QApplication
