@@ -42,11 +42,14 @@ def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, wor
     """Preprocess every volume under `input_dir` whose name matches `pattern` into `out_dir`; return the manifest."""
     input_dir, out_dir = Path(input_dir).resolve(), Path(out_dir).resolve()
     _check_folders(input_dir, out_dir)
-    entries = sorted(p for p in input_dir.rglob("*") if not p.name.startswith("."))
+    # hidden files and everything in hidden folders (.snapshot, .Trash-1000, .git) are not the user's scans
+    entries = sorted(p for p in input_dir.rglob("*")
+                     if not any(part.startswith(".") for part in p.relative_to(input_dir).parts))
     files = [p for p in entries if p.is_file()]
     volumes = [p for p in files if is_volume_file(p) and fnmatch.fnmatch(p.name, pattern)]
+    chosen = set(volumes)
     ignored = [{"source": _relative(p, input_dir), "reason": _ignored_reason(p, pattern)}
-               for p in files if p not in volumes and p.suffix.lower() != ".raw"]
+               for p in files if p not in chosen and p.suffix.lower() != ".raw"]
     links = [{"source": _relative(p, input_dir), "reason": "a broken link: its target does not exist"
               if not p.exists() else "a linked folder, which is not searched: pass its target with --in"}
              for p in entries if p.is_symlink() and not p.is_file()]
@@ -62,12 +65,16 @@ def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, wor
         accepted: List[Dict[str, Any]] = []
         skipped: List[Dict[str, Any]] = []
         previews: List[np.ndarray] = []
+        first_of: Dict[str, str] = {}  # file sha256 -> the source that used it
         for path, (volume, record) in zip(volumes, _run(volumes, options, workers, progress)):
             record["source"] = _relative(path, input_dir)
+            if volume is not None and record["sha256"] in first_of:  # a copy or a link: one scan counted once
+                volume, record["reason"] = None, f"the same file as {first_of[record['sha256']]} (a copy or a link)"
             if volume is None:
                 skipped.append(record)
                 log.warning("skipped %s: %s", record["source"], record["reason"])
                 continue
+            first_of[record["sha256"]] = record["source"]
             warning = coverage_warning(record["source"], record, options.shape,
                                        "pass whole scans, or a smaller --shape or --spacing")
             if warning:

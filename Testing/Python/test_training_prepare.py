@@ -95,6 +95,21 @@ def test_bad_files_are_skipped_with_reasons_and_the_input_folder_is_not_modified
     assert manifest["ignored"] == [{"source": "readme.txt", "reason": "not a NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file"}]
 
 
+def test_copies_links_and_files_in_hidden_folders_are_not_trained_on_twice(tmp_path):
+    import shutil
+
+    src = write_tube_volumes(tmp_path / "in", 2, SHAPE)
+    first = sorted(src.glob("*.nii.gz"))[0]
+    shutil.copy(first, src / "copy.nii.gz")
+    (src / "link.nii.gz").symlink_to(first)
+    (src / ".snapshot").mkdir()
+    shutil.copy(sorted(src.glob("case*.nii.gz"))[1], src / ".snapshot" / "old.nii.gz")
+    manifest = prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
+    assert manifest["count"] == 2 and ".snapshot/old.nii.gz" not in [r["source"] for r in manifest["volumes"]]
+    reasons = {s["source"]: s["reason"] for s in manifest["skipped"]}
+    assert reasons == {name: f"the same file as {first.name} (a copy or a link)" for name in ("copy.nii.gz", "link.nii.gz")}
+
+
 def test_registration_to_a_template_aligns_a_shifted_volume(tmp_path):
     shape = (32, 48, 48)
     template = tube_volume(shape, 0)
