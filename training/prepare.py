@@ -34,7 +34,14 @@ from .shards import ShardWriter, write_manifest
 
 log = logging.getLogger(__name__)
 PREVIEW_VOLUMES = 16
+MAX_TILT_DEG = 5.0  # a scan tilted more than this from the RAS axes gets a warning (without --template)
 Result = Tuple[Optional[np.ndarray], Dict[str, Any]]
+
+
+def tilt_degrees(affine: np.ndarray) -> float:
+    """How far (degrees) a volume's axes are turned from the RAS axes, from its voxel-to-RAS affine."""
+    rotation = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    return float(np.degrees(np.arccos(np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0))))
 
 
 def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, workers: int = 1,
@@ -79,6 +86,11 @@ def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, wor
                                        "pass whole scans, or a smaller --shape or --spacing")
             if warning:
                 log.warning(warning)
+            tilt = tilt_degrees(np.asarray(record["affine"]))
+            if tilt > MAX_TILT_DEG and not options.template:
+                log.warning("%s is tilted %.0f degrees from the RAS axes and its volume keeps the tilt, unlike the "
+                            "dataset's axis-aligned affine: pass --template to bring every scan to one orientation",
+                            record["source"], tilt)
             record["index"] = writer.count
             writer.add(volume)
             accepted.append(record)

@@ -110,6 +110,20 @@ def test_copies_links_and_files_in_hidden_folders_are_not_trained_on_twice(tmp_p
     assert reasons == {name: f"the same file as {first.name} (a copy or a link)" for name in ("copy.nii.gz", "link.nii.gz")}
 
 
+def test_a_tilted_scan_is_warned_about_without_a_template(tmp_path, caplog):
+    from scipy.spatial.transform import Rotation
+
+    src = write_tube_volumes(tmp_path / "in", 1, SHAPE)
+    tilted = default_affine(SHAPE)
+    tilted[:3, :3] = Rotation.from_euler("x", 20, degrees=True).as_matrix() @ tilted[:3, :3]
+    save_volume(src / "tilted.nii.gz", tube_volume(SHAPE, 5), tilted)
+    with caplog.at_level("WARNING"):
+        prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
+    warnings = [r.getMessage() for r in caplog.records if "tilted" in r.getMessage()]
+    assert warnings == ["tilted.nii.gz is tilted 20 degrees from the RAS axes and its volume keeps the tilt, unlike the "
+                        "dataset's axis-aligned affine: pass --template to bring every scan to one orientation"]
+
+
 def test_registration_to_a_template_aligns_a_shifted_volume(tmp_path):
     shape = (32, 48, 48)
     template = tube_volume(shape, 0)
