@@ -25,7 +25,6 @@ from .volume_io import DEFAULT_SPACING_MM, default_affine
 log = logging.getLogger(__name__)
 MAX_PSI = 2.0
 PRECISION_PROBE_SEEDS = (0, 1)
-OUTPUT_CHECK_W_RANGE = 20.0  # |w| up to this many times max(|w_avg|, 1) is w that mapping() makes
 W_REACH_SAMPLES = 256  # seeds whose largest |w| sets the scale of w the model knows
 W_REACH_FACTOR = 10.0  # w reaching this many times beyond that is refused: its volume would be saturated noise
 StyleMix = Tuple[Union[Sequence[int], torch.Tensor], int]
@@ -53,6 +52,12 @@ class CoWGenerator:
     @property
     def metadata(self) -> Dict[str, Any]:
         return self.checkpoint.metadata
+
+    @property
+    def normalisation(self) -> Any:
+        """How the model's training volumes were scaled, as its metadata records it (None where it records nothing):
+        a scan brought to the model is scaled the same way."""
+        return self.metadata.get("data", {}).get("normalisation")
 
     @property
     def num_ws(self) -> int:
@@ -150,8 +155,10 @@ class CoWGenerator:
                 image = self.model.synthesis(ws[sl].to(self.device), noise[sl].to(self.device), dtype, channels_last)
             out.append(image[:, 0].float().cpu())
         volumes = torch.cat(out)
-        if not torch.isfinite(volumes).all():
-            raise self._non_finite_output(ws)
+        if not torch.isfinite(volumes).all():  # w is within the model's reach (checked above): the model is at fault
+            raise CheckpointError(f"model {self.source} makes NaN or infinite volumes from ordinary w (|w| up to "
+                                  f"{float(ws.abs().max()):.3g}): the model is damaged or its training diverged: export "
+                                  "an earlier checkpoint, or convert or download it again")
         return volumes
 
     def _check_reach(self, ws: torch.Tensor) -> None:
@@ -164,17 +171,6 @@ class CoWGenerator:
             raise InputError(f"w reaches |w| = {reach:.3g}, {reach / self._w_reach:.0f} times the largest |w| of "
                              f"{W_REACH_SAMPLES} seeds, where the model makes no anatomy: pass w made by mapping() (or "
                              "styles()), moved by a few SD at most")
-
-    def _non_finite_output(self, ws: torch.Tensor) -> Exception:
-        """The error for NaN or infinite volumes: the model's fault if w lies where mapping() puts it, else w's."""
-        reach = float(ws.abs().max())
-        typical = max(float(self.w_avg.abs().max()), 1.0)
-        if reach <= OUTPUT_CHECK_W_RANGE * typical:
-            return CheckpointError(f"model {self.source} makes NaN or infinite volumes from ordinary w (|w| up to "
-                                   f"{reach:.3g}): the model is damaged or its training diverged: export an earlier "
-                                   "checkpoint, or convert or download it again")
-        return InputError(f"the model's output holds NaN or infinite values for this w (|w| up to {reach:.3g}, "
-                          f"{reach / typical:.0f} times the model's mean w): pass w made by mapping()")
 
     def generate(self, seeds: Optional[Sequence[int]] = None, z: Optional[torch.Tensor] = None,
                  w: Optional[torch.Tensor] = None, psi: float = 1.0, noise_seed: Any = None,

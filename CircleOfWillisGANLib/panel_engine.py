@@ -159,7 +159,7 @@ class PanelEngine:
         gen = self.generator
         prepare_output_dir(out_dir, create=False)  # an unwritable folder stops before minutes of optimisation
         scan = scan_on_model_grid(Path(volume_path), gen.arch.output_shape, spacing_of(gen.affine),
-                                  normalisation=gen.metadata.get("data", {}).get("normalisation"))
+                                  normalisation=gen.normalisation)
         config = config or ProjectionConfig()
         result = project(gen, scan.volume, config, progress)
         if progress:  # once more after the final pass: a Cancel pressed during it stops here, before anything is written

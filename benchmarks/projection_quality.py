@@ -63,7 +63,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             phantom = generate_phantom((args.set_seed, i), phantom_config)
             scan = save_volume(Path(tmp) / f"case{i}.nii.gz", phantom.image, phantom.affine)
             target = scan_on_model_grid(scan, gen.arch.output_shape, spacing_of(gen.affine),
-                                        normalisation=gen.metadata.get("data", {}).get("normalisation")).volume
+                                        normalisation=gen.normalisation).volume
             start = time.perf_counter()
             result = project(gen, target, config)
             results.append(result)

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                          "kept as it is)")
     with output_folder(out.parent):
         classifier = _classifier(args, out, tuple(gen.arch.output_shape), spacing_of(gen.affine),
-                                 gen.metadata.get("data", {}).get("normalisation"), gen.device)
+                                 gen.normalisation, gen.device)
         try:
             with tqdm(total=args.samples, desc="labelling samples", unit="volume", disable=None) as bar:
                 w, calls = sample_calls(gen, classifier, args.samples, args.seed, psi,

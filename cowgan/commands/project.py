@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     gen = load_generator(args.model, device=args.device)
     scan = scan_on_model_grid(Path(args.volume), gen.arch.output_shape, spacing_of(gen.affine),
                               None if args.template is None else Path(args.template),
-                              normalisation=gen.metadata.get("data", {}).get("normalisation"))
+                              normalisation=gen.normalisation)
     with tqdm(total=config.total_steps, desc="projecting", unit="step", disable=None) as bar:
         result = project(gen, scan.volume, config, progress=lambda i, n: bar.update(i - bar.n))
     with output_folder(args.out) as out:  # a failed write leaves no folder this made
