@@ -20,6 +20,7 @@ from .files import file_sha256, path_problem
 from .volume_io import check_spacing
 
 CANONICAL = "RAS"
+RAS_AXES_LPS = np.diag([-1.0, -1.0, 1.0])              # direction of a grid on the RAS axes, as SimpleITK (LPS) has it
 NORMALISATIONS = ("minmax", "percentile")
 DEFAULT_PERCENTILES = (0.5, 99.9)
 MIN_SIZE, MAX_SIZE = 8, 2048
@@ -188,13 +189,14 @@ def volume_sha256(path: Path) -> str:
 
 
 def output_grid(reference: Any, shape_dhw: Sequence[int], spacing: Optional[float]) -> Any:
-    """An empty image of `shape_dhw` sharing `reference`'s direction and centre, at `spacing` mm if given."""
+    """An empty image of `shape_dhw` centred on `reference`: at `spacing` mm on the RAS axes when a spacing is given,
+    so a tilted scan is resampled upright as the model's volumes lie; else `reference`'s own voxels, cropped."""
     sitk = simpleitk()
     d, h, w = (int(s) for s in shape_dhw)
     size_ijk = np.array([h, w, d])
     ref_spacing = np.array(reference.GetSpacing())
     out_spacing = np.full(3, float(spacing)) if spacing else ref_spacing
-    direction = np.array(reference.GetDirection()).reshape(3, 3)
+    direction = RAS_AXES_LPS if spacing else np.array(reference.GetDirection()).reshape(3, 3)
     centre = np.array(reference.TransformContinuousIndexToPhysicalPoint(
         [(n - 1) / 2.0 for n in reference.GetSize()]))
     if spacing is None:

@@ -34,7 +34,7 @@ from .shards import ShardWriter, write_manifest
 
 log = logging.getLogger(__name__)
 PREVIEW_VOLUMES = 16
-MAX_TILT_DEG = 5.0  # a scan tilted more than this from the RAS axes gets a warning (without --template)
+MAX_TILT_DEG = 5.0  # a scan kept tilted more than this from the RAS axes (no --spacing) gets a warning
 Result = Tuple[Optional[np.ndarray], Dict[str, Any]]
 
 
@@ -87,9 +87,10 @@ def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, wor
             if warning:
                 log.warning(warning)
             tilt = tilt_degrees(np.asarray(record["affine"]))
-            if tilt > MAX_TILT_DEG and not options.template:
+            if tilt > MAX_TILT_DEG and not options.template:  # --spacing resamples onto the RAS axes
                 log.warning("%s is tilted %.0f degrees from the RAS axes and its volume keeps the tilt, unlike the "
-                            "dataset's axis-aligned affine: pass --template to bring every scan to one orientation",
+                            "dataset's axis-aligned affine: pass --spacing to resample every scan onto the RAS axes, or "
+                            "--template to bring every scan to the template's orientation",
                             record["source"], tilt)
             record["index"] = writer.count
             writer.add(volume)

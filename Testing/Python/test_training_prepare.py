@@ -110,18 +110,52 @@ def test_copies_links_and_files_in_hidden_folders_are_not_trained_on_twice(tmp_p
     assert reasons == {name: f"the same file as {first.name} (a copy or a link)" for name in ("copy.nii.gz", "link.nii.gz")}
 
 
-def test_a_tilted_scan_is_warned_about_without_a_template(tmp_path, caplog):
+def _tilted_scan_of_a_vertical_vessel(path: Path, shape, degrees: float) -> Path:
+    """A scan whose slab is tilted `degrees` about the left-right axis, of a vessel running straight up (along S)
+    through the scanner's origin: the anatomy is upright, only the voxel grid is turned."""
+    import nibabel as nib
     from scipy.spatial.transform import Rotation
 
-    src = write_tube_volumes(tmp_path / "in", 1, SHAPE)
-    tilted = default_affine(SHAPE)
-    tilted[:3, :3] = Rotation.from_euler("x", 20, degrees=True).as_matrix() @ tilted[:3, :3]
-    save_volume(src / "tilted.nii.gz", tube_volume(SHAPE, 5), tilted)
+    affine = default_affine(shape)
+    affine[:3, :3] = Rotation.from_euler("x", degrees, degrees=True).as_matrix() @ affine[:3, :3]
+    affine[:3, 3] = -affine[:3, :3] @ (np.array(shape[::-1]) - 1) / 2.0  # the grid's centre at the origin
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape[::-1]], indexing="ij"), -1)
+    ras = ijk @ affine[:3, :3].T + affine[:3, 3]
+    tissue = 100.0 + 10.0 * np.random.default_rng(0).random(ijk.shape[:3])
+    image = np.where(np.hypot(ras[..., 0], ras[..., 1]) < 2.0, 1000.0, tissue).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, affine), str(path))
+    return path
+
+
+def test_a_tilted_scan_is_resampled_upright_with_spacing_and_warned_about_without(tmp_path, caplog):
+    import nibabel as nib
+    from training.prepare import tilt_degrees
+
+    src = tmp_path / "in"
+    src.mkdir()
+    _tilted_scan_of_a_vertical_vessel(src / "tilted.nii.gz", SHAPE, 20.0)
+    spacing = float(np.linalg.norm(default_affine(SHAPE)[:3, 0]))
     with caplog.at_level("WARNING"):
-        prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
-    warnings = [r.getMessage() for r in caplog.records if "tilted" in r.getMessage()]
+        manifest = prepare_dataset(src, tmp_path / "upright", PrepareOptions(shape=SHAPE, spacing=spacing), progress=False)
+    assert not [r for r in caplog.records if "is tilted" in r.getMessage()]
+    record = manifest["volumes"][0]
+    affine = np.asarray(record["affine"])
+    assert tilt_degrees(affine) < 1e-6
+    save_volume(tmp_path / "upright.nii.gz", _volumes(tmp_path / "upright")[0], affine)
+    upright = nib.load(str(tmp_path / "upright.nii.gz"))
+    data = np.asarray(upright.dataobj)
+    bright = np.argwhere(data > 0.5)
+    ras = bright @ upright.affine[:3, :3].T + upright.affine[:3, 3]
+    assert np.hypot(ras[:, 0], ras[:, 1]).max() < 2.5  # the vessel where it is in the scanner ...
+    centres = np.array([bright[bright[:, 2] == k, :2].mean(0) for k in range(SHAPE[0])])  # ... up one voxel axis
+    assert np.ptp(centres, axis=0).max() < 0.5
+
+    with caplog.at_level("WARNING"):
+        prepare_dataset(src, tmp_path / "kept", PrepareOptions(shape=SHAPE), progress=False)
+    warnings = [r.getMessage() for r in caplog.records if "is tilted" in r.getMessage()]
     assert warnings == ["tilted.nii.gz is tilted 20 degrees from the RAS axes and its volume keeps the tilt, unlike the "
-                        "dataset's axis-aligned affine: pass --template to bring every scan to one orientation"]
+                        "dataset's axis-aligned affine: pass --spacing to resample every scan onto the RAS axes, or "
+                        "--template to bring every scan to the template's orientation"]
 
 
 def test_registration_to_a_template_aligns_a_shifted_volume(tmp_path):
