@@ -28,6 +28,7 @@ class BenchResult:
     gflops_per_s: float
     peak_memory_mib: float
     max_error_vs_fp32: Optional[float]
+    peak_is_the_rows: bool = True  # False: on a CPU that cannot reset it, the process's peak up to this row
 
 
 def machine_description(device: torch.device) -> str:
@@ -45,13 +46,25 @@ def machine_description(device: torch.device) -> str:
     return f"{name}; torch {torch.__version__}"
 
 
-def _peak_memory_mib(device: torch.device) -> float:
-    """The row's peak on a GPU (tensors allocated); on the CPU the process's largest resident size so far, which
-    the operating system does not reset between rows."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / (2**20 if sys.platform == "darwin" else 1024.0)
+def _reset_cpu_peak() -> bool:
+    """Reset the process's resident-size high-water mark (Linux: /proc/self/clear_refs), so a row's peak is its own;
+    False where the system cannot, and the peak is then the process's largest so far."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _cpu_peak_mib() -> float:
+    """The process's resident-size high-water mark: VmHWM on Linux (reset by _reset_cpu_peak), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
+    except (OSError, StopIteration, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        return peak / (2**20 if sys.platform == "darwin" else 1024.0)
 
 
 def bench_generation(gen: CoWGenerator, batch: int, precision: str, repeats: int = 5, warmup: int = 2) -> BenchResult:
@@ -61,6 +74,7 @@ def bench_generation(gen: CoWGenerator, batch: int, precision: str, repeats: int
     noise = gen.noise(list(range(batch)))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    row_peak = device.type == "cuda" or _reset_cpu_peak()
     for _ in range(warmup):
         gen.synthesize(ws, noise=noise, precision=precision, batch_size=batch)
     times: List[float] = []
@@ -78,8 +92,9 @@ def bench_generation(gen: CoWGenerator, batch: int, precision: str, repeats: int
     if resolved != "fp32":
         error = relative_max_error(out, gen.synthesize(ws, noise=noise, precision="fp32", batch_size=batch))
     name = precision if precision != "auto" else f"auto={resolved}"
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _cpu_peak_mib()
     return BenchResult(str(device), name, batch, best * 1000.0, 1.0 / best,
-                       synthesis_flops(gen.arch) / best / 1e9, _peak_memory_mib(device), error)
+                       synthesis_flops(gen.arch) / best / 1e9, peak, error, row_peak)
 
 
 def format_table(results: List[BenchResult]) -> str:
@@ -90,7 +105,11 @@ def format_table(results: List[BenchResult]) -> str:
         err = "-" if r.max_error_vs_fp32 is None else f"{r.max_error_vs_fp32:.1e}"
         rows.append(f"{r.device:<7}{r.precision:<16}{r.batch:>6}{r.ms_per_volume:>11.1f}{r.volumes_per_s:>11.2f}"
                     f"{r.gflops_per_s:>9.0f}{r.peak_memory_mib:>10.0f}{err:>10}")
-    if any(r.device.startswith("cpu") for r in results):
+    cpu = [r for r in results if r.device.startswith("cpu")]
+    if cpu and all(r.peak_is_the_rows for r in cpu):
+        rows.append("peak MiB on the CPU: the process's largest resident size during the row, the loaded model and "
+                    "libraries included; on a GPU: the row's own tensor peak")
+    elif cpu:
         rows.append("peak MiB on the CPU: the process's largest resident size up to that row (rows run in order, so a "
                     "row after a larger one shows that one's peak); on a GPU: the row's own tensor peak")
     return "\n".join(rows)

@@ -194,7 +194,16 @@ def test_bench_prints_a_table(capsys):
     assert main(["bench", "--preset", "tiny", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "ms/volume" in out and "GFLOP/s" in out and "cpu" in out
-    assert "peak MiB on the CPU: the process's largest resident size up to that row" in out
+    assert "peak MiB on the CPU: the process's largest resident size during the row" in out
+
+
+def test_a_cpu_row_after_a_larger_one_reports_its_own_peak_memory():
+    from CircleOfWillisGANLib.benchmark import bench_generation
+    from CircleOfWillisGANLib.generator import build_generator
+
+    gen = build_generator("tiny", 0, "cpu")
+    large, small = (bench_generation(gen, batch, "fp32", repeats=1, warmup=0) for batch in (128, 1))
+    assert small.peak_is_the_rows and small.peak_memory_mib < large.peak_memory_mib - 30
 
 
 def test_a_missing_reference_checkpoint_is_the_only_line_said(tmp_path, capsys, caplog):
