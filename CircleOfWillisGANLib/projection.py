@@ -249,7 +249,7 @@ def project(generator: Any, target: np.ndarray, config: ProjectionConfig = Proje
                        + config.noise_prior_weight * (noise - noise0).square().mean())
         return out
 
-    u = _best_candidate(synth, image_loss, generator, prior, config, noise0)
+    u = _best_candidate(synth, image_loss, generator, prior, config, noise0, progress)
     noise = noise0.clone()
     num_ws = generator.num_ws
     step = 0
@@ -292,8 +292,10 @@ def project(generator: Any, target: np.ndarray, config: ProjectionConfig = Proje
 
 @torch.no_grad()
 def _best_candidate(synth: Callable[..., torch.Tensor], image_loss: Callable[[torch.Tensor], Dict[str, torch.Tensor]],
-                    generator: Any, prior: _Prior, config: ProjectionConfig, noise: torch.Tensor) -> torch.Tensor:
-    """The starting point (1, 1, latent), in standard units of w: the mean of w or the best of a few samples."""
+                    generator: Any, prior: _Prior, config: ProjectionConfig, noise: torch.Tensor,
+                    progress: Optional[Progress] = None) -> torch.Tensor:
+    """The starting point (1, 1, latent), in standard units of w: the mean of w or the best of a few samples.
+    `progress` hears step 0 after each candidate, so a Cancel raised from it stops here too."""
     device = generator.device
     best_u = torch.zeros(1, 1, generator.arch.latent_dim, device=device)
     candidates = [best_u] + [((w.to(device) - prior.mean.to(device)) / prior.std.to(device)).view(1, 1, -1)
@@ -305,4 +307,6 @@ def _best_candidate(synth: Callable[..., torch.Tensor], image_loss: Callable[[to
         loss = float(image_loss(image)["loss"])
         if loss < best:
             best, best_u = loss, u
+        if progress:
+            progress(0, config.total_steps)
     return best_u.clone()

@@ -444,6 +444,23 @@ def test_a_cancel_pressed_after_the_last_step_still_writes_nothing(generator, tm
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_a_cancel_pressed_while_the_starting_candidates_are_tried_stops_there(generator):
+    from CircleOfWillisGANLib.panel_controller import ProjectionCancelled
+
+    target = np.random.default_rng(4).random(generator.arch.output_shape).astype(np.float32)
+    config = ProjectionConfig(w_steps=3, wplus_steps=0, noise_steps=0, candidates=8, prior_samples=16)
+    heard = []
+
+    def progress(i, n):
+        heard.append(i)
+        if len(heard) == 2:
+            raise ProjectionCancelled("projection cancelled: nothing was written")
+
+    with pytest.raises(ProjectionCancelled):
+        project(generator, target, config, progress)
+    assert heard == [0, 0]  # before the first optimisation step
+
+
 def test_pressing_project_again_cancels_a_running_projection_and_writes_nothing(generator, tmp_path):
     pytest.importorskip("PySide6.QtUiTools")
     from PySide6.QtWidgets import QApplication
