@@ -314,6 +314,9 @@ class PanelController:
 
         With `quiet` (at start-up) a failure is reported in the status line only, not in a dialog."""
         device = device or self.state.device
+        self._updating = True  # the device box shows the device the model is loading on
+        self.ui.deviceComboBox.setCurrentIndex(1 if device == "cuda" and self._offers_cuda() else 0)
+        self._updating = False
         converting = str(source).endswith(".pt")
         self._busy_message("Converting the reference checkpoint (one minute for the paper model)..." if converting
                            else f"Loading {'the demo model' if source == 'demo' else source}...")
@@ -321,6 +324,16 @@ class PanelController:
         self.worker.submit("quiet-load" if quiet else "load",
                            lambda progress: (source, self._load_engine(source, device), then))
         self._poll.start()
+
+    def restore_state(self, saved: PanelState) -> None:
+        """Load the model a saved state was made with, on the saved device where this machine has it (else the CPU),
+        then show the state: its sliders belong to that model."""
+        device = "cuda" if saved.device == "cuda" and self._offers_cuda() else "cpu"
+        self.load_model(saved.model, device=device, quiet=True, then=lambda engine: self.apply_state(saved, render=False))
+
+    def _offers_cuda(self) -> bool:
+        """Whether the device box lists CUDA (it does where this machine has a GPU)."""
+        return int(self.ui.deviceComboBox.property("count")) > 1
 
     def _loading(self) -> bool:
         """True (and says so in the status line) while a model is being loaded: work queued now would use the old one."""

@@ -418,6 +418,28 @@ def test_a_saved_state_waits_for_its_own_model_not_a_load_already_running(app, e
         panel.root.deleteLater()
 
 
+@pytest.mark.parametrize("gpu_here", [True, False])
+def test_a_saved_state_reopens_on_its_device_where_this_machine_has_one(app, engine, gpu_here):
+    devices = []
+
+    def load(source, device):
+        devices.append(device)
+        return engine
+
+    panel = _controller(app, load)
+    try:
+        if gpu_here:
+            panel.ui.deviceComboBox.addItem("CUDA")
+        panel.restore_state(PanelState(seed=12, device="cuda"))
+        shown = settle(panel, app).state
+        expected = "cuda" if gpu_here else "cpu"
+        assert devices == [expected] and shown.device == expected and shown.seed == 12
+        assert panel.ui.deviceComboBox.currentText() == expected.upper()
+    finally:
+        panel.close()
+        panel.root.deleteLater()
+
+
 def test_an_older_render_does_not_undo_a_threshold_set_since(panel, app):
     import dataclasses
 
