@@ -87,17 +87,19 @@ def _diagnose(path: Path) -> str:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
-        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        header_len = int.from_bytes(head, "little") if len(head) == 8 else 0
+        safetensors_like = 2 <= header_len <= MAX_HEADER_BYTES and f.read(1) == b"{"  # length, then a JSON header
+        if not safetensors_like and (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
             return ("it is a PyTorch pickle (.pt), not a native checkpoint: convert a reference checkpoint with "
                     "`cowgan import-reference MODEL.pt --out MODEL.safetensors`")
-        header_len = int.from_bytes(head, "little") if len(head) == 8 else 0
-        if 2 <= header_len <= size - 8:
+        if safetensors_like and header_len <= size - 8:
             try:
+                f.seek(8)
                 if isinstance(json.loads(f.read(header_len)), dict):
                     return "the file is truncated or corrupt: re-download or re-export it"
             except ValueError:
                 pass
-        elif size - 8 < header_len <= MAX_HEADER_BYTES and f.read(1) == b"{":
+        elif safetensors_like:
             return (f"the file is truncated (its header alone needs {header_len + 8:,} bytes, the file has {size:,}): "
                     "re-download or re-export it")
     if size < 8:

@@ -50,6 +50,19 @@ def test_a_truncated_file_gives_one_clear_error(saved):
         load_checkpoint(saved)
 
 
+def test_a_truncated_file_whose_header_length_starts_like_a_pickle_is_still_called_truncated(tiny_generator, tmp_path):
+    ckpt = tiny_generator.checkpoint
+    path = tmp_path / "model.safetensors"
+    for padding in range(256):  # one name length in 256 makes the header length's first byte 0x80, a pickle's
+        save_checkpoint(path, Checkpoint(ckpt.architecture, ckpt.state_dict, ckpt.w_avg, {"name": "t" * padding}))
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    path.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(path)
+
+
 def test_a_pytorch_pickle_points_to_import_reference(tmp_path):
     path = tmp_path / "model_5.safetensors"
     torch.save({"GAN": {}}, path)
