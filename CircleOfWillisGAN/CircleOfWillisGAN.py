@@ -90,6 +90,7 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.controller.load_model("demo", quiet=True)
         self.ui.projectCurrentVolumeButton.visible = True
         self.ui.projectCurrentVolumeButton.clicked.connect(self.onProjectCurrentVolume)
+        self.controller.projection_listeners.append(self.removeProjectionCopy)  # the patient's data leaves the temp folder
         self.addTuringSections()
 
     def onProjectCurrentVolume(self):

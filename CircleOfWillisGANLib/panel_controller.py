@@ -45,6 +45,7 @@ class PanelController:
         self.views: List[Callable[[RenderResult], None]] = []  # called on the GUI thread with each new result
         self.state_listeners: List[Callable[[Dict[str, Any]], None]] = []  # e.g. the Slicer parameter node
         self.engine_listeners: List[Callable[[PanelEngine], None]] = []  # called after every model load
+        self.projection_listeners: List[Callable[[], None]] = []  # called when a projection ends, however it ends
         self.last_result: Optional[RenderResult] = None
         self.last_error = ""
         self.requests = 0  # render requests made (after debouncing)
@@ -67,7 +68,7 @@ class PanelController:
         self.choose_model_file: Callable[[], str] = lambda: qt_dialogs.open_file(
             qt, "Open a CircleOfWillisGAN model", qt_dialogs.MODEL_FILTER)
         self.choose_volume_file: Callable[[], str] = lambda: qt_dialogs.open_file(
-            qt, "Project a TOF-MRA volume", qt_dialogs.VOLUME_FILTER)
+            qt, "Project a TOF-MRA volume, or show a saved projection", qt_dialogs.SCAN_OR_PROJECTION_FILTER)
         self.choose_folder: Callable[[], str] = lambda: qt_dialogs.choose_folder(
             qt, "Export folder", str(self.ui.outputFolderLineEdit.property("text") or ""))
         self._setup_widgets()
@@ -366,7 +367,8 @@ class PanelController:
     # Projection of a patient's volume
     def project_volume(self, path: str = "") -> None:
         """Project a NIfTI scan on the worker (results under the export folder), then move the sliders around it;
-        while one runs, the same button cancels it."""
+        a projection.safetensors already written (by `cowgan project`) is shown without projecting again. While a
+        projection runs, the same button cancels it."""
         if self._projecting:
             self._cancel_projection = True
             self._status("Cancelling the projection after its current step...")
@@ -375,6 +377,9 @@ class PanelController:
             return
         path = path or self.choose_volume_file()
         if not path:
+            return
+        if str(path).lower().endswith(".safetensors"):
+            self.use_projection(path)
             return
         if not self.state.output_dir.strip():
             self._report_error(OutputError("no export folder is set: choose one in the Folder field, then project "
@@ -495,6 +500,8 @@ class PanelController:
                 self._loads_pending = max(0, self._loads_pending - 1)
             if kind == "project":
                 self._set_projecting(False)
+                for ended in self.projection_listeners:
+                    ended()
             if isinstance(error, ProjectionCancelled):
                 self._done("Projection cancelled: nothing was written")
             elif error is not None:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Union
 
 MODEL_FILTER = "Models (*.safetensors *.pt);;All files (*)"
-VOLUME_FILTER = "NIfTI or NRRD volumes (*.nii *.nii.gz *.nrrd *.nhdr);;All files (*)"
+SCAN_OR_PROJECTION_FILTER = ("Scans (NIfTI, NRRD) or saved projections (*.nii *.nii.gz *.nrrd *.nhdr *.safetensors);;"
+                             "All files (*)")
 JSON_FILTER = "JSON (*.json);;All files (*)"
 
 

@@ -308,7 +308,7 @@ def test_the_panel_moves_its_sliders_around_a_loaded_projection(generator, resul
         controller.set_engine(PanelEngine(generator))
         controller.direction_sliders[0].setValue(25)  # moved before projecting: the fresh projection shows unmoved
         ui.styleMixingCheckBox.setChecked(True)
-        controller.use_projection(str(paths["latent"]))
+        controller.project_volume(str(paths["latent"]))  # a projection written before is shown, not projected again
         assert controller.wait_idle(app=app)
         shown = controller.last_result
         assert shown.state.projection == str(paths["latent"]) and not ui.seedSpinBox.isEnabled()
@@ -332,6 +332,39 @@ def test_the_panel_moves_its_sliders_around_a_loaded_projection(generator, resul
         ui.clearProjectionButton.click()
         assert controller.wait_idle(app=app) and controller.last_result.state.projection == ""
         assert all(getattr(ui, name).isEnabled() for name in seed_controls + ("exportInterpolationButton",))
+    finally:
+        controller.close()
+        root.deleteLater()
+
+
+def test_cowgan_explore_shows_a_projection_written_by_cowgan_project(generator, result, tmp_path, capsys):
+    pytest.importorskip("PySide6.QtUiTools")
+    import argparse
+    import types
+
+    from PySide6.QtWidgets import QApplication
+
+    from cowgan.commands.explore import _initial_values
+    from cowgan.main import main
+    from CircleOfWillisGANLib.explorer.window import panel_ui_path
+    from CircleOfWillisGANLib.panel_controller import PanelController
+    from CircleOfWillisGANLib.panel_engine import PanelEngine
+    from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt
+
+    assert main(["explore", "--projection", str(tmp_path / "nothere.safetensors")]) == 2
+    assert "pass the projection.safetensors that `cowgan project` wrote" in capsys.readouterr().err
+    paths = write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, source="/data/scan.nii.gz",
+                                     coverage=1.0, plot=False)
+    app = QApplication.instance() or QApplication([])
+    root, ui = load_panel_pyside6(str(panel_ui_path()))
+    controller = PanelController(ui, pyside6_qt())
+    try:
+        controller.set_engine(PanelEngine(generator), then=lambda engine: _initial_values(
+            types.SimpleNamespace(ui=ui, controller=controller),
+            argparse.Namespace(seed=None, psi=None, projection=str(paths["latent"]))))
+        assert controller.wait_idle(app=app)
+        assert controller.last_result.state.projection == str(paths["latent"].resolve())
+        assert np.corrcoef(controller.last_result.volume.ravel(), result.reconstruction.ravel())[0, 1] > 0.999
     finally:
         controller.close()
         root.deleteLater()
@@ -479,10 +512,12 @@ def test_pressing_project_again_cancels_a_running_projection_and_writes_nothing(
         controller.set_engine(PanelEngine(generator))
         assert controller.wait_idle(app=app)
         ui.outputFolderLineEdit.setText(str(tmp_path / "exports"))
+        ended = []  # the Slicer module deletes its temporary copy of the scan here
+        controller.projection_listeners.append(lambda: ended.append(controller.projecting))
         controller.project_volume(str(scan))
         assert controller.projecting and ui.projectVolumeButton.text() == "Cancel projection"
         ui.projectVolumeButton.click()
-        assert controller.wait_idle(120, app=app)
+        assert controller.wait_idle(120, app=app) and ended == [False]
         assert not controller.projecting and ui.projectVolumeButton.text() == "Project volume..."
         assert ui.statusLabel.text() == "Projection cancelled: nothing was written" and controller.state.projection == ""
         assert not (tmp_path / "exports" / "projections").exists()

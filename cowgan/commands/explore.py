@@ -21,6 +21,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--seed", type=int, default=None, help="seed shown first")
     p.add_argument("--psi", type=float, default=None, help="truncation psi shown first (0 to 2)")
+    p.add_argument("--projection", metavar="FILE", help="show this projection.safetensors (written by `cowgan project` "
+                   "with the same model) first: the sliders then move around the patient's anatomy")
     p.add_argument("--turing", metavar="SESSION", help="open only the visual Turing test's rater window on this session "
                    "folder (the explorer stays closed: a rater must not generate with the model under test)")
     p.add_argument("--rater", metavar="ID", help="with --turing: your rater id; the session starts (or resumes) at once")
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rater and not args.turing:
         raise InputError("--rater needs --turing SESSION: name the session folder to rate")
     ignored = [flag for flag, given in (("--model", args.model != "demo"), ("--seed", args.seed is not None),
-                                        ("--psi", args.psi is not None), ("--screenshot", bool(args.screenshot)))
+                                        ("--psi", args.psi is not None), ("--projection", bool(args.projection)),
+                                        ("--screenshot", bool(args.screenshot)))
                if given]
     if args.turing and ignored:
         raise InputError(f"{', '.join(ignored)} would be ignored with --turing (the rater window shows the session's "
@@ -59,11 +62,13 @@ def run(args: argparse.Namespace) -> int:
     problem = None if args.model == "demo" else path_problem(Path(args.model))
     if problem:  # the window loads the model quietly, so a wrong path is said here, before a blank window
         raise InputError(f"model {args.model} {problem}: pass 'demo' or the path of a .safetensors model or model_N.pt")
+    problem = args.projection and path_problem(Path(args.projection))
+    if problem:
+        raise InputError(f"projection {args.projection} {problem}: pass the projection.safetensors that `cowgan "
+                         "project` wrote")
     app = qapplication("cowgan explore")
     device = resolve_device(args.device).type
     window = build_window(model=args.model, device=device, then=lambda engine: _initial_values(window, args))
-    if device == "cuda":
-        window.ui.deviceComboBox.setCurrentIndex(window.ui.deviceComboBox.findText("CUDA"))
     window.show()
     if not args.screenshot:
         return int(app.exec())
@@ -86,3 +91,5 @@ def _initial_values(window: Any, args: argparse.Namespace) -> None:
         ui.seedSpinBox.setValue(args.seed)
     if args.psi is not None:
         ui.truncationSlider.setValue(int(round(args.psi * 100)))
+    if args.projection:
+        window.controller.use_projection(str(Path(args.projection).resolve()))

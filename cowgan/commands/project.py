@@ -14,7 +14,7 @@ def register(subparsers: Any) -> None:
         "project", help="find the latent (w+ and noise) with which a model reproduces a scan",
         description="Reorient the scan to RAS, resample it at the model's spacing around its centre to the model's "
                     "shape and min-max normalise it (as `cowgan prepare --spacing`), then optimise w, then w+, then the "
-                    "noise. Writes projection.safetensors (load it in the explorer or Slicer), target, reconstruction "
+                    "noise. Writes projection.safetensors (show it with `cowgan explore --projection`, or Project volume... in the panel), target, reconstruction "
                     "and error NIfTI files, MIPs, convergence.png and projection.json with the correlation and vessel Dice.")
     p.add_argument("--model", default="demo", help="'demo', a native .safetensors model, or a reference model_N.pt")
     p.add_argument("--volume", required=True, help="the scan: NIfTI or NRRD TOF-MRA volume")
