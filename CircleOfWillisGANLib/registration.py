@@ -23,7 +23,7 @@ def register_rigid(fixed: Any, moving: Any, seed: int = 0) -> Tuple[Any, float]:
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.2, seed)
+    method.SetMetricSamplingPercentage(0.2, seed + 1)  # ITK takes seed 0 for the wall clock: every run would differ
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=200,
                                                     relaxationFactor=0.5)

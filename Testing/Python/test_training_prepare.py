@@ -181,6 +181,20 @@ def test_registration_to_a_template_aligns_a_shifted_volume(tmp_path):
     assert plain["preparation"]["template"] is None
 
 
+def test_registration_with_the_default_seed_gives_the_same_transform_every_run():
+    import time
+
+    import SimpleITK as sitk
+    from CircleOfWillisGANLib.registration import register_rigid
+
+    shape = (32, 48, 48)
+    template = sitk.GetImageFromArray(tube_volume(shape, 0))
+    moving = sitk.GetImageFromArray(np.roll(tube_volume(shape, 0), (2, 4, -3), axis=(0, 1, 2)))
+    first = register_rigid(template, moving, seed=0)[0].GetParameters()
+    time.sleep(1.1)  # ITK's seed 0 is the wall clock in seconds
+    np.testing.assert_allclose(register_rigid(template, moving, seed=0)[0].GetParameters(), first, rtol=0, atol=1e-9)
+
+
 def test_a_pattern_selects_images_and_lists_the_other_volumes_as_ignored(tmp_path):
     src = write_tube_volumes(tmp_path / "in", 2, SHAPE)
     (src / "case000.nii.gz").rename(src / "case000_image.nii.gz")
