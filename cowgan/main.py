@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
-from typing import List, NoReturn, Optional
+import threading
+from typing import Any, Iterator, List, NoReturn, Optional
 
 from .commands import COMMAND_MODULES
 
@@ -35,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run `cowgan ARGS`; return the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _home_expanded(parser.parse_args(argv))
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
         from CircleOfWillisGANLib.errors import CoWGANError
@@ -43,7 +47,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"cowgan: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     try:
-        return int(args.run(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.run(args) or 0)
     except CoWGANError as exc:
         if args.debug:
             raise
@@ -60,6 +65,41 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_USER_ERROR
 
 
+def _home_expanded(args: argparse.Namespace) -> argparse.Namespace:
+    """Arguments with a leading ~ expanded, as a shell does but not in `--out=~/x` or a quoted path: the file and
+    folder checks, torch and safetensors would take it for a folder named ~ in the current one."""
+    def expand(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("~"):
+            return os.path.expanduser(value)
+        if isinstance(value, list):
+            return [expand(v) for v in value]
+        return value
+
+    for name, value in vars(args).items():
+        setattr(args, name, expand(value))
+    return args
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (timeout, Slurm, docker stop) stops a command as Ctrl-C does, so it cleans up its partial files;
+    `train` installs its own handler, which saves the run first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+OUT_OF_MEMORY_WORDS = ("not enough memory", "out of memory", "can't allocate memory", "failed to allocate memory",
+                       "bad_alloc")  # CUDA, PyTorch's CPU allocator, SimpleITK, C++
 PIP_NAMES = {"skimage": "scikit-image", "sklearn": "scikit-learn", "PIL": "pillow", "nrrd": "pynrrd", "yaml": "pyyaml"}
 
 
@@ -73,7 +113,8 @@ def environment_error_message(exc: BaseException) -> Optional[str]:
     if isinstance(exc, OSError) and exc.strerror:
         where = f" {exc.filename}" if exc.filename else ""
         return f"cannot use{where}: {exc.strerror}: choose a folder that exists, is writable and has free space"
-    text = str(exc)
-    if isinstance(exc, MemoryError) or "not enough memory" in text or "out of memory" in text.lower():
-        return "out of memory: generate fewer volumes per run, use a smaller --batch-size, or close other programs"
+    text = str(exc).lower()
+    if isinstance(exc, MemoryError) or any(words in text for words in OUT_OF_MEMORY_WORDS):
+        return ("out of memory: ask for less at once (fewer volumes or samples, a smaller batch or grid), or close "
+                "other programs")
     return None

@@ -172,8 +172,38 @@ def test_failures_of_the_machine_become_one_line_naming_the_fix():
     assert "'scikit-image'" in missing and "pip install scikit-image" in missing
     full = environment_error_message(OSError(28, "No space left on device", "/data/run/latest.pt"))
     assert "/data/run/latest.pt: No space left on device" in full and "free space" in full
-    assert "smaller --batch-size" in environment_error_message(RuntimeError("DefaultCPUAllocator: not enough memory"))
+    for words in ("DefaultCPUAllocator: not enough memory", "CUDA out of memory. Tried to allocate 2.00 GiB",
+                  "[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 34359738368 bytes", "Exception thrown in SimpleITK new_Image: Failed to allocate memory "
+                  "for image.", "std::bad_alloc"):
+        assert environment_error_message(RuntimeError(words)).startswith("out of memory: ask for less at once")
     assert environment_error_message(RuntimeError("shape mismatch")) is None  # a bug stays a traceback
+
+
+def test_a_home_path_the_shell_did_not_expand_is_expanded(tmp_path, capsys, monkeypatch):
+    import cowgan.commands.generate
+
+    seen = {}
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(cowgan.commands.generate, "run", lambda args: seen.update(out=args.out, model=args.model))
+    assert main(["generate", "--out=~/volumes", "--model", "~/models/m.safetensors"]) == 0
+    assert seen == {"out": str(tmp_path / "volumes"), "model": str(tmp_path / "models" / "m.safetensors")}
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    import cowgan.commands.generate
+
+    def terminated(args):  # `timeout`, Slurm or docker stop sends SIGTERM while the command works
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(cowgan.commands.generate, "run", terminated)
+    assert main(["generate", "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.strip() == "cowgan: interrupted"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # given back after the command
 
 
 def test_an_unwritable_run_folder_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
