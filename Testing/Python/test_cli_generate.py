@@ -107,6 +107,10 @@ def test_noise_variations_share_w_and_differ_in_noise(golden_model, tmp_path):
     (["--threshold", "0.5"], "--threshold only applies with --surface"),
     (["--surface-format", "stl"], "--surface-format only applies with --surface"),
     (["--space", "w"], "--space only applies with --interpolate A B"),
+    (["--seeds", ""], "no seeds in ''"),
+    (["--interpolate", "1", "2", "--steps", "100000000"], "--steps must be from 2 to 1,000,000"),
+    (["--seeds", "1", "--noise-variations", "100000000"], "--noise-variations must be from 0 to 1,000,000"),
+    (["--seeds", "1-1000", "--noise-variations", "1001"], "1,000 seeds x 1,001 noise variations is more than"),
 ])
 def test_bad_requests_fail_with_one_line_and_write_nothing(golden_model, tmp_path, args, message):
     out = tmp_path / "out"

@@ -451,3 +451,12 @@ def test_the_classifier_refuses_bad_training_inputs_in_one_line():
                             ({"targets": [{"pcom_left": 1}] * 4}, "a target set lacks")):
         with pytest.raises(InputError, match=message):
             fit_classifier(**{"volumes": volumes, "targets": targets, "epochs": 1, **kwargs})
+
+
+def test_a_sample_count_no_run_could_finish_is_refused_before_the_model_loads(tmp_path, capsys):
+    from cowgan.main import main
+
+    out = tmp_path / "named.safetensors"
+    assert main(["name-directions", "--model", "demo", "--classifier", str(tmp_path / "c.safetensors"), "--out", str(out),
+                 "--samples", "99999999999"]) == 2
+    assert "--samples 99999999999 cannot fit boundaries: use from 20 to 1,000,000" in capsys.readouterr().err

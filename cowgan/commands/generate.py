@@ -15,7 +15,7 @@ from CircleOfWillisGANLib.errors import CoWGANError, InputError, require
 from CircleOfWillisGANLib.outputs import (output_folder, prepare_output_dir, refuse_overwrite, volume_output_names,
                                          write_volume_outputs)
 from CircleOfWillisGANLib.generator import CoWGenerator, check_psi, load_generator
-from CircleOfWillisGANLib.latents import check_seed, lerp, parse_seeds, slerp
+from CircleOfWillisGANLib.latents import MAX_SEEDS_PER_LIST, check_seed, lerp, parse_seeds, slerp
 from CircleOfWillisGANLib.mip import mip_panel, save_gif
 from CircleOfWillisGANLib.precision import PRECISIONS
 from CircleOfWillisGANLib.surface import SURFACE_FORMATS
@@ -96,13 +96,13 @@ def run(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
     """Validate the request and list the volumes to write, before loading anything heavy."""
     _refuse_ignored_options(args)
-    args.seeds, args.space = args.seeds or DEFAULT_SEEDS, args.space or "z"
+    args.seeds, args.space = DEFAULT_SEEDS if args.seeds is None else args.seeds, args.space or "z"
     args.steps = DEFAULT_STEPS if args.steps is None else args.steps
     args.surface_format = args.surface_format or SURFACE_FORMATS[0]
-    if args.steps < 2:
-        raise InputError(f"--steps must be at least 2, got {args.steps}")
-    if args.noise_variations < 0:
-        raise InputError(f"--noise-variations must be 0 or more, got {args.noise_variations}")
+    if not 2 <= args.steps <= MAX_SEEDS_PER_LIST:
+        raise InputError(f"--steps must be from 2 to {MAX_SEEDS_PER_LIST:,}, got {args.steps}")
+    if not 0 <= args.noise_variations <= MAX_SEEDS_PER_LIST:
+        raise InputError(f"--noise-variations must be from 0 to {MAX_SEEDS_PER_LIST:,}, got {args.noise_variations}")
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.noise_seed is not None:
@@ -115,6 +115,9 @@ def _plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
         return [{"kind": "interpolation", "a": a, "b": b, "t": i / (args.steps - 1), "stem": f"interp_{a}_{b}_{i:03d}",
                  "animation": f"interp_{a}_{b}"} for i in range(args.steps)]
     seeds = list(dict.fromkeys(parse_seeds(args.seeds)))
+    if len(seeds) * args.noise_variations > MAX_SEEDS_PER_LIST:
+        raise InputError(f"{len(seeds):,} seeds x {args.noise_variations:,} noise variations is more than "
+                         f"{MAX_SEEDS_PER_LIST:,} volumes in one run: ask for fewer, in several runs")
     if args.noise_variations:
         return [{"kind": "seed", "seed": s, "noise_seed": k, "stem": f"seed{s:04d}_noise{k:03d}", "animation": f"seed{s:04d}_noise"}
                 for s in seeds for k in range(args.noise_variations)]
