@@ -37,9 +37,10 @@ def _vtk_widget_class() -> Any:
 
 
 def build_window(engine: Optional[PanelEngine] = None, model: str = "demo", device: str = "cpu",
-                 then: Optional[Callable[[PanelEngine], None]] = None) -> "Any":
+                 then: Optional[Callable[[PanelEngine], None]] = None,
+                 show_error: Optional[Callable[[str], None]] = None) -> "Any":
     """Create (but do not show) the explorer window; with `engine` it is used, else `model` is loaded; `then` runs once
-    that model is in."""
+    that model is in. Errors open a dialog, or go to `show_error` (when no one is at the screen)."""
     from PySide6 import QtCore, QtWidgets
 
     app = qapplication("cowgan explore")
@@ -64,7 +65,7 @@ def build_window(engine: Optional[PanelEngine] = None, model: str = "demo", devi
             self.statusBar().addWidget(self.ui.statusLabel, 1)  # errors and progress stay in sight, not below the fold
             self.statusBar().addPermanentWidget(self.ui.progressBar)
             self.scene = VolumeScene(self.vtk_widget.GetRenderWindow())
-            self.controller = PanelController(self.ui, pyside6_qt(), show_error=self._error_dialog)
+            self.controller = PanelController(self.ui, pyside6_qt(), show_error=show_error or self._error_dialog)
             self.controller.views.append(self.show_result)
             self.turing = TuringWindows(self, lambda: self.controller.engine)
             self.resize(1400, 900)

@@ -82,3 +82,42 @@ def test_without_a_display_the_explorer_says_so_in_one_line(monkeypatch, capsys)
     assert main(["explore", "--model", "demo"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no display" in err[0] and "QT_QPA_PLATFORM=offscreen" in err[0]
+
+
+def test_a_screenshot_never_replaces_a_file_and_must_be_a_png(tmp_path, capsys):
+    from cowgan.main import main
+
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"the user's picture")
+    assert main(["explore", "--screenshot", str(mine)]) == 2
+    assert "already exists: choose a new file name" in capsys.readouterr().err and mine.read_bytes() == b"the user's picture"
+    assert main(["explore", "--screenshot", str(tmp_path / "shot.jpg")]) == 2
+    assert "must end in .png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failure", ["model", "projection"])
+def test_a_screenshot_of_a_model_or_projection_that_fails_is_an_error_not_a_picture(tmp_path, failure):
+    from CircleOfWillisGANLib.volume_io import default_affine, save_volume
+    from cowgan.main import main
+
+    if not shutil.which("xvfb-run"):
+        pytest.skip("needs xvfb-run (apt-get install xvfb) to render the explorer headless")
+    if failure == "model":
+        (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+        options, named = ["--model", str(tmp_path / "garbage.pt")], "garbage.pt"
+    else:  # a projection made with the demo model, shown with another model
+        scan = save_volume(tmp_path / "scan.nii.gz", np.random.default_rng(0).random((16, 64, 64)) * 300,
+                           default_affine((16, 64, 64), (1.24, 1.24, 1.24)))
+        assert main(["project", "--volume", str(scan), "--out", str(tmp_path / "proj"), "--steps", "1", "1", "1"]) == 0
+        options = ["--model", str(REPO / "Testing" / "data" / "claim-golden" / "model_0.pt"),
+                   "--projection", str(tmp_path / "proj")]
+        named = "project the volume again with this model"
+    shot = tmp_path / "shot.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="xcb")
+    result = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", sys.executable, "-m", "cowgan", "explore",
+                             *options, "--screenshot", str(shot)],
+                            capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    if "could not load the qt platform plugin" in result.stderr.lower():
+        pytest.skip("Qt's xcb plugin lacks system libraries (apt-get install libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1)")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("cowgan: error:")]
+    assert result.returncode == 2 and len(errors) == 1 and named in errors[0] and not shot.exists()

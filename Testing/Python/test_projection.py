@@ -352,7 +352,10 @@ def test_cowgan_explore_shows_a_projection_written_by_cowgan_project(generator, 
     from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt
 
     assert main(["explore", "--projection", str(tmp_path / "nothere.safetensors")]) == 2
-    assert "pass the projection.safetensors that `cowgan project` wrote" in capsys.readouterr().err
+    assert "does not exist: pass the projection.safetensors (or folder)" in capsys.readouterr().err
+    (tmp_path / "garbage.safetensors").write_bytes(b"not a projection")
+    assert main(["explore", "--projection", str(tmp_path / "garbage.safetensors")]) == 2  # said before a window opens
+    assert "cannot read projection" in capsys.readouterr().err
     paths = write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, source="/data/scan.nii.gz",
                                      coverage=1.0, plot=False)
     app = QApplication.instance() or QApplication([])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, List
 
-from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.errors import CoWGANError, InputError, OutputError
 from CircleOfWillisGANLib.files import path_problem
 from CircleOfWillisGANLib.latents import check_seed
 
@@ -62,13 +62,17 @@ def run(args: argparse.Namespace) -> int:
     problem = None if args.model == "demo" else path_problem(Path(args.model))
     if problem:  # the window loads the model quietly, so a wrong path is said here, before a blank window
         raise InputError(f"model {args.model} {problem}: pass 'demo' or the path of a .safetensors model or model_N.pt")
-    problem = args.projection and path_problem(Path(args.projection))
-    if problem:
-        raise InputError(f"projection {args.projection} {problem}: pass the projection.safetensors that `cowgan "
-                         "project` wrote")
+    if args.projection:  # read here: a projection that is not one is said before a window opens
+        from CircleOfWillisGANLib.projection_io import load_projection
+
+        load_projection(args.projection)
+    if args.screenshot:
+        _check_screenshot_path(Path(args.screenshot))
     app = qapplication("cowgan explore")
     device = resolve_device(args.device).type
-    window = build_window(model=args.model, device=device, then=lambda engine: _initial_values(window, args))
+    errors: List[str] = []  # with --screenshot no one is at the screen to close an error dialog
+    window = build_window(model=args.model, device=device, then=lambda engine: _initial_values(window, args),
+                          show_error=errors.append if args.screenshot else None)
     window.show()
     if not args.screenshot:
         return int(app.exec())
@@ -77,12 +81,26 @@ def run(args: argparse.Namespace) -> int:
         app.processEvents()
         time.sleep(0.01)
     window.controller.wait_idle(60, app)
-    from CircleOfWillisGANLib.mip import save_png
+    error = errors[0] if errors else window.controller.last_error  # a failed load stays in the status line
+    if not error:
+        from CircleOfWillisGANLib.mip import save_png
 
-    path = save_png(args.screenshot, window.screenshot())
-    print(f"wrote {path}" + (f" (status: {window.controller.last_error})" if window.controller.last_error else ""))
+        print(f"wrote {save_png(args.screenshot, window.screenshot())}")
     window.close()
+    if error:  # the model or the projection failed: no picture of an empty view
+        raise CoWGANError(error)
     return 0
+
+
+def _check_screenshot_path(path: Path) -> None:
+    """A new .png file in a folder that exists: the screenshot never replaces a file."""
+    if path.suffix.lower() != ".png":
+        raise InputError(f"--screenshot {path} must end in .png (the screenshot is a PNG picture)")
+    if path.exists():
+        raise OutputError(f"--screenshot {path} already exists: choose a new file name (a screenshot does not replace "
+                          "files)")
+    if not path.parent.resolve().is_dir():
+        raise OutputError(f"--screenshot {path}: the folder {path.parent} does not exist: create it or choose another")
 
 
 def _initial_values(window: Any, args: argparse.Namespace) -> None:
