@@ -6,13 +6,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
+from ..errors import OutputError
 from ..files import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -51,8 +55,13 @@ class FeatureCache:
         self.misses += 1
         value = np.asarray(compute())
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
             buffer = io.BytesIO()
             np.save(buffer, value, allow_pickle=False)
-            atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+            except (OSError, OutputError) as exc:  # the cache only saves time: the evaluation goes on without it
+                log.warning("cannot write the feature cache in %s (%s): evaluating without it; pass --cache DIR for "
+                            "a writable folder, or --no-cache", self.root, getattr(exc, "strerror", None) or exc)
+                self.root = None
         return value

@@ -241,7 +241,7 @@ def evaluate(real: VolumeSet, fake: VolumeSet, train: Optional[VolumeSet] = None
                        for key, s, f in (("real", real, real_f), ("generated", fake, fake_f))},
         "skipped": skipped,
         "notes": sorted(set(real.notes + fake.notes + (train.notes if train is not None else []))),
-        "feature_cache": {"directory": str(config.cache_dir) if config.cache_dir else None,
+        "feature_cache": {"directory": str(cache.root) if cache.root else None,  # None: off, or not writable
                           "hits": cache.hits, "misses": cache.misses},
     }
     if "medicalnet" in spaces:

@@ -106,6 +106,22 @@ def test_features_are_cached_by_file_hash(sets):
     assert len(list((sets / "cache").rglob("*.npy"))) == 24  # identical files share one entry
 
 
+def test_a_cache_folder_that_cannot_be_written_slows_the_evaluation_but_does_not_stop_it(tmp_path, caplog):
+    import numpy as np
+
+    from CircleOfWillisGANLib.evaluation.cache import FeatureCache
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would be")
+    cache = FeatureCache(blocker / "features")
+    with caplog.at_level("WARNING"):
+        first = cache.get_or_compute("morphology", "abc", lambda: np.arange(3.0))
+        second = cache.get_or_compute("morphology", "def", lambda: np.ones(2))
+    assert first.tolist() == [0.0, 1.0, 2.0] and second.tolist() == [1.0, 1.0] and cache.root is None
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "evaluating without it; pass --cache DIR for a writable folder" in warnings[0]
+
+
 def test_volumes_on_another_grid_are_refused_unless_resampling_is_asked_for(sets, capsys):
     write_set(sets / "small", [noise_volume(i, shape=(16, 24, 24)) for i in range(24)])
     argv = ["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "small"), "--out", str(sets / "grid"), "--no-cache"]
