@@ -64,11 +64,15 @@ def output_folder(path: Union[str, Path]) -> Iterator[Path]:
 def refuse_overwrite(folder: Union[str, Path], names: Iterable[str], overwrite: bool = False) -> None:
     """OutputError naming the clash if `folder` already holds any of `names`, unless `overwrite` was asked for."""
     folder = Path(folder)
-    if overwrite or not folder.is_dir():
+    if not folder.is_dir():
         return
     present = set(os.listdir(folder))
     clashes = [name for name in dict.fromkeys(names) if name in present]
-    if clashes:
+    folders = [name for name in clashes if (folder / name).is_dir()]
+    if folders:  # --overwrite replaces files; a folder of that name may hold anything
+        raise OutputError(f"{folder / folders[0]} is a folder where this run writes a file: rename or remove it, or "
+                          "choose a new --out")
+    if clashes and not overwrite:
         more = f" and {len(clashes) - 1} more of this run's files already exist" if len(clashes) > 1 else " already exists"
         raise OutputError(f"{folder / clashes[0]}{more}: choose a new --out, or pass --overwrite to replace "
                           f"{'them' if len(clashes) > 1 else 'it'}")
@@ -148,6 +152,9 @@ def _set_aside(paths: List[Path]) -> Dict[Path, Path]:
     """Rename the existing files among `paths` to hidden names beside them (an --overwrite keeps them until the
     new volume is whole); returns {path: its set-aside copy}."""
     kept: Dict[Path, Path] = {}
+    folder = next((path for path in paths if path.is_dir()), None)
+    if folder is not None:
+        raise OutputError(f"{folder} is a folder where this volume's file would be written: rename or remove it")
     try:
         for path in paths:
             if path.exists():

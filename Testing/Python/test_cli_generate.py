@@ -145,6 +145,15 @@ def test_files_already_in_the_output_folder_are_kept_unless_overwrite_is_asked(g
     assert len(list(tmp_path.glob("seed000?.nii.gz"))) == 3 and mine.read_bytes() != b"the user's own volume"
 
 
+def test_a_folder_where_a_volume_would_be_written_is_refused_before_anything_is_written(golden_model, tmp_path, capsys):
+    folder = tmp_path / "seed0002.nii.gz"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("the user's notes")
+    assert main(["generate", "--model", str(golden_model), "--seeds", "1-3", "--out", str(tmp_path), "--overwrite"]) == 2
+    assert "seed0002.nii.gz is a folder where this run writes a file: rename or remove it" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name] and (folder / "notes.txt").is_file()
+
+
 def test_a_volume_whose_surface_fails_leaves_no_part_of_it_and_no_empty_folder(golden_model, tmp_path, capsys):
     from CircleOfWillisGANLib.generator import load_generator
 

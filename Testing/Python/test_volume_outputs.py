@@ -117,3 +117,14 @@ def test_a_failed_overwrite_keeps_the_volume_it_was_to_replace_whole(tmp_path, m
     with pytest.raises(OSError, match="No space left"):
         outputs.write_volume_outputs(tmp_path, "seed0001", volume * 0.5, default_affine(volume.shape), {"seed": 1})
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_folder_of_a_volume_file_s_name_is_never_set_aside(tmp_path):
+    from CircleOfWillisGANLib.errors import OutputError
+    from CircleOfWillisGANLib.outputs import write_volume_outputs
+
+    (tmp_path / "seed0001.nii.gz").mkdir()
+    with pytest.raises(OutputError, match="seed0001.nii.gz is a folder where this volume's file would be written"):
+        write_volume_outputs(tmp_path, "seed0001", np.random.default_rng(0).random((8, 16, 16)).astype(np.float32),
+                             default_affine((8, 16, 16)), {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0001.nii.gz"]
