@@ -36,7 +36,7 @@ class SessionConfig:
             raise InputError(f"number of cases {self.n_cases} is out of range: use 2 to {MAX_CASES} (60 is typical)")
         if self.real_fraction is not None and not 0.0 < float(self.real_fraction) < 1.0:
             raise InputError(f"real fraction {self.real_fraction} must lie strictly between 0 and 1 "
-                             "(0.5 for 50:50), or be left unset for a randomised 40-60% share")
+                             "(0.5, the default, for 50:50), or be 'randomised' for a share drawn within 40-60%")
         if self.display not in DISPLAYS:
             raise InputError(f"unknown display {self.display!r}: use one of {', '.join(DISPLAYS)}")
         if self.time_limit_s is not None and not 0 < float(self.time_limit_s) < math.inf:

@@ -70,3 +70,15 @@ def test_rate_refuses_a_folder_that_is_no_session_or_an_unknown_rater_before_ope
     created = TuringSession.create(tmp_path / "s", real, generated, n_cases=10, raters=["r1"])
     assert main(["turing", "rate", str(created.folder), "--rater", "r2"]) == 2
     assert "rater id 'r2' is not one of this session's raters (r1)" in capsys.readouterr().err
+
+
+
+def test_a_real_fraction_out_of_range_names_the_settings_that_work(tmp_path, capsys):
+    real, generated = make_sources(tmp_path)
+    assert main(["turing", "create", "--real", str(real), "--generated", str(generated), "--out", str(tmp_path / "s"),
+                 "--real-fraction", "2"]) == 2
+    assert capsys.readouterr().err == ("cowgan: error: real fraction 2.0 must lie strictly between 0 and 1 (0.5, the "
+                                       "default, for 50:50), or be 'randomised' for a share drawn within 40-60%\n")
+    assert main(["turing", "create", "--real", str(real), "--generated", str(generated), "--out", str(tmp_path / "s"),
+                 "--cases", "10"]) == 0
+    assert "(5 real, 5 generated)" in capsys.readouterr().out

@@ -227,6 +227,15 @@ def test_a_real_fraction_that_leaves_no_real_or_no_generated_case_is_refused(tmp
             TuringSession.create(tmp_path / f"s{fraction}", real, generated, n_cases=10, real_fraction=fraction)
 
 
+def test_a_real_fraction_outside_0_and_1_is_refused_naming_the_default_and_randomised(tmp_path):
+    real, generated = make_sources(tmp_path)
+    with pytest.raises(InputError, match=r"^real fraction 2.0 must lie strictly between 0 and 1 \(0.5, the default, "
+                                         r"for 50:50\), or be 'randomised' for a share drawn within 40-60%$"):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=10, real_fraction=2)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=10, real_fraction="randomised")
+    assert created.n_real in (4, 5, 6)
+
+
 def test_a_case_shown_again_after_closing_keeps_counting_its_viewing_time_toward_the_limit(tmp_path):
     real, generated = make_sources(tmp_path)
     created = TuringSession.create(tmp_path / "s", real, generated, n_cases=4, time_limit=5.0)
