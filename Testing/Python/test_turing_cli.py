@@ -73,6 +73,21 @@ def test_rate_refuses_a_folder_that_is_no_session_or_an_unknown_rater_before_ope
 
 
 
+def test_create_refuses_model_options_given_with_a_generated_folder(tmp_path, capsys):
+    real, generated = make_sources(tmp_path)
+    source = ["turing", "create", "--real", str(real), "--generated", str(generated), "--out", str(tmp_path / "s"),
+              "--cases", "4"]
+    for extra, message in ((["--psi", "0.5", "--seeds", "1-5", "--device", "cuda"],
+                            "--seeds, --psi and --device only apply with --model: drop them, or pass --model instead "
+                            "of --generated"),
+                           (["--psi", "1"], "--psi only applies with --model: drop it, or pass --model instead of "
+                                            "--generated")):
+        assert main(source + extra) == 2
+        assert capsys.readouterr().err == f"cowgan: error: {message}\n"
+        assert not (tmp_path / "s").exists()
+    assert main(source) == 0
+
+
 def test_a_real_fraction_out_of_range_names_the_settings_that_work(tmp_path, capsys):
     real, generated = make_sources(tmp_path)
     assert main(["turing", "create", "--real", str(real), "--generated", str(generated), "--out", str(tmp_path / "s"),

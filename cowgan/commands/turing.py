@@ -9,6 +9,8 @@ from typing import Any
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.turing.config import DISPLAYS
 
+MODEL_ONLY = ("seeds", "psi", "device")  # `create` options that only apply when the generated cases come from --model
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("turing", help="visual Turing tests: create a blinded session, rate it, report results",
@@ -21,7 +23,7 @@ def register(subparsers: Any) -> None:
     c.add_argument("--generated", help="folder of generated volumes (or use --model)")
     c.add_argument("--model", help="'demo', a .safetensors model or a reference model_N.pt to generate from")
     c.add_argument("--seeds", default=None, help="seeds to draw generated cases from, like 1-100 (default 1..CASES)")
-    c.add_argument("--psi", type=float, default=1.0, help="truncation psi for --model (default 1 = none)")
+    c.add_argument("--psi", type=float, default=None, help="truncation psi for --model (default 1 = none)")
     c.add_argument("--out", required=True, help="new session folder to share with the raters")
     c.add_argument("--cases", type=int, default=60, help="cases per rater (default 60)")
     c.add_argument("--real-fraction", default="0.5", help="share of real cases (default 0.5) or 'randomised' (40-60%%)")
@@ -32,7 +34,7 @@ def register(subparsers: Any) -> None:
     c.add_argument("--raters", default="", help="comma-separated rater ids allowed to open the session (default any)")
     c.add_argument("--key", default=None, help="where to write the answer key (default SESSION/answer_key.json); "
                                                "keep it outside the shared folder for strict blinding")
-    c.add_argument("--device", default="auto", help="cpu, cuda or auto (for --model)")
+    c.add_argument("--device", default=None, help="cpu, cuda or auto (for --model; default auto)")
     c.set_defaults(run=run_create)
 
     r = sub.add_parser("rate", help="rate a session in a window (PySide6): one case at a time, resumable")
@@ -59,13 +61,18 @@ def run_create(args: argparse.Namespace) -> int:
 
     if (args.generated is None) == (args.model is None):
         raise InputError("pass exactly one of --generated DIR or --model MODEL")
+    given = [f"--{name}" for name in MODEL_ONLY if getattr(args, name) is not None]  # None: the user left it out
+    if args.generated is not None and given:
+        names = " and ".join([", ".join(given[:-1]), given[-1]] if len(given) > 1 else given)
+        raise InputError(f"{names} only appl{'y' if len(given) > 1 else 'ies'} with --model: drop "
+                         f"{'them' if len(given) > 1 else 'it'}, or pass --model instead of --generated")
     raters = [r.strip() for r in args.raters.split(",") if r.strip()]
     with tqdm(total=args.cases, desc="writing cases", unit="case", disable=None) as bar:
         created = TuringSession.create(
             args.out, real=args.real, generated=args.generated, model=args.model,
-            seeds=parse_seeds(args.seeds) if args.seeds else None, psi=args.psi, n_cases=args.cases,
-            real_fraction=args.real_fraction, display=args.display, time_limit=args.time_limit,
-            allow_back=args.allow_back, seed=args.seed, raters=raters, key_path=args.key, device=args.device,
+            seeds=parse_seeds(args.seeds) if args.seeds else None, psi=1.0 if args.psi is None else args.psi,
+            n_cases=args.cases, real_fraction=args.real_fraction, display=args.display, time_limit=args.time_limit,
+            allow_back=args.allow_back, seed=args.seed, raters=raters, key_path=args.key, device=args.device or "auto",
             progress=lambda done, total: bar.update(done - bar.n))
     print(f"created {created.n_cases} cases in {created.folder} ({created.n_real} real, {created.n_fake} generated); "
           f"answer key: {created.key_path}")
