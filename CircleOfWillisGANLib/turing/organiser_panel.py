@@ -15,7 +15,7 @@ from .. import qt_dialogs
 from ..errors import CoWGANError, InputError
 from ..latents import parse_seeds
 from .create import CreatedSession
-from .report import TuringReport, summary_text
+from .report import TuringReport, existing_report_files, report_dir, summary_text
 from .session import TuringSession, report
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class OrganiserPanelController:
         self.created: Optional[CreatedSession] = None
         self.result: Optional[TuringReport] = None
         self.report_paths: Dict[str, Path] = {}
+        self._replaceable_report: Optional[Path] = None  # a report folder this panel wrote, or named as holding one
         self._choose_folder = choose_folder or (
             lambda field: qt_dialogs.choose_folder(qt, "Choose a folder", parent=parent))
         self._choose_file = choose_file or (lambda field: self._file_dialog(field, parent))
@@ -146,10 +147,19 @@ class OrganiserPanelController:
             self.ui.statusLabel.setText("Choose the session folder first.")
             return False
         try:
-            self.result, self.report_paths = report(folder, self._text("keyPathLineEdit") or None)
+            target = report_dir(folder)
+            earlier = existing_report_files(target)
+            if earlier and target != self._replaceable_report:
+                self._replaceable_report = target  # the organiser has been told; the next press replaces it
+                self.ui.statusLabel.setText(
+                    f"No results written: {target} already holds a report ({', '.join(earlier)}). Press Compute "
+                    "results again to replace it, or move it away first.")
+                return False
+            self.result, self.report_paths = report(folder, self._text("keyPathLineEdit") or None, overwrite=True)
         except CoWGANError as exc:
             self.ui.statusLabel.setText(f"No results: {exc}")
             return False
+        self._replaceable_report = target
         self.ui.resultsTextEdit.setPlainText(summary_text(self.result))
         self.ui.openReportButton.setEnabled(True)
         self.ui.statusLabel.setText(f"Results written to {self.report_paths['html'].parent}")

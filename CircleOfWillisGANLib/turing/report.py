@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import statistics
 from dataclasses import dataclass, field
@@ -9,8 +10,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from ..errors import InputError, OutputError
-from ..outputs import prepare_output_dir
-from ..files import atomic_write, file_sha256, is_within
+from ..outputs import output_folder, prepare_output_dir, refuse_overwrite
+from ..files import atomic_write, file_sha256, is_within, staged_folder
 from .config import CALLS, CONFIDENCE_LEVELS, POOLED
 from .create import read_key
 from .journal import read_journal
@@ -207,36 +208,60 @@ def _agreement(calls: Dict[str, Dict[str, str]]) -> Optional[Tuple[str, Optional
     return "Fleiss' kappa", fleiss_kappa(table), len(common)
 
 
+REPORT_FILES = ("summary.csv", "readings.csv", "cases.csv", "report.html")
+
+
 def default_report_dir(session: PathLike) -> Path:
     """Beside the session folder, never inside it, so raters on the shared folder never see results."""
     folder = Path(session).resolve()
     return folder.with_name(f"{folder.name}-report")
 
 
-def write_report(report: TuringReport, out: Optional[PathLike] = None) -> Dict[str, Path]:
-    """Write readings.csv, summary.csv, cases.csv and a self-contained report.html; return their paths."""
-    from .report_html import render_html
-
-    session = Path(report.session).resolve()
+def report_dir(session: PathLike, out: Optional[PathLike] = None) -> Path:
+    """The folder a report of `session` goes to (`out`, or beside the session); refused inside the session folder,
+    which the raters share, as the report would show them the answers."""
+    session = Path(session).resolve()
     target = Path(out).resolve() if out else default_report_dir(session)
     if is_within(target, session):
         raise OutputError(f"--out {out} is inside the session folder {session}, which the raters share: the report "
                           f"would show them the answers; choose a folder outside it (default {default_report_dir(session)})")
+    return target
+
+
+def existing_report_files(folder: PathLike) -> List[str]:
+    """The report files `folder` already holds, so that no earlier report (or a user's file of the same name) is
+    replaced without being asked for."""
+    folder = Path(folder)
+    return [name for name in REPORT_FILES if (folder / name).exists()] if folder.is_dir() else []
+
+
+def write_report(report: TuringReport, out: Optional[PathLike] = None, overwrite: bool = False) -> Dict[str, Path]:
+    """Write readings.csv, summary.csv, cases.csv and a self-contained report.html; return their paths.
+
+    Report files already in the folder are refused unless `overwrite`; then all four are written to a stage first
+    and replace the old ones only once each is whole, so a failure leaves the earlier report as it was."""
+    from .report_html import render_html
+
+    target = report_dir(report.session, out)
+    refuse_overwrite(target, REPORT_FILES, overwrite)
     html = render_html(report)
-    out_dir = prepare_output_dir(target)
-    paths = {
-        "readings": _write_csv(out_dir / "readings.csv",
-                               ["rater", "case", "truth", "call", "correct", "confidence", "time_s", "over_limit", "comment"],
-                               [[r.rater, r.case_id, r.truth, r.call, int(r.correct), r.confidence, f"{r.elapsed_s:.3f}",
-                                 int(r.over_limit), r.comment] for r in report.readings]),
-        "summary": _write_csv(out_dir / "summary.csv", SUMMARY_HEADER,
-                              [_summary_row(s, report.answered.get(s.name)) for s in report.raters + [report.pooled]]),
-        "cases": _write_csv(out_dir / "cases.csv", ["case", "truth", "readings", "wrong", "wrong_fraction", "source"],
-                            [[c.case_id, c.truth, c.readings, c.wrong, _fmt(c.wrong / c.readings if c.readings else None),
-                              c.source] for c in report.cases]),
+    tables = {
+        "readings": (["rater", "case", "truth", "call", "correct", "confidence", "time_s", "over_limit", "comment"],
+                     [[r.rater, r.case_id, r.truth, r.call, int(r.correct), r.confidence, f"{r.elapsed_s:.3f}",
+                       int(r.over_limit), r.comment] for r in report.readings]),
+        "summary": (SUMMARY_HEADER,
+                    [_summary_row(s, report.answered.get(s.name)) for s in report.raters + [report.pooled]]),
+        "cases": (["case", "truth", "readings", "wrong", "wrong_fraction", "source"],
+                  [[c.case_id, c.truth, c.readings, c.wrong, _fmt(c.wrong / c.readings if c.readings else None),
+                    c.source] for c in report.cases]),
     }
-    paths["html"] = atomic_write(out_dir / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
-    return paths
+    prepare_output_dir(target, create=False)  # a file in the way or a read-only folder is named before any writing
+    parents = contextlib.nullcontext(target) if target.is_dir() else output_folder(target.parent)
+    with parents, staged_folder(target) as stage:
+        for name, (header, rows) in tables.items():
+            _write_csv(stage / f"{name}.csv", header, rows)
+        atomic_write(stage / "report.html", lambda tmp: tmp.write_text(html, encoding="utf-8"))
+    return {**{name: target / f"{name}.csv" for name in tables}, "html": target / "report.html"}
 
 
 SUMMARY_HEADER = ["rater", "answered", "readings", "correct", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "p_value",

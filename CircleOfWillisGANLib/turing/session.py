@@ -74,8 +74,9 @@ class TuringSession(RaterSession):
         return cls(folder, rater)
 
 
-def report(folder: PathLike, key: Optional[PathLike] = None,
-           out: Optional[PathLike] = None) -> Tuple[TuringReport, Dict[str, Path]]:
-    """Compute the results of a session and write CSV + HTML (by default beside the session folder)."""
+def report(folder: PathLike, key: Optional[PathLike] = None, out: Optional[PathLike] = None,
+           overwrite: bool = False) -> Tuple[TuringReport, Dict[str, Path]]:
+    """Compute the results of a session and write CSV + HTML (by default beside the session folder); an earlier
+    report there is refused unless `overwrite`, so none is replaced by surprise."""
     result = build_report(folder, key)
-    return result, write_report(result, out)
+    return result, write_report(result, out, overwrite)

@@ -72,6 +72,30 @@ def test_rate_refuses_a_folder_that_is_no_session_or_an_unknown_rater_before_ope
     assert "rater id 'r2' is not one of this session's raters (r1)" in capsys.readouterr().err
 
 
+def test_report_refuses_existing_report_files_until_overwrite_is_passed(tmp_path, capsys):
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=4)
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "summary.csv").write_text("the user's own summary")
+    assert main(["turing", "report", str(created.folder), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"cowgan: error: {tmp_path / 'rep' / 'summary.csv'} already exists: choose a new --out, "
+                   "or pass --overwrite to replace it\n")
+    assert [p.name for p in (tmp_path / "rep").iterdir()] == ["summary.csv"]
+    assert (tmp_path / "rep" / "summary.csv").read_text() == "the user's own summary"
+    assert main(["turing", "report", str(created.folder)]) == 0
+    capsys.readouterr()
+    first = (tmp_path / "s-report" / "report.html").read_bytes()
+    assert main(["turing", "report", str(created.folder)]) == 2
+    err = capsys.readouterr().err
+    assert "s-report/summary.csv and 3 more of this run's files already exist" in err and "--overwrite" in err
+    s = TuringSession.open(created.folder, "r1")
+    s.answer(s.next_case().case_id, "real", 3)
+    s.close()
+    assert main(["turing", "report", str(created.folder), "--overwrite"]) == 0
+    assert "r1: accuracy" in capsys.readouterr().out
+    assert (tmp_path / "s-report" / "report.html").read_bytes() != first
+
 
 def test_create_refuses_model_options_given_with_a_generated_folder(tmp_path, capsys):
     real, generated = make_sources(tmp_path)

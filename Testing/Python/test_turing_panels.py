@@ -200,6 +200,31 @@ def test_organiser_panel_creates_a_session_and_computes_results(app, tmp_path):
     assert opened and opened[0].name == "report.html"
 
 
+def test_organiser_panel_replaces_an_earlier_report_only_after_naming_it(app, tmp_path):
+    from CircleOfWillisGANLib.turing import report
+
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=4)
+    _, paths = report(created.folder)
+    earlier = paths["summary"].read_bytes()
+    s = TuringSession.open(created.folder, "reader01")
+    s.answer(s.next_case().case_id, "real", 3)
+    s.close()
+    root, ui = load_panel_pyside6(str(UI / "TuringOrganiser.ui"))
+    controller = OrganiserPanelController(ui, pyside6_qt())
+    ui.sessionFolderLineEdit.setText(str(created.folder))
+    ui.reportButton.click()
+    assert ui.statusLabel.property("text") == (
+        f"No results written: {tmp_path / 's-report'} already holds a report (summary.csv, readings.csv, cases.csv, "
+        "report.html). Press Compute results again to replace it, or move it away first.")
+    assert paths["summary"].read_bytes() == earlier and controller.result is None
+    ui.reportButton.click()
+    assert ui.statusLabel.property("text") == f"Results written to {tmp_path / 's-report'}"
+    assert "reader01" in paths["summary"].read_text()
+    ui.reportButton.click()  # the panel's own report is replaced at once as readings come in
+    assert ui.statusLabel.property("text") == f"Results written to {tmp_path / 's-report'}"
+
+
 def test_organiser_panel_shows_errors_in_the_status_line(app, tmp_path):
     root, ui = load_panel_pyside6(str(UI / "TuringOrganiser.ui"))
     _controller = OrganiserPanelController(ui, pyside6_qt())  # holds the panel's connections while it is used

@@ -10,7 +10,7 @@ from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.turing import TuringSession, build_report, report
 from CircleOfWillisGANLib.turing.create import read_key
 from CircleOfWillisGANLib.turing.stats import binom_test, cohen_kappa, fleiss_kappa
-from turing_data import make_sources
+from turing_data import disk_full_after, make_sources
 
 
 @pytest.fixture()
@@ -114,6 +114,33 @@ def test_csv_and_html_are_written_beside_the_session_not_inside(rated):
     html = paths["html"].read_text()
     assert "<svg" in html and "<script" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
     assert "Fleiss" in html and "cannot be told from guessing" in html
+
+
+def test_an_earlier_report_is_refused_and_replaced_whole_only_when_asked(rated):
+    from CircleOfWillisGANLib.errors import OutputError
+
+    created, _ = rated
+    _, paths = report(created.folder)
+    folder = paths["html"].parent
+    (folder / "notes.txt").write_text("the organiser's own notes")
+    earlier = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(OutputError, match=r"s-report/summary.csv and 3 more of this run's files already exist: "
+                                          r"choose a new --out, or pass --overwrite to replace them"):
+        report(created.folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == earlier
+    s = TuringSession.open(created.folder, "halfway")
+    s.answer(s.next_case().case_id, "real", 2)
+    s.close()
+    limit = paths["summary"].stat().st_size + 3000  # room for every CSV, not for the HTML page written after them
+    assert max(len(earlier[name]) for name in ("readings.csv", "summary.csv", "cases.csv")) + 500 < limit
+    assert len(earlier["report.html"]) > limit
+    with disk_full_after(paths["summary"], room=3000), pytest.raises(OutputError, match="cannot write .*report.html"):
+        report(created.folder, overwrite=True)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == earlier  # no new CSV beside the old page, no stage
+    result, replaced = report(created.folder, overwrite=True)
+    assert replaced == paths and result.answered["halfway"] == 7
+    assert paths["summary"].read_bytes() != earlier["summary.csv"]
+    assert (folder / "notes.txt").read_text() == "the organiser's own notes"
 
 
 def test_a_key_from_another_session_is_refused(rated, tmp_path):

@@ -50,6 +50,7 @@ def register(subparsers: Any) -> None:
     t.add_argument("session", help="the session folder")
     t.add_argument("--key", default=None, help="answer key (default SESSION/answer_key.json)")
     t.add_argument("--out", default=None, help="report folder (default SESSION-report beside the session)")
+    t.add_argument("--overwrite", action="store_true", help="replace a report already in the report folder")
     t.set_defaults(run=run_report)
 
 
@@ -105,7 +106,7 @@ def run_report(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.turing import report
     from CircleOfWillisGANLib.turing.report import summary_text
 
-    result, paths = report(args.session, key=args.key, out=args.out)
+    result, paths = report(args.session, key=args.key, out=args.out, overwrite=args.overwrite)
     print(summary_text(result))
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stdout)
     return 0
