@@ -83,7 +83,29 @@ def read_manifest(root: PathLike) -> Dict[str, Any]:
     if version > FORMAT_VERSION:
         raise InputError(f"{path} was written by a newer CircleOfWillisGAN (manifest v{version}, this one reads "
                          f"v{FORMAT_VERSION}): upgrade CircleOfWillisGAN")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise InputError(f"{path} {problem}: the manifest was edited or damaged; prepare the dataset again with "
+                         "`cowgan prepare`")
     return manifest
+
+
+def _manifest_problem(manifest: Dict[str, Any]) -> str:
+    """What a manifest lacks that training reads (its shards and their shape), or "" if nothing."""
+    shape = manifest.get("shape_dhw")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and n > 0 for n in shape)):
+        return "has no valid shape_dhw (three positive whole numbers)"
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not shards:
+        return "lists no shards"
+    for shard in shards:
+        if not (isinstance(shard, dict) and isinstance(shard.get("file"), str)
+                and isinstance(shard.get("count"), int) and shard["count"] > 0):
+            return f"has a shard entry without a file name and a positive count ({shard!r:.80})"
+    for key in ("data", "preparation"):
+        if not isinstance(manifest.get(key, {}), dict):
+            return f"has a {key} entry that is not an object"
+    return ""
 
 
 def open_shards(root: PathLike, manifest: Dict[str, Any]) -> Tuple[List[np.ndarray], int]:

@@ -314,10 +314,17 @@ def test_training_on_raw_volumes_or_a_newer_or_foreign_manifest_says_what_to_do(
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     for change, message in (({"format_version": 9}, "written by a newer CircleOfWillisGAN"),
                             ({"format_version": "1"}, "is not a cowgan-dataset manifest"),
-                            ({"format": "other"}, "is not a cowgan-dataset manifest")):
+                            ({"format": "other"}, "is not a cowgan-dataset manifest"),
+                            ({"shards": None}, "lists no shards"),
+                            ({"shards": [{"file": "shards/00000.npy"}]}, "a shard entry without a file name and a positive"),
+                            ({"shape_dhw": [16, 32]}, "has no valid shape_dhw"),
+                            ({"data": []}, "has a data entry that is not an object")):
         (tmp_path / "ds" / "manifest.json").write_text(json.dumps(dict(manifest, **change)))
         with pytest.raises(InputError, match=message):
             read_manifest(tmp_path / "ds")
+    (tmp_path / "ds" / "manifest.json").write_text(json.dumps({"format": "cowgan-dataset", "format_version": 1}))
+    with pytest.raises(InputError, match="has no valid shape_dhw .*: the manifest was edited or damaged; prepare"):
+        read_manifest(tmp_path / "ds")
 
 
 def test_a_template_that_is_a_folder_or_a_label_map_is_named_with_a_template_fix(tmp_path):
