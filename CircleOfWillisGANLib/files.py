@@ -16,6 +16,7 @@ import numpy as np
 from .errors import OutputError
 
 PathLike = Union[str, "os.PathLike[str]"]
+FULL_DISK_BYTES = 16 * 2**20  # less free space than this after a short write: the disk filled up
 
 
 def path_problem(path: PathLike, folder: bool = False) -> Optional[str]:
@@ -50,11 +51,24 @@ def atomic_write(path: PathLike, write: Callable[[Path], Any]) -> Path:
         os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable location") from exc
+        raise OutputError(f"cannot write {path}: {_write_failure(exc, path.parent)}; choose a writable location with "
+                          "free space") from exc
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _write_failure(exc: OSError, folder: Path) -> str:
+    """Why a write failed: the system's reason, or a full disk where the writer only counted short bytes (NumPy)."""
+    if exc.strerror:
+        return exc.strerror
+    try:
+        if shutil.disk_usage(folder).free < FULL_DISK_BYTES:
+            return f"the disk is full ({exc})"
+    except OSError:
+        pass
+    return str(exc)
 
 
 @contextlib.contextmanager

@@ -77,8 +77,12 @@ def load_state(path: Path) -> Dict[str, Any]:
     problem = path_problem(path)
     if problem:
         raise CheckpointError(f"resume state {path} {problem}: pass a .pt file from RUN/checkpoints/")
-    fix = (f"delete it to resume from {PREVIOUS}, or start a new run with another --out" if path.name == LATEST
-           else "pass another resume state from RUN/checkpoints/")
+    if path.name == LATEST and (path.parent / PREVIOUS).is_file():
+        fix = f"delete it to resume from {PREVIOUS}, or start a new run with another --out"
+    elif path.name == LATEST:  # deleting the only state would start the run again from scratch, silently
+        fix = "the run has no other resume state: start a new run with another --out (or export an earlier snapshot)"
+    else:
+        fix = "pass another resume state from RUN/checkpoints/"
     with open(path, "rb") as f:
         if f.read(4) != ZIP_MAGIC:
             raise CheckpointError(f"{path} is not a training resume state (not a PyTorch file): {fix}")

@@ -97,6 +97,9 @@ def test_a_resume_state_that_is_missing_or_not_one_is_named_with_the_right_fix(t
         load_state(tmp_path / "notes.txt")
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "latest.pt").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(CheckpointError, match="cannot read resume state .*: the run has no other resume state: start"):
+        load_state(tmp_path / "checkpoints" / "latest.pt")  # deleting it would start the run again, silently
+    (tmp_path / "checkpoints" / "previous.pt").write_bytes(b"PK\x03\x04 an older state")
     with pytest.raises(CheckpointError, match="cannot read resume state .* delete it to resume from previous.pt"):
         load_state(tmp_path / "checkpoints" / "latest.pt")
 

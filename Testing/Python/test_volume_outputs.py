@@ -128,3 +128,20 @@ def test_a_folder_of_a_volume_file_s_name_is_never_set_aside(tmp_path):
         write_volume_outputs(tmp_path, "seed0001", np.random.default_rng(0).random((8, 16, 16)).astype(np.float32),
                              default_affine((8, 16, 16)), {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0001.nii.gz"]
+
+
+def test_a_short_write_on_a_full_disk_is_called_a_full_disk(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    from CircleOfWillisGANLib.errors import OutputError
+    from CircleOfWillisGANLib.files import atomic_write
+
+    def numpy_short_write(tmp):  # NumPy's own words when the disk fills during np.save
+        raise OSError("65536 requested and 18368 written")
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(OutputError, match=r"shard.npy: the disk is full \(65536 requested and 18368 written\); choose a"):
+        atomic_write(tmp_path / "shard.npy", numpy_short_write)
+    assert list(tmp_path.iterdir()) == []
