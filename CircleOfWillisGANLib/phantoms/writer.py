@@ -5,18 +5,25 @@ Case i of a set with seed s depends only on (s, i), so the files are identical w
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import csv
 import io
+import os
 import re
-from concurrent.futures import ProcessPoolExecutor
+import shutil
+import signal
+import tempfile
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from .. import __version__
 from ..errors import InputError, OutputError
-from ..files import atomic_write, write_json
+from ..files import atomic_write, staged_folder, write_json
 from ..topcow import COMPLETE_CIRCLE, LABEL_NAMES
 from ..volume_io import save_volume
 from .phantom import Phantom, PhantomConfig, generate_phantom
@@ -24,6 +31,7 @@ from .phantom import Phantom, PhantomConfig, generate_phantom
 MANIFEST = "manifest.csv"
 PREVIEW = "preview.png"
 PREVIEW_CASES = 16
+MAX_PHANTOMS = 1_000_000  # as many as --seeds may list; a set this size builds its manifest in ~250 MB of memory
 PREVIEW_SOFTWARE = "CircleOfWillisGAN phantoms"  # the PNG text that marks a set's preview as written by write_preview
 MANIFEST_FIELDS = ("case", "index", "image", "label", "params", "anterior", "posterior", "complete",
                    "fetal_pca_left", "fetal_pca_right", "pcom_absent_left", "pcom_absent_right", "a1_absent_left",
@@ -117,32 +125,72 @@ def write_case(out: Path, seed: int, index: int, config: PhantomConfig, compress
     return {"row": row, "mip": phantom.image.max(axis=0) if index < PREVIEW_CASES else None}
 
 
-def _job(args: tuple) -> Dict[str, Any]:
-    return write_case(*args)
+def check_count(n: int) -> None:
+    """Raise InputError unless `n` is a number of phantoms a set can hold, before any folder is touched."""
+    if n < 1:
+        raise InputError(f"--n {n} is invalid: ask for at least one phantom")
+    if n > MAX_PHANTOMS:
+        raise InputError(f"--n {n} is too many: a set holds at most {MAX_PHANTOMS:,} phantoms; write a larger "
+                         "collection as several sets with different --seed")
 
 
 def iter_phantom_set(out: Union[str, Path], n: int, seed: int, config: Optional[PhantomConfig] = None,
                      workers: int = 1, compress: bool = True) -> Iterator[Dict[str, Any]]:
-    """Write cases 0..n-1 into `out`, yielding each case's result in index order as it completes."""
-    if n < 1:
-        raise InputError(f"--n {n} is invalid: ask for at least one phantom")
+    """Write cases 0..n-1 into `out`, yielding each case's result in index order as it completes.
+
+    Workers are given only a few cases ahead, so memory does not grow with `n` and an interrupted set stops after
+    the cases in hand; workers ignore Ctrl-C, which the parent handles.
+    """
+    check_count(n)
     if workers < 1:
         raise InputError(f"--workers {workers} is invalid: use 1 or more")
     cfg = config or PhantomConfig()
     out = Path(out)
     if not out.is_dir():
         raise OutputError(f"output folder {out} does not exist: create it or let the CLI create it")
-    jobs = [(out, int(seed), i, cfg, compress) for i in range(n)]
     if workers == 1:
-        for job in jobs:
-            yield _job(job)
+        for index in range(n):
+            yield write_case(out, int(seed), index, cfg, compress)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(_job, jobs, chunksize=max(1, min(8, n // (4 * workers))))
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_ctrl_c)
+    try:
+        pending: Deque[Future] = collections.deque()
+        indices = iter(range(n))
+        with _ctrl_c_ignored_by_new_processes():  # the workers start with the first cases
+            for index in indices:
+                pending.append(pool.submit(write_case, out, int(seed), index, cfg, compress))
+                if len(pending) == 2 * workers:
+                    break
+        while pending:
+            result = pending.popleft().result()
+            index = next(indices, None)
+            if index is not None:
+                pending.append(pool.submit(write_case, out, int(seed), index, cfg, compress))
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # no worker writes on once the caller has stopped
 
 
-def write_manifest(out: Union[str, Path], rows: List[Dict[str, Any]]) -> Path:
-    """The set's CSV manifest, one row per case."""
+def _ignore_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored_by_new_processes() -> Iterator[None]:
+    """Processes started in this block inherit an ignored SIGINT, so Ctrl-C (sent to the whole process group) stops
+    only the parent, cleanly, instead of every worker printing a traceback; the worker initializer covers the rest."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def write_manifest(out: Union[str, Path], rows: Iterable[Dict[str, Any]]) -> Path:
+    """The set's CSV manifest, one row per case; `rows` may be a generator, so no list of row dicts is held."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(MANIFEST_FIELDS), lineterminator="\n")
     writer.writeheader()
@@ -165,15 +213,74 @@ def write_phantom_set(out: Union[str, Path], n: int, seed: int = 0, config: Opti
                       progress: Optional[Callable[[int], None]] = None) -> Path:
     """Write a set of `n` phantoms into `out` (which must exist); returns the manifest path."""
     check_no_foreign_files(out, preview)
-    rows: List[Dict[str, Any]] = []
     mips: List[np.ndarray] = []
-    for result in iter_phantom_set(out, n, seed, config, workers, compress):
-        rows.append(result["row"])
-        if result["mip"] is not None:
-            mips.append(result["mip"])
-        if progress is not None:
-            progress(1)
-    manifest = write_manifest(out, rows)
+    captions: List[str] = []
+
+    def rows(results: Iterator[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+        for result in results:
+            if result["mip"] is not None:
+                mips.append(result["mip"])
+                captions.append(result["row"]["case"])
+            if progress is not None:
+                progress(1)
+            yield result["row"]
+
+    with contextlib.closing(iter_phantom_set(out, n, seed, config, workers, compress)) as results:
+        manifest = write_manifest(out, rows(results))  # closing: the workers have stopped when this returns or fails
     if preview:
-        write_preview(out, mips, [r["case"] for r in rows[: len(mips)]])
+        write_preview(out, mips, captions)
     return manifest
+
+
+@contextlib.contextmanager
+def staged_set(out: Union[str, Path]) -> Iterator[Path]:
+    """Yield a hidden, empty stage folder for a new set; only when the block finishes does its content replace the set
+    already in `out` (other files stay), so a failed or interrupted run leaves `out` as it was and sets never mix.
+
+    A new `out` (and any missing parent) is created only then; an existing one is staged inside, on its own disk.
+    """
+    out = Path(out)
+    if out.is_dir():
+        stage = Path(tempfile.mkdtemp(prefix=".phantoms-partial-", dir=out))
+        try:
+            yield stage
+            _replace_set(out, stage)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        return
+    made = [p for p in out.absolute().parents if not p.exists()]  # nearest first
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}; choose a writable location"
+                          ) from exc
+    try:
+        with staged_folder(out) as stage:
+            yield stage
+    except BaseException:
+        for folder in made:
+            with contextlib.suppress(OSError):  # not empty: something else was written there meanwhile
+                folder.rmdir()
+        raise
+
+
+def _replace_set(out: Path, stage: Path) -> None:
+    """Move the set in `out` aside, the staged set in, then delete the old one; any failure moves everything back."""
+    aside = Path(tempfile.mkdtemp(prefix=".phantoms-replaced-", dir=out))
+    moves = [(path, aside / path.name) for path in set_files(out)]
+    moves += [(path, out / path.name) for path in sorted(stage.iterdir())]
+    try:
+        for source, target in moves:
+            os.replace(source, target)
+    except BaseException as exc:
+        for source, target in reversed(moves):
+            if target.exists() and not source.exists():  # this move was made
+                os.replace(target, source)
+        with contextlib.suppress(OSError):  # not empty only if a move could not be undone: the old file stays there
+            aside.rmdir()
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot put the new set in {out} ({exc.filename2 or exc.filename}: "
+                              f"{exc.strerror or exc}); the old set is kept: make room there or choose another --out"
+                              ) from exc
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

@@ -303,3 +303,11 @@ def test_a_tube_thinner_than_a_voxel_gets_the_signal_of_its_lumen_not_of_a_voxel
             raster = rasterise([Tube(points, np.full(15, radius), np.ones(15, np.float32), 0)], grid, 0.0)
             areas.append(occupancy(raster.sdf, voxel, raster.radius)[:, 8, :].sum() * voxel * voxel)
     assert np.mean(areas) == pytest.approx(np.pi * radius ** 2, rel=0.05)  # the bare ramp: 5.5x for 0.15 mm at 1.24
+
+
+def test_a_set_over_a_million_phantoms_is_refused_before_a_case_is_written(tmp_path):
+    from CircleOfWillisGANLib.phantoms.writer import iter_phantom_set
+
+    with pytest.raises(InputError, match="--n 1000001 is too many: a set holds at most 1,000,000 phantoms"):
+        next(iter_phantom_set(tmp_path, 1_000_001, seed=0, config=PhantomConfig(shape=(8, 32, 32))))
+    assert list(tmp_path.iterdir()) == []

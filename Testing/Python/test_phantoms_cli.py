@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
+import pytest
 
+from CircleOfWillisGANLib.errors import OutputError
 from CircleOfWillisGANLib.mip import GAP, contact_sheet
 from CircleOfWillisGANLib.volume_io import load_volume
 from cowgan.main import main
@@ -126,3 +134,94 @@ def test_phantoms_whose_grid_cuts_part_of_the_circle_off_are_marked_and_named(tm
     assert "1 of 5 phantoms do not show their whole circle on this grid (phantom_00004)" in caplog.text
     assert _recorded_variants(tmp_path / "phantom_00004.json") is None  # the classifier reads its label map instead
     assert _recorded_variants(tmp_path / "phantom_00000.json") is not None
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def test_an_overwrite_that_cannot_run_keeps_the_old_set(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "set"
+    assert main(["phantoms", "--n", "2", "--out", str(out), "--preview", *SMALL]) == 0
+    before = _snapshot(out)
+    for name in ("scipy", "scipy.ndimage"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert main(["phantoms", "--n", "1", "--out", str(out), *SMALL, "--overwrite"]) == 2
+    assert "cowgan phantoms needs the Python package 'scipy'" in capsys.readouterr().err
+    assert _snapshot(out) == before
+
+
+def _failing_on_case(index, exc, monkeypatch):
+    from CircleOfWillisGANLib.phantoms import writer
+
+    write_case = writer.write_case
+
+    def failing(out, seed, i, *args):
+        if i == index:
+            raise exc
+        return write_case(out, seed, i, *args)
+
+    monkeypatch.setattr(writer, "write_case", failing)
+
+
+def test_a_run_that_fails_midway_leaves_the_old_set_and_creates_no_folder(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "set"
+    assert main(["phantoms", "--n", "2", "--out", str(out), *SMALL]) == 0
+    (out / "notes.txt").write_text("the user's own notes")
+    before = _snapshot(out)
+    _failing_on_case(1, OutputError("cannot write phantom_00001.json: No space left on device"), monkeypatch)
+    assert main(["phantoms", "--n", "3", "--out", str(out), "--seed", "9", *SMALL, "--overwrite"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert _snapshot(out) == before
+    assert main(["phantoms", "--n", "3", "--out", str(tmp_path / "new" / "deeper"), *SMALL]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_an_interrupted_run_leaves_no_output_and_can_simply_be_run_again(tmp_path, monkeypatch):
+    out = tmp_path / "set"
+    _failing_on_case(1, KeyboardInterrupt(), monkeypatch)
+    assert main(["phantoms", "--n", "3", "--out", str(out), *SMALL]) == 130
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert main(["phantoms", "--n", "3", "--out", str(out), *SMALL]) == 0
+    assert len(list(out.iterdir())) == 10
+
+
+@pytest.mark.parametrize("n, workers, shape, started", [
+    ("500", "2", SMALL, lambda folder: len(list(folder.rglob("phantom_*.json"))) >= 4),  # busy writing cases
+    ("2", "3", [], lambda folder: any(folder.iterdir())),  # one worker idle: it waits for a case that never comes
+], ids=["busy-workers", "an-idle-worker"])
+def test_ctrl_c_with_workers_stops_every_process_without_tracebacks_or_output(tmp_path, n, workers, shape, started):
+    command = [sys.executable, "-m", "cowgan", "phantoms", "--n", n, "--out", str(tmp_path / "set"),
+               "--workers", workers, *shape]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not started(tmp_path):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)  # the workers have started
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C reaches the parent and its workers
+        _, err = process.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130 and err.strip() == "cowgan: interrupted"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_set_over_a_million_phantoms_is_refused_before_anything_is_made(tmp_path, capsys):
+    out = tmp_path / "set"
+    assert main(["phantoms", "--n", "1000001", "--out", str(out), *SMALL]) == 2
+    assert "--n 1000001 is too many: a set holds at most 1,000,000 phantoms" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_new_set_that_cannot_take_the_old_sets_place_puts_the_old_set_back(tmp_path, capsys):
+    assert main(["phantoms", "--n", "1", "--out", str(tmp_path), *SMALL]) == 0
+    (tmp_path / "phantom_00001.json").mkdir()  # a folder of the user's where the new set needs a file
+    before = _snapshot(tmp_path)
+    assert main(["phantoms", "--n", "2", "--out", str(tmp_path), "--seed", "3", *SMALL, "--overwrite"]) == 2
+    assert "phantom_00001.json: Is a directory); the old set is kept" in capsys.readouterr().err
+    assert _snapshot(tmp_path) == before

@@ -9,11 +9,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from CircleOfWillisGANLib.errors import InputError, OutputError
+from CircleOfWillisGANLib.errors import InputError, OutputError, require
 from CircleOfWillisGANLib.outputs import prepare_output_dir
 from CircleOfWillisGANLib.phantoms import FORCEABLE, PhantomConfig, VariantPrevalence, load_table, parse_overrides
-from CircleOfWillisGANLib.phantoms.writer import (MANIFEST, PREVIEW, check_no_foreign_files, set_files,
-                                                  write_phantom_set)
+from CircleOfWillisGANLib.phantoms.writer import (MANIFEST, PREVIEW, check_count, check_no_foreign_files, set_files,
+                                                  staged_set, write_phantom_set)
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
         "phantoms", help="write synthetic CoW TOF-MRA volumes with TopCoW labels (NIfTI + JSON + CSV)",
         description="Generate procedural Circle of Willis phantoms: TOF-MRA-like image, TopCoW label map and a JSON "
                     "of every sampled parameter per case, plus manifest.csv. Case i depends only on (--seed, i).")
-    p.add_argument("--n", type=int, required=True, help="number of phantoms")
+    p.add_argument("--n", type=int, required=True, help="number of phantoms (at most 1,000,000)")
     p.add_argument("--out", required=True, help="output folder (created if needed)")
     p.add_argument("--seed", type=int, default=0, help="set seed (default 0)")
     p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("D", "H", "W"),
@@ -38,8 +38,8 @@ def register(subparsers: Any) -> None:
                    help=f"make a variant certain in every case (repeatable): {', '.join(FORCEABLE)}")
     p.add_argument("--preview", action="store_true", help=f"write {PREVIEW}, a contact sheet of axial MIPs")
     p.add_argument("--no-compress", action="store_true", help="write .nii instead of .nii.gz (faster)")
-    p.add_argument("--overwrite", action="store_true", help="replace a phantom set already in --out (its files are "
-                   "removed first, so the sets do not mix)")
+    p.add_argument("--overwrite", action="store_true", help="replace a phantom set already in --out (once the new set "
+                   "is complete its files take the old set's place, so the sets do not mix)")
     p.set_defaults(run=run)
 
 
@@ -58,29 +58,28 @@ def build_config(args: argparse.Namespace) -> PhantomConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.n < 1:
-        raise InputError(f"--n {args.n} is invalid: ask for at least one phantom")
+    """Write the phantom set the arguments ask for; a failed or interrupted run leaves --out as it was."""
+    check_count(args.n)
     if args.seed < 0:
         raise InputError(f"--seed {args.seed} is invalid: use a non-negative integer")
     if args.workers < 1:
         raise InputError(f"--workers {args.workers} is invalid: use 1 or more")
     config = build_config(args)
+    require("scipy.ndimage", "cowgan phantoms", "scipy")
     prepare_output_dir(args.out, create=False)
     check_no_foreign_files(args.out, args.preview)
     existing = set_files(args.out)
     if existing and not args.overwrite:
         raise OutputError(f"{args.out} already holds a phantom set ({len(existing)} files, e.g. {existing[0].name}); a "
                           "new set would mix with it: choose a new --out, or pass --overwrite to replace it")
-    for path in existing:
-        path.unlink()
-    out = prepare_output_dir(args.out)
-    with tqdm(total=args.n, desc="phantoms", unit="case", disable=None) as bar:
-        manifest = write_phantom_set(out, args.n, args.seed, config, workers=args.workers, preview=args.preview,
+    with staged_set(args.out) as stage, tqdm(total=args.n, desc="phantoms", unit="case", disable=None) as bar:
+        manifest = write_phantom_set(stage, args.n, args.seed, config, workers=args.workers, preview=args.preview,
                                      compress=not args.no_compress, progress=bar.update)
-    cut = [row["case"] for row in csv.DictReader(manifest.open(encoding="utf-8")) if row["circle_in_view"] == "0"]
+        with manifest.open(encoding="utf-8") as rows:
+            cut = [row["case"] for row in csv.DictReader(rows) if row["circle_in_view"] == "0"]
     if cut:
         log.warning("%d of %d phantoms do not show their whole circle on this grid (%s): their label maps' variant "
                     "vectors differ from the sampled variants (manifest column circle_in_view = 0); use a larger "
                     "--shape or --spacing", len(cut), args.n, ", ".join(cut[:3]) + (", ..." if len(cut) > 3 else ""))
-    log.info("wrote %d phantoms to %s (%s%s)", args.n, out, MANIFEST, f", {PREVIEW}" if args.preview else "")
+    log.info("wrote %d phantoms to %s (%s%s)", args.n, args.out, MANIFEST, f", {PREVIEW}" if args.preview else "")
     return 0
