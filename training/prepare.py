@@ -7,15 +7,12 @@ end, so an interrupted run leaves no half-written dataset behind.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import fnmatch
 import functools
 import logging
 import multiprocessing
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -25,6 +22,7 @@ from CircleOfWillisGANLib import __version__
 from CircleOfWillisGANLib.errors import InputError, OutputError
 from CircleOfWillisGANLib.outputs import timestamp
 from CircleOfWillisGANLib.files import file_sha256, is_within, path_problem, staged_folder
+from CircleOfWillisGANLib.interrupts import ctrl_c_held_from_new_processes, ignore_ctrl_c
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png
 from CircleOfWillisGANLib.preprocess import (PrepareOptions, VolumeRejected, coverage_warning, is_volume_file,
                                              preprocess_file, read_canonical)
@@ -147,25 +145,16 @@ def _run(volumes: Sequence[Path], options: PrepareOptions, workers: int, progres
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker,
                                                 initargs=(threads,)) as pool:
-        with _ctrl_c_ignored_by_new_processes():
+        with ctrl_c_held_from_new_processes():
             results = pool.map(_work, volumes, [options] * len(volumes))  # starts the workers
         yield from bar(results)
 
 
-@contextlib.contextmanager
-def _ctrl_c_ignored_by_new_processes() -> Iterator[None]:
-    """Ctrl-C reaches the whole process group; workers started inside this block ignore it (a process started with
-    SIGINT ignored keeps it so), so that only the parent stops, cleanly, instead of every worker printing a traceback."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def _init_pool_worker(threads: int) -> None:
+    ignore_ctrl_c()
+    _init_worker(threads)
 
 
 def _init_worker(threads: int) -> None:

@@ -12,9 +12,7 @@ import io
 import os
 import re
 import shutil
-import signal
 import tempfile
-import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
@@ -24,6 +22,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError, OutputError
 from ..files import atomic_write, staged_folder, write_json
+from ..interrupts import ctrl_c_held_from_new_processes, ignore_ctrl_c
 from ..topcow import COMPLETE_CIRCLE, LABEL_NAMES
 from ..volume_io import save_volume
 from .phantom import Phantom, PhantomConfig, generate_phantom
@@ -152,11 +151,11 @@ def iter_phantom_set(out: Union[str, Path], n: int, seed: int, config: Optional[
         for index in range(n):
             yield write_case(out, int(seed), index, cfg, compress)
         return
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_ctrl_c)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=ignore_ctrl_c)
     try:
         pending: Deque[Future] = collections.deque()
         indices = iter(range(n))
-        with _ctrl_c_ignored_by_new_processes():  # the workers start with the first cases
+        with ctrl_c_held_from_new_processes():  # the workers start with the first cases
             for index in indices:
                 pending.append(pool.submit(write_case, out, int(seed), index, cfg, compress))
                 if len(pending) == 2 * workers:
@@ -169,24 +168,6 @@ def iter_phantom_set(out: Union[str, Path], n: int, seed: int, config: Optional[
             yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # no worker writes on once the caller has stopped
-
-
-def _ignore_ctrl_c() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def _ctrl_c_ignored_by_new_processes() -> Iterator[None]:
-    """Processes started in this block inherit an ignored SIGINT, so Ctrl-C (sent to the whole process group) stops
-    only the parent, cleanly, instead of every worker printing a traceback; the worker initializer covers the rest."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def write_manifest(out: Union[str, Path], rows: Iterable[Dict[str, Any]]) -> Path:

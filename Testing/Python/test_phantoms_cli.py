@@ -189,7 +189,8 @@ def test_an_interrupted_run_leaves_no_output_and_can_simply_be_run_again(tmp_pat
 
 @pytest.mark.parametrize("n, workers, shape, started", [
     ("500", "2", SMALL, lambda folder: len(list(folder.rglob("phantom_*.json"))) >= 4),  # busy writing cases
-    ("2", "3", [], lambda folder: any(folder.iterdir())),  # one worker idle: it waits for a case that never comes
+    ("2", "3", ["--shape", "64", "256", "256"],  # one worker idle, waiting for a case that never comes, while
+     lambda folder: any(folder.iterdir())),          # two write cases large enough to take seconds
 ], ids=["busy-workers", "an-idle-worker"])
 def test_ctrl_c_with_workers_stops_every_process_without_tracebacks_or_output(tmp_path, n, workers, shape, started):
     command = [sys.executable, "-m", "cowgan", "phantoms", "--n", n, "--out", str(tmp_path / "set"),
