@@ -289,67 +289,67 @@ def test_cowgan_project_names_its_steps_option_when_the_steps_are_unusable(tmp_p
     assert not (tmp_path / "out").exists()
 
 
-def test_the_panel_moves_its_sliders_around_a_loaded_projection(generator, result, tmp_path):
+@pytest.fixture
+def panel():
+    """The real panel under PySide6 (offscreen), no model in yet: (app, ui, controller)."""
     pytest.importorskip("PySide6.QtUiTools")
     from PySide6.QtWidgets import QApplication
 
-    from CircleOfWillisGANLib.errors import InputError
     from CircleOfWillisGANLib.explorer.window import panel_ui_path
     from CircleOfWillisGANLib.panel_controller import PanelController
     from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt
+
+    app = QApplication.instance() or QApplication([])
+    root, ui = load_panel_pyside6(str(panel_ui_path()))
+    controller = PanelController(ui, pyside6_qt())
+    yield app, ui, controller
+    controller.close()
+    root.deleteLater()
+
+
+def test_the_panel_moves_its_sliders_around_a_loaded_projection(panel, generator, result, tmp_path):
+    from CircleOfWillisGANLib.errors import InputError
     from CircleOfWillisGANLib.panel_engine import PanelEngine
 
     paths = write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, source="/data/patient 7.nii.gz",
                                      coverage=0.6, plot=False)
-    app = QApplication.instance() or QApplication([])
-    root, ui = load_panel_pyside6(str(panel_ui_path()))
-    controller = PanelController(ui, pyside6_qt())
-    try:
-        controller.set_engine(PanelEngine(generator))
-        controller.direction_sliders[0].setValue(25)  # moved before projecting: the fresh projection shows unmoved
-        ui.styleMixingCheckBox.setChecked(True)
-        controller.project_volume(str(paths["latent"]))  # a projection written before is shown, not projected again
-        assert controller.wait_idle(app=app)
-        shown = controller.last_result
-        assert shown.state.projection == str(paths["latent"]) and not ui.seedSpinBox.isEnabled()
-        assert not any(shown.state.directions) and not shown.state.mixing
-        assert np.corrcoef(shown.volume.ravel(), result.reconstruction.ravel())[0, 1] > 0.999
-        assert not ui.exportInterpolationButton.isEnabled()  # an interpolation runs between seeds
-        with pytest.raises(InputError, match="not from a projection: press Clear projection"):
-            controller.engine.export_interpolation(shown.state, str(tmp_path / "frames"))
-        sidecar = controller.engine.sidecar(shown.state)
-        assert "seed" not in sidecar and "psi" not in sidecar and sidecar["projection"]["latent"] == str(paths["latent"])
-        m = result.metrics
-        assert ui.projectionLabel.text() == (
-            f"Sliders move around the projection of patient 7.nii.gz (correlation {m['correlation']:.2f}, vessel Dice "
-            f"{m['vessel_dice']:.2f}); the scan filled only 60% of the model's grid")
-        assert ui.statusLabel.text().startswith("projection: generated in")
-        seed_controls = ("interpolationGroupBox", "resampleNoiseButton", "noiseFollowsSeedCheckBox", "seedSpinBox")
-        assert not any(getattr(ui, name).isEnabled() for name in seed_controls)  # they would change nothing
-        controller.direction_sliders[-1].setValue(20)
-        assert controller.wait_idle(app=app)
-        assert np.abs(controller.last_result.volume - shown.volume).max() > 1e-4
-        ui.clearProjectionButton.click()
-        assert controller.wait_idle(app=app) and controller.last_result.state.projection == ""
-        assert all(getattr(ui, name).isEnabled() for name in seed_controls + ("exportInterpolationButton",))
-    finally:
-        controller.close()
-        root.deleteLater()
+    app, ui, controller = panel
+    controller.set_engine(PanelEngine(generator))
+    controller.direction_sliders[0].setValue(25)  # moved before projecting: the fresh projection shows unmoved
+    ui.styleMixingCheckBox.setChecked(True)
+    controller.project_volume(str(paths["latent"]))  # a projection written before is shown, not projected again
+    assert controller.wait_idle(app=app)
+    shown = controller.last_result
+    assert shown.state.projection == str(paths["latent"]) and not ui.seedSpinBox.isEnabled()
+    assert not any(shown.state.directions) and not shown.state.mixing
+    assert np.corrcoef(shown.volume.ravel(), result.reconstruction.ravel())[0, 1] > 0.999
+    assert not ui.exportInterpolationButton.isEnabled()  # an interpolation runs between seeds
+    with pytest.raises(InputError, match="not from a projection: press Clear projection"):
+        controller.engine.export_interpolation(shown.state, str(tmp_path / "frames"))
+    sidecar = controller.engine.sidecar(shown.state)
+    assert "seed" not in sidecar and "psi" not in sidecar and sidecar["projection"]["latent"] == str(paths["latent"])
+    m = result.metrics
+    assert ui.projectionLabel.text() == (
+        f"Sliders move around the projection of patient 7.nii.gz (correlation {m['correlation']:.2f}, vessel Dice "
+        f"{m['vessel_dice']:.2f}); the scan filled only 60% of the model's grid")
+    assert ui.statusLabel.text().startswith("projection: generated in")
+    seed_controls = ("interpolationGroupBox", "resampleNoiseButton", "noiseFollowsSeedCheckBox", "seedSpinBox")
+    assert not any(getattr(ui, name).isEnabled() for name in seed_controls)  # they would change nothing
+    controller.direction_sliders[-1].setValue(20)
+    assert controller.wait_idle(app=app)
+    assert np.abs(controller.last_result.volume - shown.volume).max() > 1e-4
+    ui.clearProjectionButton.click()
+    assert controller.wait_idle(app=app) and controller.last_result.state.projection == ""
+    assert all(getattr(ui, name).isEnabled() for name in seed_controls + ("exportInterpolationButton",))
 
 
-def test_cowgan_explore_shows_a_projection_written_by_cowgan_project(generator, result, tmp_path, capsys):
-    pytest.importorskip("PySide6.QtUiTools")
+def test_cowgan_explore_shows_a_projection_written_by_cowgan_project(panel, generator, result, tmp_path, capsys):
     import argparse
     import types
 
-    from PySide6.QtWidgets import QApplication
-
     from cowgan.commands.explore import _initial_values
     from cowgan.main import main
-    from CircleOfWillisGANLib.explorer.window import panel_ui_path
-    from CircleOfWillisGANLib.panel_controller import PanelController
     from CircleOfWillisGANLib.panel_engine import PanelEngine
-    from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt
 
     assert main(["explore", "--projection", str(tmp_path / "nothere.safetensors")]) == 2
     assert "does not exist: pass the projection.safetensors (or folder)" in capsys.readouterr().err
@@ -358,19 +358,13 @@ def test_cowgan_explore_shows_a_projection_written_by_cowgan_project(generator, 
     assert "cannot read projection" in capsys.readouterr().err
     paths = write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, source="/data/scan.nii.gz",
                                      coverage=1.0, plot=False)
-    app = QApplication.instance() or QApplication([])
-    root, ui = load_panel_pyside6(str(panel_ui_path()))
-    controller = PanelController(ui, pyside6_qt())
-    try:
-        controller.set_engine(PanelEngine(generator), then=lambda engine: _initial_values(
-            types.SimpleNamespace(ui=ui, controller=controller),
-            argparse.Namespace(seed=None, psi=None, projection=str(paths["latent"]))))
-        assert controller.wait_idle(app=app)
-        assert controller.last_result.state.projection == str(paths["latent"].resolve())
-        assert np.corrcoef(controller.last_result.volume.ravel(), result.reconstruction.ravel())[0, 1] > 0.999
-    finally:
-        controller.close()
-        root.deleteLater()
+    app, ui, controller = panel
+    controller.set_engine(PanelEngine(generator), then=lambda engine: _initial_values(
+        types.SimpleNamespace(ui=ui, controller=controller),
+        argparse.Namespace(seed=None, psi=None, projection=str(paths["latent"]))))
+    assert controller.wait_idle(app=app)
+    assert controller.last_result.state.projection == str(paths["latent"].resolve())
+    assert np.corrcoef(controller.last_result.volume.ravel(), result.reconstruction.ravel())[0, 1] > 0.999
 
 
 def test_bf16_optimisation_reaches_the_fp32_result_and_reports_in_fp32(generator, own_volume):
@@ -497,36 +491,24 @@ def test_a_cancel_pressed_while_the_starting_candidates_are_tried_stops_there(ge
     assert heard == [0, 0]  # before the first optimisation step
 
 
-def test_pressing_project_again_cancels_a_running_projection_and_writes_nothing(generator, tmp_path):
-    pytest.importorskip("PySide6.QtUiTools")
-    from PySide6.QtWidgets import QApplication
-
-    from CircleOfWillisGANLib.explorer.window import panel_ui_path
-    from CircleOfWillisGANLib.panel_controller import PanelController
+def test_pressing_project_again_cancels_a_running_projection_and_writes_nothing(panel, generator, tmp_path):
     from CircleOfWillisGANLib.panel_engine import PanelEngine
-    from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt
 
     scan = save_volume(tmp_path / "scan.nii.gz", np.random.default_rng(2).random((8, 16, 16)) * 300,
                        default_affine((8, 16, 16), (2.0, 2.0, 2.0)))
-    app = QApplication.instance() or QApplication([])
-    root, ui = load_panel_pyside6(str(panel_ui_path()))
-    controller = PanelController(ui, pyside6_qt())
-    try:
-        controller.set_engine(PanelEngine(generator))
-        assert controller.wait_idle(app=app)
-        ui.outputFolderLineEdit.setText(str(tmp_path / "exports"))
-        ended = []  # the Slicer module deletes its temporary copy of the scan here
-        controller.projection_listeners.append(lambda: ended.append(controller.projecting))
-        controller.project_volume(str(scan))
-        assert controller.projecting and ui.projectVolumeButton.text() == "Cancel projection"
-        ui.projectVolumeButton.click()
-        assert controller.wait_idle(120, app=app) and ended == [False]
-        assert not controller.projecting and ui.projectVolumeButton.text() == "Project volume..."
-        assert ui.statusLabel.text() == "Projection cancelled: nothing was written" and controller.state.projection == ""
-        assert not (tmp_path / "exports" / "projections").exists()
-    finally:
-        controller.close()
-        root.deleteLater()
+    app, ui, controller = panel
+    controller.set_engine(PanelEngine(generator))
+    assert controller.wait_idle(app=app)
+    ui.outputFolderLineEdit.setText(str(tmp_path / "exports"))
+    ended = []  # the Slicer module deletes its temporary copy of the scan here
+    controller.projection_listeners.append(lambda: ended.append(controller.projecting))
+    controller.project_volume(str(scan))
+    assert controller.projecting and ui.projectVolumeButton.text() == "Cancel projection"
+    ui.projectVolumeButton.click()
+    assert controller.wait_idle(120, app=app) and ended == [False]
+    assert not controller.projecting and ui.projectVolumeButton.text() == "Project volume..."
+    assert ui.statusLabel.text() == "Projection cancelled: nothing was written" and controller.state.projection == ""
+    assert not (tmp_path / "exports" / "projections").exists()
 
 
 def test_the_coarse_blur_is_a_gaussian_of_the_stated_millimetres_along_each_axis():
