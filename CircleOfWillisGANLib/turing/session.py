@@ -52,6 +52,11 @@ class TuringSession(RaterSession):
                                limit, bool(allow_back), check_seed(seed), list(raters)).validate()
         if (generated is None) == (model is None):
             raise InputError("give the generated volumes as exactly one of a folder or a model (with seeds)")
+        ignored = [name for name, given in (("seeds", seeds is not None), ("psi", psi != 1.0), ("device", device != "auto"))
+                   if given]
+        if generated is not None and ignored:
+            raise InputError(f"{', '.join(ignored)} only apply to generating from a model, not to a folder of generated "
+                             "volumes: leave them out, or pass a model")
         if generated is not None and Path(real).resolve() == Path(generated).resolve():
             raise InputError(f"the real and the generated volumes are the same folder {real}: pass the generated "
                              "volumes' own folder, or a model")

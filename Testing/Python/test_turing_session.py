@@ -357,3 +357,11 @@ def test_sessions_made_before_orders_differed_between_sessions_keep_each_raters_
     s = TuringSession.open(created.folder, "reader01")
     assert s.order == rater_order("reader01", description["cases"])
     s.close()
+
+
+@pytest.mark.parametrize("model_only", [{"seeds": [1, 2, 3]}, {"psi": 0.5}, {"device": "cuda"}])
+def test_model_settings_given_with_a_generated_folder_are_refused_not_ignored(sources, tmp_path, model_only):
+    real, generated = sources
+    with pytest.raises(InputError, match=f"{next(iter(model_only))} only apply to generating from a model"):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=8, **model_only)
+    assert not (tmp_path / "s").exists()
