@@ -69,7 +69,7 @@ def _home_expanded(args: argparse.Namespace) -> argparse.Namespace:
     """Arguments with a leading ~ expanded, as a shell does but not in `--out=~/x` or a quoted path: the file and
     folder checks, torch and safetensors would take it for a folder named ~ in the current one."""
     def expand(value: Any) -> Any:
-        if isinstance(value, str) and value.startswith("~"):
+        if isinstance(value, str) and (value == "~" or value.startswith("~/")):  # not ~name: ids and names may start so
             return os.path.expanduser(value)
         if isinstance(value, list):
             return [expand(v) for v in value]

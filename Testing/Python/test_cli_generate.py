@@ -201,6 +201,7 @@ def test_a_home_path_the_shell_did_not_expand_is_expanded(tmp_path, capsys, monk
     monkeypatch.setattr(cowgan.commands.generate, "run", lambda args: seen.update(out=args.out, model=args.model))
     assert main(["generate", "--out=~/volumes", "--model", "~/models/m.safetensors"]) == 0
     assert seen == {"out": str(tmp_path / "volumes"), "model": str(tmp_path / "models" / "m.safetensors")}
+    assert main(["generate", "--out", "~root-notes"]) == 0 and seen["out"] == "~root-notes"  # a name, not a home
 
 
 def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
