@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Union
 
@@ -57,6 +58,17 @@ def atomic_write(path: PathLike, write: Callable[[Path], Any]) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def zip_damage(path: PathLike) -> Optional[str]:
+    """What is wrong with a zip file (a PyTorch checkpoint), or None: torch.load checks no CRC-32, so a copy damaged
+    in the middle would load as silently wrong tensors."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return f"not a whole zip archive: {exc}"
+    return None if damaged is None else f"its entry {damaged} fails its checksum"
 
 
 def _write_failure(exc: OSError, folder: Path) -> str:

@@ -19,7 +19,7 @@ import torch
 
 from .architecture import Architecture
 from .checkpoint import Checkpoint
-from .files import file_sha256, path_problem
+from .files import file_sha256, path_problem, zip_damage
 from .errors import CheckpointError
 from .generator_model import GeneratorModel
 from .volume_io import DEFAULT_SPACING_MM, check_spacing, default_affine
@@ -60,8 +60,15 @@ def _load_state(path: Path) -> Dict[str, torch.Tensor]:
         raise CheckpointError(f"reference checkpoint {path} {problem}: pass models/NAME/model_N.pt")
     with open(path, "rb") as f:
         head = f.read(4)
+    if len(head) < 4:
+        raise CheckpointError(f"{path} is empty or truncated ({len(head)} bytes): copy it again from the reference "
+                              "run's models/NAME/ folder")
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint: pass models/NAME/model_N.pt written by the reference trainer")
+    damage = zip_damage(path) if head.startswith(b"PK\x03\x04") else None  # torch.load checks no CRC
+    if damage:
+        raise CheckpointError(f"reference checkpoint {path} is truncated or corrupt ({damage}): copy it again from "
+                              "the reference run's models/NAME/ folder")
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

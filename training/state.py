@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from CircleOfWillisGANLib.errors import CheckpointError, OutputError
-from CircleOfWillisGANLib.files import path_problem
+from CircleOfWillisGANLib.files import path_problem, zip_damage
 
 FORMAT = "cowgan-train-state"
 FORMAT_VERSION = 1
@@ -86,6 +86,9 @@ def load_state(path: Path) -> Dict[str, Any]:
     with open(path, "rb") as f:
         if f.read(4) != ZIP_MAGIC:
             raise CheckpointError(f"{path} is not a training resume state (not a PyTorch file): {fix}")
+    damage = zip_damage(path)
+    if damage:
+        raise CheckpointError(f"resume state {path} is truncated or corrupt ({damage}): {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files

@@ -116,6 +116,24 @@ def test_truncated_reference_checkpoint_gives_one_clear_error(golden_dir, tmp_pa
         import_reference(str(broken))
 
 
+def test_a_checkpoint_damaged_inside_a_stored_tensor_is_refused_not_imported_wrong(golden_dir, tmp_path):
+    import zipfile
+
+    data = bytearray((golden_dir / "model_0.pt").read_bytes())
+    with zipfile.ZipFile(golden_dir / "model_0.pt") as archive:  # a bad copy: bytes of one weight flipped, zip intact
+        entry = max(archive.infolist(), key=lambda info: info.file_size)
+        start = entry.header_offset + 30 + len(entry.filename.encode()) + len(entry.extra)
+    data[start + 100: start + 116] = bytes(b ^ 0xFF for b in data[start + 100: start + 116])
+    broken = tmp_path / "model_0.pt"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"is truncated or corrupt \(its entry .* fails its checksum\): copy it"):
+        import_reference(str(broken))
+    for size in (1, 2):
+        broken.write_bytes(data[:size])
+        with pytest.raises(CheckpointError, match=rf"is empty or truncated \({size} bytes\): copy it again"):
+            import_reference(str(broken))
+
+
 def test_a_file_that_is_no_pytorch_checkpoint_is_named_as_such(tmp_path):
     text = tmp_path / "model_2.pt"
     text.write_text("case,index\n")

@@ -97,11 +97,28 @@ def test_a_resume_state_that_is_missing_or_not_one_is_named_with_the_right_fix(t
         load_state(tmp_path / "notes.txt")
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "latest.pt").write_bytes(b"PK\x03\x04 cut short")
-    with pytest.raises(CheckpointError, match="cannot read resume state .*: the run has no other resume state: start"):
+    with pytest.raises(CheckpointError, match="latest.pt is truncated or corrupt .*: the run has no other resume state: start"):
         load_state(tmp_path / "checkpoints" / "latest.pt")  # deleting it would start the run again, silently
     (tmp_path / "checkpoints" / "previous.pt").write_bytes(b"PK\x03\x04 an older state")
-    with pytest.raises(CheckpointError, match="cannot read resume state .* delete it to resume from previous.pt"):
+    with pytest.raises(CheckpointError, match="latest.pt is truncated or corrupt .* delete it to resume from previous.pt"):
         load_state(tmp_path / "checkpoints" / "latest.pt")
+
+
+def test_a_resume_state_damaged_inside_a_tensor_is_refused_not_resumed_wrong(tmp_path):
+    import zipfile
+
+    from training.state import FORMAT
+
+    path = tmp_path / "latest.pt"
+    torch.save({"format": FORMAT, "weights": torch.arange(4096, dtype=torch.float32)}, path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        entry = max(archive.infolist(), key=lambda info: info.file_size)
+        start = entry.header_offset + 30 + len(entry.filename.encode()) + len(entry.extra)
+    data[start + 64] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"latest.pt is truncated or corrupt \(its entry .* fails its checksum\)"):
+        load_state(path)
 
 
 def test_a_resume_state_that_cannot_be_written_is_an_output_error_and_keeps_the_previous_one(tmp_path, monkeypatch):
