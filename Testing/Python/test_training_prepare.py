@@ -378,3 +378,13 @@ def test_the_provenance_of_a_detached_nrrd_changes_with_its_voxels_not_only_its_
     nrrd.write(str(header), tube_volume(SHAPE, 1).astype(np.float32), detached_header=True)
     header.write_bytes(text)  # the same header (pynrrd stamps the time in it), other voxels in its data file
     assert volume_sha256(header) != before
+
+
+@pytest.mark.parametrize("shape", [("16", "48", "48"), ("4", "32", "32")])
+def test_a_grid_the_generator_cannot_make_is_refused_with_one_rule(tmp_path, capsys, shape):
+    from cowgan.main import main
+
+    src = write_tube_volumes(tmp_path / "in", 1, SHAPE)
+    assert main(["prepare", "--in", str(src), "--out", str(tmp_path / "ds"), "--shape", *shape]) == 2
+    assert f"--shape {' '.join(shape)}: each size must be a power of two of at least 8" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()

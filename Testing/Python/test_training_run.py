@@ -330,3 +330,17 @@ def test_a_new_run_can_start_from_another_runs_networks_and_records_where_from(d
         train(cfg.replace(init=str(tmp_path / "base")), smaller, tmp_path / "b", CPU, bar=False)
     with pytest.raises(CheckpointError, match="minibatch_std=0, but this run asks for 4: add --set minibatch_std=0"):
         train(cfg.replace(init=str(tmp_path / "base"), minibatch_std=4), other, tmp_path / "c", CPU, bar=False)
+
+
+def test_set_takes_true_false_and_seed_ranges_as_the_docs_write_them():
+    import argparse
+
+    from cowgan.commands.train import FLAGS, overrides_from
+
+    args = argparse.Namespace(**{flag: None for flag in FLAGS}, compile=False,
+                              set=["channels_last=false", "compile=True", "sample_seeds=0-3", "ema_beta=0.99"])
+    from training.config import coerce_setting
+
+    settings = overrides_from(args)
+    assert settings == {"channels_last": False, "compile": True, "sample_seeds": (0, 1, 2, 3), "ema_beta": 0.99}
+    assert {name: coerce_setting(name, value) for name, value in settings.items()} == settings  # the recipe takes them

@@ -47,9 +47,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--percentiles only applies with --normalise percentile: add it, or leave --percentiles out")
     if args.workers < 1 or args.shard_size < 1:
         raise InputError("--workers and --shard-size must be at least 1")
-    from CircleOfWillisGANLib.architecture import Architecture
+    from CircleOfWillisGANLib.preprocess import MIN_SIZE
 
-    Architecture(output_shape=tuple(args.shape))  # validates the shape (powers of two >= 4)
+    if not all(n >= MIN_SIZE and n & (n - 1) == 0 for n in args.shape):  # the generator doubles its grid per block
+        raise InputError(f"--shape {' '.join(map(str, args.shape))}: each size must be a power of two of at least "
+                         f"{MIN_SIZE} (e.g. 32 128 128, or 16 64 64), as the generator doubles its grid block by block")
     options = PrepareOptions(shape=tuple(args.shape), spacing=args.spacing, template=args.template,
                              normalisation=args.normalise, percentiles=tuple(args.percentiles or DEFAULT_PERCENTILES))
     manifest = prepare_dataset(Path(args.input), Path(args.out), options, workers=args.workers,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.latents import parse_seeds
 
 TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # CLI flag -> TrainConfig field, for the settings people change most; any other field via --set NAME=VALUE.
@@ -82,10 +83,15 @@ def overrides_from(args: argparse.Namespace) -> Dict[str, Any]:
         name = name.strip().replace("-", "_")
         if not sep or name not in fields:
             raise InputError(f"--set {item!r}: use NAME=VALUE with a setting from docs/training.md")
+        if name == "sample_seeds":  # seeds as everywhere else (0-15, 1,5,9), not literal_eval's 0 - 15 = -15
+            out[name] = tuple(parse_seeds(value))
+            continue
         try:
             out[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             out[name] = value
+        if isinstance(out[name], str) and out[name].strip().lower() in ("true", "false"):  # as docs/training.md writes
+            out[name] = out[name].strip().lower() == "true"
         if name == "augment" and isinstance(out[name], str):
             out[name] = tuple(v for v in out[name].split(",") if v)
     return out
