@@ -80,13 +80,18 @@ class StopRequests:
 def resolve_config(run_dir: Path, cfg: TrainConfig, overrides: Dict[str, Any]) -> TrainConfig:
     """The config of a resumed run (from its folder, with only safe overrides) or `cfg` for a new one."""
     stored = Path(run_dir) / RUN_CONFIG
-    if find_state(run_dir) is None or not stored.is_file():
+    state = find_state(run_dir)
+    if state is None:
         return cfg
-    try:
-        saved = TrainConfig.from_dict(json.loads(stored.read_text(encoding="utf-8"))["config"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"{stored} is damaged ({exc.__class__.__name__}: {exc}): restore it from a backup, or start a "
-                         "new run with another --out (`cowgan train --init` can start it from this run)") from None
+    if not stored.is_file():  # only checkpoints/ was copied: the resume state carries the recipe too
+        saved = TrainConfig.from_dict(load_state(state)["config"])
+    else:
+        try:
+            saved = TrainConfig.from_dict(json.loads(stored.read_text(encoding="utf-8"))["config"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise InputError(f"{stored} is damaged ({exc.__class__.__name__}: {exc}): restore it from a backup, or "
+                             "start a new run with another --out (`cowgan train --init` can start it from this run)"
+                             ) from None
     changed = {k: v for k, v in overrides.items() if getattr(saved, k) != coerce_setting(k, v)}
     refused = sorted(k for k in changed if k not in RESUMABLE_OVERRIDES)
     if "architecture" in refused:

@@ -138,6 +138,10 @@ def test_a_resumed_run_keeps_its_recipe_and_refuses_to_change_it(dataset, tmp_pa
     typed = {"adam_betas": [0.0, 0.99], "gp_interval": 2.0, "sample_seeds": [0, 1, 2, 3]}  # as --set parses them
     assert resolve_config(tmp_path / "run", cfg, typed) == cfg
     assert resolve_config(tmp_path / "run", cfg, {"micro_batch": 1}) == cfg.replace(micro_batch=1)  # more GPUs, less memory
+    (tmp_path / "run" / "config.json").unlink()  # only checkpoints/ copied to another machine: the state has the recipe
+    with pytest.raises(InputError, match="different g_lr"):
+        resolve_config(tmp_path / "run", training_preset("tiny"), {"g_lr": 0.5})
+    assert resolve_config(tmp_path / "run", training_preset("paper"), {"total_kimg": 0.008}) == cfg.replace(total_kimg=0.008)
 
 
 def test_compile_on_the_cpu_is_refused_before_the_run_folder_is_written(dataset, tmp_path):
