@@ -111,6 +111,7 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, 
     data = RealVolumes.open(Path(data_dir), group.device)
     trainer = Trainer(cfg, data, group)
     resumed = _resume(trainer, run_dir, data)
+    _check_same_start(trainer.step_index, run_dir, group)
     origin = resumed.get("init_from") if resumed else (_initialise(trainer, Path(cfg.init)) if cfg.init else None)
     if group.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -209,6 +210,17 @@ def _resume(trainer: Trainer, run_dir: Path, data: RealVolumes) -> Dict[str, Any
                               "use the run's own --preset or start a new run")
     trainer.load_state_dict(state["trainer"])
     return state["progress"]
+
+
+def _check_same_start(step: int, run_dir: Path, group: ProcessGroup) -> None:
+    """Every process starts from the same step, or all stop: a process that found no resume state (a run folder on
+    a node's own disk) would average its gradients with another's weights, and the run would hang."""
+    if not group.distributed:
+        return
+    total, squares = all_reduce_sum(torch.tensor([step, step * step], dtype=torch.float64), group).tolist()
+    if group.world_size * squares != total * total:  # equal steps everywhere, exactly then
+        raise CheckpointError(f"the processes start from different steps (this one from {step}): each looks for its "
+                              f"resume state in {run_dir}, so pass an --out on storage every node shares")
 
 
 def _initialise(trainer: Trainer, source: Path) -> Dict[str, Any]:

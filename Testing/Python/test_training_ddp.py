@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import torch
@@ -55,3 +56,40 @@ def test_two_gloo_processes_compute_the_same_gradients_as_one_process(tmp_path):
         assert torch.equal(ranks[0][name], ranks[1][name]), name
         torch.testing.assert_close(ranks[0][name], grad, rtol=1e-4, atol=1e-6, msg=name)
     assert any(g.abs().sum() > 0 for name, g in expected.items() if name.startswith("G."))
+
+
+def _resuming_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    from CircleOfWillisGANLib.errors import CheckpointError
+    from training.loop import train
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    group = init_process_group("cpu")
+    try:  # each process sees its own run folder, as on nodes' own disks: only rank 0's holds the run
+        train(training_preset("tiny").replace(total_kimg=0.008), Path(data), Path(out) / f"node{rank}" / "run", group,
+              bar=False)
+        outcome = "trained"
+    except CheckpointError as exc:
+        outcome = str(exc)
+    (Path(out) / f"outcome{rank}.txt").write_text(outcome)
+    shutdown(group)
+
+
+def test_processes_that_would_resume_from_different_steps_all_stop_with_the_fix(tmp_path):
+    from training.loop import train
+
+    data = write_tube_dataset(tmp_path / "ds", count=6)
+    train(training_preset("tiny").replace(total_kimg=0.004), data, tmp_path / "node0" / "run",
+          ProcessGroup(device=torch.device("cpu")), bar=False)
+    workers = mp.spawn(_resuming_worker, args=(2, _free_port(), str(data), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 180
+    finished = False
+    while not finished and time.monotonic() < deadline:  # join returns as each process ends
+        finished = workers.join(timeout=max(1.0, deadline - time.monotonic()))
+    for process in workers.processes:  # mismatched collectives hang: fail, do not wait for ever
+        process.kill()
+    assert finished, "the processes hung on mismatched steps"
+    for rank in range(2):
+        outcome = (tmp_path / f"outcome{rank}.txt").read_text()
+        assert "the processes start from different steps" in outcome and "storage every node shares" in outcome
