@@ -87,8 +87,9 @@ def _write_failure(exc: OSError, folder: Path) -> str:
 def staged_folder(folder: PathLike) -> Iterator[Path]:
     """Yield a hidden, empty stage folder whose contents become `folder` only if the block finishes.
 
-    A new folder is staged beside it and renamed into place. An existing empty folder (a mount point cannot be
-    replaced) is filled from a stage inside it. Either way a failure leaves `folder` as it was.
+    A new folder is staged beside it and renamed into place. An existing folder (a mount point cannot be replaced)
+    is filled from a stage inside it, each staged entry replacing one of the same name and leaving the others. A
+    failure inside the block leaves `folder` as it was.
     """
     folder = Path(folder)
     inside = folder.is_dir()
