@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Union
@@ -83,6 +84,36 @@ def _write_failure(exc: OSError, folder: Path) -> str:
     return str(exc)
 
 
+def stage_name(prefix: str) -> str:
+    """A hidden stage folder's name that records its owner (this host and process), so that a later run can tell a
+    stage left by a killed process from one still being written."""
+    return f"{prefix}{socket.gethostname()}-{os.getpid()}"
+
+
+def remove_abandoned_stages(folder: Path, prefix: str) -> None:
+    """Delete the stages named by `stage_name(prefix)` in `folder` whose process on this host has ended: a process
+    killed outright (out of memory, SIGKILL) cannot remove its own, and a dataset's stage can hold gigabytes."""
+    owner = re.compile(re.escape(prefix + socket.gethostname()) + r"-(\d+)(-|$)")
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            match = owner.match(entry.name)
+            if match and entry.is_dir() and not entry.is_symlink() and not _process_runs(int(match.group(1))):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _process_runs(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (and so may still be writing its stage)."""
+    if pid == os.getpid():
+        return False  # a stage of this process's own is left from an earlier, failed call
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
+
+
 @contextlib.contextmanager
 def staged_folder(folder: PathLike) -> Iterator[Path]:
     """Yield a hidden, empty stage folder whose contents become `folder` only if the block finishes.
@@ -93,8 +124,9 @@ def staged_folder(folder: PathLike) -> Iterator[Path]:
     """
     folder = Path(folder)
     inside = folder.is_dir()
-    stage = folder / f".partial-{os.getpid()}" if inside else folder.with_name(f".{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
+    where, prefix = (folder, ".partial-") if inside else (folder.parent, f".{folder.name}.partial-")
+    remove_abandoned_stages(where, prefix)
+    stage = where / stage_name(prefix)
     try:
         try:
             stage.mkdir()

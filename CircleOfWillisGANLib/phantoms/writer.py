@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError, OutputError
-from ..files import atomic_write, staged_folder, write_json
+from ..files import atomic_write, remove_abandoned_stages, stage_name, staged_folder, write_json
 from ..interrupts import ctrl_c_held_from_new_processes, ignore_ctrl_c
 from ..topcow import COMPLETE_CIRCLE, LABEL_NAMES
 from ..volume_io import save_volume
@@ -30,6 +30,7 @@ from .phantom import Phantom, PhantomConfig, generate_phantom
 MANIFEST = "manifest.csv"
 PREVIEW = "preview.png"
 PREVIEW_CASES = 16
+PARTIAL_PREFIX = ".phantoms-partial-"  # a set being written into an existing folder
 MAX_PHANTOMS = 1_000_000  # as many as --seeds may list; a set this size builds its manifest in ~250 MB of memory
 PREVIEW_SOFTWARE = "CircleOfWillisGAN phantoms"  # the PNG text that marks a set's preview as written by write_preview
 MANIFEST_FIELDS = ("case", "index", "image", "label", "params", "anterior", "posterior", "complete",
@@ -222,7 +223,8 @@ def staged_set(out: Union[str, Path]) -> Iterator[Path]:
     """
     out = Path(out)
     if out.is_dir():
-        stage = Path(tempfile.mkdtemp(prefix=".phantoms-partial-", dir=out))
+        remove_abandoned_stages(out, PARTIAL_PREFIX)
+        stage = Path(tempfile.mkdtemp(prefix=stage_name(PARTIAL_PREFIX) + "-", dir=out))
         try:
             yield stage
             _replace_set(out, stage)

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -226,3 +227,25 @@ def test_a_new_set_that_cannot_take_the_old_sets_place_puts_the_old_set_back(tmp
     assert main(["phantoms", "--n", "2", "--out", str(tmp_path), "--seed", "3", *SMALL, "--overwrite"]) == 2
     assert "phantom_00001.json: Is a directory); the old set is kept" in capsys.readouterr().err
     assert _snapshot(tmp_path) == before
+
+
+def _ended_process_id():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_rerun_deletes_the_stages_that_killed_runs_left_and_keeps_those_of_running_ones(tmp_path):
+    host = socket.gethostname()
+    killed_new = tmp_path / f".set.partial-{host}-{_ended_process_id()}"  # a first run's stage, beside its --out
+    killed_new.mkdir()
+    assert main(["phantoms", "--n", "1", "--out", str(tmp_path / "set"), *SMALL]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+    killed = tmp_path / "set" / f".phantoms-partial-{host}-{_ended_process_id()}-x1y2"  # a run replacing a set
+    running = [tmp_path / "set" / f".phantoms-partial-{host}-{os.getppid()}-a1b2",
+               tmp_path / "set" / f".phantoms-partial-other-host-{_ended_process_id()}-c3d4"]  # cannot tell: kept
+    for stage in [killed, *running]:
+        stage.mkdir()
+        (stage / "phantom_00000_image.nii.gz").write_bytes(b"half a case")
+    assert main(["phantoms", "--n", "2", "--out", str(tmp_path / "set"), *SMALL, "--overwrite"]) == 0
+    assert not killed.exists() and all(stage.exists() for stage in running)
