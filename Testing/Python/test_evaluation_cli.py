@@ -148,6 +148,16 @@ def test_an_existing_report_is_kept_unless_overwrite_and_real_may_not_be_the_gen
     assert not inside.exists()
 
 
+def test_the_training_folder_may_not_be_the_generated_folder(sets, capsys):
+    out = sets / "train-is-fake"
+    same = f"{sets}/real/../noise"  # another spelling of the --fake folder
+    argv = ["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "noise"), "--train", same, "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--train {same} is the --fake folder: every volume would match itself" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_a_folder_mixing_voxel_spacings_or_orientations_is_refused(tmp_path, capsys):
     from CircleOfWillisGANLib.volume_io import default_affine, save_volume
 

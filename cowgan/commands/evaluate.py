@@ -85,6 +85,9 @@ def _check(args: argparse.Namespace) -> None:
         if folder and Path(folder).resolve() == Path(args.real).resolve():
             raise InputError(f"--{name} {folder} is the --real folder: pass the {'generated' if name == 'fake' else 'training'}"
                              " volumes' own folder")
+    if args.train and args.fake and Path(args.train).resolve() == Path(args.fake).resolve():
+        raise InputError(f"--train {args.train} is the --fake folder: every volume would match itself and be reported "
+                         "memorised; pass the training volumes' own folder")
     from CircleOfWillisGANLib.evaluation.report import REPORT_FILES
 
     refuse_overwrite(Path(args.out).resolve(), REPORT_FILES, args.overwrite)
