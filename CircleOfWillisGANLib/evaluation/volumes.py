@@ -144,6 +144,13 @@ def array_set(volumes: Sequence[np.ndarray], names: Sequence[str], affine: np.nd
     return VolumeSet(label, items, shape, np.asarray(affine))
 
 
+def planned_set(label: str, shape_dhw: Sequence[int], affine: np.ndarray) -> VolumeSet:
+    """A set with a grid but no volumes yet (a model's, before it generates), turned to RAS like `array_set`, so
+    that `check_same_grid` can refuse it before minutes of generation."""
+    shape, ras_affine, _ = ras_orientation(shape_dhw, affine)
+    return VolumeSet(label, [], shape, np.asarray(ras_affine))
+
+
 def resampled(volume_set: VolumeSet, shape: Tuple[int, int, int], affine: np.ndarray) -> VolumeSet:
     """The set trilinearly resampled onto `shape` (done only when the user asks, with a note in the report)."""
     from scipy.ndimage import zoom
@@ -158,7 +165,8 @@ def resampled(volume_set: VolumeSet, shape: Tuple[int, int, int], affine: np.nda
         items.append(VolumeItem(item.name, item.source, loader, _hash=(lambda item=item: f"{item.key()}-to-{'x'.join(map(str, shape))}")))
     note = (f"{volume_set.label} volumes were resampled trilinearly from {'x'.join(map(str, volume_set.shape))} "
             f"to {'x'.join(map(str, shape))} (D x H x W) to match the real grid")
-    return VolumeSet(volume_set.label, items, tuple(shape), np.asarray(affine), volume_set.notes + [note])
+    notes = volume_set.notes + ([note] if note not in volume_set.notes else [])  # a planned set's note is kept
+    return VolumeSet(volume_set.label, items, tuple(shape), np.asarray(affine), notes)
 
 
 FIELD_OF_VIEW_TOLERANCE = 0.02  # relative difference of extents (mm) at which two sets show other anatomy

@@ -209,6 +209,27 @@ def test_a_model_can_be_evaluated_directly(tmp_path, tiny_generator):
     assert sorted(m["per_volume"]["generated"]) == [f"seed{s:04d}" for s in range(12)]
 
 
+def test_a_model_on_another_grid_is_refused_before_any_volume_is_generated(tmp_path, tiny_generator, monkeypatch, capsys):
+    from CircleOfWillisGANLib.checkpoint import save_checkpoint
+    from CircleOfWillisGANLib.generator import CoWGenerator
+
+    save_checkpoint(tmp_path / "tiny.safetensors", tiny_generator.checkpoint)  # 16 x 32 x 32 volumes
+    write_set(tmp_path / "real", [tube_volume(i, shape=(16, 24, 24), tubes=2) for i in range(4)])
+    generated = []
+    generate = CoWGenerator.generate
+    monkeypatch.setattr(CoWGenerator, "generate", lambda self, **kw: generated.append(kw["seeds"]) or generate(self, **kw))
+    argv = ["evaluate", "--real", str(tmp_path / "real"), "--model", str(tmp_path / "tiny.safetensors"), "--n", "2",
+            "--out", str(tmp_path / "report"), "--no-cache", "--prd-runs", "1", "--device", "cpu"]
+    assert main(argv) == 2
+    assert "generated volumes are 16x32x32 but real volumes are 16x24x24" in capsys.readouterr().err
+    assert generated == []
+    assert main(["--quiet"] + argv + ["--resample"]) == 0
+    assert generated == [[0], [1]]
+    notes = json.loads((tmp_path / "report" / "metrics.json").read_text())["notes"]
+    assert [n for n in notes if "resampled" in n] == [
+        "generated volumes were resampled trilinearly from 16x32x32 to 16x24x24 (D x H x W) to match the real grid"]
+
+
 def test_every_skipped_metric_is_listed_with_its_reason_where_the_command_prints_it(tmp_path, capsys):
     write_set(tmp_path / "real", [tube_volume(i, shape=(16, 32, 32), tubes=2) for i in range(6)])
     write_set(tmp_path / "fake", [tube_volume(100 + i, shape=(16, 32, 32), tubes=2) for i in range(6)])

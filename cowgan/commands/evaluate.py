@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from CircleOfWillisGANLib.errors import InputError, require
 from CircleOfWillisGANLib.evaluation.fid2d import fid2d_status
 from CircleOfWillisGANLib.outputs import prepare_output_dir, refuse_overwrite
 from CircleOfWillisGANLib.files import is_within, path_problem
 from CircleOfWillisGANLib.precision import resolve_device
+
+if TYPE_CHECKING:
+    from CircleOfWillisGANLib.evaluation.volumes import VolumeSet
 
 
 def register(subparsers: Any) -> None:
@@ -93,16 +96,22 @@ def _check(args: argparse.Namespace) -> None:
     refuse_overwrite(Path(args.out).resolve(), REPORT_FILES, args.overwrite)
 
 
-def _model_set(args: argparse.Namespace, n: int, psi: float):
-    from CircleOfWillisGANLib.evaluation.volumes import array_set
+def _model_set(args: argparse.Namespace, real: VolumeSet, n: int, psi: float) -> VolumeSet:
+    """The model's volumes on the real grid; a grid that differs (without --resample) is refused before any
+    volume is generated."""
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from CircleOfWillisGANLib.evaluation.volumes import array_set, check_same_grid, planned_set
     from CircleOfWillisGANLib.generator import load_generator
 
     gen = load_generator(args.model, device=args.device)
+    planned = check_same_grid(real, planned_set("generated", gen.arch.output_shape, gen.affine), args.resample)
     seeds = list(range(args.seed, args.seed + n))
-    from tqdm import tqdm
-
     volumes = [gen.generate(seeds=[s], psi=psi)[0] for s in tqdm(seeds, desc="generating", unit="volume", disable=None)]
-    return array_set(volumes, [f"seed{s:04d}" for s in seeds], gen.affine, "generated", f"model {args.model}")
+    made = array_set(volumes, [f"seed{s:04d}" for s in seeds], gen.affine, "generated", f"model {args.model}")
+    return check_same_grid(real, dataclasses.replace(made, notes=planned.notes), args.resample)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,17 +128,13 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     psi = check_psi(1.0 if args.psi is None else args.psi)
     real = folder_set(args.real, "real")
-    train = folder_set(args.train, "training") if args.train else None
-    if args.fake:
-        fake = folder_set(args.fake, "generated")
-    else:
-        fake = _model_set(args, args.n or len(real), psi)
-    fake = check_same_grid(real, fake, args.resample)
-    if train is not None:
-        train = check_same_grid(real, train, args.resample)
+    train = check_same_grid(real, folder_set(args.train, "training"), args.resample) if args.train else None
+    fake = check_same_grid(real, folder_set(args.fake, "generated"), args.resample) if args.fake else None
     for folder, labels, volume_set in ((args.real, args.real_labels, real), (args.fake, args.fake_labels, fake)):
-        if labels:  # a label folder that matches nothing stops here, not after the metrics
+        if labels:  # a label folder that matches nothing stops here, not after the metrics or the generation
             find_label_maps([item.name for item in volume_set.items], Path(folder), Path(labels))
+    if fake is None:
+        fake = _model_set(args, real, args.n or len(real), psi)
     config = EvaluationConfig(
         seed=args.seed, compare=CompareConfig(prd_clusters=args.prd_clusters, prd_runs=args.prd_runs, seed=args.seed),
         morphology=MorphologyConfig(threshold=args.vessel_threshold), memorisation=MemorisationConfig(),
