@@ -97,28 +97,43 @@ def folder_set(folder: str, label: str) -> VolumeSet:
     files = nifti_files(path)
     if not files:
         raise InputError(f"{label} folder {path} holds no NIfTI volumes (.nii, .nii.gz; label maps are skipped)")
-    grids: Dict[str, List[str]] = {}
-    shape, affine = None, None
+    grids: List[Tuple[Tuple[Tuple[int, int, int], np.ndarray], List[str]]] = []
     for f in files:
-        shape_f, a = volume_grid(f)
-        grids.setdefault(describe_grid(shape_f, a), []).append(f.name)
-        shape, affine = (shape_f, a) if affine is None else (shape, affine)
+        grid = volume_grid(f)
+        group = next((names for first, names in grids if same_grid(first, grid)), None)
+        if group is None:
+            grids.append((grid, [f.name]))
+        else:
+            group.append(f.name)
     if len(grids) > 1:
-        summary = ", ".join(f"{len(v)} of {k} (e.g. {v[0]})" for k, v in grids.items())
+        summary = ", ".join(f"{len(names)} of {describe_grid(*grid)} (e.g. {names[0]})" for grid, names in grids)
         raise InputError(f"{label} folder {path} mixes grids: {summary}; bring them to one grid first "
                          "(`cowgan prepare --shape D H W --spacing S` does)")
-    shape, affine, ornt = ras_orientation(shape, affine)  # features and pictures take left, front and up from RAS
+    shape, affine, ornt = ras_orientation(*grids[0][0])  # features and pictures take left, front and up from RAS
     turned = not np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]])
     items = [VolumeItem(f.name, str(f), (lambda f=f: (to_ras(load_volume(f)[0], ornt), affine)),
                         _hash=(lambda f=f: file_sha256(f) + ("-as-ras" if turned else ""))) for f in files]
     return VolumeSet(label, items, shape, affine)
 
 
-def describe_grid(shape_dhw: Sequence[int], affine: np.ndarray) -> str:
-    """Shape, spacing and orientation of a grid in words; equal words mean volumes are measured alike."""
+SPACING_TOLERANCE = 1e-3  # relative spacing difference within which headers describe one grid (writers' float noise)
+
+
+def same_grid(a: Tuple[Sequence[int], np.ndarray], b: Tuple[Sequence[int], np.ndarray]) -> bool:
+    """Whether two (shape, affine) grids measure volumes alike: same shape and orientation, and spacings equal
+    within SPACING_TOLERANCE (0.4445001 and 0.4444999 mm are one grid, 0.62 and 0.625 mm are not)."""
     import nibabel as nib
 
-    spacing = " x ".join(f"{s:.3g}" for s in spacing_of(affine))
+    return (tuple(a[0]) == tuple(b[0]) and nib.aff2axcodes(a[1]) == nib.aff2axcodes(b[1])
+            and bool(np.allclose(spacing_of(a[1]), spacing_of(b[1]), rtol=SPACING_TOLERANCE, atol=0.0)))
+
+
+def describe_grid(shape_dhw: Sequence[int], affine: np.ndarray) -> str:
+    """Shape, spacing and orientation of a grid in words, with enough digits to tell apart spacings that
+    `same_grid` tells apart."""
+    import nibabel as nib
+
+    spacing = " x ".join(f"{s:.4g}" for s in spacing_of(affine))
     return f"{'x'.join(map(str, shape_dhw))} voxels (D x H x W) of {spacing} mm, {''.join(nib.aff2axcodes(affine))}"
 
 

@@ -269,3 +269,18 @@ def test_a_folder_stored_in_another_orientation_is_measured_and_pictured_as_ras(
     asymmetry = FEATURE_NAMES.index("lr_volume_asymmetry")
     assert features[1].values["morphology"][0][asymmetry] == features[0].values["morphology"][0][asymmetry] == 1.0
     np.testing.assert_array_equal(features[1].previews[0], features[0].previews[0])
+
+
+def test_a_folder_is_one_grid_when_spacings_differ_by_float_noise_and_two_when_they_really_differ(tmp_path):
+    from CircleOfWillisGANLib.evaluation.volumes import folder_set
+    from CircleOfWillisGANLib.volume_io import default_affine, save_volume
+
+    shape = (8, 16, 16)
+    for name, spacings in (("noise", (0.4445001, 0.4444999)), ("apart", (1.2451, 1.2549))):
+        (tmp_path / name).mkdir()
+        for i, spacing in enumerate(spacings):
+            save_volume(tmp_path / name / f"case_{i}.nii.gz", tube_volume(i, shape, 1), default_affine(shape, (spacing,) * 3))
+    assert len(folder_set(str(tmp_path / "noise"), "real")) == 2
+    with pytest.raises(InputError, match=r"mixes grids: 1 of 8x16x16 voxels \(D x H x W\) of 1.245 x 1.245 x 1.245 mm, RAS "
+                                         r"\(e.g. case_0.nii.gz\), 1 of 8x16x16 voxels \(D x H x W\) of 1.255 x "):
+        folder_set(str(tmp_path / "apart"), "real")
