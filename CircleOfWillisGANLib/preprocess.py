@@ -114,14 +114,14 @@ def read_canonical(path: Path) -> Any:
     _check_nifti_as_stored(path)
     if float(values.max()) - float(values.min()) <= 0.0:
         raise VolumeRejected(f"constant (every voxel is {float(values.min()):g})")
-    labels = _label_values(values)
+    labels = segmentation_values(values)
     if labels is not None:
         raise VolumeRejected(f"a label map, not an image ({len(labels)} whole-number values, {labels[0]:g} to "
                              f"{labels[-1]:g})", "leave it out, or pick the images with --pattern")
     return sitk.DICOMOrient(image, CANONICAL)
 
 
-def _label_values(values: np.ndarray) -> Optional[np.ndarray]:
+def segmentation_values(values: np.ndarray) -> Optional[np.ndarray]:
     """The distinct values of a segmentation (a few whole numbers in constant regions), else None.
 
     Uniformity tells a label map (98-99% of neighbouring voxels equal in TopCoW's and the phantoms') from a grey

@@ -300,10 +300,10 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spa
             targets.append(recorded)
             sources.append("record")
         elif labels:
-            targets.append(targets_from_labels(_label_values(labels[0])))
+            targets.append(targets_from_labels(_checked_label_map(labels[0])))
             sources.append("labels")
         else:
-            raise InputError(f"{image.name} has neither a phantom JSON nor a label map beside it: add {stem}_label.nii.gz")
+            raise InputError(_no_targets_message(image, stem, sidecar))
         scan = scan_on_model_grid(image, shape_dhw, spacing_mm, warn=False, normalisation=normalisation)
         if scan.coverage < MIN_COVERAGE:
             padded.append(f"{image.name} {scan.coverage:.0%}")
@@ -314,6 +314,45 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spa
                     "classifier learns them as they are, so label cases that cover the grid where you can",
                     len(padded), len(images), 100 * MIN_COVERAGE, ", ".join(padded[:3]) + (", ..." if len(padded) > 3 else ""))
     return LabelledCases(np.stack(volumes).astype(np.float32), targets, names, sources)
+
+
+def _no_targets_message(image: Path, stem: str, sidecar: Path) -> str:
+    """Why an image has no targets: a phantom record not used because its grid cuts the circle, or nothing beside it."""
+    if sidecar.is_file() and _circle_cut(sidecar):
+        return (f"{image.name}: its phantom record {sidecar.name} is not used because the grid cuts part of the circle "
+                f"off (params.circle_in_view is false): add the label map {stem}_label.nii.gz that `cowgan phantoms` "
+                "wrote beside it, or leave the case out")
+    return f"{image.name} has neither a phantom JSON nor a label map beside it: add {stem}_label.nii.gz"
+
+
+def _circle_cut(sidecar: Path) -> bool:
+    """Whether a (readable) phantom record says its grid cuts part of the circle off."""
+    recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+    return isinstance(recorded, dict) and recorded.get("params", {}).get("circle_in_view") is False
+
+
+def _checked_label_map(path: Path) -> np.ndarray:
+    """The ids of a TopCoW multi-class label map, refusing a grey image or a binary vessel mask stored as `*_label`:
+    read as TopCoW ids, a mask's vessels would all be the basilar artery (id 1) and every variant "absent"."""
+    from .preprocess import segmentation_values
+    from .topcow import BA, BACKGROUND, L_ICA, R_ICA, normalise_labels
+
+    values = _label_values(path)
+    if segmentation_values(values.astype(np.float32)) is None:
+        raise InputError(f"label map {path} is a grey image, not a label map (its values are not a few whole-number "
+                         "ids in constant regions): pass the TopCoW label map, not the image")
+    try:
+        ids = set(np.unique(normalise_labels(values)).tolist())
+    except InputError as exc:
+        raise InputError(f"label map {path}: {exc}") from None
+    if ids <= {BACKGROUND, BA}:
+        raise InputError(f"label map {path} holds only ids 0 and 1, so it is a binary vessel mask, not a TopCoW "
+                         "multi-class label map: pass the TopCoW label map (ids 0-15), or leave the case out")
+    if not ids & {R_ICA, L_ICA}:
+        raise InputError(f"label map {path} holds no ICA (TopCoW ids {R_ICA} and {L_ICA}; it holds {sorted(ids)}), so it "
+                         "is not a TopCoW multi-class label map of the circle: pass the TopCoW label map, or leave the "
+                         "case out")
+    return values
 
 
 def _label_values(path: Path) -> np.ndarray:

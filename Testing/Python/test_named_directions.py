@@ -114,6 +114,54 @@ def test_a_missing_folder_or_a_damaged_phantom_record_is_named_with_the_fix(tmp_
         load_labelled_folder(folder, (8, 32, 32), (2.5,) * 3)
 
 
+@pytest.fixture
+def labelled_pairs(tmp_path):
+    """A folder of two phantoms as TopCoW-style image/label pairs (no JSON), on an (8, 32, 32) grid of 2.5 mm."""
+    from CircleOfWillisGANLib.phantoms.writer import write_phantom_set
+
+    write_phantom_set(tmp_path, 2, seed=0, config=PhantomConfig(shape=(8, 32, 32), spacing_mm=(2.5, 2.5, 2.5)))
+    for record in tmp_path.glob("*.json"):
+        record.unlink()
+    return tmp_path
+
+
+@pytest.mark.parametrize("made, message", [
+    (lambda image, labels: image, "is a grey image, not a label map .*: pass the TopCoW label map, not the image"),
+    (lambda image, labels: (labels > 0).astype(np.uint8),
+     "holds only ids 0 and 1, so it is a binary vessel mask, not a TopCoW multi-class label map"),
+    (lambda image, labels: np.where(np.isin(labels, (4, 6)), 0, labels).astype(np.uint8),
+     r"holds no ICA \(TopCoW ids 4 and 6; .*not a TopCoW multi-class label map"),
+])
+def test_a_label_file_that_is_not_a_topcow_label_map_is_named_not_read_as_absent_variants(labelled_pairs, made,
+                                                                                          message):
+    import nibabel as nib
+
+    assert load_labelled_folder(labelled_pairs, (8, 32, 32), (2.5,) * 3).sources == ["labels"] * 2
+    label_file = labelled_pairs / "phantom_00001_label.nii.gz"
+    labels = nib.load(str(label_file))
+    image = np.asarray(nib.load(str(labelled_pairs / "phantom_00001_image.nii.gz")).dataobj)
+    nib.save(nib.Nifti1Image(made(image, np.asarray(labels.dataobj)), labels.affine), str(label_file))
+    with pytest.raises(InputError, match=f"label map {label_file} {message}"):
+        load_labelled_folder(labelled_pairs, (8, 32, 32), (2.5,) * 3)
+
+
+def test_a_phantom_whose_grid_cuts_its_circle_and_has_no_label_map_is_named_with_its_record(tmp_path):
+    import json
+
+    from CircleOfWillisGANLib.phantoms.writer import write_phantom_set
+
+    write_phantom_set(tmp_path, 1, seed=0, config=PhantomConfig(shape=(8, 32, 32), spacing_mm=(2.5, 2.5, 2.5)))
+    record = json.loads((tmp_path / "phantom_00000.json").read_text())
+    record["params"]["circle_in_view"] = False
+    (tmp_path / "phantom_00000.json").write_text(json.dumps(record))
+    assert load_labelled_folder(tmp_path, (8, 32, 32), (2.5,) * 3).sources == ["labels"]
+    (tmp_path / "phantom_00000_label.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"phantom_00000_image.nii.gz: its phantom record phantom_00000.json is not used "
+                                         r"because the grid cuts part of the circle off \(params.circle_in_view is "
+                                         r"false\): add the label map phantom_00000_label.nii.gz .*or leave the case out"):
+        load_labelled_folder(tmp_path, (8, 32, 32), (2.5,) * 3)
+
+
 def test_mirroring_swaps_left_and_right_along_the_left_right_axis():
     labels = generate_phantom((3, 0), PhantomConfig(shape=(16, 32, 32), spacing_mm=(2.48,) * 3)).labels
     axis = labels.ndim + LEFT_RIGHT_AXIS
