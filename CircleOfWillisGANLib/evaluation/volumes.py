@@ -166,20 +166,34 @@ def planned_set(label: str, shape_dhw: Sequence[int], affine: np.ndarray) -> Vol
     return VolumeSet(label, [], shape, np.asarray(ras_affine))
 
 
-def resampled(volume_set: VolumeSet, shape: Tuple[int, int, int], affine: np.ndarray) -> VolumeSet:
-    """The set trilinearly resampled onto `shape` (done only when the user asks, with a note in the report)."""
-    from scipy.ndimage import zoom
+RESAMPLING_VERSION = 2  # in a resampled volume's cache key: version 1 aligned corner voxels, not the field of view
 
-    factors = [t / s for t, s in zip(shape, volume_set.shape)]
+
+def resample_volume(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """`volume` trilinearly resampled onto `shape` over the same field of view, so voxel centres land where they lie
+    in millimetres; along an axis that shrinks by f it is first Gaussian-smoothed (sigma (f - 1) / 2 voxels, as
+    scikit-image's anti-aliasing), so a one-voxel vessel between the new voxel centres is averaged in, not skipped."""
+    from scipy.ndimage import gaussian_filter, zoom
+
+    v = np.asarray(volume, dtype=np.float32)
+    sigma = [max(0.0, (s / t - 1.0) / 2.0) for s, t in zip(v.shape, shape)]
+    if any(sigma):
+        v = gaussian_filter(v, sigma, mode="nearest")
+    return zoom(v, [t / s for t, s in zip(shape, v.shape)], order=1, mode="nearest", grid_mode=True)
+
+
+def resampled(volume_set: VolumeSet, shape: Tuple[int, int, int], affine: np.ndarray) -> VolumeSet:
+    """The set resampled onto `shape` by `resample_volume` (done only when the user asks, with a note in the report)."""
     items = []
     for item in volume_set.items:
         def loader(item: VolumeItem = item) -> Tuple[np.ndarray, np.ndarray]:
-            out = zoom(item.loader()[0].astype(np.float32), factors, order=1)
-            return out[: shape[0], : shape[1], : shape[2]], affine
+            return resample_volume(item.loader()[0], shape), affine
 
-        items.append(VolumeItem(item.name, item.source, loader, _hash=(lambda item=item: f"{item.key()}-to-{'x'.join(map(str, shape))}")))
+        items.append(VolumeItem(item.name, item.source, loader, _hash=(
+            lambda item=item: f"{item.key()}-resampled{RESAMPLING_VERSION}-to-{'x'.join(map(str, shape))}")))
     note = (f"{volume_set.label} volumes were resampled trilinearly from {'x'.join(map(str, volume_set.shape))} "
-            f"to {'x'.join(map(str, shape))} (D x H x W) to match the real grid")
+            f"to {'x'.join(map(str, shape))} (D x H x W) over the same field of view to match the real grid"
+            f"{', smoothed first against aliasing' if any(t < s for t, s in zip(shape, volume_set.shape)) else ''}")
     notes = volume_set.notes + ([note] if note not in volume_set.notes else [])  # a planned set's note is kept
     return VolumeSet(volume_set.label, items, tuple(shape), np.asarray(affine), notes)
 

@@ -284,3 +284,40 @@ def test_a_folder_is_one_grid_when_spacings_differ_by_float_noise_and_two_when_t
     with pytest.raises(InputError, match=r"mixes grids: 1 of 8x16x16 voxels \(D x H x W\) of 1.245 x 1.245 x 1.245 mm, RAS "
                                          r"\(e.g. case_0.nii.gz\), 1 of 8x16x16 voxels \(D x H x W\) of 1.255 x "):
         folder_set(str(tmp_path / "apart"), "real")
+
+
+def _ramps(shape, spacing):
+    """Three volumes whose value is the voxel centre's RAS x, y and z (mm) on a centred grid, and that grid's affine."""
+    from CircleOfWillisGANLib.volume_io import default_affine
+
+    affine = default_affine(shape, (spacing,) * 3)
+    d, h, w = np.meshgrid(*[np.arange(s, dtype=np.float64) for s in shape], indexing="ij")
+    world = np.tensordot(affine[:3, :3], np.stack([h, w, d]), 1) + affine[:3, 3, None, None, None]
+    return [c.astype(np.float32) for c in world], affine
+
+
+@pytest.mark.parametrize("source, target", [((8, 16, 16), (4, 8, 8)), ((4, 8, 8), (8, 16, 16))])
+def test_resampling_puts_every_voxel_centre_where_it_lies_in_millimetres(source, target):
+    from CircleOfWillisGANLib.evaluation.volumes import array_set, check_same_grid
+
+    spacing = {source: 0.62, target: 1.24} if source[0] > target[0] else {source: 1.24, target: 0.62}
+    ramps, affine = _ramps(source, spacing[source])
+    expected, target_affine = _ramps(target, spacing[target])
+    real = array_set(expected, ["x", "y", "z"], target_affine, "real", "test")
+    out = check_same_grid(real, array_set(ramps, ["x", "y", "z"], affine, "generated", "test"), resample=True)
+    inner = (slice(1, -1),) * 3  # edge voxels of an upsampled grid lie beyond the outermost source centres
+    for item, truth in zip(out.items, expected):
+        value = item.loader()[0]
+        assert value.shape == target
+        np.testing.assert_allclose(value[inner], truth[inner], atol=1e-4)
+        np.testing.assert_allclose(value, truth, atol=0.05 if source[0] > target[0] else 0.32)
+
+
+@pytest.mark.parametrize("h", [12, 13, 14, 15])
+def test_downsampling_keeps_a_one_voxel_vessel_wherever_it_lies(h):
+    from CircleOfWillisGANLib.evaluation.volumes import resample_volume
+
+    volume = np.zeros((16, 32, 32), np.float32)
+    volume[:, h, :] = 1.0  # a one-voxel sheet of vessel; 4x fewer voxels per axis put new centres at h = 1.5, 5.5, ...
+    out = resample_volume(volume, (4, 8, 8))
+    assert out.sum() * 4 ** 3 == pytest.approx(volume.sum(), rel=0.1)
