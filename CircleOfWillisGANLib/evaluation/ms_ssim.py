@@ -104,9 +104,17 @@ def _check_shapes(volumes: Sequence[np.ndarray], cfg: MSSSIMConfig) -> None:
     if len(shapes) != 1:
         raise InputError(f"MS-SSIM needs volumes on one grid, got shapes {sorted(shapes)}: resample them first")
     shape = shapes.pop()
-    if len(shape) != 3 or min(shape) < cfg.min_size():
-        raise InputError(f"MS-SSIM with {cfg.scales} scales and kernel {cfg.kernel_size} needs 3D volumes of at least "
-                         f"{cfg.min_size()} voxels per edge, got {shape}: use fewer scales or larger volumes")
+    if len(shape) != 3:
+        raise InputError(f"MS-SSIM needs 3D (D, H, W) volumes, got shape {shape}")
+    if min(shape) >= cfg.min_size():
+        return
+    if cfg.scales == 1:  # nothing left to drop: only larger volumes can be compared
+        raise InputError(f"diversity (MS-SSIM) needs at least {cfg.kernel_size} voxels along every axis (its Gaussian "
+                         f"window); these volumes are {'x'.join(map(str, shape))}: evaluate volumes prepared on a grid "
+                         f"of at least {cfg.kernel_size} voxels per axis (`cowgan prepare --shape D H W`)")
+    raise InputError(f"MS-SSIM with {cfg.scales} scales and kernel {cfg.kernel_size} needs 3D volumes of at least "
+                     f"{cfg.min_size()} voxels per edge, got {shape}: use fewer scales (MSSSIMConfig.fitted_to(shape) "
+                     "keeps as many as fit) or larger volumes")
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray, config: MSSSIMConfig = MSSSIMConfig()) -> float:

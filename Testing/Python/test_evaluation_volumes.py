@@ -321,3 +321,18 @@ def test_downsampling_keeps_a_one_voxel_vessel_wherever_it_lies(h):
     volume[:, h, :] = 1.0  # a one-voxel sheet of vessel; 4x fewer voxels per axis put new centres at h = 1.5, 5.5, ...
     out = resample_volume(volume, (4, 8, 8))
     assert out.sum() * 4 ** 3 == pytest.approx(volume.sum(), rel=0.1)
+
+
+def test_diversity_of_volumes_thinner_than_the_ms_ssim_window_is_skipped_naming_what_it_needs():
+    from CircleOfWillisGANLib.evaluation.pipeline import EvaluationConfig, evaluate
+    from CircleOfWillisGANLib.evaluation.volumes import array_set
+    from CircleOfWillisGANLib.volume_io import default_affine
+
+    volumes = [tube_volume(i, (6, 16, 16), 1) for i in range(4)]
+    real = array_set(volumes[:2], ["a", "b"], default_affine((6, 16, 16)), "real", "test")
+    fake = array_set(volumes[2:], ["c", "d"], default_affine((6, 16, 16)), "generated", "test")
+    diversity = evaluate(real, fake, config=EvaluationConfig(cache_dir=None, progress=False)).metrics["diversity"]
+    assert diversity["scales"] == 1
+    assert diversity["generated"]["skipped"] == (
+        "diversity (MS-SSIM) needs at least 7 voxels along every axis (its Gaussian window); these volumes are 6x16x16: "
+        "evaluate volumes prepared on a grid of at least 7 voxels per axis (`cowgan prepare --shape D H W`)")
