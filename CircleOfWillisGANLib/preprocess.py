@@ -111,7 +111,7 @@ def read_canonical(path: Path) -> Any:
     values = sitk.GetArrayViewFromImage(image)
     if not np.isfinite(values).all():
         raise VolumeRejected("contains NaN or infinite values")
-    _check_nifti_as_stored(path)
+    _check_nifti_as_stored(path, image)
     if float(values.max()) - float(values.min()) <= 0.0:
         raise VolumeRejected(f"constant (every voxel is {float(values.min()):g})")
     labels = segmentation_values(values)
@@ -141,9 +141,10 @@ def neighbour_uniformity(values: np.ndarray) -> float:
     return equal / pairs
 
 
-def _check_nifti_as_stored(path: Path) -> None:
+def _check_nifti_as_stored(path: Path, image_itk: Any) -> None:
     """SimpleITK's NIfTI reader turns NaN into 0 and fills a truncated .nii.gz with zeros, so NIfTI files are
-    also read with nibabel, as stored; and ITK may place a volume by its qform where nibabel and FSL use its sform."""
+    also read with nibabel, as stored; and ITK (`image_itk`, as read) may place a volume by its qform or its pixdim
+    where nibabel and FSL use its sform, so the two placements must agree."""
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return
     import nibabel as nib
@@ -160,6 +161,28 @@ def _check_nifti_as_stored(path: Path) -> None:
     if apart > 0.5 * float(min(image.header.get_zooms()[:3])):
         raise VolumeRejected(f"its sform and qform place it {apart:.1f} mm apart and tools differ in which they use "
                              "(make them agree, e.g. `fslorient -copysform2qform`, or save it again from 3D Slicer)")
+    _check_itk_placement(image, image_itk)
+
+
+def _check_itk_placement(image: Any, image_itk: Any) -> None:
+    """Refuse a NIfTI that ITK places more than half a voxel from where nibabel and FSL do (e.g. an sform-only file
+    whose sform scales disagree with pixdim: ITK warns "unexpected scales in sform" and reads pixdim's spacing)."""
+    corners = _corners(image.shape[:3])
+    apart = float(np.linalg.norm((image.affine - ras_affine(image_itk))[:3] @ corners, axis=0).max())
+    voxel = float(np.linalg.norm(image.affine[:3, :3], axis=0).min())
+    if apart > 0.5 * voxel:
+        itk_spacing = ", ".join(f"{s:g}" for s in image_itk.GetSpacing())
+        nib_spacing = ", ".join(f"{s:g}" for s in np.linalg.norm(image.affine[:3, :3], axis=0).round(4))
+        raise VolumeRejected(f"ITK (prepare, project, 3D Slicer) places it up to {apart:.1f} mm from where nibabel and "
+                             f"FSL do (spacing {itk_spacing} mm against {nib_spacing} mm from the sform)",
+                             "rewrite its header so that both agree, e.g. with nibabel: img.set_qform(img.affine, "
+                             "code=1); nibabel.save(img, path)")
+
+
+def _corners(shape: Sequence[int]) -> np.ndarray:
+    """The homogeneous voxel indices (4, 8) of a grid's eight corners."""
+    corners = np.array(np.meshgrid(*[(0, n - 1) for n in shape], indexing="ij")).reshape(3, -1)
+    return np.vstack([corners, np.ones(corners.shape[1])])
 
 
 def _sform_qform_distance(image: Any) -> float:
@@ -168,9 +191,7 @@ def _sform_qform_distance(image: Any) -> float:
     qform, qform_code = image.header.get_qform(coded=True)
     if not sform_code or not qform_code:
         return 0.0
-    corners = np.array(np.meshgrid(*[(0, n - 1) for n in image.shape[:3]], indexing="ij")).reshape(3, -1)
-    corners = np.vstack([corners, np.ones(corners.shape[1])])
-    return float(np.linalg.norm((sform - qform)[:3] @ corners, axis=0).max())
+    return float(np.linalg.norm((sform - qform)[:3] @ _corners(image.shape[:3]), axis=0).max())
 
 
 def volume_sha256(path: Path) -> str:

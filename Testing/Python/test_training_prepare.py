@@ -233,6 +233,24 @@ def test_a_truncated_volume_is_skipped_with_the_reason_not_read_as_zeros(tmp_pat
     assert manifest["skipped"][0]["reason"].endswith("copy or export the file again")
 
 
+def test_a_nifti_itk_places_elsewhere_than_nibabel_is_skipped_and_one_with_qform_set_to_sform_is_prepared(tmp_path):
+    import nibabel as nib
+
+    src = write_tube_volumes(tmp_path / "in", 1, SHAPE)
+    sform_only = nib.Nifti1Image(tube_volume(SHAPE, 1).transpose(1, 2, 0), None)  # pixdim 1 mm, sform 0.62 mm
+    sform_only.set_sform(default_affine(SHAPE, (0.62,) * 3), code=2)
+    sform_only.set_qform(None, code=0)
+    nib.save(sform_only, str(src / "sform_only.nii.gz"))
+    manifest = prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
+    assert [s["source"] for s in manifest["skipped"]] == ["sform_only.nii.gz"]
+    assert manifest["skipped"][0]["reason"].startswith(
+        "ITK (prepare, project, 3D Slicer) places it up to 17.6 mm from where nibabel and FSL do (spacing 1, 1, 1 mm "
+        "against 0.62, 0.62, 0.62 mm from the sform): rewrite its header so that both agree")
+    sform_only.set_qform(sform_only.affine, code=1)  # the fix the message gives
+    nib.save(sform_only, str(src / "sform_only.nii.gz"))
+    assert prepare_dataset(src, tmp_path / "ds2", PrepareOptions(shape=SHAPE), progress=False)["skipped"] == []
+
+
 def test_percentile_normalisation_clips_to_zero_and_one(tmp_path):
     write_tube_volumes(tmp_path / "in", 1, SHAPE)
     prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=SHAPE, normalisation="percentile",
