@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import InputError, require
+from .evaluation.morphology import centreline_radii
 
 BACKGROUND = 0
 BA = 1
@@ -161,11 +162,8 @@ def _world(points_dhw: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def radius_per_class(labels: np.ndarray, affine: np.ndarray) -> Dict[str, float]:
-    """Median vessel radius (mm) per class: the distance transform of the whole vessel mask along its skeleton.
-
-    The distance from a skeleton voxel centre to the nearest background voxel centre overestimates the
-    equal-area radius of a digital disc by 0-0.5 voxel (more for thin vessels), so a quarter voxel is subtracted.
-    """
+    """Median vessel radius (mm) per class: the distance transform of the whole vessel mask along its skeleton,
+    corrected as the evaluation's radii are (`centreline_radii`: a quarter voxel less)."""
     ndi = require("scipy.ndimage", "vessel radius measurement", "scipy")
     morphology = require("skimage.morphology", "vessel radius measurement", "scikit-image")
     lab = normalise_labels(labels)
@@ -175,12 +173,11 @@ def radius_per_class(labels: np.ndarray, affine: np.ndarray) -> Dict[str, float]
     spacing = _spacing_dhw(affine)
     distance = ndi.distance_transform_edt(vessel, sampling=spacing)
     skeleton = morphology.skeletonize(vessel).astype(bool)
-    quarter_voxel = 0.25 * float(np.mean(spacing))
     out: Dict[str, float] = {}
     for label_id, name in LABEL_NAMES.items():
-        values = distance[skeleton & (lab == label_id)]
-        if values.size:
-            out[name] = round(float(np.median(values)) - quarter_voxel, 3)
+        radii = centreline_radii(distance, skeleton & (lab == label_id), spacing)
+        if radii.size:
+            out[name] = round(float(np.median(radii)), 3)
     return out
 
 

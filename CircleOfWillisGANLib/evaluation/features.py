@@ -11,7 +11,7 @@ from tqdm import tqdm
 from ..errors import InputError
 from ..mip import mip_panel
 from .cache import FeatureCache, extractor_key
-from .morphology import MorphologyConfig, features_to_vector, morphology_features
+from .morphology import FEATURES_VERSION, MorphologyConfig, features_to_vector, morphology_features
 from .volumes import VolumeItem, VolumeSet, left_is_low_h
 
 PREVIEW_VOLUMES = 8
@@ -30,7 +30,7 @@ def morphology_extractor(volume_set: VolumeSet, config: MorphologyConfig) -> Ext
     """Vessel morphology + intensity features (FEATURE_NAMES order) on the set's voxel spacing and orientation."""
     spacing = volume_set.spacing()
     left_low = left_is_low_h(volume_set.affine)
-    settings = {"version": 1, **asdict(config), "spacing": [round(s, 5) for s in spacing], "left_is_low_h": left_low}
+    settings = {"version": FEATURES_VERSION, **asdict(config), "spacing": [round(s, 5) for s in spacing], "left_is_low_h": left_low}
     return Extractor("morphology", settings, lambda v, item: features_to_vector(
         morphology_features(v, spacing, left_low, config)))
 

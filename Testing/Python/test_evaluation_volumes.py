@@ -336,3 +336,37 @@ def test_diversity_of_volumes_thinner_than_the_ms_ssim_window_is_skipped_naming_
     assert diversity["generated"]["skipped"] == (
         "diversity (MS-SSIM) needs at least 7 voxels along every axis (its Gaussian window); these volumes are 6x16x16: "
         "evaluate volumes prepared on a grid of at least 7 voxels per axis (`cowgan prepare --shape D H W`)")
+
+
+@pytest.mark.parametrize("radius_vox", [1.5, 2.5])
+def test_evaluation_and_topcow_measure_a_vessel_radius_alike(radius_vox):
+    from CircleOfWillisGANLib import topcow
+    from CircleOfWillisGANLib.volume_io import default_affine
+
+    d, h, w = np.mgrid[0:16, 0:40, 0:40]
+    cylinder = ((h - 20) ** 2 + (w - 20) ** 2) <= radius_vox ** 2
+    measured = topcow.radius_per_class(cylinder * topcow.BA, default_affine(cylinder.shape, (0.5, 0.5, 0.5)))["BA"]
+    features = morphology_features(np.where(cylinder, 0.8, 0.1).astype(np.float32), (0.5, 0.5, 0.5))
+    assert features["radius_p50_mm"] == pytest.approx(measured, abs=1e-3)
+    assert abs(features["radius_p50_mm"] - 0.5 * np.sqrt(cylinder[0].sum() / np.pi)) < 0.125  # a quarter voxel
+
+
+def test_features_cached_by_an_earlier_definition_are_computed_again(tmp_path):
+    from dataclasses import asdict
+
+    from CircleOfWillisGANLib.evaluation.cache import FeatureCache, extractor_key
+    from CircleOfWillisGANLib.evaluation.features import extract, morphology_extractor
+    from CircleOfWillisGANLib.evaluation.morphology import MorphologyConfig
+    from CircleOfWillisGANLib.evaluation.volumes import array_set
+    from CircleOfWillisGANLib.volume_io import default_affine
+
+    volumes = array_set([tube_volume(0, (16, 24, 24), 1)], ["a"], default_affine((16, 24, 24)), "real", "test")
+    extractor = morphology_extractor(volumes, MorphologyConfig())
+    before_radius_correction = extractor_key("morphology", {"version": 1, **asdict(MorphologyConfig()),
+                                                            "spacing": [0.62, 0.62, 0.62], "left_is_low_h": True})
+    stale = tmp_path / before_radius_correction / f"{volumes.items[0].key()}.npy"
+    stale.parent.mkdir()
+    np.save(stale, np.zeros(len(FEATURE_NAMES)))
+    cache = FeatureCache(tmp_path)
+    features = extract(volumes, [extractor], cache, progress=False).values["morphology"][0]
+    assert (cache.hits, cache.misses) == (0, 1) and features[FEATURE_NAMES.index("radius_p50_mm")] > 0
