@@ -5,7 +5,10 @@ Phantoms come from a set seed the model was not trained on (default 9001) on the
 `cowgan project`'s preprocessing (reorient, resample at the model's spacing, min-max). With --classifier (the one
 `cowgan name-directions` wrote) it also reports how often the reconstruction keeps each phantom's variants, and
 how the model's named sliders act around the patients' own anatomy: each projection moved --amount standard
-deviations towards the opposite call, as benchmarks/named_directions.py does around seeds. Writes one JSON report.
+deviations towards the opposite call, as benchmarks/named_directions.py does around seeds. Phantoms whose grid cuts
+part of their circle off (`circle_in_view` false) count for correlation and Dice but not for the variant calls: their
+recorded variants are not what the image shows (`cowgan name-directions` does not train on those records either).
+Writes one JSON report.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="reports/projection")
     args = parser.parse_args(argv)
+    if args.n < 1:
+        raise InputError(f"--n {args.n}: use 1 or more held-out phantoms (20 or more for a mean worth reporting)")
     gen = load_generator(args.model, device=args.device)
     classifier = (load_classifier_for(args.classifier, gen.arch.output_shape, spacing_of(gen.affine))
                   if args.classifier else None)
@@ -67,7 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             start = time.perf_counter()
             result = project(gen, target, config)
             results.append(result)
-            truths.append(targets_from_phantom(phantom.variants.as_dict()))
+            truths.append(variant_truth(phantom))
             cases.append(dict(case=i, seconds=round(time.perf_counter() - start, 2), **result.metrics))
             m = result.metrics
             print(f"case {i}: correlation {m['correlation']:.4f}, vessel Dice {m['vessel_dice']:.4f}"
@@ -107,22 +112,25 @@ def _with_settings(config: ProjectionConfig, settings: List[str]) -> ProjectionC
     return dataclasses.replace(config, **changes)
 
 
-def _variant_report(gen: Any, classifier: Any, results: List[Any], truths: List[Dict[str, int]],
+def variant_truth(phantom: Any) -> Optional[Dict[str, int]]:
+    """A phantom's recorded variant targets, None where its grid cuts part of the circle off (the image does not show
+    what the record says), as `load_labelled_folder` leaves such records out."""
+    if phantom.params["circle_in_view"] is False:
+        return None
+    return targets_from_phantom(phantom.variants.as_dict())
+
+
+def _variant_report(gen: Any, classifier: Any, results: List[Any], truths: List[Optional[Dict[str, int]]],
                     amount: float) -> Dict[str, Any]:
     """Per variant: how often the classifier's call of the reconstruction matches the phantom's truth and the call of
-    the target itself; then each named slider's flips and kept calls around the projections."""
-    keys = list(classifier.keys)
-    truth = np.array([[t[k] for k in keys] for t in truths])
-    on_target = classifier.predict(np.stack([r.target for r in results]))
-    on_reconstruction = classifier.predict(np.stack([r.reconstruction for r in results]))
-    calls = {k: {"present_in_phantoms": float(truth[:, i].mean()),
-                 "target_call_matches_truth": float((on_target[:, i] == truth[:, i]).mean()),
-                 "reconstruction_call_matches_truth": float((on_reconstruction[:, i] == truth[:, i]).mean()),
-                 "reconstruction_call_matches_target_call": float((on_reconstruction[:, i] == on_target[:, i]).mean())}
-             for i, k in enumerate(keys)}
-    for k, c in calls.items():
-        print(f"{k}: reconstruction's call matches the phantom in {c['reconstruction_call_matches_truth']:.0%} "
-              f"(the target's own call in {c['target_call_matches_truth']:.0%})")
+    the target itself, over the phantoms that show their whole circle; then each named slider's flips and kept calls
+    around all the projections."""
+    shown = [i for i, t in enumerate(truths) if t is not None]
+    cut = [i for i, t in enumerate(truths) if t is None]
+    if cut:
+        print(f"{len(cut)} of {len(truths)} phantoms do not show their whole circle (cases {', '.join(map(str, cut))}): "
+              "left out of the variant calls")
+    calls = _call_agreement(classifier, [results[i] for i in shown], [truths[i] for i in shown]) if shown else {}
     sliders = []
     directions = named(directions_for(gen))
     if not directions:
@@ -135,8 +143,27 @@ def _variant_report(gen: Any, classifier: Any, results: List[Any], truths: List[
             print(f"{r.label} around the projections: flipped in {r.flipped:.0%} of {r.samples}, other reliably called "
                   f"variants kept in {pooled}")
             sliders.append(dataclasses.asdict(r))
-    return {"classifier": classifier.info.get("held_out_balanced_accuracy"), "calls": calls, "amount_sd": amount,
+    return {"classifier": classifier.info.get("held_out_balanced_accuracy"), "calls": calls,
+            "cases_left_out_of_calls": cut, "amount_sd": amount,
             "named_sliders_around_projections": sliders}
+
+
+def _call_agreement(classifier: Any, results: List[Any], truths: List[Dict[str, int]]) -> Dict[str, Dict[str, float]]:
+    """Per variant: its prevalence and how often the calls of the targets and reconstructions match the truth and
+    each other."""
+    keys = list(classifier.keys)
+    truth = np.array([[t[k] for k in keys] for t in truths])
+    on_target = classifier.predict(np.stack([r.target for r in results]))
+    on_reconstruction = classifier.predict(np.stack([r.reconstruction for r in results]))
+    calls = {k: {"present_in_phantoms": float(truth[:, i].mean()),
+                 "target_call_matches_truth": float((on_target[:, i] == truth[:, i]).mean()),
+                 "reconstruction_call_matches_truth": float((on_reconstruction[:, i] == truth[:, i]).mean()),
+                 "reconstruction_call_matches_target_call": float((on_reconstruction[:, i] == on_target[:, i]).mean())}
+             for i, k in enumerate(keys)}
+    for k, c in calls.items():
+        print(f"{k}: reconstruction's call matches the phantom in {c['reconstruction_call_matches_truth']:.0%} "
+              f"(the target's own call in {c['target_call_matches_truth']:.0%})")
+    return calls
 
 
 if __name__ == "__main__":
