@@ -169,13 +169,16 @@ def write_projection_outputs(out_dir: Union[str, Path], result: ProjectionResult
     registered to, both kept in the metadata.
 
     All files are written into a hidden folder inside `out_dir` first and moved into place together at the end, so a
-    failure (a full disk) leaves neither a half set nor a mix of old and new files."""
+    failure (a full disk) leaves neither a half set nor a mix of old and new files; an earlier run's file this run does
+    not write (its convergence plot, when `plot` is off) is removed, so every file in `out_dir` belongs to this run."""
     out = Path(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=".projection-", dir=out))
     try:
         written = _write_outputs(staging, result, affine, generator, config, source, coverage, plot, template)
         for path in written.values():
             os.replace(path, out / path.name)
+        for key in OUTPUT_FILES.keys() - written.keys():
+            (out / OUTPUT_FILES[key]).unlink(missing_ok=True)
         return {key: out / path.name for key, path in written.items()}
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -279,6 +279,15 @@ def test_a_failed_write_leaves_no_part_of_a_projection_and_keeps_the_earlier_one
     assert sorted(p.name for p in earlier.values()) == sorted(before)
 
 
+def test_a_projection_written_without_its_plot_over_an_earlier_one_leaves_no_file_of_the_earlier_run(generator,
+                                                                                                        result, tmp_path):
+    write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, plot=True)
+    assert (tmp_path / "convergence.png").is_file()
+    written = write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, plot=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written.values())
+    assert not (tmp_path / "convergence.png").exists()  # the earlier run's curve and numbers
+
+
 def test_cowgan_project_names_its_steps_option_when_the_steps_are_unusable(tmp_path, capsys):
     from cowgan.main import main
 
