@@ -92,9 +92,10 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """Linear interpolation (the right path in W, whose distribution is not spherical)."""
+    """Linear interpolation (the right path in W, whose distribution is not spherical); t = 0 gives a and t = 1
+    gives b bit for bit (torch.lerp steps from the nearer end), so an interpolation ends on its seeds' own w."""
     _check_interpolation(a, b, t)
-    return a + (b - a) * t
+    return torch.lerp(a, b, float(t))
 
 
 def _check_interpolation(a: torch.Tensor, b: torch.Tensor, t: float) -> None:

@@ -194,3 +194,10 @@ def test_interpolation_helpers_hit_both_ends():
     torch.testing.assert_close(slerp(a, b, 1.0), b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lerp(a, b, 0.5), (a + b) / 2)
     torch.testing.assert_close(slerp(a, a, 0.3), a)
+
+
+def test_interpolations_start_and_end_on_their_latents_bit_for_bit():
+    for _ in range(20):
+        a, b = torch.randn(1, 64), torch.randn(1, 64)
+        for helper in (slerp, lerp):
+            assert torch.equal(helper(a, b, 0.0), a) and torch.equal(helper(a, b, 1.0), b)
