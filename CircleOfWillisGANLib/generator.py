@@ -82,12 +82,14 @@ class CoWGenerator:
 
     @torch.no_grad()
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """z (N, latent_dim) -> w (N, latent_dim), on the CPU in float32."""
+        """z (N, latent_dim) -> w (N, latent_dim), on the CPU in float32. Each row is mapped alone, so a seed's w is
+        the same bits whatever else is in the batch (a batched matrix product rounds differently)."""
         z = _latent_tensor(z, "z")
         if z.ndim != 2 or z.shape[1] != self.arch.latent_dim:
             raise InputError(f"z must have shape (N, {self.arch.latent_dim}), got {tuple(z.shape)}")
         _check_finite(z, "z")
-        w = self.model.mapping(z.to(self.device)).float().cpu()
+        z = z.to(self.device)
+        w = torch.cat([self.model.mapping(row).float().cpu() for row in z.split(1)])
         if not torch.isfinite(w).all():
             raise CheckpointError(f"model {self.source} maps finite z to NaN or infinite w: the model is damaged or its "
                                   "training diverged: export an earlier checkpoint, or convert or download it again")

@@ -84,6 +84,15 @@ def test_interpolation_writes_every_frame_and_a_gif(golden_model, tmp_path):
     assert ends["interpolation"]["t"] == 1.0 and ends["interpolation"]["method"] == "slerp"
 
 
+def test_a_sidecar_names_the_batch_its_volume_was_synthesised_in(golden_model, tmp_path):
+    assert main(["generate", "--model", str(golden_model), "--seeds", "1-3", "--batch-size", "2", "--precision", "fp32",
+                 "--out", str(tmp_path)]) == 0
+    first, last = (json.loads((tmp_path / f"seed{s:04d}.json").read_text()) for s in (1, 3))
+    assert first["batch_size"] == 2 and first["batch"] == ["seed0001", "seed0002"]
+    assert last["batch_size"] == 1 and last["batch"] == ["seed0003"]
+    assert first["torch_version"] and first["device"] == "cpu" and first["precision"] == "fp32"
+
+
 def test_noise_variations_share_w_and_differ_in_noise(golden_model, tmp_path):
     assert main(["generate", "--model", str(golden_model), "--seeds", "4", "--noise-variations", "2",
                  "--out", str(tmp_path)]) == 0

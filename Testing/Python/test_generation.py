@@ -35,6 +35,15 @@ def test_a_seed_gives_the_same_volume_alone_or_in_a_batch(tiny_generator):
     np.testing.assert_allclose(alone[0], batched[1], atol=1e-5)
 
 
+def test_a_seeds_w_is_the_same_bits_alone_or_among_other_seeds():
+    from CircleOfWillisGANLib.generator import load_generator
+
+    gen = load_generator("demo", device="cpu")
+    among = gen.styles(seeds=[1, 2, 3, 4, 5, 6, 7, 8], psi=0.7)
+    for k, seed in enumerate(range(1, 9)):
+        assert torch.equal(among[k], gen.styles(seeds=[seed], psi=0.7)[0])
+
+
 def test_psi_zero_gives_the_average_volume_for_every_seed(tiny_generator):
     v = tiny_generator.generate(seeds=[1, 2, 3], psi=0.0, noise_seed=0, precision="fp32")
     np.testing.assert_allclose(v[0], v[1], atol=1e-6)

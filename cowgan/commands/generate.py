@@ -43,7 +43,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threshold", type=float, default=None, help="surface threshold (default: Otsu on the bright tail)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="volumes synthesised together (default 8 on CUDA, 1 on the CPU; 1 reproduces bit for bit alone)")
     p.set_defaults(run=run)
 
 
@@ -74,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
             for job, volume in zip(chunk, volumes):
                 sidecar = {"model": model_info, "seed": job.get("seed"), "psi": psi, "noise_seed": job["noise_seed"],
                            "noise_mode": gen.arch.noise_mode, "z": job.get("z"), "w": job["w"][0].tolist(),
-                           "precision": gen.resolved_precision(args.precision), "device": str(gen.device),
-                           **job.get("extra", {})}
+                           **_arithmetic(gen, args.precision, chunk), **job.get("extra", {})}
                 try:
                     write_volume_outputs(out, job["stem"], volume, gen.affine, sidecar, surface=args.surface,
                                          surface_format="." + args.surface_format, threshold=args.threshold)
@@ -91,6 +91,14 @@ def run(args: argparse.Namespace) -> int:
             save_gif(out / f"{name}.gif", images, fps=8)
     print(f"wrote {len(jobs)} volumes with sidecars and MIPs{' and surfaces' if args.surface else ''} to {out}")
     return 0
+
+
+def _arithmetic(gen: CoWGenerator, precision: str, chunk: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """What besides the latents sets a volume's last bits, for its sidecar: precision, device, torch version and the
+    batch it was synthesised in (one volume alone and several together take different arithmetic)."""
+    device_name = torch.cuda.get_device_name(gen.device) if gen.device.type == "cuda" else None
+    return {"precision": gen.resolved_precision(precision), "device": str(gen.device), "device_name": device_name,
+            "torch_version": torch.__version__, "batch_size": len(chunk), "batch": [job["stem"] for job in chunk]}
 
 
 def _plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
