@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cowgan.main import main
+from cowgan.main import build_parser, main
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,27 @@ def test_a_sidecar_names_the_batch_its_volume_was_synthesised_in(golden_model, t
     assert first["batch_size"] == 2 and first["batch"] == ["seed0001", "seed0002"]
     assert last["batch_size"] == 1 and last["batch"] == ["seed0003"]
     assert first["torch_version"] and first["device"] == "cpu" and first["precision"] == "fp32"
+
+
+def test_frame_numbers_are_padded_to_sort_in_order_past_999_frames():
+    from cowgan.commands.generate import _plan
+
+    args = build_parser().parse_args(["generate", "--out", "x", "--interpolate", "1", "2", "--steps", "1001"])
+    stems = [job["stem"] for job in _plan(args)]
+    assert stems[0] == "interp_1_2_0000" and stems[-1] == "interp_1_2_1000" and sorted(stems) == stems
+    args = build_parser().parse_args(["generate", "--out", "x", "--seeds", "1", "--noise-variations", "12"])
+    assert [job["stem"] for job in _plan(args)][-1] == "seed0001_noise011"
+
+
+def test_a_long_animations_gif_holds_at_most_the_frame_limit_evenly_spaced(golden_model, tmp_path, monkeypatch, capsys):
+    from cowgan.commands import generate
+
+    monkeypatch.setattr(generate, "MAX_GIF_FRAMES", 2)
+    assert main(["generate", "--model", str(golden_model), "--interpolate", "1", "2", "--steps", "5",
+                 "--out", str(tmp_path)]) == 0
+    assert len(list(tmp_path.glob("interp_1_2_*.nii.gz"))) == 5
+    assert Image.open(tmp_path / "interp_1_2.gif").n_frames == 2
+    assert "the GIFs show 2 of the 5 frames" in capsys.readouterr().out
 
 
 def test_noise_variations_share_w_and_differ_in_noise(golden_model, tmp_path):

@@ -23,6 +23,8 @@ from CircleOfWillisGANLib.volume_io import spacing_of
 
 DEFAULT_SEEDS = "1-4"
 DEFAULT_STEPS = 16  # frames of an interpolation
+MAX_GIF_FRAMES = 1000  # a longer animation's GIF shows evenly spaced frames: every frame would be held in memory
+MIN_INDEX_DIGITS = 3  # frame numbers are padded to at least this many digits (and more where a run has more frames)
 
 
 def register(subparsers: Any) -> None:
@@ -35,9 +37,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--psi", type=float, default=1.0, help="truncation psi in [0, 2]; 1 = none, 0.7 = typical anatomy")
     p.add_argument("--noise-seed", type=int, default=None, help="one noise seed for every volume (default: each volume's seed)")
     p.add_argument("--interpolate", nargs=2, type=int, metavar=("A", "B"), help="interpolate between seeds A and B")
-    p.add_argument("--steps", type=int, default=None, help=f"frames of an interpolation (default {DEFAULT_STEPS})")
+    p.add_argument("--steps", type=int, default=None, help=f"frames of an interpolation (default {DEFAULT_STEPS}; "
+                   f"its GIF shows at most {MAX_GIF_FRAMES} evenly spaced ones)")
     p.add_argument("--space", choices=("z", "w"), default=None, help="interpolate by slerp in z (default) or lerp in w")
-    p.add_argument("--noise-variations", type=int, default=0, metavar="K", help="K volumes per seed: same w, new noise")
+    p.add_argument("--noise-variations", type=int, default=0, metavar="K",
+                   help=f"K volumes per seed: same w, new noise (a GIF per seed shows at most {MAX_GIF_FRAMES} of them)")
     p.add_argument("--surface", action="store_true", help="also write a smoothed vessel surface")
     p.add_argument("--surface-format", choices=SURFACE_FORMATS, default=None, help="with --surface (default vtp)")
     p.add_argument("--threshold", type=float, default=None, help="surface threshold (default: Otsu on the bright tail)")
@@ -56,13 +60,14 @@ def run(args: argparse.Namespace) -> int:
     prepare_output_dir(args.out, create=False)
     surface_format = "." + args.surface_format if args.surface else None
     refuse_overwrite(args.out, [name for job in jobs for name in volume_output_names(job["stem"], surface_format)]
-                     + [f"{job['animation']}.gif" for job in jobs if job.get("animation")], args.overwrite)
+                     + list(dict.fromkeys(f"{job['animation']}.gif" for job in jobs if job.get("animation"))),
+                     args.overwrite)
     gen = load_generator(args.model, device=args.device)
     gen.resolved_precision(args.precision)  # a precision this device cannot run stops before the folder is made
     model_info = {"source": str(args.model), "path": gen.source, "name": gen.metadata.get("name"),
                   "sha256": file_sha256(gen.source) if Path(gen.source).is_file() else None,
                   "content_sha256": gen.checkpoint.sha256 or None}
-    frames: Dict[str, List[np.ndarray]] = {}
+    frames: Dict[str, List[np.ndarray]] = {}  # the GIF frames of the animation being written, until its last frame
     batch = args.batch_size or (8 if gen.device.type == "cuda" else 1)
     written = 0
     bar = tqdm(total=len(jobs), desc="generating", unit="volume", disable=None)
@@ -84,12 +89,13 @@ def run(args: argparse.Namespace) -> int:
                             f"{'are' if written > 1 else 'is'} complete in {out})") if written else ""
                     raise type(exc)(f"{job['stem']}: {exc}{done}") from exc
                 written += 1
-                if job.get("animation"):
+                if job.get("in_gif"):
                     frames.setdefault(job["animation"], []).append(mip_panel(volume, spacing_of(gen.affine)))
+                if job.get("last_frame"):
+                    save_gif(out / f"{job['animation']}.gif", frames.pop(job["animation"]), fps=8)
                 progress.update(1)
-        for name, images in frames.items():
-            save_gif(out / f"{name}.gif", images, fps=8)
-    print(f"wrote {len(jobs)} volumes with sidecars and MIPs{' and surfaces' if args.surface else ''} to {out}")
+    print(f"wrote {len(jobs)} volumes with sidecars and MIPs{' and surfaces' if args.surface else ''} to {out}"
+          f"{_gif_note(jobs)}")
     return 0
 
 
@@ -99,6 +105,27 @@ def _arithmetic(gen: CoWGenerator, precision: str, chunk: List[Dict[str, Any]]) 
     device_name = torch.cuda.get_device_name(gen.device) if gen.device.type == "cuda" else None
     return {"precision": gen.resolved_precision(precision), "device": str(gen.device), "device_name": device_name,
             "torch_version": torch.__version__, "batch_size": len(chunk), "batch": [job["stem"] for job in chunk]}
+
+
+def _frames(animation: str, count: int) -> List[Dict[str, Any]]:
+    """Animation bookkeeping for each of `count` frames: which go into the GIF (at most MAX_GIF_FRAMES, evenly
+    spaced from the first) and which one ends it, when the GIF is written and its frames are let go."""
+    stride = -(-count // MAX_GIF_FRAMES)
+    return [{"animation": animation, "in_gif": i % stride == 0, "last_frame": i == count - 1} for i in range(count)]
+
+
+def _gif_note(jobs: List[Dict[str, Any]]) -> str:
+    """A note for the final line where the GIFs leave frames out."""
+    shown = sum(1 for job in jobs if job.get("in_gif"))
+    animated = sum(1 for job in jobs if job.get("animation"))
+    if shown == animated:
+        return ""
+    return f" (the GIFs show {shown:,} of the {animated:,} frames, evenly spaced: at most {MAX_GIF_FRAMES:,} per GIF)"
+
+
+def _index_format(count: int) -> str:
+    """Zero padding for frame numbers 0 to count - 1, so that file names sort in frame order."""
+    return f"0{max(MIN_INDEX_DIGITS, len(str(count - 1)))}d"
 
 
 def _plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
@@ -120,15 +147,17 @@ def _plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
                          "value between 0 and 1, or leave it out for Otsu's threshold")
     if args.interpolate:
         a, b = (check_seed(s) for s in args.interpolate)
-        return [{"kind": "interpolation", "a": a, "b": b, "t": i / (args.steps - 1), "stem": f"interp_{a}_{b}_{i:03d}",
-                 "animation": f"interp_{a}_{b}"} for i in range(args.steps)]
+        digits = _index_format(args.steps)
+        return [{"kind": "interpolation", "a": a, "b": b, "t": i / (args.steps - 1), "stem": f"interp_{a}_{b}_{i:{digits}}",
+                 **frame} for i, frame in enumerate(_frames(f"interp_{a}_{b}", args.steps))]
     seeds = list(dict.fromkeys(parse_seeds(args.seeds)))
     if len(seeds) * args.noise_variations > MAX_SEEDS_PER_LIST:
         raise InputError(f"{len(seeds):,} seeds x {args.noise_variations:,} noise variations is more than "
                          f"{MAX_SEEDS_PER_LIST:,} volumes in one run: ask for fewer, in several runs")
     if args.noise_variations:
-        return [{"kind": "seed", "seed": s, "noise_seed": k, "stem": f"seed{s:04d}_noise{k:03d}", "animation": f"seed{s:04d}_noise"}
-                for s in seeds for k in range(args.noise_variations)]
+        digits = _index_format(args.noise_variations)
+        return [{"kind": "seed", "seed": s, "noise_seed": k, "stem": f"seed{s:04d}_noise{k:{digits}}", **frame}
+                for s in seeds for k, frame in enumerate(_frames(f"seed{s:04d}_noise", args.noise_variations))]
     return [{"kind": "seed", "seed": s, "stem": f"seed{s:04d}"} for s in seeds]
 
 
