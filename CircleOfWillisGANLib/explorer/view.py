@@ -2,11 +2,14 @@
 
 One render window holds five viewports: MIP (top left), surface (top right), and axial, coronal and sagittal
 slices (bottom). The image data, the surface and the slices are updated in place for each new volume.
+Views follow radiological display, as the MIP pictures do (mip.py): the patient's right on the screen's left in
+the axial, coronal and 3D views, anterior on the left in the sagittal view. Letters at each viewport's edges say
+which way the patient lies, and follow the camera when the user turns it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -14,6 +17,17 @@ from ..errors import require
 from ..surface import VESSEL_RGB
 
 BACKGROUND = (0.05, 0.05, 0.08)
+LETTER_RGB = (0.55, 0.8, 1.0)
+FIT_MARGIN = 1.15  # the volume's box fills the viewport but for this much room around it (letters, title)
+Vector = Tuple[float, float, float]
+# (camera position relative to the focal point, view up) in RAS: the 3D views look from below and behind, anterior up
+VIEW_3D: Tuple[Vector, Vector] = ((0.0, -1.0, -1.6), (0.0, 1.0, 0.0))
+SLICE_VIEWS: Tuple[Tuple[Vector, Vector], ...] = (
+    ((0.0, 0.0, -1.0), (0.0, 1.0, 0.0)),  # axial from below: right on the left, anterior up
+    ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),  # coronal from the front: right on the left, superior up
+    ((-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),  # sagittal from the patient's left: anterior on the left, superior up
+)
+EDGES = {"left": (0.012, 0.5), "right": (0.988, 0.5), "top": (0.5, 0.975), "bottom": (0.5, 0.025)}
 
 
 class VolumeScene:
@@ -26,6 +40,7 @@ class VolumeScene:
         self.image = vtk.vtkImageData()
         self._camera_set = False
         self._affine = np.eye(4)  # the grid shown last
+        self.letters: Dict[Any, Dict[str, Any]] = {}  # renderer -> {edge: text actor}
         self.mip_renderer = self._renderer((0.0, 0.4, 0.5, 1.0), "3D MIP")
         self.surface_renderer = self._renderer((0.5, 0.4, 1.0, 1.0), "Vessel surface")
         self.slice_renderers = [self._renderer((i / 3, 0.0, (i + 1) / 3, 0.4), name)
@@ -45,8 +60,34 @@ class VolumeScene:
         text.GetTextProperty().SetColor(0.9, 0.9, 0.6)
         text.SetPosition(6, 6)
         renderer.AddViewProp(text)
+        self._add_letters(renderer)
         self.render_window.AddRenderer(renderer)
         return renderer
+
+    def _add_letters(self, renderer: Any) -> None:
+        """Orientation letters at the viewport's four edges, kept in step with its camera."""
+        letters = {}
+        for edge, (x, y) in EDGES.items():
+            text = self.vtk.vtkTextActor()
+            prop = text.GetTextProperty()
+            prop.SetFontSize(16)
+            prop.BoldOn()
+            prop.SetColor(*LETTER_RGB)
+            prop.SetJustification({"left": 0, "right": 2}.get(edge, 1))
+            prop.SetVerticalJustification({"top": 2, "bottom": 0}.get(edge, 1))
+            text.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
+            text.SetPosition(x, y)
+            renderer.AddViewProp(text)
+            letters[edge] = text
+        self.letters[renderer] = letters
+        camera = renderer.GetActiveCamera()
+        camera.AddObserver("ModifiedEvent", lambda *args: self._update_letters(renderer))
+        self._update_letters(renderer)
+
+    def _update_letters(self, renderer: Any) -> None:
+        camera = renderer.GetActiveCamera()
+        for edge, letter in screen_letters(camera.GetDirectionOfProjection(), camera.GetViewUp()).items():
+            self.letters[renderer][edge].SetInput(letter)
 
     def _build_volume(self) -> None:
         vtk = self.vtk
@@ -148,23 +189,15 @@ class VolumeScene:
         return int(np.argmax(bright))
 
     def reset_cameras(self) -> None:
-        """Look at the volume from below-front (3D views) and straight on (slices), radiological convention."""
+        """Look at the volume from below and behind (3D views) and straight on (slices), radiological display, each
+        view filled by the volume's box."""
+        corners = grid_corners(self._affine, self.image.GetDimensions())
         for renderer in (self.mip_renderer, self.surface_renderer):
-            camera = renderer.GetActiveCamera()
-            camera.SetFocalPoint(0, 0, 0)
-            camera.SetPosition(0, -1, -1.6)  # anterior-inferior view of the circle of Willis
-            camera.SetViewUp(0, 1, 0)
-            renderer.ResetCamera()
-            camera.Zoom(1.3)
-        for renderer, (position, up) in zip(self.slice_renderers, (((0, 0, -1), (0, 1, 0)), ((0, -1, 0), (0, 0, 1)),
-                                                                  ((1, 0, 0), (0, 0, 1)))):
-            camera = renderer.GetActiveCamera()
-            camera.ParallelProjectionOn()
-            camera.SetFocalPoint(0, 0, 0)
-            camera.SetPosition(*position)
-            camera.SetViewUp(*up)
-            renderer.ResetCamera()
-            camera.Zoom(1.4)
+            renderer.GetActiveCamera().ParallelProjectionOff()
+            fit_camera(renderer, corners, *VIEW_3D)
+        for renderer, (position, up) in zip(self.slice_renderers, SLICE_VIEWS):
+            renderer.GetActiveCamera().ParallelProjectionOn()
+            fit_camera(renderer, corners, position, up)
         self._camera_set = True
 
     def render(self) -> None:
@@ -182,3 +215,62 @@ class VolumeScene:
         w, h, _ = out.GetDimensions()
         pixels = vtk_to_numpy(out.GetPointData().GetScalars()).reshape(h, w, -1)[::-1, :, :3]
         return np.ascontiguousarray(pixels)
+
+
+def screen_letters(direction_of_projection: Sequence[float], view_up: Sequence[float]) -> Dict[str, str]:
+    """The patient direction (R/L/A/P/S/I, RAS world) nearest each screen edge for a camera; none while the view up
+    lies along the direction of projection (a camera half way through being set)."""
+    forward = _unit(direction_of_projection)
+    up = np.asarray(view_up, dtype=float) - np.dot(view_up, forward) * forward
+    if np.linalg.norm(up) < 1e-6:
+        return {}
+    up = _unit(up)
+    right = np.cross(forward, up)
+    return {"left": _letter(-right), "right": _letter(right), "top": _letter(up), "bottom": _letter(-up)}
+
+
+def _letter(vector: np.ndarray) -> str:
+    axis = int(np.argmax(np.abs(vector)))
+    return "RAS"[axis] if vector[axis] > 0 else "LPI"[axis]
+
+
+def _unit(vector: Sequence[float]) -> np.ndarray:
+    v = np.asarray(vector, dtype=float)
+    return v / np.linalg.norm(v)
+
+
+def grid_corners(affine: np.ndarray, dimensions_ijk: Sequence[int]) -> np.ndarray:
+    """The 8 corner voxel centres of a grid in RAS mm, (8, 3)."""
+    ijk = np.array([[i, j, k] for i in (0, dimensions_ijk[0] - 1) for j in (0, dimensions_ijk[1] - 1)
+                    for k in (0, dimensions_ijk[2] - 1)], dtype=float)
+    return ijk @ np.asarray(affine, dtype=float)[:3, :3].T + np.asarray(affine, dtype=float)[:3, 3]
+
+
+def fit_camera(renderer: Any, corners: np.ndarray, position: Sequence[float], up: Sequence[float]) -> None:
+    """Look at `corners`' centre from `position` (relative to it) with `up`, as close as keeps every corner in the
+    viewport: ResetCamera fits the bounding sphere, which leaves a flat volume small and a zoom on top crops it."""
+    camera = renderer.GetActiveCamera()
+    centre = corners.mean(axis=0)
+    forward = -_unit(position)
+    view_up = _unit(np.asarray(up, dtype=float) - np.dot(up, forward) * forward)
+    right = np.cross(forward, view_up)
+    offset = corners - centre
+    across, upward, towards = np.abs(offset @ right), np.abs(offset @ view_up), -(offset @ forward)
+    aspect = _aspect(renderer)
+    if camera.GetParallelProjection():
+        camera.SetParallelScale(FIT_MARGIN * max(upward.max(), across.max() / aspect, 1e-3))
+        distance = 2.0 * float(np.linalg.norm(offset, axis=1).max()) + 1.0
+    else:
+        tangent = np.tan(np.radians(camera.GetViewAngle()) / 2.0)
+        distance = float(np.max(towards + FIT_MARGIN * np.maximum(upward / tangent, across / (tangent * aspect))))
+        distance = max(distance, float(towards.max()) + 1.0)
+    camera.SetFocalPoint(*centre)
+    camera.SetPosition(*(centre - forward * distance))
+    camera.SetViewUp(*view_up)
+    renderer.ResetCameraClippingRange()
+
+
+def _aspect(renderer: Any) -> float:
+    """Width over height of the renderer's viewport (1 before the window has a size)."""
+    aspect = float(renderer.GetTiledAspectRatio())
+    return aspect if np.isfinite(aspect) and aspect > 0 else 1.0

@@ -121,3 +121,71 @@ def test_a_screenshot_of_a_model_or_projection_that_fails_is_an_error_not_a_pict
         pytest.skip("Qt's xcb plugin lacks system libraries (apt-get install libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1)")
     errors = [line for line in result.stderr.splitlines() if line.startswith("cowgan: error:")]
     assert result.returncode == 2 and len(errors) == 1 and named in errors[0] and not shot.exists()
+
+
+def _scene_showing(shape_dhw, affine):
+    """A VolumeScene (never rendered) after one update, in a window of the explorer's proportions."""
+    vtk = pytest.importorskip("vtk")
+    from CircleOfWillisGANLib.explorer.view import VolumeScene
+
+    window = vtk.vtkRenderWindow()
+    window.SetOffScreenRendering(1)
+    window.SetSize(1200, 800)
+    scene = VolumeScene(window)
+    scene.update(np.random.default_rng(0).random(shape_dhw).astype(np.float32), affine)
+    return scene
+
+
+def _display_xy(renderer, point):
+    import vtk
+
+    coordinate = vtk.vtkCoordinate()
+    coordinate.SetCoordinateSystemToWorld()
+    coordinate.SetValue(*point)
+    return np.asarray(coordinate.GetComputedDoubleDisplayValue(renderer))
+
+
+RAS_GRID = np.diag([1.24, 1.24, 1.24, 1.0]) + np.array([[0, 0, 0, -39], [0, 0, 0, -39], [0, 0, 0, -9], [0, 0, 0, 0]])
+LPS_GRID = np.diag([-1.24, -1.24, 1.24, 1.0]) + np.array([[0, 0, 0, 39], [0, 0, 0, 39], [0, 0, 0, -9], [0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("affine", [RAS_GRID, LPS_GRID], ids=["RAS", "LPS"])
+def test_every_view_shows_the_patients_right_on_the_left_and_the_sagittal_anterior_on_the_left(affine):
+    scene = _scene_showing((16, 64, 64), affine)
+    centre = affine[:3, :3] @ np.array([31.5, 31.5, 7.5]) + affine[:3, 3]
+    right, anterior, superior = centre + [10, 0, 0], centre + [0, 10, 0], centre + [0, 0, 10]
+    axial, coronal, sagittal = scene.slice_renderers
+    for renderer in (scene.mip_renderer, scene.surface_renderer, axial, coronal):
+        assert _display_xy(renderer, right)[0] < _display_xy(renderer, centre)[0]
+    assert _display_xy(axial, anterior)[1] > _display_xy(axial, centre)[1]
+    assert _display_xy(sagittal, anterior)[0] < _display_xy(sagittal, centre)[0]
+    for renderer in (coronal, sagittal):
+        assert _display_xy(renderer, superior)[1] > _display_xy(renderer, centre)[1]
+    letters = {name: {edge: text.GetInput() for edge, text in scene.letters[renderer].items()}
+               for name, renderer in (("axial", axial), ("coronal", coronal), ("sagittal", sagittal),
+                                      ("3d", scene.mip_renderer))}
+    assert letters == {"axial": {"left": "R", "right": "L", "top": "A", "bottom": "P"},
+                       "coronal": {"left": "R", "right": "L", "top": "S", "bottom": "I"},
+                       "sagittal": {"left": "A", "right": "P", "top": "S", "bottom": "I"},
+                       "3d": {"left": "R", "right": "L", "top": "A", "bottom": "P"}}
+
+
+def test_the_orientation_letters_follow_the_camera_when_the_user_turns_the_view():
+    scene = _scene_showing((16, 64, 64), RAS_GRID)
+    scene.mip_renderer.GetActiveCamera().Azimuth(180)
+    assert scene.letters[scene.mip_renderer]["left"].GetInput() == "L"
+
+
+@pytest.mark.parametrize("shape_dhw", [(16, 64, 64), (64, 128, 128), (128, 64, 64)])
+def test_each_view_shows_the_whole_volume_and_fills_most_of_its_viewport(shape_dhw):
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    scene = _scene_showing(shape_dhw, affine)
+    d, h, w = shape_dhw
+    corners = [affine[:3, :3] @ np.array([i, j, k]) for i in (0, h - 1) for j in (0, w - 1) for k in (0, d - 1)]
+    width, height = scene.render_window.GetSize()
+    for renderer in [scene.mip_renderer, scene.surface_renderer] + scene.slice_renderers:
+        x0, y0, x1, y1 = np.asarray(renderer.GetViewport()) * [width, height, width, height]
+        xy = np.array([_display_xy(renderer, corner)[:2] for corner in corners])
+        assert (xy >= [x0, y0]).all() and (xy <= [x1, y1]).all(), "the volume reaches beyond its viewport"
+        spans = np.ptp(xy, axis=0) / [x1 - x0, y1 - y0]
+        assert spans.max() > 0.75, "the volume is shown smaller than its viewport allows"
