@@ -79,16 +79,32 @@ def vessel_surface(volume_dhw: np.ndarray, affine: np.ndarray, threshold: Option
     transform.SetMatrix(matrix)
     to_ras = vtk.vtkTransformFilter()
     to_ras.SetTransform(transform)
-    to_ras.SetInputConnection((smoother if smoothing_iterations > 0 else contour).GetOutputPort())
+    outward = _outward_winding(vtk, smoother if smoothing_iterations > 0 else contour, matrix_values)
+    to_ras.SetInputConnection(outward.GetOutputPort())  # `outward` is held: a port does not keep its filter alive
     normals = vtk.vtkPolyDataNormals()
     normals.SetInputConnection(to_ras.GetOutputPort())
-    normals.ConsistencyOn()
-    normals.AutoOrientNormalsOn()
+    # the contour winds every face with its normal towards lower intensity, out of the vessel: normals follow the
+    # winding as it is (auto-orientation assumes closed surfaces and turned vessels cut by the volume's edge inside out)
+    normals.ConsistencyOff()
+    normals.AutoOrientNormalsOff()
     normals.SplittingOff()
     normals.Update()
     surface = vtk.vtkPolyData()
     surface.DeepCopy(normals.GetOutput())
     return surface
+
+
+def _outward_winding(vtk: Any, source: Any, affine: np.ndarray) -> Any:
+    """`source` as is, or with every face's winding reversed where the affine mirrors the voxel grid (negative
+    determinant): the mirror would turn the contour's outward winding inward, and vtkTransformFilter keeps faces as
+    they are."""
+    if np.linalg.det(affine[:3, :3]) > 0:
+        return source
+    reverse = vtk.vtkReverseSense()
+    reverse.SetInputConnection(source.GetOutputPort())
+    reverse.ReverseCellsOn()
+    reverse.ReverseNormalsOff()
+    return reverse
 
 
 def _check_level(threshold: object, volume: np.ndarray) -> float:

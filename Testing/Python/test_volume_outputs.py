@@ -102,6 +102,57 @@ def test_a_saved_surface_holds_lps_coordinates_marked_as_3d_slicer_reads_them(tm
     np.testing.assert_allclose(points(reader.GetOutput()).mean(0), points(ras).mean(0) * [-1, -1, 1], atol=1e-3)
 
 
+def _tube_across_the_volume() -> np.ndarray:
+    """A bright bent tube (radius about 2 voxels) across a (16, 48, 48) volume, entering at one x face and leaving at
+    the other: an open surface, cut by the volume's edge."""
+    grid = np.stack(np.mgrid[:16, :48, :48], axis=-1).astype(np.float32)
+    tube = np.zeros((16, 48, 48), np.float32)
+    for s in np.linspace(0.0, 1.0, 200):
+        centre = np.array([10.0, 47.0 * s, 26.0 - 11.0 * s + 6.0 * np.sin(np.pi * s)], np.float32)
+        tube = np.maximum(tube, np.exp(-((grid - centre) ** 2).sum(-1) / (2 * 1.5 ** 2)))
+    return tube
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+@pytest.mark.parametrize("suffix", [".vtp", ".stl", ".obj", ".ply"])
+def test_surface_faces_of_a_vessel_cut_by_the_volume_edge_point_out_of_it(tmp_path, suffix, mirrored):
+    from scipy.ndimage import map_coordinates
+
+    from CircleOfWillisGANLib.surface import save_surface, vessel_surface
+
+    vtk = pytest.importorskip("vtk")
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    tube = _tube_across_the_volume()
+    affine = default_affine(tube.shape, (0.6, 0.7, 0.8)) @ np.diag([-1.0 if mirrored else 1.0, 1, 1, 1])
+    to_voxels = np.linalg.inv(affine)
+
+    def intensity(ras: np.ndarray) -> np.ndarray:
+        ijk = (to_voxels @ np.c_[ras, np.ones(len(ras))].T)[:3]
+        return map_coordinates(tube.transpose(1, 2, 0), ijk, order=1, mode="nearest")
+
+    surface = vessel_surface(tube, affine, threshold=0.5)
+    points = vtk_to_numpy(surface.GetPoints().GetData()).astype(float)
+    normals = vtk_to_numpy(surface.GetPointData().GetNormals()).astype(float)
+    assert np.all(intensity(points + 0.3 * normals) < intensity(points))
+    reader = {".vtp": vtk.vtkXMLPolyDataReader, ".stl": vtk.vtkSTLReader, ".obj": vtk.vtkOBJReader,
+              ".ply": vtk.vtkPLYReader}[suffix]()
+    reader.SetFileName(str(save_surface(surface, tmp_path / f"s{suffix}")))
+    faces = vtk.vtkPolyDataNormals()  # normals from each face's winding alone, as a renderer or 3D printer reads it
+    faces.SetInputConnection(reader.GetOutputPort())
+    faces.ComputeCellNormalsOn()
+    faces.ConsistencyOff()
+    faces.AutoOrientNormalsOff()
+    faces.SplittingOff()
+    centres = vtk.vtkCellCenters()
+    centres.SetInputConnection(faces.GetOutputPort())
+    centres.Update()
+    lps_to_ras = np.array([-1.0, -1.0, 1.0])
+    centre = vtk_to_numpy(centres.GetOutput().GetPoints().GetData()) * lps_to_ras
+    outward = vtk_to_numpy(faces.GetOutput().GetCellData().GetNormals()) * lps_to_ras
+    assert np.all(intensity(centre + 0.3 * outward) < intensity(centre))
+
+
 def test_a_failed_overwrite_keeps_the_volume_it_was_to_replace_whole(tmp_path, monkeypatch):
     from CircleOfWillisGANLib import outputs
 
