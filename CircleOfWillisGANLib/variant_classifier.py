@@ -350,7 +350,8 @@ def _checked_label_map(path: Path) -> np.ndarray:
                          "multi-class label map: pass the TopCoW label map (ids 0-15), or leave the case out")
     if not ids & {R_ICA, L_ICA}:
         raise InputError(f"label map {path} holds no ICA (TopCoW ids {R_ICA} and {L_ICA}; it holds {sorted(ids)}), so it "
-                         "is not a TopCoW multi-class label map of the circle: pass the TopCoW label map, or leave the "
+                         "is not a TopCoW multi-class label map of the circle, or its grid cuts the circle off, and "
+                         "every A1 would be called absent: pass the TopCoW label map of the whole circle, or leave the "
                          "case out")
     return values
 

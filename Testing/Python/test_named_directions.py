@@ -279,7 +279,8 @@ def test_a_failure_after_training_the_classifier_says_where_it_is_kept_and_how_t
 
     model = tmp_path / "tiny.safetensors"
     save_checkpoint(model, build_generator("tiny", seed=0, device="cpu").checkpoint)
-    assert main(["phantoms", "--n", "8", "--out", str(tmp_path / "ph"), "--shape", "16", "32", "32"]) == 0
+    assert main(["phantoms", "--n", "8", "--out", str(tmp_path / "ph"), "--shape", "16", "32", "32",
+                 "--spacing", "1.24"]) == 0  # a grid that shows the ICAs: a label map without them is refused
     out = tmp_path / "named.safetensors"
     argv = ["name-directions", "--model", str(model), "--labelled", str(tmp_path / "ph"), "--out", str(out),
             "--samples", "20", "--classifier-epochs", "1"]
