@@ -11,6 +11,8 @@ tensors and `metadata["directions"]`, so a saved checkpoint carries them.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
@@ -24,6 +26,7 @@ PCA_KEY = "pca_w"
 DEFAULT_PER_GROUP = 2
 DEFAULT_PCA = 2
 PCA_SAMPLES = 4000
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,17 +113,48 @@ def _normal(n: int, dim: int, seed: int):
 
 
 def cached_directions(checkpoint: Any) -> List[Direction]:
-    """The directions a checkpoint already carries, or [] when it has none (or an older cache)."""
+    """The directions a checkpoint already carries, or [] when it has none, an older cache, or one that does not fit
+    the model (a bad entry is logged; directions_for then computes them anew, so the model stays usable)."""
     info = checkpoint.metadata.get(METADATA_KEY)
     if not isinstance(info, dict) or info.get("version") != CACHE_VERSION:
         return []
+    entries = info.get("entries", [])
+    if not isinstance(entries, list):
+        entries = [entries]
     out = []
-    for e in info.get("entries", []):
-        tensor = checkpoint.directions.get(e.get("key"))
-        if tensor is None or int(e["row"]) >= tensor.shape[0]:
+    for number, e in enumerate(entries, 1):
+        problem = _entry_problem(e, checkpoint.directions, checkpoint.architecture.num_blocks)
+        if problem:
+            log.warning("the model's cached latent direction %d is unusable (%s): computing its directions anew",
+                        number, problem)
             return []
-        out.append(Direction(e["label"], tensor[int(e["row"])].float(), tuple(e["layers"]), float(e["sigma"]), e["method"]))
+        out.append(Direction(e["label"], checkpoint.directions[e["key"]][e["row"]].float(), tuple(e["layers"]),
+                             float(e["sigma"]), e["method"]))
     return out
+
+
+def _entry_problem(entry: Any, tensors: Dict[str, torch.Tensor], num_ws: int) -> str:
+    """What makes one cached direction entry unusable ('' when it is usable): a missing vector, blocks outside
+    0..num_ws-1 (an IndexError when applied) or a spread that is not a finite positive number (NaN w)."""
+    if not isinstance(entry, dict):
+        return f"an entry is {type(entry).__name__}, not a mapping"
+    tensor = tensors.get(entry.get("key"))
+    row = entry.get("row")
+    if tensor is None or not _whole(row) or not 0 <= row < tensor.shape[0]:
+        return f"no vector {entry.get('key')!r} row {row!r}"
+    layers = entry.get("layers")
+    if not isinstance(layers, (list, tuple)) or not layers or not all(_whole(b) and 0 <= b < num_ws for b in layers):
+        return f"blocks {layers!r} are not within 0 to {num_ws - 1}"
+    sigma = entry.get("sigma")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
+        return f"its spread sigma {sigma!r} is not a finite positive number"
+    if not isinstance(entry.get("label"), str) or not isinstance(entry.get("method"), str):
+        return "its label or method is not text"
+    return ""
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def directions_for(generator: Any) -> List[Direction]:

@@ -268,3 +268,21 @@ def test_a_model_that_overflows_is_blamed_for_its_nan_volumes_not_the_seeds(save
     gen = load_generator(_resigned(saved, tmp_path / "m.safetensors", edit_tensors=edit), device="cpu")
     with pytest.raises(CheckpointError, match="makes NaN or infinite volumes from ordinary w .*: the model is damaged"):
         gen.generate(seeds=[1], precision="fp32")
+
+
+@pytest.mark.parametrize("entry, change", [(0, {"layers": [0, 9]}), (1, {"sigma": float("nan")}),
+                                           (2, {"sigma": -1.0}), (3, {"row": 7})])
+def test_cached_directions_that_do_not_fit_the_model_are_computed_anew(tmp_path, caplog, entry, change):
+    from CircleOfWillisGANLib.directions import apply_directions, directions_for
+    from CircleOfWillisGANLib.generator import load_generator
+    from CircleOfWillisGANLib.resources import demo_model_path
+
+    ckpt = load_checkpoint(demo_model_path())
+    ckpt.metadata["directions"]["entries"][entry].update(change)
+    save_checkpoint(tmp_path / "model.safetensors", ckpt)
+    gen = load_generator(tmp_path / "model.safetensors", device="cpu")
+    directions = directions_for(gen)
+    assert all(0 <= block < gen.num_ws for d in directions for block in d.layers)
+    assert all(d.sigma > 0 for d in directions) and f"cached latent direction {entry + 1} is unusable" in caplog.text
+    moved = apply_directions(gen.styles(seeds=[1]), directions, [1.0] * len(directions))
+    assert torch.isfinite(moved).all()
