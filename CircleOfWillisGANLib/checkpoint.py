@@ -27,6 +27,8 @@ CHECKSUM_KEY = "sha256"
 W_AVG_KEY = "w_avg"
 DIRECTION_PREFIX = "directions."
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
+ZIP_MAGIC = b"PK\x03\x04"  # how torch.save's zip archives begin
+TEXT_PROBE_BYTES = 512  # how much of a file is read to tell what it is
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -82,26 +84,49 @@ def save_checkpoint(path: PathLike, ckpt: Checkpoint) -> str:
     return checksum
 
 
+def model_file_format(path: PathLike) -> str:
+    """What a file is by its first bytes, never its name: "safetensors" (an 8-byte header length, then a JSON header),
+    "pytorch" (a zip archive or pickle, as torch.save writes), "text" (no control characters but tabs, line ends and
+    escape) or "" (none of these, empty, or unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(TEXT_PROBE_BYTES)
+    except OSError:
+        return ""
+    header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+    if 2 <= header_len <= MAX_HEADER_BYTES and head[8:9] == b"{":
+        return "safetensors"
+    if head.startswith(ZIP_MAGIC) or head[:1] == b"\x80" or head and ZIP_MAGIC.startswith(head):  # a cut zip too
+        return "pytorch"
+    if head and not any(b < 9 or 13 < b < 32 and b != 27 for b in head):
+        return "text"
+    return ""
+
+
 def _diagnose(path: Path) -> str:
     """Why a file that failed to load is not a usable checkpoint, and what to do about it."""
     size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        header_len = int.from_bytes(head, "little") if len(head) == 8 else 0
-        safetensors_like = 2 <= header_len <= MAX_HEADER_BYTES and f.read(1) == b"{"  # length, then a JSON header
-        if not safetensors_like and (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
-            return ("it is a PyTorch pickle (.pt), not a native checkpoint: convert a reference checkpoint with "
-                    "`cowgan import-reference MODEL.pt --out MODEL.safetensors`")
-        if safetensors_like and header_len <= size - 8:
+    kind = model_file_format(path)
+    if kind == "pytorch" and path.name.endswith(".safetensors"):  # torch.load reads any such name as safetensors
+        return ("it is a PyTorch checkpoint (a reference model_N.pt) named like a native model: rename it to .pt, then "
+                "pass it as it is or convert it with `cowgan import-reference MODEL.pt --out MODEL.safetensors`")
+    if kind == "pytorch":
+        return ("it is a PyTorch pickle (.pt), not a native checkpoint: convert a reference checkpoint with "
+                "`cowgan import-reference MODEL.pt --out MODEL.safetensors`")
+    if kind == "safetensors":
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if header_len > size - 8:
+                return (f"the file is truncated (its header alone needs {header_len + 8:,} bytes, the file has "
+                        f"{size:,}): re-download or re-export it")
             try:
-                f.seek(8)
                 if isinstance(json.loads(f.read(header_len)), dict):
                     return "the file is truncated or corrupt: re-download or re-export it"
             except ValueError:
                 pass
-        elif safetensors_like:
-            return (f"the file is truncated (its header alone needs {header_len + 8:,} bytes, the file has {size:,}): "
-                    "re-download or re-export it")
+    elif kind == "text":
+        return (f"it is a text file ({size:,} bytes), not a model: pass a .safetensors model written by `cowgan export` "
+                "or `cowgan import-reference`, or a reference model_N.pt")
     if size < 8:
         return "the file is empty or truncated: re-download or re-export it"
     return "it is not a CircleOfWillisGAN checkpoint: pass a file written by `cowgan export` or `cowgan import-reference`"
@@ -131,6 +156,8 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
         raise CheckpointError(f"{path} is a folder: pass the model's .safetensors file inside it")
     if not path.is_file():
         raise CheckpointError(f"model file {path} does not exist: check the path, or use the demo model ('demo')")
+    if model_file_format(path) != "safetensors":  # its first bytes say it is something else: say what
+        raise CheckpointError(f"cannot read model {path}: {_diagnose(path)}")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .architecture import Architecture
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, model_file_format
 from .checks import whole_number
 from .errors import CheckpointError, InputError
 from .generator_model import GeneratorModel, init_weights
@@ -272,7 +272,9 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
 
 
 def load_generator(path: Union[str, Path] = "demo", device: str = "auto") -> CoWGenerator:
-    """Load a native checkpoint, the bundled demo model ("demo"), or a reference model_N.pt (converted in memory)."""
+    """Load a native checkpoint, the bundled demo model ("demo"), or a reference model_N.pt (converted in memory),
+    told apart by the file's first bytes, so a native model renamed .pt loads too (a PyTorch file named .safetensors
+    is told to take its name back: torch.load reads every such name as safetensors)."""
     if not isinstance(path, (str, Path)):
         raise InputError(f"the model must be 'demo' or a file path, got {type(path).__name__}")
     if not str(path).strip():
@@ -280,7 +282,8 @@ def load_generator(path: Union[str, Path] = "demo", device: str = "auto") -> CoW
     if str(path) == "demo":
         path = demo_model_path()
     path = Path(path)
-    if path.suffix == ".pt":
+    kind = model_file_format(path)  # "" for a missing file or a folder: its name decides
+    if kind == "pytorch" and not path.name.endswith(".safetensors") or not kind and path.suffix == ".pt":
         from .reference_import import import_reference
 
         checkpoint = import_reference(str(path))  # first: a missing or damaged file is said alone

@@ -286,3 +286,35 @@ def test_cached_directions_that_do_not_fit_the_model_are_computed_anew(tmp_path,
     assert all(d.sigma > 0 for d in directions) and f"cached latent direction {entry + 1} is unusable" in caplog.text
     moved = apply_directions(gen.styles(seeds=[1]), directions, [1.0] * len(directions))
     assert torch.isfinite(moved).all()
+
+
+def test_a_native_model_renamed_pt_is_read_by_its_content(tmp_path):
+    from CircleOfWillisGANLib.generator import load_generator
+    from CircleOfWillisGANLib.resources import demo_model_path
+
+    renamed = tmp_path / "model_3.pt"
+    renamed.write_bytes(demo_model_path().read_bytes())
+    assert load_generator(renamed, device="cpu").checkpoint.sha256 == load_checkpoint(demo_model_path()).sha256
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("model.safetensors", b"hello\n", r"it is a text file \(6 bytes\), not a model"),
+    ("model.safetensors", b"case,index\nA,1\n", r"it is a text file \(15 bytes\), not a model"),
+    ("model_2.pt", b"case,index\nA,1\n", r"it is a text file \(15 bytes\), not a model"),
+])
+def test_a_text_file_passed_as_a_model_is_called_a_text_file(tmp_path, name, content, message):
+    from CircleOfWillisGANLib.generator import load_generator
+
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_generator(tmp_path / name, device="cpu")
+
+
+def test_a_reference_checkpoint_named_safetensors_is_told_to_take_back_its_pt_name(golden_dir, tmp_path):
+    from CircleOfWillisGANLib.generator import load_generator
+
+    misnamed = tmp_path / "model_0.safetensors"
+    misnamed.write_bytes((golden_dir / "model_0.pt").read_bytes())
+    with pytest.raises(CheckpointError, match=r"it is a PyTorch checkpoint \(a reference model_N.pt\) named like a "
+                                              r"native model: rename it to .pt"):
+        load_generator(misnamed, device="cpu")
