@@ -18,6 +18,8 @@ from .files import atomic_write, path_problem
 
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_SPACING_MM = (0.62, 0.62, 0.62)
+QFORM_CODE = 2  # NIfTI "aligned": the code nibabel gives the sform
+QFORM_TOLERANCE_MM = 1e-4  # a qform further than this from the affine would place the volume elsewhere
 SPACING_RANGE_MM = (0.01, 100.0)  # beyond this a grid is not an image of vessels (and NIfTI headers overflow)
 
 
@@ -85,8 +87,18 @@ def save_volume(path: PathLike, volume_dhw: np.ndarray, affine: np.ndarray, dtyp
     elif target.kind != "f":
         raise InputError(f"volumes are stored as float or integer NIfTI, not {target}: use float32, int16 or uint8")
     image = nib.Nifti1Image(np.ascontiguousarray(volume_dhw.transpose(1, 2, 0)).astype(target), check_affine(affine))
+    _set_qform(image)
     image.header.set_xyzt_units("mm")
     return atomic_write(path, lambda tmp: nib.save(image, str(tmp)))
+
+
+def _set_qform(image: Any) -> None:
+    """Store the affine as the qform too (code "aligned", as the sform), so tools that read only the qform see the
+    orientation; an affine with shear, which a qform cannot hold, leaves the qform unset rather than different."""
+    affine = image.affine
+    image.set_qform(affine, code=QFORM_CODE)
+    if not np.allclose(image.get_qform(), affine, atol=QFORM_TOLERANCE_MM):
+        image.set_qform(None, code=0)
 
 
 def load_volume(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:

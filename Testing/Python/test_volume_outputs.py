@@ -30,6 +30,28 @@ def test_a_volume_that_cannot_be_stored_faithfully_is_refused_and_nothing_is_wri
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("affine", [AFFINE, np.diag([-0.5, 0.7, 0.8, 1.0]),
+                                    np.array([[0, 1, 0, 3], [-1, 0, 0, 2], [0, 0, 2, 1], [0, 0, 0, 1.0]])])
+def test_a_saved_volume_carries_its_orientation_in_the_qform_as_well_as_the_sform(tmp_path, affine):
+    import nibabel as nib
+
+    save_volume(tmp_path / "v.nii.gz", VOLUME, affine)
+    header = nib.load(str(tmp_path / "v.nii.gz")).header
+    assert header["qform_code"] == header["sform_code"] == 2
+    np.testing.assert_allclose(header.get_qform(), affine, atol=1e-6)
+    np.testing.assert_allclose(header.get_sform(), affine, atol=1e-6)
+
+
+def test_an_affine_with_shear_is_kept_in_the_sform_alone_since_a_qform_cannot_hold_it(tmp_path):
+    import nibabel as nib
+
+    sheared = np.array([[1, 0.3, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    save_volume(tmp_path / "v.nii.gz", VOLUME, sheared)
+    header = nib.load(str(tmp_path / "v.nii.gz")).header
+    assert header["qform_code"] == 0 and header["sform_code"] == 2
+    np.testing.assert_allclose(header.get_sform(), sheared, atol=1e-6)
+
+
 def test_whole_numbers_round_trip_as_integers(tmp_path):
     labels = (VOLUME > 0.5).astype(np.float32) * 7
     save_volume(tmp_path / "labels.nii", labels, AFFINE, dtype=np.uint8)
