@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import logging
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -21,6 +22,7 @@ from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.generator_model import GeneratorModel, init_weights
 from CircleOfWillisGANLib.networks import Discriminator
 from CircleOfWillisGANLib.networks.noise import noise_shape
+from CircleOfWillisGANLib.precision import cpu_has_fast_bf16
 
 from .augment import AdaptiveAugment, augment
 from .config import TrainConfig
@@ -28,6 +30,7 @@ from .dataset import DataOrder, RealVolumes
 from .distributed import ProcessGroup, all_reduce_gradients, all_reduce_sum
 from .losses import d_hinge, g_hinge, gradient_penalty, path_lengths
 
+log = logging.getLogger(__name__)
 PHASE_D, PHASE_G = 1, 2
 # On the CPU, oneDNN's bfloat16 weight gradients of 3D convolutions on small grids come out NaN in a few percent of
 # steps (torch 2.13, AVX512-BF16); discriminator blocks whose input has at most this many voxels run in float32.
@@ -56,6 +59,10 @@ def resolve_training_precision(name: str, device: torch.device, channels_last: b
             name = "fp32"
     if name == "fp16" and device.type != "cuda":
         raise InputError("fp16 training needs a CUDA GPU: use --precision bf16 or fp32 on the CPU")
+    if name == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        log.warning("bf16 on this CPU is emulated (it has neither AVX512-BF16 nor AMX), so training runs many times "
+                    "slower than in fp32 (the demo recipe: 404 s for its first step against 30-60 s on a 2-core AVX2 "
+                    "CPU): stop and start the run with --precision fp32")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
     return Precision(dtype, dtype == torch.float16, channels_last and device.type == "cuda")
 

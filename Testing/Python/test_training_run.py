@@ -16,7 +16,7 @@ from training.distributed import ProcessGroup
 from training.guard import NanGuard
 from training.loop import resolve_config, train
 from training.state import find_state, load_state
-from training.trainer import Trainer
+from training.trainer import Trainer, resolve_training_precision
 from training_fixtures import write_tube_dataset
 
 CPU = ProcessGroup(device=torch.device("cpu"))
@@ -123,6 +123,17 @@ def test_bfloat16_on_the_cpu_runs_the_discriminators_small_blocks_in_float32(dat
     stats = trainer.step()
     assert stats["nonfinite"] == 0.0
     assert seen == {"blocks.0": torch.bfloat16, "blocks.3": torch.float32, "final_conv": torch.float32}
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_bfloat16_training_on_a_cpu_that_emulates_it_warns_to_use_float32(monkeypatch, caplog, fast):
+    monkeypatch.setattr("training.trainer.cpu_has_fast_bf16", lambda: fast)
+    with caplog.at_level(logging.WARNING, logger="training.trainer"):
+        assert resolve_training_precision("bf16", torch.device("cpu"), channels_last=False).dtype == torch.bfloat16
+        resolve_training_precision("fp32", torch.device("cpu"), channels_last=False)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "training.trainer"]
+    assert len(warnings) == (0 if fast else 1)
+    assert fast or "emulated" in warnings[0] and warnings[0].endswith("start the run with --precision fp32")
 
 
 def test_a_resumed_run_keeps_its_recipe_and_refuses_to_change_it(dataset, tmp_path):
