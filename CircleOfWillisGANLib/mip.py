@@ -17,6 +17,9 @@ from .files import atomic_write
 from .volume_io import check_spacing
 
 VIEWS = ("axial", "coronal", "sagittal")
+VIEW_LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"),  # the patient sides at each view's
+                "sagittal": ("A", "P", "S", "I")}  # left, right, top and bottom edge, as `mip` orients it
+LETTER_PX = 11  # orientation letters' font size; a view too small for them (see _letter_room) goes without
 GAP = 4
 MAX_PANEL_PIXELS = 64_000_000  # a MIP panel larger than this comes from a mistaken scale, not a wish for a picture
 
@@ -55,10 +58,12 @@ def _resize(image: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
 
 
 def mip_panel(volume_dhw: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0), scale: float = 2.0,
-              window: Tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+              window: Tuple[float, float] = (0.0, 1.0), orientation_letters: bool = False) -> np.ndarray:
     """Axial MIP on the left, coronal above sagittal on the right, as one uint8 grey image.
 
     `spacing_mm` is (x, y, z) = NIfTI (i, j, k) spacing, so anisotropic voxels are shown at true proportions.
+    `orientation_letters` marks each view's edges with the patient side they face (R/L, A/P, S/I), so a picture
+    seen alone tells left from right; pictures compared blind (the Turing test) leave them out.
     """
     sx, sy, sz = check_spacing(spacing_mm)
     base = min(sx, sy, sz)
@@ -81,6 +86,9 @@ def mip_panel(volume_dhw: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1
     axial = _resize(_to_uint8(axial_mip, window), size(w * sy, h * sx))
     coronal = _resize(_to_uint8(mip(volume_dhw, "coronal"), window), size(d * sz, h * sx))
     sagittal = _resize(_to_uint8(mip(volume_dhw, "sagittal"), window), size(d * sz, w * sy))
+    if orientation_letters:
+        axial, coronal, sagittal = (_letter_view(image, view)
+                                    for image, view in zip((axial, coronal, sagittal), VIEWS))
     right_w = max(coronal.shape[1], sagittal.shape[1])
     right_h = coronal.shape[0] + GAP + sagittal.shape[0]
     height = max(axial.shape[0], right_h)
@@ -91,6 +99,28 @@ def mip_panel(volume_dhw: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1
     y0 = coronal.shape[0] + GAP
     panel[y0: y0 + sagittal.shape[0], x0: x0 + sagittal.shape[1]] = sagittal
     return panel
+
+
+def _letter_view(image: np.ndarray, view: str) -> np.ndarray:
+    """`image` with its orientation letters at the middle of each edge, white outlined in black to read on vessels
+    and background alike; unchanged where the view has no room for them."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not _letter_room(image.shape):
+        return image
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=LETTER_PX)
+    h, w = image.shape
+    places = (((1, h / 2), "lm"), ((w - 2, h / 2), "rm"), ((w / 2, 0), "mt"), ((w / 2, h - 1), "mb"))
+    for letter, (xy, anchor) in zip(VIEW_LETTERS[view], places):
+        draw.text(xy, letter, fill=255, font=font, anchor=anchor, stroke_width=1, stroke_fill=0)
+    return np.asarray(picture)
+
+
+def _letter_room(shape_hw: Tuple[int, int]) -> bool:
+    """Whether a view fits its four letters apart: three letter heights down and across."""
+    return min(shape_hw) >= 3 * LETTER_PX - 4
 
 
 def contact_sheet(images: Sequence[np.ndarray], columns: int = 4, captions: Optional[Sequence[str]] = None) -> np.ndarray:

@@ -117,7 +117,7 @@ def write_volume_outputs(out_dir: Union[str, Path], stem: str, volume: np.ndarra
     record.setdefault("created", timestamp())
     record["volume"] = {"file": names[0], "shape_dhw": list(volume.shape), "nifti_axes": "(H, W, D)",
                         "affine": np.asarray(affine).tolist()}
-    picture = mip_panel(volume, spacing_of(affine))
+    picture = mip_panel(volume, spacing_of(affine), orientation_letters=True)
     mesh = None
     if surface:
         from .surface import vessel_surface, vessel_threshold

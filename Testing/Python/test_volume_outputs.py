@@ -76,6 +76,45 @@ def test_mip_panel_needs_one_finite_3d_volume(volume):
         mip_panel(volume)
 
 
+@pytest.mark.parametrize("view", ["axial", "coronal", "sagittal"])
+def test_each_views_letters_name_the_patient_side_its_edges_show(view):
+    from CircleOfWillisGANLib.mip import VIEW_LETTERS, mip
+
+    d, h, w = 8, 20, 30  # volume axes (D, H, W) run towards superior, the patient's right and anterior
+    sides = {"R": (4, h - 1, 15), "L": (4, 0, 15), "A": (4, 10, w - 1), "P": (4, 10, 0), "S": (d - 1, 10, 15),
+             "I": (0, 10, 15)}
+    for edge, letter in zip(("left", "right", "top", "bottom"), VIEW_LETTERS[view]):
+        volume = np.zeros((d, h, w), np.float32)
+        volume[sides[letter]] = 1.0
+        picture = mip(volume, view)
+        row, col = np.argwhere(picture == 1.0)[0]
+        at = {"left": col, "right": picture.shape[1] - 1 - col, "top": row, "bottom": picture.shape[0] - 1 - row}
+        assert at[edge] == 0, f"{view}: a voxel at the patient's {letter} is not at the view's {edge} edge"
+
+
+def test_mip_pictures_are_lettered_only_when_asked_so_blind_pictures_stay_as_they_were():
+    blank = np.zeros((16, 64, 64), np.float32)
+    assert not mip_panel(blank).any()
+    lettered = mip_panel(blank, orientation_letters=True)
+    axial = lettered[:128, :128]
+    for edge in (axial[54:74, :10], axial[54:74, -10:], axial[:12, 54:74], axial[-12:, 54:74]):
+        assert edge.max() > 200  # a white letter (outlined in black) at the middle of every edge
+    assert not axial[20:108, 20:108].any()  # and nothing over the view's inside
+
+
+def test_a_written_mip_picture_carries_the_orientation_letters(tmp_path):
+    from PIL import Image
+
+    from CircleOfWillisGANLib.outputs import write_volume_outputs
+
+    volume = np.random.default_rng(1).random((16, 64, 64)).astype(np.float32)
+    affine = default_affine(volume.shape)
+    write_volume_outputs(tmp_path, "v", volume, affine, {})
+    picture = np.asarray(Image.open(tmp_path / "v_mip.png"))
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    assert np.array_equal(picture, mip_panel(volume, spacing, orientation_letters=True))
+
+
 def test_contact_sheets_and_gifs_check_their_layout(tmp_path):
     tile = mip_panel(VOLUME)
     with pytest.raises(InputError, match="one caption per picture"):

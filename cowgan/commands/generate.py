@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
                     raise type(exc)(f"{job['stem']}: {exc}{done}") from exc
                 written += 1
                 if job.get("in_gif"):
-                    frames.setdefault(job["animation"], []).append(mip_panel(volume, spacing_of(gen.affine)))
+                    frames.setdefault(job["animation"], []).append(
+                        mip_panel(volume, spacing_of(gen.affine), orientation_letters=True))
                 if job.get("last_frame"):
                     save_gif(out / f"{job['animation']}.gif", frames.pop(job["animation"]), fps=8)
                 progress.update(1)
