@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Sequence, Set, Tuple
 import torch
 
 from .architecture import Architecture
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, model_file_format
 from .files import file_sha256, path_problem, zip_damage
 from .errors import CheckpointError
 from .generator_model import GeneratorModel
@@ -63,6 +63,9 @@ def _load_state(path: Path) -> Dict[str, torch.Tensor]:
     if len(head) < 4:
         raise CheckpointError(f"{path} is empty or truncated ({len(head)} bytes): copy it again from the reference "
                               "run's models/NAME/ folder")
+    if model_file_format(path) == "safetensors":
+        raise CheckpointError(f"{path} is already a CircleOfWillisGAN model (safetensors), not a reference checkpoint: "
+                              "name it .safetensors and pass it to --model as it is; it needs no import")
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint: pass models/NAME/model_N.pt written by the reference trainer")
     damage = zip_damage(path) if head.startswith(b"PK\x03\x04") else None  # torch.load checks no CRC

@@ -13,6 +13,7 @@ from CircleOfWillisGANLib.checkpoint import load_checkpoint, save_checkpoint
 from CircleOfWillisGANLib.errors import CheckpointError, InputError
 from CircleOfWillisGANLib.generator import CoWGenerator, load_generator
 from CircleOfWillisGANLib.reference_import import convert_state, import_reference, infer_architecture
+from CircleOfWillisGANLib.resources import demo_model_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -139,6 +140,13 @@ def test_a_file_that_is_no_pytorch_checkpoint_is_named_as_such(tmp_path):
     text.write_text("case,index\n")
     with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint"):
         import_reference(str(text))
+
+
+def test_a_native_model_renamed_pt_is_named_as_one_that_needs_no_import(tmp_path):
+    renamed = tmp_path / "model_2.pt"
+    renamed.write_bytes(demo_model_path().read_bytes())
+    with pytest.raises(CheckpointError, match="is already a CircleOfWillisGAN model .*: name it .safetensors and pass it"):
+        import_reference(str(renamed))
 
 
 def test_a_folder_passed_as_the_checkpoint_or_config_is_named_as_a_folder(golden_dir):
