@@ -48,6 +48,7 @@ class PanelController:
         self.projection_listeners: List[Callable[[], None]] = []  # called when a projection ends, however it ends
         self.last_result: Optional[RenderResult] = None
         self.last_error = ""
+        self._note: Tuple[str, int, bool] = ("", 0, False)  # (text, last render request it stays for, is an error)
         self.requests = 0  # render requests made (after debouncing)
         self._first_request = 1  # the first render request made with the current engine: older results are stale
         self._loads_pending = 0
@@ -73,7 +74,6 @@ class PanelController:
             qt, "Export folder", str(self.ui.outputFolderLineEdit.property("text") or ""))
         self._setup_widgets()
         self._connect()
-        self._remember_seed()
         self._sync_enabled()
 
     # ----------------------------------------------------------------------------------------------------
@@ -356,12 +356,18 @@ class PanelController:
         self._projection = ""
         self._build_direction_sliders()
         self._sync_enabled()
+        failed = ""
         for listener in self.engine_listeners + ([then] if then else []):
             try:
                 listener(engine)
-            except CoWGANError as exc:  # e.g. a saved state that does not fit: the model is in, say what failed
+            except Exception as exc:  # e.g. a saved state that does not fit: the model is in, say what failed, show it
+                if not isinstance(exc, CoWGANError):
+                    log.exception("CircleOfWillisGAN: a step after loading the model failed")
                 self._report_error(exc, dialog=False)
+                failed = self.last_error
         self.render_now()
+        if failed:
+            self._keep_note(f"Error: {failed}", error=True)
 
     # ----------------------------------------------------------------------------------------------------
     # Projection of a patient's volume
@@ -531,7 +537,10 @@ class PanelController:
     def _show(self, result: RenderResult) -> None:
         start = time.perf_counter()
         self.last_result = result
-        self.last_error = ""
+        note, until, note_is_error = self._note
+        if result.request_id > until:
+            note, note_is_error = "", False
+        self.last_error = note if note_is_error else ""
         if result.threshold is not None and result.state.auto_threshold and self.state.auto_threshold \
                 and result.request_id == self.requests:  # an older render must not undo a threshold set since
             self._updating = True
@@ -545,6 +554,9 @@ class PanelController:
                 self._report_error(exc, dialog=False)
                 return
         self.renders += 1
+        if not self._seeds.seeds and not result.state.projection:  # the first seed shown starts the history; the
+            self._seeds.visit(result.state.seed)                  # spin box's default before it never was shown
+            self._sync_enabled()
         shown = time.perf_counter() - start
         s = result.state
         if s.projection:
@@ -554,9 +566,10 @@ class PanelController:
         else:
             what = f"seed {s.seed}, psi {s.psi:.2f}"
         surface = f", surface {result.surface_s:.2f} s" if result.surface is not None else ""
-        note = f"; {result.surface_note}" if result.surface_note else ""
+        notes = "".join(f"; {text}" for text in (result.surface_note, note) if text)
         self._status(f"{what}: generated in {result.generate_s:.2f} s{surface}, "
-                     f"shown in {shown:.2f} s ({time.perf_counter() - self._request_time:.2f} s since the last change){note}")
+                     f"shown in {shown:.2f} s ({time.perf_counter() - self._request_time:.2f} s since the last change)"
+                     f"{notes}", error=note_is_error)
 
     # ----------------------------------------------------------------------------------------------------
     # Interpolation playback
@@ -615,6 +628,10 @@ class PanelController:
     def _progress(self, i: int, n: int) -> None:
         self.ui.progressBar.setRange(0, n)
         self.ui.progressBar.setValue(i)
+
+    def _keep_note(self, text: str, error: bool = False) -> None:
+        """Keep `text` in the status line of the renders requested so far, whose status would otherwise replace it."""
+        self._note = (text, self.requests, error)
 
     def _done(self, text: str = "") -> None:
         self.ui.progressBar.setVisible(False)

@@ -189,3 +189,16 @@ def test_each_view_shows_the_whole_volume_and_fills_most_of_its_viewport(shape_d
         assert (xy >= [x0, y0]).all() and (xy <= [x1, y1]).all(), "the volume reaches beyond its viewport"
         spans = np.ptp(xy, axis=0) / [x1 - x0, y1 - y0]
         assert spans.max() > 0.75, "the volume is shown smaller than its viewport allows"
+
+
+def test_a_start_seed_beyond_the_panels_seed_box_is_refused_in_one_line_before_a_window_opens(capsys, monkeypatch):
+    from CircleOfWillisGANLib.explorer import window
+    from cowgan.main import main
+
+    def no_window(**kwargs):
+        raise AssertionError("a window was about to open")
+
+    monkeypatch.setattr(window, "build_window", no_window)
+    assert main(["explore", "--seed", str(2**31)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seed 2147483648" in err[0] and "from 0 to 2147483647" in err[0]

@@ -475,3 +475,43 @@ def test_a_typed_seed_enters_the_history_once_not_keystroke_by_keystroke(panel, 
     QTest.keyClick(box, Qt.Key_Return)
     settle(panel, app)
     assert panel.seed_history[-2:] == [1, 345] and panel.state.seed == 345
+
+
+def test_a_step_after_loading_that_fails_unexpectedly_is_reported_and_the_volume_is_still_shown(app, engine):
+    panel = _controller(app, lambda source, device: engine)
+    try:
+        def too_large_for_the_seed_box(loaded):
+            raise OverflowError("Python int too large to convert to C int")
+
+        renders = panel.renders
+        panel.set_engine(engine, then=too_large_for_the_seed_box)
+        settle(panel, app)
+        assert panel.renders == renders + 1 and "OverflowError" in panel.ui.statusLabel.text()
+    finally:
+        panel.close()
+        panel.root.deleteLater()
+
+
+def test_the_seed_history_holds_only_seeds_shown_not_the_boxs_default_before_a_start_seed(app, engine):
+    panel = _controller(app, lambda source, device: engine)
+    try:
+        panel.set_engine(engine, then=lambda loaded: panel.ui.seedSpinBox.setValue(12))  # `cowgan explore --seed 12`
+        assert settle(panel, app).state.seed == 12
+        assert panel.seed_history == [12] and not panel.ui.previousSeedButton.isEnabled()
+    finally:
+        panel.close()
+        panel.root.deleteLater()
+
+
+def test_the_seed_first_shown_starts_the_history(app, engine):
+    panel = _controller(app, lambda source, device: engine)
+    try:
+        assert panel.seed_history == []
+        panel.set_engine(engine)
+        settle(panel, app)
+        panel.ui.seedSpinBox.setValue(5)
+        settle(panel, app)
+        assert panel.seed_history == [1, 5] and panel.ui.previousSeedButton.isEnabled()
+    finally:
+        panel.close()
+        panel.root.deleteLater()

@@ -32,11 +32,15 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.explorer.window import build_window
+    from CircleOfWillisGANLib.panel_engine import MAX_UI_SEED
     from CircleOfWillisGANLib.qt_pyside6 import qapplication
     from CircleOfWillisGANLib.precision import resolve_device
 
     if args.seed is not None:
         check_seed(args.seed)
+        if args.seed > MAX_UI_SEED:  # said here: the panel's spin box cannot hold it, and the window would stay blank
+            raise InputError(f"--seed {args.seed} is beyond what the panel's seed box holds: use a seed from 0 to "
+                             f"{MAX_UI_SEED} (`cowgan generate` takes seeds up to 2^32-1)")
     if args.psi is not None and not 0.0 <= args.psi <= 2.0:
         raise InputError(f"--psi {args.psi} is out of range: use a value from 0 to 2")
     if args.rater and not args.turing:
