@@ -510,6 +510,7 @@ class PanelController:
                     ended()
             if isinstance(error, ProjectionCancelled):
                 self._done("Projection cancelled: nothing was written")
+                self._keep_note("projection cancelled: nothing was written")  # a render queued behind it follows
             elif error is not None:
                 self._report_error(error, dialog=kind not in ("render", "quiet-load"))
                 if kind in ("load", "quiet-load"):
@@ -668,6 +669,9 @@ class PanelController:
         return False
 
     def close(self) -> None:
+        """Stop the timers and the worker; a running projection stops at its next step, having written nothing (in a
+        long-lived host such as Slicer it would otherwise compute on and write files after the panel closed)."""
+        self._cancel_projection = self._projecting
         for timer in (self._debounce, self._poll, self._player):
             timer.stop()
         self.worker.stop()

@@ -515,3 +515,53 @@ def test_the_seed_first_shown_starts_the_history(app, engine):
     finally:
         panel.close()
         panel.root.deleteLater()
+
+
+def _slow_projection(written, steps=300):
+    """A stand-in for PanelEngine.project_volume: `steps` steps of 10 ms, each reporting progress, then a file."""
+    def project(path, out_dir, progress=None):
+        for i in range(steps):
+            time.sleep(0.01)
+            progress(i, steps)
+        written.write_text("projected")
+        return str(written)
+
+    return project
+
+
+def _wait_until(condition, app, timeout_s=5.0):
+    deadline = time.perf_counter() + timeout_s
+    while not condition() and time.perf_counter() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+    return condition()
+
+
+def test_closing_the_panel_cancels_a_running_projection_so_nothing_is_written_after(panel, app, engine, tmp_path,
+                                                                                   monkeypatch):
+    written = tmp_path / "written-after-close"
+    monkeypatch.setattr(engine, "project_volume", _slow_projection(written))
+    (tmp_path / "scan.nii.gz").write_bytes(b"")
+    panel.project_volume(str(tmp_path / "scan.nii.gz"))
+    assert _wait_until(lambda: panel.ui.progressBar.maximum() == 300, app)  # the projection is under way
+    panel.close()
+    assert _wait_until(lambda: panel.worker.idle, app, timeout_s=2.0), "the projection ran on after the panel closed"
+    time.sleep(0.05)
+    assert not written.exists()
+
+
+def test_a_cancelled_projection_stays_said_in_the_status_of_the_render_queued_behind_it(panel, app, engine, tmp_path,
+                                                                                       monkeypatch):
+    monkeypatch.setattr(engine, "project_volume", _slow_projection(tmp_path / "never"))
+    (tmp_path / "scan.nii.gz").write_bytes(b"")
+    panel.project_volume(str(tmp_path / "scan.nii.gz"))
+    assert _wait_until(lambda: panel.ui.progressBar.maximum() == 300, app)
+    panel.ui.truncationSlider.setValue(120)  # the user moves a slider while it runs: a render waits behind it
+    panel.render_now()
+    panel.project_volume()  # pressed again: cancel
+    result = settle(panel, app)
+    assert result.state.psi == 1.2 and "generated in" in panel.ui.statusLabel.text()
+    assert "projection cancelled: nothing was written" in panel.ui.statusLabel.text()
+    panel.ui.seedSpinBox.setValue(3)  # the next change is news of its own
+    settle(panel, app)
+    assert "cancelled" not in panel.ui.statusLabel.text()
