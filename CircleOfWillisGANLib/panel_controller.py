@@ -19,7 +19,7 @@ from . import qt_dialogs
 from .background_worker import Worker
 from .direction_sliders import DirectionSliders
 from .errors import CoWGANError, OutputError
-from .panel_engine import (MAX_UI_SEED, PANEL_SURFACE_FORMATS, PanelEngine, PanelState, RenderResult,
+from .panel_engine import (MAX_UI_SEED, PANEL_SURFACE_FORMATS, PROJECTION_PSI, PanelEngine, PanelState, RenderResult,
                            default_engine_loader, model_card_summary)
 from .seed_history import SeedHistory
 
@@ -190,7 +190,9 @@ class PanelController:
 
     def _sync_enabled(self) -> None:
         ui, s = self.ui, self.state
-        ui.truncationValueLabel.setProperty("text", f"{s.psi:.2f}")
+        ui.truncationValueLabel.setProperty("text", f"{PROJECTION_PSI if s.projection else s.psi:.2f}")
+        ui.truncationValueLabel.setProperty("toolTip", "A projection's w+ (and a second seed mixed into it) is used "
+                                            "untruncated: psi 1" if s.projection else "")
         ui.interpolationValueLabel.setProperty("text", f"{s.t:.2f}")
         ui.crossoverValueLabel.setProperty("text", str(s.crossover))
         ui.thresholdValueLabel.setProperty("text", f"{s.threshold:.3f}")

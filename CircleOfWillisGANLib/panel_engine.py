@@ -22,6 +22,7 @@ from .mip import mip_panel
 from .volume_io import spacing_of
 
 MAX_UI_SEED = 2**31 - 1  # Qt spin boxes hold signed 32-bit integers
+PROJECTION_PSI = 1.0  # a projection's w+ is used as projected, untruncated, and so is a second seed mixed into it
 PANEL_SURFACE_FORMATS = ("stl", "obj", "vtp", "ply")  # surface.SURFACE_FORMATS in the order of the panel's combo box
 
 
@@ -176,7 +177,8 @@ class PanelEngine:
         if state.projection:
             ws = self.projection(state.projection).ws[None].clone()
             if state.mixing and gen.num_ws > 1:
-                ws = gen.styles(w=ws, style_mix=([state.mix_seed], min(max(1, state.crossover), gen.num_ws - 1)))
+                ws = gen.styles(w=ws, psi=PROJECTION_PSI,
+                                style_mix=([state.mix_seed], min(max(1, state.crossover), gen.num_ws - 1)))
             return apply_directions(ws, self.directions, state.directions[: len(self.directions)])
         if state.interpolate:
             za, zb = gen.z_from_seeds([state.seed]), gen.z_from_seeds([state.seed_b])
@@ -188,6 +190,10 @@ class PanelEngine:
             mix = ([state.mix_seed], min(max(1, state.crossover), gen.num_ws - 1))
         ws = gen.styles(w=w, psi=state.psi, style_mix=mix)
         return apply_directions(ws, self.directions, state.directions[: len(self.directions)])
+
+    def psi_used(self, state: PanelState) -> float:
+        """The truncation psi a state's volume is made with: the slider's, or 1 for a projection (see styles)."""
+        return PROJECTION_PSI if state.projection else state.psi
 
     def volume(self, state: PanelState) -> np.ndarray:
         """The (D, H, W) volume in [0, 1] for a state."""
@@ -238,8 +244,9 @@ class PanelEngine:
                                     "source": self.projection(state.projection).metadata.get("source")}
         else:
             record.update(seed=state.seed, psi=state.psi, noise_seed=state.noise())
-        if state.mixing:
-            record["style_mixing"] = {"second_seed": state.mix_seed, "crossover_block": state.crossover}
+        if state.mixing:  # psi truncates the second seed's w too: a projection's mixing takes it untruncated
+            record["style_mixing"] = {"second_seed": state.mix_seed, "crossover_block": state.crossover,
+                                      "psi": self.psi_used(state)}
         if state.interpolate and not state.projection:
             record["interpolation"] = {"seed_a": state.seed, "seed_b": state.seed_b, "t": state.t, "space": state.space,
                                        "method": "slerp" if state.space == "z" else "lerp"}

@@ -565,3 +565,29 @@ def test_a_cancelled_projection_stays_said_in_the_status_of_the_render_queued_be
     panel.ui.seedSpinBox.setValue(3)  # the next change is news of its own
     settle(panel, app)
     assert "cancelled" not in panel.ui.statusLabel.text()
+
+
+def _fake_projection(engine, monkeypatch, seed=21):
+    """Make every projection path read as a projection of seed `seed`'s w+ (no file, no optimisation)."""
+    import torch
+
+    from CircleOfWillisGANLib.projection_io import ProjectedLatent
+
+    latent = ProjectedLatent(engine.generator.styles(seeds=[seed])[0], torch.zeros(1), {})
+    monkeypatch.setattr(engine, "projection", lambda path: latent)
+    return latent
+
+
+def test_a_projection_mixed_with_a_second_seed_records_the_psi_it_used_and_the_panel_shows_that_psi(
+        panel, app, engine, monkeypatch):
+    latent = _fake_projection(engine, monkeypatch)
+    state = PanelState(psi=0.7, projection="projection.safetensors", mixing=True, mix_seed=8, crossover=2)
+    mixing = engine.sidecar(state)["style_mixing"]
+    assert mixing == {"second_seed": 8, "crossover_block": 2, "psi": 1.0}
+    remade = engine.generator.styles(w=latent.ws[None], psi=mixing["psi"], style_mix=([8], 2))
+    assert np.allclose(remade, engine.styles(state))
+    assert engine.sidecar(PanelState(psi=0.6, mixing=True, mix_seed=8))["style_mixing"]["psi"] == 0.6
+    panel.apply_state(state, render=False)
+    assert panel.ui.truncationValueLabel.text() == "1.00" and not panel.ui.truncationSlider.isEnabled()
+    panel.clear_projection()
+    assert panel.ui.truncationValueLabel.text() == "0.70"
