@@ -561,18 +561,33 @@ class PanelController:
             self._seeds.visit(result.state.seed)                  # spin box's default before it never was shown
             self._sync_enabled()
         shown = time.perf_counter() - start
-        s = result.state
-        if s.projection:
-            what = "projection"
-        elif s.interpolate:
-            what = f"t = {s.t:.2f} between seeds {s.seed} and {s.seed_b}, psi {s.psi:.2f}"
-        else:
-            what = f"seed {s.seed}, psi {s.psi:.2f}"
+        what = self._shown_what(result.state)
         surface = f", surface {result.surface_s:.2f} s" if result.surface is not None else ""
         notes = "".join(f"; {text}" for text in (result.surface_note, note) if text)
         self._status(f"{what}: generated in {result.generate_s:.2f} s{surface}, "
                      f"shown in {shown:.2f} s ({time.perf_counter() - self._request_time:.2f} s since the last change)"
                      f"{notes}", error=note_is_error)
+
+    def _shown_what(self, s: PanelState) -> str:
+        """What a volume is, briefly, for the status line: seed(s) and psi, then whatever else moved it away from
+        what `cowgan generate --seeds` makes of that seed (other noise, style mixing, direction sliders)."""
+        if s.projection:
+            parts = ["projection"]
+        elif s.interpolate:
+            parts = [f"t = {s.t:.2f} between seeds {s.seed} and {s.seed_b}", f"psi {s.psi:.2f}"]
+        else:
+            parts = [f"seed {s.seed}", f"psi {s.psi:.2f}"]
+        if not s.projection and s.noise() != s.seed:
+            parts.append(f"noise seed {s.noise()}")
+        if s.mixing:
+            parts.append(f"mixed with seed {s.mix_seed} from block {s.crossover}"
+                         + (f" at psi {PROJECTION_PSI:.0f}" if s.projection else ""))
+        labels = [d.label for d in self.engine.directions] if self.engine is not None else []
+        moved = [(label, amount) for label, amount in zip(labels, s.directions) if amount]
+        if len(moved) > 2:
+            parts.append(f"{len(moved)} directions moved")
+        parts += [f"{label} {amount:+.1f} SD" for label, amount in moved if len(moved) <= 2]
+        return ", ".join(parts)
 
     # ----------------------------------------------------------------------------------------------------
     # Interpolation playback

@@ -591,3 +591,19 @@ def test_a_projection_mixed_with_a_second_seed_records_the_psi_it_used_and_the_p
     assert panel.ui.truncationValueLabel.text() == "1.00" and not panel.ui.truncationSlider.isEnabled()
     panel.clear_projection()
     assert panel.ui.truncationValueLabel.text() == "0.70"
+
+
+def test_the_status_line_names_style_mixing_moved_directions_and_resampled_noise(panel, app, engine):
+    panel.ui.seedSpinBox.setValue(4)
+    settle(panel, app)
+    assert panel.ui.statusLabel.text().startswith("seed 4, psi 0.70: generated in")
+    panel.ui.styleMixingCheckBox.setChecked(True)
+    panel.ui.mixSeedSpinBox.setValue(9)
+    panel.ui.crossoverSlider.setValue(2)
+    panel.direction_sliders[0].setValue(15)
+    panel.ui.noiseFollowsSeedCheckBox.setChecked(False)
+    panel.ui.noiseSeedSpinBox.setValue(33)
+    settle(panel, app)
+    first = engine.directions[0].label
+    assert panel.ui.statusLabel.text().startswith(
+        f"seed 4, psi 0.70, noise seed 33, mixed with seed 9 from block 2, {first} +1.5 SD: generated in")
