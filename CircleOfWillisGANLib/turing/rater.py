@@ -82,7 +82,7 @@ def latest_answers(records: List[Dict[str, Any]], case_ids: List[str],
     for record in records:
         if record.get("event") != "answer":
             continue
-        if session_id is not None and record.get("session") != session_id:
+        if not of_session(record, session_id):
             problems.append(f"journal record {record.get('seq')} was written for another session and was skipped")
             continue
         try:
@@ -95,6 +95,12 @@ def latest_answers(records: List[Dict[str, Any]], case_ids: List[str],
             continue
         answers[answer.case_id] = answer
     return answers, problems
+
+
+def of_session(record: Dict[str, Any], session_id: Optional[str]) -> bool:
+    """Whether a journal record was written for the session `session_id` (any session when None): a journal copied in
+    from another session with the same case ids must not count."""
+    return session_id is None or record.get("session") == session_id
 
 
 def own_records(records: List[Dict[str, Any]], rater: str) -> Tuple[List[Dict[str, Any]], List[str]]:

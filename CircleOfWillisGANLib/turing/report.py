@@ -16,7 +16,7 @@ from .config import CALLS, CONFIDENCE_LEVELS, POOLED
 from .create import read_key
 from .journal import read_journal
 from .layout import KEY_FILE, SESSION_FILE, case_path, read_session
-from .rater import latest_answers, own_records, rater_journals
+from .rater import Answer, latest_answers, of_session, own_records, rater_journals
 from .stats import (Proportion, agreement_table, binom_test, cohen_kappa, fisher_exact, fleiss_kappa, p_value_text,
                     sample_size_note)
 
@@ -124,22 +124,19 @@ def build_report(session: PathLike, key: Optional[PathLike] = None) -> TuringRep
     _check_key_matches(folder, case_ids, key_data, description.get("session_id"))
     readings: List[Reading] = []
     answered: Dict[str, int] = {}
-    calls: Dict[str, Dict[str, str]] = {}
     journals, problems = rater_journals(folder, description)
     problems += _settings_changed(folder, key_data)
     for rater, path in journals:
-        contents = read_journal(path)
-        records, foreign = own_records(contents.records, rater)
-        answers, bad = latest_answers(records, case_ids, description.get("session_id"))
-        problems += contents.problems + [f"{path.name}: {b}" for b in foreign + bad]
-        problems += _answered_twice(path.name, records, bool(description.get("allow_back")))
+        answers, journal_problems = _journal_answers(path, rater, case_ids, description)
+        problems += journal_problems
         answered[rater] = len(answers)
-        if not answers:
-            continue
-        calls[rater] = {cid: a.call for cid, a in answers.items()}
         readings += [Reading(rater, cid, truth[cid], a.call, a.confidence, a.elapsed_s, a.over_limit, a.comment)
                      for cid, a in sorted(answers.items())]
-    raters = [reader_stats(r, [x for x in readings if x.rater == r]) for r in calls]
+    names = _rater_names(description.get("raters") or [], answered)
+    answered = {name: answered.get(name, 0) for name in names}
+    problems += _unfinished(answered, len(case_ids))
+    calls = {r: {x.case_id: x.call for x in readings if x.rater == r} for r in names if answered[r]}
+    raters = [reader_stats(r, [x for x in readings if x.rater == r]) for r in names]
     pooled = reader_stats(POOLED, readings)
     sources = {c["id"]: _describe_source(c.get("source", {})) for c in key_data["cases"]}
     cases = [CaseResult(cid, truth[cid], sum(r.case_id == cid for r in readings),
@@ -149,6 +146,31 @@ def build_report(session: PathLike, key: Optional[PathLike] = None) -> TuringRep
     return TuringReport(folder, len(case_ids), sum(t == "real" for t in truth.values()),
                         sum(t == "fake" for t in truth.values()), readings, raters, pooled, answered,
                         _agreement(calls), cases, sample_size_note(pooled.accuracy.k, pooled.accuracy.n), problems)
+
+
+def _journal_answers(path: Path, rater: str, case_ids: List[str],
+                     description: Dict) -> Tuple[Dict[str, Answer], List[str]]:
+    """A rater's latest answer to each case from their journal, and the journal's problems, each naming the file."""
+    session_id = description.get("session_id")
+    contents = read_journal(path)
+    records, foreign = own_records(contents.records, rater)
+    answers, bad = latest_answers(records, case_ids, session_id)
+    repeated = _answered_twice(path.name, [r for r in records if of_session(r, session_id)],
+                               bool(description.get("allow_back")))
+    return answers, contents.problems + [f"{path.name}: {b}" for b in foreign + bad] + repeated
+
+
+def _rater_names(listed: List[str], answered: Dict[str, int]) -> List[str]:
+    """Every rater the report covers, in id order: those the session lists, whether or not they opened it, and any
+    other rater with a journal (in a session open to any id)."""
+    return sorted(set(listed) | set(answered))
+
+
+def _unfinished(answered: Dict[str, int], n_cases: int) -> List[str]:
+    """A problem for each rater who answered none or only some of the cases, so that a short row is not mistaken for
+    a finished reader."""
+    return [f"rater {rater} answered {'none' if count == 0 else count} of the {n_cases} cases"
+            for rater, count in answered.items() if count < n_cases]
 
 
 def _settings_changed(folder: Path, key_data: Dict) -> List[str]:
@@ -298,6 +320,7 @@ def summary_text(result: TuringReport) -> str:
     lines = [f"{result.n_cases} cases ({result.n_real} real, {result.n_fake} generated), {len(result.readings)} readings"]
     for s in result.raters + [result.pooled]:
         if s.accuracy.n == 0:
+            lines.append(f"{s.name}: no answers")
             continue
         lo, hi = s.accuracy.ci
         lines.append(f"{s.name}: accuracy {s.accuracy.value:.1%} ({s.accuracy.k}/{s.accuracy.n}, 95% CI {lo:.1%}-{hi:.1%}), "

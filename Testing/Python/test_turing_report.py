@@ -8,6 +8,7 @@ import pytest
 
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.turing import TuringSession, build_report, report
+from CircleOfWillisGANLib.turing.report import summary_text
 from CircleOfWillisGANLib.turing.create import read_key
 from CircleOfWillisGANLib.turing.stats import binom_test, cohen_kappa, fleiss_kappa
 from turing_data import disk_full_after, make_sources
@@ -185,7 +186,8 @@ def test_copied_stray_or_foreign_journals_are_left_out_with_a_note(rated, tmp_pa
     s.close()
     shutil.copy(other.folder / "journal" / "halfway.jsonl", journal / "halfway.jsonl")  # same case ids, other session
     result = build_report(created.folder)
-    assert sorted(s.name for s in result.raters) == ["contrarian", "oracle"] and result.pooled.accuracy.n == 24
+    assert [(s.name, s.accuracy.n) for s in result.raters] == [("contrarian", 12), ("halfway", 0), ("oracle", 12)]
+    assert result.pooled.accuracy.n == 24 and "rater halfway answered none of the 12 cases" in result.problems
     assert "oracle (copy).jsonl is not the journal of one of this session's raters and was left out" in result.problems
     assert sum("written for another session" in p for p in result.problems) == 4
 
@@ -223,7 +225,7 @@ def test_an_edited_session_file_and_answers_added_by_hand_are_named_in_the_repor
     from CircleOfWillisGANLib.turing.journal import encode, read_journal
 
     created, truth = rated
-    assert build_report(created.folder).problems == []
+    assert build_report(created.folder).problems == ["rater halfway answered 6 of the 12 cases"]
     session_file = created.folder / "session.json"
     original = session_file.read_bytes()
     session_file.write_text(json.dumps(dict(json.loads(original), time_limit_s=None, allow_back=True)))
@@ -236,7 +238,8 @@ def test_an_edited_session_file_and_answers_added_by_hand_are_named_in_the_repor
             f.write(encode({k: v for k, v in record.items() if k != "crc"}))
     problems = build_report(created.folder).problems
     assert problems == ["halfway.jsonl: 2 answer(s) repeat a case already answered, which the rater window cannot "
-                        "write in a session without going back; the last answer of each case was counted"]
+                        "write in a session without going back; the last answer of each case was counted",
+                        "rater halfway answered 6 of the 12 cases"]
 
 
 def test_a_copy_of_a_journal_under_another_valid_id_is_left_out_and_named(tmp_path):
@@ -253,10 +256,11 @@ def test_a_copy_of_a_journal_under_another_valid_id_is_left_out_and_named(tmp_pa
     journal = created.folder / "journal"
     shutil.copy(journal / "reader01.jsonl", journal / "reader01_backup.jsonl")
     result = build_report(created.folder)
-    assert [s.name for s in result.raters] == ["reader01"] and result.pooled.accuracy.n == 12
-    assert result.agreement is None
+    assert [(s.name, s.accuracy.n) for s in result.raters] == [("reader01", 12), ("reader01_backup", 0)]
+    assert result.pooled.accuracy.n == 12 and result.agreement is None
     assert result.problems == ["reader01_backup.jsonl: 24 record(s) were written by rater reader01, not "
-                               "reader01_backup (a copy of another rater's journal?), and were left out"]
+                               "reader01_backup (a copy of another rater's journal?), and were left out",
+                               "rater reader01_backup answered none of the 12 cases"]
     assert "reader01_backup: 0 of 12 answered (24 damaged or foreign journal line(s) skipped)" in session_status(
         created.folder)
     copied = TuringSession.open(created.folder, "reader01_backup")  # a rater starting on the copy starts afresh
@@ -273,7 +277,8 @@ def test_journals_written_before_records_named_their_rater_still_count(rated):
     assert {r["rater"] for r in records} == {"oracle"}
     journal.write_bytes(b"".join(encode({k: v for k, v in r.items() if k != "rater"}) for r in records))
     result = build_report(created.folder)
-    assert {s.name: s for s in result.raters}["oracle"].accuracy.k == 12 and result.problems == []
+    assert {s.name: s for s in result.raters}["oracle"].accuracy.k == 12
+    assert result.problems == ["rater halfway answered 6 of the 12 cases"]
 
 
 @pytest.mark.parametrize("rater", ["pooled", "Pooled"])
@@ -297,3 +302,40 @@ def test_pooled_is_no_rater_id_so_summary_csv_has_one_pooled_row(tmp_path, rater
     with open(paths["summary"], newline="") as f:
         assert [row[:3] for row in csv.reader(f)][1:] == [["reader02", "12", "12"], ["pooled", "", "12"]]
     assert f"{rater}.jsonl is not the journal of one of this session's raters and was left out" in result.problems
+
+
+def test_every_listed_rater_gets_a_row_and_those_who_did_not_finish_a_warning(tmp_path):
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=8, seed=3, raters=["done", "idle", "part", "absent"])
+    for rater, n in (("done", 8), ("idle", 0), ("part", 3)):  # 'idle' opens the session and answers nothing
+        s = TuringSession.open(created.folder, rater)
+        for _ in range(n):
+            s.answer(s.next_case().case_id, "real", 3)
+        s.next_case()
+        s.close()
+    result, paths = report(created.folder)
+    with open(paths["summary"], newline="") as f:
+        rows = [row[:5] for row in csv.reader(f)][1:]
+    assert rows[:4] == [["absent", "0", "0", "0", ""], ["done", "8", "8", rows[1][3], rows[1][4]],
+                        ["idle", "0", "0", "0", ""], ["part", "3", "3", rows[3][3], rows[3][4]]]
+    assert result.problems == ["rater absent answered none of the 8 cases", "rater idle answered none of the 8 cases",
+                               "rater part answered 3 of the 8 cases"]
+    html = paths["html"].read_text()
+    assert "<td>absent</td><td>0</td>" in html and "<td>idle</td><td>0</td>" in html and "4 rater(s)" in html
+    text = summary_text(result)
+    assert "absent: no answers" in text and "idle: no answers" in text and text.count("warning: rater") == 3
+
+
+def test_answers_written_for_another_session_are_not_called_repeated_answers(tmp_path):
+    real, generated = make_sources(tmp_path)
+    sessions = [TuringSession.create(tmp_path / name, real, generated, n_cases=8, seed=seed, key_path=tmp_path / f"{name}.json")
+                for name, seed in (("s", 1), ("other", 2))]
+    for created in sessions:
+        s = TuringSession.open(created.folder, "a")
+        for _ in range(8):
+            s.answer(s.next_case().case_id, "real", 3)
+        s.close()
+    journal = sessions[0].folder / "journal" / "a.jsonl"
+    journal.write_bytes(journal.read_bytes() + (sessions[1].folder / "journal" / "a.jsonl").read_bytes())
+    problems = build_report(sessions[0].folder, key=sessions[0].key_path).problems
+    assert problems and all("written for another session and was skipped" in p for p in problems)
