@@ -270,12 +270,12 @@ def write_report(report: TuringReport, out: Optional[PathLike] = None, overwrite
     tables = {
         "readings": (["rater", "case", "truth", "call", "correct", "confidence", "time_s", "over_limit", "comment"],
                      [[r.rater, r.case_id, r.truth, r.call, int(r.correct), r.confidence, f"{r.elapsed_s:.3f}",
-                       int(r.over_limit), r.comment] for r in report.readings]),
+                       int(r.over_limit), spreadsheet_text(r.comment)] for r in report.readings]),
         "summary": (SUMMARY_HEADER,
                     [_summary_row(s, report.answered.get(s.name)) for s in report.raters + [report.pooled]]),
         "cases": (["case", "truth", "readings", "wrong", "wrong_fraction", "source"],
                   [[c.case_id, c.truth, c.readings, c.wrong, _fmt(c.wrong / c.readings if c.readings else None),
-                    c.source] for c in report.cases]),
+                    spreadsheet_text(c.source)] for c in report.cases]),
     }
     prepare_output_dir(target, create=False)  # a file in the way or a read-only folder is named before any writing
     parents = contextlib.nullcontext(target) if target.is_dir() else output_folder(target.parent)
@@ -299,6 +299,15 @@ def _summary_row(s: ReaderStats, answered: Optional[int]) -> List[object]:
             + [_fmt(s.by_confidence[c].value) for c in CONFIDENCE_LEVELS]
             + [s.by_confidence[c].n for c in CONFIDENCE_LEVELS]
             + [_fmt(s.mean_time_s), _fmt(s.median_time_s), s.over_limit])
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(text: str) -> str:
+    """Free text (a rater's comment, a source file name) as a CSV cell that a spreadsheet shows as text: a cell
+    starting with =, +, -, @, tab or carriage return would be run as a formula, so it gets a leading ' (OWASP)."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
 
 
 def _fmt(value: Optional[float]) -> str:

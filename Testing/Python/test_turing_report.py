@@ -339,3 +339,17 @@ def test_answers_written_for_another_session_are_not_called_repeated_answers(tmp
     journal.write_bytes(journal.read_bytes() + (sessions[1].folder / "journal" / "a.jsonl").read_bytes())
     problems = build_report(sessions[0].folder, key=sessions[0].key_path).problems
     assert problems and all("written for another session and was skipped" in p for p in problems)
+
+
+def test_comments_that_a_spreadsheet_would_run_as_formulas_are_written_as_text(tmp_path):
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=8, seed=3)
+    comments = ['=HYPERLINK("http://x","y")', "+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "plain, = fine", ""]
+    s = TuringSession.open(created.folder, "a")
+    for comment in comments:
+        s.answer(s.next_case().case_id, "real", 3, comment)
+    s.close()
+    _, paths = report(created.folder)
+    with open(paths["readings"], newline="") as f:
+        written = sorted(row["comment"] for row in csv.DictReader(f))
+    assert written == sorted(["'" + c for c in comments[:6]] + comments[6:])
