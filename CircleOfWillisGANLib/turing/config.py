@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import InputError
 
@@ -49,8 +49,7 @@ class SessionConfig:
             raise InputError(f"seed {self.seed} must be 0 or more")
         for rater in self.raters:
             check_rater_id(rater)
-        if len(set(self.raters)) != len(self.raters):
-            raise InputError(f"rater ids {self.raters} contain duplicates: give each rater a distinct id")
+        check_distinct_rater_ids(self.raters)
         return self
 
     def n_real_range(self) -> Tuple[int, int]:
@@ -76,6 +75,20 @@ def check_rater_id(rater: str) -> str:
         raise InputError(f"rater id {rater!r} is reserved for the results' row of all readings pooled: use another id "
                          "(for example reader01)")
     return rater
+
+
+def check_distinct_rater_ids(raters: List[str]) -> None:
+    """Refuse two ids that are the same ignoring case: each names a journal file, and on a case-insensitive file
+    system (Windows, macOS) 'r1' and 'R1' would be one file written by two raters."""
+    seen: Dict[str, str] = {}
+    for rater in raters:
+        earlier = seen.get(rater.casefold())
+        if earlier == rater:
+            raise InputError(f"rater id {rater!r} is given twice: give each rater a distinct id")
+        if earlier is not None:
+            raise InputError(f"rater ids {earlier!r} and {rater!r} differ only in case, so they would share one journal "
+                             "file on Windows or macOS: give each rater an id that differs in more than case")
+        seen[rater.casefold()] = rater
 
 
 def check_call(call: str) -> str:

@@ -154,7 +154,17 @@ def admitted_session(folder: Union[str, Path], rater: str) -> Dict[str, Any]:
     if allowed and rater not in allowed:
         raise InputError(f"rater id {rater!r} is not one of this session's raters ({', '.join(allowed)}): "
                          "use your assigned id, or ask the organiser to add you")
+    _check_no_case_twin(Path(folder), rater)
     return session
+
+
+def _check_no_case_twin(folder: Path, rater: str) -> None:
+    """Refuse an id that differs only in case from one with a journal already: on a case-insensitive file system
+    (Windows, macOS) both would write one journal file."""
+    for path in (folder / JOURNAL_DIR).glob("*.jsonl"):
+        if path.stem != rater and path.stem.casefold() == rater.casefold():
+            raise InputError(f"rater id {rater!r} differs only in case from rater {path.stem!r}, who has a journal in "
+                             "this session, and would share that file on Windows or macOS: use your assigned id exactly")
 
 
 def rater_journals(folder: Union[str, Path], session: Dict[str, Any]) -> Tuple[List[Tuple[str, Path]], List[str]]:

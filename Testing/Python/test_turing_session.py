@@ -365,3 +365,15 @@ def test_model_settings_given_with_a_generated_folder_are_refused_not_ignored(so
     with pytest.raises(InputError, match=f"{next(iter(model_only))} only apply to generating from a model"):
         TuringSession.create(tmp_path / "s", real, generated, n_cases=8, **model_only)
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("raters, message", [(["r1", "R1"], "rater ids 'r1' and 'R1' differ only in case"),
+                                             (["r1", "r1"], "rater id 'r1' is given twice")])
+def test_rater_ids_equal_ignoring_case_are_refused_as_they_would_share_a_journal_file(tmp_path, sources, raters, message):
+    real, generated = sources
+    with pytest.raises(InputError, match=message):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=6, raters=raters)
+    created = TuringSession.create(tmp_path / "open", real, generated, n_cases=6)  # open to any id
+    TuringSession.open(created.folder, "r1").close()
+    with pytest.raises(InputError, match="rater id 'R1' differs only in case from rater 'r1', who has a journal"):
+        TuringSession.open(created.folder, "R1")
