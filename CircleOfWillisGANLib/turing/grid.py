@@ -106,15 +106,29 @@ def _resampled_size(shape_dhw: Sequence[int], spacing_xyz: Sequence[float],
 
 
 def _resample(v_dhw: np.ndarray, spacing_xyz: Sequence[float], target_xyz: Sequence[float]) -> np.ndarray:
-    """Trilinear resampling to the target spacing; a volume already on it is returned untouched."""
-    size = _resampled_size(v_dhw.shape, spacing_xyz, target_xyz)
-    if np.allclose(spacing_xyz, target_xyz, rtol=1e-4) or size == v_dhw.shape:
+    """Linear resampling to the target spacing over the same field of view, each output voxel centre where it lies
+    in the source, so that distances are kept; a volume already on the target spacing is returned untouched. No
+    anti-aliasing: `cowgan prepare` makes the model's training data by plain linear resampling, and real cases must
+    look as those do."""
+    if np.allclose(spacing_xyz, target_xyz, rtol=1e-4):
         return v_dhw
-    import torch
+    size = _resampled_size(v_dhw.shape, spacing_xyz, target_xyz)
+    (sx, sy, sz), (tx, ty, tz) = spacing_xyz, target_xyz
+    for axis, (n, step) in enumerate(zip(size, (tz / sz, tx / sx, ty / sy))):
+        v_dhw = _linear_along(v_dhw, axis, n, step)
+    return v_dhw
 
-    t = torch.from_numpy(np.ascontiguousarray(v_dhw))[None, None]
-    out = torch.nn.functional.interpolate(t, size=size, mode="trilinear", align_corners=True)
-    return out[0, 0].numpy()
+
+def _linear_along(v: np.ndarray, axis: int, n: int, step: float) -> np.ndarray:
+    """`n` samples along `axis`, `step` source voxels apart and centred on the source's centre, each interpolated
+    linearly between the two nearest voxel centres (the edge voxel's value beyond the outer centres)."""
+    have = v.shape[axis]
+    position = np.clip((have - 1) / 2.0 + (np.arange(n) - (n - 1) / 2.0) * step, 0.0, have - 1.0)
+    below = np.minimum(np.floor(position).astype(np.intp), have - 2)
+    shape = [1, 1, 1]
+    shape[axis] = n
+    weight = (position - below).astype(np.float32).reshape(shape)
+    return np.take(v, below, axis) * (1.0 - weight) + np.take(v, below + 1, axis) * weight
 
 
 def _centre_window(have_dhw: Sequence[int], want_dhw: Sequence[int]) -> Tuple[Tuple[slice, ...], Tuple[slice, ...]]:

@@ -149,6 +149,22 @@ def test_display_normalisation_turns_lps_to_ras_and_resamples():
     assert out[:, -1, :].mean() > 200 and out[:, 0, :].mean() < 50
 
 
+def test_resampling_to_the_display_spacing_keeps_distances_and_the_centre_in_place():
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in (32, 128, 128)], indexing="ij")
+    blobs = [(4, 64, 64), (27, 64, 64), (16, 40, 10), (16, 40, 117)]  # 23 voxels apart in z, 107 along W, at 0.62 mm
+    v = sum(np.exp(-((zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2) / 4.5) for z, y, x in blobs).astype(np.float32)
+    v[:8, :16, :16] = 2.0  # sets the white level, so that the points' peaks are not clipped
+    out = to_display(v, default_affine(v.shape, (0.62,) * 3), DisplayGrid((16, 64, 64), (1.24,) * 3)).astype(float)
+
+    def peaks(profile):
+        index, half = np.arange(len(profile)), len(profile) // 2
+        return [(profile[part] * index[part]).sum() / profile[part].sum() for part in (slice(0, half), slice(half, None))]
+
+    (z0, z1), (w0, w1) = peaks(out[:, 32, 32]), peaks(out[8, 20, :])
+    assert (z1 - z0) * 1.24 == pytest.approx(23 * 0.62, abs=0.05) and (z0 + z1) / 2 == pytest.approx(7.5, abs=0.01)
+    assert (w1 - w0) * 1.24 == pytest.approx(107 * 0.62, abs=0.05) and (w0 + w1) / 2 == pytest.approx(31.5, abs=0.01)
+
+
 def test_constant_volume_is_refused_with_advice():
     with pytest.raises(InputError, match="constant"):
         to_display(np.ones((4, 8, 8), np.float32), default_affine((4, 8, 8)), DisplayGrid((4, 8, 8)))
