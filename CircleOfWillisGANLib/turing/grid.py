@@ -57,24 +57,43 @@ def sorted_spacing(affine: np.ndarray) -> Tuple[float, float, float]:
 
 def to_display(volume_dhw: np.ndarray, affine: np.ndarray, grid: DisplayGrid) -> np.ndarray:
     """Reorient, resample, crop or pad, normalise and quantise one volume: uint8 (D, H, W) on `grid`."""
+    shown, dst = _shown(volume_dhw, affine, grid)
+    lo, hi = _intensity_range(shown, grid)
+    out = np.full(tuple(grid.shape_dhw), lo, dtype=np.float32)
+    out[dst] = shown
+    scaled = np.clip((out - lo) / (hi - lo), 0.0, 1.0)
+    return np.floor(scaled * LEVELS + 0.5).astype(np.uint8)
+
+
+def check_displayable(volume_dhw: np.ndarray, affine: np.ndarray, grid: DisplayGrid) -> None:
+    """Raise the InputError `to_display` would raise for this volume on `grid` (not 3D, not finite, constant where
+    it is shown), so that every candidate can be checked before any is drawn; only the shown part is resampled."""
+    _intensity_range(_shown(volume_dhw, affine, grid)[0], grid)
+
+
+def _shown(volume_dhw: np.ndarray, affine: np.ndarray, grid: DisplayGrid) -> Tuple[np.ndarray, Tuple[slice, ...]]:
+    """The part of a volume that `grid` shows, turned to RAS and resampled to the grid's spacing, and where it lands
+    in the grid (larger volumes are centre-cropped, smaller ones centre-padded)."""
     v = np.asarray(volume_dhw, dtype=np.float32)
     if v.ndim != 3 or min(v.shape) < 2:
         raise InputError(f"a case volume must be 3D with at least 2 voxels per axis, got shape {v.shape}")
     if not np.isfinite(v).all():
         raise InputError("a case volume contains NaN or infinite values: clean it before building a session")
-    v = _resample(_to_ras(v, np.asarray(affine, float)), sorted_spacing(affine), grid.spacing_mm)
-    src, dst = _centre_window(v.shape, grid.shape_dhw)
-    shown = v[src]  # the intensity range comes from what is shown: a scan's cropped-away head must not set it
-    lo, hi = np.percentile(shown, [grid.low_percentile, grid.high_percentile])
+    affine = np.asarray(affine, float)
+    v, spacing = _to_ras(v, affine), sorted_spacing(affine)
+    src, dst = _centre_window(_display_size(v.shape, spacing, grid.spacing_mm), grid.shape_dhw)
+    return _resample(v, spacing, grid.spacing_mm, src), dst
+
+
+def _intensity_range(shown: np.ndarray, grid: DisplayGrid) -> Tuple[float, float]:
+    """The values mapped to black and white, from what is shown only: a scan's cropped-away head must not set them."""
+    lo, hi = (float(x) for x in np.percentile(shown, [grid.low_percentile, grid.high_percentile]))
     if not hi > lo:
         hi = float(shown.max())
         if not hi > lo:
             raise InputError("a case volume is constant where it is shown: it has no vessels to show; remove it "
                              "from the source folder")
-    out = np.full(tuple(grid.shape_dhw), float(lo), dtype=np.float32)
-    out[dst] = shown
-    scaled = np.clip((out - lo) / (hi - lo), 0.0, 1.0)
-    return np.floor(scaled * LEVELS + 0.5).astype(np.uint8)
+    return lo, hi
 
 
 def _to_ras(v_dhw: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -105,28 +124,37 @@ def _resampled_size(shape_dhw: Sequence[int], spacing_xyz: Sequence[float],
     return max(2, round(d * sz / tz)), max(2, round(h * sx / tx)), max(2, round(w * sy / ty))
 
 
-def _resample(v_dhw: np.ndarray, spacing_xyz: Sequence[float], target_xyz: Sequence[float]) -> np.ndarray:
-    """Linear resampling to the target spacing over the same field of view, each output voxel centre where it lies
-    in the source, so that distances are kept; a volume already on the target spacing is returned untouched. No
-    anti-aliasing: `cowgan prepare` makes the model's training data by plain linear resampling, and real cases must
-    look as those do."""
+def _display_size(shape_dhw: Sequence[int], spacing_xyz: Sequence[float],
+                  target_xyz: Sequence[float]) -> Tuple[int, int, int]:
+    """(D, H, W) of a RAS volume once on the target spacing; a volume already on it keeps its shape."""
     if np.allclose(spacing_xyz, target_xyz, rtol=1e-4):
-        return v_dhw
+        return tuple(int(n) for n in shape_dhw)  # type: ignore[return-value]
+    return _resampled_size(shape_dhw, spacing_xyz, target_xyz)
+
+
+def _resample(v_dhw: np.ndarray, spacing_xyz: Sequence[float], target_xyz: Sequence[float],
+              window: Tuple[slice, ...]) -> np.ndarray:
+    """The `window` of the volume linearly resampled to the target spacing over its own field of view, each output
+    voxel centre where it lies in the source, so that distances are kept; only the window is computed, and a volume
+    already on the target spacing is only cut. No anti-aliasing: `cowgan prepare` makes the model's training data
+    by plain linear resampling, and real cases must look as those do."""
+    if np.allclose(spacing_xyz, target_xyz, rtol=1e-4):
+        return v_dhw[window]
     size = _resampled_size(v_dhw.shape, spacing_xyz, target_xyz)
     (sx, sy, sz), (tx, ty, tz) = spacing_xyz, target_xyz
-    for axis, (n, step) in enumerate(zip(size, (tz / sz, tx / sx, ty / sy))):
-        v_dhw = _linear_along(v_dhw, axis, n, step)
+    for axis, (n, step, part) in enumerate(zip(size, (tz / sz, tx / sx, ty / sy), window)):
+        v_dhw = _linear_along(v_dhw, axis, n, step, np.arange(n)[part])
     return v_dhw
 
 
-def _linear_along(v: np.ndarray, axis: int, n: int, step: float) -> np.ndarray:
-    """`n` samples along `axis`, `step` source voxels apart and centred on the source's centre, each interpolated
-    linearly between the two nearest voxel centres (the edge voxel's value beyond the outer centres)."""
+def _linear_along(v: np.ndarray, axis: int, n: int, step: float, indices: np.ndarray) -> np.ndarray:
+    """Samples `indices` of `n` along `axis`, `step` source voxels apart and centred on the source's centre, each
+    interpolated linearly between the two nearest voxel centres (the edge voxel's value beyond the outer centres)."""
     have = v.shape[axis]
-    position = np.clip((have - 1) / 2.0 + (np.arange(n) - (n - 1) / 2.0) * step, 0.0, have - 1.0)
+    position = np.clip((have - 1) / 2.0 + (indices - (n - 1) / 2.0) * step, 0.0, have - 1.0)
     below = np.minimum(np.floor(position).astype(np.intp), have - 2)
     shape = [1, 1, 1]
-    shape[axis] = n
+    shape[axis] = len(indices)
     weight = (position - below).astype(np.float32).reshape(shape)
     return np.take(v, below, axis) * (1.0 - weight) + np.take(v, below + 1, axis) * weight
 

@@ -60,9 +60,8 @@ class TuringSession(RaterSession):
         if generated is not None and Path(real).resolve() == Path(generated).resolve():
             raise InputError(f"the real and the generated volumes are the same folder {real}: pass the generated "
                              "volumes' own folder, or a model")
-        real_source = folder_source(real)
         if generated is not None:
-            generated_source = folder_source(generated)
+            generated_source = folder_source(generated, grid)
         else:
             if isinstance(model, (str, Path)):
                 from ..generator import load_generator
@@ -70,6 +69,7 @@ class TuringSession(RaterSession):
                 model = load_generator(model, device=device)
             generated_source = model_source(model, seed_list(seeds) if seeds is not None
                                             else list(range(1, config.n_cases + 1)), psi)
+        real_source = folder_source(real, grid or generated_source.grid)  # each checked where the grid shows it
         return create_session(folder, real_source, generated_source, config, grid=grid, key_path=key_path,
                               progress=progress)
 

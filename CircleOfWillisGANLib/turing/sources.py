@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..evaluation.volumes import nifti_files
 from ..files import path_problem
 from ..volume_io import load_volume
-from .grid import DisplayGrid, grid_like
+from .grid import DisplayGrid, check_displayable, grid_like
 
 Loader = Callable[[], Tuple[np.ndarray, np.ndarray]]
 
@@ -37,8 +37,9 @@ class VolumeSource:
     fingerprint: str = ""
 
 
-def folder_source(folder: Union[str, Path]) -> VolumeSource:
-    """Every NIfTI volume in `folder` (not recursive), skipping label maps by name as `cowgan evaluate` does."""
+def folder_source(folder: Union[str, Path], display: Optional[DisplayGrid] = None) -> VolumeSource:
+    """Every NIfTI volume in `folder` (not recursive), skipping label maps by name as `cowgan evaluate` does; each is
+    checked as it will be shown on `display` (default: the first volume's own grid, as for generated volumes)."""
     folder = Path(folder)
     problem = path_problem(folder, folder=True)
     if problem:
@@ -47,15 +48,17 @@ def folder_source(folder: Union[str, Path]) -> VolumeSource:
     if not paths:
         raise InputError(f"no NIfTI volumes in {folder} (label maps and masks are skipped): "
                          "pass a folder holding .nii or .nii.gz images")
-    grid, digests = _check_candidates(folder, paths)
+    grid, digests = _check_candidates(folder, paths, display)
     items = [SourceItem({"path": str(p.resolve())}, _file_loader(p)) for p in paths]
     return VolumeSource(items, grid, {"kind": "folder", "folder": str(folder.resolve()), "n_available": len(items)},
                         hashlib.sha256("\n".join(digests).encode()).hexdigest())
 
 
-def _check_candidates(folder: Path, paths: List[Path]) -> Tuple[DisplayGrid, List[str]]:
-    """Read every candidate before any is drawn, so that a bad (unreadable, not finite, constant) or repeated file
-    stops `create` whatever the seed; the first one's grid is the folder's. Returns it and each file's voxel digest."""
+def _check_candidates(folder: Path, paths: List[Path],
+                      display: Optional[DisplayGrid]) -> Tuple[DisplayGrid, List[str]]:
+    """Read every candidate before any is drawn, so that a bad (unreadable, not finite, constant, also where `display`
+    shows it) or repeated file stops `create` whatever the seed; the first one's grid is the folder's. Returns it and
+    each file's voxel digest."""
     seen: Dict[str, Path] = {}
     grid = None
     for path in paths:
@@ -72,6 +75,10 @@ def _check_candidates(folder: Path, paths: List[Path]) -> Tuple[DisplayGrid, Lis
                              "them so that no case is shown twice")
         seen[digest] = path
         grid = grid or grid_like(volume.shape, affine)
+        try:
+            check_displayable(volume, affine, display or grid)
+        except InputError as exc:
+            raise InputError(f"{path.name} in {folder}: {exc}") from None
     return grid, list(seen)
 
 

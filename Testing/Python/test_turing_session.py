@@ -393,3 +393,14 @@ def test_rater_ids_equal_ignoring_case_are_refused_as_they_would_share_a_journal
     TuringSession.open(created.folder, "r1").close()
     with pytest.raises(InputError, match="rater id 'R1' differs only in case from rater 'r1', who has a journal"):
         TuringSession.open(created.folder, "R1")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_real_volume_constant_where_the_display_grid_shows_it_stops_create_whatever_the_seed(tmp_path, seed):
+    real, generated = make_sources(tmp_path)
+    v = np.full((8, 64, 64), 100, np.int16)
+    v[:, :8, :] = 900  # varies only in a border that the centred 8 x 16 x 16 display grid crops away
+    nib.save(nib.Nifti1Image(v.transpose(1, 2, 0), default_affine(v.shape, (0.31, 0.31, 0.62))), str(real / "REAL_edge.nii.gz"))
+    with pytest.raises(InputError, match=r"REAL_edge.nii.gz in .*real_src: a case volume is constant where it is shown"):
+        TuringSession.create(tmp_path / "s", real, generated, n_cases=4, seed=seed)
+    assert not (tmp_path / "s").exists()
