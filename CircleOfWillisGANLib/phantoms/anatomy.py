@@ -81,6 +81,13 @@ class _Builder:
         self.vessels.append(Vessel(name, label, points, radii, parent, slow_flow, speed, max_radius=max_radius))
         return len(self.vessels) - 1
 
+    def keep_off_midline(self, index: int, side: int, scale: float) -> None:
+        """Move the points of vessel `index` that lie too near the midline (x = 0) out to their clearance, on its side.
+
+        Deterministic, so the random stream is unchanged; see `midline_clearance`."""
+        v = self.vessels[index]
+        v.points[:, 0] = side * np.maximum(side * v.points[:, 0], midline_clearance(v.radii, scale))
+
     def point(self, index: int, fraction: float) -> np.ndarray:
         """The centreline point at `fraction` of the arc length of vessel `index`."""
         v = self.vessels[index]
@@ -113,7 +120,7 @@ def sample_landmarks(rng: np.random.Generator, cfg: AnatomyConfig) -> Dict[str, 
 
 
 HYPOPLASTIC_MAX_RADIUS = 0.49  # mm: a hypoplastic A1 or a fetal PCA's thin P1 is under 1 mm wide (DOMAIN.md)
-ACOM_ABSENT_GAP_MM = 1.6  # mm of tissue at least between the left and right A2 lumens when there is no Acom
+ACOM_ABSENT_GAP_MM = 1.6  # mm of tissue at least between the left and right ACA lumens when there is no Acom
 R = {"basilar": 1.45, "ica": (2.15, 1.8), "m1": (1.6, 1.45), "m2": (1.1, 0.95), "a1": 1.1, "a2": (1.05, 0.95),
      "acom": (0.7, 0.85), "p1": 1.1, "p2": (1.05, 0.9), "pcom": (0.8, 1.0), "sca": (0.7, 0.6)}
 """Mean lumen radii (mm) before the subject's radius scale; calibrated on TopCoW label maps (docs/phantom-realism.md)."""
@@ -121,8 +128,16 @@ SPEED = {"ica": 3.0, "basilar": 1.2, "m1": 1.5}
 """Relative flow speed of the large trunks (others 1): faster blood saturates less per millimetre."""
 
 
-def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -> List[Vessel]:
-    """All vessel centrelines of one subject in the template frame (origin at the basilar tip)."""
+def midline_clearance(radii: np.ndarray, scale: float) -> np.ndarray:
+    """Least distance (template mm) from the midline of ACA points with lumen `radii` for ACOM_ABSENT_GAP_MM of tissue
+    between the sides once `place` scales positions by `scale` but radii by its square root."""
+    return np.asarray(radii) / math.sqrt(scale) + ACOM_ABSENT_GAP_MM / (2.0 * scale)
+
+
+def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants, scale: float) -> List[Vessel]:
+    """All vessel centrelines of one subject in the template frame (origin at the basilar tip).
+
+    `scale` is the pose's, which `place` applies later: without an Acom the ACAs keep their gap after it."""
     b = _Builder(rng, lm["tortuosity"], lm["radius_scale"])
     u = rng.uniform
     hs, yt, zt = lm["ica_half_separation"], lm["ica_terminus_y"], lm["ica_terminus_z"]
@@ -178,21 +193,27 @@ def build_vessels(rng: np.random.Generator, lm: Dict[str, float], v: Variants) -
             choroidal_origin, choroidal_origin + np.array([s * u(2, 4), u(-6, -4), u(1, 3)]),
             choroidal_origin + np.array([s * u(5, 8), u(-14, -10), u(3, 6)])], 0.35, 0.3, parent=ica, tortuosity=1.5)
         # Without an Acom the two A1-A2 junctions lie apart, so that no lumen joins the sides where no Acom is labelled
-        half = max(lm["acom_length"] / 2.0, R["a2"][0] * lm["radius_scale"] + ACOM_ABSENT_GAP_MM / 2.0) \
+        hypoplastic = v.a1_hypoplastic_left if left else v.a1_hypoplastic_right
+        a1_end_r = min(a1_radius[s] * 0.95 * lm["radius_scale"], HYPOPLASTIC_MAX_RADIUS if hypoplastic else math.inf)
+        junction_r = max(R["a2"][0] * lm["radius_scale"], a1_end_r)
+        half = max(lm["acom_length"] / 2.0, float(midline_clearance(junction_r, scale))) \
             if v.acom_absent else lm["acom_length"] / 2.0
         acom_end = np.array([s * half, ya, za])
         acom_ends[s] = acom_end
         if not (v.a1_absent_left if left else v.a1_absent_right):
             mid = 0.5 * (term + acom_end) + np.array([0.0, u(0.5, 3.0), u(0.5, 2.0)])
-            hypoplastic = v.a1_hypoplastic_left if left else v.a1_hypoplastic_right
-            b.add(f"a1_{side}", aca_l, [term, mid, acom_end], a1_radius[s], a1_radius[s] * 0.95, parent=ica,
-                  max_radius=HYPOPLASTIC_MAX_RADIUS if hypoplastic else math.inf)
+            a1 = b.add(f"a1_{side}", aca_l, [term, mid, acom_end], a1_radius[s], a1_radius[s] * 0.95, parent=ica,
+                       max_radius=HYPOPLASTIC_MAX_RADIUS if hypoplastic else math.inf)
+            if v.acom_absent:  # tortuosity must not bend it across
+                b.keep_off_midline(a1, s, scale)
         gap = max(lm["a2_half_gap"], 1.8) if v.third_a2 else lm["a2_half_gap"]
         gap = max(gap, half) if v.acom_absent else gap  # and the A2s do not meet above it
         a2 = b.add(f"a2_{side}", aca_l, [acom_end, np.array([s * gap, ya + u(0.5, 1.5), za + 3.0]),
                                          np.array([s * gap * u(0.8, 1.3), ya + u(4, 7), za + u(8, 10)]),
                                          np.array([s * gap * u(0.8, 1.3), ya + u(10, 14), za + u(14, 17)])],
                    R["a2"][0], R["a2"][1], tortuosity=0.6)
+        if v.acom_absent:  # nor spread control points or tortuosity bring the A2s together above the junctions
+            b.keep_off_midline(a2, s, scale)
         orbital = b.point(a2, 0.35)
         b.add(f"orbitofrontal_{side}", UNLABELLED, [orbital, orbital + np.array([s * u(2, 4), u(4, 7), u(-1, 1)]),
                                                     orbital + np.array([s * u(4, 8), u(10, 14), u(-2, 1)])],

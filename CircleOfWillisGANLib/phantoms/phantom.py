@@ -105,7 +105,7 @@ def generate_phantom(seed_or_rng: SeedLike = 0, config: Optional[PhantomConfig] 
     landmarks = sample_landmarks(rng, cfg.anatomy)
     pose = sample_pose(rng, cfg.anatomy)
     image_params = sample_image_params(rng, cfg.image)
-    vessels = build_vessels(rng, landmarks, variants)
+    vessels = build_vessels(rng, landmarks, variants, float(pose["scale"]))  # type: ignore[arg-type]
     place(vessels, pose)
     flow_saturation(vessels)
     tubes = [Tube(v.points, v.radii, brightness_along(v.saturation, float(image_params["saturation_length_mm"]),
