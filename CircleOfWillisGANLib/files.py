@@ -87,13 +87,13 @@ def _write_failure(exc: OSError, folder: Path) -> str:
 def stage_name(prefix: str) -> str:
     """A hidden stage folder's name that records its owner (this host and process), so that a later run can tell a
     stage left by a killed process from one still being written."""
-    return f"{prefix}{socket.gethostname()}-{os.getpid()}"
+    return f"{prefix}{socket.gethostname()}@{os.getpid()}"  # no host name holds "@", so no host's stage reads as another's
 
 
 def remove_abandoned_stages(folder: Path, prefix: str) -> None:
     """Delete the stages named by `stage_name(prefix)` in `folder` whose process on this host has ended: a process
     killed outright (out of memory, SIGKILL) cannot remove its own, and a dataset's stage can hold gigabytes."""
-    owner = re.compile(re.escape(prefix + socket.gethostname()) + r"-(\d+)(-|$)")
+    owner = re.compile(re.escape(f"{prefix}{socket.gethostname()}@") + r"(\d+)(-|$)")
     with contextlib.suppress(OSError):
         for entry in folder.iterdir():
             match = owner.match(entry.name)
@@ -105,6 +105,8 @@ def _process_runs(pid: int) -> bool:
     """Whether process `pid` of this host still runs (and so may still be writing its stage)."""
     if pid == os.getpid():
         return False  # a stage of this process's own is left from an earlier, failed call
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) sends Ctrl-C there; a stage left on Windows stays
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -237,13 +237,13 @@ def _ended_process_id():
 
 def test_a_rerun_deletes_the_stages_that_killed_runs_left_and_keeps_those_of_running_ones(tmp_path):
     host = socket.gethostname()
-    killed_new = tmp_path / f".set.partial-{host}-{_ended_process_id()}"  # a first run's stage, beside its --out
+    killed_new = tmp_path / f".set.partial-{host}@{_ended_process_id()}"  # a first run's stage, beside its --out
     killed_new.mkdir()
     assert main(["phantoms", "--n", "1", "--out", str(tmp_path / "set"), *SMALL]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
-    killed = tmp_path / "set" / f".phantoms-partial-{host}-{_ended_process_id()}-x1y2"  # a run replacing a set
-    running = [tmp_path / "set" / f".phantoms-partial-{host}-{os.getppid()}-a1b2",
-               tmp_path / "set" / f".phantoms-partial-other-host-{_ended_process_id()}-c3d4"]  # cannot tell: kept
+    killed = tmp_path / "set" / f".phantoms-partial-{host}@{_ended_process_id()}-x1y2"  # a run replacing a set
+    running = [tmp_path / "set" / f".phantoms-partial-{host}@{os.getppid()}-a1b2",
+               tmp_path / "set" / f".phantoms-partial-{host}-2@{_ended_process_id()}-c3d4"]  # another host's: kept
     for stage in [killed, *running]:
         stage.mkdir()
         (stage / "phantom_00000_image.nii.gz").write_bytes(b"half a case")
