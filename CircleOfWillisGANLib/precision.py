@@ -30,7 +30,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True when oneDNN runs bfloat16 convolutions natively (AVX512-BF16 or AMX)."""
+    """True when oneDNN has bfloat16 kernels for this CPU (AVX-512 and up; native arithmetic with AVX512-BF16 or AMX);
+    without them PyTorch's bfloat16 convolutions fall back to reference code, many times slower than float32."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

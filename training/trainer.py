@@ -60,8 +60,8 @@ def resolve_training_precision(name: str, device: torch.device, channels_last: b
     if name == "fp16" and device.type != "cuda":
         raise InputError("fp16 training needs a CUDA GPU: use --precision bf16 or fp32 on the CPU")
     if name == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
-        log.warning("bf16 on this CPU is emulated (it has neither AVX512-BF16 nor AMX), so training runs many times "
-                    "slower than in fp32 (the demo recipe: 404 s for its first step against 30-60 s on a 2-core AVX2 "
+        log.warning("oneDNN has no bfloat16 kernels for this CPU (they need AVX-512), so bf16 training runs many times "
+                    "slower than fp32 (the demo recipe: 404 s for its first step against 30-60 s on a 2-core AVX2 "
                     "CPU): stop and start the run with --precision fp32")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
     return Precision(dtype, dtype == torch.float16, channels_last and device.type == "cuda")
