@@ -166,20 +166,33 @@ def planned_set(label: str, shape_dhw: Sequence[int], affine: np.ndarray) -> Vol
     return VolumeSet(label, [], shape, np.asarray(ras_affine))
 
 
-RESAMPLING_VERSION = 2  # in a resampled volume's cache key: version 1 aligned corner voxels, not the field of view
+RESAMPLING_VERSION = 3  # in a resampled volume's cache key: 1 aligned corner voxels, 2 smoothed shrinking axes
 
 
-def resample_volume(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """`volume` trilinearly resampled onto `shape` over the same field of view, so voxel centres land where they lie
-    in millimetres; along an axis that shrinks by f it is first Gaussian-smoothed (sigma (f - 1) / 2 voxels, as
-    scikit-image's anti-aliasing), so a one-voxel vessel between the new voxel centres is averaged in, not skipped."""
-    from scipy.ndimage import gaussian_filter, zoom
-
+def resample_volume(volume: np.ndarray, shape: Sequence[int], steps: Optional[Sequence[float]] = None,
+                    window: Optional[Sequence[slice]] = None) -> np.ndarray:
+    """`volume` (D, H, W) linearly resampled to `shape` voxels centred on its own centre, `steps` source voxels apart
+    (default: over the same field of view), so voxel centres land where they lie in millimetres; only the `window` of
+    the output is computed. Plain linear, without anti-aliasing, as `prepare` and `project` resample the real scans:
+    the same volume must look the same whichever way it came."""
     v = np.asarray(volume, dtype=np.float32)
-    sigma = [max(0.0, (s / t - 1.0) / 2.0) for s, t in zip(v.shape, shape)]
-    if any(sigma):
-        v = gaussian_filter(v, sigma, mode="nearest")
-    return zoom(v, [t / s for t, s in zip(shape, v.shape)], order=1, mode="nearest", grid_mode=True)
+    steps = [have / n for have, n in zip(v.shape, shape)] if steps is None else steps
+    window = [slice(None)] * 3 if window is None else window
+    for axis, (n, step, part) in enumerate(zip(shape, steps, window)):
+        v = _linear_along(v, axis, n, step, np.arange(n)[part])
+    return v
+
+
+def _linear_along(v: np.ndarray, axis: int, n: int, step: float, indices: np.ndarray) -> np.ndarray:
+    """Samples `indices` of `n` along `axis`, `step` source voxels apart and centred on the source's centre, each
+    interpolated linearly between the two nearest voxel centres (the edge voxel's value beyond the outer centres)."""
+    have = v.shape[axis]
+    position = np.clip((have - 1) / 2.0 + (indices - (n - 1) / 2.0) * step, 0.0, have - 1.0)
+    below = np.minimum(np.floor(position).astype(np.intp), have - 2)
+    shape = [1, 1, 1]
+    shape[axis] = len(indices)
+    weight = (position - below).astype(np.float32).reshape(shape)
+    return np.take(v, below, axis) * (1.0 - weight) + np.take(v, below + 1, axis) * weight
 
 
 def resampled(volume_set: VolumeSet, shape: Tuple[int, int, int], affine: np.ndarray) -> VolumeSet:
@@ -192,8 +205,8 @@ def resampled(volume_set: VolumeSet, shape: Tuple[int, int, int], affine: np.nda
         items.append(VolumeItem(item.name, item.source, loader, _hash=(
             lambda item=item: f"{item.key()}-resampled{RESAMPLING_VERSION}-to-{'x'.join(map(str, shape))}")))
     note = (f"{volume_set.label} volumes were resampled trilinearly from {'x'.join(map(str, volume_set.shape))} "
-            f"to {'x'.join(map(str, shape))} (D x H x W) over the same field of view to match the real grid"
-            f"{', smoothed first against aliasing' if any(t < s for t, s in zip(shape, volume_set.shape)) else ''}")
+            f"to {'x'.join(map(str, shape))} (D x H x W) over the same field of view to match the real grid, "
+            "without smoothing, as `prepare` resamples real scans")
     notes = volume_set.notes + ([note] if note not in volume_set.notes else [])  # a planned set's note is kept
     return VolumeSet(volume_set.label, items, tuple(shape), np.asarray(affine), notes)
 

@@ -13,6 +13,7 @@ from typing import Any, Dict, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
+from ..evaluation.volumes import resample_volume
 from ..volume_io import DEFAULT_SPACING_MM, default_affine
 
 LEVELS = 255
@@ -134,29 +135,15 @@ def _display_size(shape_dhw: Sequence[int], spacing_xyz: Sequence[float],
 
 def _resample(v_dhw: np.ndarray, spacing_xyz: Sequence[float], target_xyz: Sequence[float],
               window: Tuple[slice, ...]) -> np.ndarray:
-    """The `window` of the volume linearly resampled to the target spacing over its own field of view, each output
-    voxel centre where it lies in the source, so that distances are kept; only the window is computed, and a volume
-    already on the target spacing is only cut. No anti-aliasing: `cowgan prepare` makes the model's training data
-    by plain linear resampling, and real cases must look as those do."""
+    """The `window` of the volume linearly resampled to the target spacing over its own field of view by the
+    evaluation's resampler, each output voxel centre where it lies in the source, so that distances are kept; a
+    volume already on the target spacing is only cut. No anti-aliasing: `cowgan prepare` makes the model's training
+    data by plain linear resampling, and real cases must look as those do."""
     if np.allclose(spacing_xyz, target_xyz, rtol=1e-4):
         return v_dhw[window]
-    size = _resampled_size(v_dhw.shape, spacing_xyz, target_xyz)
     (sx, sy, sz), (tx, ty, tz) = spacing_xyz, target_xyz
-    for axis, (n, step, part) in enumerate(zip(size, (tz / sz, tx / sx, ty / sy), window)):
-        v_dhw = _linear_along(v_dhw, axis, n, step, np.arange(n)[part])
-    return v_dhw
-
-
-def _linear_along(v: np.ndarray, axis: int, n: int, step: float, indices: np.ndarray) -> np.ndarray:
-    """Samples `indices` of `n` along `axis`, `step` source voxels apart and centred on the source's centre, each
-    interpolated linearly between the two nearest voxel centres (the edge voxel's value beyond the outer centres)."""
-    have = v.shape[axis]
-    position = np.clip((have - 1) / 2.0 + (indices - (n - 1) / 2.0) * step, 0.0, have - 1.0)
-    below = np.minimum(np.floor(position).astype(np.intp), have - 2)
-    shape = [1, 1, 1]
-    shape[axis] = len(indices)
-    weight = (position - below).astype(np.float32).reshape(shape)
-    return np.take(v, below, axis) * (1.0 - weight) + np.take(v, below + 1, axis) * weight
+    size = _resampled_size(v_dhw.shape, spacing_xyz, target_xyz)
+    return resample_volume(v_dhw, size, (tz / sz, tx / sx, ty / sy), window)
 
 
 def _centre_window(have_dhw: Sequence[int], want_dhw: Sequence[int]) -> Tuple[Tuple[slice, ...], Tuple[slice, ...]]:

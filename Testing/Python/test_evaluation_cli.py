@@ -228,7 +228,7 @@ def test_a_model_on_another_grid_is_refused_before_any_volume_is_generated(tmp_p
     notes = json.loads((tmp_path / "report" / "metrics.json").read_text())["notes"]
     assert [n for n in notes if "resampled" in n] == [
         "generated volumes were resampled trilinearly from 16x32x32 to 16x24x24 (D x H x W) over the same field of view "
-        "to match the real grid, smoothed first against aliasing"]
+        "to match the real grid, without smoothing, as `prepare` resamples real scans"]
 
 
 def test_every_skipped_metric_is_listed_with_its_reason_where_the_command_prints_it(tmp_path, capsys):
