@@ -16,6 +16,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..topcow import centreline_radii
 
 FEATURE_DESCRIPTIONS = OrderedDict([
     ("vessel_fraction_pct", "share of voxels in the vessel mask (%)"),
@@ -38,7 +39,6 @@ FEATURE_DESCRIPTIONS = OrderedDict([
 ])
 FEATURE_NAMES = tuple(FEATURE_DESCRIPTIONS)
 FEATURES_VERSION = 2  # in the feature cache key: bump when a feature's definition changes (2: radii less a quarter voxel)
-RADIUS_BIAS_VOXELS = 0.25
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,6 @@ def skeleton_graph_stats(skeleton: np.ndarray, spacing_dhw: Sequence[float]) -> 
     _, junctions = ndimage.label(junction_voxels, structure=np.ones((3, 3, 3)))
     return {"length_mm": length / 2.0, "branch_points": float(junctions), "end_points": float(np.sum(skel & (degree == 1))),
             "isolated_points": float(np.sum(skel & (degree == 0)))}
-
-
-def centreline_radii(distance_mm: np.ndarray, skeleton: np.ndarray, spacing_dhw: Sequence[float]) -> np.ndarray:
-    """Vessel radius (mm) at every skeleton voxel: the distance transform there less a quarter voxel, the one radius
-    definition of the evaluation and of `topcow.radius_per_class`. On a cylinder along a grid axis through voxel
-    centres, the distance to the nearest background voxel centre overestimates the equal-area radius by 0-0.5
-    voxel; the quarter voxel removes that on average (centreline voxels off an oblique vessel's axis read lower)."""
-    corrected = distance_mm[skeleton] - RADIUS_BIAS_VOXELS * float(np.mean(spacing_dhw))
-    return np.maximum(corrected, 0.0)  # a thin vessel on a grid of thick slices has no negative radius
 
 
 def _skeleton(mask: np.ndarray, labels: np.ndarray, n: int, distance: np.ndarray) -> np.ndarray:

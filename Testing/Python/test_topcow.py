@@ -90,3 +90,14 @@ def test_real_case_023_is_a_right_fetal_pca_without_a_left_a1():
     path = REAL / "topcow_mr_roi_023.nii.gz"
     lab, _ = topcow.load_label_map(path)
     assert topcow.variant_vectors(lab).as_dict() == {"anterior": [0, 1, 0, 1], "posterior": [0, 1, 0, 1]}
+
+
+def test_topcow_imports_nothing_from_the_evaluation_that_reads_its_label_maps():
+    import subprocess
+    import sys
+
+    loaded = subprocess.run([sys.executable, "-c", "import sys, CircleOfWillisGANLib.topcow; "
+                             "print(sorted(m for m in sys.modules if m.startswith('CircleOfWillisGANLib.')))"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "evaluation" not in loaded
+
