@@ -83,7 +83,7 @@ def compute_directions(generator: Any, per_group: int = DEFAULT_PER_GROUP, num_p
     """SeFa directions per layer group and PCA directions of W: (tensors by key, metadata describing them)."""
     latent = generator.arch.latent_dim
     z = torch.from_numpy(_normal(samples, latent, seed))
-    w = torch.cat([generator.mapping(chunk) for chunk in z.split(1000)])
+    w = torch.cat([generator.mapping(chunk, exact=False) for chunk in z.split(1000)])
     tensors: Dict[str, torch.Tensor] = {}
     entries: List[Dict[str, Any]] = []
     number = 1

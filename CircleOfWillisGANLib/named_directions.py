@@ -180,7 +180,7 @@ def sample_calls(generator: Any, classifier: VariantClassifier, samples: int, se
     ws, calls = [], []
     for start in range(0, samples, batch):
         chunk = seeds[start:start + batch]
-        w = generator.mapping(generator.z_from_seeds(chunk))
+        w = generator.mapping(generator.z_from_seeds(chunk), exact=False)
         volumes = generator.generate(w=w, psi=psi, noise_seed=chunk)
         ws.append(w)
         calls.append(classifier.predict(volumes))
@@ -225,7 +225,8 @@ class EditReport:
 
 def measure_edits(generator: Any, classifier: VariantClassifier, directions: Sequence[Direction], samples: int = 100,
                   amount: float = 3.0, seed: int = 10_000, progress: Optional[Progress] = None) -> List[EditReport]:
-    """measure_edits_around the `samples` seeds from `seed` on (w from the mapping, noise from the seed)."""
+    """measure_edits_around the `samples` seeds from `seed` on (w from the mapping, noise from the seed); each seed's
+    exact w, so the report is the one measure_edits_around gives for the w its volume's sidecar records."""
     seeds = list(range(seed, seed + samples))
     ws = generator.broadcast_w(generator.mapping(generator.z_from_seeds(seeds)))
     return measure_edits_around(generator, classifier, directions, ws, generator.noise(seeds), amount, progress)

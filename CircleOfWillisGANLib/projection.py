@@ -177,7 +177,7 @@ class _Prior:
     def __init__(self, generator: Any, samples: int, seed: int) -> None:
         z = torch.from_numpy(np.random.Generator(np.random.PCG64(seed)).standard_normal(
             (samples, generator.arch.latent_dim)).astype(np.float32))
-        w = torch.cat([generator.mapping(chunk) for chunk in z.split(1000)])
+        w = torch.cat([generator.mapping(chunk, exact=False) for chunk in z.split(1000)])
         self.mean = w.mean(0)
         self.std = w.std(0).clamp_min(1e-6)
         self.samples = w

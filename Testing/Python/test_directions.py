@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from CircleOfWillisGANLib import directions as D
@@ -55,3 +56,27 @@ def test_a_direction_moves_only_its_own_blocks_by_amount_times_sigma():
     for block in range(gen.num_ws):
         expected = 2.0 * dirs[0].sigma * dirs[0].vector if block in dirs[0].layers else torch.zeros_like(dirs[0].vector)
         assert torch.allclose(delta[0, block], expected, atol=1e-6)
+
+
+def test_directions_map_their_samples_in_batches_not_one_at_a_time():
+    gen = build_generator("tiny", seed=0, device="cpu")
+    rows = []
+    hook = gen.model.mapping.register_forward_hook(lambda module, args, out: rows.append(len(args[0])))
+    try:
+        D.compute_directions(gen, samples=2500)
+    finally:
+        hook.remove()
+    assert rows == [1000, 1000, 500]
+
+
+def test_recomputing_the_demo_models_directions_gives_the_ones_it_carries():
+    from CircleOfWillisGANLib.generator import load_generator
+
+    gen = load_generator("demo", device="cpu")
+    tensors, info = D.compute_directions(gen)
+    for key, vectors in tensors.items():
+        torch.testing.assert_close(vectors, gen.directions[key], rtol=0, atol=1e-6)
+    cached = [(e["key"], e["row"], e["sigma"]) for e in gen.checkpoint.metadata[D.METADATA_KEY]["entries"]
+              if e["method"] in ("sefa", "pca")]
+    assert [(e["key"], e["row"]) for e in info["entries"]] == [(k, r) for k, r, _ in cached]
+    assert [e["sigma"] for e in info["entries"]] == pytest.approx([s for _, _, s in cached], rel=1e-6)

@@ -44,6 +44,18 @@ def test_a_seeds_w_is_the_same_bits_alone_or_among_other_seeds():
         assert torch.equal(among[k], gen.styles(seeds=[seed], psi=0.7)[0])
 
 
+def test_bulk_mapping_maps_the_batch_at_once_and_agrees_with_the_exact_w(tiny_generator):
+    rows = []
+    hook = tiny_generator.model.mapping.register_forward_hook(lambda module, args, out: rows.append(len(args[0])))
+    z = tiny_generator.z_from_seeds(range(50))
+    try:
+        bulk = tiny_generator.mapping(z, exact=False)
+    finally:
+        hook.remove()
+    assert rows == [50]
+    torch.testing.assert_close(bulk, tiny_generator.mapping(z), rtol=1e-5, atol=1e-6)
+
+
 def test_psi_zero_gives_the_average_volume_for_every_seed(tiny_generator):
     v = tiny_generator.generate(seeds=[1, 2, 3], psi=0.0, noise_seed=0, precision="fp32")
     np.testing.assert_allclose(v[0], v[1], atol=1e-6)
