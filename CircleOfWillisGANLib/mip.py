@@ -110,12 +110,38 @@ def _letter_view(image: np.ndarray, view: str) -> np.ndarray:
         return image
     picture = Image.fromarray(image)
     draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default(size=LETTER_PX)
+    font = _letter_font()
     h, w = image.shape
     places = (((1, h / 2), "lm"), ((w - 2, h / 2), "rm"), ((w / 2, 0), "mt"), ((w / 2, h - 1), "mb"))
     for letter, (xy, anchor) in zip(VIEW_LETTERS[view], places):
-        draw.text(xy, letter, fill=255, font=font, anchor=anchor, stroke_width=1, stroke_fill=0)
+        if isinstance(font, ImageFont.FreeTypeFont):
+            draw.text(xy, letter, fill=255, font=font, anchor=anchor, stroke_width=1, stroke_fill=0)
+        else:
+            _draw_bitmap_letter(draw, xy, anchor, letter, font)
     return np.asarray(picture)
+
+
+def _letter_font() -> Any:
+    """Pillow's scalable default font at LETTER_PX, or where Pillow is older than 10.1 (as Slicer's may be) and
+    cannot size it, its fixed bitmap font, about as tall."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=LETTER_PX)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _draw_bitmap_letter(draw: Any, xy: Tuple[float, float], anchor: str, letter: str, font: Any) -> None:
+    """Draw `letter` at `xy` placed as the two-letter `anchor` says, white outlined in black, with a bitmap font
+    (which takes neither anchors nor strokes: the place comes from the letter's size, the outline from shifted
+    copies)."""
+    w, h = font.getmask(letter).size
+    x = xy[0] - {"l": 0, "m": w / 2, "r": w}[anchor[0]]
+    y = xy[1] - {"t": 0, "m": h / 2, "b": h}[anchor[1]]
+    for dx, dy in ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)):
+        draw.text((round(x) + dx, round(y) + dy), letter, fill=0, font=font)
+    draw.text((round(x), round(y)), letter, fill=255, font=font)
 
 
 def _letter_room(shape_hw: Tuple[int, int]) -> bool:

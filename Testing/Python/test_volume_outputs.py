@@ -115,6 +115,24 @@ def test_a_written_mip_picture_carries_the_orientation_letters(tmp_path):
     assert np.array_equal(picture, mip_panel(volume, spacing, orientation_letters=True))
 
 
+def test_pillow_without_a_sizable_default_font_letters_with_its_bitmap_font(tmp_path, monkeypatch):
+    from PIL import Image, ImageFont
+
+    from CircleOfWillisGANLib.outputs import write_volume_outputs
+
+    def load_default_before_10_1(*args, **kwargs):  # Pillow < 10.1: no size, a bitmap font
+        if args or kwargs:
+            raise TypeError("load_default() got an unexpected keyword argument 'size'")
+        return ImageFont.load_default_imagefont()
+
+    monkeypatch.setattr(ImageFont, "load_default", load_default_before_10_1)
+    write_volume_outputs(tmp_path, "v", np.zeros((16, 64, 64), np.float32), default_affine((16, 64, 64)), {})
+    axial = np.asarray(Image.open(tmp_path / "v_mip.png"))[:128, :128]
+    for edge in (axial[54:74, :10], axial[54:74, -10:], axial[:12, 54:74], axial[-12:, 54:74]):
+        assert edge.max() > 200  # a white letter at the middle of every edge, as with the scalable font
+    assert not axial[20:108, 20:108].any()
+
+
 def test_contact_sheets_and_gifs_check_their_layout(tmp_path):
     tile = mip_panel(VOLUME)
     with pytest.raises(InputError, match="one caption per picture"):
