@@ -103,13 +103,22 @@ def model_file_format(path: PathLike) -> str:
     return ""
 
 
+MISNAMED_PYTORCH = ("it is a PyTorch checkpoint (a reference model_N.pt) named like a native model: rename it to .pt, "
+                    "then pass it as it is or convert it with `cowgan import-reference MODEL.pt --out MODEL.safetensors`")
+
+
+def misnamed_pytorch(path: PathLike) -> bool:
+    """Whether `path` is a PyTorch checkpoint named .safetensors, which torch.load reads as safetensors and fails on:
+    its reader says MISNAMED_PYTORCH rather than calling it damaged."""
+    return Path(path).name.endswith(".safetensors") and model_file_format(path) == "pytorch"
+
+
 def _diagnose(path: Path) -> str:
     """Why a file that failed to load is not a usable checkpoint, and what to do about it."""
     size = path.stat().st_size
     kind = model_file_format(path)
-    if kind == "pytorch" and path.name.endswith(".safetensors"):  # torch.load reads any such name as safetensors
-        return ("it is a PyTorch checkpoint (a reference model_N.pt) named like a native model: rename it to .pt, then "
-                "pass it as it is or convert it with `cowgan import-reference MODEL.pt --out MODEL.safetensors`")
+    if misnamed_pytorch(path):
+        return MISNAMED_PYTORCH
     if kind == "pytorch":
         return ("it is a PyTorch pickle (.pt), not a native checkpoint: convert a reference checkpoint with "
                 "`cowgan import-reference MODEL.pt --out MODEL.safetensors`")

@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Sequence, Set, Tuple
 import torch
 
 from .architecture import Architecture
-from .checkpoint import Checkpoint, model_file_format
+from .checkpoint import MISNAMED_PYTORCH, Checkpoint, misnamed_pytorch, model_file_format
 from .files import file_sha256, path_problem, zip_damage
 from .errors import CheckpointError
 from .generator_model import GeneratorModel
@@ -68,6 +68,8 @@ def _load_state(path: Path) -> Dict[str, torch.Tensor]:
                               "name it .safetensors and pass it to --model as it is; it needs no import")
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint: pass models/NAME/model_N.pt written by the reference trainer")
+    if misnamed_pytorch(path):
+        raise CheckpointError(f"cannot read reference checkpoint {path}: {MISNAMED_PYTORCH}")
     damage = zip_damage(path) if head.startswith(b"PK\x03\x04") else None  # torch.load checks no CRC
     if damage:
         raise CheckpointError(f"reference checkpoint {path} is truncated or corrupt ({damage}): copy it again from "

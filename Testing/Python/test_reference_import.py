@@ -149,6 +149,21 @@ def test_a_native_model_renamed_pt_is_named_as_one_that_needs_no_import(tmp_path
         import_reference(str(renamed))
 
 
+def test_a_reference_checkpoint_named_safetensors_is_told_to_take_its_name_back_as_load_generator_tells_it(golden_dir,
+                                                                                                          tmp_path):
+    import re
+
+    from CircleOfWillisGANLib.checkpoint import MISNAMED_PYTORCH
+    from CircleOfWillisGANLib.generator import load_generator
+
+    misnamed = tmp_path / "model_0.safetensors"
+    misnamed.write_bytes((golden_dir / "model_0.pt").read_bytes())
+    for load in (import_reference, load_generator):
+        with pytest.raises(CheckpointError, match=re.escape(MISNAMED_PYTORCH)) as raised:
+            load(str(misnamed))
+        assert "corrupt" not in str(raised.value)
+
+
 def test_a_folder_passed_as_the_checkpoint_or_config_is_named_as_a_folder(golden_dir):
     with pytest.raises(CheckpointError, match="is a folder, not a file"):
         import_reference(str(golden_dir))
