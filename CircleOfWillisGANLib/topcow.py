@@ -113,14 +113,36 @@ def present_labels(labels: np.ndarray) -> List[int]:
 
 
 def load_label_map(path: Union[str, Path]) -> Tuple[np.ndarray, np.ndarray]:
-    """Read a TopCoW label NIfTI: ((D, H, W) uint8 labels, affine)."""
+    """Read a TopCoW label NIfTI, refused as `checked_label_map` refuses it: ((D, H, W) uint8 labels, affine)."""
     from .volume_io import load_volume
 
     data, affine = load_volume(path)
+    return checked_label_map(data, path), affine
+
+
+def checked_label_map(values: np.ndarray, path: Union[str, Path]) -> np.ndarray:
+    """The normalised ids of the TopCoW multi-class label map read from `path`, refusing (naming the file) a grey
+    image, a binary vessel mask or a map without an ICA: read as TopCoW ids, a mask's vessels would all be the
+    basilar artery (id 1), and a map without ICAs would call every A1 absent."""
+    from .preprocess import segmentation_values
+
+    if segmentation_values(np.asarray(values, dtype=np.float32)) is None:
+        raise InputError(f"label map {path} is a grey image, not a label map (its values are not a few whole-number "
+                         "ids in constant regions): pass the TopCoW label map, not the image")
     try:
-        return normalise_labels(data), affine
+        labels = normalise_labels(values)
     except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(f"label map {path}: {exc}") from None
+    ids = set(np.unique(labels).tolist())
+    if ids <= {BACKGROUND, BA}:
+        raise InputError(f"label map {path} holds only ids 0 and 1, so it is a binary vessel mask, not a TopCoW "
+                         "multi-class label map: pass the TopCoW label map (ids 0-15), or leave the case out")
+    if not ids & {R_ICA, L_ICA}:
+        raise InputError(f"label map {path} holds no ICA (TopCoW ids {R_ICA} and {L_ICA}; it holds "
+                         f"{sorted(ids)}), so it is not a TopCoW multi-class label map of the circle, or "
+                         "its grid cuts the circle off, and every A1 would be called absent: pass the TopCoW label map "
+                         "of the whole circle, or leave the case out")
+    return labels
 
 
 def _touches(labels: np.ndarray, a: int, b: int) -> bool:

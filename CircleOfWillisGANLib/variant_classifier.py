@@ -279,6 +279,7 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spa
     (RAS, the model's spacing around its centre, scaled by the model's recorded `normalisation`), so that left is
     left whatever the files' storage order; targets come from the JSON or the label values, which name the side."""
     from .preprocess import MIN_COVERAGE, SUFFIXES, scan_on_model_grid
+    from .topcow import checked_label_map
 
     folder = Path(folder)
     problem = path_problem(folder, folder=True)
@@ -300,7 +301,7 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spa
             targets.append(recorded)
             sources.append("record")
         elif labels:
-            targets.append(targets_from_labels(_checked_label_map(labels[0])))
+            targets.append(targets_from_labels(checked_label_map(_label_values(labels[0]), labels[0])))
             sources.append("labels")
         else:
             raise InputError(_no_targets_message(image, stem, sidecar))
@@ -329,31 +330,6 @@ def _circle_cut(sidecar: Path) -> bool:
     """Whether a (readable) phantom record says its grid cuts part of the circle off."""
     recorded = json.loads(sidecar.read_text(encoding="utf-8"))
     return isinstance(recorded, dict) and recorded.get("params", {}).get("circle_in_view") is False
-
-
-def _checked_label_map(path: Path) -> np.ndarray:
-    """The ids of a TopCoW multi-class label map, refusing a grey image or a binary vessel mask stored as `*_label`:
-    read as TopCoW ids, a mask's vessels would all be the basilar artery (id 1) and every variant "absent"."""
-    from .preprocess import segmentation_values
-    from .topcow import BA, BACKGROUND, L_ICA, R_ICA, normalise_labels
-
-    values = _label_values(path)
-    if segmentation_values(values.astype(np.float32)) is None:
-        raise InputError(f"label map {path} is a grey image, not a label map (its values are not a few whole-number "
-                         "ids in constant regions): pass the TopCoW label map, not the image")
-    try:
-        ids = set(np.unique(normalise_labels(values)).tolist())
-    except InputError as exc:
-        raise InputError(f"label map {path}: {exc}") from None
-    if ids <= {BACKGROUND, BA}:
-        raise InputError(f"label map {path} holds only ids 0 and 1, so it is a binary vessel mask, not a TopCoW "
-                         "multi-class label map: pass the TopCoW label map (ids 0-15), or leave the case out")
-    if not ids & {R_ICA, L_ICA}:
-        raise InputError(f"label map {path} holds no ICA (TopCoW ids {R_ICA} and {L_ICA}; it holds {sorted(ids)}), so it "
-                         "is not a TopCoW multi-class label map of the circle, or its grid cuts the circle off, and "
-                         "every A1 would be called absent: pass the TopCoW label map of the whole circle, or leave the "
-                         "case out")
-    return values
 
 
 def _label_values(path: Path) -> np.ndarray:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+import re
 
+import numpy as np
+import pytest
+
+from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.evaluation.variants import find_label_maps, pattern_distance, variant_frequencies, variant_table
 from CircleOfWillisGANLib.volume_io import default_affine, save_volume
 
@@ -41,3 +45,20 @@ def test_nnunet_style_label_folders_match_images_without_the_channel_suffix(tmp_
 def test_pattern_distance_is_zero_for_equal_and_one_for_disjoint_distributions():
     assert pattern_distance({"patterns": {"a": 0.5, "b": 0.5}}, {"patterns": {"b": 0.5, "a": 0.5}}) == 0.0
     assert pattern_distance({"patterns": {"a": 1.0}}, {"patterns": {"b": 1.0}}) == 1.0
+
+
+@pytest.mark.parametrize("made, message", [
+    (lambda lab: np.random.default_rng(0).random(lab.shape).astype(np.float32),
+     "is a grey image, not a label map .*: pass the TopCoW label map, not the image"),
+    (lambda lab: (lab > 0).astype(np.uint8),
+     "holds only ids 0 and 1, so it is a binary vessel mask, not a TopCoW multi-class label map"),
+    (lambda lab: np.where(np.isin(lab, (4, 6)), 0, lab).astype(np.uint8),
+     r"holds no ICA \(TopCoW ids 4 and 6; .*not a TopCoW multi-class label map"),
+])
+def test_a_label_file_that_is_not_a_topcow_label_map_is_refused_naming_it_not_counted_as_absent_segments(tmp_path, made,
+                                                                                                         message):
+    path = tmp_path / "case_label.nii.gz"
+    volume = made(_labels(True))
+    save_volume(path, volume, default_affine(volume.shape), dtype=volume.dtype.type)
+    with pytest.raises(InputError, match=f"label map {re.escape(str(path))} {message}"):
+        variant_table({"case": path})

@@ -61,7 +61,7 @@ def test_an_intensity_image_passed_as_labels_is_named_as_one(tmp_path):
 
     image = np.random.default_rng(0).random((8, 16, 16)).astype(np.float32)
     save_volume(tmp_path / "scan.nii.gz", image, default_affine(image.shape))
-    with pytest.raises(InputError, match=r"scan\.nii\.gz: .*intensity image"):
+    with pytest.raises(InputError, match=r"label map \S*scan\.nii\.gz is a grey image, not a label map"):
         topcow.load_label_map(tmp_path / "scan.nii.gz")
 
 
