@@ -13,7 +13,7 @@ from .create import CreatedSession, Progress, create_session
 from .grid import DisplayGrid
 from .rater import RaterSession
 from .report import TuringReport, build_report, write_report
-from .sources import folder_source, model_source
+from .sources import folder_source, model_source, volume_files
 
 PathLike = Union[str, Path]
 RANDOMISED = ("randomised", "randomized", "random")
@@ -60,6 +60,7 @@ class TuringSession(RaterSession):
         if generated is not None and Path(real).resolve() == Path(generated).resolve():
             raise InputError(f"the real and the generated volumes are the same folder {real}: pass the generated "
                              "volumes' own folder, or a model")
+        volume_files(real)  # a mistyped or empty real folder is named before the generated side is read
         if generated is not None:
             generated_source = folder_source(generated, grid)
         else:

@@ -41,6 +41,17 @@ def folder_source(folder: Union[str, Path], display: Optional[DisplayGrid] = Non
     """Every NIfTI volume in `folder` (not recursive), skipping label maps by name as `cowgan evaluate` does; each is
     checked as it will be shown on `display` (default: the first volume's own grid, as for generated volumes)."""
     folder = Path(folder)
+    paths = volume_files(folder)
+    grid, digests = _check_candidates(folder, paths, display)
+    items = [SourceItem({"path": str(p.resolve())}, _file_loader(p)) for p in paths]
+    return VolumeSource(items, grid, {"kind": "folder", "folder": str(folder.resolve()), "n_available": len(items)},
+                        hashlib.sha256("\n".join(digests).encode()).hexdigest())
+
+
+def volume_files(folder: Union[str, Path]) -> List[Path]:
+    """The NIfTI volumes `folder_source` would offer (label maps and masks skipped), refusing a missing or empty folder
+    without reading any, so that a mistyped folder is named before minutes of reading the other side."""
+    folder = Path(folder)
     problem = path_problem(folder, folder=True)
     if problem:
         raise InputError(f"volume folder {folder} {problem}: pass a folder of .nii or .nii.gz volumes")
@@ -48,10 +59,7 @@ def folder_source(folder: Union[str, Path], display: Optional[DisplayGrid] = Non
     if not paths:
         raise InputError(f"no NIfTI volumes in {folder} (label maps and masks are skipped): "
                          "pass a folder holding .nii or .nii.gz images")
-    grid, digests = _check_candidates(folder, paths, display)
-    items = [SourceItem({"path": str(p.resolve())}, _file_loader(p)) for p in paths]
-    return VolumeSource(items, grid, {"kind": "folder", "folder": str(folder.resolve()), "n_available": len(items)},
-                        hashlib.sha256("\n".join(digests).encode()).hexdigest())
+    return paths
 
 
 def _check_candidates(folder: Path, paths: List[Path],

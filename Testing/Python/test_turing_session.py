@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -282,6 +283,14 @@ def test_the_same_folder_as_real_and_generated_or_a_constant_volume_is_refused_b
     save_volume(constant, np.zeros((8, 16, 16), np.float32), default_affine((8, 16, 16)))
     with pytest.raises(InputError, match=f"{constant.name}: a case volume is constant"):
         TuringSession.create(tmp_path / "s", real, generated, n_cases=20, seed=1)
+
+
+def test_a_mistyped_real_folder_is_named_before_the_generated_volumes_are_read(tmp_path):
+    _, generated = make_sources(tmp_path)
+    constant = sorted(generated.glob("*.nii*"))[0]  # reading the generated volumes would stop at this one
+    save_volume(constant, np.zeros((8, 16, 16), np.float32), default_affine((8, 16, 16)))
+    with pytest.raises(InputError, match=f"volume folder {re.escape(str(tmp_path / 'rael'))} does not exist"):
+        TuringSession.create(tmp_path / "s", tmp_path / "rael", generated, n_cases=10)
 
 
 def test_a_key_path_inside_the_session_folder_is_refused(tmp_path):
