@@ -209,7 +209,7 @@ class PanelEngine:
         start = time.perf_counter()
         volume = self.volume(state)
         affine = self.affine_for(state)
-        result = RenderResult(state, volume, affine, mip_panel(volume, spacing_of(affine)),
+        result = RenderResult(state, volume, affine, mip_panel(volume, spacing_of(affine), orientation_letters=True),
                               generate_s=time.perf_counter() - start, request_id=request_id)
         if state.surface:
             start = time.perf_counter()
@@ -294,7 +294,7 @@ class PanelEngine:
         frames, pngs = [], []
         for i in range(state.frames):
             frame_state = dataclasses.replace(state, t=i / (state.frames - 1))
-            picture = mip_panel(self.volume(frame_state), spacing_of(self.affine))
+            picture = mip_panel(self.volume(frame_state), spacing_of(self.affine), orientation_letters=True)
             pngs.append(save_png(out / f"{name}_{i:03d}.png", picture))
             frames.append(picture)
             if progress:

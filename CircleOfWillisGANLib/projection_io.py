@@ -198,8 +198,9 @@ def _write_outputs(out: Path, result: ProjectionResult, affine: np.ndarray, gene
              "reconstruction": save_volume(files["reconstruction"], result.reconstruction, affine),
              "error": save_volume(files["error"], result.reconstruction - result.target, affine)}
     spacing = spacing_of(affine)
-    pictures = contact_sheet([mip_panel(result.target, spacing), mip_panel(result.reconstruction, spacing)], columns=1,
-                             captions=["target", "reconstruction"])
+    pictures = contact_sheet([mip_panel(volume, spacing, orientation_letters=True)
+                              for volume in (result.target, result.reconstruction)],
+                             columns=1, captions=["target", "reconstruction"])
     paths["mips"] = save_png(files["mips"], pictures)
     if plot:
         paths["plot"] = convergence_plot(files["plot"], result)

@@ -215,6 +215,25 @@ def test_export_interpolation_writes_frames_and_a_gif(panel, app, tmp_path):
     assert added == ["cow_interp_1_2-2.gif", "cow_interp_1_2-2.json", "cow_interp_1_2-2_000.png", "cow_interp_1_2-2_001.png"]
 
 
+def test_the_panels_mips_shown_and_exported_carry_the_orientation_letters_as_generated_pictures_do(panel, app, engine,
+                                                                                                      tmp_path):
+    import dataclasses
+
+    from PIL import Image
+
+    from CircleOfWillisGANLib.mip import mip_panel
+    from CircleOfWillisGANLib.volume_io import spacing_of
+
+    shown = settle(panel, app)
+    assert np.array_equal(shown.mip, mip_panel(shown.volume, spacing_of(shown.affine), orientation_letters=True))
+    state = PanelState(interpolate=True, frames=2, surface=False)
+    frames = engine.export_interpolation(state, str(tmp_path))["frames"]
+    for t, frame in zip((0.0, 1.0), frames):
+        volume = engine.volume(dataclasses.replace(state.validated(), t=t))
+        lettered = mip_panel(volume, spacing_of(engine.affine), orientation_letters=True)
+        assert np.array_equal(np.asarray(Image.open(frame)), lettered)
+
+
 def test_a_bad_model_file_gives_one_message_in_the_status_line_and_one_dialog(panel, app, tmp_path):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"not a model")

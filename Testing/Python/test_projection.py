@@ -115,6 +115,19 @@ def test_saved_projection_reproduces_the_reconstruction(generator, result, tmp_p
         load_projection(paths["report"])
 
 
+def test_the_projections_mip_picture_carries_the_orientation_letters_as_generated_pictures_do(generator, result,
+                                                                                                 tmp_path):
+    from PIL import Image
+
+    from CircleOfWillisGANLib.mip import mip_panel
+    from CircleOfWillisGANLib.volume_io import spacing_of
+
+    paths = write_projection_outputs(tmp_path, result, generator.affine, generator, FAST, plot=False)
+    sheet = np.asarray(Image.open(paths["mips"]))
+    target = mip_panel(result.target, spacing_of(generator.affine), orientation_letters=True)
+    assert np.array_equal(sheet[:target.shape[0], :target.shape[1]], target)  # the first tile, above its caption
+
+
 def test_the_reported_final_loss_is_the_loss_of_the_returned_latent_not_of_the_step_before(generator, result, tmp_path):
     import dataclasses
     import json
