@@ -144,7 +144,8 @@ def neighbour_uniformity(values: np.ndarray) -> float:
 def _check_nifti_as_stored(path: Path, image_itk: Any) -> None:
     """SimpleITK's NIfTI reader turns NaN into 0 and fills a truncated .nii.gz with zeros, so NIfTI files are
     also read with nibabel, as stored; and ITK (`image_itk`, as read) may place a volume by its qform or its pixdim
-    where nibabel and FSL use its sform, so the two placements must agree."""
+    where nibabel and FSL use its sform, so the two placements must agree. A file with neither form has no
+    orientation for them to agree on: it is accepted, as before, with a warning."""
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return
     import nibabel as nib
@@ -161,12 +162,19 @@ def _check_nifti_as_stored(path: Path, image_itk: Any) -> None:
     if apart > 0.5 * float(min(image.header.get_zooms()[:3])):
         raise VolumeRejected(f"its sform and qform place it {apart:.1f} mm apart and tools differ in which they use "
                              "(make them agree, e.g. `fslorient -copysform2qform`, or save it again from 3D Slicer)")
+    if not image.header["sform_code"] and not image.header["qform_code"]:
+        log.warning("%s carries no orientation (its sform and qform codes are 0): it is read at its pixdim spacing, "
+                    "but tools guess its axes differently, so left/right and front/back cannot be trusted; set its true "
+                    "orientation where that matters (e.g. with nibabel: img.set_sform(affine, code=1); "
+                    "img.set_qform(affine, code=1))", path.name)
+        return
     _check_itk_placement(image, image_itk)
 
 
 def _check_itk_placement(image: Any, image_itk: Any) -> None:
-    """Refuse a NIfTI that ITK places more than half a voxel from where nibabel and FSL do (e.g. an sform-only file
-    whose sform scales disagree with pixdim: ITK warns "unexpected scales in sform" and reads pixdim's spacing)."""
+    """Refuse a NIfTI (with an sform or a qform) that ITK places more than half a voxel from where nibabel and FSL do
+    (e.g. an sform-only file whose sform scales disagree with pixdim: ITK warns "unexpected scales in sform" and reads
+    pixdim's spacing)."""
     corners = _corners(image.shape[:3])
     apart = float(np.linalg.norm((image.affine - ras_affine(image_itk))[:3] @ corners, axis=0).max())
     voxel = float(np.linalg.norm(image.affine[:3, :3], axis=0).min())
@@ -174,7 +182,8 @@ def _check_itk_placement(image: Any, image_itk: Any) -> None:
         itk_spacing = ", ".join(f"{s:g}" for s in image_itk.GetSpacing())
         nib_spacing = ", ".join(f"{s:g}" for s in np.linalg.norm(image.affine[:3, :3], axis=0).round(4))
         raise VolumeRejected(f"ITK (prepare, project, 3D Slicer) places it up to {apart:.1f} mm from where nibabel and "
-                             f"FSL do (spacing {itk_spacing} mm against {nib_spacing} mm from the sform)",
+                             f"FSL do (spacing {itk_spacing} mm against {nib_spacing} mm from the "
+                             f"{'sform' if image.header['sform_code'] else 'qform'})",
                              "rewrite its header so that both agree, e.g. with nibabel: img.set_qform(img.affine, "
                              "code=1); nibabel.save(img, path)")
 

@@ -251,6 +251,36 @@ def test_a_nifti_itk_places_elsewhere_than_nibabel_is_skipped_and_one_with_qform
     assert prepare_dataset(src, tmp_path / "ds2", PrepareOptions(shape=SHAPE), progress=False)["skipped"] == []
 
 
+def test_a_nifti_without_orientation_is_prepared_as_before_with_a_warning_that_its_sides_cannot_be_trusted(tmp_path,
+                                                                                                          caplog):
+    import nibabel as nib
+
+    src = tmp_path / "in"
+    src.mkdir()
+    no_orientation = nib.Nifti1Image(tube_volume(SHAPE, 1).transpose(1, 2, 0), None)  # sform and qform codes 0
+    no_orientation.header.set_zooms((0.62, 0.62, 0.62))
+    nib.save(no_orientation, str(src / "no_orientation.nii.gz"))
+    manifest = prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
+    assert [v["source"] for v in manifest["volumes"]] == ["no_orientation.nii.gz"] and manifest["skipped"] == []
+    assert "no_orientation.nii.gz carries no orientation (its sform and qform codes are 0)" in caplog.text
+    assert "left/right and front/back cannot be trusted" in caplog.text
+
+
+@pytest.mark.parametrize("shear_mm", [0.0, 1e-5, 1e-4])
+def test_an_oblique_volume_the_project_writes_is_read_where_nibabel_places_it(tmp_path, shear_mm):
+    import nibabel as nib
+    from scipy.spatial.transform import Rotation
+
+    from CircleOfWillisGANLib.preprocess import ras_affine, read_canonical
+
+    affine = default_affine(SHAPE, (0.62,) * 3)
+    affine[:3, :3] = Rotation.from_euler("xyz", [10, -7, 25], degrees=True).as_matrix() @ affine[:3, :3]
+    affine[0, 1] += shear_mm  # rounding in a composed affine: within save_volume's qform tolerance
+    save_volume(tmp_path / "oblique.nii.gz", tube_volume(SHAPE, 1), affine)
+    canonical = nib.as_closest_canonical(nib.load(str(tmp_path / "oblique.nii.gz")))
+    np.testing.assert_allclose(ras_affine(read_canonical(tmp_path / "oblique.nii.gz")), canonical.affine, atol=1e-3)
+
+
 def test_percentile_normalisation_clips_to_zero_and_one(tmp_path):
     write_tube_volumes(tmp_path / "in", 1, SHAPE)
     prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=SHAPE, normalisation="percentile",
