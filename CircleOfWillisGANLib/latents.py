@@ -93,9 +93,11 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Linear interpolation (the right path in W, whose distribution is not spherical); t = 0 gives a and t = 1
-    gives b bit for bit (torch.lerp steps from the nearer end), so an interpolation ends on its seeds' own w."""
+    gives b bit for bit (torch.lerp steps from the nearer end), so an interpolation ends on its seeds' own w.
+    a and b of different dtypes (float64 w from a sidecar, float32 from the mapping) meet in the wider one."""
     _check_interpolation(a, b, t)
-    return torch.lerp(a, b, float(t))
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return torch.lerp(a.to(dtype), b.to(dtype), float(t))
 
 
 def _check_interpolation(a: torch.Tensor, b: torch.Tensor, t: float) -> None:

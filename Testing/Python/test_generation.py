@@ -56,6 +56,16 @@ def test_bulk_mapping_maps_the_batch_at_once_and_agrees_with_the_exact_w(tiny_ge
     torch.testing.assert_close(bulk, tiny_generator.mapping(z), rtol=1e-5, atol=1e-6)
 
 
+def test_lerp_of_latents_of_different_precision_runs_in_the_wider_one_and_ends_on_each_bit_for_bit():
+    a = torch.tensor([[0.1, -2.0, 3.3]], dtype=torch.float64)  # w read back from a sidecar
+    b = torch.tensor([[1.7, 0.4, -0.9]], dtype=torch.float32)  # w from the mapping
+    for first, second in ((a, b), (b, a)):
+        assert lerp(first, second, 0.5).dtype == torch.float64
+        torch.testing.assert_close(lerp(first, second, 0.5), (first.double() + second.double()) / 2)
+        assert torch.equal(lerp(first, second, 0.0), first.double())
+        assert torch.equal(lerp(first, second, 1.0), second.double())
+
+
 def test_psi_zero_gives_the_average_volume_for_every_seed(tiny_generator):
     v = tiny_generator.generate(seeds=[1, 2, 3], psi=0.0, noise_seed=0, precision="fp32")
     np.testing.assert_allclose(v[0], v[1], atol=1e-6)
