@@ -89,8 +89,9 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         else:
             self.controller.load_model("demo", quiet=True)
         self.ui.projectCurrentVolumeButton.visible = True
+        self.projectCurrentVolumeText = self.ui.projectCurrentVolumeButton.text  # the .ui's, put back after a projection
         self.ui.projectCurrentVolumeButton.clicked.connect(self.onProjectCurrentVolume)
-        self.controller.projection_listeners.append(self.removeProjectionCopy)  # the patient's data leaves the temp folder
+        self.controller.projection_listeners.append(self.onProjectionEnded)
         self.addTuringSections()
 
     def onProjectCurrentVolume(self):
@@ -125,6 +126,13 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                                      "temporary folder (details in the Python console's log).")
             return
         self.controller.project_volume(path)
+        if self.controller.projecting:  # the same button cancels it, as the panel's Project volume... does
+            self.ui.projectCurrentVolumeButton.setText("Cancel projection")
+
+    def onProjectionEnded(self):
+        """However a projection ends: the patient's data leaves the temp folder and the button projects again."""
+        self.removeProjectionCopy()
+        self.ui.projectCurrentVolumeButton.setText(self.projectCurrentVolumeText)
 
     def shownVolume(self):
         """The volume in the Red slice view's background, else the active volume; None when there is neither."""
@@ -198,12 +206,12 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def cleanup(self):
         self.removeObservers()
+        if self.controller is not None:
+            self.controller.close()  # first: it cancels a projection that may still read the scan's copy
         self.removeProjectionCopy()
         self.closeRating()  # before the scene: each restores the view settings it found, so undo in reverse order
         if getattr(self, "scene", None) is not None:
             self.scene.close()
-        if self.controller is not None:
-            self.controller.close()
 
 
 class CircleOfWillisGANLogic(ScriptedLoadableModuleLogic):
