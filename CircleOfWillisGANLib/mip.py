@@ -122,13 +122,13 @@ def _letter_view(image: np.ndarray, view: str) -> np.ndarray:
 
 
 def _letter_font() -> Any:
-    """Pillow's scalable default font at LETTER_PX, or where Pillow is older than 10.1 (as Slicer's may be) and
-    cannot size it, its fixed bitmap font, about as tall."""
+    """Pillow's scalable default font at LETTER_PX, or where Pillow cannot size it (older than 10.1, as Slicer's may
+    be, or built without FreeType), its fixed bitmap font, about as tall."""
     from PIL import ImageFont
 
     try:
         return ImageFont.load_default(size=LETTER_PX)
-    except TypeError:
+    except (TypeError, ImportError, OSError):  # ImportError, OSError: a Pillow built without FreeType
         return ImageFont.load_default()
 
 

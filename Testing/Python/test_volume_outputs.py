@@ -115,14 +115,17 @@ def test_a_written_mip_picture_carries_the_orientation_letters(tmp_path):
     assert np.array_equal(picture, mip_panel(volume, spacing, orientation_letters=True))
 
 
-def test_pillow_without_a_sizable_default_font_letters_with_its_bitmap_font(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure", [TypeError("load_default() got an unexpected keyword argument 'size'"),
+                                     ImportError("The _imagingft C module is not installed")],
+                         ids=["pillow-before-10.1", "pillow-without-freetype"])
+def test_pillow_without_a_sizable_default_font_letters_with_its_bitmap_font(tmp_path, monkeypatch, failure):
     from PIL import Image, ImageFont
 
     from CircleOfWillisGANLib.outputs import write_volume_outputs
 
-    def load_default_before_10_1(*args, **kwargs):  # Pillow < 10.1: no size, a bitmap font
+    def load_default_before_10_1(*args, **kwargs):  # no sizable font: only the bitmap one
         if args or kwargs:
-            raise TypeError("load_default() got an unexpected keyword argument 'size'")
+            raise failure
         return ImageFont.load_default_imagefont()
 
     monkeypatch.setattr(ImageFont, "load_default", load_default_before_10_1)
