@@ -82,11 +82,13 @@ class _Builder:
         return len(self.vessels) - 1
 
     def keep_off_midline(self, index: int, side: int, scale: float) -> None:
-        """Move the points of vessel `index` that lie too near the midline (x = 0) out to their clearance, on its side.
-
-        Deterministic, so the random stream is unchanged; see `midline_clearance`."""
+        """Move vessel `index` out from the midline (x = 0), on its side, wherever its points lie nearer than their
+        clearance (`midline_clearance`), by a shift that is piecewise linear along the vessel (the upper concave
+        envelope of the shortfall): the vessel keeps its bends, only tilted, and an end already clear of the midline
+        stays where it joins its neighbour. Deterministic: the random stream is unchanged."""
         v = self.vessels[index]
-        v.points[:, 0] = side * np.maximum(side * v.points[:, 0], midline_clearance(v.radii, scale))
+        shortfall = np.maximum(midline_clearance(v.radii, scale) - side * v.points[:, 0], 0.0)
+        v.points[:, 0] += side * upper_concave_envelope(arc_length(v.points), shortfall)
 
     def point(self, index: int, fraction: float) -> np.ndarray:
         """The centreline point at `fraction` of the arc length of vessel `index`."""
@@ -126,6 +128,17 @@ R = {"basilar": 1.45, "ica": (2.15, 1.8), "m1": (1.6, 1.45), "m2": (1.1, 0.95), 
 """Mean lumen radii (mm) before the subject's radius scale; calibrated on TopCoW label maps (docs/phantom-realism.md)."""
 SPEED = {"ica": 3.0, "basilar": 1.2, "m1": 1.5}
 """Relative flow speed of the large trunks (others 1): faster blood saturates less per millimetre."""
+
+
+def upper_concave_envelope(t: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The least concave function of increasing `t` at or above `y` (its upper convex hull), at each `t`."""
+    hull: List[int] = []
+    for i in range(len(t)):
+        while len(hull) >= 2 and ((y[hull[-1]] - y[hull[-2]]) * (t[i] - t[hull[-2]])
+                                  <= (y[i] - y[hull[-2]]) * (t[hull[-1]] - t[hull[-2]])):
+            hull.pop()  # the last vertex lies on or below the chord to point i
+        hull.append(i)
+    return np.interp(t, t[hull], y[hull])
 
 
 def midline_clearance(radii: np.ndarray, scale: float) -> np.ndarray:

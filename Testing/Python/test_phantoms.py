@@ -145,6 +145,22 @@ def test_without_an_acom_the_stated_tissue_gap_separates_the_left_and_right_aca_
     assert min(gaps) >= anatomy.ACOM_ABSENT_GAP_MM - 1e-9
 
 
+def test_without_an_acom_the_a2s_keep_their_bends_moved_off_the_midline_not_flattened_onto_a_plane():
+    from CircleOfWillisGANLib.phantoms import anatomy, tof, variants
+
+    config = PhantomConfig(force=("acom_absent",))
+    on_plane = []
+    for index in range(40):
+        rng = case_rng(5, index)
+        v = variants.sample_variants(rng, config.prevalence, config.force)
+        landmarks, pose = anatomy.sample_landmarks(rng, config.anatomy), anatomy.sample_pose(rng, config.anatomy)
+        tof.sample_image_params(rng, config.image)
+        for a2 in [x for x in anatomy.build_vessels(rng, landmarks, v, pose["scale"]) if x.name.startswith("a2_")]:
+            clearance = anatomy.midline_clearance(a2.radii, pose["scale"])  # template frame: x = 0 is the midline
+            on_plane.append(np.mean(np.isclose(np.abs(a2.points[:, 0]), clearance)))
+    assert np.mean(on_plane) < 0.15  # moving each near point onto the plane left 31% of A2 points on it, straight
+
+
 @pytest.mark.parametrize("index", [25, 33, 36])
 def test_without_an_acom_the_left_and_right_aca_labels_never_touch(index):
     from scipy import ndimage
