@@ -129,14 +129,19 @@ def checked_label_map(values: np.ndarray, path: Union[str, Path]) -> np.ndarray:
     if segmentation_values(np.asarray(values, dtype=np.float32)) is None:
         raise InputError(f"label map {path} is a grey image, not a label map (its values are not a few whole-number "
                          "ids in constant regions): pass the TopCoW label map, not the image")
+    ids_present = np.unique(np.asarray(values))
+    foreground = ids_present[ids_present != BACKGROUND]
+    if foreground.size == 0:
+        raise InputError(f"label map {path} holds no labels (every voxel is 0): pass the case's TopCoW label map, "
+                         "or leave the case out")
+    if foreground.size == 1 and (foreground[0] == BA or foreground[0] > max(LABEL_NAMES)):
+        raise InputError(f"label map {path} holds only ids 0 and {foreground[0]:g}, so it is a binary vessel mask, not "
+                         "a TopCoW multi-class label map: pass the TopCoW label map (ids 0-15), or leave the case out")
     try:
         labels = normalise_labels(values)
     except InputError as exc:
-        raise InputError(f"label map {path}: {exc}") from None
+        raise InputError(f"{path}: {exc}") from None
     ids = set(np.unique(labels).tolist())
-    if ids <= {BACKGROUND, BA}:
-        raise InputError(f"label map {path} holds only ids 0 and 1, so it is a binary vessel mask, not a TopCoW "
-                         "multi-class label map: pass the TopCoW label map (ids 0-15), or leave the case out")
     if not ids & {R_ICA, L_ICA}:
         raise InputError(f"label map {path} holds no ICA (TopCoW ids {R_ICA} and {L_ICA}; it holds "
                          f"{sorted(ids)}), so it is not a TopCoW multi-class label map of the circle, or "

@@ -52,6 +52,9 @@ def test_pattern_distance_is_zero_for_equal_and_one_for_disjoint_distributions()
      "is a grey image, not a label map .*: pass the TopCoW label map, not the image"),
     (lambda lab: (lab > 0).astype(np.uint8),
      "holds only ids 0 and 1, so it is a binary vessel mask, not a TopCoW multi-class label map"),
+    (lambda lab: np.where(lab > 0, 255, 0).astype(np.uint8),
+     "holds only ids 0 and 255, so it is a binary vessel mask, not a TopCoW multi-class label map"),
+    (lambda lab: np.zeros_like(lab, dtype=np.uint8), r"holds no labels \(every voxel is 0\)"),
     (lambda lab: np.where(np.isin(lab, (4, 6)), 0, lab).astype(np.uint8),
      r"holds no ICA \(TopCoW ids 4 and 6; .*not a TopCoW multi-class label map"),
 ])
