@@ -117,6 +117,8 @@ def _diagnose(path: Path) -> str:
     """Why a file that failed to load is not a usable checkpoint, and what to do about it."""
     size = path.stat().st_size
     kind = model_file_format(path)
+    if size < 8 and kind != "text":  # too short for any model: a cut download, whatever its first bytes resemble
+        return "the file is empty or truncated: re-download or re-export it"
     if misnamed_pytorch(path):
         return MISNAMED_PYTORCH
     if kind == "pytorch":
@@ -136,8 +138,6 @@ def _diagnose(path: Path) -> str:
     elif kind == "text":
         return (f"it is a text file ({size:,} bytes), not a model: pass a .safetensors model written by `cowgan export` "
                 "or `cowgan import-reference`, or a reference model_N.pt")
-    if size < 8:
-        return "the file is empty or truncated: re-download or re-export it"
     return "it is not a CircleOfWillisGAN checkpoint: pass a file written by `cowgan export` or `cowgan import-reference`"
 
 

@@ -78,6 +78,14 @@ def test_empty_and_foreign_files_are_refused(tmp_path, content):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("content", [b"P", b"PK\x03", b"\x80\x02"])  # cut downloads that begin like a PyTorch file
+def test_a_file_too_short_for_any_model_is_called_truncated_not_a_misnamed_pytorch_file(tmp_path, content):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="the file is empty or truncated: re-download or re-export it"):
+        load_checkpoint(path)
+
+
 def test_a_missing_file_names_the_path(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.safetensors")
