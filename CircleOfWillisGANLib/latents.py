@@ -94,9 +94,10 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Linear interpolation (the right path in W, whose distribution is not spherical); t = 0 gives a and t = 1
     gives b bit for bit (torch.lerp steps from the nearer end), so an interpolation ends on its seeds' own w.
-    a and b of different dtypes (float64 w from a sidecar, float32 from the mapping) meet in the wider one."""
+    a and b of different dtypes (float64 w from a sidecar, float32 from the mapping) meet in the wider one, and
+    whole numbers in float32 (torch.lerp takes floats only)."""
     _check_interpolation(a, b, t)
-    dtype = torch.promote_types(a.dtype, b.dtype)
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
     return torch.lerp(a.to(dtype), b.to(dtype), float(t))
 
 

@@ -64,6 +64,8 @@ def test_lerp_of_latents_of_different_precision_runs_in_the_wider_one_and_ends_o
         torch.testing.assert_close(lerp(first, second, 0.5), (first.double() + second.double()) / 2)
         assert torch.equal(lerp(first, second, 0.0), first.double())
         assert torch.equal(lerp(first, second, 1.0), second.double())
+    whole = lerp(torch.tensor([[0, 1]]), torch.tensor([[2, 3]]), 0.5)  # latents typed as whole numbers
+    assert whole.dtype == torch.float32 and torch.equal(whole, torch.tensor([[1.0, 2.0]]))
 
 
 def test_psi_zero_gives_the_average_volume_for_every_seed(tiny_generator):
