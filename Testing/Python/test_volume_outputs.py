@@ -92,6 +92,41 @@ def test_each_views_letters_name_the_patient_side_its_edges_show(view):
         assert at[edge] == 0, f"{view}: a voxel at the patient's {letter} is not at the view's {edge} edge"
 
 
+def _glyph(pixels):
+    """The white (fill) pixels of one drawn letter, cropped to their box."""
+    ys, xs = np.nonzero(pixels >= 128)
+    return pixels[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1] >= 128
+
+
+def _letter_likeness(glyph, letter):
+    """Overlap (intersection over union) of a glyph with `letter` drawn alone in the letters' font."""
+    from PIL import Image, ImageDraw
+
+    from CircleOfWillisGANLib.mip import _letter_font
+
+    canvas = Image.new("L", (40, 40), 0)
+    ImageDraw.Draw(canvas).text((20, 20), letter, fill=255, font=_letter_font(), anchor="mm", stroke_width=1,
+                                stroke_fill=0)
+    template = _glyph(np.asarray(canvas))
+    h, w = max(glyph.shape[0], template.shape[0]), max(glyph.shape[1], template.shape[1])
+    a, b = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    a[: glyph.shape[0], : glyph.shape[1]], b[: template.shape[0], : template.shape[1]] = glyph, template
+    return (a & b).sum() / (a | b).sum()
+
+
+@pytest.mark.parametrize("view", ["axial", "coronal", "sagittal"])
+def test_each_edge_shows_its_own_letter_not_the_opposite_sides(view):
+    from CircleOfWillisGANLib.mip import VIEW_LETTERS, _letter_view
+
+    lettered = _letter_view(np.zeros((100, 120), np.uint8), view)
+    crops = {"left": lettered[35:65, :20], "right": lettered[35:65, -20:], "top": lettered[:20, 45:75],
+             "bottom": lettered[-20:, 45:75]}
+    opposite = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+    for edge, letter in zip(("left", "right", "top", "bottom"), VIEW_LETTERS[view]):
+        glyph = _glyph(crops[edge])
+        assert _letter_likeness(glyph, letter) > max(0.6, _letter_likeness(glyph, opposite[letter])), (view, edge)
+
+
 def test_mip_pictures_are_lettered_only_when_asked_so_blind_pictures_stay_as_they_were():
     blank = np.zeros((16, 64, 64), np.float32)
     assert not mip_panel(blank).any()
