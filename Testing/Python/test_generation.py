@@ -70,8 +70,12 @@ def test_lerp_of_latents_of_different_precision_runs_in_the_wider_one_and_ends_o
 
 def test_psi_zero_gives_the_average_volume_for_every_seed(tiny_generator):
     v = tiny_generator.generate(seeds=[1, 2, 3], psi=0.0, noise_seed=0, precision="fp32")
-    np.testing.assert_allclose(v[0], v[1], atol=1e-6)
-    np.testing.assert_allclose(v[0], v[2], atol=1e-6)
+    w_avg = tiny_generator.w_avg.cpu()
+    average = tiny_generator.generate(w=w_avg[None], noise_seed=0, precision="fp32")[0]
+    for volume in v:
+        np.testing.assert_allclose(volume, average, atol=1e-6)
+    w = tiny_generator.styles(seeds=[4])
+    torch.testing.assert_close(tiny_generator.styles(seeds=[4], psi=0.5), w_avg + 0.5 * (w - w_avg))
 
 
 def test_style_mixing_takes_fine_blocks_from_the_second_seed(tiny_generator):
@@ -227,6 +231,9 @@ def test_interpolation_helpers_hit_both_ends():
     torch.testing.assert_close(slerp(a, b, 1.0), b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lerp(a, b, 0.5), (a + b) / 2)
     torch.testing.assert_close(slerp(a, a, 0.3), a)
+    right, up = torch.eye(8)[:1], torch.eye(8)[1:2]  # a quarter turn apart: halfway lies on the circle
+    torch.testing.assert_close(slerp(right, up, 0.5), (right + up) / 2 ** 0.5)
+    torch.testing.assert_close(slerp(2 * right, 2 * up, 1 / 3).norm(), torch.tensor(2.0))
 
 
 def test_interpolations_start_and_end_on_their_latents_bit_for_bit():
