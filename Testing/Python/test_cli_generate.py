@@ -9,6 +9,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cowgan.main import build_parser, main
@@ -269,6 +270,17 @@ def test_bench_prints_a_table(capsys):
     out = capsys.readouterr().out
     assert "ms/volume" in out and "GFLOP/s" in out and "cpu" in out
     assert "peak MiB on the CPU: the process's largest resident size during the row" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.parametrize("options, message", [
+    (["--devices", "cpu", "cuda"], "device 'cuda' was asked for but PyTorch sees no CUDA GPU"),
+    (["--precision", "bf16", "fp16"], "fp16 is for CUDA GPUs"),
+])
+def test_bench_refuses_a_device_or_precision_it_cannot_run_before_timing_any_row(capsys, options, message):
+    assert main(["bench", "--preset", "tiny", "--repeats", "1", *options]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "cpu:" not in captured.out  # no row was timed
 
 
 def test_a_cpu_row_after_a_larger_one_reports_its_own_peak_memory():

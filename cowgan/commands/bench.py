@@ -11,7 +11,7 @@ from CircleOfWillisGANLib.architecture import synthesis_flops
 from CircleOfWillisGANLib.benchmark import BenchResult, bench_generation, format_table, machine_description
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.generator import build_generator, load_generator
-from CircleOfWillisGANLib.precision import PRECISIONS
+from CircleOfWillisGANLib.precision import PRECISIONS, resolve_device, resolve_precision
 
 
 def register(subparsers: Any) -> None:
@@ -30,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     if args.repeats < 1 or any(b < 1 for b in args.batch or [1]):
         raise InputError("--repeats and --batch must be at least 1")
+    for device in devices:  # every device and precision is checked before minutes of timing that an error would lose
+        for precision in args.precision:
+            resolve_precision(precision, resolve_device(device))
     results: List[BenchResult] = []
     for device in devices:
         gen = load_generator(args.model, device) if args.model else build_generator(args.preset, 0, device)
