@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,7 +22,8 @@ import torch
 
 from CircleOfWillisGANLib.architecture import preset
 from CircleOfWillisGANLib.benchmark import machine_description
-from CircleOfWillisGANLib.errors import InputError, script_exit_code
+from CircleOfWillisGANLib.errors import InputError, OutputError, script_exit_code
+from CircleOfWillisGANLib.files import write_json
 
 from .config import PRECISIONS, PRESETS, TrainConfig, training_preset
 from .dataset import RealVolumes
@@ -148,11 +149,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-flops", action="store_true", help="skip counting FLOPs (one extra step per kind)")
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         p.error(f"--steps {args.steps} must be at least 1 and --warmup {args.warmup} at least 0")
+    if args.json:
+        _check_json_target(Path(args.json), args.overwrite)
     cfg = training_preset(args.preset).replace(precision=args.precision, compile=args.compile,
-                                               **({"micro_batch": args.micro_batch} if args.micro_batch else {}))
+                                               **({"micro_batch": args.micro_batch} if args.micro_batch is not None else {}))
     if args.shape:
         try:
             dataset_architecture(cfg.architecture, args.shape)
@@ -162,9 +166,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                    shape=args.shape)
     print(report(result))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result)
     return 0
+
+
+def _check_json_target(path: Path, overwrite: bool) -> None:
+    """Refuse a --json target that cannot or should not be written before the benchmark runs, not after."""
+    if path.is_dir():
+        raise OutputError(f"--json {path} is a folder: name a file in it, e.g. {path / 'bench.json'}")
+    if not path.parent.is_dir():
+        raise OutputError(f"--json {path}: folder {path.parent} does not exist: create it first")
+    if path.exists() and not overwrite:
+        raise OutputError(f"--json {path} already exists: choose another file name, or pass --overwrite to replace it")
 
 
 if __name__ == "__main__":

@@ -51,10 +51,29 @@ def test_settings_the_machine_cannot_run_are_one_line_and_exit_code_2(capsys):
     from training.bench import main
 
     for argv, message in ((["--device", "foo"], "unknown device 'foo'"),
-                          (["--micro-batch", "3"], "batch 4 must be a positive multiple of micro_batch 3")):
+                          (["--micro-batch", "3"], "batch 4 must be a positive multiple of micro_batch 3"),
+                          (["--micro-batch", "0"], "batch 4 must be a positive multiple of micro_batch 0")):
         assert script_exit_code(lambda: main(["--preset", "tiny", "--no-flops", *argv]), "bench") == 2
         err = capsys.readouterr().err
         assert err.startswith("bench: error: ") and message in err and err.count("\n") == 1
     with pytest.raises(SystemExit) as exit_info:
         main(["--preset", "tiny", "--steps", "0"])
     assert exit_info.value.code == 2 and "--steps 0 must be at least 1" in capsys.readouterr().err
+
+
+def test_a_json_target_that_cannot_or_should_not_be_written_is_refused_before_the_benchmark(tmp_path, capsys,
+                                                                                          monkeypatch):
+    from CircleOfWillisGANLib.errors import script_exit_code
+    import training.bench
+
+    monkeypatch.setattr(training.bench, "bench", lambda *a, **k: pytest.fail("the benchmark ran"))
+    kept = tmp_path / "kept.json"
+    kept.write_text("the user's file")
+    for target, message in ((kept, "already exists: choose another file name, or pass --overwrite"),
+                            (tmp_path, "is a folder: name a file in it"),
+                            (tmp_path / "nowhere" / "b.json", "does not exist: create it first")):
+        argv = ["--preset", "tiny", "--no-flops", "--json", str(target)]
+        assert script_exit_code(lambda: training.bench.main(argv), "bench") == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert kept.read_text() == "the user's file"
