@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 def read_reference_config(model_path: Path, config_path: Optional[Path]) -> Dict[str, Any]:
     """The run's .config.json (next to model_N.pt unless given); {} when there is none."""
     path = config_path or model_path.with_name(".config.json")
-    if config_path is None and not path.is_file():
+    if config_path is None and not path.exists():  # a folder of that name is named as such below
         log.warning("no .config.json beside %s: assuming the reference's defaults (lr_mlp %s); if the run used other "
                     "settings, %s", model_path, REFERENCE_LR_MLP, CONFIG_FIX)
         return {}

@@ -171,6 +171,15 @@ def test_a_folder_passed_as_the_checkpoint_or_config_is_named_as_a_folder(golden
         import_reference(str(golden_dir / "model_0.pt"), config_path=golden_dir)
 
 
+def test_a_folder_named_config_json_beside_the_checkpoint_is_named_not_taken_for_no_config(golden_dir, tmp_path):
+    import shutil
+
+    shutil.copy(golden_dir / "model_0.pt", tmp_path / "model_1.pt")
+    (tmp_path / ".config.json").mkdir()
+    with pytest.raises(CheckpointError, match="config file .*\\.config\\.json is a folder"):
+        import_reference(str(tmp_path / "model_1.pt"))
+
+
 def test_a_pickle_with_code_objects_is_refused_without_running_it(tmp_path):
     sneaky = tmp_path / "model_4.pt"
     torch.save({"GAN": Path("/not/a/tensor")}, sneaky)
