@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -18,7 +18,7 @@ from CircleOfWillisGANLib.files import path_problem
 from CircleOfWillisGANLib.generator import CoWGenerator
 from CircleOfWillisGANLib.generator_model import GeneratorModel
 
-from .state import find_state, load_state
+from .state import LATEST, PREVIOUS, find_state, load_state
 
 log = logging.getLogger(__name__)
 W_AVG_SAMPLES = 10_000
@@ -27,25 +27,40 @@ W_AVG_SAMPLES = 10_000
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
-def export_run(run_dir: Path, out: Path, name: Optional[str] = None, state_path: Optional[Path] = None,
+def export_run(run_dir: Optional[Path], out: Path, name: Optional[str] = None, state_path: Optional[Path] = None,
                dtype: str = "float32") -> Checkpoint:
     """Write the EMA generator of `run_dir`'s latest (or the given) resume state to `out` and return it.
 
+    Without `run_dir`, the run is the folder holding the `state_path`'s checkpoints/ folder.
+    A damaged latest.pt falls back to previous.pt with a warning, since exporting only reads the states.
     `dtype` "float16" halves the file (the loader computes in float32 either way), e.g. to bundle a model.
     """
+    if run_dir is None:
+        if state_path is None:
+            raise CheckpointError("export needs a run folder: pass the folder given to `cowgan train --out`")
+        run_dir = run_folder_of(Path(state_path))
     run_dir = Path(run_dir)
-    problem = None if state_path else path_problem(run_dir, folder=True)
+    problem = path_problem(run_dir, folder=True)
     if problem:
         raise CheckpointError(f"run folder {run_dir} {problem}: pass the folder given to `cowgan train --out`")
-    path = Path(state_path) if state_path else find_state(run_dir)
-    if path is None:
-        raise CheckpointError(f"{run_dir} holds no resume state (checkpoints/latest.pt): pass the folder given to "
-                              "`cowgan train --out`, after at least one save")
-    state = load_state(path)
-    arch = Architecture.from_dict(state["architecture"])
-    model = GeneratorModel(arch)
-    model.load_state_dict(state["trainer"]["G_ema"])
-    model.eval().requires_grad_(False)
+    if state_path:
+        path = Path(state_path)
+        state, arch, model = read_generator(path, "pass another --state from RUN/checkpoints/")
+    else:
+        path = find_state(run_dir)
+        if path is None:
+            raise CheckpointError(f"{run_dir} holds no resume state (checkpoints/latest.pt): pass the folder given to "
+                                  "`cowgan train --out`, after at least one save")
+        previous = path.parent / PREVIOUS
+        if path.name == LATEST and previous.is_file():
+            try:
+                state, arch, model = read_generator(path, f"exporting {previous} instead")
+            except CheckpointError as exc:  # exporting only reads states, so the older one serves; never delete
+                log.warning("%s", exc)
+                path = previous
+                state, arch, model = read_generator(path, "pass another --state from RUN/checkpoints/")
+        else:
+            state, arch, model = read_generator(path, "pass another --state from RUN/checkpoints/")
     progress = state["progress"]
     data = dict(state["dataset"].get("manifest_data", {}))
     metadata: Dict[str, Any] = {
@@ -64,6 +79,31 @@ def export_run(run_dir: Path, out: Path, name: Optional[str] = None, state_path:
     metadata["provenance"]["storage_dtype"] = dtype
     weights = {k: v.to(STORAGE_DTYPES[dtype]) for k, v in model.state_dict().items()}
     ckpt = Checkpoint(arch, weights, model.mean_w(W_AVG_SAMPLES), metadata)
-    ckpt.directions, ckpt.metadata[DIRECTIONS_KEY] = compute_directions(CoWGenerator(ckpt, device="cpu"))
+    generator = CoWGenerator(ckpt, device="cpu", source=f"in resume state {path}")
+    ckpt.directions, ckpt.metadata[DIRECTIONS_KEY] = compute_directions(generator)
     save_checkpoint(out, ckpt)
     return ckpt
+
+
+def run_folder_of(state_path: Path) -> Path:
+    """The run folder a resume state belongs to: RUN for RUN/checkpoints/NAME.pt, else the state's own folder."""
+    folder = Path(state_path).parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+def read_generator(path: Path, fix: str) -> Tuple[Dict[str, Any], Architecture, GeneratorModel]:
+    """A resume state with its EMA generator built and loaded; a CheckpointError ending in `fix` if it cannot be."""
+    state = load_state(path, fix=fix)
+    trainer = state["trainer"]
+    if not isinstance(trainer, dict) or "G_ema" not in trainer:
+        raise CheckpointError(f"incomplete resume state {path}: it holds no EMA generator (trainer.G_ema); {fix}")
+    try:
+        arch = Architecture.from_dict(state["architecture"])
+        model = GeneratorModel(arch)
+        model.load_state_dict(trainer["G_ema"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise CheckpointError(f"resume state {path}: its architecture does not match its generator weights "
+                              f"({reason[:160]}); it was edited or damaged: {fix}") from exc
+    model.eval().requires_grad_(False)
+    return state, arch, model

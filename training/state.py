@@ -71,13 +71,18 @@ def find_state(run_dir: Path) -> Optional[Path]:
     return None
 
 
-def load_state(path: Path) -> Dict[str, Any]:
-    """Read a resume state onto the CPU; a CheckpointError says what to do if it is damaged or foreign."""
+def load_state(path: Path, fix: Optional[str] = None) -> Dict[str, Any]:
+    """Read a resume state onto the CPU; a CheckpointError says what to do if it is damaged or foreign.
+
+    `fix` replaces the resume advice in that message for callers that only read the state (e.g. export).
+    """
     path = Path(path)
     problem = path_problem(path)
     if problem:
         raise CheckpointError(f"resume state {path} {problem}: pass a .pt file from RUN/checkpoints/")
-    if path.name == LATEST and (path.parent / PREVIOUS).is_file():
+    if fix is not None:
+        pass
+    elif path.name == LATEST and (path.parent / PREVIOUS).is_file():
         fix = f"delete it to resume from {PREVIOUS}, or start a new run with another --out"
     elif path.name == LATEST:  # deleting the only state would start the run again from scratch, silently
         fix = "the run has no other resume state: start a new run with another --out (or export an earlier snapshot)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -135,3 +137,91 @@ def test_a_resume_state_that_cannot_be_written_is_an_output_error_and_keeps_the_
     with pytest.raises(OutputError, match="lack of disk space"):
         save_state(tmp_path, dict(parts, step=2))
     assert load_state(first)["step"] == 1 and sorted(p.name for p in first.parent.iterdir()) == ["latest.pt"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One tiny run (checkpoints/latest.pt), trained once for the tests below, which copy it before changing it."""
+    root = tmp_path_factory.mktemp("trained")
+    data = write_tube_dataset(root / "ds", count=4)
+    train(training_preset("tiny").replace(total_kimg=0.004), data, root / "run",
+          ProcessGroup(device=torch.device("cpu")), bar=False)
+    return root / "run"
+
+
+def copy_run(trained_run, tmp_path):
+    import shutil
+
+    return shutil.copytree(trained_run, tmp_path / "run")
+
+
+def edited_state(run, edit):
+    """Rewrite run's latest.pt after `edit(state)` and return its path."""
+    path = run / "checkpoints" / "latest.pt"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    edit(state)
+    torch.save(state, path)
+    return path
+
+
+def test_a_damaged_latest_state_exports_previous_with_a_warning_naming_both_and_never_advises_deleting(
+        trained_run, tmp_path, caplog):
+    run = copy_run(trained_run, tmp_path)
+    latest, previous = run / "checkpoints" / "latest.pt", run / "checkpoints" / "previous.pt"
+    previous.write_bytes(latest.read_bytes())
+    latest.write_bytes(latest.read_bytes()[:200])
+    with caplog.at_level("WARNING"):
+        export_run(run, tmp_path / "model.safetensors")
+    assert load_generator(tmp_path / "model.safetensors", device="cpu").generate(seeds=[1]).shape == (1, 16, 32, 32)
+    warning = caplog.records[-1].getMessage()
+    assert str(latest) in warning and f"exporting {previous} instead" in warning and "\n" not in warning
+    with pytest.raises(CheckpointError, match="latest.pt is truncated or corrupt .*: pass another --state") as info:
+        export_run(run, tmp_path / "other.safetensors", state_path=latest)
+    assert "delete" not in str(info.value)
+
+
+def test_a_resume_state_without_an_ema_generator_is_a_one_line_error_and_exit_2(trained_run, tmp_path, capsys):
+    from cowgan.main import main
+
+    run = copy_run(trained_run, tmp_path)
+    path = edited_state(run, lambda state: state["trainer"].pop("G_ema"))
+    with pytest.raises(CheckpointError, match=r"incomplete resume state .*latest.pt.*trainer.G_ema.*pass another --state"):
+        export_run(run, tmp_path / "model.safetensors", state_path=path)
+    assert main(["export", str(run), "--out", str(tmp_path / "model.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "incomplete resume state" in err and "Traceback" not in err
+
+
+def test_an_architecture_that_does_not_match_the_weights_names_the_state_and_the_fix(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path)
+    path = edited_state(run, lambda state: state["architecture"].update(latent_dim=48))
+    with pytest.raises(CheckpointError, match=rf"resume state {re.escape(str(path))}: its architecture does not match its generator "
+                                              r"weights \(.*\).*pass another --state") as info:
+        export_run(run, tmp_path / "model.safetensors", state_path=path)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_provenance_never_names_a_run_folder_that_does_not_exist(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path)
+    state = run / "checkpoints" / "latest.pt"
+    with pytest.raises(CheckpointError, match="run folder .*no-such-run does not exist"):
+        export_run(tmp_path / "no-such-run", tmp_path / "model.safetensors", state_path=state)
+    ckpt = export_run(None, tmp_path / "model.safetensors", state_path=state)
+    assert ckpt.metadata["provenance"]["run"] == str(run.resolve())
+
+
+def test_the_cli_exports_a_state_without_run_and_records_the_run_it_belongs_to(trained_run, tmp_path):
+    from cowgan.main import main
+
+    run = copy_run(trained_run, tmp_path)
+    out = tmp_path / "model.safetensors"
+    assert main(["export", "--state", str(run / "checkpoints" / "latest.pt"), "--out", str(out)]) == 0
+    assert load_generator(out, device="cpu").metadata["provenance"]["run"] == str(run.resolve())
+
+
+def test_weights_that_map_z_to_nan_name_the_resume_state(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path)
+    path = edited_state(run, lambda state: state["trainer"]["G_ema"]["mapping.layers.0.bias"].fill_(float("nan")))
+    with pytest.raises(CheckpointError, match=rf"model in resume state {re.escape(str(path))} maps finite z to NaN"):
+        export_run(run, tmp_path / "model.safetensors")
