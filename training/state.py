@@ -71,6 +71,15 @@ def find_state(run_dir: Path) -> Optional[Path]:
     return None
 
 
+def _resume_fix(path: Path) -> str:
+    """What a run should do about a damaged or foreign resume state at `path`."""
+    if path.name == LATEST and (path.parent / PREVIOUS).is_file():
+        return f"delete it to resume from {PREVIOUS}, or start a new run with another --out"
+    if path.name == LATEST:  # deleting the only state would start the run again from scratch, silently
+        return "the run has no other resume state: start a new run with another --out (or export an earlier snapshot)"
+    return "pass another resume state from RUN/checkpoints/"
+
+
 def load_state(path: Path, fix: Optional[str] = None) -> Dict[str, Any]:
     """Read a resume state onto the CPU; a CheckpointError says what to do if it is damaged or foreign.
 
@@ -80,14 +89,7 @@ def load_state(path: Path, fix: Optional[str] = None) -> Dict[str, Any]:
     problem = path_problem(path)
     if problem:
         raise CheckpointError(f"resume state {path} {problem}: pass a .pt file from RUN/checkpoints/")
-    if fix is not None:
-        pass
-    elif path.name == LATEST and (path.parent / PREVIOUS).is_file():
-        fix = f"delete it to resume from {PREVIOUS}, or start a new run with another --out"
-    elif path.name == LATEST:  # deleting the only state would start the run again from scratch, silently
-        fix = "the run has no other resume state: start a new run with another --out (or export an earlier snapshot)"
-    else:
-        fix = "pass another resume state from RUN/checkpoints/"
+    fix = fix or _resume_fix(path)
     with open(path, "rb") as f:
         if f.read(4) != ZIP_MAGIC:
             raise CheckpointError(f"{path} is not a training resume state (not a PyTorch file): {fix}")
