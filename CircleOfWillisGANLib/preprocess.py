@@ -92,6 +92,10 @@ def read_canonical(path: Path) -> Any:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
+        if "orthonormal" in str(exc):
+            raise VolumeRejected("its voxel axes are not perpendicular (a sheared affine, which ITK and 3D Slicer cannot "
+                                 "place; resample it onto a grid with perpendicular axes first, e.g. with nibabel's "
+                                 "processing.resample_to_output)") from None
         raise VolumeRejected(f"unreadable ({str(exc).strip().splitlines()[-1][:120]})") from None
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]

@@ -77,6 +77,10 @@ def test_bad_files_are_skipped_with_reasons_and_the_input_folder_is_not_modified
     nib.save(apart, str(src / "sform_qform.nii"))
     complex_valued = np.random.default_rng(1).random((20, 20, 20)).astype(np.complex64)
     nib.save(nib.Nifti1Image(complex_valued, np.eye(4)), str(src / "complex.nii"))
+    sheared = np.eye(4)
+    sheared[0, 1] = 0.3
+    nib.save(nib.Nifti1Image(np.random.default_rng(3).random((20, 20, 20)).astype(np.float32), sheared),
+             str(src / "sheared.nii"))
     (src / "readme.txt").write_text("notes")
     before = _snapshot(src)
     manifest = prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), workers=2, progress=False)
@@ -84,7 +88,8 @@ def test_bad_files_are_skipped_with_reasons_and_the_input_folder_is_not_modified
     assert manifest["count"] == 2
     reasons = {s["source"]: s["reason"] for s in manifest["skipped"]}
     assert set(reasons) == {"broken.nii.gz", "constant.nii", "flat.nii", "nan.nii", "huge_voxels.nii", "complex.nii",
-                            "sform_qform.nii"}
+                            "sform_qform.nii", "sheared.nii"}
+    assert reasons["sheared.nii"].startswith("its voxel axes are not perpendicular (a sheared affine")
     assert reasons["sform_qform.nii"].startswith("its sform and qform place it 20.0 mm apart")
     assert reasons["complex.nii"].startswith("complex-valued; a magnitude image is needed")
     assert reasons["broken.nii.gz"].startswith("unreadable")
