@@ -38,13 +38,19 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def cuda_has_native_bf16() -> bool:
+    """True on GPUs with bfloat16 arithmetic (compute capability 8.0 and up). torch.cuda.is_bf16_supported() by
+    default also says True on older GPUs, which only emulate it, slowly."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def resolve_precision(precision: str, device: torch.device) -> Tuple[torch.dtype, bool]:
     """Compute dtype and whether to use the channels-last-3d layout for `precision` on `device`."""
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
         if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            precision = "bf16" if cuda_has_native_bf16() else "fp16"
         else:
             precision = "bf16" if cpu_has_fast_bf16() else "fp32"
     if precision == "fp16" and device.type == "cpu":

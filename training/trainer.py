@@ -22,7 +22,7 @@ from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.generator_model import GeneratorModel, init_weights
 from CircleOfWillisGANLib.networks import Discriminator
 from CircleOfWillisGANLib.networks.noise import noise_shape
-from CircleOfWillisGANLib.precision import cpu_has_fast_bf16
+from CircleOfWillisGANLib.precision import cpu_has_fast_bf16, cuda_has_native_bf16
 
 from .augment import AdaptiveAugment, augment
 from .config import TrainConfig
@@ -54,7 +54,7 @@ def resolve_training_precision(name: str, device: torch.device, channels_last: b
     """auto: bf16 on GPUs that have it, fp16 with a loss scaler on older GPUs, fp32 on the CPU."""
     if name == "auto":
         if device.type == "cuda":
-            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            name = "bf16" if cuda_has_native_bf16() else "fp16"
         else:
             name = "fp32"
     if name == "fp16" and device.type != "cuda":

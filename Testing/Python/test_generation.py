@@ -108,6 +108,20 @@ def test_bfloat16_stays_within_one_percent_of_float32(golden_dir):
     assert float((low - ref).abs().max() / (ref.max() - ref.min())) < 1e-2
 
 
+@pytest.mark.parametrize("native, chosen", [(True, torch.bfloat16), (False, torch.float16)])
+def test_auto_precision_on_a_gpu_takes_bf16_only_where_it_is_native_not_emulated(monkeypatch, native, chosen):
+    from CircleOfWillisGANLib.precision import resolve_precision
+    from training.trainer import resolve_training_precision
+
+    def is_bf16_supported(including_emulation=True):  # as on a V100 or T4: bf16 tensors work, emulated
+        return including_emulation or native
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert resolve_precision("auto", torch.device("cuda"))[0] == chosen
+    assert resolve_training_precision("auto", torch.device("cuda"), channels_last=False).dtype == chosen
+
+
 @pytest.mark.parametrize("tolerance, chosen", [(1.0, "bf16"), (0.0, "fp32")])
 def test_auto_precision_keeps_bf16_only_where_probe_volumes_match_fp32(golden_dir, monkeypatch, tolerance, chosen):
     from CircleOfWillisGANLib import generator as generator_module
