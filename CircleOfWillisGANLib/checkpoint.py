@@ -10,8 +10,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Union
+from typing import Any, Dict, Iterable, Mapping, Union
 
 import torch
 
@@ -86,8 +87,9 @@ def save_checkpoint(path: PathLike, ckpt: Checkpoint) -> str:
 
 def model_file_format(path: PathLike) -> str:
     """What a file is by its first bytes, never its name: "safetensors" (an 8-byte header length, then a JSON header),
-    "pytorch" (a zip archive or pickle, as torch.save writes), "text" (no control characters but tabs, line ends and
-    escape) or "" (none of these, empty, or unreadable)."""
+    "pytorch" (a pickle, or a zip archive that holds one or is cut short, as torch.save writes), "zip" (a whole zip
+    archive without a pickle), "text" (no control characters but tabs, line ends and escape) or "" (none of these,
+    empty, or unreadable)."""
     try:
         with open(path, "rb") as f:
             head = f.read(TEXT_PROBE_BYTES)
@@ -96,11 +98,23 @@ def model_file_format(path: PathLike) -> str:
     header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
     if 2 <= header_len <= MAX_HEADER_BYTES and head[8:9] == b"{":
         return "safetensors"
-    if head.startswith(ZIP_MAGIC) or head[:1] == b"\x80" or head and ZIP_MAGIC.startswith(head):  # a cut zip too
+    if head.startswith(ZIP_MAGIC):
+        return "zip" if _whole_zip_without_pickle(path) else "pytorch"
+    if head[:1] == b"\x80" or head and ZIP_MAGIC.startswith(head):  # a legacy pickle, or a zip cut to its first bytes
         return "pytorch"
     if head and not any(b < 9 or 13 < b < 32 and b != 27 for b in head):
         return "text"
     return ""
+
+
+def _whole_zip_without_pickle(path: PathLike) -> bool:
+    """Whether a zip archive reads whole and holds no data.pkl, which every torch.save archive has."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False  # a cut or damaged archive: its reader names the damage
+    return not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names)
 
 
 MISNAMED_PYTORCH = ("it is a PyTorch checkpoint (a reference model_N.pt) named like a native model: rename it to .pt, "
@@ -135,6 +149,9 @@ def _diagnose(path: Path) -> str:
                     return "the file is truncated or corrupt: re-download or re-export it"
             except ValueError:
                 pass
+    elif kind == "zip":
+        return ("it is a zip archive without a PyTorch pickle, not a model: pass a .safetensors model written by "
+                "`cowgan export` or `cowgan import-reference`, or a reference model_N.pt")
     elif kind == "text":
         return (f"it is a text file ({size:,} bytes), not a model: pass a .safetensors model written by `cowgan export` "
                 "or `cowgan import-reference`, or a reference model_N.pt")
@@ -147,11 +164,19 @@ OTHER_COWGAN_FILES = {  # metadata key of the project's other safetensors files:
 }
 
 
-def _other_safetensors(header: Mapping[str, str]) -> str:
+def reference_state_keys(keys: Iterable[str]) -> bool:
+    """Whether tensor names are those of the reference trainer's GAN state dict (it has the EMA generator GE)."""
+    return any(key.startswith("GE.") for key in keys)
+
+
+def _other_safetensors(header: Mapping[str, str], keys: Iterable[str]) -> str:
     """Why a readable safetensors file without model metadata is not a model, and what to pass instead."""
     for key, what in OTHER_COWGAN_FILES.items():
         if key in header:
             return f"it is {what}, not a generator model: pass the model's own .safetensors file"
+    if reference_state_keys(keys):
+        return ("it holds a reference checkpoint's state dict (its GE.* tensors) saved as safetensors: convert it with "
+                "`cowgan import-reference FILE --out MODEL.safetensors`")
     return ("it is a safetensors file without CircleOfWillisGAN model metadata: pass a file written by `cowgan export` "
             "or `cowgan import-reference`")
 
@@ -175,7 +200,7 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"cannot read model {path} ({reason}): {_diagnose(path)}") from exc
     if METADATA_KEY not in header:
-        raise CheckpointError(f"cannot read model {path}: {_other_safetensors(header)}")
+        raise CheckpointError(f"cannot read model {path}: {_other_safetensors(header, tensors)}")
     if CHECKSUM_KEY not in header:
         raise CheckpointError(f"model {path} has no {CHECKSUM_KEY} checksum (modified or rewritten by other software): "
                               "re-download or re-export it")

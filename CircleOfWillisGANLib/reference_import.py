@@ -18,7 +18,8 @@ from typing import Any, Dict, Optional, Sequence, Set, Tuple
 import torch
 
 from .architecture import Architecture
-from .checkpoint import MISNAMED_PYTORCH, Checkpoint, misnamed_pytorch, model_file_format
+from .checkpoint import (METADATA_KEY, MISNAMED_PYTORCH, Checkpoint, misnamed_pytorch, model_file_format,
+                         reference_state_keys)
 from .files import file_sha256, path_problem, zip_damage
 from .errors import CheckpointError
 from .generator_model import GeneratorModel
@@ -63,9 +64,12 @@ def _load_state(path: Path) -> Dict[str, torch.Tensor]:
     if len(head) < 4:
         raise CheckpointError(f"{path} is empty or truncated ({len(head)} bytes): copy it again from the reference "
                               "run's models/NAME/ folder")
-    if model_file_format(path) == "safetensors":
-        raise CheckpointError(f"{path} is already a CircleOfWillisGAN model (safetensors), not a reference checkpoint: "
-                              "name it .safetensors and pass it to --model as it is; it needs no import")
+    kind = model_file_format(path)
+    if kind == "safetensors":
+        return _without_wrapper_prefix(_safetensors_state(path))
+    if kind == "zip":
+        raise CheckpointError(f"{path} is a zip archive without a PyTorch pickle, not a checkpoint: pass "
+                              "models/NAME/model_N.pt written by the reference trainer")
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint: pass models/NAME/model_N.pt written by the reference trainer")
     if misnamed_pytorch(path):
@@ -96,6 +100,36 @@ def _load_state(path: Path) -> Dict[str, torch.Tensor]:
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointError(f"{path} is not a reference checkpoint (its 'GAN' entry is not a state dict of named "
                               "tensors): pass models/NAME/model_N.pt")
+    return _without_wrapper_prefix(state)
+
+
+def _safetensors_state(path: Path) -> Dict[str, torch.Tensor]:
+    """The reference state dict saved as safetensors (GE.* and the other networks' tensors, no model metadata)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            keys = list(f.keys())
+            if METADATA_KEY in header:
+                raise CheckpointError(f"{path} is already a CircleOfWillisGAN model (safetensors), not a reference "
+                                      "checkpoint: name it .safetensors and pass it to --model as it is; it needs no "
+                                      "import")
+            if not reference_state_keys(_without_wrapper_prefix(dict.fromkeys(keys))):
+                raise CheckpointError(f"{path} is a safetensors file without a reference generator (no GE.* tensors): "
+                                      "pass models/NAME/model_N.pt written by the reference trainer")
+            return {key: f.get_tensor(key) for key in keys}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot read {path} ({reason}): it is truncated or corrupt; copy it again") from exc
+
+
+def _without_wrapper_prefix(state: Dict[str, Any]) -> Dict[str, Any]:
+    """The state dict without the prefix that wrapping the whole GAN in DataParallel ("module.") or torch.compile
+    ("_orig_mod.") puts before every name."""
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(key.startswith(prefix) for key in state):
+            return _without_wrapper_prefix({key[len(prefix):]: value for key, value in state.items()})
     return state
 
 

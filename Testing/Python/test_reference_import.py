@@ -164,6 +164,49 @@ def test_a_reference_checkpoint_named_safetensors_is_told_to_take_its_name_back_
         assert "corrupt" not in str(raised.value)
 
 
+def _golden_state(golden_dir):
+    return torch.load(golden_dir / "model_0.pt", map_location="cpu", weights_only=True)["GAN"]
+
+
+def _same_model(a, b):
+    return a.architecture == b.architecture and torch.equal(a.w_avg, b.w_avg) and a.state_dict.keys() == \
+        b.state_dict.keys() and all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_a_gan_wrapped_in_data_parallel_or_compiled_imports_the_same_model(golden_dir, tmp_path, prefix):
+    wrapped = tmp_path / "model_0.pt"
+    torch.save({"GAN": {prefix + key: value for key, value in _golden_state(golden_dir).items()}}, wrapped)
+    assert _same_model(import_reference(str(wrapped)), import_reference(str(golden_dir / "model_0.pt")))
+
+
+def test_a_reference_state_dict_saved_as_safetensors_imports_and_a_loader_points_there(golden_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    stored = tmp_path / "model_0.safetensors"
+    save_file({key: value.clone() for key, value in _golden_state(golden_dir).items()}, str(stored))
+    assert _same_model(import_reference(str(stored)), import_reference(str(golden_dir / "model_0.pt")))
+    with pytest.raises(CheckpointError, match="reference checkpoint's state dict .*: convert it with `cowgan "
+                                              "import-reference"):
+        load_generator(str(stored))
+    save_file({"weight": torch.zeros(2)}, str(stored))
+    with pytest.raises(CheckpointError, match="safetensors file without a reference generator"):
+        import_reference(str(stored))
+
+
+@pytest.mark.parametrize("name", ["model_0.pt", "model_0.safetensors"])
+def test_a_zip_archive_that_is_no_pytorch_checkpoint_is_named_as_such_not_called_damaged(tmp_path, name):
+    import zipfile
+
+    archive = tmp_path / name
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("readme.txt", "notes")
+    for load in (import_reference, load_generator):
+        with pytest.raises(CheckpointError, match="zip archive without a PyTorch pickle") as raised:
+            load(str(archive))
+        assert "corrupt" not in str(raised.value) and "rename" not in str(raised.value)
+
+
 def test_a_folder_passed_as_the_checkpoint_or_config_is_named_as_a_folder(golden_dir):
     with pytest.raises(CheckpointError, match="is a folder, not a file"):
         import_reference(str(golden_dir))
