@@ -66,9 +66,9 @@ def exact_float32(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
     if device.type != "cuda" or dtype != torch.float32:
         yield
         return
-    settings = [(torch.backends.cudnn.conv, "fp32_precision", "ieee"),
-                (torch.backends.cuda.matmul, "fp32_precision", "ieee")]
-    if not all(hasattr(owner, name) for owner, name, _ in settings):  # PyTorch before 2.9
+    conv = getattr(torch.backends.cudnn, "conv", None)  # PyTorch 2.9 and later; Slicer 5.8's Python 3.9 has 2.8
+    settings = [(conv, "fp32_precision", "ieee"), (torch.backends.cuda.matmul, "fp32_precision", "ieee")]
+    if not all(hasattr(owner, name) for owner, name, _ in settings):
         settings = [(torch.backends.cudnn, "allow_tf32", False), (torch.backends.cuda.matmul, "allow_tf32", False)]
     before = [getattr(owner, name) for owner, name, _ in settings]
     for owner, name, exact in settings:

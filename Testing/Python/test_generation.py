@@ -108,6 +108,25 @@ def test_bfloat16_stays_within_one_percent_of_float32(golden_dir):
     assert float((low - ref).abs().max() / (ref.max() - ref.min())) < 1e-2
 
 
+@pytest.mark.parametrize("before_2_9", [False, True])
+def test_fp32_on_a_gpu_turns_tf32_off_inside_and_restores_it_after_on_old_and_new_pytorch(monkeypatch, before_2_9):
+    from CircleOfWillisGANLib.precision import exact_float32
+
+    if before_2_9:  # as PyTorch 2.8, the newest for Slicer 5.8's Python 3.9: no per-operation fp32_precision
+        monkeypatch.delattr(type(torch.backends.cudnn), "conv")
+        flags = [(torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
+        exact = [False, False]
+    else:
+        flags = [(torch.backends.cudnn.conv, "fp32_precision"), (torch.backends.cuda.matmul, "fp32_precision")]
+        exact = ["ieee", "ieee"]
+    before = [getattr(owner, name) for owner, name in flags]
+    with exact_float32(torch.device("cuda"), torch.float32):
+        assert [getattr(owner, name) for owner, name in flags] == exact
+    assert [getattr(owner, name) for owner, name in flags] == before
+    with exact_float32(torch.device("cuda"), torch.bfloat16):
+        assert [getattr(owner, name) for owner, name in flags] == before
+
+
 @pytest.mark.parametrize("native, chosen", [(True, torch.bfloat16), (False, torch.float16)])
 def test_auto_precision_on_a_gpu_takes_bf16_only_where_it_is_native_not_emulated(monkeypatch, native, chosen):
     from CircleOfWillisGANLib.precision import resolve_precision
