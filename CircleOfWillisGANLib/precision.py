@@ -40,8 +40,14 @@ def cpu_has_fast_bf16() -> bool:
 
 def cuda_has_native_bf16() -> bool:
     """True on GPUs with bfloat16 arithmetic (compute capability 8.0 and up). torch.cuda.is_bf16_supported() by
-    default also says True on older GPUs, which only emulate it, slowly."""
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    default also says True on older GPUs, which only emulate it, slowly; older PyTorch had no such option
+    and checked the compute capability."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:
+        return torch.cuda.is_bf16_supported()
 
 
 def resolve_precision(precision: str, device: torch.device) -> Tuple[torch.dtype, bool]:
