@@ -119,6 +119,8 @@ def test_the_catalog_entry_is_valid_and_matches_cmake():
     assert entry["build_dependencies"] == cmake_var("EXTENSION_DEPENDS").split()
     assert entry["category"] == cmake_var("EXTENSION_CATEGORY") == "Image Synthesis"
     assert entry["scm_url"].removesuffix(".git").lower() in cmake_var("EXTENSION_HOMEPAGE").lower()
+    repository = entry["scm_url"].removesuffix(".git").rsplit("/", 1)[1]
+    assert "slicer" in repository.lower()  # the ExtensionsIndex's check_git_repository_name
 
 
 def test_the_icon_is_a_128_pixel_png_and_the_licence_is_at_the_root():
