@@ -125,7 +125,11 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             slicer.util.errorDisplay(f"Could not write the volume to {path} for projection: check free space in the "
                                      "temporary folder (details in the Python console's log).")
             return
-        self.controller.project_volume(path)
+        try:
+            self.controller.project_volume(path)
+        finally:  # refused (a model still loading, no export folder) or failed: no projection will delete the copy
+            if not self.controller.projecting:
+                self.removeProjectionCopy()
         if self.controller.projecting:  # the same button cancels it, as the panel's Project volume... does
             self.ui.projectCurrentVolumeButton.setText("Cancel projection")
 
