@@ -164,12 +164,20 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.raterController = RaterPanelController(rater, qt, viewer=self.caseViewer)
         organiserSection, organiser = self.addCollapsibleSection(
             "Visual Turing test: organiser", os.path.join(RESOURCES, "UI", "TuringOrganiser.ui"))
-        generating = [getattr(self.ui, name) for name in PANEL_SECTIONS] + [self.ui.projectCurrentVolumeButton, organiserSection]
-        self.raterController.rating_listeners.append(
-            lambda rating: [widget.setVisible(not rating) for widget in generating])  # a rater must not generate meanwhile
+        self.generatingWidgets = [getattr(self.ui, name) for name in PANEL_SECTIONS] + [
+            self.ui.projectCurrentVolumeButton, organiserSection]
+        self.raterController.rating_listeners.append(self.onRating)
         self.organiserController = OrganiserPanelController(organiser, qt, process_events=slicer.app.processEvents)
         self.controller.engine_listeners.append(
             lambda engine: self.organiserController.use_generator(engine.generator, engine.generator.source or "demo"))
+
+    def onRating(self, rating):
+        """While a rater rates, the panel can neither generate nor draw: its sections are hidden, playback stops and its
+        volume and vessels are hidden, so the case is seen alone; afterwards they come back with the panel's state."""
+        for widget in self.generatingWidgets:
+            widget.setVisible(not rating)
+        self.controller.suspend_views(rating)
+        self.scene.set_hidden(rating)
 
     def addCollapsibleSection(self, title, uiPath):
         """A collapsed section at the bottom of the panel holding the .ui at `uiPath`; returns the section and the

@@ -53,6 +53,7 @@ class PanelController:
         self._first_request = 1  # the first render request made with the current engine: older results are stale
         self._loads_pending = 0
         self._projecting = self._cancel_projection = False
+        self._views_suspended = self._withheld = False  # see suspend_views
         self.renders = 0  # results shown
         self._load_engine = load_engine or default_engine_loader
         self._show_error = show_error
@@ -550,12 +551,8 @@ class PanelController:
             self.ui.thresholdSlider.setProperty("value", int(round(result.threshold * 1000)))
             self._updating = False
             self.ui.thresholdValueLabel.setProperty("text", f"{result.threshold:.3f}")
-        for view in self.views:
-            try:
-                view(result)
-            except Exception as exc:  # a view the user broke (e.g. a deleted display node) must not stall the panel
-                self._report_error(exc, dialog=False)
-                return
+        if not self._draw(result):
+            return
         self.renders += 1
         if not self._seeds.seeds and not result.state.projection:  # the first seed shown starts the history; the
             self._seeds.visit(result.state.seed)                  # spin box's default before it never was shown
@@ -567,6 +564,30 @@ class PanelController:
         self._status(f"{what}: generated in {result.generate_s:.2f} s{surface}, "
                      f"shown in {shown:.2f} s ({time.perf_counter() - self._request_time:.2f} s since the last change)"
                      f"{notes}", error=note_is_error)
+
+    def _draw(self, result: RenderResult) -> bool:
+        """Hand `result` to the views (none while they are suspended: it is only noted as held back); False, reported,
+        when a view fails."""
+        if self._views_suspended:
+            self._withheld = True
+            return True
+        for view in self.views:
+            try:
+                view(result)
+            except Exception as exc:  # a view the user broke (e.g. a deleted display node) must not stall the panel
+                self._report_error(exc, dialog=False)
+                return False
+        return True
+
+    def suspend_views(self, suspended: bool) -> None:
+        """While `suspended` (another panel owns the views: a Visual Turing rating) stop playback and draw no result, so
+        nothing but the rated case is seen; on resuming, render the current state once if a result was held back."""
+        self._views_suspended = suspended
+        if suspended:
+            self.ui.playButton.setProperty("checked", False)  # set_playing stops the timer and says Play
+        elif self._withheld:
+            self._withheld = False
+            self.render_now()
 
     def _shown_what(self, s: PanelState) -> str:
         """What a volume is, briefly, for the status line: seed(s) and psi, then whatever else moved it away from
@@ -689,6 +710,7 @@ class PanelController:
         """Stop the timers and the worker; a running projection stops at its next step, having written nothing (in a
         long-lived host such as Slicer it would otherwise compute on and write files after the panel closed)."""
         self._cancel_projection = self._projecting
+        self._withheld = False  # a rating ended after this (the module closing) must not start a render
         for timer in (self._debounce, self._poll, self._player):
             timer.stop()
         self.worker.stop()

@@ -6,7 +6,7 @@ Slicer-independent. Every Slicer name used here is checked against Slicer 5.8's 
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -27,6 +27,7 @@ class SlicerScene:
         self.surface_node: Optional[Any] = None
         self._layout_done = False
         self._raycast: Dict[str, Any] = {}  # 3D view node ID -> its ray casting technique before this module's MIP
+        self._hidden: List[Any] = []  # display nodes set_hidden hid, to show again
 
     def _node(self, role: str, class_name: str, name: str) -> Any:
         """The node this module made for `role` (also after a scene was saved and reopened), or a new one."""
@@ -106,6 +107,25 @@ class SlicerScene:
             display.SetVisibility2D(True)
         self.surface_node.SetAndObservePolyData(surface)
         self.surface_node.GetDisplayNode().SetVisibility(True)
+
+    def set_hidden(self, hidden: bool) -> None:
+        """Hide the generated volume (slices, MIP) and vessels while another panel owns the views (a Visual Turing case
+        is seen alone), remembering which were shown; unhidden, exactly those are shown again."""
+        if hidden:
+            self._hidden += [display for display in self._displays() if display.GetVisibility()]
+            for display in self._hidden:
+                display.SetVisibility(False)
+            return
+        for display in self._hidden:
+            if display.GetScene() is not None:
+                display.SetVisibility(True)
+        self._hidden = []
+
+    def _displays(self) -> List[Any]:
+        """The display nodes of the generated volume and vessels that are in the scene."""
+        nodes = [node for node in (self.volume_node, self.surface_node) if node is not None and node.GetScene() is not None]
+        displays = (node.GetNthDisplayNode(i) for node in nodes for i in range(node.GetNumberOfDisplayNodes()))
+        return [display for display in displays if display is not None]
 
     def use_layout(self) -> None:
         """3D view plus the three slice views, centred on the volume."""

@@ -328,6 +328,78 @@ def test_playback_stops_when_the_interpolation_is_switched_off(panel, app):
     assert panel.state.t == t
 
 
+def test_while_a_rating_owns_the_views_the_panel_stops_playing_draws_nothing_then_shows_its_state_once(panel, app):
+    drawn = []
+    panel.views.append(drawn.append)
+    panel.ui.interpolationCheckBox.setChecked(True)
+    panel.ui.playButton.setChecked(True)
+    settle(panel, app)
+    panel.suspend_views(True)
+    assert not panel.ui.playButton.isChecked() and panel.ui.playButton.text() == "Play"
+    settle(panel, app)  # the frame in flight
+    t, count = panel.state.t, len(drawn)
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.02)
+    assert panel.state.t == t and len(drawn) == count
+    panel.ui.seedSpinBox.setValue(5)  # as a projection or a model load ending during the rating renders
+    assert settle(panel, app).state.seed == 5 and len(drawn) == count
+    panel.suspend_views(False)
+    settle(panel, app)
+    assert len(drawn) == count + 1 and drawn[-1].state.seed == 5
+    panel.suspend_views(True)
+    panel.suspend_views(False)  # nothing was held back: what is drawn is current
+    settle(panel, app)
+    assert len(drawn) == count + 1
+
+
+def test_a_panel_closed_during_a_rating_starts_no_render_when_the_rating_ends(panel, app):
+    panel.suspend_views(True)
+    panel.render_now()
+    settle(panel, app)
+    requests = panel.requests
+    panel.close()  # Slicer unloads the module: the panel closes first, then the rating
+    panel.suspend_views(False)
+    assert panel.requests == requests
+
+
+class _Display:
+    """A stand-in for an MRML display node: its visibility and the scene it is in."""
+
+    def __init__(self, visible):
+        self.visible = visible
+
+    def GetVisibility(self):
+        return self.visible
+
+    def SetVisibility(self, visible):
+        self.visible = visible
+
+    def GetScene(self):
+        return "scene"
+
+
+def test_the_slicer_scene_hides_what_it_shows_while_a_rating_owns_the_views_and_shows_exactly_that_again():
+    from unittest.mock import MagicMock
+
+    from CircleOfWillisGANLib.slicer_scene import SlicerScene
+
+    def node(*displays):
+        node = MagicMock(name="generated node")
+        node.GetNumberOfDisplayNodes.return_value = len(displays)
+        node.GetNthDisplayNode.side_effect = displays.__getitem__
+        return node
+
+    scene = SlicerScene(MagicMock(name="slicer"))
+    slices, mip, vessels = _Display(True), _Display(True), _Display(False)  # the user had hidden the vessels
+    scene.volume_node, scene.surface_node = node(slices, mip), node(vessels)
+    scene.set_hidden(True)
+    assert [d.visible for d in (slices, mip, vessels)] == [False, False, False]
+    scene.set_hidden(True)  # a second rating start keeps what the first hid
+    scene.set_hidden(False)
+    assert [d.visible for d in (slices, mip, vessels)] == [True, True, False]
+
+
 def test_a_restored_state_sets_the_sliders_it_does_not_name_to_zero_and_projection_needs_a_folder(panel, app, engine):
     for slider in panel.direction_sliders:
         slider.setValue(20)
