@@ -126,12 +126,24 @@ class CircleOfWillisGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                                      "temporary folder (details in the Python console's log).")
             return
         try:
-            self.controller.project_volume(path)
+            self.controller.project_volume(path, source=self.projectionSource(node, path))
         finally:  # refused (a model still loading, no export folder) or failed: no projection will delete the copy
             if not self.controller.projecting:
                 self.removeProjectionCopy()
         if self.controller.projecting:  # the same button cancels it, as the panel's Project volume... does
             self.ui.projectCurrentVolumeButton.setText("Cancel projection")
+
+    def projectionSource(self, node, copy):
+        """What the projection of `node` records as its scan, and its folder is kept for (the copy's path changes with
+        every press): the file the node was read from while it is unchanged and untransformed since, else its name and
+        the exported copy's checksum."""
+        from CircleOfWillisGANLib.projection_io import exported_scan_source
+
+        storage = node.GetStorageNode()
+        fileName = storage.GetFileName() if storage is not None else ""
+        if fileName and not node.GetModifiedSinceRead() and node.GetParentTransformNode() is None:
+            return fileName
+        return exported_scan_source(node.GetName() or node.GetID(), copy)
 
     def onProjectionEnded(self):
         """However a projection ends: the patient's data leaves the temp folder and the button projects again."""

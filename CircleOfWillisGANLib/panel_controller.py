@@ -374,10 +374,11 @@ class PanelController:
 
     # ----------------------------------------------------------------------------------------------------
     # Projection of a patient's volume
-    def project_volume(self, path: str = "") -> None:
+    def project_volume(self, path: str = "", source: str = "") -> None:
         """Project a NIfTI scan on the worker (results under the export folder), then move the sliders around it;
         a projection.safetensors already written (by `cowgan project`) is shown without projecting again. While a
-        projection runs, the same button cancels it."""
+        projection runs, the same button cancels it. `source` names the scan where `path` is a temporary copy of it
+        (a Slicer volume): its folder is reused and its report's source recorded by that name, not the copy's path."""
         if self._projecting:
             self._cancel_projection = True
             self._status("Cancelling the projection after its current step...")
@@ -401,7 +402,7 @@ class PanelController:
 
         engine = self.engine
         out = projection_folder(Path(self.state.output_dir) / "projections", Path(path),
-                                weights_sha256(engine.generator.checkpoint))
+                                weights_sha256(engine.generator.checkpoint), source)
         self._busy_message(f"Projecting {Path(path).name} into the model (writing to {out})...")
         self._set_projecting(True)
 
@@ -411,7 +412,7 @@ class PanelController:
                     raise ProjectionCancelled("projection cancelled: nothing was written")
                 progress(i, n)
 
-            return engine, engine.project_volume(path, str(out), progress=step)
+            return engine, engine.project_volume(path, str(out), progress=step, source=source)
 
         self.worker.submit("project", run)
         self._poll.start()

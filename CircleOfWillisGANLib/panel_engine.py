@@ -149,13 +149,13 @@ class PanelEngine:
         return self._projections[path]
 
     def project_volume(self, volume_path: str, out_dir: str, config: Any = None,
-                       progress: Optional[Callable[[int, int], None]] = None) -> str:
+                       progress: Optional[Callable[[int, int], None]] = None, source: str = "") -> str:
         """Project a NIfTI/NRRD scan (brought to the model's grid as `cowgan project` does), write the results into
-        `out_dir`; return the latent's path."""
+        `out_dir`; return the latent's path. `source` names the scan where `volume_path` is a temporary copy of it."""
         from .outputs import prepare_output_dir
         from .preprocess import scan_on_model_grid
         from .projection import ProjectionConfig, project
-        from .projection_io import write_projection_outputs
+        from .projection_io import projection_source, write_projection_outputs
 
         gen = self.generator
         prepare_output_dir(out_dir, create=False)  # an unwritable folder stops before minutes of optimisation
@@ -166,8 +166,8 @@ class PanelEngine:
         if progress:  # once more after the final pass: a Cancel pressed during it stops here, before anything is written
             progress(config.total_steps, config.total_steps)
         out = prepare_output_dir(out_dir)
-        paths = write_projection_outputs(out, result, scan.affine, gen, config, source=str(Path(volume_path).resolve()),
-                                         coverage=scan.coverage, plot=False)
+        paths = write_projection_outputs(out, result, scan.affine, gen, config, coverage=scan.coverage, plot=False,
+                                         source=projection_source(volume_path, source))
         self._projections.pop(str(paths["latent"]), None)  # a projection written again over one read before
         return str(paths["latent"])
 

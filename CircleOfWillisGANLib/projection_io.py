@@ -20,7 +20,7 @@ import torch
 from .checkpoint import weights_sha256
 from .preprocess import SUFFIXES
 from .errors import InputError, require
-from .files import atomic_write, save_safetensors, write_json
+from .files import atomic_write, file_sha256, save_safetensors, write_json
 from .mip import contact_sheet, mip_panel, save_png
 from .projection import ProjectionConfig, ProjectionResult, beyond_samples_note
 from .volume_io import save_volume, spacing_of
@@ -78,8 +78,8 @@ def describe_projection(latent: ProjectedLatent) -> str:
     from .preprocess import MIN_COVERAGE
 
     info = latent.metadata
-    source = Path(info["source"]).name if info.get("source") else "the volume"
-    text = f"projection of {source}"
+    source = info.get("source") or "the volume"
+    text = f"projection of {Path(source).name if os.path.isabs(source) else source}"
     metrics = info.get("metrics") or {}
     if "correlation" in metrics and "vessel_dice" in metrics:
         text += f" (correlation {metrics['correlation']:.2f}, vessel Dice {metrics['vessel_dice']:.2f})"
@@ -92,12 +92,14 @@ def describe_projection(latent: ProjectedLatent) -> str:
     return text
 
 
-def projection_folder(parent: Union[str, Path], scan: Union[str, Path], model_weights: Optional[str] = None) -> Path:
+def projection_folder(parent: Union[str, Path], scan: Union[str, Path], model_weights: Optional[str] = None,
+                      source: str = "") -> Path:
     """Where the panel writes the projection of `scan` under `parent`: a folder named after the scan, the same one
     when that scan is projected again with the same model (`model_weights`, its weights_sha256), a numbered one when
     another scan of the same name (TOF.nii.gz of two patients) or another model's projection holds it, so no
-    projection replaces one of another patient or another model."""
-    scan = Path(scan)
+    projection replaces one of another patient or another model. `source` is the scan's identity where `scan` is a
+    temporary copy (see projection_source)."""
+    scan, wanted = Path(scan), (projection_source(scan, source), model_weights)
     name = scan.name
     for suffix in SUFFIXES:
         if name.lower().endswith(suffix):
@@ -107,19 +109,38 @@ def projection_folder(parent: Union[str, Path], scan: Union[str, Path], model_we
     while True:
         folder = parent / (name if number == 1 else f"{name}-{number}")
         report = folder / OUTPUT_FILES["report"]
-        if not folder.exists() or not report.is_file() or _made_by(report) == (scan.resolve(), model_weights):
+        if not folder.exists() or not report.is_file() or _made_by(report) == wanted:
             return folder
         number += 1
 
 
-def _made_by(report: Path) -> Tuple[Optional[Path], Optional[str]]:
+def projection_source(scan: Union[str, Path], source: str = "") -> str:
+    """What a projection records as the scan it was made from, and its folder is kept for: `source` where the caller
+    names one (a Slicer volume is read from a temporary copy whose path changes with every projection), else the scan
+    file's resolved path."""
+    return _normalised(source) if source else str(Path(scan).resolve())
+
+
+def exported_scan_source(name: str, copy: Union[str, Path]) -> str:
+    """The source of a volume with no file of its own (made or edited in Slicer) projected from its exported `copy`:
+    its name and the copy's checksum, so the same voxels projected again reuse their folder and another patient's
+    volume of the same name never does."""
+    return f"{name} (exported, sha256 {file_sha256(copy)[:16]})"
+
+
+def _normalised(source: str) -> str:
+    """A source as compared: a file's path resolved (links, '..'), any other name as it is."""
+    return str(Path(source).resolve()) if os.path.isabs(source) else source
+
+
+def _made_by(report: Path) -> Tuple[Optional[str], Optional[str]]:
     """The scan and the model weights a projection.json says it was made from (None where unreadable)."""
     try:
         info = json.loads(report.read_text(encoding="utf-8"))
         source, weights = info.get("source"), info.get("model_weights_sha256")
     except (OSError, ValueError, AttributeError):
         return None, None
-    return (Path(source).resolve() if source else None), weights
+    return (_normalised(source) if isinstance(source, str) and source else None), weights
 
 
 def check_projection_fits(latent: ProjectedLatent, generator: Any) -> None:

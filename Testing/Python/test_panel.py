@@ -610,7 +610,7 @@ def test_the_seed_first_shown_starts_the_history(app, engine):
 
 def _slow_projection(written, steps=300):
     """A stand-in for PanelEngine.project_volume: `steps` steps of 10 ms, each reporting progress, then a file."""
-    def project(path, out_dir, progress=None):
+    def project(path, out_dir, progress=None, source=""):
         for i in range(steps):
             time.sleep(0.01)
             progress(i, steps)

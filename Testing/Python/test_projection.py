@@ -468,6 +468,31 @@ def test_the_panel_keeps_each_patients_projection_in_its_own_folder(tmp_path):
     assert projection_folder(parent, first, "model-b") == parent / "TOF-2"  # model A's projection is kept
 
 
+def test_a_volume_projected_from_a_new_temporary_copy_each_time_keeps_its_folder(tmp_path):
+    from CircleOfWillisGANLib.files import write_json
+    from CircleOfWillisGANLib.projection_io import (ProjectedLatent, describe_projection, exported_scan_source,
+                                                    projection_folder, projection_source)
+
+    copies = [tmp_path / f"copy{i}" / "TOF.nii.gz" for i in (1, 2, 3)]
+    for copy, voxels in zip(copies, (b"patient 1", b"patient 1", b"patient 2")):
+        copy.parent.mkdir()
+        copy.write_bytes(voxels)
+    first, again, other = (exported_scan_source("TOF", copy) for copy in copies)
+    assert first == again != other and first.startswith("TOF (exported, sha256 ")
+    named = exported_scan_source("3: TOF/MRA", copies[0])  # a Slicer name may hold a slash: the label shows it whole
+    assert describe_projection(ProjectedLatent(None, None, {"source": named})) == f"projection of {named}"
+    parent = tmp_path / "projections"
+    (parent / "TOF").mkdir(parents=True)
+    write_json(parent / "TOF" / "projection.json", {"source": projection_source(copies[0], first),
+                                                     "model_weights_sha256": "model-a"})
+    assert projection_folder(parent, copies[1], "model-a", again) == parent / "TOF"  # the same volume, pressed again
+    assert projection_folder(parent, copies[2], "model-a", other) == parent / "TOF-2"  # another patient's "TOF"
+    assert projection_folder(parent, copies[1], "model-a") == parent / "TOF-2"  # known by the copy's path: another scan
+    stored = tmp_path / "patient1" / ".." / "patient1" / "TOF.nii.gz"  # a volume read from a file is known by that file
+    write_json(parent / "TOF" / "projection.json", {"source": str(stored.resolve()), "model_weights_sha256": "model-a"})
+    assert projection_folder(parent, copies[0], "model-a", str(stored)) == parent / "TOF"
+
+
 @pytest.mark.parametrize("setting, message", [({"prior_samples": 1}, "cannot estimate a spread of w"),
                                               ({"candidates": 40, "prior_samples": 20}, "raise prior_samples")])
 def test_prior_and_candidate_counts_project_would_change_are_refused(setting, message):
@@ -531,6 +556,36 @@ def test_pressing_project_again_cancels_a_running_projection_and_writes_nothing(
     assert not controller.projecting and ui.projectVolumeButton.text() == "Project volume..."
     assert ui.statusLabel.text() == "Projection cancelled: nothing was written" and controller.state.projection == ""
     assert not (tmp_path / "exports" / "projections").exists()
+
+
+def test_the_panel_reuses_the_folder_of_a_scan_projected_again_from_another_copy_and_records_the_scans_name(
+        panel, generator, tmp_path, monkeypatch):
+    import functools
+    import shutil
+
+    from CircleOfWillisGANLib.panel_engine import PanelEngine
+
+    scan = save_volume(tmp_path / "scan.nii.gz", np.random.default_rng(2).random((8, 16, 16)) * 300,
+                       default_affine((8, 16, 16), (2.0, 2.0, 2.0)))
+    app, ui, controller = panel
+    engine = PanelEngine(generator)
+    monkeypatch.setattr(engine, "project_volume", functools.partial(engine.project_volume, config=FAST))
+    controller.set_engine(engine)
+    ui.outputFolderLineEdit.setText(str(tmp_path / "exports"))
+    source = "TOF (exported, sha256 0123456789abcdef)"
+    latents = []
+    for press in (1, 2):  # the Slicer module exports the volume to a new temporary folder at each press
+        copy = tmp_path / f"copy{press}" / "TOF.nii.gz"
+        copy.parent.mkdir()
+        shutil.copy(scan, copy)
+        controller.project_volume(str(copy), source=source)
+        assert controller.wait_idle(120, app=app)
+        latents.append(controller.state.projection)
+    folder = tmp_path / "exports" / "projections" / "TOF"
+    assert latents == [str(folder / "projection.safetensors")] * 2
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["TOF"]
+    assert load_projection(latents[0]).metadata["source"] == source
+    assert ui.projectionLabel.text().startswith(f"Sliders move around the projection of {source} (correlation")
 
 
 def test_the_coarse_blur_is_a_gaussian_of_the_stated_millimetres_along_each_axis():
