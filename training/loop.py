@@ -30,7 +30,7 @@ from .guard import NanGuard
 from .progress import Progress
 from .metrics import MorphologyDistance
 from .samples import sample_volumes, write_sample_sheet
-from .state import checkpoint_dir, find_state, load_state, save_state, to_cpu
+from .state import find_state, load_state, save_state, to_cpu
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,14 @@ def resolve_config(run_dir: Path, cfg: TrainConfig, overrides: Dict[str, Any]) -
         saved = TrainConfig.from_dict(load_state(state)["config"])
     else:
         try:
-            saved = TrainConfig.from_dict(json.loads(stored.read_text(encoding="utf-8"))["config"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            text = json.loads(stored.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{stored} is damaged ({exc.__class__.__name__}: {exc}): restore it from a backup, or "
                              "start a new run with another --out (`cowgan train --init` can start it from this run)"
                              ) from None
+        if not _is_run_config(stored):
+            raise OutputError(_foreign_config(run_dir))
+        saved = TrainConfig.from_dict(text["config"])
     changed = {k: v for k, v in overrides.items() if getattr(saved, k) != coerce_setting(k, v)}
     refused = sorted(k for k in changed if k not in RESUMABLE_OVERRIDES)
     if "architecture" in refused:
@@ -171,7 +174,11 @@ def _check_run_folder(run_dir: Path, data_dir: Path) -> None:
         raise OutputError(f"--out {run_dir} is a file, not a folder: pass a new or existing run folder")
     if is_within(run_dir, data_dir):
         raise OutputError(f"--out {run_dir} is inside the dataset {data_dir}: choose a run folder outside it")
-    is_run = _is_run_config(run_dir / RUN_CONFIG) or checkpoint_dir(run_dir).is_dir()
+    config = run_dir / RUN_CONFIG
+    has_state = find_state(run_dir) is not None
+    if has_state and config.exists() and not _is_run_config(config):  # the run would overwrite it
+        raise OutputError(_foreign_config(run_dir))
+    is_run = has_state or _is_run_config(config)  # a checkpoints/ folder alone is any program's
     if run_dir.is_dir() and not is_run and any(run_dir.iterdir()):
         raise OutputError(f"--out {run_dir} holds other files and no training run: choose a new or empty folder "
                           "(or the folder of the run to resume)")
@@ -183,7 +190,14 @@ def _is_run_config(path: Path) -> bool:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(stored, dict) and {"config", "architecture", "dataset"} <= set(stored)
+    return (isinstance(stored, dict) and {"config", "architecture", "dataset"} <= set(stored)
+            and isinstance(stored["config"], dict))
+
+
+def _foreign_config(run_dir: Path) -> str:
+    """The refusal for a resume state beside a config.json of another program, which the run would overwrite."""
+    return (f"--out {run_dir} holds a {RUN_CONFIG} that `cowgan train` did not write, which a run would overwrite: "
+            "choose another --out (or, if the folder's checkpoints/ are a run of `cowgan train`, move that file out)")
 
 
 def _resume(trainer: Trainer, run_dir: Path, data: RealVolumes) -> Dict[str, Any]:

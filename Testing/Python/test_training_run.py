@@ -283,6 +283,30 @@ def test_the_dataset_or_a_folder_of_other_files_is_refused_as_a_run_folder(datas
     assert (tmp_path / "project" / "config.json").read_text() == '{"model_type": "my own settings"}'
 
 
+def test_another_programs_folder_with_checkpoints_keeps_its_config_json(dataset, tmp_path):
+    import shutil
+
+    from CircleOfWillisGANLib.errors import OutputError
+
+    theirs = '{"model_type": "my own settings"}'
+    (tmp_path / "tool" / "checkpoints").mkdir(parents=True)  # e.g. PyTorch Lightning's layout
+    (tmp_path / "tool" / "checkpoints" / "epoch=1.ckpt").write_bytes(b"their weights")
+    (tmp_path / "tool" / "config.json").write_text(theirs)
+    cfg = training_preset("tiny").replace(total_kimg=0.004)
+    with pytest.raises(OutputError, match="holds other files and no training run"):
+        train(cfg, dataset, tmp_path / "tool", CPU, bar=False)
+    train(cfg, dataset, tmp_path / "run", CPU, bar=False)
+    shutil.copytree(tmp_path / "run" / "checkpoints", tmp_path / "mixed" / "checkpoints")  # a state beside their file
+    (tmp_path / "mixed" / "config.json").write_text(theirs)
+    for attempt in (lambda: train(cfg, dataset, tmp_path / "mixed", CPU, bar=False),
+                    lambda: resolve_config(tmp_path / "mixed", cfg, {})):
+        with pytest.raises(OutputError, match="config.json that `cowgan train` did not write, which a run would "
+                                              "overwrite: choose another --out"):
+            attempt()
+    assert (tmp_path / "tool" / "config.json").read_text() == (tmp_path / "mixed" / "config.json").read_text() == theirs
+    assert sorted(p.name for p in (tmp_path / "tool").iterdir()) == ["checkpoints", "config.json"]
+
+
 def test_a_dataset_of_one_volume_or_with_a_damaged_shard_is_refused_before_training(tmp_path):
     one = write_tube_dataset(tmp_path / "one", count=1)
     with pytest.raises(InputError, match=r"holds 1 volume\(s\); training needs at least 2"):
