@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 # The recipe stays; micro_batch only splits the same batch differently (as another number of processes does)
 RESUMABLE_OVERRIDES = ("total_kimg", "checkpoint_minutes", "snapshot_kimg", "max_rollbacks", "compile", "micro_batch")
 RUN_CONFIG = "config.json"
+# torchrun forwards a terminal's Ctrl-C to workers that got it themselves about 1 ms before: within this many seconds
+# of the first, a Ctrl-C is that echo, not a second press, and must not interrupt the save
+SECOND_CTRL_C_GRACE_S = 3.0
 
 
 @dataclasses.dataclass
@@ -52,11 +55,12 @@ class RunResult:
 
 
 class StopRequests:
-    """Turns SIGINT/SIGTERM into a request to save and stop at the end of the current step (a second Ctrl-C
-    interrupts at once)."""
+    """Turns SIGINT/SIGTERM into a request to save and stop at the end of the current step (a second Ctrl-C, later
+    than SECOND_CTRL_C_GRACE_S after the first request, interrupts at once)."""
 
     def __init__(self) -> None:
         self.requested = False
+        self._first_request = 0.0
         self._previous: Dict[int, Any] = {}
 
     def __enter__(self) -> "StopRequests":
@@ -68,9 +72,10 @@ class StopRequests:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
+        if not self.requested:
+            self.requested, self._first_request = True, time.monotonic()
+        elif signum == signal.SIGINT and time.monotonic() - self._first_request > SECOND_CTRL_C_GRACE_S:
             raise KeyboardInterrupt
-        self.requested = True
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():

@@ -195,7 +195,31 @@ def test_a_batch_that_does_not_split_over_processes_is_explained():
         TrainConfig(batch=24, micro_batch=8).accumulation(2)
 
 
-def test_sigterm_saves_the_resume_state_and_exits_cleanly(dataset, tmp_path):
+def test_a_ctrl_c_echoed_within_the_grace_period_is_ignored_and_a_later_one_interrupts(monkeypatch):
+    import os
+    import signal
+    import time
+
+    from training.loop import StopRequests
+
+    with StopRequests() as stop:  # under torchrun a worker gets the terminal's Ctrl-C and torchrun's copy 1 ms later
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.002)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+        except KeyboardInterrupt:
+            pytest.fail("the echoed Ctrl-C interrupted the run instead of letting it save")
+        assert stop.requested
+        monkeypatch.setattr("training.loop.SECOND_CTRL_C_GRACE_S", 0.05)
+        time.sleep(0.1)
+        with pytest.raises(KeyboardInterrupt):  # a deliberate second Ctrl-C still stops at once
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+
+
+@pytest.mark.parametrize("signals", [("SIGTERM",), ("SIGINT", "SIGINT")])
+def test_sigterm_or_an_echoed_ctrl_c_saves_the_resume_state_and_exits_cleanly(dataset, tmp_path, signals):
     import os
     import signal
     import subprocess
@@ -211,7 +235,9 @@ def test_sigterm_saves_the_resume_state_and_exits_cleanly(dataset, tmp_path):
     while not list((run / "tensorboard").glob("events.*")) and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    for name in signals:
+        proc.send_signal(getattr(signal, name))
+        time.sleep(0.002)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert out.startswith("stopped by a signal: step ") and "run the same command to resume" in out
