@@ -345,9 +345,16 @@ class Trainer:
         self.G_ema.load_state_dict(state["G_ema"])
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
-        self.scaler_G.load_state_dict(state["scaler_G"])
-        self.scaler_D.load_state_dict(state["scaler_D"])
+        _load_scaler(self.scaler_G, state["scaler_G"])
+        _load_scaler(self.scaler_D, state["scaler_D"])
         self.ada.load_state_dict(state["ada"])
         self.pl_mean = state["pl_mean"]
         self.step_index = int(state["step"])
         self.rollbacks = int(state["rollbacks"])
+
+
+def _load_scaler(scaler: torch.amp.GradScaler, state: Dict[str, Any]) -> None:
+    """Restore a loss scaler; a run saved without one (bf16 or fp32) resumed where the precision needs one (fp16 on a
+    GPU without bf16) starts a fresh scaler, as a new run does."""
+    if state:
+        scaler.load_state_dict(state)

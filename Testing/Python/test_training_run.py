@@ -136,6 +136,21 @@ def test_bfloat16_training_on_a_cpu_that_emulates_it_warns_to_use_float32(monkey
     assert fast or "no bfloat16 kernels" in warnings[0] and warnings[0].endswith("start the run with --precision fp32")
 
 
+def test_a_run_saved_without_a_loss_scaler_resumes_where_the_precision_needs_one_and_back(dataset, tmp_path,
+                                                                                           monkeypatch):
+    from training.trainer import Precision
+
+    cfg = training_preset("tiny").replace(total_kimg=0.004)
+    train(cfg, dataset, tmp_path / "run", CPU, bar=False)  # fp32 on the CPU: no scaler, an empty scaler state
+    assert load_state(find_state(tmp_path / "run"))["trainer"]["scaler_G"] == {}
+    with monkeypatch.context() as patch:  # as auto precision resolves to fp16 + scaler on a GPU without bf16
+        patch.setattr("training.trainer.resolve_training_precision", lambda *args: Precision(torch.float32, True, False))
+        result = train(cfg.replace(total_kimg=0.008), dataset, tmp_path / "run", CPU, bar=False)
+    scaler = load_state(find_state(tmp_path / "run"))["trainer"]["scaler_G"]
+    assert result.step == 2 and scaler["scale"] == torch.amp.GradScaler("cpu").get_scale()  # a fresh scaler
+    assert train(cfg.replace(total_kimg=0.012), dataset, tmp_path / "run", CPU, bar=False).step == 3  # and back
+
+
 def test_a_resumed_run_keeps_its_recipe_and_refuses_to_change_it(dataset, tmp_path):
     cfg = training_preset("tiny").replace(total_kimg=0.004)
     train(cfg, dataset, tmp_path / "run", CPU, bar=False)
