@@ -82,12 +82,13 @@ class StopRequests:
             signal.signal(sig, handler)
 
 
-def resolve_config(run_dir: Path, cfg: TrainConfig, overrides: Dict[str, Any]) -> TrainConfig:
-    """The config of a resumed run (from its folder, with only safe overrides) or `cfg` for a new one."""
+def resolve_config(run_dir: Path, preset: TrainConfig, overrides: Dict[str, Any]) -> TrainConfig:
+    """The config of a resumed run (its own, with only safe overrides) or `preset` with `overrides` for a new one;
+    only the config that will run is validated (a resumed run's batch is its own, not the preset's)."""
     stored = Path(run_dir) / RUN_CONFIG
     state = find_state(run_dir)
     if state is None:
-        return cfg
+        return preset.replace(**overrides)
     if not stored.is_file():  # only checkpoints/ was copied: the resume state carries the recipe too
         saved = TrainConfig.from_dict(load_state(state)["config"])
     else:

@@ -170,6 +170,19 @@ def test_a_resumed_run_keeps_its_recipe_and_refuses_to_change_it(dataset, tmp_pa
     assert resolve_config(tmp_path / "run", training_preset("paper"), {"total_kimg": 0.008}) == cfg.replace(total_kimg=0.008)
 
 
+def test_a_resumed_runs_new_micro_batch_is_checked_against_its_own_batch_not_the_presets(dataset, tmp_path, capsys):
+    from cowgan.main import main
+
+    run = ["train", "--data", str(dataset), "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main([*run, "--preset", "tiny", "--batch", "12", "--micro-batch", "4", "--kimg", "0.012"]) == 0
+    assert main([*run, "--micro-batch", "3", "--kimg", "0.024"]) == 0  # 3 divides the run's 12, not paper's 32
+    state = load_state(find_state(tmp_path / "run"))
+    assert (state["trainer"]["step"], state["config"]["batch"], state["config"]["micro_batch"]) == (2, 12, 3)
+    capsys.readouterr()
+    assert main([*run, "--micro-batch", "5"]) == 2
+    assert "batch 12 must be a positive multiple of micro_batch 5" in capsys.readouterr().err
+
+
 def test_compile_on_the_cpu_is_refused_before_the_run_folder_is_written(dataset, tmp_path):
     with pytest.raises(InputError, match="--compile needs a CUDA GPU .*this run is on cpu: leave it out"):
         train(training_preset("tiny").replace(compile=True), dataset, tmp_path / "run", CPU, bar=False)

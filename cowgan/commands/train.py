@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = overrides_from(args)
     if args.preset:
         overrides.setdefault("architecture", args.preset)
-    cfg = resolve_config(Path(args.out), training_preset(args.preset or "paper").replace(**overrides), overrides)
+    cfg = resolve_config(Path(args.out), training_preset(args.preset or "paper"), overrides)
     group = init_process_group(args.device)
     if not group.is_main:
         logging.getLogger().setLevel(logging.WARNING)
