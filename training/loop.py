@@ -22,6 +22,7 @@ from CircleOfWillisGANLib.benchmark import machine_description
 from CircleOfWillisGANLib.errors import CheckpointError, InputError, OutputError
 from CircleOfWillisGANLib.outputs import timestamp
 from CircleOfWillisGANLib.files import is_within, write_json
+from CircleOfWillisGANLib.networks.discriminator import std_group_size
 
 from .config import TrainConfig, coerce_setting
 from .dataset import RealVolumes
@@ -122,6 +123,8 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, 
     resumed = _resume(trainer, run_dir, data)
     _check_same_start(trainer.step_index, run_dir, group)
     origin = resumed.get("init_from") if resumed else (_initialise(trainer, Path(cfg.init)) if cfg.init else None)
+    if not resumed:
+        _check_minibatch_groups(cfg)
     if group.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / RUN_CONFIG, {"config": cfg.to_dict(), "architecture": trainer.arch.to_dict(),
@@ -228,8 +231,35 @@ def _resume(trainer: Trainer, run_dir: Path, data: RealVolumes) -> Dict[str, Any
     if state["architecture"] != trainer.arch.to_dict():
         raise CheckpointError(f"{run_dir} holds a {state['architecture']} model, not {trainer.arch.to_dict()}: "
                               "use the run's own --preset or start a new run")
+    _check_same_groups(TrainConfig.from_dict(state["config"]), trainer.cfg, run_dir)
     trainer.load_state_dict(state["trainer"])
     return state["progress"]
+
+
+def _groups(cfg: TrainConfig) -> int:
+    """How many volumes D's minibatch_std layer compares (the largest group that divides a micro-batch); 0: no layer."""
+    return std_group_size(cfg.micro_batch, cfg.minibatch_std) if cfg.minibatch_std else 0
+
+
+def _check_minibatch_groups(cfg: TrainConfig) -> None:
+    """A new run's minibatch_std must divide its micro_batch: otherwise D silently compares smaller groups (with
+    micro_batch 1 none at all, and the layer tells it nothing)."""
+    used = _groups(cfg)
+    if used != cfg.minibatch_std:
+        fix = f"--set minibatch_std={used}" if used > 1 else "--set minibatch_std=0 (no layer)"
+        raise InputError(f"minibatch_std {cfg.minibatch_std} does not divide micro_batch {cfg.micro_batch}, so the "
+                         f"discriminator would compare groups of {used} volume(s), not {cfg.minibatch_std}: use a "
+                         f"--micro-batch that is a multiple of {cfg.minibatch_std}, or {fix}")
+
+
+def _check_same_groups(saved: TrainConfig, cfg: TrainConfig, run_dir: Path) -> None:
+    """A resumed run's new micro_batch must keep the group size that D's minibatch_std layer was trained with."""
+    before, after = _groups(saved), _groups(cfg)
+    if before != after:
+        others = f" or another multiple of {before}" if before == saved.minibatch_std else ""
+        raise InputError(f"{run_dir}'s discriminator compares groups of {before} volumes in its minibatch_std layer "
+                         f"(micro_batch {saved.micro_batch}); micro_batch {cfg.micro_batch} would make them {after}: "
+                         f"resume with --micro-batch {saved.micro_batch}{others}")
 
 
 def _check_same_start(step: int, run_dir: Path, group: ProcessGroup) -> None:

@@ -80,6 +80,26 @@ def test_a_discriminator_with_minibatch_std_trains_with_finite_losses_and_resume
     assert resumed.minibatch_std == 2
 
 
+def test_a_minibatch_std_group_that_the_micro_batch_would_shrink_is_refused(dataset, tmp_path):
+    tiny = training_preset("tiny").replace(total_kimg=0.004)  # micro_batch 2
+    for settings, message in (({"minibatch_std": 4}, "minibatch_std 4 does not divide micro_batch 2, so the "
+                               "discriminator would compare groups of 2 volume\\(s\\), not 4: use a --micro-batch that is a "
+                               "multiple of 4, or --set minibatch_std=2"),
+                              ({"minibatch_std": 2, "micro_batch": 1}, r"groups of 1 volume\(s\), not 2: .*"
+                               r"--set minibatch_std=0 \(no layer\)")):
+        with pytest.raises(InputError, match=message):
+            train(tiny.replace(**settings), dataset, tmp_path / "new", CPU, bar=False)
+    assert not (tmp_path / "new").exists()
+    train(tiny.replace(minibatch_std=2), dataset, tmp_path / "run", CPU, bar=False)
+    with pytest.raises(InputError, match="compares groups of 2 volumes in its minibatch_std layer \\(micro_batch 2\\); "
+                                         "micro_batch 1 would make them 1: resume with --micro-batch 2 or another "
+                                         "multiple of 2"):
+        train(resolve_config(tmp_path / "run", tiny, {"micro_batch": 1, "total_kimg": 0.008}), dataset,
+              tmp_path / "run", CPU, bar=False)
+    bigger = resolve_config(tmp_path / "run", tiny, {"micro_batch": 4, "total_kimg": 0.008})  # groups of 2 still
+    assert train(bigger, dataset, tmp_path / "run", CPU, bar=False).step == 2
+
+
 def test_resuming_from_a_saved_state_gives_bit_identical_next_steps(dataset, tmp_path):
     cfg = training_preset("tiny").replace(total_kimg=0.012)  # 3 steps of 4 volumes: GP + PL, plain, GP + PL
     straight = train(cfg, dataset, tmp_path / "straight", CPU, bar=False)
