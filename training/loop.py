@@ -28,6 +28,7 @@ from .config import TrainConfig, coerce_setting
 from .dataset import RealVolumes
 from .distributed import ProcessGroup, all_reduce_sum, barrier
 from .guard import NanGuard
+from .lock import LOCK, lock_owner, run_folder_lock
 from .progress import Progress
 from .metrics import MorphologyDistance
 from .samples import sample_volumes, write_sample_sheet
@@ -115,9 +116,26 @@ def resolve_config(run_dir: Path, preset: TrainConfig, overrides: Dict[str, Any]
 
 def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, max_time_s: Optional[float] = None,
           bar: bool = True, guard_every: int = 200) -> RunResult:
-    """Train (or resume) the run in `run_dir` on the dataset in `data_dir`; return how it ended."""
+    """Train (or resume) the run in `run_dir` on the dataset in `data_dir`; return how it ended. Refused while another
+    `cowgan train` runs in `run_dir`: both would write the same resume states."""
     run_dir = Path(run_dir)
     _check_run_folder(run_dir, Path(data_dir))
+    with run_folder_lock(run_dir, enabled=group.is_main) as held:
+        _check_not_in_use(held, run_dir, group)
+        return _train_locked(cfg, Path(data_dir), run_dir, group, max_time_s, bar, guard_every)
+
+
+def _check_not_in_use(held: bool, run_dir: Path, group: ProcessGroup) -> None:
+    """Every process stops with the main one when another run holds the folder's lock (none waits for the others)."""
+    if all_reduce_sum(torch.tensor([0.0 if held else 1.0]), group)[0]:
+        owner = lock_owner(run_dir)
+        raise OutputError(f"--out {run_dir} is in use by another `cowgan train`{f' ({owner})' if owner else ''}: "
+                          "wait for it to end or stop it, or choose another --out")
+
+
+def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, max_time_s: Optional[float],
+                  bar: bool, guard_every: int) -> RunResult:
+    """The run itself, on the process that holds the folder's lock and the processes that follow it."""
     data = RealVolumes.open(Path(data_dir), group.device)
     trainer = Trainer(cfg, data, group)
     resumed = _resume(trainer, run_dir, data)
@@ -188,7 +206,7 @@ def _check_run_folder(run_dir: Path, data_dir: Path) -> None:
     if has_state and config.exists() and not _is_run_config(config):  # the run would overwrite it
         raise OutputError(_foreign_config(run_dir))
     is_run = has_state or _is_run_config(config)  # a checkpoints/ folder alone is any program's
-    if run_dir.is_dir() and not is_run and any(run_dir.iterdir()):
+    if run_dir.is_dir() and not is_run and any(entry.name != LOCK for entry in run_dir.iterdir()):
         raise OutputError(f"--out {run_dir} holds other files and no training run: choose a new or empty folder "
                           "(or the folder of the run to resume)")
 

@@ -76,20 +76,55 @@ def _resuming_worker(rank: int, world: int, port: int, data: str, out: str) -> N
     shutdown(group)
 
 
+def _run_two(worker, data: Path, out: Path) -> bool:
+    """Run `worker` on two gloo processes; whether both ended within 3 minutes (mismatched collectives hang)."""
+    workers = mp.spawn(worker, args=(2, _free_port(), str(data), str(out)), nprocs=2, join=False)
+    deadline = time.monotonic() + 180
+    finished = False
+    while not finished and time.monotonic() < deadline:  # join returns as each process ends
+        finished = workers.join(timeout=max(1.0, deadline - time.monotonic()))
+    for process in workers.processes:  # fail, do not wait for ever
+        process.kill()
+    return finished
+
+
 def test_processes_that_would_resume_from_different_steps_all_stop_with_the_fix(tmp_path):
     from training.loop import train
 
     data = write_tube_dataset(tmp_path / "ds", count=6)
     train(training_preset("tiny").replace(total_kimg=0.004), data, tmp_path / "node0" / "run",
           ProcessGroup(device=torch.device("cpu")), bar=False)
-    workers = mp.spawn(_resuming_worker, args=(2, _free_port(), str(data), str(tmp_path)), nprocs=2, join=False)
-    deadline = time.monotonic() + 180
-    finished = False
-    while not finished and time.monotonic() < deadline:  # join returns as each process ends
-        finished = workers.join(timeout=max(1.0, deadline - time.monotonic()))
-    for process in workers.processes:  # mismatched collectives hang: fail, do not wait for ever
-        process.kill()
-    assert finished, "the processes hung on mismatched steps"
+    assert _run_two(_resuming_worker, data, tmp_path), "the processes hung on mismatched steps"
     for rank in range(2):
         outcome = (tmp_path / f"outcome{rank}.txt").read_text()
         assert "the processes start from different steps" in outcome and "storage every node shares" in outcome
+
+
+def _shared_folder_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    from CircleOfWillisGANLib.errors import OutputError
+    from training.loop import train
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    group = init_process_group("cpu")
+    try:
+        result = train(training_preset("tiny").replace(total_kimg=0.004), Path(data), Path(out) / "run", group,
+                       bar=False)
+        outcome = f"trained {result.step}"
+    except OutputError as exc:
+        outcome = str(exc)
+    (Path(out) / f"outcome{rank}.txt").write_text(outcome)
+    shutdown(group)
+
+
+def test_a_run_folder_in_use_stops_every_process_and_a_free_one_trains_on_all(tmp_path):
+    from training.lock import run_folder_lock
+
+    data = write_tube_dataset(tmp_path / "ds", count=6)
+    with run_folder_lock(tmp_path / "run") as held:  # another `cowgan train` on the same --out
+        assert held
+        assert _run_two(_shared_folder_worker, data, tmp_path), "the other processes waited for the main one"
+    assert all("is in use by another `cowgan train`" in (tmp_path / f"outcome{r}.txt").read_text() for r in range(2))
+    assert _run_two(_shared_folder_worker, data, tmp_path), "the processes hung on the main one's lock"
+    assert [(tmp_path / f"outcome{r}.txt").read_text() for r in range(2)] == ["trained 1", "trained 1"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -204,9 +206,36 @@ def test_a_resumed_runs_new_micro_batch_is_checked_against_its_own_batch_not_the
 
 
 def test_compile_on_the_cpu_is_refused_before_the_run_folder_is_written(dataset, tmp_path):
-    with pytest.raises(InputError, match="--compile needs a CUDA GPU .*this run is on cpu: leave it out"):
-        train(training_preset("tiny").replace(compile=True), dataset, tmp_path / "run", CPU, bar=False)
-    assert not (tmp_path / "run").exists()
+    (tmp_path / "mine").mkdir()
+    for out in (tmp_path / "run", tmp_path / "mine"):
+        with pytest.raises(InputError, match="--compile needs a CUDA GPU .*this run is on cpu: leave it out"):
+            train(training_preset("tiny").replace(compile=True), dataset, out, CPU, bar=False)
+    assert not (tmp_path / "run").exists() and list((tmp_path / "mine").iterdir()) == []  # nor its lock file
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl: run folders are not locked on Windows")
+def test_a_run_folder_in_use_is_refused_until_its_run_ends_even_by_a_kill(dataset, tmp_path, capsys):
+    import subprocess
+
+    from cowgan.main import main
+
+    run = tmp_path / "run"
+    train(training_preset("tiny").replace(total_kimg=0.004), dataset, run, CPU, bar=False)
+    saved = {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()}
+    hold = ("import sys, time; from pathlib import Path; from training.lock import run_folder_lock\n"
+            "with run_folder_lock(Path(sys.argv[1])) as held:\n    print(held, flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        assert holder.stdout.readline() == "True\n"  # as a `cowgan train` on the same --out holds it
+        command = ["train", "--data", str(dataset), "--out", str(run), "--kimg", "0.008", "--no-progress"]
+        assert main(command) == 2
+        assert f"is in use by another `cowgan train` (process {holder.pid} on " in capsys.readouterr().err
+        assert {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()} == saved
+    finally:
+        holder.kill()  # as a crash or the OOM killer ends a run: the system lets its lock go
+        holder.wait()
+    assert main(command) == 0 and load_state(find_state(run))["trainer"]["step"] == 2
 
 
 def test_the_nan_guard_rolls_back_to_the_last_good_state_and_says_so(dataset, caplog):
