@@ -97,11 +97,11 @@ def remove_abandoned_stages(folder: Path, prefix: str) -> None:
     with contextlib.suppress(OSError):
         for entry in folder.iterdir():
             match = owner.match(entry.name)
-            if match and entry.is_dir() and not entry.is_symlink() and not _process_runs(int(match.group(1))):
+            if match and entry.is_dir() and not entry.is_symlink() and not process_runs(int(match.group(1))):
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def _process_runs(pid: int) -> bool:
+def process_runs(pid: int) -> bool:
     """Whether process `pid` of this host still runs (and so may still be writing its stage)."""
     if pid == os.getpid():
         return False  # a stage of this process's own is left from an earlier, failed call

@@ -32,7 +32,7 @@ from .lock import LOCK, lock_owner, run_folder_lock
 from .progress import Progress
 from .metrics import MorphologyDistance
 from .samples import sample_volumes, write_sample_sheet
-from .state import find_state, load_state, save_state, to_cpu
+from .state import find_state, load_state, remove_abandoned_temporaries, save_state, to_cpu
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: Proces
         _check_minibatch_groups(cfg)
     if group.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_temporaries(run_dir)
         write_json(run_dir / RUN_CONFIG, {"config": cfg.to_dict(), "architecture": trainer.arch.to_dict(),
                                           "dataset": {"path": str(Path(data_dir).resolve()), "count": data.count,
                                                       "fingerprint": data.fingerprint},

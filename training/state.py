@@ -7,14 +7,17 @@ torch.load(weights_only=True), so loading never runs code from the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import socket
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 
 from CircleOfWillisGANLib.errors import CheckpointError, OutputError
-from CircleOfWillisGANLib.files import path_problem, zip_damage
+from CircleOfWillisGANLib.files import path_problem, process_runs, stage_name, zip_damage
 
 FORMAT = "cowgan-train-state"
 FORMAT_VERSION = 1
@@ -44,8 +47,9 @@ def save_state(run_dir: Path, state: Dict[str, Any]) -> Path:
     """Write `state` as the run's latest resume state (temporary file, then rename); keep the old one as previous."""
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_temporaries(run_dir)
     latest = folder / LATEST
-    tmp = folder / f".{LATEST}.{os.getpid()}.tmp"
+    tmp = folder / f"{stage_name(f'.{LATEST}.')}.tmp"
     payload = dict(state, format=FORMAT, format_version=FORMAT_VERSION)
     try:
         torch.save(payload, tmp)
@@ -60,6 +64,18 @@ def save_state(run_dir: Path, state: Dict[str, Any]) -> Path:
         if tmp.exists():
             tmp.unlink()
     return latest
+
+
+def remove_abandoned_temporaries(run_dir: Path) -> None:
+    """Delete the temporary states of saves on this host whose process has ended: a run killed while saving (out of
+    memory, SIGKILL) cannot remove its own, and each is as large as a resume state."""
+    own_host = re.compile(re.escape(f".{LATEST}.{socket.gethostname()}@") + r"(\d+)\.tmp")
+    unnamed_host = re.compile(re.escape(f".{LATEST}.") + r"(\d+)\.tmp")  # written before names had the host
+    with contextlib.suppress(OSError):
+        for entry in checkpoint_dir(run_dir).glob(f".{LATEST}.*.tmp"):
+            match = own_host.fullmatch(entry.name) or unnamed_host.fullmatch(entry.name)
+            if match and entry.is_file() and not entry.is_symlink() and not process_runs(int(match.group(1))):
+                entry.unlink()
 
 
 def find_state(run_dir: Path) -> Optional[Path]:

@@ -321,6 +321,30 @@ def test_sigterm_or_an_echoed_ctrl_c_saves_the_resume_state_and_exits_cleanly(da
     assert load_state(find_state(run))["trainer"]["step"] >= 1
 
 
+def test_a_temporary_state_left_by_a_save_killed_before_its_rename_is_removed_by_the_next_run(dataset, tmp_path):
+    import shutil
+    import socket
+    import subprocess
+
+    run = tmp_path / "run"
+    cfg = training_preset("tiny").replace(total_kimg=0.004)
+    train(cfg, dataset, run, CPU, bar=False)
+    dying_save = ("import os, signal, sys, torch\nfrom training import state\nsave = torch.save\n"
+                  "def dying_save(*args):\n    save(*args); os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer\n"
+                  "torch.save = dying_save\nstate.save_state(sys.argv[1], state.load_state(state.find_state(sys.argv[1])))")
+    killed = subprocess.Popen([sys.executable, "-c", dying_save, str(run)],
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert killed.wait() == -9
+    host, dead, alive = socket.gethostname(), killed.pid, os.getppid()
+    left = run / "checkpoints" / f".latest.pt.{host}@{dead}.tmp"
+    assert [p.name for p in (run / "checkpoints").glob(".*.tmp")] == [left.name]
+    kept = [f".latest.pt.{host}@{alive}.tmp", f".latest.pt.other-host@{dead}.tmp"]  # may still be writing
+    for name in (f".latest.pt.{dead}.tmp", *kept):  # the first as older versions named it
+        shutil.copy(left, run / "checkpoints" / name)
+    train(cfg.replace(total_kimg=0.008), dataset, run, CPU, bar=False)
+    assert sorted(p.name for p in (run / "checkpoints").glob(".*.tmp")) == sorted(kept)
+
+
 def test_the_nan_guards_snapshot_survives_the_steps_after_a_rollback(dataset):
     # Optimizer.load_state_dict keeps CPU tensors as they are: the snapshot must not become the live Adam state.
     trainer = _trainer(dataset)
