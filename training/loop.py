@@ -162,7 +162,7 @@ def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: Proces
     start = last_save = time.monotonic()
     snapshot_steps = max(1, round(cfg.snapshot_kimg * 1000 / cfg.batch))
     metric = MorphologyDistance(data, data.manifest.get("data", {}).get("spacing_mm", (1.0, 1.0, 1.0)))
-    reason, finished = "budget reached", True
+    reason, finished, sampled = "budget reached", True, None
     try:
         with StopRequests() as stop:
             while trainer.step_index < total_steps:
@@ -175,6 +175,7 @@ def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: Proces
                 progress.update(trainer.step_index, trainer.kimg, stats)
                 if trainer.step_index % snapshot_steps == 0:
                     _samples(trainer, run_dir, progress, metric)
+                    sampled = trainer.step_index
                 now = time.monotonic()
                 flags = all_reduce_sum(torch.tensor([
                     float(stop.requested),
@@ -189,7 +190,7 @@ def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: Proces
                     last_save = now
         seconds = elapsed_before + time.monotonic() - start
         path = _save(trainer, run_dir, data, seconds, group, origin)
-        if finished:
+        if finished and sampled != trainer.step_index:  # the last step's snapshot is the final sheet
             _samples(trainer, run_dir, progress, metric)
     finally:
         progress.close()

@@ -124,6 +124,14 @@ def test_a_run_folder_writes_samples_tensorboard_logs_and_a_config(dataset, tmp_
     assert (tmp_path / "run" / "config.json").is_file()
 
 
+def test_a_last_step_on_a_snapshot_step_makes_one_final_sample_sheet_not_two(dataset, tmp_path, caplog):
+    cfg = training_preset("tiny").replace(total_kimg=0.008, snapshot_kimg=0.004)  # snapshots at steps 1 and 2, the last
+    with caplog.at_level(logging.INFO, logger="training.progress"):
+        train(cfg, dataset, tmp_path / "run", CPU, bar=False)
+    sheets = [r.getMessage().split(":")[0] for r in caplog.records if "morphology Fréchet distance" in r.getMessage()]
+    assert sheets == ["kimg 0.00", "kimg 0.01"]
+
+
 def test_without_the_bar_a_run_logs_its_progress(dataset, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="training.progress"):
         train(training_preset("tiny").replace(total_kimg=0.004), dataset, tmp_path / "run", CPU, bar=False)
