@@ -163,6 +163,7 @@ def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: Proces
     snapshot_steps = max(1, round(cfg.snapshot_kimg * 1000 / cfg.batch))
     metric = MorphologyDistance(data, data.manifest.get("data", {}).get("spacing_mm", (1.0, 1.0, 1.0)))
     reason, finished, sampled = "budget reached", True, None
+    idle = bool(resumed) and trainer.step_index >= total_steps  # a finished run's command run again
     try:
         with StopRequests() as stop:
             while trainer.step_index < total_steps:
@@ -189,8 +190,9 @@ def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: Proces
                     _save(trainer, run_dir, data, elapsed_before + now - start, group, origin)
                     last_save = now
         seconds = elapsed_before + time.monotonic() - start
-        path = _save(trainer, run_dir, data, seconds, group, origin)
-        if finished and sampled != trainer.step_index:  # the last step's snapshot is the final sheet
+        # a save with no step would rotate the last state into previous.pt and lose the older fallback
+        path = find_state(run_dir) if idle else _save(trainer, run_dir, data, seconds, group, origin)
+        if finished and not idle and sampled != trainer.step_index:  # the last step's snapshot is the final sheet
             _samples(trainer, run_dir, progress, metric)
     finally:
         progress.close()

@@ -116,6 +116,25 @@ def test_resuming_from_a_saved_state_gives_bit_identical_next_steps(dataset, tmp
     assert different == []
 
 
+def test_running_a_finished_runs_command_again_keeps_both_resume_states_and_samples(dataset, tmp_path):
+    from CircleOfWillisGANLib.files import file_sha256
+
+    cfg = training_preset("tiny").replace(total_kimg=0.008)
+    train(cfg.replace(total_kimg=0.004), dataset, tmp_path / "run", CPU, bar=False)
+    train(cfg, dataset, tmp_path / "run", CPU, bar=False)
+
+    def files():
+        return {p.relative_to(tmp_path).as_posix(): file_sha256(p) for folder in ("checkpoints", "samples")
+                for p in (tmp_path / "run" / folder).iterdir()}
+
+    before = files()
+    assert sorted(before) == ["run/checkpoints/latest.pt", "run/checkpoints/previous.pt",
+                              "run/samples/kimg000000.004.png", "run/samples/kimg000000.008.png"]
+    again = train(cfg, dataset, tmp_path / "run", CPU, bar=False)
+    assert (again.step, again.finished, again.checkpoint) == (2, True, tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert files() == before  # previous.pt is still step 1's fallback
+
+
 def test_a_run_folder_writes_samples_tensorboard_logs_and_a_config(dataset, tmp_path):
     result = train(training_preset("tiny").replace(total_kimg=0.008), dataset, tmp_path / "run", CPU, bar=False)
     assert result.finished and result.reason == "budget reached"
