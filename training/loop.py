@@ -103,7 +103,7 @@ def resolve_config(run_dir: Path, preset: TrainConfig, overrides: Dict[str, Any]
         if not _is_run_config(stored):
             raise OutputError(_foreign_config(run_dir))
         saved = TrainConfig.from_dict(text["config"])
-    changed = {k: v for k, v in overrides.items() if getattr(saved, k) != coerce_setting(k, v)}
+    changed = {k: v for k, v in overrides.items() if _differs(k, getattr(saved, k), v)}
     refused = sorted(k for k in changed if k not in RESUMABLE_OVERRIDES)
     if "architecture" in refused:
         raise InputError(f"{run_dir} is a run of the {saved.architecture} preset and a resumed run keeps its preset: "
@@ -112,6 +112,13 @@ def resolve_config(run_dir: Path, preset: TrainConfig, overrides: Dict[str, Any]
         raise InputError(f"{run_dir} is a run started with different {', '.join(refused)}; a resumed run can only "
                          f"change {', '.join(RESUMABLE_OVERRIDES)}: start a new run with another --out")
     return saved.replace(**changed)
+
+
+def _differs(name: str, saved: Any, value: Any) -> bool:
+    """Whether a setting given for a resumed run changes the run's own (augmentations as a set: their order and
+    repeats change nothing)."""
+    value = coerce_setting(name, value)
+    return set(saved) != set(value) if name == "augment" else saved != value
 
 
 def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, max_time_s: Optional[float] = None,

@@ -212,6 +212,10 @@ def test_a_resumed_run_keeps_its_recipe_and_refuses_to_change_it(dataset, tmp_pa
         resolve_config(tmp_path / "run", training_preset("paper"), {"architecture": "paper"})
     typed = {"adam_betas": [0.0, 0.99], "gp_interval": 2.0, "sample_seeds": [0, 1, 2, 3]}  # as --set parses them
     assert resolve_config(tmp_path / "run", cfg, typed) == cfg
+    reordered = {"augment": ("contrast", "brightness", "cutout", "translation", "flip")}  # augment() ignores order
+    assert resolve_config(tmp_path / "run", cfg, reordered) == cfg
+    with pytest.raises(InputError, match="different augment"):
+        resolve_config(tmp_path / "run", cfg, {"augment": ("contrast", "brightness", "cutout", "translation")})
     assert resolve_config(tmp_path / "run", cfg, {"micro_batch": 1}) == cfg.replace(micro_batch=1)  # more GPUs, less memory
     (tmp_path / "run" / "config.json").unlink()  # only checkpoints/ copied to another machine: the state has the recipe
     with pytest.raises(InputError, match="different g_lr"):
