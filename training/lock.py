@@ -35,7 +35,7 @@ def run_folder_lock(run_dir: Path, enabled: bool = True) -> Iterator[bool]:
         yield True
         return
     run_dir = Path(run_dir)
-    created = not run_dir.exists()
+    created = _outermost_missing(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = _acquire(run_dir / LOCK)
@@ -94,10 +94,22 @@ def _record_owner(fd: int) -> None:
     os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode("utf-8"))
 
 
-def _remove_if_unused(run_dir: Path, created: bool) -> None:
-    """Remove the lock file if the folder holds nothing else, and the folder too if this run created it."""
+def _outermost_missing(path: Path) -> Optional[Path]:
+    """The outermost of `path` and its parents that does not exist yet (what creating `path` creates); None if none."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_if_unused(run_dir: Path, created: Optional[Path]) -> None:
+    """Remove the lock file if the folder holds nothing else, and the folders up to `created` that this run made."""
     with contextlib.suppress(OSError):
         if [entry.name for entry in run_dir.iterdir()] == [LOCK]:
             (run_dir / LOCK).unlink()
-            if created:
-                run_dir.rmdir()
+            folder = run_dir
+            while created is not None and folder != created.parent:
+                folder.rmdir()
+                folder = folder.parent
