@@ -534,3 +534,16 @@ def test_a_sample_count_no_run_could_finish_is_refused_before_the_model_loads(tm
     assert main(["name-directions", "--model", "demo", "--classifier", str(tmp_path / "c.safetensors"), "--out", str(out),
                  "--samples", "99999999999"]) == 2
     assert "--samples 99999999999 cannot fit boundaries: use from 20 to 1,000,000" in capsys.readouterr().err
+
+
+def test_the_input_classifier_is_never_the_output_even_with_overwrite(classifier, tmp_path, capsys):
+    from cowgan.main import main
+
+    model = tmp_path / "tiny.safetensors"
+    save_checkpoint(model, build_generator("tiny", seed=0, device="cpu").checkpoint)
+    kept = classifier.save(tmp_path / "c.safetensors")
+    before = kept.read_bytes()
+    code = main(["name-directions", "--model", str(model), "--classifier", str(kept), "--out", str(kept),
+                 "--samples", "20", "--overwrite"])
+    assert code == 2 and "is the --classifier file: write the named model to another file" in capsys.readouterr().err
+    assert kept.read_bytes() == before

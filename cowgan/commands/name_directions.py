@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.seed + args.samples - 1 > MAX_SEED:
         raise InputError(f"--seed {args.seed} with --samples {args.samples} runs past the largest seed {MAX_SEED}: "
                          f"use --seed {MAX_SEED - args.samples + 1} or lower")
+    if args.classifier and Path(args.classifier).resolve() == out.resolve():
+        raise InputError(f"--out {out} is the --classifier file: write the named model to another file (the "
+                         "classifier is kept as it is)")
     psi = check_psi(args.psi)
     prepare_output_dir(out.parent, create=False)
     refuse_overwrite(out.parent, [out.name], args.overwrite)
