@@ -253,6 +253,27 @@ def _check_geometry(data: Any) -> None:
         check_affine(data["affine"])
     if "spacing_mm" in data:
         check_spacing(data["spacing_mm"])
+    _check_normalisation(data.get("normalisation"))
+
+
+def _check_normalisation(recorded: Any) -> None:
+    """A recorded normalisation that scans can be scaled by: none or a description (the reference's text), or a
+    mapping naming a known method with, where given, percentiles 0 <= LOW < HIGH <= 100 (ValueError if not)."""
+    from .preprocess import NORMALISATIONS
+
+    if recorded is None or isinstance(recorded, str):
+        return
+    if not isinstance(recorded, dict):
+        raise ValueError(f"'normalisation' must be a mapping, got {type(recorded).__name__}")
+    if recorded.get("method") not in NORMALISATIONS:
+        raise ValueError(f"normalisation method {recorded.get('method')!r} is not one of {', '.join(NORMALISATIONS)}")
+    if "percentiles" not in recorded:
+        return
+    bounds = recorded["percentiles"]
+    if (not isinstance(bounds, list) or len(bounds) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bounds)
+            or not 0 <= bounds[0] < bounds[1] <= 100):
+        raise ValueError(f"normalisation percentiles {bounds!r} are not two numbers 0 <= LOW < HIGH <= 100")
 
 
 def _architecture_mismatch(arch: Architecture, tensors: Mapping[str, torch.Tensor], w_avg: torch.Tensor,

@@ -210,12 +210,33 @@ def _resigned(source, path, edit_metadata=None, edit_tensors=None):
     lambda m: m.update(data=[1, 2]),
     lambda m: m.update(data={"affine": "identity"}),
     lambda m: m.update(data={"spacing_mm": [0.6, 0.6, 1e300]}),
+    lambda m: m.update(data={"normalisation": {"method": "percentile", "percentiles": [1]}}),
+    lambda m: m.update(data={"normalisation": {"method": "percentile", "percentiles": ["a", "b"]}}),
+    lambda m: m.update(data={"normalisation": {"method": "percentile", "percentiles": None}}),
+    lambda m: m.update(data={"normalisation": {"method": "percentile", "percentiles": [99, float("nan")]}}),
+    lambda m: m.update(data={"normalisation": {"method": None}}),
+    lambda m: m.update(data={"normalisation": [1, 99]}),
 ])
 def test_metadata_of_the_wrong_type_is_one_clear_error(saved, tmp_path, edit):
     from CircleOfWillisGANLib.generator import load_generator
 
     with pytest.raises(CheckpointError, match="has unreadable metadata .*: re-export it"):
         load_generator(_resigned(saved, tmp_path / "m.safetensors", edit_metadata=edit), device="cpu")
+
+
+@pytest.mark.parametrize("normalisation", [
+    None, "per-volume min-max to [0, 1]", {"method": "minmax"}, {"method": "percentile"},
+    {"method": "percentile", "percentiles": [0.5, 99.9]},
+])
+def test_each_normalisation_the_project_records_loads(saved, tmp_path, normalisation):
+    from CircleOfWillisGANLib.resources import demo_model_path
+
+    def edit(metadata):
+        metadata["data"] = {**metadata.get("data", {}), "normalisation": normalisation}
+
+    assert load_checkpoint(_resigned(saved, tmp_path / "m.safetensors", edit_metadata=edit)).metadata["data"][
+        "normalisation"] == normalisation
+    assert load_checkpoint(demo_model_path()).metadata["data"]["normalisation"] == {"method": "minmax"}
 
 
 @pytest.mark.parametrize("key, value, message", [
