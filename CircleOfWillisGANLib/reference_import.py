@@ -259,6 +259,7 @@ def import_reference(model_path: str, config_path: Optional[str] = None,
     model = GeneratorModel(arch)
     model.load_state_dict(convert_state(state, arch))
     w_avg, centre = _truncation_centre(state, arch, model, path)
+    _check_finite(model, w_avg, arch, path)
     step = re.fullmatch(r"model_(\d+)\.pt", path.name)
     metadata = {
         "name": path.parent.name or path.stem,
@@ -270,6 +271,19 @@ def import_reference(model_path: str, config_path: Optional[str] = None,
                        "reference_config": config},
     }
     return Checkpoint(arch, model.state_dict(), w_avg, metadata)
+
+
+def _check_finite(model: GeneratorModel, w_avg: torch.Tensor, arch: Architecture, path: Path) -> None:
+    """Refuse a conversion whose weights or truncation centre hold NaN or Inf, which would only fail later when loaded
+    as "the training run diverged"; an lr_mlp unlike the reference's is named as the likely cause."""
+    tensors = {**model.state_dict(), "w_avg": w_avg}
+    broken = sorted(k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all())
+    if not broken:
+        return
+    cause = (f".config.json's lr_mlp {arch.mapping_lr_mul!r} is likely not this run's (the reference trains with "
+             f"{REFERENCE_LR_MLP}): {CONFIG_FIX}" if arch.mapping_lr_mul != REFERENCE_LR_MLP else
+             "the run diverged; use an earlier models/NAME/model_N.pt")
+    raise CheckpointError(f"importing {path} gives NaN or infinite values in {', '.join(broken[:3])}: {cause}")
 
 
 def _truncation_centre(state: Dict[str, torch.Tensor], arch: Architecture, model: GeneratorModel,

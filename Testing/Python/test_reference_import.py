@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -318,6 +319,16 @@ def test_a_config_that_is_not_a_reference_config_gives_one_clear_error(golden_di
     config = tmp_path / "config.json"
     config.write_text(text)
     with pytest.raises(CheckpointError, match="config"):
+        import_reference(str(golden_dir / "model_0.pt"), str(config))
+
+
+@pytest.mark.parametrize("lr_mlp", [1e308, 1e200])
+def test_an_lr_mlp_that_makes_w_avg_overflow_is_named_instead_of_writing_a_model_that_looks_diverged(
+        golden_dir, tmp_path, lr_mlp):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**json.loads((golden_dir / ".config.json").read_text()), "lr_mlp": lr_mlp}))
+    with pytest.raises(CheckpointError, match=f"NaN or infinite values in .*w_avg.*lr_mlp {re.escape(repr(lr_mlp))} is likely not "
+                                              "this run's .*pass the run's own .config.json"):
         import_reference(str(golden_dir / "model_0.pt"), str(config))
 
 
