@@ -153,6 +153,19 @@ def _open_nifti(path: PathLike) -> Any:
     if problem:
         raise InputError(f"volume {path} {problem}: pass a NIfTI file (.nii or .nii.gz)")
     try:
-        return nib.load(str(path))
+        image = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for damaged files
         raise InputError(f"cannot read volume {path} ({exc}): pass a valid NIfTI file (.nii or .nii.gz)") from exc
+    _check_header(path, image)
+    return image
+
+
+def _check_header(path: PathLike, image: Any) -> None:
+    """Refuse a header whose voxels cannot be placed (affine not finite or singular) or are complex numbers, which
+    every later step would otherwise misread or fail on with a traceback."""
+    affine = np.asarray(image.affine, dtype=float)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(f"volume {path} has an affine that is all zero, not finite or singular: its header holds "
+                         "no usable orientation; fix its header (sform/qform) or leave the file out")
+    if np.dtype(image.get_data_dtype()).kind == "c":
+        raise InputError(f"volume {path} is complex-valued; a magnitude image is needed: save its magnitude")

@@ -265,3 +265,16 @@ def test_cuda_without_a_gpu_is_one_line_before_any_volume_is_read(sets, capsys, 
                  "--device", "cuda"]) == 2
     assert "device 'cuda' was asked for but PyTorch sees no CUDA GPU" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_volume_without_a_usable_affine_is_one_line_naming_it(tmp_path, capsys):
+    import nibabel as nib
+
+    real = write_set(tmp_path / "real", [noise_volume(i, shape=(16, 16, 16)) for i in range(4)])
+    fake = write_set(tmp_path / "fake", [noise_volume(10 + i, shape=(16, 16, 16)) for i in range(4)])
+    image = nib.Nifti1Image(noise_volume(9, shape=(16, 16, 16)), None)
+    image.set_sform(np.zeros((4, 4)), code=2)
+    nib.save(image, str(real / "zero.nii.gz"))
+    assert main(["evaluate", "--real", str(real), "--fake", str(fake), "--out", str(tmp_path / "o"), "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert "zero.nii.gz has an affine that is all zero" in err and "fix its header" in err and err.count("\n") == 1

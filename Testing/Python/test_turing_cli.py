@@ -121,3 +121,19 @@ def test_a_real_fraction_out_of_range_names_the_settings_that_work(tmp_path, cap
     assert main(["turing", "create", "--real", str(real), "--generated", str(generated), "--out", str(tmp_path / "s"),
                  "--cases", "10"]) == 0
     assert "(5 real, 5 generated)" in capsys.readouterr().out
+
+
+def test_a_real_volume_without_a_usable_affine_is_one_line_naming_it(tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    real, generated = make_sources(tmp_path)
+    image = nib.Nifti1Image(np.ones((32, 32, 8), np.float32), None)
+    image.header["sform_code"] = 2
+    image.header["srow_x"] = [np.nan] * 4
+    nib.save(image, str(real / "nan.nii.gz"))
+    assert main(["turing", "create", "--real", str(real), "--generated", str(generated), "--out", str(tmp_path / "s"),
+                 "--cases", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "nan.nii.gz has an affine that is all zero, not finite" in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()

@@ -313,3 +313,30 @@ def test_a_short_write_on_a_full_disk_is_called_a_full_disk(tmp_path, monkeypatc
     with pytest.raises(OutputError, match=r"shard.npy: the disk is full \(65536 requested and 18368 written\); choose a"):
         atomic_write(tmp_path / "shard.npy", numpy_short_write)
     assert list(tmp_path.iterdir()) == []
+
+
+def _write_raw_nifti(path, data, affine):
+    """A NIfTI file as another tool might write it: any data type, any affine, no checks."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(data, None)
+    image.header["sform_code"] = 2
+    for row, name in enumerate(("srow_x", "srow_y", "srow_z")):
+        image.header[name] = affine[row]
+    nib.save(image, str(path))
+    return path
+
+
+@pytest.mark.parametrize("data, affine, message", [
+    (VOLUME.transpose(1, 2, 0), np.zeros((4, 4)), "affine that is all zero, not finite or singular"),
+    (VOLUME.transpose(1, 2, 0), np.full((4, 4), np.nan), "affine that is all zero, not finite or singular"),
+    (VOLUME.transpose(1, 2, 0).astype(np.complex64), AFFINE, "is complex-valued; a magnitude image is needed"),
+])
+def test_a_volume_whose_header_cannot_be_used_is_refused_naming_the_file(tmp_path, data, affine, message):
+    from CircleOfWillisGANLib.volume_io import volume_grid
+
+    path = _write_raw_nifti(tmp_path / "odd.nii.gz", data, affine)
+    for read in (load_volume, volume_grid):
+        with pytest.raises(InputError, match=message) as caught:
+            read(path)
+        assert "odd.nii.gz" in str(caught.value) and "\n" not in str(caught.value)
