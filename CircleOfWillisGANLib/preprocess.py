@@ -89,6 +89,8 @@ def simpleitk() -> Any:
 def read_canonical(path: Path) -> Any:
     """Read a NIfTI/NRRD file, check it, and reorient it (axes permuted/flipped, no interpolation) to RAS."""
     sitk = simpleitk()
+    check_itk_name(path)
+    _check_nifti_affine(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -123,6 +125,31 @@ def read_canonical(path: Path) -> Any:
         raise VolumeRejected(f"a label map, not an image ({len(labels)} whole-number values, {labels[0]:g} to "
                              f"{labels[-1]:g})", "leave it out, or pick the images with --pattern")
     return sitk.DICOMOrient(image, CANONICAL)
+
+
+def check_itk_name(path: Path) -> None:
+    """Refuse a path that is not valid UTF-8 text: ITK's C++ reader aborts the whole process on one."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise VolumeRejected(f"its name {ascii(path.name)} is not valid UTF-8 text, which ITK cannot open",
+                             "rename it with a name of plain letters and digits") from None
+
+
+def _check_nifti_affine(path: Path) -> None:
+    """Refuse a NIfTI file whose header places no voxel (affine all zero, not finite or singular) before ITK reads
+    it, which would fail with a misleading shear error and dump the matrix on stderr."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return
+    import nibabel as nib
+
+    try:
+        affine = np.asarray(nib.load(str(path)).affine, dtype=float)
+    except Exception:  # nibabel raises many types for damaged files; the full read names the damage
+        return
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise VolumeRejected("its affine is all zero, not finite or singular (the header holds no usable orientation)",
+                             "fix its header (sform/qform), e.g. save it again from 3D Slicer, or leave it out")
 
 
 def segmentation_values(values: np.ndarray) -> Optional[np.ndarray]:

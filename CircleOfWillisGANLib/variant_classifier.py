@@ -334,9 +334,13 @@ def _circle_cut(sidecar: Path) -> bool:
 
 def _label_values(path: Path) -> np.ndarray:
     """The values of a label map (their arrangement does not matter: each value names one artery of one side)."""
-    from .preprocess import simpleitk
+    from .preprocess import VolumeRejected, check_itk_name, simpleitk
 
     sitk = simpleitk()
+    try:
+        check_itk_name(path)
+    except VolumeRejected as exc:
+        raise InputError(f"cannot read label map {ascii(str(path))}: {exc}") from None
     try:
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     except RuntimeError as exc:

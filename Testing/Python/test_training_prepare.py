@@ -441,3 +441,30 @@ def test_a_grid_the_generator_cannot_make_is_refused_with_one_rule(tmp_path, cap
     assert main(["prepare", "--in", str(src), "--out", str(tmp_path / "ds"), "--shape", *shape]) == 2
     assert f"--shape {' '.join(shape)}: each size must be a power of two of at least 8" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
+
+
+def test_a_nifti_without_a_usable_affine_or_with_a_name_itk_cannot_open_is_skipped_with_the_fix(tmp_path, capfd):
+    import os
+
+    import nibabel as nib
+
+    src = write_tube_volumes(tmp_path / "in", 2, SHAPE)
+    for name, row in (("zero.nii", [0.0] * 4), ("nan.nii", [np.nan] * 4)):
+        image = nib.Nifti1Image(np.random.default_rng(4).random((20, 20, 20)).astype(np.float32), None)
+        image.header["sform_code"] = 2
+        for field in ("srow_x", "srow_y", "srow_z"):
+            image.header[field] = row
+        nib.save(image, str(src / name))
+    nib.save(nib.Nifti1Image(np.random.default_rng(5).random((20, 20, 20)).astype(np.float32), np.eye(4)),
+             str(src / "renamed.nii"))
+    bad_name = os.fsdecode(b"bad\xff_image.nii")
+    os.rename(src / "renamed.nii", src / bad_name)
+    manifest = prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), workers=2, progress=False)
+    assert manifest["count"] == 2
+    reasons = {s["source"]: s["reason"] for s in manifest["skipped"]}
+    assert set(reasons) == {"zero.nii", "nan.nii", bad_name}
+    for name in ("zero.nii", "nan.nii"):
+        assert reasons[name].startswith("its affine is all zero, not finite or singular") and "fix its header" in reasons[name]
+    assert reasons[bad_name] == (r"its name 'bad\udcff_image.nii' is not valid UTF-8 text, which ITK cannot open: "
+                                 "rename it with a name of plain letters and digits")
+    assert "orthonormal" not in capfd.readouterr().err
