@@ -24,6 +24,7 @@ from CircleOfWillisGANLib.outputs import timestamp
 from CircleOfWillisGANLib.files import file_sha256, is_within, path_problem, staged_folder
 from CircleOfWillisGANLib.interrupts import ctrl_c_held_from_new_processes, ignore_ctrl_c
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png
+from CircleOfWillisGANLib.phantoms.writer import check_workers
 from CircleOfWillisGANLib.preprocess import (PrepareOptions, VolumeRejected, coverage_warning, is_volume_file,
                                              preprocess_file, read_canonical)
 from CircleOfWillisGANLib.volume_io import default_affine
@@ -47,6 +48,7 @@ def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, wor
     """Preprocess every volume under `input_dir` whose name matches `pattern` into `out_dir`; return the manifest."""
     input_dir, out_dir = Path(input_dir).resolve(), Path(out_dir).resolve()
     _check_folders(input_dir, out_dir)
+    check_workers(workers)
     # hidden files and everything in hidden folders (.snapshot, .Trash-1000, .git) are not the user's scans
     entries = sorted(p for p in input_dir.rglob("*")
                      if not any(part.startswith(".") for part in p.relative_to(input_dir).parts))
@@ -139,6 +141,7 @@ def _run(volumes: Sequence[Path], options: PrepareOptions, workers: int, progres
 
     bar = functools.partial(tqdm, total=len(volumes), desc="prepare", unit="vol", disable=not progress,
                             file=sys.stderr, dynamic_ncols=True)
+    workers = min(workers, len(volumes))  # a worker beyond one per file would start only to wait
     if workers <= 1:
         _init_worker(1)
         yield from bar(_work(p, options) for p in volumes)

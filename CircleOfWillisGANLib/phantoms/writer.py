@@ -31,6 +31,7 @@ MANIFEST = "manifest.csv"
 PREVIEW = "preview.png"
 PREVIEW_CASES = 16
 PARTIAL_PREFIX = ".phantoms-partial-"  # a set being written into an existing folder
+MAX_WORKERS_PER_CPU = 4  # --workers above this many per CPU is refused (phantoms and prepare)
 MAX_PHANTOMS = 1_000_000  # as many as --seeds may list; a set this size builds its manifest in ~250 MB of memory
 PREVIEW_SOFTWARE = "CircleOfWillisGAN phantoms"  # the PNG text that marks a set's preview as written by write_preview
 MANIFEST_FIELDS = ("case", "index", "image", "label", "params", "anterior", "posterior", "complete",
@@ -134,6 +135,16 @@ def check_count(n: int) -> None:
                          "collection as several sets with different --seed")
 
 
+def check_workers(workers: int) -> None:
+    """Refuse a worker count below 1 or above 4 per CPU, where more processes only slow a run and use up memory."""
+    limit = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if workers < 1:
+        raise InputError(f"--workers {workers} is invalid: use 1 or more")
+    if workers > limit:
+        raise InputError(f"--workers {workers} is too many: this machine has {os.cpu_count() or 1} CPUs, so use at "
+                         f"most {limit} ({MAX_WORKERS_PER_CPU} per CPU)")
+
+
 def iter_phantom_set(out: Union[str, Path], n: int, seed: int, config: Optional[PhantomConfig] = None,
                      workers: int = 1, compress: bool = True) -> Iterator[Dict[str, Any]]:
     """Write cases 0..n-1 into `out`, yielding each case's result in index order as it completes.
@@ -142,8 +153,8 @@ def iter_phantom_set(out: Union[str, Path], n: int, seed: int, config: Optional[
     the cases in hand; workers ignore Ctrl-C, which the parent handles.
     """
     check_count(n)
-    if workers < 1:
-        raise InputError(f"--workers {workers} is invalid: use 1 or more")
+    check_workers(workers)
+    workers = min(workers, n)  # a worker beyond one per case would start only to wait
     cfg = config or PhantomConfig()
     out = Path(out)
     if not out.is_dir():

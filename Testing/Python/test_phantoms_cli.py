@@ -249,3 +249,45 @@ def test_a_rerun_deletes_the_stages_that_killed_runs_left_and_keeps_those_of_run
         (stage / "phantom_00000_image.nii.gz").write_bytes(b"half a case")
     assert main(["phantoms", "--n", "2", "--out", str(tmp_path / "set"), *SMALL, "--overwrite"]) == 0
     assert not killed.exists() and all(stage.exists() for stage in running)
+
+
+def test_a_worker_count_above_four_per_cpu_is_refused_before_any_process_starts(tmp_path, capsys, monkeypatch):
+    import CircleOfWillisGANLib.phantoms.writer as writer
+
+    monkeypatch.setattr(writer.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(writer, "ProcessPoolExecutor", None)  # a pool started at all would fail the run
+    assert main(["phantoms", "--n", "2", "--out", str(tmp_path / "set"), "--workers", "10000", *SMALL]) == 2
+    assert "--workers 10000 is too many: this machine has 2 CPUs, so use at most 8" in capsys.readouterr().err
+    assert not (tmp_path / "set").exists()
+
+
+def test_no_more_workers_start_than_there_are_cases(tmp_path, monkeypatch):
+    import CircleOfWillisGANLib.phantoms.writer as writer
+
+    started = []
+
+    class Pool(writer.ProcessPoolExecutor):
+        def __init__(self, max_workers, **kwargs):
+            started.append(max_workers)
+            super().__init__(max_workers, **kwargs)
+
+    monkeypatch.setattr(writer, "ProcessPoolExecutor", Pool)
+    assert main(["phantoms", "--n", "2", "--out", str(tmp_path / "two"), "--workers", "3", *SMALL]) == 0
+    assert main(["phantoms", "--n", "1", "--out", str(tmp_path / "one"), "--workers", "3", *SMALL]) == 0
+    assert started == [2]
+
+
+def test_prepare_refuses_the_same_worker_counts_and_starts_no_more_workers_than_files(tmp_path, capsys, monkeypatch):
+    import training.prepare as prepare
+    from CircleOfWillisGANLib.preprocess import PrepareOptions
+    from training_fixtures import write_tube_volumes
+
+    write_tube_volumes(tmp_path / "in", 1, (16, 32, 32))
+    monkeypatch.setattr(prepare.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(prepare.concurrent.futures, "ProcessPoolExecutor", None)  # a pool would fail the run
+    assert main(["prepare", "--in", str(tmp_path / "in"), "--out", str(tmp_path / "ds"), "--shape", "16", "32", "32",
+                 "--workers", "10000", "--no-progress"]) == 2
+    assert "--workers 10000 is too many: this machine has 2 CPUs, so use at most 8" in capsys.readouterr().err
+    manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=(16, 32, 32)),
+                                       workers=3, progress=False)
+    assert manifest["count"] == 1

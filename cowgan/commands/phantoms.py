@@ -12,8 +12,8 @@ from tqdm import tqdm
 from CircleOfWillisGANLib.errors import InputError, OutputError, require
 from CircleOfWillisGANLib.outputs import prepare_output_dir
 from CircleOfWillisGANLib.phantoms import FORCEABLE, PhantomConfig, VariantPrevalence, load_table, parse_overrides
-from CircleOfWillisGANLib.phantoms.writer import (MANIFEST, PREVIEW, check_count, check_no_foreign_files, set_files,
-                                                  staged_set, write_phantom_set)
+from CircleOfWillisGANLib.phantoms.writer import (MANIFEST, PREVIEW, check_count, check_no_foreign_files, check_workers,
+                                                  set_files, staged_set, write_phantom_set)
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ def register(subparsers: Any) -> None:
                    help="grid size (default 32 128 128)")
     p.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
                    help="voxel spacing in mm: one value (isotropic) or x y z (default 0.62)")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1; never more than --n; "
+                   "at most 4 per CPU)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=P",
                    help="override a prevalence, e.g. fetal_pca_left=0.5 (repeatable)")
     p.add_argument("--variant-table", default=None, metavar="JSON", help="JSON object of prevalences to override")
@@ -62,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
     check_count(args.n)
     if args.seed < 0:
         raise InputError(f"--seed {args.seed} is invalid: use a non-negative integer")
-    if args.workers < 1:
-        raise InputError(f"--workers {args.workers} is invalid: use 1 or more")
+    check_workers(args.workers)
     config = build_config(args)
     require("scipy.ndimage", "cowgan phantoms", "scipy")
     prepare_output_dir(args.out, create=False)

@@ -33,7 +33,9 @@ def register(subparsers: Any) -> None:
                    help="per-volume min-max to [0, 1] (default, as the reference) or percentiles clipped to [0, 1]")
     p.add_argument("--percentiles", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="percentiles mapped to 0 and 1 with --normalise percentile (default 0.5 99.9)")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="parallel processes (default: CPUs, at most 8)")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="parallel processes (default: CPUs, at most 8; never more than the files to prepare; "
+                        "at most 4 per CPU)")
     p.add_argument("--shard-size", type=int, default=256, help="volumes per shard file (default 256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -41,12 +43,14 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from training.prepare import prepare_dataset
+    from CircleOfWillisGANLib.phantoms.writer import check_workers
     from CircleOfWillisGANLib.preprocess import DEFAULT_PERCENTILES, PrepareOptions
 
     if args.percentiles is not None and args.normalise != "percentile":
         raise InputError("--percentiles only applies with --normalise percentile: add it, or leave --percentiles out")
-    if args.workers < 1 or args.shard_size < 1:
-        raise InputError("--workers and --shard-size must be at least 1")
+    if args.shard_size < 1:
+        raise InputError(f"--shard-size {args.shard_size} is invalid: use 1 or more")
+    check_workers(args.workers)
     from CircleOfWillisGANLib.preprocess import MIN_SIZE
 
     if not all(n >= MIN_SIZE and n & (n - 1) == 0 for n in args.shape):  # the generator doubles its grid per block
