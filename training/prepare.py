@@ -26,7 +26,7 @@ from CircleOfWillisGANLib.interrupts import ctrl_c_held_from_new_processes, igno
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png
 from CircleOfWillisGANLib.phantoms.writer import check_workers
 from CircleOfWillisGANLib.preprocess import (PrepareOptions, VolumeRejected, coverage_warning, is_volume_file,
-                                             preprocess_file, read_canonical)
+                                             preprocess_file, read_canonical, simpleitk)
 from CircleOfWillisGANLib.volume_io import default_affine
 
 from .shards import ShardWriter, write_manifest
@@ -49,6 +49,7 @@ def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, wor
     input_dir, out_dir = Path(input_dir).resolve(), Path(out_dir).resolve()
     _check_folders(input_dir, out_dir)
     check_workers(workers)
+    simpleitk()  # here, not only in the workers, whose failed import would break the pool with a traceback
     # hidden files and everything in hidden folders (.snapshot, .Trash-1000, .git) are not the user's scans
     entries = sorted(p for p in input_dir.rglob("*")
                      if not any(part.startswith(".") for part in p.relative_to(input_dir).parts))
@@ -161,8 +162,7 @@ def _init_pool_worker(threads: int) -> None:
 
 
 def _init_worker(threads: int) -> None:
-    import SimpleITK as sitk
-
+    sitk = simpleitk()
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 

@@ -291,3 +291,19 @@ def test_prepare_refuses_the_same_worker_counts_and_starts_no_more_workers_than_
     manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=(16, 32, 32)),
                                        workers=3, progress=False)
     assert manifest["count"] == 1
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_prepare_without_simpleitk_says_how_to_install_it_before_any_worker_starts(tmp_path, capsys, monkeypatch,
+                                                                                    workers):
+    import training.prepare as prepare
+    from training_fixtures import write_tube_volumes
+
+    write_tube_volumes(tmp_path / "in", 2, (16, 32, 32))
+    monkeypatch.setitem(sys.modules, "SimpleITK", None)  # as if it were not installed
+    monkeypatch.setattr(prepare.concurrent.futures, "ProcessPoolExecutor", None)  # a pool would fail the run
+    assert main(["prepare", "--in", str(tmp_path / "in"), "--out", str(tmp_path / "ds"), "--shape", "16", "32", "32",
+                 "--workers", workers, "--no-progress"]) == 2
+    assert "needs the Python package 'SimpleITK', which is not installed: run `pip install SimpleITK`" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
