@@ -9,7 +9,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -42,16 +42,20 @@ class FeatureCache:
     def _path(self, extractor: str, content_hash: str) -> Optional[Path]:
         return None if self.root is None else self.root / extractor / f"{content_hash}.npy"
 
-    def get_or_compute(self, extractor: str, content_hash: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """The cached features, or compute, store and return them; a damaged cache file is recomputed."""
+    def get_or_compute(self, extractor: str, content_hash: str, compute: Callable[[], np.ndarray],
+                       shape: Optional[Sequence[Optional[int]]] = None) -> np.ndarray:
+        """The cached features, or compute, store and return them; a damaged cache file (unreadable, not finite
+        real numbers, or not of `shape`, where None matches any length) is recomputed."""
         path = self._path(extractor, content_hash)
         if path is not None and path.is_file():
             try:
                 value = np.load(path, allow_pickle=False)
+            except (OSError, ValueError):
+                value = None
+            if _usable(value, shape):
                 self.hits += 1
                 return value
-            except (OSError, ValueError):
-                pass
+            log.warning("the feature cache entry %s is damaged: computing it again", path)
         self.misses += 1
         value = np.asarray(compute())
         if path is not None:
@@ -65,3 +69,12 @@ class FeatureCache:
                             "a writable folder, or --no-cache", self.root, getattr(exc, "strerror", None) or exc)
                 self.root = None
         return value
+
+
+def _usable(value: Optional[np.ndarray], shape: Optional[Sequence[Optional[int]]]) -> bool:
+    """Whether a loaded cache entry holds finite real numbers of the expected shape, so it can stand for features."""
+    if value is None or value.dtype.kind not in "fiu" or not np.isfinite(value).all():
+        return False
+    if shape is None:
+        return True
+    return value.ndim == len(shape) and all(want is None or want == got for want, got in zip(shape, value.shape))

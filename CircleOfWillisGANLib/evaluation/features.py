@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -11,8 +11,11 @@ from tqdm import tqdm
 from ..errors import InputError
 from ..mip import mip_panel
 from .cache import FeatureCache, extractor_key
-from .morphology import FEATURES_VERSION, MorphologyConfig, features_to_vector, morphology_features
+from .morphology import FEATURE_NAMES, FEATURES_VERSION, MorphologyConfig, features_to_vector, morphology_features
 from .volumes import VolumeItem, VolumeSet, left_is_low_h
+
+MEDICALNET_FEATURES = 512  # ResNet-10's pooled channels
+INCEPTION_FEATURES = 2048  # InceptionV3's pool3 channels, per axial slice
 
 PREVIEW_VOLUMES = 8
 
@@ -20,10 +23,12 @@ PREVIEW_VOLUMES = 8
 class Extractor:
     """A named feature function of (normalised volume, item) with the settings that make up its cache key."""
 
-    def __init__(self, name: str, settings: Dict[str, object], function: Callable[[np.ndarray, VolumeItem], np.ndarray]) -> None:
+    def __init__(self, name: str, settings: Dict[str, object], function: Callable[[np.ndarray, VolumeItem], np.ndarray],
+                 shape: Tuple[Optional[int], ...]) -> None:
         self.name = name
         self.key = extractor_key(name, settings)
         self.function = function
+        self.shape = shape  # of one volume's features (None: any length), so a damaged cache entry is recomputed
 
 
 def morphology_extractor(volume_set: VolumeSet, config: MorphologyConfig) -> Extractor:
@@ -32,7 +37,7 @@ def morphology_extractor(volume_set: VolumeSet, config: MorphologyConfig) -> Ext
     left_low = left_is_low_h(volume_set.affine)
     settings = {"version": FEATURES_VERSION, **asdict(config), "spacing": [round(s, 5) for s in spacing], "left_is_low_h": left_low}
     return Extractor("morphology", settings, lambda v, item: features_to_vector(
-        morphology_features(v, spacing, left_low, config)))
+        morphology_features(v, spacing, left_low, config)), (len(FEATURE_NAMES),))
 
 
 def medicalnet_extractor(model: object, weights_sha256: str, seed: int) -> Extractor:
@@ -40,12 +45,14 @@ def medicalnet_extractor(model: object, weights_sha256: str, seed: int) -> Extra
     from .medicalnet import medicalnet_features, noise_seed
 
     return Extractor("medicalnet", {"version": 1, "weights": weights_sha256, "seed": seed},
-                     lambda v, item: medicalnet_features(model, v, noise_seed(seed, item.key())))  # type: ignore[arg-type]
+                     lambda v, item: medicalnet_features(model, v, noise_seed(seed, item.key())),  # type: ignore[arg-type]
+                     (MEDICALNET_FEATURES,))
 
 
 def inception_extractor(model: Callable[[np.ndarray], np.ndarray], weights_sha256: str) -> Extractor:
     """2D InceptionV3 features of every axial slice, (D, 2048) per volume."""
-    return Extractor("inception2d", {"version": 1, "weights": weights_sha256}, lambda v, item: model(v))
+    return Extractor("inception2d", {"version": 1, "weights": weights_sha256}, lambda v, item: model(v),
+                     (None, INCEPTION_FEATURES))
 
 
 class SetFeatures:
@@ -80,7 +87,7 @@ def extract(volume_set: VolumeSet, extractors: Sequence[Extractor], cache: Featu
         for extractor in extractors:
             try:
                 out.values[extractor.name].append(cache.get_or_compute(
-                    extractor.key, item.key(), lambda e=extractor: e.function(volume(), item)))
+                    extractor.key, item.key(), lambda e=extractor: e.function(volume(), item), extractor.shape))
             except InputError as exc:  # say which volume: a set can hold hundreds
                 raise InputError(f"{volume_set.label} volume {item.name} ({item.source}): {exc}") from exc
         if index < PREVIEW_VOLUMES:

@@ -278,3 +278,25 @@ def test_a_volume_without_a_usable_affine_is_one_line_naming_it(tmp_path, capsys
     assert main(["evaluate", "--real", str(real), "--fake", str(fake), "--out", str(tmp_path / "o"), "--no-cache"]) == 2
     err = capsys.readouterr().err
     assert "zero.nii.gz has an affine that is all zero" in err and "fix its header" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("damage", [np.zeros(5), np.full(30, np.nan), np.zeros((2, 3))])
+def test_a_cache_entry_of_the_wrong_shape_or_not_finite_is_recomputed_not_used(tmp_path, damage, caplog):
+    from CircleOfWillisGANLib.evaluation.cache import FeatureCache
+    from CircleOfWillisGANLib.evaluation.features import extract, morphology_extractor
+    from CircleOfWillisGANLib.evaluation.morphology import MorphologyConfig
+    from CircleOfWillisGANLib.evaluation.volumes import folder_set
+
+    volumes = folder_set(str(write_set(tmp_path / "real", [tube_volume(i, shape=(16, 24, 24)) for i in range(2)])),
+                         "real")
+    extractor = morphology_extractor(volumes, MorphologyConfig())
+    fresh = extract(volumes, [extractor], FeatureCache(tmp_path / "cache"), progress=False).matrix("morphology")
+    for entry in (tmp_path / "cache").rglob("*.npy"):
+        np.save(entry, damage)
+    cache = FeatureCache(tmp_path / "cache")
+    with caplog.at_level("WARNING"):
+        again = extract(volumes, [extractor], cache, progress=False).matrix("morphology")
+    np.testing.assert_array_equal(again, fresh)
+    assert cache.misses == 2 and cache.hits == 0
+    assert sum("is damaged: computing it again" in r.getMessage() for r in caplog.records) == 2
+
