@@ -300,3 +300,24 @@ def test_a_cache_entry_of_the_wrong_shape_or_not_finite_is_recomputed_not_used(t
     assert cache.misses == 2 and cache.hits == 0
     assert sum("is damaged: computing it again" in r.getMessage() for r in caplog.records) == 2
 
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seed", "4294967290", "--n", "8"], "--seed 4294967290 with --n 8 runs past the largest seed 4294967295: "
+                                           "use --seed 4294967288 or lower"),
+    (["--seed", "4294967294"], "--seed 4294967294 with --n 4 runs past the largest seed"),  # --n: the 4 real volumes
+    (["--n", "1000001"], "--n must be from 2 to 1,000,000, got 1000001"),
+])
+def test_seeds_past_the_largest_or_too_many_volumes_are_refused_before_any_is_generated(tmp_path, tiny_generator,
+                                                                                        monkeypatch, capsys, extra,
+                                                                                        message):
+    from CircleOfWillisGANLib.checkpoint import save_checkpoint
+    from CircleOfWillisGANLib.generator import CoWGenerator
+
+    save_checkpoint(tmp_path / "tiny.safetensors", tiny_generator.checkpoint)
+    write_set(tmp_path / "real", [tube_volume(i, shape=(16, 32, 32), tubes=2) for i in range(4)])
+    monkeypatch.setattr(CoWGenerator, "generate", lambda self, **kw: pytest.fail("a volume was generated"))
+    argv = ["evaluate", "--real", str(tmp_path / "real"), "--model", str(tmp_path / "tiny.safetensors"),
+            "--out", str(tmp_path / "report"), "--no-cache", "--device", "cpu", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
