@@ -80,6 +80,7 @@ def create_session(folder: Union[str, Path], real: VolumeSource, generated: Volu
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise OutputError(f"{folder} already exists and is not an empty folder: choose a new folder for the session")
     key = Path(key_path) if key_path else folder / KEY_FILE
+    _refuse_inside_sources(folder, key, {"real": real, "generated": generated})
     if key_path and is_within(key, folder):
         raise OutputError(f"--key {key} is inside the session folder {folder}, which the raters share: write the key "
                           "outside it (or leave --key out to put it there and move it before sharing)")
@@ -108,6 +109,16 @@ def create_session(folder: Union[str, Path], real: VolumeSource, generated: Volu
         raise
     n_real = sum(c.truth == "real" for c in plan)
     return CreatedSession(folder, key, len(plan), n_real, len(plan) - n_real)
+
+
+def _refuse_inside_sources(folder: Path, key: Path, sources: Dict[str, VolumeSource]) -> None:
+    """Refuse a session folder or answer key in a source folder: cases and the key would mix with the user's data."""
+    for name, source in sources.items():
+        source_folder = source.description.get("folder")
+        for flag, path in (("--out", folder), ("--key", key)):
+            if source_folder and is_within(path, source_folder):
+                raise InputError(f"{flag} {path} is the --{name} folder or inside it: write the session and its key "
+                                 "to their own folder outside the source folders")
 
 
 def _write_cases(stage: Path, plan: List[PlannedCase], real: VolumeSource, generated: VolumeSource,

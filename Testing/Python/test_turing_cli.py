@@ -137,3 +137,16 @@ def test_a_real_volume_without_a_usable_affine_is_one_line_naming_it(tmp_path, c
     err = capsys.readouterr().err
     assert "nan.nii.gz has an affine that is all zero, not finite" in err and err.count("\n") == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_a_session_or_key_inside_a_source_folder_is_refused_and_nothing_is_written_there(tmp_path, capsys):
+    real, generated = make_sources(tmp_path)
+    before = {p: sorted(p.rglob("*")) for p in (real, generated)}
+    for extra, flag, name in (([], "--out", "real"), ([], "--out", "generated"),
+                              (["--key", str(real / "key.json")], "--key", "real")):
+        out = (real if (flag, name) == ("--out", "real") else generated if name == "generated" else tmp_path) / "s"
+        assert main(["turing", "create", "--real", str(real), "--generated", str(generated), "--out", str(out),
+                     "--cases", "4", *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"is the --{name} folder or inside it" in err and err.startswith(f"cowgan: error: {flag} ")
+        assert err.count("\n") == 1 and {p: sorted(p.rglob("*")) for p in (real, generated)} == before
