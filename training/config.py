@@ -19,6 +19,7 @@ from CircleOfWillisGANLib.precision import PRECISIONS
 
 GRADIENT_PENALTIES = ("one-centred", "r1")
 AUGMENTATIONS = ("flip", "translation", "cutout", "brightness", "contrast")
+MAX_SAMPLE_SEEDS = 64  # volumes on a sample sheet: 16 rows of 4, generated at every snapshot
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -92,8 +93,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             object.__setattr__(self, field.name, _coerce(field.name, getattr(self, field.name), field.default))
-        if not self.sample_seeds:
-            raise InputError("sample_seeds must hold at least one seed (the sample sheets' volumes)")
+        if not 1 <= len(self.sample_seeds) <= MAX_SAMPLE_SEEDS:
+            raise InputError(f"sample_seeds holds {len(self.sample_seeds)} seeds: give 1 to {MAX_SAMPLE_SEEDS} (the "
+                             "sample sheets' volumes, 4 per row)")
         for seed in (self.seed, *self.sample_seeds):
             check_seed(seed)
         if len(self.adam_betas) != 2:

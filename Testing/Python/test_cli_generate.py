@@ -272,6 +272,17 @@ def test_bench_prints_a_table(capsys):
     assert "peak MiB on the CPU: the process's largest resident size during the row" in out
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--batch", "100000"], "--batch 100000 is out of range: use 1 to 1024 volumes per batch"),
+    (["--batch", "1", "0"], "--batch 0 is out of range: use 1 to 1024"),
+    (["--repeats", "100000000"], "--repeats 100000000 is out of range: use 1 to 10,000"),
+])
+def test_bench_refuses_a_batch_or_repeat_count_out_of_range_before_timing_any_row(capsys, options, message):
+    assert main(["bench", "--preset", "tiny", "--repeats", "1", *options]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "cpu:" not in captured.out
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 @pytest.mark.parametrize("options, message", [
     (["--devices", "cpu", "cuda"], "device 'cuda' was asked for but PyTorch sees no CUDA GPU"),

@@ -305,9 +305,10 @@ def test_cowgan_project_names_its_steps_option_when_the_steps_are_unusable(tmp_p
     from cowgan.main import main
 
     scan = save_volume(tmp_path / "scan.nii.gz", np.random.default_rng(0).random((8, 16, 16)), default_affine((8, 16, 16)))
-    for steps in (["0", "0", "0"], ["-5", "10", "10"]):
+    for steps in (["0", "0", "0"], ["-5", "10", "10"], ["100000001", "0", "0"]):
         assert main(["project", "--volume", str(scan), "--out", str(tmp_path / "out"), "--steps", *steps]) == 2
-        assert f"--steps {' '.join(steps)}: give the w, w+ and noise phases' steps" in capsys.readouterr().err
+        assert f"--steps {' '.join(steps)}: give the w, w+ and noise phases' steps as whole numbers from 0 to " \
+               "100,000" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -402,7 +402,8 @@ def test_training_settings_of_the_wrong_type_are_explained():
 def test_a_negative_budget_or_decay_outside_zero_to_one_is_refused():
     for name, value in (("total_kimg", -1.0), ("pl_decay", 2.0), ("checkpoint_minutes", 0.0), ("adam_betas", (0.5, 1.5)),
                         ("sample_seeds", ()), ("g_lr", float("nan")), ("total_kimg", float("inf")),
-                        ("gp_weight", float("nan")), ("minibatch_std", -1), ("ada_target", 60), ("ada_target", 1.0)):
+                        ("gp_weight", float("nan")), ("minibatch_std", -1), ("ada_target", 60), ("ada_target", 1.0),
+                        ("sample_seeds", tuple(range(65)))):
         with pytest.raises(InputError, match=name):
             training_preset("tiny").replace(**{name: value})
 

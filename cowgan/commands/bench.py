@@ -13,6 +13,9 @@ from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.generator import build_generator, load_generator
 from CircleOfWillisGANLib.precision import PRECISIONS, resolve_device, resolve_precision
 
+MAX_BATCH = 1024  # volumes per timed batch; a larger one only runs out of memory
+MAX_REPEATS = 10_000  # timed repeats per row
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("bench", help="benchmark generation speed (ms/volume, GFLOP/s, memory)",
@@ -20,16 +23,24 @@ def register(subparsers: Any) -> None:
     p.add_argument("--preset", default="paper", help="random-weight preset to time (paper, demo, tiny)")
     p.add_argument("--model", default=None, help="time this model instead of a random-weight preset")
     p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda when present)")
-    p.add_argument("--batch", nargs="+", type=int, default=None, help="batch sizes (default: 1 on CPU; 1 and 8 on GPU)")
+    p.add_argument("--batch", nargs="+", type=int, default=None, help=f"batch sizes (default: 1 on CPU; 1 and 8 on GPU; at most {MAX_BATCH})")
     p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32", "auto"])
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help=f"timed repeats per row (default 5, at most {MAX_REPEATS:,})")
     p.set_defaults(run=run)
+
+
+def _check_sizes(batches: List[int], repeats: int) -> None:
+    """Refuse batch sizes and repeat counts below 1 or so large that a run runs out of memory or never ends."""
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise InputError(f"--repeats {repeats} is out of range: use 1 to {MAX_REPEATS:,}")
+    for batch in batches:
+        if not 1 <= batch <= MAX_BATCH:
+            raise InputError(f"--batch {batch} is out of range: use 1 to {MAX_BATCH} volumes per batch")
 
 
 def run(args: argparse.Namespace) -> int:
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    if args.repeats < 1 or any(b < 1 for b in args.batch or [1]):
-        raise InputError("--repeats and --batch must be at least 1")
+    _check_sizes(args.batch or [1], args.repeats)
     for device in devices:  # every device and precision is checked before minutes of timing that an error would lose
         for precision in args.precision:
             resolve_precision(precision, resolve_device(device))

@@ -8,6 +8,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+MAX_PHASE_STEPS = 100_000  # optimisation steps of one phase; hours even on a GPU
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -22,7 +24,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier projection's files in --out")
     p.add_argument("--template", default=None, help="register rigidly to this volume first, as the training data was")
     p.add_argument("--steps", type=int, nargs=3, default=None, metavar=("W", "WPLUS", "NOISE"),
-                   help="optimisation steps of each phase (default 200 200 100)")
+                   help=f"optimisation steps of each phase (default 200 200 100, at most {MAX_PHASE_STEPS:,} each)")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting candidates and noise (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.set_defaults(run=run)
@@ -41,9 +43,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = ProjectionConfig(seed=args.seed)
     if args.steps is not None:
-        if min(args.steps) < 0 or sum(args.steps) < 1:
+        if min(args.steps) < 0 or max(args.steps) > MAX_PHASE_STEPS or sum(args.steps) < 1:
             raise InputError(f"--steps {' '.join(map(str, args.steps))}: give the w, w+ and noise phases' steps as "
-                             "whole numbers of 0 or more, at least one of them above 0 (default 200 200 100)")
+                             f"whole numbers from 0 to {MAX_PHASE_STEPS:,}, at least one of them above 0 "
+                             "(default 200 200 100)")
         config = dataclasses.replace(config, w_steps=args.steps[0], wplus_steps=args.steps[1], noise_steps=args.steps[2])
     simpleitk()
     require("matplotlib", "the projection's convergence plot", "matplotlib")
