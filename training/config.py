@@ -122,7 +122,8 @@ class TrainConfig:
         if not 0.0 <= self.pl_decay < 1.0 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
             name = "pl_decay" if not 0.0 <= self.pl_decay < 1.0 else "adam_betas"
             raise InputError(f"{name} must be at least 0 and below 1, got {getattr(self, name)}")
-        for name in ("total_kimg", "ada_kimg", "gp_weight", "pl_weight", "ada_target"):
+        for name in ("total_kimg", "ada_kimg", "gp_weight", "pl_weight", "ada_target", "pl_start", "ema_start",
+                     "max_rollbacks"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.ada_target >= 1.0:  # E[sign(D(real))] never exceeds 1, so such a target would only ever lower p

@@ -403,7 +403,8 @@ def test_a_negative_budget_or_decay_outside_zero_to_one_is_refused():
     for name, value in (("total_kimg", -1.0), ("pl_decay", 2.0), ("checkpoint_minutes", 0.0), ("adam_betas", (0.5, 1.5)),
                         ("sample_seeds", ()), ("g_lr", float("nan")), ("total_kimg", float("inf")),
                         ("gp_weight", float("nan")), ("minibatch_std", -1), ("ada_target", 60), ("ada_target", 1.0),
-                        ("sample_seeds", tuple(range(65)))):
+                        ("sample_seeds", tuple(range(65))), ("pl_start", -5), ("ema_start", -1),
+                        ("max_rollbacks", -1)):
         with pytest.raises(InputError, match=name):
             training_preset("tiny").replace(**{name: value})
 
