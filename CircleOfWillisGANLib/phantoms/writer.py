@@ -23,6 +23,7 @@ from .. import __version__
 from ..errors import InputError, OutputError
 from ..files import atomic_write, remove_abandoned_stages, stage_name, staged_folder, write_json
 from ..interrupts import ctrl_c_held_from_new_processes, ignore_ctrl_c
+from ..latents import check_seed
 from ..topcow import COMPLETE_CIRCLE, LABEL_NAMES
 from ..volume_io import save_volume
 from .phantom import Phantom, PhantomConfig, generate_phantom
@@ -153,6 +154,7 @@ def iter_phantom_set(out: Union[str, Path], n: int, seed: int, config: Optional[
     the cases in hand; workers ignore Ctrl-C, which the parent handles.
     """
     check_count(n)
+    check_seed(seed)
     check_workers(workers)
     workers = min(workers, n)  # a worker beyond one per case would start only to wait
     cfg = config or PhantomConfig()

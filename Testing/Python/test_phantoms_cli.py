@@ -307,3 +307,10 @@ def test_prepare_without_simpleitk_says_how_to_install_it_before_any_worker_star
     assert "needs the Python package 'SimpleITK', which is not installed: run `pip install SimpleITK`" in \
         capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999", "4294967296", "-1"])
+def test_a_seed_outside_the_range_every_command_takes_is_refused_in_one_line(tmp_path, capsys, seed):
+    assert main(["phantoms", "--n", "1", "--out", str(tmp_path / "set"), "--seed", seed, *SMALL]) == 2
+    assert f"seed {seed} is out of range: use whole numbers from 0 to 4294967295" in capsys.readouterr().err
+    assert not (tmp_path / "set").exists()

@@ -10,6 +10,7 @@ from typing import Any
 from tqdm import tqdm
 
 from CircleOfWillisGANLib.errors import InputError, OutputError, require
+from CircleOfWillisGANLib.latents import check_seed
 from CircleOfWillisGANLib.outputs import prepare_output_dir
 from CircleOfWillisGANLib.phantoms import FORCEABLE, PhantomConfig, VariantPrevalence, load_table, parse_overrides
 from CircleOfWillisGANLib.phantoms.writer import (MANIFEST, PREVIEW, check_count, check_no_foreign_files, check_workers,
@@ -25,7 +26,7 @@ def register(subparsers: Any) -> None:
                     "of every sampled parameter per case, plus manifest.csv. Case i depends only on (--seed, i).")
     p.add_argument("--n", type=int, required=True, help="number of phantoms (at most 1,000,000)")
     p.add_argument("--out", required=True, help="output folder (created if needed)")
-    p.add_argument("--seed", type=int, default=0, help="set seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="set seed (default 0; 0 to 2^32 - 1)")
     p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("D", "H", "W"),
                    help="grid size (default 32 128 128)")
     p.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
@@ -61,8 +62,7 @@ def build_config(args: argparse.Namespace) -> PhantomConfig:
 def run(args: argparse.Namespace) -> int:
     """Write the phantom set the arguments ask for; a failed or interrupted run leaves --out as it was."""
     check_count(args.n)
-    if args.seed < 0:
-        raise InputError(f"--seed {args.seed} is invalid: use a non-negative integer")
+    check_seed(args.seed)
     check_workers(args.workers)
     config = build_config(args)
     require("scipy.ndimage", "cowgan phantoms", "scipy")
