@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Optional
 
 import numpy as np
 
 from .errors import InputError
+
+MAX_WORKERS_PER_CPU = 4  # --workers above this many per CPU is refused (phantoms and prepare)
 
 
 def whole_number(value: Any, name: str, minimum: int = 0) -> int:
@@ -36,3 +39,13 @@ def _bounds(low: Optional[float], high: Optional[float], above_low: bool) -> str
     if low is not None:
         return f" above {low:g}" if above_low else f" of at least {low:g}"
     return f" of at most {high:g}" if high is not None else ""
+
+
+def check_workers(workers: int) -> None:
+    """Refuse a worker count below 1 or above 4 per CPU, where more processes only slow a run and use up memory."""
+    limit = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if workers < 1:
+        raise InputError(f"--workers {workers} is invalid: use 1 or more")
+    if workers > limit:
+        raise InputError(f"--workers {workers} is too many: this machine has {os.cpu_count() or 1} CPUs, so use at "
+                         f"most {limit} ({MAX_WORKERS_PER_CPU} per CPU)")

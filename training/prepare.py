@@ -24,7 +24,7 @@ from CircleOfWillisGANLib.outputs import timestamp
 from CircleOfWillisGANLib.files import file_sha256, is_within, path_problem, staged_folder
 from CircleOfWillisGANLib.interrupts import ctrl_c_held_from_new_processes, ignore_ctrl_c
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png
-from CircleOfWillisGANLib.phantoms.writer import check_workers
+from CircleOfWillisGANLib.checks import check_workers
 from CircleOfWillisGANLib.preprocess import (PrepareOptions, VolumeRejected, coverage_warning, is_volume_file,
                                              preprocess_file, read_canonical, simpleitk)
 from CircleOfWillisGANLib.volume_io import default_affine

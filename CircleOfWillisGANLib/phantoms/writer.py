@@ -23,6 +23,7 @@ from .. import __version__
 from ..errors import InputError, OutputError
 from ..files import atomic_write, remove_abandoned_stages, stage_name, staged_folder, write_json
 from ..interrupts import ctrl_c_held_from_new_processes, ignore_ctrl_c
+from ..checks import check_workers
 from ..latents import check_seed
 from ..topcow import COMPLETE_CIRCLE, LABEL_NAMES
 from ..volume_io import save_volume
@@ -32,7 +33,6 @@ MANIFEST = "manifest.csv"
 PREVIEW = "preview.png"
 PREVIEW_CASES = 16
 PARTIAL_PREFIX = ".phantoms-partial-"  # a set being written into an existing folder
-MAX_WORKERS_PER_CPU = 4  # --workers above this many per CPU is refused (phantoms and prepare)
 MAX_PHANTOMS = 1_000_000  # as many as --seeds may list; a set this size builds its manifest in ~250 MB of memory
 PREVIEW_SOFTWARE = "CircleOfWillisGAN phantoms"  # the PNG text that marks a set's preview as written by write_preview
 MANIFEST_FIELDS = ("case", "index", "image", "label", "params", "anterior", "posterior", "complete",
@@ -134,16 +134,6 @@ def check_count(n: int) -> None:
     if n > MAX_PHANTOMS:
         raise InputError(f"--n {n} is too many: a set holds at most {MAX_PHANTOMS:,} phantoms; write a larger "
                          "collection as several sets with different --seed")
-
-
-def check_workers(workers: int) -> None:
-    """Refuse a worker count below 1 or above 4 per CPU, where more processes only slow a run and use up memory."""
-    limit = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
-    if workers < 1:
-        raise InputError(f"--workers {workers} is invalid: use 1 or more")
-    if workers > limit:
-        raise InputError(f"--workers {workers} is too many: this machine has {os.cpu_count() or 1} CPUs, so use at "
-                         f"most {limit} ({MAX_WORKERS_PER_CPU} per CPU)")
 
 
 def iter_phantom_set(out: Union[str, Path], n: int, seed: int, config: Optional[PhantomConfig] = None,

@@ -9,12 +9,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from CircleOfWillisGANLib.checks import check_workers
 from CircleOfWillisGANLib.errors import InputError, OutputError, require
 from CircleOfWillisGANLib.latents import check_seed
 from CircleOfWillisGANLib.outputs import prepare_output_dir
 from CircleOfWillisGANLib.phantoms import FORCEABLE, PhantomConfig, VariantPrevalence, load_table, parse_overrides
-from CircleOfWillisGANLib.phantoms.writer import (MANIFEST, PREVIEW, check_count, check_no_foreign_files, check_workers,
-                                                  set_files, staged_set, write_phantom_set)
+from CircleOfWillisGANLib.phantoms.writer import (MANIFEST, PREVIEW, check_count, check_no_foreign_files, set_files,
+                                                  staged_set, write_phantom_set)
 
 log = logging.getLogger(__name__)
 

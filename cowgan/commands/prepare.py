@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from training.prepare import prepare_dataset
-    from CircleOfWillisGANLib.phantoms.writer import check_workers
+    from CircleOfWillisGANLib.checks import check_workers
     from CircleOfWillisGANLib.preprocess import DEFAULT_PERCENTILES, PrepareOptions
 
     if args.percentiles is not None and args.normalise != "percentile":
