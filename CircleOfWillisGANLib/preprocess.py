@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import InputError, require
 from .files import file_sha256, path_problem
-from .volume_io import check_spacing
+from .volume_io import check_spacing, usable_affine
 
 CANONICAL = "RAS"
 RAS_AXES_LPS = np.diag([-1.0, -1.0, 1.0])              # direction of a grid on the RAS axes, as SimpleITK (LPS) has it
@@ -147,7 +147,7 @@ def _check_nifti_affine(path: Path) -> None:
         affine = np.asarray(nib.load(str(path)).affine, dtype=float)
     except Exception:  # nibabel raises many types for damaged files; the full read names the damage
         return
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if not usable_affine(affine):
         raise VolumeRejected("its affine is all zero, not finite or singular (the header holds no usable orientation)",
                              "fix its header (sform/qform), e.g. save it again from 3D Slicer, or leave it out")
 

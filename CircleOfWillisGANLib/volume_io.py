@@ -49,13 +49,18 @@ def spacing_of(affine: np.ndarray) -> Tuple[float, float, float]:
     return tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))  # type: ignore[return-value]
 
 
+def usable_affine(matrix: np.ndarray) -> bool:
+    """Whether a 4 x 4 voxel-to-RAS matrix places voxels: finite, its 3 x 3 part invertible."""
+    return bool(np.isfinite(matrix).all()) and abs(float(np.linalg.det(matrix[:3, :3]))) >= 1e-12
+
+
 def check_affine(affine: Any) -> np.ndarray:
     """`affine` as a finite, invertible 4 x 4 voxel-to-RAS matrix, or an InputError."""
     try:
         matrix = np.asarray(affine, dtype=float)
     except (TypeError, ValueError):
         matrix = np.zeros(0)
-    if matrix.shape != (4, 4) or not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
+    if matrix.shape != (4, 4) or not usable_affine(matrix):
         raise InputError("the affine must be a finite, invertible 4 x 4 voxel-to-RAS matrix "
                          f"(e.g. default_affine(shape)), got {np.shape(affine)}")
     return matrix
@@ -163,8 +168,7 @@ def _open_nifti(path: PathLike) -> Any:
 def _check_header(path: PathLike, image: Any) -> None:
     """Refuse a header whose voxels cannot be placed (affine not finite or singular) or are complex numbers, which
     every later step would otherwise misread or fail on with a traceback."""
-    affine = np.asarray(image.affine, dtype=float)
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if not usable_affine(np.asarray(image.affine, dtype=float)):
         raise InputError(f"volume {path} has an affine that is all zero, not finite or singular: its header holds "
                          "no usable orientation; fix its header (sform/qform) or leave the file out")
     if np.dtype(image.get_data_dtype()).kind == "c":
