@@ -30,7 +30,8 @@ def qapplication(name: str = "cowgan") -> Any:
     if app is None and sys.platform.startswith("linux") and not any(
             os.environ.get(variable) for variable in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
         raise InputError("there is no display to open the window on (DISPLAY is not set): run it in a desktop session "
-                         "or over `ssh -X`, or set QT_QPA_PLATFORM=offscreen (with --screenshot FILE for the explorer)")
+                         "or over `ssh -X`, or on a virtual display, e.g. `xvfb-run -a cowgan explore --screenshot "
+                         "view.png` (Qt's offscreen platform gives VTK no OpenGL, so its views would stay black)")
     return app or QApplication([name])
 
 
