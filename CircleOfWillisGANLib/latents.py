@@ -23,6 +23,14 @@ def check_seed(seed: int) -> int:
     return int(seed)
 
 
+def check_seed_run(first: int, count: int, count_flag: str) -> None:
+    """Refuse seeds `first` .. `first` + `count` - 1 that run past the largest seed, naming the flags, before any
+    volume is made."""
+    if first + count - 1 > MAX_SEED:
+        raise InputError(f"--seed {first} with {count_flag} {count} runs past the largest seed {MAX_SEED}: "
+                         f"use --seed {MAX_SEED - count + 1} or lower")
+
+
 def seed_list(seeds: Any, name: str = "seeds") -> list:
     """`seeds` (one int, or a list, range, array or tensor of ints) as a non-empty list of checked ints."""
     if isinstance(seeds, str):

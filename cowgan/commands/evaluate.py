@@ -11,7 +11,7 @@ from CircleOfWillisGANLib.errors import InputError, require
 from CircleOfWillisGANLib.evaluation.fid2d import fid2d_status
 from CircleOfWillisGANLib.outputs import prepare_output_dir, refuse_overwrite
 from CircleOfWillisGANLib.files import is_within, path_problem
-from CircleOfWillisGANLib.latents import MAX_SEED, MAX_SEEDS_PER_LIST, check_seed
+from CircleOfWillisGANLib.latents import MAX_SEEDS_PER_LIST, check_seed, check_seed_run
 from CircleOfWillisGANLib.precision import resolve_device
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def _check(args: argparse.Namespace) -> None:
             raise InputError(f"--{flag} only applies with --model: drop it or pass --model")
     check_seed(args.seed)
     if args.n is not None:
-        _check_seed_run(args.seed, args.n)
+        _check_count_and_seeds(args.seed, args.n)
     if not 0.0 < args.vessel_threshold < 1.0:
         raise InputError(f"--vessel-threshold must lie in (0, 1), got {args.vessel_threshold}")
     if args.prd_clusters < 2 or args.prd_runs < 1:
@@ -98,14 +98,12 @@ def _check(args: argparse.Namespace) -> None:
     refuse_overwrite(Path(args.out).resolve(), REPORT_FILES, args.overwrite)
 
 
-def _check_seed_run(seed: int, n: int) -> None:
+def _check_count_and_seeds(seed: int, n: int) -> None:
     """Refuse an --n that generate would refuse, or seeds --seed .. --seed + n - 1 past the largest seed, before
     any volume is generated."""
     if not 2 <= n <= MAX_SEEDS_PER_LIST:
         raise InputError(f"--n must be from 2 to {MAX_SEEDS_PER_LIST:,}, got {n}")
-    if seed + n - 1 > MAX_SEED:
-        raise InputError(f"--seed {seed} with --n {n} runs past the largest seed {MAX_SEED}: "
-                         f"use --seed {MAX_SEED - n + 1} or lower")
+    check_seed_run(seed, n, "--n")
 
 
 def _model_set(args: argparse.Namespace, real: VolumeSet, n: int, psi: float) -> VolumeSet:
@@ -118,7 +116,7 @@ def _model_set(args: argparse.Namespace, real: VolumeSet, n: int, psi: float) ->
     from CircleOfWillisGANLib.evaluation.volumes import array_set, check_same_grid, planned_set
     from CircleOfWillisGANLib.generator import load_generator
 
-    _check_seed_run(args.seed, n)
+    _check_count_and_seeds(args.seed, n)
     gen = load_generator(args.model, device=args.device)
     planned = check_same_grid(real, planned_set("generated", gen.arch.output_shape, gen.affine), args.resample)
     seeds = list(range(args.seed, args.seed + n))

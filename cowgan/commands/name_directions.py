@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.checkpoint import save_checkpoint
     from CircleOfWillisGANLib.outputs import output_folder, prepare_output_dir, refuse_overwrite
     from CircleOfWillisGANLib.generator import check_psi, load_generator
-    from CircleOfWillisGANLib.latents import MAX_SEED, MAX_SEEDS_PER_LIST, check_seed
+    from CircleOfWillisGANLib.latents import MAX_SEEDS_PER_LIST, check_seed, check_seed_run
     from CircleOfWillisGANLib.named_directions import fit_boundaries, named, sample_calls, store_named_directions
     from CircleOfWillisGANLib.volume_io import spacing_of
 
@@ -56,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if not 20 <= args.samples <= MAX_SEEDS_PER_LIST:
         raise InputError(f"--samples {args.samples} cannot fit boundaries: use from 20 to {MAX_SEEDS_PER_LIST:,} "
                          "(default 2000)")
-    if args.seed + args.samples - 1 > MAX_SEED:
-        raise InputError(f"--seed {args.seed} with --samples {args.samples} runs past the largest seed {MAX_SEED}: "
-                         f"use --seed {MAX_SEED - args.samples + 1} or lower")
+    check_seed_run(args.seed, args.samples, "--samples")
     if args.classifier and Path(args.classifier).resolve() == out.resolve():
         raise InputError(f"--out {out} is the --classifier file: write the named model to another file (the "
                          "classifier is kept as it is)")
