@@ -150,3 +150,12 @@ def test_a_session_or_key_inside_a_source_folder_is_refused_and_nothing_is_writt
         err = capsys.readouterr().err
         assert f"is the --{name} folder or inside it" in err and err.startswith(f"cowgan: error: {flag} ")
         assert err.count("\n") == 1 and {p: sorted(p.rglob("*")) for p in (real, generated)} == before
+
+
+def test_a_rater_list_naming_no_id_is_refused_not_opened_to_any_rater(tmp_path, capsys):
+    real, generated = make_sources(tmp_path)
+    assert main(["turing", "create", "--real", str(real), "--generated", str(generated), "--out", str(tmp_path / "s"),
+                 "--cases", "4", "--raters", ", ,,"]) == 2
+    err = capsys.readouterr().err
+    assert "--raters ', ,,' names no rater id" in err and "leave --raters out" in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, List, Optional
 
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.turing.config import DISPLAYS
@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     c.add_argument("--time-limit", type=float, default=None, help="seconds per case before it is hidden (default or 0: none)")
     c.add_argument("--allow-back", action="store_true", help="let raters go back and revise answers")
     c.add_argument("--seed", type=int, default=0, help="random seed: the same seed and inputs draw the same session")
-    c.add_argument("--raters", default="", help="comma-separated rater ids allowed to open the session (default any)")
+    c.add_argument("--raters", default=None, help="comma-separated rater ids allowed to open the session (default any)")
     c.add_argument("--key", default=None, help="where to write the answer key (default SESSION/answer_key.json); "
                                                "keep it outside the shared folder for strict blinding")
     c.add_argument("--device", default=None, help="cpu, cuda or auto (for --model; default auto)")
@@ -67,7 +67,7 @@ def run_create(args: argparse.Namespace) -> int:
         names = " and ".join([", ".join(given[:-1]), given[-1]] if len(given) > 1 else given)
         raise InputError(f"{names} only appl{'y' if len(given) > 1 else 'ies'} with --model: drop "
                          f"{'them' if len(given) > 1 else 'it'}, or pass --model instead of --generated")
-    raters = [r.strip() for r in args.raters.split(",") if r.strip()]
+    raters = _rater_ids(args.raters)
     with tqdm(total=args.cases, desc="writing cases", unit="case", disable=None) as bar:
         created = TuringSession.create(
             args.out, real=args.real, generated=args.generated, model=args.model,
@@ -81,6 +81,17 @@ def run_create(args: argparse.Namespace) -> int:
         print("note: the answer key is inside the session folder; move it (and pass --key to `report`) "
               "before sharing the folder if raters can browse files")
     return 0
+
+
+def _rater_ids(text: Optional[str]) -> List[str]:
+    """The rater ids in --raters; a list naming no id is refused, as it would silently open the session to any id."""
+    if text is None:
+        return []
+    raters = [r.strip() for r in text.split(",") if r.strip()]
+    if not raters:
+        raise InputError(f"--raters {text!r} names no rater id: list ids separated by commas (e.g. reader01,reader02), "
+                         "or leave --raters out to let any id open the session")
+    return raters
 
 
 def run_rate(args: argparse.Namespace) -> int:
