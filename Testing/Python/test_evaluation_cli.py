@@ -321,3 +321,16 @@ def test_seeds_past_the_largest_or_too_many_volumes_are_refused_before_any_is_ge
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("folder, inside", [("real", ""), ("noise", "features")])
+def test_the_cache_folder_may_not_be_an_input_folder_or_inside_one(sets, tmp_path, capsys, folder, inside):
+    before = _digest(sets / folder)
+    cache = sets / folder / inside if inside else sets / folder
+    argv = ["evaluate", "--real", str(sets / "real"), "--fake", str(sets / "noise"), "--out", str(tmp_path / "report"),
+            "--cache", str(cache)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--cache {cache} is the --{'real' if folder == 'real' else 'fake'} folder or inside it" in err
+    assert len(err.strip().splitlines()) == 1
+    assert _digest(sets / folder) == before and not (tmp_path / "report").exists()

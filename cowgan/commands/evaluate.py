@@ -83,6 +83,7 @@ def _check(args: argparse.Namespace) -> None:
         if folder and is_within(args.out, folder):
             raise InputError(f"--out {args.out} is the --{name.replace('_', '-')} folder or inside it: write the report "
                              "to its own folder outside the inputs")
+    _check_cache(args)
     if args.fake_labels and args.model:
         raise InputError("--fake-labels goes with --fake: a model's volumes have no label maps; leave it out")
     for name in ("fake", "train"):
@@ -96,6 +97,17 @@ def _check(args: argparse.Namespace) -> None:
     from CircleOfWillisGANLib.evaluation.report import REPORT_FILES
 
     refuse_overwrite(Path(args.out).resolve(), REPORT_FILES, args.overwrite)
+
+
+def _check_cache(args: argparse.Namespace) -> None:
+    """Refuse a --cache folder that is an input folder or inside one, so no cache file lands among the user's volumes."""
+    if args.cache is None or args.no_cache:
+        return
+    for name in ("real", "fake", "train", "real_labels", "fake_labels"):
+        folder = getattr(args, name)
+        if folder and is_within(args.cache, folder):
+            raise InputError(f"--cache {args.cache} is the --{name.replace('_', '-')} folder or inside it: pass a cache "
+                             "folder outside the inputs, or leave --cache out")
 
 
 def _check_count_and_seeds(seed: int, n: int) -> None:
