@@ -272,6 +272,13 @@ def test_bench_prints_a_table(capsys):
     assert "peak MiB on the CPU: the process's largest resident size during the row" in out
 
 
+def test_bench_refuses_a_preset_with_a_model_rather_than_ignore_the_preset(capsys):
+    assert main(["bench", "--model", "demo", "--preset", "tiny", "--repeats", "1"]) == 2
+    captured = capsys.readouterr()
+    assert "--preset tiny and --model demo both name what to time: pass one of them" in captured.err
+    assert captured.err.count("\n") == 1 and "cpu:" not in captured.out
+
+
 @pytest.mark.parametrize("options, message", [
     (["--batch", "100000"], "--batch 100000 is out of range: use 1 to 1024 volumes per batch"),
     (["--batch", "1", "0"], "--batch 0 is out of range: use 1 to 1024"),

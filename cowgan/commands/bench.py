@@ -20,7 +20,7 @@ MAX_REPEATS = 10_000  # timed repeats per row
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("bench", help="benchmark generation speed (ms/volume, GFLOP/s, memory)",
                               description="Time generation of random-weight models (or a given model) on CPU and GPU.")
-    p.add_argument("--preset", default="paper", help="random-weight preset to time (paper, demo, tiny)")
+    p.add_argument("--preset", default=None, help="random-weight preset to time (paper, demo, tiny; default paper)")
     p.add_argument("--model", default=None, help="time this model instead of a random-weight preset")
     p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda when present)")
     p.add_argument("--batch", nargs="+", type=int, default=None, help=f"batch sizes (default: 1 on CPU; 1 and 8 on GPU; at most {MAX_BATCH})")
@@ -38,7 +38,15 @@ def _check_sizes(batches: List[int], repeats: int) -> None:
             raise InputError(f"--batch {batch} is out of range: use 1 to {MAX_BATCH} volumes per batch")
 
 
+def _preset(args: argparse.Namespace) -> str:
+    """The random-weight preset to time (default paper); --preset with --model is refused, as it would be ignored."""
+    if args.model and args.preset is not None:
+        raise InputError(f"--preset {args.preset} and --model {args.model} both name what to time: pass one of them")
+    return args.preset or "paper"
+
+
 def run(args: argparse.Namespace) -> int:
+    preset = _preset(args)
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     _check_sizes(args.batch or [1], args.repeats)
     for device in devices:  # every device and precision is checked before minutes of timing that an error would lose
@@ -46,13 +54,13 @@ def run(args: argparse.Namespace) -> int:
             resolve_precision(precision, resolve_device(device))
     results: List[BenchResult] = []
     for device in devices:
-        gen = load_generator(args.model, device) if args.model else build_generator(args.preset, 0, device)
+        gen = load_generator(args.model, device) if args.model else build_generator(preset, 0, device)
         print(f"{device}: {machine_description(gen.device)}")
         batches = args.batch or ([1, 8] if gen.device.type == "cuda" else [1])
         for batch in batches:
             for precision in args.precision:
                 results.append(bench_generation(gen, batch, precision, args.repeats))
-    label = args.model or f"{args.preset} preset, random weights"
+    label = args.model or f"{preset} preset, random weights"
     print(f"\n{label}: {synthesis_flops(gen.arch) / 1e9:.1f} GFLOP per volume (convolutions)")
     print(format_table(results))
     return 0
