@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import types
 from typing import Any, Tuple
@@ -33,6 +34,30 @@ def qapplication(name: str = "cowgan") -> Any:
                          "or over `ssh -X`, or on a virtual display, e.g. `xvfb-run -a cowgan explore --screenshot "
                          "view.png` (Qt's offscreen platform gives VTK no OpenGL, so its views would stay black)")
     return app or QApplication([name])
+
+
+def run_event_loop(app: Any) -> int:
+    """Run Qt's event loop until the windows close. Ctrl-C or SIGTERM close them as the user would (their close
+    handlers run) and end the loop with status 130 or 143: Qt's loop alone never lets Python see those signals, so
+    the window ignored them."""
+    from PySide6.QtCore import QTimer
+
+    def close_windows(signum: int, frame: Any) -> None:
+        app.closeAllWindows()
+        app.exit(128 + signum)
+
+    wake = QTimer()
+    wake.timeout.connect(lambda: None)  # returns to Python now and then, so that its signal handlers run
+    wake.start(200)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, close_windows)
+    try:
+        return int(app.exec())
+    finally:
+        wake.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def pyside6_qt() -> types.SimpleNamespace:

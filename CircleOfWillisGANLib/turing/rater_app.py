@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Tuple
 
-from ..qt_pyside6 import load_panel_pyside6, pyside6_qt, qapplication
+from ..qt_pyside6 import load_panel_pyside6, pyside6_qt, qapplication, run_event_loop
 from .picture_viewer import PictureViewer
 from .rater_panel import RaterPanelController, default_ui_path
 
@@ -37,6 +37,6 @@ def run_rater_app(session: str, rater: str, start: bool = True) -> int:
     window.show()
     if start:
         controller.start()
-    code = app.exec()
+    code = run_event_loop(app)
     controller.close()
     return int(code)

@@ -202,3 +202,31 @@ def test_a_start_seed_beyond_the_panels_seed_box_is_refused_in_one_line_before_a
     assert main(["explore", "--seed", str(2**31)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seed 2147483648" in err[0] and "from 0 to 2147483647" in err[0]
+
+
+@pytest.mark.parametrize("signum", [2, 15])  # SIGINT (Ctrl-C), SIGTERM
+def test_ctrl_c_or_sigterm_closes_the_windows_as_the_user_would_and_ends_the_loop(monkeypatch, signum):
+    import signal
+
+    pytest.importorskip("PySide6")
+    monkeypatch.setenv("QT_QPA_PLATFORM", os.environ.get("QT_QPA_PLATFORM", "offscreen"))
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QWidget
+
+    from CircleOfWillisGANLib.qt_pyside6 import qapplication, run_event_loop
+
+    closed = []
+
+    class Window(QWidget):
+        def closeEvent(self, event):
+            closed.append(True)
+            super().closeEvent(event)
+
+    app = qapplication("test")
+    window = Window()
+    window.show()
+    before = signal.getsignal(signum)
+    QTimer.singleShot(300, lambda: os.kill(os.getpid(), signum))  # a signal, as from the terminal, while Qt waits
+    QTimer.singleShot(10_000, app.quit)  # the loop ends anyway if the signal were ignored
+    assert run_event_loop(app) == 128 + signum
+    assert closed == [True] and signal.getsignal(signum) is before

@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.explorer.window import build_window
     from CircleOfWillisGANLib.panel_engine import MAX_UI_SEED
-    from CircleOfWillisGANLib.qt_pyside6 import qapplication
+    from CircleOfWillisGANLib.qt_pyside6 import qapplication, run_event_loop
     from CircleOfWillisGANLib.precision import resolve_device
 
     if args.seed is not None:
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                           show_error=errors.append if args.screenshot else None)
     window.show()
     if not args.screenshot:
-        return int(app.exec())
+        return run_event_loop(app)
     deadline = time.perf_counter() + 300
     while window.controller.last_result is None and not window.controller.last_error and time.perf_counter() < deadline:
         app.processEvents()
