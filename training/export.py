@@ -12,9 +12,9 @@ from CircleOfWillisGANLib import __version__
 from CircleOfWillisGANLib.architecture import Architecture
 from CircleOfWillisGANLib.checkpoint import Checkpoint, save_checkpoint
 from CircleOfWillisGANLib.directions import METADATA_KEY as DIRECTIONS_KEY, compute_directions
-from CircleOfWillisGANLib.errors import CheckpointError
+from CircleOfWillisGANLib.errors import CheckpointError, InputError
 from CircleOfWillisGANLib.outputs import timestamp
-from CircleOfWillisGANLib.files import path_problem
+from CircleOfWillisGANLib.files import is_within, path_problem
 from CircleOfWillisGANLib.generator import CoWGenerator
 from CircleOfWillisGANLib.generator_model import GeneratorModel
 
@@ -44,6 +44,7 @@ def export_run(run_dir: Optional[Path], out: Path, name: Optional[str] = None, s
     if problem:
         raise CheckpointError(f"run folder {run_dir} {problem}: pass the folder given to `cowgan train --out`")
     if state_path:
+        check_state_in_run(Path(state_path), run_dir)
         path = Path(state_path)
         state, arch, model = read_generator(path, "pass another --state from RUN/checkpoints/")
     else:
@@ -83,6 +84,13 @@ def export_run(run_dir: Optional[Path], out: Path, name: Optional[str] = None, s
     ckpt.directions, ckpt.metadata[DIRECTIONS_KEY] = compute_directions(generator)
     save_checkpoint(out, ckpt)
     return ckpt
+
+
+def check_state_in_run(state_path: Path, run_dir: Path) -> None:
+    """Refuse a resume state outside `run_dir`, whose export would silently record and describe another run."""
+    if not is_within(state_path, run_dir):
+        raise InputError(f"--state {state_path} is not inside the run folder {run_dir}: pass the state's own run folder "
+                         "as RUN, or leave RUN out to export the run the state belongs to")
 
 
 def run_folder_of(state_path: Path) -> Path:

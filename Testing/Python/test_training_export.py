@@ -225,3 +225,17 @@ def test_weights_that_map_z_to_nan_name_the_resume_state(trained_run, tmp_path):
     path = edited_state(run, lambda state: state["trainer"]["G_ema"]["mapping.layers.0.bias"].fill_(float("nan")))
     with pytest.raises(CheckpointError, match=rf"model in resume state {re.escape(str(path))} maps finite z to NaN"):
         export_run(run, tmp_path / "model.safetensors")
+
+
+def test_a_state_outside_the_given_run_folder_is_refused_not_exported_as_that_run(trained_run, tmp_path, capsys):
+    from cowgan.main import main
+
+    other = tmp_path / "other"
+    other.mkdir()
+    state = trained_run / "checkpoints" / "latest.pt"
+    out = tmp_path / "model.safetensors"
+    assert main(["export", str(other), "--state", str(state), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--state {state} is not inside the run folder {other}: pass the state's own run folder" in err
+    assert err.count("\n") == 1 and not out.exists()
+    assert main(["export", str(trained_run), "--state", str(state), "--out", str(out)]) == 0
