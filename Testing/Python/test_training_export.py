@@ -239,3 +239,14 @@ def test_a_state_outside_the_given_run_folder_is_refused_not_exported_as_that_ru
     assert f"--state {state} is not inside the run folder {other}: pass the state's own run folder" in err
     assert err.count("\n") == 1 and not out.exists()
     assert main(["export", str(trained_run), "--state", str(state), "--out", str(out)]) == 0
+
+
+@pytest.mark.parametrize("out", [".safetensors", "models/.safetensors"])
+def test_an_out_path_with_no_name_before_the_suffix_is_told_to_add_one(tmp_path, capsys, out):
+    from cowgan.main import main
+
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    named = tmp_path / out.replace(".safetensors", "model.safetensors")
+    assert f"has no file name before .safetensors: name the model, e.g. {named}" in err
+    assert "must end in" not in err and err.count("\n") == 1

@@ -31,9 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.run_dir is None and args.state is None:
         raise InputError("pass RUN, the folder given to `cowgan train --out`, or --state RUN/checkpoints/NAME.pt")
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise InputError(f"--out {out} must end in .safetensors")
+    out = _model_path(args.out)
     refuse_overwrite(out.parent, [out.name], args.overwrite)
     with output_folder(out.resolve().parent):
         run_dir = Path(args.run_dir) if args.run_dir else None
@@ -42,3 +40,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}: step {prov['step']} ({prov['kimg']:.1f} kimg), output {ckpt.architecture.output_shape}, "
           f"{len(ckpt.directions)} direction sets; sha256 {ckpt.sha256[:16]}...")
     return 0
+
+
+def _model_path(text: str) -> Path:
+    """The --out model file; refused unless it is a name followed by .safetensors, which every loader expects."""
+    out = Path(text)
+    if out.name.lower() == ".safetensors":
+        raise InputError(f"--out {out} has no file name before .safetensors: name the model, e.g. "
+                         f"{out.with_name('model.safetensors')}")
+    if out.suffix != ".safetensors":
+        raise InputError(f"--out {out} must end in .safetensors")
+    return out
