@@ -119,6 +119,16 @@ def folder_set(folder: str, label: str) -> VolumeSet:
 SPACING_TOLERANCE = 1e-3  # relative spacing difference within which headers describe one grid (writers' float noise)
 
 
+def check_distinct_files(volumes: VolumeSet, folder: str) -> None:
+    """Refuse two byte-identical files in one set, which would count one volume twice; the hashes serve the cache."""
+    seen: Dict[str, str] = {}
+    for item in volumes.items:
+        first = seen.setdefault(item.key(), item.name)
+        if first != item.name:
+            raise InputError(f"{first} and {item.name} in {folder} are the same file: remove one of them so that no "
+                             f"{volumes.label} volume counts twice")
+
+
 def same_grid(a: Tuple[Sequence[int], np.ndarray], b: Tuple[Sequence[int], np.ndarray]) -> bool:
     """Whether two (shape, affine) grids measure volumes alike: same shape and orientation, and spacings equal
     within SPACING_TOLERANCE (0.4445001 and 0.4444999 mm are one grid, 0.62 and 0.625 mm are not)."""

@@ -334,3 +334,16 @@ def test_the_cache_folder_may_not_be_an_input_folder_or_inside_one(sets, tmp_pat
     assert f"--cache {cache} is the --{'real' if folder == 'real' else 'fake'} folder or inside it" in err
     assert len(err.strip().splitlines()) == 1
     assert _digest(sets / folder) == before and not (tmp_path / "report").exists()
+
+
+def test_two_identical_real_files_are_refused_naming_both(sets, tmp_path, capsys):
+    import shutil
+
+    real = shutil.copytree(sets / "real", tmp_path / "real")
+    first = sorted(real.iterdir())[0]
+    shutil.copyfile(first, real / f"copy-{first.name}")
+    argv = ["evaluate", "--real", str(real), "--fake", str(sets / "noise"), "--out", str(tmp_path / "report"), "--no-cache"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{first.name} and copy-{first.name} in {real} are the same file: remove one of them" in err
+    assert err.count("\n") == 1 and not (tmp_path / "report").exists()

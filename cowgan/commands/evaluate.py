@@ -145,12 +145,13 @@ def run(args: argparse.Namespace) -> int:
     from CircleOfWillisGANLib.evaluation.pipeline import EvaluationConfig, evaluate
     from CircleOfWillisGANLib.evaluation.report import write_report
     from CircleOfWillisGANLib.evaluation.variants import find_label_maps
-    from CircleOfWillisGANLib.evaluation.volumes import check_same_grid, folder_set
+    from CircleOfWillisGANLib.evaluation.volumes import check_distinct_files, check_same_grid, folder_set
     from CircleOfWillisGANLib.generator import check_psi
 
     _check(args)
     psi = check_psi(1.0 if args.psi is None else args.psi)
     real = folder_set(args.real, "real")
+    check_distinct_files(real, args.real)
     train = check_same_grid(real, folder_set(args.train, "training"), args.resample) if args.train else None
     fake = check_same_grid(real, folder_set(args.fake, "generated"), args.resample) if args.fake else None
     for folder, labels, volume_set in ((args.real, args.real_labels, real), (args.fake, args.fake_labels, fake)):
