@@ -77,6 +77,16 @@ def check_rater_id(rater: str) -> str:
     return rater
 
 
+def parse_rater_ids(text: str, source: str = "--raters", blank_means_any: bool = True) -> List[str]:
+    """The rater ids of a comma- (or semicolon-) separated list; blank text means any id where `blank_means_any`,
+    but text that names no id (',,') is refused, as it would silently open the session to any id."""
+    raters = [r.strip() for r in text.replace(";", ",").split(",") if r.strip()]
+    if not raters and (text.strip() or not blank_means_any):
+        raise InputError(f"{source} {text!r} names no rater id: list ids separated by commas (e.g. reader01,reader02), "
+                         "or give none at all to let any id open the session")
+    return raters
+
+
 def check_distinct_rater_ids(raters: List[str]) -> None:
     """Refuse two ids that are the same ignoring case: each names a journal file, and on a case-insensitive file
     system (Windows, macOS) 'r1' and 'R1' would be one file written by two raters."""

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 from .. import qt_dialogs
 from ..errors import CoWGANError, InputError
 from ..latents import parse_seeds
+from .config import parse_rater_ids
 from .create import CreatedSession
 from .report import TuringReport, existing_report_files, report_dir, summary_text
 from .session import TuringSession, report
@@ -87,8 +88,8 @@ class OrganiserPanelController:
         return GENERATED_FROM[int(self.ui.generatedSourceComboBox.property("currentIndex"))]
 
     def raters(self) -> List[str]:
-        """Rater ids from the comma-separated field."""
-        return [r.strip() for r in self._text("ratersLineEdit").replace(";", ",").split(",") if r.strip()]
+        """Rater ids from the comma-separated field (empty: any id)."""
+        return parse_rater_ids(self._text("ratersLineEdit"), "the raters field")
 
     def settings(self) -> Dict[str, Any]:
         """The panel as keyword arguments of `TuringSession.create`."""

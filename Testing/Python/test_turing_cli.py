@@ -157,5 +157,5 @@ def test_a_rater_list_naming_no_id_is_refused_not_opened_to_any_rater(tmp_path, 
     assert main(["turing", "create", "--real", str(real), "--generated", str(generated), "--out", str(tmp_path / "s"),
                  "--cases", "4", "--raters", ", ,,"]) == 2
     err = capsys.readouterr().err
-    assert "--raters ', ,,' names no rater id" in err and "leave --raters out" in err and err.count("\n") == 1
+    assert "--raters ', ,,' names no rater id" in err and "give none at all" in err and err.count("\n") == 1
     assert not (tmp_path / "s").exists()

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
+from CircleOfWillisGANLib.errors import InputError  # noqa: E402
 from CircleOfWillisGANLib.qt_pyside6 import load_panel_pyside6, pyside6_qt  # noqa: E402
 from CircleOfWillisGANLib.turing import TuringSession  # noqa: E402
 from CircleOfWillisGANLib.turing.create import read_key  # noqa: E402
@@ -180,9 +181,15 @@ def test_organiser_panel_creates_a_session_and_computes_results(app, tmp_path):
     ui.displayComboBox.setCurrentIndex(2)
     ui.timeLimitSpinBox.setValue(30)
     ui.allowBackCheckBox.setChecked(True)
-    ui.ratersLineEdit.setText("reader01, reader02")
     ui.seedSpinBox.setValue(11)
     ui.sessionFolderLineEdit.setText(str(tmp_path / "s"))
+    for blank in ("", "  "):
+        ui.ratersLineEdit.setText(blank)
+        assert controller.settings()["raters"] == []  # any rater
+    ui.ratersLineEdit.setText(" ,;,")
+    with pytest.raises(InputError, match="the raters field ',;,' names no rater id"):
+        controller.settings()
+    ui.ratersLineEdit.setText("reader01, reader02")
     settings = controller.settings()
     assert settings["real_fraction"] == "randomised" and settings["display"] == "slices"
     assert settings["time_limit"] == 30 and settings["allow_back"] and settings["raters"] == ["reader01", "reader02"]

@@ -7,7 +7,7 @@ import sys
 from typing import Any, List, Optional
 
 from CircleOfWillisGANLib.errors import InputError
-from CircleOfWillisGANLib.turing.config import DISPLAYS
+from CircleOfWillisGANLib.turing.config import DISPLAYS, parse_rater_ids
 
 MODEL_ONLY = ("seeds", "psi", "device")  # `create` options that only apply when the generated cases come from --model
 
@@ -84,14 +84,9 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def _rater_ids(text: Optional[str]) -> List[str]:
-    """The rater ids in --raters; a list naming no id is refused, as it would silently open the session to any id."""
-    if text is None:
-        return []
-    raters = [r.strip() for r in text.split(",") if r.strip()]
-    if not raters:
-        raise InputError(f"--raters {text!r} names no rater id: list ids separated by commas (e.g. reader01,reader02), "
-                         "or leave --raters out to let any id open the session")
-    return raters
+    """The rater ids in --raters; one given empty or naming no id is refused, as it would silently open the session
+    to any id (a script's empty variable, say)."""
+    return [] if text is None else parse_rater_ids(text, blank_means_any=False)
 
 
 def run_rate(args: argparse.Namespace) -> int:
