@@ -20,10 +20,10 @@ from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optiona
 import numpy as np
 
 from .. import __version__
+from ..checks import check_workers
 from ..errors import InputError, OutputError
 from ..files import atomic_write, remove_abandoned_stages, stage_name, staged_folder, write_json
 from ..interrupts import ctrl_c_held_from_new_processes, ignore_ctrl_c
-from ..checks import check_workers
 from ..latents import check_seed
 from ..topcow import COMPLETE_CIRCLE, LABEL_NAMES
 from ..volume_io import save_volume
