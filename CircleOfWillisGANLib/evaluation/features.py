@@ -14,9 +14,6 @@ from .cache import FeatureCache, extractor_key
 from .morphology import FEATURE_NAMES, FEATURES_VERSION, MorphologyConfig, features_to_vector, morphology_features
 from .volumes import VolumeItem, VolumeSet, left_is_low_h
 
-MEDICALNET_FEATURES = 512  # ResNet-10's pooled channels
-INCEPTION_FEATURES = 2048  # InceptionV3's pool3 channels, per axial slice
-
 PREVIEW_VOLUMES = 8
 
 
@@ -42,17 +39,19 @@ def morphology_extractor(volume_set: VolumeSet, config: MorphologyConfig) -> Ext
 
 def medicalnet_extractor(model: object, weights_sha256: str, seed: int) -> Extractor:
     """MedicalNet ResNet-10 features with background noise seeded from (seed, volume hash)."""
-    from .medicalnet import medicalnet_features, noise_seed
+    from .medicalnet import FEATURE_DIM, medicalnet_features, noise_seed
 
     return Extractor("medicalnet", {"version": 1, "weights": weights_sha256, "seed": seed},
                      lambda v, item: medicalnet_features(model, v, noise_seed(seed, item.key())),  # type: ignore[arg-type]
-                     (MEDICALNET_FEATURES,))
+                     (FEATURE_DIM,))
 
 
 def inception_extractor(model: Callable[[np.ndarray], np.ndarray], weights_sha256: str) -> Extractor:
     """2D InceptionV3 features of every axial slice, (D, 2048) per volume."""
+    from .fid2d import POOL3_FEATURES
+
     return Extractor("inception2d", {"version": 1, "weights": weights_sha256}, lambda v, item: model(v),
-                     (None, INCEPTION_FEATURES))
+                     (None, POOL3_FEATURES))
 
 
 class SetFeatures:

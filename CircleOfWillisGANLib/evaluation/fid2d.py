@@ -18,6 +18,7 @@ import torch
 from ..errors import InputError
 
 INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
+POOL3_FEATURES = 2048  # InceptionV3's pool3 channels: features per axial slice
 ENABLE_HINT = (f"to enable it, `pip install pytorch-fid` and put {INCEPTION_FILENAME} (from the pytorch-fid "
                "GitHub release) in {hub_dir} or pass --inception-weights PATH")
 
@@ -83,7 +84,7 @@ class InceptionSliceFeatures:
             os.symlink(status.weights.resolve(), Path(hub) / "checkpoints" / INCEPTION_FILENAME)
             torch.hub.set_dir(hub)
             try:
-                self.model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval().to(device)
+                self.model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[POOL3_FEATURES]]).eval().to(device)
             finally:
                 torch.hub.set_dir(previous)
         self.device = device
