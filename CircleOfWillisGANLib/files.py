@@ -33,6 +33,12 @@ def path_problem(path: PathLike, folder: bool = False) -> Optional[str]:
     return None
 
 
+def printable_name(name: str) -> str:
+    """`name` as text any console or JSON file takes: bytes of a file name that are not UTF-8 (which Python keeps as
+    lone surrogates, and a strict UTF-8 console refuses to print) are shown as \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def is_within(path: PathLike, folder: PathLike) -> bool:
     """Whether `path` is `folder` or lies inside it, after resolving links and relative parts."""
     path, folder = Path(path).resolve(), Path(folder).resolve()

@@ -16,7 +16,7 @@ from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import InputError, require
-from .files import file_sha256, path_problem
+from .files import file_sha256, path_problem, printable_name
 from .volume_io import check_spacing, usable_affine
 
 CANONICAL = "RAS"
@@ -132,7 +132,7 @@ def check_itk_name(path: Path) -> None:
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
-        raise VolumeRejected(f"its name {ascii(path.name)} is not valid UTF-8 text, which ITK cannot open",
+        raise VolumeRejected(f"its name '{printable_name(path.name)}' is not valid UTF-8 text, which ITK cannot open",
                              "rename it with a name of plain letters and digits") from None
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from CircleOfWillisGANLib import __version__
 from CircleOfWillisGANLib.errors import InputError, OutputError
 from CircleOfWillisGANLib.outputs import timestamp
-from CircleOfWillisGANLib.files import file_sha256, is_within, path_problem, staged_folder
+from CircleOfWillisGANLib.files import file_sha256, is_within, path_problem, printable_name, staged_folder
 from CircleOfWillisGANLib.interrupts import ctrl_c_held_from_new_processes, ignore_ctrl_c
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png
 from CircleOfWillisGANLib.checks import check_workers
@@ -212,4 +212,5 @@ def _ignored_reason(path: Path, pattern: str) -> str:
 
 
 def _relative(path: Path, root: Path) -> str:
-    return str(path.relative_to(root))
+    """The file's name under --in as the manifest and the console show it."""
+    return printable_name(str(path.relative_to(root)))

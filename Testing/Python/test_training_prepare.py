@@ -462,9 +462,23 @@ def test_a_nifti_without_a_usable_affine_or_with_a_name_itk_cannot_open_is_skipp
     manifest = prepare_dataset(src, tmp_path / "ds", PrepareOptions(shape=SHAPE), workers=2, progress=False)
     assert manifest["count"] == 2
     reasons = {s["source"]: s["reason"] for s in manifest["skipped"]}
-    assert set(reasons) == {"zero.nii", "nan.nii", bad_name}
+    assert set(reasons) == {"zero.nii", "nan.nii", r"bad\xff_image.nii"}  # undecodable bytes shown as escapes
     for name in ("zero.nii", "nan.nii"):
         assert reasons[name].startswith("its affine is all zero, not finite or singular") and "fix its header" in reasons[name]
-    assert reasons[bad_name] == (r"its name 'bad\udcff_image.nii' is not valid UTF-8 text, which ITK cannot open: "
-                                 "rename it with a name of plain letters and digits")
+    assert reasons[r"bad\xff_image.nii"] == (r"its name 'bad\xff_image.nii' is not valid UTF-8 text, which ITK cannot "
+                                             "open: rename it with a name of plain letters and digits")
     assert "orthonormal" not in capfd.readouterr().err
+
+
+def test_prepare_names_a_file_whose_name_is_not_utf8_on_a_console_that_takes_only_utf8(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    src = write_tube_volumes(tmp_path / "in", 1, SHAPE)
+    (src / os.fsdecode(b"bad\xff_image.nii")).write_bytes(b"not a volume")
+    done = subprocess.run([sys.executable, "-m", "cowgan", "prepare", "--in", str(src), "--out", str(tmp_path / "ds"),
+                           "--no-progress"], capture_output=True, env=dict(os.environ, PYTHONIOENCODING="utf-8"))
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-500:]  # a strict console refused the raw name
+    assert r"skipped bad\xff_image.nii: its name 'bad\xff_image.nii' is not valid UTF-8" in done.stdout.decode()
+    assert b"Logging error" not in done.stderr
