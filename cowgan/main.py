@@ -36,8 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _printable_console() -> None:
+    """Print what a strict UTF-8 console refuses (a path argument or file name that is not UTF-8, which Python holds
+    as lone surrogates) as escapes, instead of failing with a UnicodeEncodeError after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run `cowgan ARGS`; return the process exit code."""
+    _printable_console()
     parser = build_parser()
     args = _home_expanded(parser.parse_args(argv))
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")

@@ -318,3 +318,13 @@ def test_a_missing_reference_checkpoint_is_the_only_line_said(tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model_1.pt does not exist" in err[0]
     assert not [r.message for r in caplog.records if "convert" in r.message]  # no 'converting ...' before the error
+
+
+def test_a_path_that_is_not_utf8_is_printed_with_escapes_on_a_console_that_takes_only_utf8(tmp_path):
+    import os
+
+    out = tmp_path / os.fsdecode(b"out\xff")
+    done = subprocess.run([sys.executable, "-m", "cowgan", "generate", "--model", "demo", "--seeds", "1", "--out", str(out)],
+                          capture_output=True, env=dict(os.environ, PYTHONIOENCODING="utf-8"))
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-500:]  # it wrote, then failed to say where
+    assert "out\\udcff" in done.stdout.decode() and (out / "seed0001.nii.gz").is_file()
