@@ -6,6 +6,7 @@ taken together (one small all-reduce per step), so every process stops and saves
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -13,13 +14,13 @@ import math
 import signal
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import torch
 
 from CircleOfWillisGANLib import __version__
 from CircleOfWillisGANLib.benchmark import machine_description
-from CircleOfWillisGANLib.errors import CheckpointError, InputError, OutputError
+from CircleOfWillisGANLib.errors import CheckpointError, CoWGANError, InputError, OutputError
 from CircleOfWillisGANLib.outputs import timestamp
 from CircleOfWillisGANLib.files import is_within, write_json
 from CircleOfWillisGANLib.networks.discriminator import std_group_size
@@ -126,18 +127,34 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, 
     """Train (or resume) the run in `run_dir` on the dataset in `data_dir`; return how it ended. Refused while another
     `cowgan train` runs in `run_dir`: both would write the same resume states."""
     run_dir = Path(run_dir)
-    _check_run_folder(run_dir, Path(data_dir))
-    with run_folder_lock(run_dir, enabled=group.is_main) as held:
-        _check_not_in_use(held, run_dir, group)
+    with _run_folder_held(run_dir, Path(data_dir), group):
         return _train_locked(cfg, Path(data_dir), run_dir, group, max_time_s, bar, guard_every)
 
 
-def _check_not_in_use(held: bool, run_dir: Path, group: ProcessGroup) -> None:
-    """Every process stops with the main one when another run holds the folder's lock (none waits for the others)."""
-    if all_reduce_sum(torch.tensor([0.0 if held else 1.0]), group)[0]:
-        owner = lock_owner(run_dir)
-        raise OutputError(f"--out {run_dir} is in use by another `cowgan train`{f' ({owner})' if owner else ''}: "
-                          "wait for it to end or stop it, or choose another --out")
+@contextlib.contextmanager
+def _run_folder_held(run_dir: Path, data_dir: Path, group: ProcessGroup) -> Iterator[None]:
+    """Check --out on every process and hold its lock on the main one for the block. Every process stops when one of
+    them cannot start (a refused folder, a lock that cannot be created, another run holding it): a process left
+    waiting for the others would hang until torchrun's timeout."""
+    with contextlib.ExitStack() as stack:
+        refused: Optional[CoWGANError] = None
+        held = True
+        try:
+            _check_run_folder(run_dir, data_dir)
+            held = stack.enter_context(run_folder_lock(run_dir, enabled=group.is_main))
+        except (InputError, OutputError) as exc:
+            refused = exc
+        in_use, failed = all_reduce_sum(torch.tensor([0.0 if held else 1.0, 0.0 if refused is None else 1.0]), group)
+        if refused is not None:
+            raise refused
+        if failed:
+            raise OutputError(f"another process of this run cannot use --out {run_dir}: its error says why; fix that "
+                              "and start the run again")
+        if in_use:
+            owner = lock_owner(run_dir)
+            raise OutputError(f"--out {run_dir} is in use by another `cowgan train`{f' ({owner})' if owner else ''}: "
+                              "wait for it to end or stop it, or choose another --out")
+        yield
 
 
 def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: ProcessGroup, max_time_s: Optional[float],

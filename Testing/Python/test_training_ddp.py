@@ -128,3 +128,38 @@ def test_a_run_folder_in_use_stops_every_process_and_a_free_one_trains_on_all(tm
     assert all("is in use by another `cowgan train`" in (tmp_path / f"outcome{r}.txt").read_text() for r in range(2))
     assert _run_two(_shared_folder_worker, data, tmp_path), "the processes hung on the main one's lock"
     assert [(tmp_path / f"outcome{r}.txt").read_text() for r in range(2)] == ["trained 1", "trained 1"]
+
+
+def _own_folder_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    from CircleOfWillisGANLib.errors import OutputError
+    from training.loop import train
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    group = init_process_group("cpu")
+    try:  # each process sees its own --out, as on nodes' own disks
+        result = train(training_preset("tiny").replace(total_kimg=0.004), Path(data), Path(out) / f"node{rank}" / "run",
+                       group, bar=False)
+        outcome = f"trained {result.step}"
+    except OutputError as exc:
+        outcome = str(exc)
+    (Path(out) / f"outcome{rank}.txt").write_text(outcome)
+    shutdown(group)
+
+
+def test_a_main_process_that_cannot_lock_its_run_folder_stops_the_others_with_it(tmp_path):
+    data = write_tube_dataset(tmp_path / "ds", count=6)
+    (tmp_path / "node0").write_text("a file where the main process's run folder should go")
+    assert _run_two(_own_folder_worker, data, tmp_path), "the other process waited for the main one"
+    assert "cannot create the run folder's lock" in (tmp_path / "outcome0.txt").read_text()
+    assert "another process of this run cannot use --out" in (tmp_path / "outcome1.txt").read_text()
+    assert not (tmp_path / "node1" / "run").exists()
+    (tmp_path / "node0").unlink()
+    (tmp_path / "node1").mkdir(exist_ok=True)
+    (tmp_path / "node1" / "notes.txt").write_text("the user's file")
+    (tmp_path / "node1" / "run").write_text("a file, not a run folder")
+    assert _run_two(_own_folder_worker, data, tmp_path), "the main process waited for the other one"
+    assert "another process of this run cannot use --out" in (tmp_path / "outcome0.txt").read_text()
+    assert "is a file, not a folder" in (tmp_path / "outcome1.txt").read_text()
+    assert not (tmp_path / "node0" / "run").exists() and (tmp_path / "node1" / "notes.txt").exists()
