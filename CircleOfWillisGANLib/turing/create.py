@@ -77,17 +77,8 @@ def create_session(folder: Union[str, Path], real: VolumeSource, generated: Volu
     """Write a complete session folder (built in a hidden stage, then moved into place) and its answer key."""
     config.validate()
     folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise OutputError(f"{folder} already exists and is not an empty folder: choose a new folder for the session")
-    key = Path(key_path) if key_path else folder / KEY_FILE
-    _refuse_inside_sources(folder, key, {"real": real, "generated": generated})
-    if key_path and is_within(key, folder):
-        raise OutputError(f"--key {key} is inside the session folder {folder}, which the raters share: write the key "
-                          "outside it (or leave --key out to put it there and move it before sharing)")
-    if key_path and key.exists():
-        raise OutputError(f"answer key {key} already exists: choose a new key path or remove the old key")
-    if key_path and not key.parent.is_dir():
-        raise OutputError(f"cannot write the answer key: folder {key.parent} does not exist")
+    key = check_session_outputs(folder, key_path, {name: source.description.get("folder")
+                                                   for name, source in (("real", real), ("generated", generated))})
     grid = grid or generated.grid
     plan = plan_cases(config, len(real.items), len(generated.items), generated.fingerprint)
     try:
@@ -111,14 +102,28 @@ def create_session(folder: Union[str, Path], real: VolumeSource, generated: Volu
     return CreatedSession(folder, key, len(plan), n_real, len(plan) - n_real)
 
 
-def _refuse_inside_sources(folder: Path, key: Path, sources: Dict[str, VolumeSource]) -> None:
-    """Refuse a session folder or answer key in a source folder: cases and the key would mix with the user's data."""
-    for name, source in sources.items():
-        source_folder = source.description.get("folder")
+def check_session_outputs(folder: Union[str, Path], key_path: Union[str, Path, None],
+                          source_folders: Dict[str, Union[str, Path, None]]) -> Path:
+    """Refuse a session folder or answer key that would overwrite something, mix with the source folders (named
+    as the options give them: "real", "generated"; None for a model) or let raters read the key; return the key's
+    path. Cheap: `TuringSession.create` calls it before reading a source or generating a volume."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise OutputError(f"{folder} already exists and is not an empty folder: choose a new folder for the session")
+    key = Path(key_path) if key_path else folder / KEY_FILE
+    for name, source_folder in source_folders.items():
         for flag, path in (("--out", folder), ("--key", key)):
             if source_folder and is_within(path, source_folder):
                 raise InputError(f"{flag} {path} is the --{name} folder or inside it: write the session and its key "
                                  "to their own folder outside the source folders")
+    if key_path and is_within(key, folder):
+        raise OutputError(f"--key {key} is inside the session folder {folder}, which the raters share: write the key "
+                          "outside it (or leave --key out to put it there and move it before sharing)")
+    if key_path and key.exists():
+        raise OutputError(f"answer key {key} already exists: choose a new key path or remove the old key")
+    if key_path and not key.parent.is_dir():
+        raise OutputError(f"cannot write the answer key: folder {key.parent} does not exist")
+    return key
 
 
 def _write_cases(stage: Path, plan: List[PlannedCase], real: VolumeSource, generated: VolumeSource,

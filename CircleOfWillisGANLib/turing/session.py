@@ -9,7 +9,7 @@ from ..checks import whole_number
 from ..errors import InputError
 from ..latents import check_seed, seed_list
 from .config import SessionConfig
-from .create import CreatedSession, Progress, create_session
+from .create import CreatedSession, Progress, check_session_outputs, create_session
 from .grid import DisplayGrid
 from .rater import RaterSession
 from .report import TuringReport, build_report, write_report
@@ -60,6 +60,7 @@ class TuringSession(RaterSession):
         if generated is not None and Path(real).resolve() == Path(generated).resolve():
             raise InputError(f"the real and the generated volumes are the same folder {real}: pass the generated "
                              "volumes' own folder, or a model")
+        check_session_outputs(folder, key_path, {"real": real, "generated": generated})
         volume_files(real)  # a mistyped or empty real folder is named before the generated side is read
         if generated is not None:
             generated_source = folder_source(generated, grid)

@@ -152,6 +152,26 @@ def test_a_session_or_key_inside_a_source_folder_is_refused_and_nothing_is_writt
         assert err.count("\n") == 1 and {p: sorted(p.rglob("*")) for p in (real, generated)} == before
 
 
+def test_an_unusable_session_folder_or_key_is_refused_before_any_source_is_read(tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    real, generated = make_sources(tmp_path)
+    nib.save(nib.Nifti1Image(np.full((32, 32, 8), np.nan, np.float32), np.eye(4)), str(real / "broken.nii.gz"))
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("the organiser's notes")
+    for extra in (["--generated", str(generated), "--out", str(generated / "s")],
+                  ["--generated", str(generated), "--out", str(taken)],
+                  ["--model", str(tmp_path / "not-yet-exported.safetensors"), "--out", str(taken)],
+                  ["--generated", str(generated), "--out", str(tmp_path / "s"), "--key", str(taken / "notes.txt")]):
+        assert main(["turing", "create", "--real", str(real), "--cases", "4", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "broken.nii.gz" not in err and "not-yet-exported" not in err, err
+        assert ("is the --generated folder" in err or "is not an empty folder" in err or "already exists" in err), err
+    assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"] and not (generated / "s").exists()
+
+
 def test_a_rater_list_naming_no_id_is_refused_not_opened_to_any_rater(tmp_path, capsys):
     real, generated = make_sources(tmp_path)
     assert main(["turing", "create", "--real", str(real), "--generated", str(generated), "--out", str(tmp_path / "s"),
