@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -270,6 +272,33 @@ def test_bench_prints_a_table(capsys):
     out = capsys.readouterr().out
     assert "ms/volume" in out and "GFLOP/s" in out and "cpu" in out
     assert "peak MiB on the CPU: the process's largest resident size during the row" in out
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures memory through Linux's /proc")
+def test_synthesis_memory_measured_on_small_batches_predicts_a_larger_one():
+    from CircleOfWillisGANLib.benchmark import _synthesis_peak_mib, synthesis_memory_mib
+    from CircleOfWillisGANLib.generator import load_generator
+
+    gen = load_generator("demo", "cpu")
+    fixed, per_volume = synthesis_memory_mib(gen)
+    assert per_volume > 16 * 64 * 64 * 4 / 2**20  # at least its own output volume
+    assert abs(fixed + 16 * per_volume - _synthesis_peak_mib(gen, 16)) < 0.2 * 16 * per_volume
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures memory through Linux's /proc")
+def test_bench_refuses_a_batch_beyond_the_memory_before_timing_and_its_advice_runs(capsys, monkeypatch):
+    import cowgan.commands.bench
+
+    monkeypatch.setattr(cowgan.commands.bench, "available_memory_mib", lambda device: 400.0)
+    assert main(["bench", "--model", "demo", "--batch", "1", "64", "--repeats", "1", "--precision", "fp32"]) == 2
+    captured = capsys.readouterr()
+    message = re.search(r"--batch 64 needs about [\d.]+ GiB on cpu .* but 0.4 GiB is available: use --batch (\d+) or less",
+                        captured.err)
+    assert message and captured.err.count("\n") == 1 and "ms/volume" not in captured.out
+    advised = message.group(1)
+    assert 5 <= int(advised) < 64
+    assert main(["bench", "--model", "demo", "--batch", advised, "--repeats", "1", "--precision", "fp32"]) == 0
+    assert re.search(rf"^cpu\s+fp32\s+{advised}\s", capsys.readouterr().out, re.M)
 
 
 def test_bench_refuses_a_preset_with_a_model_rather_than_ignore_the_preset(capsys):
