@@ -276,20 +276,22 @@ def test_bench_prints_a_table(capsys):
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures memory through Linux's /proc")
 def test_synthesis_memory_measured_on_small_batches_predicts_a_larger_one():
-    from CircleOfWillisGANLib.benchmark import _synthesis_peak_mib, synthesis_memory_mib
+    from CircleOfWillisGANLib.memory import _synthesis_peak_mib, synthesis_memory_mib
     from CircleOfWillisGANLib.generator import load_generator
 
     gen = load_generator("demo", "cpu")
     fixed, per_volume = synthesis_memory_mib(gen)
     assert per_volume > 16 * 64 * 64 * 4 / 2**20  # at least its own output volume
-    assert abs(fixed + 16 * per_volume - _synthesis_peak_mib(gen, 16)) < 0.2 * 16 * per_volume
+    measured = _synthesis_peak_mib(gen, 16)  # a prediction may err on the safe side (heap reuse), not far
+    assert 0.9 * measured < fixed + 16 * per_volume < 1.5 * measured, (fixed, per_volume, measured)
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures memory through Linux's /proc")
-def test_bench_refuses_a_batch_beyond_the_memory_before_timing_and_its_advice_runs(capsys, monkeypatch):
-    import cowgan.commands.bench
+def test_bench_and_generate_refuse_a_batch_beyond_the_memory_before_any_work_and_the_advice_runs(tmp_path, capsys,
+                                                                                                 monkeypatch):
+    import CircleOfWillisGANLib.memory
 
-    monkeypatch.setattr(cowgan.commands.bench, "available_memory_mib", lambda device: 400.0)
+    monkeypatch.setattr(CircleOfWillisGANLib.memory, "available_memory_mib", lambda device: 400.0)
     assert main(["bench", "--model", "demo", "--batch", "1", "64", "--repeats", "1", "--precision", "fp32"]) == 2
     captured = capsys.readouterr()
     message = re.search(r"--batch 64 needs about [\d.]+ GiB on cpu .* but 0.4 GiB is available: use --batch (\d+) or less",
@@ -299,6 +301,11 @@ def test_bench_refuses_a_batch_beyond_the_memory_before_timing_and_its_advice_ru
     assert 5 <= int(advised) < 64
     assert main(["bench", "--model", "demo", "--batch", advised, "--repeats", "1", "--precision", "fp32"]) == 0
     assert re.search(rf"^cpu\s+fp32\s+{advised}\s", capsys.readouterr().out, re.M)
+    out = tmp_path / "gen"
+    assert main(["generate", "--seeds", "1-64", "--batch-size", "64", "--out", str(out)]) == 2
+    assert "--batch-size 64 needs about" in capsys.readouterr().err and not out.exists()
+    assert main(["generate", "--seeds", "1-3", "--batch-size", "64", "--out", str(out)]) == 0  # 3 volumes fit
+    assert len(list(out.glob("seed*.nii.gz"))) == 3
 
 
 def test_bench_refuses_a_preset_with_a_model_rather_than_ignore_the_preset(capsys):

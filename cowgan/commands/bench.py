@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, List, Sequence
+from typing import Any, List
 
 import torch
 
 from CircleOfWillisGANLib.architecture import synthesis_flops
-from CircleOfWillisGANLib.benchmark import (BenchResult, available_memory_mib, bench_generation, format_table,
-                                            machine_description, synthesis_memory_mib)
+from CircleOfWillisGANLib.benchmark import BenchResult, bench_generation, format_table, machine_description
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.generator import build_generator, load_generator
+from CircleOfWillisGANLib.memory import check_batch_fits
 from CircleOfWillisGANLib.precision import PRECISIONS, resolve_device, resolve_precision
 
 MAX_BATCH = 1024  # volumes per timed batch; a larger one only runs out of memory
 MAX_REPEATS = 10_000  # timed repeats per row
-MEMORY_SHARE = 0.9  # of the memory available, what the largest batch may take (the rest: the timing's own copies)
 
 
 def register(subparsers: Any) -> None:
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                   for device in devices]
     plan = [(gen, args.batch or ([1, 8] if gen.device.type == "cuda" else [1])) for gen in generators]
     for gen, batches in plan:
-        _check_memory(gen, batches)
+        check_batch_fits(gen, max(batches), "--batch")
     results: List[BenchResult] = []
     for device, (gen, batches) in zip(devices, plan):
         print(f"{device}: {machine_description(gen.device)}")
@@ -70,20 +69,3 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(results))
     return 0
 
-
-def _check_memory(gen: Any, batches: Sequence[int]) -> None:
-    """Refuse a batch that would not fit in the device's memory, measured on small batches before any timing: on a
-    CPU the system would kill the process mid-table, on a GPU it would stop with an out-of-memory error."""
-    largest = max(batches)
-    available = available_memory_mib(gen.device) if largest > 1 else None
-    measured = synthesis_memory_mib(gen) if available is not None else None
-    if measured is None:
-        return
-    fixed, per_volume = measured
-    needed = fixed + largest * per_volume
-    if needed > MEMORY_SHARE * available:
-        fits = int((MEMORY_SHARE * available - fixed) // per_volume) if per_volume else 0
-        advice = f"use --batch {fits} or less" if fits >= 1 else "use a machine with more memory"
-        raise InputError(f"--batch {largest} needs about {needed / 1024:.1f} GiB on {gen.device} ({per_volume:.0f} MiB "
-                         f"per volume and {fixed:.0f} MiB of workspace in float32, measured) but "
-                         f"{available / 1024:.1f} GiB is available: {advice}")

@@ -16,6 +16,7 @@ from CircleOfWillisGANLib.outputs import (output_folder, prepare_output_dir, ref
                                          write_volume_outputs)
 from CircleOfWillisGANLib.generator import CoWGenerator, check_psi, load_generator
 from CircleOfWillisGANLib.latents import MAX_SEEDS_PER_LIST, check_seed, lerp, parse_seeds, slerp
+from CircleOfWillisGANLib.memory import check_batch_fits
 from CircleOfWillisGANLib.mip import mip_panel, save_gif
 from CircleOfWillisGANLib.precision import PRECISIONS
 from CircleOfWillisGANLib.surface import SURFACE_FORMATS
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
                   "content_sha256": gen.checkpoint.sha256 or None}
     frames: Dict[str, List[np.ndarray]] = {}  # the GIF frames of the animation being written, until its last frame
     batch = args.batch_size or (8 if gen.device.type == "cuda" else 1)
+    check_batch_fits(gen, min(batch, len(jobs)), "--batch-size")
     written = 0
     bar = tqdm(total=len(jobs), desc="generating", unit="volume", disable=None)
     with output_folder(args.out) as out, bar as progress:
