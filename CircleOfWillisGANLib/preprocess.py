@@ -70,9 +70,14 @@ class VolumeRejected(Exception):
     """An input file that cannot become a training volume: its message is the reason and, where one fits `prepare`,
     the fix shown to the user; `reason` alone serves callers that name their own fix."""
 
-    def __init__(self, reason: str, fix: str = "") -> None:
+    def __init__(self, reason: str, fix: str = "", in_folder: bool = False) -> None:
         super().__init__(f"{reason}: {fix}" if fix else reason)
         self.reason = reason
+        self.fix = "" if in_folder else fix  # a fix for a file among a folder's (pick other files) helps nowhere else
+
+    def with_fix(self, default_fix: str) -> str:
+        """The reason and the fix of the file itself, or the caller's `default_fix` where the rejection names none."""
+        return f"{self.reason}: {self.fix or default_fix}"
 
 
 def is_volume_file(path: Path) -> bool:
@@ -90,7 +95,7 @@ def read_canonical(path: Path) -> Any:
     """Read a NIfTI/NRRD file, check it, and reorient it (axes permuted/flipped, no interpolation) to RAS."""
     sitk = simpleitk()
     check_itk_name(path)
-    _check_nifti_affine(path)
+    _check_nifti_header(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -123,7 +128,7 @@ def read_canonical(path: Path) -> Any:
     labels = segmentation_values(values)
     if labels is not None:
         raise VolumeRejected(f"a label map, not an image ({len(labels)} whole-number values, {labels[0]:g} to "
-                             f"{labels[-1]:g})", "leave it out, or pick the images with --pattern")
+                             f"{labels[-1]:g})", "leave it out, or pick the images with --pattern", in_folder=True)
     return sitk.DICOMOrient(image, CANONICAL)
 
 
@@ -136,17 +141,21 @@ def check_itk_name(path: Path) -> None:
                              "rename it with a name of plain letters and digits") from None
 
 
-def _check_nifti_affine(path: Path) -> None:
-    """Refuse a NIfTI file whose header places no voxel (affine all zero, not finite or singular) before ITK reads
-    it, which would fail with a misleading shear error and dump the matrix on stderr."""
+def _check_nifti_header(path: Path) -> None:
+    """Refuse a NIfTI file without voxels (an axis of size 0) or whose header places no voxel (affine all zero, not
+    finite or singular) before ITK reads it, which would call it no NIfTI file, or fail with a misleading shear
+    error, and print its own lines on stderr."""
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return
     import nibabel as nib
 
     try:
-        affine = np.asarray(nib.load(str(path)).affine, dtype=float)
+        image = nib.load(str(path))
+        shape, affine = tuple(int(n) for n in image.shape), np.asarray(image.affine, dtype=float)
     except Exception:  # nibabel raises many types for damaged files; the full read names the damage
         return
+    if 0 in shape:
+        raise VolumeRejected(f"it holds no voxels (its shape is {shape})", "pass the whole scan, exported again")
     if not usable_affine(affine):
         raise VolumeRejected("its affine is all zero, not finite or singular (the header holds no usable orientation)",
                              "fix its header (sform/qform), e.g. save it again from 3D Slicer, or leave it out")
@@ -172,13 +181,12 @@ def neighbour_uniformity(values: np.ndarray) -> float:
     return equal / pairs
 
 
-def _check_nifti_as_stored(path: Path, image_itk: Any) -> None:
-    """SimpleITK's NIfTI reader turns NaN into 0 and fills a truncated .nii.gz with zeros, so NIfTI files are
-    also read with nibabel, as stored; and ITK (`image_itk`, as read) may place a volume by its qform or its pixdim
-    where nibabel and FSL use its sform, so the two placements must agree. A file with neither form has no
-    orientation for them to agree on: it is accepted, as before, with a warning."""
+def check_nifti_values(path: Path) -> Any:
+    """Read a NIfTI file's voxels with nibabel, as stored, and refuse a truncated or damaged file or one holding NaN
+    or infinite values, which SimpleITK's reader would fill or replace with zeros; returns the nibabel image (None
+    for another format)."""
     if not path.name.lower().endswith((".nii", ".nii.gz")):
-        return
+        return None
     import nibabel as nib
 
     try:
@@ -189,6 +197,17 @@ def _check_nifti_as_stored(path: Path, image_itk: Any) -> None:
         raise VolumeRejected(f"truncated or damaged ({reason})", "copy or export the file again") from None
     if not np.isfinite(stored).all():
         raise VolumeRejected("contains NaN or infinite values")
+    return image
+
+
+def _check_nifti_as_stored(path: Path, image_itk: Any) -> None:
+    """SimpleITK's NIfTI reader turns NaN into 0 and fills a truncated .nii.gz with zeros, so NIfTI files are
+    also read with nibabel, as stored; and ITK (`image_itk`, as read) may place a volume by its qform or its pixdim
+    where nibabel and FSL use its sform, so the two placements must agree. A file with neither form has no
+    orientation for them to agree on: it is accepted, as before, with a warning."""
+    image = check_nifti_values(path)
+    if image is None:
+        return
     apart = _sform_qform_distance(image)
     if apart > 0.5 * float(min(image.header.get_zooms()[:3])):
         raise VolumeRejected(f"its sform and qform place it {apart:.1f} mm apart and tools differ in which they use "
@@ -418,12 +437,13 @@ def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequenc
         try:
             template_image = read_canonical(Path(template))
         except VolumeRejected as exc:
-            raise InputError(f"cannot use the template {template}: {exc.reason}: pass a readable 3D grey volume") from None
+            raise InputError(f"cannot use the template {template}: {exc.with_fix('pass a readable 3D grey volume')}"
+                             ) from None
     try:
         volume, record = _on_grid(path, options, template_image)
     except VolumeRejected as exc:
-        raise InputError(f"cannot use {path}: {exc.reason}: pass the grey TOF-MRA image as one readable 3D NIfTI "
-                         "or NRRD file") from None
+        raise InputError(f"cannot use {path}: "
+                         f"{exc.with_fix('pass the grey TOF-MRA image as one readable 3D NIfTI or NRRD file')}") from None
     warning = coverage_warning(path.name, record, options.shape)
     if warning and warn:
         log.warning(warning)

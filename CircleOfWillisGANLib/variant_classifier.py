@@ -329,18 +329,20 @@ def _no_targets_message(image: Path, stem: str, sidecar: Path) -> str:
 def _circle_cut(sidecar: Path) -> bool:
     """Whether a (readable) phantom record says its grid cuts part of the circle off."""
     recorded = json.loads(sidecar.read_text(encoding="utf-8"))
-    return isinstance(recorded, dict) and recorded.get("params", {}).get("circle_in_view") is False
+    params = recorded.get("params") if isinstance(recorded, dict) else None
+    return isinstance(params, dict) and params.get("circle_in_view") is False
 
 
 def _label_values(path: Path) -> np.ndarray:
     """The values of a label map (their arrangement does not matter: each value names one artery of one side)."""
-    from .preprocess import VolumeRejected, check_itk_name, simpleitk
+    from .preprocess import VolumeRejected, check_itk_name, check_nifti_values, simpleitk
 
     sitk = simpleitk()
     try:
         check_itk_name(path)
+        check_nifti_values(path)  # SimpleITK reads a truncated file's missing voxels, and NaN, as label 0
     except VolumeRejected as exc:
-        raise InputError(f"cannot read label map {ascii(str(path))}: {exc}") from None
+        raise InputError(f"cannot read label map {ascii(str(path))}: {exc.with_fix('copy or export it again')}") from None
     try:
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     except RuntimeError as exc:
@@ -355,7 +357,10 @@ def _recorded_variants(sidecar: Path) -> Optional[Dict[str, int]]:
         recorded = json.loads(sidecar.read_text(encoding="utf-8"))
         if not isinstance(recorded, dict) or "variants" not in recorded:
             return None
-        if recorded.get("params", {}).get("circle_in_view") is False:
+        params = recorded.get("params", {})
+        if not isinstance(params, dict):
+            raise TypeError(f'its "params" is {type(params).__name__}, not an object')
+        if params.get("circle_in_view") is False:
             return None
         return targets_from_phantom(recorded["variants"])
     except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:

@@ -133,7 +133,8 @@ def _check_template(options: PrepareOptions) -> Optional[Dict[str, Any]]:
     try:
         read_canonical(path)
     except VolumeRejected as exc:
-        raise InputError(f"template {path} cannot be used: {exc.reason}: pass a grey 3D volume with --template") from None
+        raise InputError(f"template {path} cannot be used: {exc.with_fix('pass a grey 3D volume with --template')}"
+                         ) from None
     return {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 

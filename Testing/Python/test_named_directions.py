@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -112,6 +114,41 @@ def test_a_missing_folder_or_a_damaged_phantom_record_is_named_with_the_fix(tmp_
     (folder / "phantom_00001.json").write_text("{cut")
     with pytest.raises(InputError, match=r"is damaged \(JSONDecodeError.*delete it to use the label map"):
         load_labelled_folder(folder, (8, 32, 32), (2.5,) * 3)
+    for params in ([], None):
+        (folder / "phantom_00001.json").write_text(json.dumps({"variants": {}, "params": params}))
+        with pytest.raises(InputError, match=r"phantom_00001.json is damaged \(TypeError: its \"params\" is "
+                                             + type(params).__name__ + r", not an object\): write it again"):
+            load_labelled_folder(folder, (8, 32, 32), (2.5,) * 3)
+    (folder / "phantom_00001.json").write_text(json.dumps({"params": []}))  # no variants: the label map decides
+    assert load_labelled_folder(folder, (8, 32, 32), (2.5,) * 3).sources == ["record", "labels"]
+    (folder / "phantom_00001_label.nii.gz").unlink()
+    with pytest.raises(InputError, match="phantom_00001_image.nii.gz has neither a phantom JSON nor a label map"):
+        load_labelled_folder(folder, (8, 32, 32), (2.5,) * 3)
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _nan_in_one_artery(path: Path) -> None:
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    labels = np.asarray(image.dataobj).astype(np.float32)
+    nib.save(nib.Nifti1Image(np.where(labels == 1, np.nan, labels), image.affine), str(path))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_truncate, r"truncated or damaged \(.*\): copy or export the file again"),
+    (_nan_in_one_artery, "contains NaN or infinite values: copy or export it again"),
+])
+def test_a_truncated_or_nan_label_map_is_refused_not_read_with_its_missing_voxels_as_background(labelled_pairs,
+                                                                                                 damage, message):
+    label_file = labelled_pairs / "phantom_00001_label.nii.gz"
+    damage(label_file)
+    with pytest.raises(InputError, match=f"cannot read label map '{label_file}': {message}"):
+        load_labelled_folder(labelled_pairs, (8, 32, 32), (2.5,) * 3)
 
 
 @pytest.fixture

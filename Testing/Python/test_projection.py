@@ -161,6 +161,38 @@ def test_a_scan_already_on_the_model_grid_reaches_it_unchanged(tmp_path):
     np.testing.assert_allclose(affine, default_affine(shape, spacing), atol=1e-5)
 
 
+def test_a_rejected_scan_keeps_the_fix_its_rejection_names(tmp_path):
+    from CircleOfWillisGANLib.errors import InputError
+
+    image = nib.Nifti1Image(np.random.default_rng(0).random((16, 16, 8)).astype(np.float32), np.eye(4))
+    image.set_sform(np.zeros((4, 4)), code=1)
+    image.set_qform(None, code=0)
+    nib.save(image, str(tmp_path / "zero_affine.nii.gz"))
+    with pytest.raises(InputError, match=r"its affine is all zero.*: fix its header \(sform/qform\)") as caught:
+        scan_on_model_grid(tmp_path / "zero_affine.nii.gz", (8, 16, 16), (2.0,) * 3)
+    assert "pass the grey TOF-MRA image" not in str(caught.value)
+    with pytest.raises(InputError, match=r"cannot use the template .*zero_affine.nii.gz: its affine is all zero.*: fix "
+                                         r"its header") as caught:
+        scan_on_model_grid(save_volume(tmp_path / "scan.nii.gz", np.random.default_rng(1).random((8, 16, 16)),
+                                       default_affine((8, 16, 16), (2.0,) * 3)),
+                           (8, 16, 16), (2.0,) * 3, template=tmp_path / "zero_affine.nii.gz")
+    assert "pass a readable 3D grey volume" not in str(caught.value)
+    with pytest.raises(InputError, match=r"constant \(every voxel is 0\): pass the grey TOF-MRA image"):
+        scan_on_model_grid(save_volume(tmp_path / "flat.nii.gz", np.zeros((8, 16, 16), np.float32),
+                                       default_affine((8, 16, 16), (2.0,) * 3)), (8, 16, 16), (2.0,) * 3)
+
+
+@pytest.mark.parametrize("shape", [(0, 0, 0), (64, 64, 0)])
+def test_a_scan_without_voxels_is_one_line_naming_its_shape(tmp_path, capfd, shape):
+    from cowgan.main import main
+
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(tmp_path / "empty.nii.gz"))
+    assert main(["project", "--volume", str(tmp_path / "empty.nii.gz"), "--out", str(tmp_path / "out")]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and f"it holds no voxels (its shape is {shape}): pass the whole scan" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_scan_smaller_than_the_model_grid_is_measured_and_warned_about(tmp_path, caplog):
     from CircleOfWillisGANLib.preprocess import PrepareOptions, preprocess_file
 
@@ -252,7 +284,7 @@ def test_unreadable_scans_and_anisotropic_models_are_refused_with_the_fix(tmp_pa
     with pytest.raises(InputError, match="cannot use .*unreadable"):
         scan_on_model_grid(tmp_path / "mask.nii.gz", (8, 16, 16), (2.0, 2.0, 2.0))
     (tmp_path / "cut.nii.gz").write_bytes(scan.read_bytes()[:-200])
-    with pytest.raises(InputError, match=r"cannot use .*cut.nii.gz: truncated or damaged \(.*\): pass the grey TOF-MRA image"):
+    with pytest.raises(InputError, match=r"cannot use .*cut.nii.gz: truncated or damaged \(.*\): copy or export the file again"):
         scan_on_model_grid(tmp_path / "cut.nii.gz", (8, 16, 16), (2.0, 2.0, 2.0))
     regions = np.zeros((8, 16, 16), np.uint8)
     regions[:, :8, :8], regions[:, :8, 8:], regions[:4, 8:, :], regions[4:, 8:, :8] = 1, 2, 3, 4
