@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, List, Sequence
 
 import numpy as np
@@ -12,6 +13,7 @@ from .errors import InputError
 
 MAX_SEED = 2**32 - 1
 MAX_SEEDS_PER_LIST = 1_000_000
+SEED_ITEM = re.compile(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", re.ASCII)  # '7' or '3-9'
 
 
 def check_seed(seed: int) -> int:
@@ -55,9 +57,12 @@ def seed_list(seeds: Any, name: str = "seeds") -> list:
 def parse_seeds(text: str) -> List[int]:
     """Parse '1-8', '3,5,9' or '1-4,10' into a list of seeds."""
     seeds: List[int] = []
-    for part in str(text).split(","):
-        if part.strip():
-            run = _seed_range(part.strip(), text)
+    parts = [part.strip() for part in str(text).split(",")]
+    if len(parts) > 1 and not all(parts):  # "1,,2", "1," or ",1": a seed was probably left out
+        raise InputError(f"seeds {text!r} have an empty item between commas: write them like 1-8, 3,5,9 or 1-4,10")
+    for part in parts:
+        if part:
+            run = _seed_range(part, text)
             if len(seeds) + len(run) > MAX_SEEDS_PER_LIST:
                 raise InputError(f"seeds {text!r} list more than {MAX_SEEDS_PER_LIST:,} volumes: "
                                  "split the work into several runs")
@@ -69,11 +74,11 @@ def parse_seeds(text: str) -> List[int]:
 
 def _seed_range(part: str, text: str) -> range:
     """One comma-separated item of a seed list, '7' or '3-9', as a range of checked seeds."""
-    lo, sep, hi = part.partition("-")
-    try:
-        first, last = (int(lo), int(hi)) if sep else (int(part), int(part))
-    except ValueError:
-        raise InputError(f"cannot read seeds {text!r}: write them like 1-8, 3,5,9 or 1-4,10") from None
+    match = SEED_ITEM.fullmatch(part)
+    if not match:  # int() alone would also read "1_0" as 10 and other scripts' digits
+        raise InputError(f"cannot read seeds {text!r}: write them like 1-8, 3,5,9 or 1-4,10")
+    first = int(match.group(1))
+    last = first if match.group(2) is None else int(match.group(2))
     if last < first:
         raise InputError(f"cannot read seeds {text!r}: a range goes from the smaller seed to the larger, like 1-8")
     return range(check_seed(first), check_seed(last) + 1)

@@ -234,8 +234,12 @@ def test_styles_of_non_finite_w_and_an_empty_model_path_are_refused(tiny_generat
 
 def test_seed_ranges_parse_like_the_cli_documents():
     assert parse_seeds("1-3,7") == [1, 2, 3, 7]
-    for bad in ("", "a-b", "5-1", "-3"):
-        with pytest.raises(InputError):
+    assert parse_seeds(" 1 - 3 , 7 ") == [1, 2, 3, 7]
+    for bad in ("", "a-b", "5-1", "-3", "1_0", "1-1_0", "\u0663", "+3", "1-2-3"):
+        with pytest.raises(InputError, match="cannot read seeds|no seeds|from the smaller seed"):
+            parse_seeds(bad)
+    for bad in ("1,,2", "1,", ",1"):  # a seed left out between commas
+        with pytest.raises(InputError, match="have an empty item between commas"):
             parse_seeds(bad)
 
 
