@@ -78,7 +78,14 @@ def export_run(run_dir: Optional[Path], out: Path, name: Optional[str] = None, s
         },
     }
     metadata["provenance"]["storage_dtype"] = dtype
-    weights = {k: v.to(STORAGE_DTYPES[dtype]) for k, v in model.state_dict().items()}
+    stored = model.state_dict()
+    weights = {k: v.to(STORAGE_DTYPES[dtype]) for k, v in stored.items()}
+    overflowed = [k for k, v in weights.items()  # finite weights the storage type cannot hold: they would load as inf
+                  if v.is_floating_point() and torch.isfinite(stored[k]).all() and not torch.isfinite(v).all()]
+    if overflowed:
+        largest = max(float(stored[k].abs().max()) for k in overflowed)
+        raise CheckpointError(f"{len(overflowed)} weight tensor(s) of {path} (e.g. {overflowed[0]}, |weight| up to "
+                              f"{largest:.3g}) exceed the range of {dtype}: export with --dtype float32")
     ckpt = Checkpoint(arch, weights, model.mean_w(W_AVG_SAMPLES), metadata)
     generator = CoWGenerator(ckpt, device="cpu", source=f"in resume state {path}")
     ckpt.directions, ckpt.metadata[DIRECTIONS_KEY] = compute_directions(generator)

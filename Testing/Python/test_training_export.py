@@ -227,6 +227,17 @@ def test_weights_that_map_z_to_nan_name_the_resume_state(trained_run, tmp_path):
         export_run(run, tmp_path / "model.safetensors")
 
 
+def test_weights_beyond_float16_are_refused_for_a_float16_export_and_export_in_float32(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path)
+    edited_state(run, lambda state: state["trainer"]["G_ema"]["synthesis.const"].mul_(0).add_(1e5))
+    with pytest.raises(CheckpointError, match=r"1 weight tensor\(s\) of .*latest.pt \(e.g. synthesis.const, \|weight\| up "
+                                              r"to 1e\+05\) exceed the range of float16: export with --dtype float32"):
+        export_run(run, tmp_path / "half.safetensors", dtype="float16")
+    assert not (tmp_path / "half.safetensors").exists()
+    export_run(run, tmp_path / "full.safetensors", dtype="float32")
+    assert np.isfinite(load_generator(tmp_path / "full.safetensors", device="cpu").generate(seeds=[1])).all()
+
+
 def test_a_state_outside_the_given_run_folder_is_refused_not_exported_as_that_run(trained_run, tmp_path, capsys):
     from cowgan.main import main
 
