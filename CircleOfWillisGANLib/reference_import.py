@@ -26,6 +26,9 @@ from .generator_model import GeneratorModel
 from .volume_io import DEFAULT_SPACING_MM, check_spacing, default_affine
 
 REFERENCE_DEPTH = 32  # the reference grows depth to 32 slices at most (image_size 16 gives 16^3)
+# what the reference trainer writes into models/NAME/.config.json
+REFERENCE_CONFIG_KEYS = ("image_size", "network_capacity", "transparent", "fq_layers", "fq_dict_size", "attn_layers",
+                         "no_const", "lr_mlp")
 UNSUPPORTED_OPTIONS = ("fq_layers", "attn_layers", "no_const")  # the reference code cannot build these either
 # `transparent` only asks for RGBA output, which the reference's grayscale blocks ignore: its tensors are the same
 TRAINING_STATE_FORMAT = "cowgan-train-state"  # training/state.py FORMAT (the library does not import training)
@@ -52,6 +55,9 @@ def read_reference_config(model_path: Path, config_path: Optional[Path]) -> Dict
     if not isinstance(config, dict):
         raise CheckpointError(f"config {path} is not a reference .config.json (a JSON object of run settings): "
                               "pass the run's .config.json")
+    if not set(config) & set(REFERENCE_CONFIG_KEYS):  # e.g. `cowgan train`'s config.json, or a phantom's record
+        raise CheckpointError(f"config {path} is not a reference .config.json: it holds none of its settings "
+                              f"({', '.join(REFERENCE_CONFIG_KEYS)}): pass the run's own .config.json")
     return config
 
 

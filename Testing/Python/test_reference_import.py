@@ -285,6 +285,16 @@ def test_options_the_reference_code_cannot_build_are_refused_as_a_foreign_config
         import_reference(str(golden_dir / "model_0.pt"), str(config))
 
 
+@pytest.mark.parametrize("foreign", [{}, {"config": {"batch": 8}, "architecture": {"latent_dim": 32},
+                                          "dataset": {"count": 6}}, {"variants": {"acom_absent": False}}])
+def test_a_json_file_that_is_no_reference_config_is_refused_not_recorded_as_the_runs(golden_dir, tmp_path, foreign):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(foreign))
+    with pytest.raises(CheckpointError, match=r"config .*config.json is not a reference .config.json: it holds none of "
+                                              r"its settings \(image_size, network_capacity, .*\): pass the run's own"):
+        import_reference(str(golden_dir / "model_0.pt"), str(config))
+
+
 def test_transparent_which_the_reference_grayscale_blocks_ignore_imports_the_same_model(golden_dir, tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({**json.loads((golden_dir / ".config.json").read_text()), "transparent": True}))
