@@ -35,26 +35,29 @@ def _label_stem(name: str) -> str:
 def find_label_maps(image_names: Sequence[str], image_folder: Path, label_folder: Optional[Path] = None) -> Dict[str, Path]:
     """Label map of each image, matched by stem: in `label_folder` (same stem, or the stem without nnU-Net's
     '_0000' or an '_image' suffix) or beside the images (stem plus a label/seg/mask token). Images without a label map are left out."""
-    candidates: Dict[str, Path] = {}
+    named: Dict[str, Path] = {}  # files named as label maps: they win over a same-stem file in a mixed folder
+    others: Dict[str, Path] = {}
     if label_folder is not None:
         problem = path_problem(label_folder, folder=True)
         if problem:
             raise InputError(f"label folder {label_folder} {problem}: pass a folder of TopCoW label maps")
         for p in sorted(Path(label_folder).iterdir()):
             if p.name.endswith(NIFTI_SUFFIXES):
+                candidates = named if is_label_file(p) else others
                 candidates.setdefault(_stem(p.name), p)
                 candidates.setdefault(_label_stem(p.name), p)
     else:
         for p in sorted(Path(image_folder).iterdir()):
             if p.name.endswith(NIFTI_SUFFIXES) and is_label_file(p):
-                candidates.setdefault(_label_stem(p.name), p)
+                named.setdefault(_label_stem(p.name), p)
     found = {}
     for name in image_names:
         stem = _stem(name)
-        for key in (stem, stem[: -len(NNUNET_CHANNEL)] if stem.endswith(NNUNET_CHANNEL) else None, IMAGE_NAME.sub("", stem)):
-            if key is not None and key in candidates:
-                found[name] = candidates[key]
-                break
+        keys = [key for key in (stem, stem[: -len(NNUNET_CHANNEL)] if stem.endswith(NNUNET_CHANNEL) else None,
+                                IMAGE_NAME.sub("", stem)) if key is not None]
+        match = next((candidates[key] for candidates in (named, others) for key in keys if key in candidates), None)
+        if match is not None:
+            found[name] = match
     if label_folder is not None and not found:
         example = next(iter(image_names), "")
         raise InputError(f"no label map in {label_folder} matches the images (e.g. {example} needs {_stem(example)}.nii.gz "

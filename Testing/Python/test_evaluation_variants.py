@@ -42,6 +42,16 @@ def test_nnunet_style_label_folders_match_images_without_the_channel_suffix(tmp_
     assert found["topcow_mr_001_0000.nii.gz"].name == "topcow_mr_001.nii.gz"
 
 
+def test_a_label_folder_holding_the_images_too_gives_each_image_its_label_map_not_itself(tmp_path):
+    for i in range(2):  # as `cowgan phantoms` writes them: --real-labels can name the folder of the images
+        save_volume(tmp_path / f"phantom_{i:05d}_image.nii.gz", np.zeros((8, 16, 16), np.float32), default_affine((8, 16, 16)))
+        save_volume(tmp_path / f"phantom_{i:05d}_label.nii.gz", _labels(True), default_affine((8, 16, 16)), dtype=np.uint8)
+    names = [f"phantom_{i:05d}_image.nii.gz" for i in range(2)]
+    found = find_label_maps(names, tmp_path / "elsewhere", tmp_path)
+    assert {name: path.name for name, path in found.items()} == {
+        name: name.replace("_image", "_label") for name in names}
+
+
 def test_pattern_distance_is_zero_for_equal_and_one_for_disjoint_distributions():
     assert pattern_distance({"patterns": {"a": 0.5, "b": 0.5}}, {"patterns": {"b": 0.5, "a": 0.5}}) == 0.0
     assert pattern_distance({"patterns": {"a": 1.0}}, {"patterns": {"b": 1.0}}) == 1.0
