@@ -15,6 +15,7 @@ import numpy as np
 
 from ..files import file_sha256, path_problem
 from ..errors import InputError
+from ..preprocess import segmentation_values
 from ..volume_io import load_volume, ras_orientation, spacing_of, to_ras, volume_grid
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,28 @@ def folder_set(folder: str, label: str) -> VolumeSet:
                          "(`cowgan prepare --shape D H W --spacing S` does)")
     shape, affine, ornt = ras_orientation(*grids[0][0])  # features and pictures take left, front and up from RAS
     turned = not np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]])
-    items = [VolumeItem(f.name, str(f), (lambda f=f: (to_ras(load_volume(f)[0], ornt), affine)),
+    items = [VolumeItem(f.name, str(f), (lambda f=f: (to_ras(_image(f, label), ornt), affine)),
                         _hash=(lambda f=f: file_sha256(f) + ("-as-ras" if turned else ""))) for f in files]
     return VolumeSet(label, items, shape, affine)
+
+
+def _image(path: Path, label: str) -> np.ndarray:
+    """A volume of a folder set as stored; a label map (whole numbers stored as integers, as TopCoW's and the
+    phantoms' are, whatever its name) is refused, and so is a constant real or training volume (a generated one is
+    the model's to answer for, and is measured)."""
+    import nibabel as nib
+
+    volume = load_volume(path)[0]
+    integers = np.issubdtype(nib.load(str(path)).get_data_dtype(), np.integer)
+    labels = segmentation_values(volume) if integers else None
+    if labels is not None:
+        raise InputError(f"{path} in the {label} folder is a label map, not an image ({len(labels)} whole-number values, "
+                         f"{labels[0]:g} to {labels[-1]:g}): move it out of the folder, or name it *_label.nii.gz, "
+                         "which evaluate leaves out")
+    if label != "generated" and not volume.max() > volume.min():
+        raise InputError(f"{path} in the {label} folder is constant (every voxel is {float(volume.min()):g}): it shows "
+                         "no vessels; remove it or replace it")
+    return volume
 
 
 SPACING_TOLERANCE = 1e-3  # relative spacing difference within which headers describe one grid (writers' float noise)

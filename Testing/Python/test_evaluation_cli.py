@@ -347,3 +347,29 @@ def test_two_identical_real_files_are_refused_naming_both(sets, tmp_path, capsys
     err = capsys.readouterr().err
     assert f"{first.name} and copy-{first.name} in {real} are the same file: remove one of them" in err
     assert err.count("\n") == 1 and not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("folder, flag", [("real", "--real"), ("train", "--train")])
+def test_a_label_map_named_like_an_image_or_a_blank_real_volume_is_refused_naming_it(sets, tmp_path, capsys, folder,
+                                                                                   flag):
+    import shutil
+
+    import nibabel as nib
+
+    given = shutil.copytree(sets / folder, tmp_path / folder)
+    template = nib.load(str(sorted(given.iterdir())[0]))
+    labels = np.zeros(template.shape, np.uint8)  # a TopCoW-style map, named as TopCoW's labelsTr names them
+    labels[2:6, 4:12, 4:12], labels[2:6, 12:20, 4:12] = 4, 6
+    nib.save(nib.Nifti1Image(labels, template.affine), str(given / "topcow_mr_001.nii.gz"))
+    folders = {"--real": str(sets / "real"), "--fake": str(sets / "noise"), flag: str(given)}
+    args = ["evaluate", *[item for pair in folders.items() for item in pair], "--out", str(tmp_path / "report"),
+            "--no-cache", "--prd-runs", "2", "--diversity-volumes", "6"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{given / 'topcow_mr_001.nii.gz'} in the {folder if folder == 'real' else 'training'} folder is a label " \
+           "map, not an image (3 whole-number values, 0 to 6): move it out" in err and err.count("\n") == 1
+    (given / "topcow_mr_001.nii.gz").unlink()
+    nib.save(nib.Nifti1Image(np.zeros(template.shape, np.float32), template.affine), str(given / "blank.nii.gz"))
+    assert main(args) == 2
+    assert "blank.nii.gz in the " in (err := capsys.readouterr().err) and "is constant (every voxel is 0)" in err
+    assert not (tmp_path / "report").exists()
