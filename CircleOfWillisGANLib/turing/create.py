@@ -186,7 +186,8 @@ def _key_description(config: SessionConfig, grid: DisplayGrid, plan: List[Planne
             "real_fraction": config.real_fraction, "n_real": sum(c.truth == "real" for c in plan),
             "n_fake": sum(c.truth == "fake" for c in plan), "sources": {"real": real.description,
                                                                          "generated": generated.description},
-            "grid": grid.describe(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cases": cases}
+            "grid": grid.describe(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "settings": {"allow_back": bool(config.allow_back), "time_limit_s": config.time_limit_s}, "cases": cases}
 
 
 def read_key(path: Union[str, Path]) -> Tuple[Dict[str, Any], Dict[str, str]]:

@@ -195,8 +195,8 @@ def _answer_of(record: Dict[str, Any]) -> Answer:
     elapsed, over_limit, comment = record["elapsed_s"], record["over_limit"], record.get("comment", "")
     if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not 0.0 <= elapsed < math.inf:
         raise ValueError(f"elapsed_s {elapsed!r} is not a time")
-    if not isinstance(over_limit, bool) or not isinstance(comment, str):
-        raise TypeError("over_limit must be true or false and comment text")
+    if not isinstance(over_limit, bool) or not isinstance(comment, str) or not isinstance(record["case"], str):
+        raise TypeError("over_limit must be true or false, and comment and case text")
     return Answer(record["case"], check_call(record["call"]), check_confidence(record["confidence"]), comment,
                   float(elapsed), over_limit)
 

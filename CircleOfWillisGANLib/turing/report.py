@@ -126,11 +126,13 @@ def build_report(session: PathLike, key: Optional[PathLike] = None) -> TuringRep
     answered: Dict[str, int] = {}
     journals, problems = rater_journals(folder, description)
     problems += _settings_changed(folder, key_data)
+    allow_back, limit = _settings_made(key_data, description)
     for rater, path in journals:
-        answers, journal_problems = _journal_answers(path, rater, case_ids, description)
+        answers, journal_problems = _journal_answers(path, rater, case_ids, description.get("session_id"), allow_back)
         problems += journal_problems
         answered[rater] = len(answers)
-        readings += [Reading(rater, cid, truth[cid], a.call, a.confidence, a.elapsed_s, a.over_limit, a.comment)
+        readings += [Reading(rater, cid, truth[cid], a.call, a.confidence, a.elapsed_s,
+                             a.over_limit or (limit is not None and a.elapsed_s > limit), a.comment)
                      for cid, a in sorted(answers.items())]
     names = _rater_names(description.get("raters") or [], answered)
     answered = {name: answered.get(name, 0) for name in names}
@@ -148,15 +150,23 @@ def build_report(session: PathLike, key: Optional[PathLike] = None) -> TuringRep
                         _agreement(calls), cases, sample_size_note(pooled.accuracy.k, pooled.accuracy.n), problems)
 
 
-def _journal_answers(path: Path, rater: str, case_ids: List[str],
-                     description: Dict) -> Tuple[Dict[str, Answer], List[str]]:
+def _settings_made(key_data: Dict, description: Dict) -> Tuple[bool, Optional[float]]:
+    """Whether raters could go back, and the time limit (None: none), as the session was made: from the answer key,
+    which raters never see, so that a session.json edited afterwards changes neither; older keys lack them."""
+    made = key_data.get("settings") if isinstance(key_data.get("settings"), dict) else {}
+    allow_back = made.get("allow_back") if isinstance(made.get("allow_back"), bool) else description.get("allow_back")
+    limit = made["time_limit_s"] if "time_limit_s" in made else description.get("time_limit_s")
+    usable = isinstance(limit, (int, float)) and not isinstance(limit, bool) and 0 < limit < float("inf")
+    return bool(allow_back), float(limit) if usable else None
+
+
+def _journal_answers(path: Path, rater: str, case_ids: List[str], session_id: Optional[str],
+                     allow_back: bool) -> Tuple[Dict[str, Answer], List[str]]:
     """A rater's latest answer to each case from their journal, and the journal's problems, each naming the file."""
-    session_id = description.get("session_id")
     contents = read_journal(path)
     records, foreign = own_records(contents.records, rater)
     answers, bad = latest_answers(records, case_ids, session_id)
-    repeated = _answered_twice(path.name, [r for r in records if of_session(r, session_id)],
-                               bool(description.get("allow_back")))
+    repeated = _answered_twice(path.name, [r for r in records if of_session(r, session_id)], allow_back)
     return answers, contents.problems + [f"{path.name}: {b}" for b in foreign + bad] + repeated
 
 
@@ -188,7 +198,7 @@ def _answered_twice(journal: str, records: List[Dict], allow_back: bool) -> List
     cannot do that, so lines were added by hand; the last answer of each case is the one counted."""
     if allow_back:
         return []
-    cases = [r.get("case") for r in records if r.get("event") == "answer"]
+    cases = [r["case"] for r in records if r.get("event") == "answer" and isinstance(r.get("case"), str)]
     repeated = len(cases) - len(set(cases))
     if not repeated:
         return []
@@ -292,7 +302,7 @@ SUMMARY_HEADER = ["rater", "answered", "readings", "correct", "accuracy", "accur
 
 
 def _summary_row(s: ReaderStats, answered: Optional[int]) -> List[object]:
-    lo, hi = s.accuracy.ci
+    lo, hi = s.accuracy.ci if s.accuracy.n else (None, None)  # no readings: no interval, as no accuracy
     return ([s.name, "" if answered is None else answered, s.accuracy.n, s.accuracy.k, _fmt(s.accuracy.value), _fmt(lo),
              _fmt(hi), _fmt(s.p_value), _fmt(s.sensitivity.value), _fmt(s.specificity.value), _fmt(s.balanced_accuracy),
              _fmt(s.called_fake.value), _fmt(s.discrimination_p)]
@@ -331,7 +341,7 @@ def summary_text(result: TuringReport) -> str:
         if s.accuracy.n == 0:
             lines.append(f"{s.name}: no answers")
             continue
-        lo, hi = s.accuracy.ci
+        lo, hi = s.accuracy.ci if s.accuracy.n else (None, None)  # no readings: no interval, as no accuracy
         lines.append(f"{s.name}: accuracy {s.accuracy.value:.1%} ({s.accuracy.k}/{s.accuracy.n}, 95% CI {lo:.1%}-{hi:.1%}), "
                      f"{p_value_text(s.p_value)}; sensitivity {_pct(s.sensitivity.value)}, specificity {_pct(s.specificity.value)}; "
                      f"called generated {_pct(s.called_fake.value)}, balanced accuracy {_pct(s.balanced_accuracy)} "

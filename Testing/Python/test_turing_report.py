@@ -242,6 +242,58 @@ def test_an_edited_session_file_and_answers_added_by_hand_are_named_in_the_repor
                         "rater halfway answered 6 of the 12 cases"]
 
 
+def test_a_session_file_edited_to_allow_going_back_does_not_hide_changed_answers_nor_a_removed_limit(rated):
+    import json
+
+    from CircleOfWillisGANLib.turing.journal import encode, read_journal
+
+    created, _ = rated
+    session_file = created.folder / "session.json"
+    session_file.write_text(json.dumps(dict(json.loads(session_file.read_bytes()), allow_back=True)))
+    journal = created.folder / "journal" / "halfway.jsonl"
+    first = next(r for r in read_journal(journal).records if r["event"] == "answer")
+    with open(journal, "ab") as f:  # a changed answer, taking 1000 s, as going back would write it
+        f.write(encode({k: v for k, v in dict(first, seq=200, call="real", elapsed_s=1000.0).items() if k != "crc"}))
+    made = json.loads(created.key_path.read_text())
+    assert made["settings"] == {"allow_back": False, "time_limit_s": None}
+    result = build_report(created.folder)
+    assert any("halfway.jsonl: 1 answer(s) repeat a case already answered" in p for p in result.problems)
+    made["settings"]["time_limit_s"] = 60.0  # a session made with a limit that session.json no longer shows
+    created.key_path.write_text(json.dumps(made))
+    halfway = {s.name: s for s in build_report(created.folder).raters}["halfway"]
+    assert halfway.over_limit == 1
+
+
+def test_a_journal_record_whose_case_is_not_text_is_skipped_not_a_crash(rated):
+    import json
+
+    from CircleOfWillisGANLib.turing import status
+    from CircleOfWillisGANLib.turing.journal import Journal
+
+    created, _ = rated
+    session_id = json.loads((created.folder / "session.json").read_text())["session_id"]
+    journal = Journal(created.folder / "journal" / "oracle.jsonl")
+    for seq, case in ((98, ["case-001"]), (99, {})):
+        journal.append({"event": "answer", "case": case, "call": "real", "confidence": 3, "comment": "",
+                        "elapsed_s": 5.0, "over_limit": False, "seq": seq, "session": session_id})
+    journal.close()
+    result = build_report(created.folder)
+    assert "oracle.jsonl: journal record 98 is incomplete or malformed and was skipped" in result.problems
+    assert {s.name: s for s in result.raters}["oracle"].accuracy.k == 12
+    assert status.session_status(created.folder)
+    TuringSession.open(created.folder, "oracle").close()
+
+
+def test_a_reader_without_readings_has_no_accuracy_interval_in_the_summary(tmp_path):
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=4, seed=1, raters=["r1"])
+    _, paths = report(created.folder)
+    with open(paths["summary"], newline="") as f:
+        rows = {row["rater"]: row for row in csv.DictReader(f)}
+    assert {k: rows["r1"][k] for k in ("answered", "accuracy", "accuracy_ci_low", "accuracy_ci_high")} == {
+        "answered": "0", "accuracy": "", "accuracy_ci_low": "", "accuracy_ci_high": ""}
+
+
 def test_a_copy_of_a_journal_under_another_valid_id_is_left_out_and_named(tmp_path):
     import shutil
 
