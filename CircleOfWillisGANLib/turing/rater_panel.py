@@ -115,9 +115,12 @@ class RaterPanelController:
             for listener in self.rating_listeners:
                 listener(False)
             self.ui.timeLabel.setText("")
-            for name in ("callGroupBox", "confidenceGroupBox", "commentTextEdit", "submitButton", "backButton"):
+            for name in ("callGroupBox", "confidenceGroupBox", "commentTextEdit", "submitButton"):
                 getattr(self.ui, name).setEnabled(False)
-            self._status("All cases are answered and saved. Thank you!")
+            revisable = bool(self.session.allow_back) and progress.total > 0  # every answer stays open to revision
+            self.ui.backButton.setEnabled(revisable)
+            self._status("All cases are answered and saved. Thank you!"
+                         + (" You may still go back to revise an answer." if revisable else ""))
             return
         if case.previous is not None:
             getattr(self.ui, f"{case.previous.call}RadioButton").setChecked(True)

@@ -167,6 +167,34 @@ def test_back_button_only_in_sessions_that_allow_it(app, tmp_path, session):
     controller.close()
 
 
+def test_every_answer_stays_revisable_after_the_last_case_is_saved_when_going_back_is_allowed(app, tmp_path):
+    real, generated = make_sources(tmp_path)
+    created = TuringSession.create(tmp_path / "s", real, generated, n_cases=4, allow_back=True)
+    root, ui, controller = _rater_panel(app, created.folder, "reader01", RecordingViewer())
+    ui.startButton.click()
+    for k in range(4):
+        _answer(ui, "real", 2, f"answer {k + 1}")
+    assert "All cases are answered and saved" in ui.statusLabel.property("text")
+    assert ui.backButton.isEnabled() and not ui.submitButton.isEnabled()
+    ui.backButton.click()
+    assert ui.progressLabel.property("text") == "Case 4 of 4"
+    assert ui.commentTextEdit.property("plainText") == "answer 4"
+    _answer(ui, "fake", 5, "revised")
+    controller.close()
+    answers = TuringSession.open(created.folder, "reader01").answers
+    assert sorted((a.call, a.comment) for a in answers.values()) == [("fake", "revised")] + [("real", "answer 1"),
+                                                                                              ("real", "answer 2"),
+                                                                                              ("real", "answer 3")]
+    real2, generated2 = make_sources(tmp_path / "n")
+    strict = TuringSession.create(tmp_path / "n" / "s", real2, generated2, n_cases=2)
+    root, ui, controller = _rater_panel(app, strict.folder, "reader01", RecordingViewer())
+    ui.startButton.click()
+    for _ in range(2):
+        _answer(ui, "real", 2)
+    assert not ui.backButton.isEnabled() and "revise" not in ui.statusLabel.property("text")
+    controller.close()
+
+
 def test_organiser_panel_creates_a_session_and_computes_results(app, tmp_path):
     real, generated = make_sources(tmp_path)
     root, ui = load_panel_pyside6(str(UI / "TuringOrganiser.ui"))
