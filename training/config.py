@@ -131,6 +131,10 @@ class TrainConfig:
         for name in ("checkpoint_minutes", "snapshot_kimg"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.ada_target > 0 and self.ada_kimg <= 0:  # p would never move, and ada_target would be ignored
+            raise InputError(f"ada_kimg must be positive while ada_target is {self.ada_target}, got {self.ada_kimg}: "
+                             "give the thousands of volumes over which p may move from 0 to 1 (e.g. 100), or set "
+                             "ada_target=0 to keep p fixed")
 
     def accumulation(self, world_size: int) -> int:
         """Accumulation rounds per optimiser step on each of `world_size` processes."""

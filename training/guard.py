@@ -48,7 +48,8 @@ class NanGuard:
         if self.consecutive > self.max_rollbacks:
             raise TrainingDiverged(
                 f"the losses were NaN/Inf {self.consecutive} times in a row near step {bad_step}: lower the "
-                "learning rate (--lr), use --precision fp32, or resume from an earlier state")
+                "learning rate (--lr) or use --precision fp32; a run that has saved keeps its own settings, so start "
+                "a new one from its last saved networks with `--init RUN --out NEW_RUN` and those options")
         rollbacks = self.trainer.rollbacks + 1
         # A copy: Optimizer.load_state_dict keeps CPU tensors as they are, so later steps would update the snapshot.
         self.trainer.load_state_dict(to_cpu(self._good))

@@ -213,11 +213,15 @@ def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: Proces
                 if flags[2]:
                     _save(trainer, run_dir, data, elapsed_before + now - start, group, origin)
                     last_save = now
-        seconds = elapsed_before + time.monotonic() - start
-        # a save with no step would rotate the last state into previous.pt and lose the older fallback
-        path = find_state(run_dir) if idle else _save(trainer, run_dir, data, seconds, group, origin)
-        if finished and not idle and sampled != trainer.step_index:  # the last step's snapshot is the final sheet
-            _samples(trainer, run_dir, progress, metric)
+            if not finished and trainer.step_index >= total_steps:  # the stop came with the last step: it is done
+                reason, finished = "budget reached", True
+            seconds = elapsed_before + time.monotonic() - start
+            # still under the stop handler, so a Ctrl-C echoed by torchrun or pressed again within the grace period,
+            # or a SIGTERM, does not cut the save short; a save with no step would rotate the last state into
+            # previous.pt and lose the older fallback
+            path = find_state(run_dir) if idle else _save(trainer, run_dir, data, seconds, group, origin)
+            if finished and not idle and sampled != trainer.step_index:  # the last step's snapshot is the final sheet
+                _samples(trainer, run_dir, progress, metric)
     finally:
         progress.close()
     return RunResult(trainer.step_index, trainer.kimg, seconds, finished, reason, path)
@@ -325,7 +329,12 @@ def _initialise(trainer: Trainer, source: Path) -> Dict[str, Any]:
     if path is None or not path.is_file():
         raise InputError(f"--init {source} holds no resume state: pass a run folder written by `cowgan train` "
                          "(or its checkpoints/latest.pt)")
-    state = load_state(path)
+    if path.name.lower().endswith(".safetensors"):
+        raise InputError(f"--init {path} is a model file, which holds the generator for generation only; fine-tuning "
+                         "needs a run's resume state with its discriminator: pass the run folder it was exported from")
+    state = load_state(path, reference_fix="--init fine-tunes runs of `cowgan train` only, whose resume states it goes "
+                                           "on from; train a new run without --init (to generate from it, convert it "
+                                           "with `cowgan import-reference`)")
     if state["architecture"] != trainer.arch.to_dict():
         raise CheckpointError(f"--init {path} holds a {state['architecture']} model, but this run trains "
                               f"{trainer.arch.to_dict()}: use the --preset of that run and a dataset of its volume shape")

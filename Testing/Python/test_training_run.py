@@ -288,6 +288,13 @@ def test_the_nan_guard_rolls_back_to_the_last_good_state_and_says_so(dataset, ca
     assert trainer.step_index == 2 and trainer.rollbacks == 1
     assert all(torch.equal(good[k], v) for k, v in trainer.G.state_dict().items())
     assert trainer.step()["nonfinite"] == 0.0
+    from training.guard import TrainingDiverged
+
+    guard.consecutive = guard.max_rollbacks  # one more failure is one too many; the advice must work on a saved run
+    with pytest.raises(TrainingDiverged, match=r"lower the learning rate \(--lr\) or use --precision fp32; a run that "
+                                               r"has saved keeps its own settings, so start a new one .*--init RUN "
+                                               r"--out NEW_RUN"):
+        guard.rollback(stats)
 
 
 def test_the_data_order_shows_every_volume_once_per_epoch_and_is_reproducible():
@@ -352,6 +359,30 @@ def test_sigterm_or_an_echoed_ctrl_c_saves_the_resume_state_and_exits_cleanly(da
     assert load_state(find_state(run))["trainer"]["step"] >= 1
 
 
+def test_a_second_ctrl_c_or_a_sigterm_during_the_final_save_does_not_cut_it_short(dataset, tmp_path, monkeypatch):
+    import signal
+
+    import training.loop
+
+    saving = training.loop._save
+
+    def save_under_signals(*args, **kwargs):  # the signals arrive while the state is written, within the grace period
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return saving(*args, **kwargs)
+
+    monkeypatch.setattr(training.loop, "_save", save_under_signals)
+    result = train(training_preset("tiny").replace(total_kimg=0.008), dataset, tmp_path / "run", CPU, bar=False)
+    assert result.checkpoint is not None and load_state(result.checkpoint)["trainer"]["step"] == result.step == 2
+
+
+def test_a_stop_that_comes_with_the_last_step_finishes_the_run_with_its_final_sample_sheet(dataset, tmp_path):
+    run = tmp_path / "run"
+    result = train(training_preset("tiny").replace(total_kimg=0.004), dataset, run, CPU, max_time_s=0.0, bar=False)
+    assert (result.finished, result.reason, result.step) == (True, "budget reached", 1)
+    assert len(list((run / "samples").glob("*.png"))) == 1
+
+
 def test_a_temporary_state_left_by_a_save_killed_before_its_rename_is_removed_by_the_next_run(dataset, tmp_path):
     import shutil
     import socket
@@ -397,6 +428,13 @@ def test_training_settings_of_the_wrong_type_are_explained():
     with pytest.raises(InputError, match="seed -1 is out of range"):
         training_preset("tiny").replace(seed=-1)  # as generate and project refuse it
     assert training_preset("tiny").replace(gp_interval=4.0, g_lr=1, adam_betas=[0, 0.9]).gp_interval == 4
+
+
+def test_an_ada_speed_of_zero_that_would_freeze_p_against_a_target_is_refused():
+    with pytest.raises(InputError, match="ada_kimg must be positive while ada_target is 0.6, got 0.0: .* or set "
+                                         "ada_target=0 to keep p fixed"):
+        training_preset("demo").replace(ada_kimg=0.0)
+    assert training_preset("demo").replace(ada_kimg=0.0, ada_target=0.0).ada_kimg == 0.0  # p fixed: no speed needed
 
 
 def test_a_negative_budget_or_decay_outside_zero_to_one_is_refused():
@@ -527,6 +565,15 @@ def test_a_new_run_can_start_from_another_runs_networks_and_records_where_from(d
     smaller = write_tube_dataset(tmp_path / "smaller", count=5, shape=(8, 32, 32))
     with pytest.raises(CheckpointError, match="use the --preset of that run"):
         train(cfg.replace(init=str(tmp_path / "base")), smaller, tmp_path / "b", CPU, bar=False)
+    reference = Path(__file__).resolve().parents[1] / "data" / "claim-golden" / "model_0.pt"
+    with pytest.raises(CheckpointError, match="is a checkpoint of the published reference, not a resume state: --init "
+                                              "fine-tunes runs of `cowgan train` only") as refused:
+        train(cfg.replace(init=str(reference)), other, tmp_path / "c", CPU, bar=False)
+    assert "--out MODEL.safetensors" not in str(refused.value)  # a model file is no way in either
+    with pytest.raises(InputError, match="is a model file, which holds the generator for generation only; .*pass the "
+                                         "run folder it was exported from"):
+        train(cfg.replace(init=str(tmp_path / "tuned.safetensors")), other, tmp_path / "d", CPU, bar=False)
+    assert not any((tmp_path / name).exists() for name in "cd")
     with pytest.raises(CheckpointError, match="minibatch_std=0, but this run asks for 4: add --set minibatch_std=0"):
         train(cfg.replace(init=str(tmp_path / "base"), minibatch_std=4), other, tmp_path / "c", CPU, bar=False)
 
