@@ -100,7 +100,8 @@ def test_processes_that_would_resume_from_different_steps_all_stop_with_the_fix(
         assert "the processes start from different steps" in outcome and "storage every node shares" in outcome
 
 
-def _shared_folder_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+def _train_and_record(rank: int, world: int, port: int, data: str, out: str, run: Path) -> None:
+    """Train the tiny preset on `run` as process `rank` of `world`; write how it ended to out/outcome{rank}.txt."""
     from CircleOfWillisGANLib.errors import OutputError
     from training.loop import train
 
@@ -109,13 +110,16 @@ def _shared_folder_worker(rank: int, world: int, port: int, data: str, out: str)
     torch.set_num_threads(1)
     group = init_process_group("cpu")
     try:
-        result = train(training_preset("tiny").replace(total_kimg=0.004), Path(data), Path(out) / "run", group,
-                       bar=False)
+        result = train(training_preset("tiny").replace(total_kimg=0.004), Path(data), run, group, bar=False)
         outcome = f"trained {result.step}"
     except OutputError as exc:
         outcome = str(exc)
     (Path(out) / f"outcome{rank}.txt").write_text(outcome)
     shutdown(group)
+
+
+def _shared_folder_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    _train_and_record(rank, world, port, data, out, Path(out) / "run")
 
 
 def test_a_run_folder_in_use_stops_every_process_and_a_free_one_trains_on_all(tmp_path):
@@ -131,21 +135,7 @@ def test_a_run_folder_in_use_stops_every_process_and_a_free_one_trains_on_all(tm
 
 
 def _own_folder_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
-    from CircleOfWillisGANLib.errors import OutputError
-    from training.loop import train
-
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    group = init_process_group("cpu")
-    try:  # each process sees its own --out, as on nodes' own disks
-        result = train(training_preset("tiny").replace(total_kimg=0.004), Path(data), Path(out) / f"node{rank}" / "run",
-                       group, bar=False)
-        outcome = f"trained {result.step}"
-    except OutputError as exc:
-        outcome = str(exc)
-    (Path(out) / f"outcome{rank}.txt").write_text(outcome)
-    shutdown(group)
+    _train_and_record(rank, world, port, data, out, Path(out) / f"node{rank}" / "run")  # as on nodes' own disks
 
 
 def test_a_main_process_that_cannot_lock_its_run_folder_stops_the_others_with_it(tmp_path):
