@@ -341,7 +341,7 @@ def summary_text(result: TuringReport) -> str:
         if s.accuracy.n == 0:
             lines.append(f"{s.name}: no answers")
             continue
-        lo, hi = s.accuracy.ci if s.accuracy.n else (None, None)  # no readings: no interval, as no accuracy
+        lo, hi = s.accuracy.ci
         lines.append(f"{s.name}: accuracy {s.accuracy.value:.1%} ({s.accuracy.k}/{s.accuracy.n}, 95% CI {lo:.1%}-{hi:.1%}), "
                      f"{p_value_text(s.p_value)}; sensitivity {_pct(s.sensitivity.value)}, specificity {_pct(s.specificity.value)}; "
                      f"called generated {_pct(s.called_fake.value)}, balanced accuracy {_pct(s.balanced_accuracy)} "
