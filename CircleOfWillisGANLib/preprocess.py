@@ -181,10 +181,9 @@ def neighbour_uniformity(values: np.ndarray) -> float:
     return equal / pairs
 
 
-def check_nifti_values(path: Path) -> Any:
-    """Read a NIfTI file's voxels with nibabel, as stored, and refuse a truncated or damaged file or one holding NaN
-    or infinite values, which SimpleITK's reader would fill or replace with zeros; returns the nibabel image (None
-    for another format)."""
+def read_nifti_as_stored(path: Path) -> Optional[Tuple[Any, np.ndarray]]:
+    """A NIfTI file's nibabel image and voxels as stored, refusing a truncated or damaged file or one holding NaN or
+    infinite values, which SimpleITK's reader would fill or replace with zeros; None for another format."""
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return None
     import nibabel as nib
@@ -197,7 +196,7 @@ def check_nifti_values(path: Path) -> Any:
         raise VolumeRejected(f"truncated or damaged ({reason})", "copy or export the file again") from None
     if not np.isfinite(stored).all():
         raise VolumeRejected("contains NaN or infinite values")
-    return image
+    return image, stored
 
 
 def _check_nifti_as_stored(path: Path, image_itk: Any) -> None:
@@ -205,9 +204,10 @@ def _check_nifti_as_stored(path: Path, image_itk: Any) -> None:
     also read with nibabel, as stored; and ITK (`image_itk`, as read) may place a volume by its qform or its pixdim
     where nibabel and FSL use its sform, so the two placements must agree. A file with neither form has no
     orientation for them to agree on: it is accepted, as before, with a warning."""
-    image = check_nifti_values(path)
-    if image is None:
+    read = read_nifti_as_stored(path)
+    if read is None:
         return
+    image = read[0]
     apart = _sform_qform_distance(image)
     if apart > 0.5 * float(min(image.header.get_zooms()[:3])):
         raise VolumeRejected(f"its sform and qform place it {apart:.1f} mm apart and tools differ in which they use "

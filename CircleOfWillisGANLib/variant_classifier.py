@@ -335,14 +335,16 @@ def _circle_cut(sidecar: Path) -> bool:
 
 def _label_values(path: Path) -> np.ndarray:
     """The values of a label map (their arrangement does not matter: each value names one artery of one side)."""
-    from .preprocess import VolumeRejected, check_itk_name, check_nifti_values, simpleitk
+    from .preprocess import VolumeRejected, check_itk_name, read_nifti_as_stored, simpleitk
 
-    sitk = simpleitk()
     try:
         check_itk_name(path)
-        check_nifti_values(path)  # SimpleITK reads a truncated file's missing voxels, and NaN, as label 0
+        stored = read_nifti_as_stored(path)  # SimpleITK reads a truncated file's missing voxels, and NaN, as label 0
     except VolumeRejected as exc:
         raise InputError(f"cannot read label map {ascii(str(path))}: {exc.with_fix('copy or export it again')}") from None
+    if stored is not None:
+        return stored[1]
+    sitk = simpleitk()
     try:
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     except RuntimeError as exc:
