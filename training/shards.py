@@ -1,6 +1,7 @@
 """The prepared-dataset format: float16 volume shards that NumPy memory-maps, and a JSON manifest.
 
-DATASET/manifest.json   format, shape, count, shard list, per-volume provenance, skipped files, data geometry
+DATASET/manifest.json   format, shape, count, shard list (file, count, sha256), per-volume provenance, skipped files,
+                        data geometry
 DATASET/shards/NNNNN.npy  (n, D, H, W) float16 arrays in [0, 1], in manifest order
 """
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.preprocess import is_volume_file
-from CircleOfWillisGANLib.files import atomic_write, write_json
+from CircleOfWillisGANLib.files import atomic_write, file_sha256, write_json
 
 FORMAT = "cowgan-dataset"
 FORMAT_VERSION = 1
@@ -49,13 +50,13 @@ class ShardWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered volumes as one shard, atomically."""
+        """Write the buffered volumes as one shard, atomically, with its sha256 so a replaced shard is noticed."""
         if not self._buffer:
             return
         name = f"{SHARD_DIR}/{len(self.shards):05d}.npy"
         array = np.stack(self._buffer)
-        atomic_write(self.root / name, lambda tmp: np.save(tmp, array))
-        self.shards.append({"file": name, "count": int(array.shape[0])})
+        path = atomic_write(self.root / name, lambda tmp: np.save(tmp, array))
+        self.shards.append({"file": name, "count": int(array.shape[0]), "sha256": file_sha256(path)})
         self._buffer = []
 
 
@@ -102,6 +103,8 @@ def _manifest_problem(manifest: Dict[str, Any]) -> str:
         if not (isinstance(shard, dict) and isinstance(shard.get("file"), str)
                 and isinstance(shard.get("count"), int) and shard["count"] > 0):
             return f"has a shard entry without a file name and a positive count ({shard!r:.80})"
+        if not isinstance(shard.get("sha256", ""), str):
+            return f"has a shard entry whose sha256 is not text ({shard!r:.80})"
     for key in ("data", "preparation"):
         if not isinstance(manifest.get(key, {}), dict):
             return f"has a {key} entry that is not an object"
@@ -109,7 +112,10 @@ def _manifest_problem(manifest: Dict[str, Any]) -> str:
 
 
 def open_shards(root: PathLike, manifest: Dict[str, Any]) -> Tuple[List[np.ndarray], int]:
-    """Memory-map every shard read-only; return the arrays and the total volume count."""
+    """Memory-map every shard read-only; return the arrays and the total volume count.
+
+    A shard whose bytes differ from the sha256 `prepare` recorded is refused: the fingerprint in a run's resume
+    state covers the manifest, so only this check tells a resumed run that its volumes were swapped."""
     arrays = []
     for shard in manifest["shards"]:
         path = Path(root) / shard["file"]
@@ -123,5 +129,8 @@ def open_shards(root: PathLike, manifest: Dict[str, Any]) -> Tuple[List[np.ndarr
         bad = next((i for i in range(len(array)) if not np.isfinite(array[i]).all()), None)
         if bad is not None:  # prepare writes finite values only, so the file was damaged since
             raise InputError(f"shard {path} holds NaN or infinite values (its volume {bad}): prepare the dataset again")
+        if "sha256" in shard and file_sha256(path) != shard["sha256"]:
+            raise InputError(f"shard {path} is not the one the dataset was prepared with (its sha256 differs from "
+                             "the manifest's): prepare the dataset again with `cowgan prepare`")
         arrays.append(array)
     return arrays, sum(a.shape[0] for a in arrays)

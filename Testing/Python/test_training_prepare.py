@@ -371,6 +371,7 @@ def test_training_on_raw_volumes_or_a_newer_or_foreign_manifest_says_what_to_do(
                             ({"shards": None}, "lists no shards"),
                             ({"shards": [{"file": "shards/00000.npy"}]}, "a shard entry without a file name and a positive"),
                             ({"shape_dhw": [16, 32]}, "has no valid shape_dhw"),
+                            ({"shards": [dict(manifest["shards"][0], sha256=7)]}, "a shard entry whose sha256 is not"),
                             ({"data": []}, "has a data entry that is not an object")):
         (tmp_path / "ds" / "manifest.json").write_text(json.dumps(dict(manifest, **change)))
         with pytest.raises(InputError, match=message):
@@ -378,6 +379,16 @@ def test_training_on_raw_volumes_or_a_newer_or_foreign_manifest_says_what_to_do(
     (tmp_path / "ds" / "manifest.json").write_text(json.dumps({"format": "cowgan-dataset", "format_version": 1}))
     with pytest.raises(InputError, match="has no valid shape_dhw .*: the manifest was edited or damaged; prepare"):
         read_manifest(tmp_path / "ds")
+
+
+def test_a_shard_replaced_by_another_of_the_same_shape_is_refused_when_the_dataset_is_opened(tmp_path):
+    write_tube_volumes(tmp_path / "in", 3, SHAPE)
+    prepare_dataset(tmp_path / "in", tmp_path / "ds", PrepareOptions(shape=SHAPE), progress=False)
+    assert len(_volumes(tmp_path / "ds")) == 3
+    shard = tmp_path / "ds" / "shards" / "00000.npy"
+    np.save(shard, np.asarray(np.load(shard))[::-1])
+    with pytest.raises(InputError, match=r"shard .*00000.npy is not the one the dataset was prepared with .*: prepare"):
+        _volumes(tmp_path / "ds")
 
 
 def test_a_template_that_is_a_folder_or_a_label_map_is_named_with_a_template_fix(tmp_path):
