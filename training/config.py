@@ -13,6 +13,7 @@ import dataclasses
 import math
 from typing import Any, Dict, Tuple
 
+from CircleOfWillisGANLib.architecture import PRESETS as ARCHITECTURES
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.latents import check_seed
 from CircleOfWillisGANLib.precision import PRECISIONS
@@ -93,6 +94,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             object.__setattr__(self, field.name, _coerce(field.name, getattr(self, field.name), field.default))
+        if self.architecture not in ARCHITECTURES:
+            raise InputError(f"architecture {self.architecture!r} is unknown: use one of {', '.join(ARCHITECTURES)}")
         if not 1 <= len(self.sample_seeds) <= MAX_SAMPLE_SEEDS:
             raise InputError(f"sample_seeds holds {len(self.sample_seeds)} seeds: give 1 to {MAX_SAMPLE_SEEDS} (the "
                              "sample sheets' volumes, 4 per row)")

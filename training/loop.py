@@ -93,7 +93,7 @@ def resolve_config(run_dir: Path, preset: TrainConfig, overrides: Dict[str, Any]
     if state is None:
         return preset.replace(**overrides)
     if not stored.is_file():  # only checkpoints/ was copied: the resume state carries the recipe too
-        saved = TrainConfig.from_dict(load_state(state)["config"])
+        saved = _stored_config(load_state(state)["config"], state)
     else:
         try:
             text = json.loads(stored.read_text(encoding="utf-8"))
@@ -103,7 +103,7 @@ def resolve_config(run_dir: Path, preset: TrainConfig, overrides: Dict[str, Any]
                              ) from None
         if not _is_run_config(stored):
             raise OutputError(_foreign_config(run_dir))
-        saved = TrainConfig.from_dict(text["config"])
+        saved = _stored_config(text["config"], stored)
     changed = {k: v for k, v in overrides.items() if _differs(k, getattr(saved, k), v)}
     refused = sorted(k for k in changed if k not in RESUMABLE_OVERRIDES)
     if "architecture" in refused:
@@ -113,6 +113,16 @@ def resolve_config(run_dir: Path, preset: TrainConfig, overrides: Dict[str, Any]
         raise InputError(f"{run_dir} is a run started with different {', '.join(refused)}; a resumed run can only "
                          f"change {', '.join(RESUMABLE_OVERRIDES)}: start a new run with another --out")
     return saved.replace(**changed)
+
+
+def _stored_config(settings: Dict[str, Any], source: Path) -> TrainConfig:
+    """The config a run stored in `source`, or an InputError saying the file was edited (train never writes a bad
+    setting), with the way back."""
+    try:
+        return TrainConfig.from_dict(settings)
+    except InputError as exc:
+        raise InputError(f"{source} holds a setting no run can have ({exc}); the file was edited or damaged: undo the "
+                         "edit or restore it from a backup; settings a resumed run may change are given with --set") from None
 
 
 def _differs(name: str, saved: Any, value: Any) -> bool:
@@ -281,7 +291,7 @@ def _resume(trainer: Trainer, run_dir: Path, data: RealVolumes) -> Dict[str, Any
     if state["architecture"] != trainer.arch.to_dict():
         raise CheckpointError(f"{run_dir} holds a {state['architecture']} model, not {trainer.arch.to_dict()}: "
                               "use the run's own --preset or start a new run")
-    _check_same_groups(TrainConfig.from_dict(state["config"]), trainer.cfg, run_dir)
+    _check_same_groups(_stored_config(state["config"], path), trainer.cfg, run_dir)
     trainer.load_state_dict(state["trainer"])
     return state["progress"]
 
@@ -338,7 +348,7 @@ def _initialise(trainer: Trainer, source: Path) -> Dict[str, Any]:
     if state["architecture"] != trainer.arch.to_dict():
         raise CheckpointError(f"--init {path} holds a {state['architecture']} model, but this run trains "
                               f"{trainer.arch.to_dict()}: use the --preset of that run and a dataset of its volume shape")
-    source_std = TrainConfig.from_dict(state["config"]).minibatch_std
+    source_std = _stored_config(state["config"], path).minibatch_std
     if source_std != trainer.cfg.minibatch_std:
         raise CheckpointError(f"--init {path} has a discriminator with minibatch_std={source_std}, but this run asks "
                               f"for {trainer.cfg.minibatch_std}: add --set minibatch_std={source_std}")

@@ -448,6 +448,8 @@ def test_a_negative_budget_or_decay_outside_zero_to_one_is_refused():
 
 
 def test_a_damaged_run_config_is_named_with_what_to_do(tmp_path):
+    import json
+
     from training.loop import RUN_CONFIG, resolve_config
 
     (tmp_path / "checkpoints").mkdir()
@@ -455,6 +457,12 @@ def test_a_damaged_run_config_is_named_with_what_to_do(tmp_path):
     (tmp_path / RUN_CONFIG).write_text("{")
     with pytest.raises(InputError, match="is damaged.*another --out"):
         resolve_config(tmp_path, training_preset("tiny"), {})
+    stored = {"config": training_preset("tiny").to_dict(), "architecture": {}, "dataset": {}}
+    for setting, value in (("batch", -4), ("architecture", "tiny2"), ("g_lr", "fast")):
+        (tmp_path / RUN_CONFIG).write_text(json.dumps(dict(stored, config=dict(stored["config"], **{setting: value}))))
+        with pytest.raises(InputError, match=f"config.json holds a setting no run can have \\(.*{setting}.*\\); the "
+                                             "file was edited or damaged: undo the edit or restore it"):
+            resolve_config(tmp_path, training_preset("tiny"), {})
 
 
 def test_a_run_folder_that_is_a_file_is_explained(dataset, tmp_path):
