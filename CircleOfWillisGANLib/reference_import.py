@@ -21,7 +21,7 @@ from .architecture import Architecture
 from .checkpoint import (METADATA_KEY, MISNAMED_PYTORCH, Checkpoint, misnamed_pytorch, model_file_format,
                          reference_state_keys)
 from .files import file_sha256, path_problem, zip_damage
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .generator_model import GeneratorModel
 from .volume_io import DEFAULT_SPACING_MM, check_spacing, default_affine
 
@@ -162,8 +162,10 @@ def _take(state: Dict[str, torch.Tensor], key: str, shape: Sequence[int]) -> tor
     return tensor.float()
 
 
-def infer_architecture(state: Dict[str, torch.Tensor], config: Dict[str, Any]) -> Architecture:
-    """Rebuild the reference's architecture from tensor shapes, cross-checked against .config.json."""
+def infer_architecture(state: Dict[str, torch.Tensor], config: Dict[str, Any], depth: Optional[int] = None
+                       ) -> Architecture:
+    """Rebuild the reference's architecture from tensor shapes, cross-checked against .config.json. `depth` is the
+    slice count of a run whose code was edited from the reference's 32: no tensor or config records it."""
     for option in UNSUPPORTED_OPTIONS:
         if config.get(option):
             raise CheckpointError(f"reference option {option}={config[option]!r}: the reference code cannot build such a "
@@ -189,12 +191,21 @@ def infer_architecture(state: Dict[str, torch.Tensor], config: Dict[str, Any]) -
     fmap_max = max(g_channels + d_channels)
     arch = Architecture(latent_dim=latent_dim, mapping_layers=mapping_layers, mapping_lr_mul=lr_mul,
                         network_capacity=capacity, fmap_max=fmap_max,
-                        output_shape=(min(REFERENCE_DEPTH, image_size), image_size, image_size),
-                        noise_mode="reference")
+                        output_shape=(_depth(depth, image_size), image_size, image_size), noise_mode="reference")
     if arch.generator_channels() != g_channels:
         raise CheckpointError(f"generator channels {g_channels} do not follow the reference rule for capacity {capacity}: "
                               f"check network_capacity in .config.json, or {CONFIG_FIX}")
     return arch
+
+
+def _depth(depth: Optional[int], image_size: int) -> int:
+    """The slice count of the run's volumes: the reference's (32, or the image size below it) unless given."""
+    if depth is None:
+        return min(REFERENCE_DEPTH, image_size)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 4 or depth > image_size or depth & (depth - 1):
+        raise InputError(f"--depth {depth!r} is not a slice count this run can have: give a power of two from 4 to its "
+                         f"image size {image_size} (the reference's is {min(REFERENCE_DEPTH, image_size)})")
+    return depth
 
 
 def _indices(state: Dict[str, torch.Tensor], pattern: str) -> Set[int]:
@@ -255,13 +266,14 @@ def convert_state(state: Dict[str, torch.Tensor], arch: Architecture, mapping: s
 
 
 def import_reference(model_path: str, config_path: Optional[str] = None,
-                     spacing_mm: Sequence[float] = DEFAULT_SPACING_MM) -> Checkpoint:
-    """Convert a reference `model_N.pt` (+ .config.json) into a native Checkpoint (EMA networks, w_avg)."""
+                     spacing_mm: Sequence[float] = DEFAULT_SPACING_MM, depth: Optional[int] = None) -> Checkpoint:
+    """Convert a reference `model_N.pt` (+ .config.json) into a native Checkpoint (EMA networks, w_avg); `depth`
+    only for a run whose code was edited to another slice count than the reference's."""
     spacing_mm = check_spacing(spacing_mm)
     path = Path(model_path)
     state = _load_state(path)  # first: a missing or foreign file is the problem to report, not a missing config
     config = read_reference_config(path, Path(config_path) if config_path else None)
-    arch = infer_architecture(state, config)
+    arch = infer_architecture(state, config, depth)
     model = GeneratorModel(arch)
     model.load_state_dict(convert_state(state, arch))
     w_avg, centre = _truncation_centre(state, arch, model, path)

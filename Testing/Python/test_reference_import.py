@@ -312,6 +312,20 @@ def test_a_reference_run_below_32_slices_is_a_cube_as_the_reference_grows_it():
     assert arch.output_shape == (16, 16, 16) and arch.generator_channels() == [16, 8, 4]
 
 
+def test_a_run_of_edited_depth_imports_at_the_depth_given_with_the_same_tensors(golden_dir):
+    default = import_reference(str(golden_dir / "model_0.pt"))
+    thin = import_reference(str(golden_dir / "model_0.pt"), depth=16)
+    assert thin.architecture.output_shape == (16, 64, 64)
+    assert [thin.architecture.upsample_factors(b) for b in range(1, 5)] == [(2, 2, 2)] * 2 + [(1, 2, 2)] * 2
+    assert all(torch.equal(default.state_dict[k], thin.state_dict[k]) for k in default.state_dict)
+    gen = CoWGenerator(thin, "cpu")
+    assert gen.generate(seeds=[3], precision="fp32").shape[-3:] == (16, 64, 64)
+    for depth in (2, 48, 128, True):
+        with pytest.raises(InputError, match=f"--depth {depth!r} is not a slice count .* power of two from 4 to its "
+                                             "image size 64 \\(the reference's is 32\\)"):
+            import_reference(str(golden_dir / "model_0.pt"), depth=depth)
+
+
 def test_imported_checkpoint_records_provenance(golden_dir, tmp_path):
     out = tmp_path / "golden.safetensors"
     save_checkpoint(out, import_reference(str(golden_dir / "model_0.pt")))

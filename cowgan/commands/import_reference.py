@@ -22,6 +22,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
     p.add_argument("--spacing", type=float, nargs=3, default=list(DEFAULT_SPACING_MM), metavar=("X", "Y", "Z"),
                    help="voxel spacing in mm of the training crop (default 0.62 0.62 0.62)")
+    p.add_argument("--depth", type=int, default=None, metavar="SLICES",
+                   help="slices of the run's volumes, only if its code was edited from the reference's 32 "
+                        "(num_layers_z); a power of two up to the image size")
     p.set_defaults(run=run)
 
 
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     refuse_overwrite(Path(out).parent, [Path(out).name], args.overwrite)
     prepare_output_dir(Path(out).resolve().parent, create=False)
-    ckpt = import_reference(args.checkpoint, args.config, spacing_mm=args.spacing)
+    ckpt = import_reference(args.checkpoint, args.config, spacing_mm=args.spacing, depth=args.depth)
     with output_folder(Path(out).resolve().parent):
         checksum = save_checkpoint(out, ckpt)
     a = ckpt.architecture
