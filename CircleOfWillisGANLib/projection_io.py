@@ -22,6 +22,7 @@ from .preprocess import SUFFIXES
 from .errors import InputError, require
 from .files import atomic_write, file_sha256, save_safetensors, write_json
 from .mip import contact_sheet, mip_panel, save_png
+from .networks.noise import noise_shape
 from .projection import ProjectionConfig, ProjectionResult, beyond_samples_note
 from .volume_io import save_volume, spacing_of
 
@@ -70,6 +71,10 @@ def load_projection(path: Union[str, Path]) -> ProjectedLatent:
         raise InputError(f"cannot read projection {path} ({exc}): run `cowgan project` again") from exc
     if metadata.get("format") != FORMAT or not {"ws", "noise"} <= set(tensors):
         raise InputError(f"{path} is not a projection: pass the {LATENT_FILE} that `cowgan project` wrote")
+    broken = [k for k in ("ws", "noise") if not torch.isfinite(tensors[k].float()).all()]
+    if broken:  # `cowgan project` writes finite values only, so the file was damaged or edited since
+        raise InputError(f"projection {path} holds NaN or infinite values in its {' and '.join(broken)}: run "
+                         "`cowgan project` again")
     return ProjectedLatent(tensors["ws"].float(), tensors["noise"].float(), metadata)
 
 
@@ -144,11 +149,15 @@ def _made_by(report: Path) -> Tuple[Optional[str], Optional[str]]:
 
 
 def check_projection_fits(latent: ProjectedLatent, generator: Any) -> None:
-    """Raise InputError unless the projection's latent has the generator's shape (it was made with this model)."""
+    """Raise InputError unless the projection's latent and noise have the generator's shapes and it was made with
+    this model (so every render from it works, not only the first check)."""
     want = (generator.num_ws, generator.arch.latent_dim)
     if tuple(latent.ws.shape) != want:
         raise InputError(f"the projection's w+ has shape {tuple(latent.ws.shape)} but this model takes {want}: "
                          "project the volume again with this model")
+    if tuple(latent.noise.shape) != noise_shape(generator.arch, 1):
+        raise InputError(f"the projection's noise has shape {tuple(latent.noise.shape)} but this model takes "
+                         f"{noise_shape(generator.arch, 1)}: the file was damaged or edited; project the volume again")
     weights = latent.metadata.get("model_weights_sha256")  # older projections hold only the file's content checksum
     sha = latent.metadata.get("model_content_sha256")
     if not weights and not sha:

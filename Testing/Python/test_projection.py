@@ -362,6 +362,37 @@ def panel():
     root.deleteLater()
 
 
+def test_a_projection_with_damaged_noise_or_values_is_refused_where_it_is_loaded_not_at_every_render(
+        panel, generator, result, tmp_path):
+    import dataclasses
+
+    from CircleOfWillisGANLib.errors import InputError
+    from CircleOfWillisGANLib.panel_engine import PanelEngine
+    from CircleOfWillisGANLib.projection_io import check_projection_fits, save_projection
+
+    (tmp_path / "good").mkdir()
+    good = write_projection_outputs(tmp_path / "good", result, generator.affine, generator, FAST, plot=False)["latent"]
+    metadata = load_projection(good).metadata
+    short = dataclasses.replace(result, noise=result.noise.flatten()[:10])
+    save_projection(tmp_path / "short.safetensors", short, metadata)
+    with pytest.raises(InputError, match=r"the projection's noise has shape \(10,\) but this model takes \(1, 1, 16, "
+                                         r"32, 32\): the file was damaged or edited; project the volume again"):
+        check_projection_fits(load_projection(tmp_path / "short.safetensors"), generator)
+    ws = result.ws.clone()
+    ws[0, 0] = float("nan")
+    save_projection(tmp_path / "nan.safetensors", dataclasses.replace(result, ws=ws), metadata)
+    with pytest.raises(InputError, match="nan.safetensors holds NaN or infinite values in its ws: run `cowgan project`"):
+        load_projection(tmp_path / "nan.safetensors")
+    app, ui, controller = panel
+    controller.set_engine(PanelEngine(generator))
+    controller.project_volume(str(good))
+    assert controller.wait_idle(app=app) and controller.last_result.state.projection == str(good)
+    for damaged in ("short", "nan"):
+        controller.project_volume(str(tmp_path / f"{damaged}.safetensors"))
+        assert controller.wait_idle(app=app) and controller.last_result.state.projection == str(good)
+        assert "project" in controller.last_error
+
+
 def test_the_panel_moves_its_sliders_around_a_loaded_projection(panel, generator, result, tmp_path):
     from CircleOfWillisGANLib.errors import InputError
     from CircleOfWillisGANLib.panel_engine import PanelEngine
