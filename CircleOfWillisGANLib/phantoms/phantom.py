@@ -49,8 +49,8 @@ class PhantomConfig:
                              f"would need about {voxels * BYTES_PER_VOXEL / 2**30:.0f} GiB of memory: use at most "
                              f"{MAX_VOXELS / 1e6:.0f} million voxels (e.g. 256 512 512)")
         numbers = isinstance(self.spacing_mm, (tuple, list)) and all(
-            isinstance(s, (int, float, np.number)) and not isinstance(s, bool) and np.isfinite(s) for s in self.spacing_mm)
-        if numbers and any(not 0.05 <= s <= 5.0 for s in self.spacing_mm):  # one range, not also check_spacing's
+            isinstance(s, (int, float, np.number)) and not isinstance(s, bool) for s in self.spacing_mm)
+        if numbers and any(not 0.05 <= s <= 5.0 for s in self.spacing_mm):  # one range (NaN too), not check_spacing's
             raise InputError(f"phantom spacing {tuple(self.spacing_mm)} is invalid: give spacings (mm) between 0.05 and 5")
         check_spacing(self.spacing_mm)
         if isinstance(self.force, str) or not isinstance(self.force, (tuple, list)):

@@ -105,9 +105,12 @@ class VariantPrevalence:
 
 def _check_pair(name: str, left: float, right: float, both_name: str, both: float) -> None:
     """Both sides together can be no likelier than either side alone, nor less likely than their overlap must be."""
-    if both > min(left, right) + 1e-9 or both < left + right - 1.0 - 1e-9:
+    low, high = max(0.0, left + right - 1.0), min(left, right)
+    if both > high + 1e-9 or both < low - 1e-9:
+        allowed = f"{low:.4g}" if high - low < 1e-9 else f"from {low:.4g} to {high:.4g}"
         raise InputError(f"{both_name}={both} is inconsistent with {name}_left={left} and {name}_right={right}: "
-                         f"it must lie between max(0, left + right - 1) and min(left, right)")
+                         f"it must lie between max(0, left + right - 1) and min(left, right); set it too (e.g. "
+                         f"--variant {both_name}={high:.4g}; allowed: {allowed})")
 
 
 FORCEABLE = ("complete", "fetal_pca_left", "fetal_pca_right", "fetal_pca_bilateral", "pcom_absent_left",

@@ -226,6 +226,8 @@ def test_forced_variants_that_exclude_each_other_are_refused(force):
     ("config", {"spacing_mm": 0.6}, "three positive millimetres"),
     ("config", {"spacing_mm": (10.0, 10.0, 10.0)}, r"spacings \(mm\) between 0.05 and 5"),
     ("config", {"spacing_mm": (200.0, 1.0, 1.0)}, r"spacings \(mm\) between 0.05 and 5"),
+    ("config", {"spacing_mm": (float("nan"), 1.0, 1.0)}, r"spacings \(mm\) between 0.05 and 5"),
+    ("config", {"spacing_mm": (1.0, float("inf"), 1.0)}, r"spacings \(mm\) between 0.05 and 5"),
     ("config", {"shape": (1024, 1024, 1024)}, "1074 million voxels and would need about 53 GiB of memory: use at most 67"),
     ("config", {"force": "acom_absent"}, "list of variant names"),
 ])
@@ -312,6 +314,10 @@ def test_inconsistent_prevalences_are_rejected_with_a_fix():
         VariantPrevalence(pcom_absent_both=0.6)
     with pytest.raises(InputError, match=r"^fetal_pca_bilateral=0.5 is inconsistent with fetal_pca_left=0.11"):
         VariantPrevalence(fetal_pca_bilateral=0.5)  # named as the user wrote it, not fetal_pca_both
+    with pytest.raises(InputError, match=r"set it too \(e.g. --variant fetal_pca_bilateral=0; allowed: 0\)$"):
+        VariantPrevalence(fetal_pca_left=0.0)  # the both-sides rate the user never set is the one to add
+    with pytest.raises(InputError, match=r"--variant pcom_absent_both=0.4; allowed: from 0 to 0.4\)$"):
+        VariantPrevalence(pcom_absent_left=0.4, pcom_absent_both=0.6)
     with pytest.raises(InputError, match="unknown variant"):
         VariantPrevalence().with_overrides({"fetal_pca": 0.2})
     for value in ("x", None, True, [0.2]):
