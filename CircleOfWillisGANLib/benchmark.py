@@ -65,14 +65,20 @@ def bench_generation(gen: CoWGenerator, batch: int, precision: str, repeats: int
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     best = min(times) / batch
-    error = None
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else cpu_peak_mib()
+    error = None  # measured after the peak is read: the fp32 reference pass is not the row's memory
     resolved = gen.resolved_precision(precision)
     if resolved != "fp32":
         error = relative_max_error(out, gen.synthesize(ws, noise=noise, precision="fp32", batch_size=batch))
     name = precision if precision != "auto" else f"auto={resolved}"
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else cpu_peak_mib()
     return BenchResult(str(device), name, batch, best * 1000.0, 1.0 / best,
                        synthesis_flops(gen.arch) / best / 1e9, peak, error, row_peak)
+
+
+def significant(value: float) -> str:
+    """A measured rate or count with three significant digits or more, without an exponent above 100 (0.0293, 12.3,
+    38412): a fixed number of decimals shows the tiny preset's rates as 0."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def format_table(results: List[BenchResult]) -> str:
@@ -82,7 +88,7 @@ def format_table(results: List[BenchResult]) -> str:
     for r in results:
         err = "-" if r.max_error_vs_fp32 is None else f"{r.max_error_vs_fp32:.1e}"
         rows.append(f"{r.device:<7}{r.precision:<16}{r.batch:>6}{r.ms_per_volume:>11.1f}{r.volumes_per_s:>11.2f}"
-                    f"{r.gflops_per_s:>9.0f}{r.peak_memory_mib:>10.0f}{err:>10}")
+                    f"{significant(r.gflops_per_s):>9}{r.peak_memory_mib:>10.0f}{err:>10}")
     cpu = [r for r in results if r.device.startswith("cpu")]
     if cpu and all(r.peak_is_the_rows for r in cpu):
         rows.append("peak MiB on the CPU: the process's largest resident size during the row, the loaded model and "

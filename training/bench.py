@@ -1,9 +1,9 @@
 """Training speed benchmark: `python -m training.bench [--preset paper] [--device cuda] ...`.
 
-Times the three kinds of step a run mixes (plain, with the gradient penalty, with the path-length penalty) on
-random data of the preset's shape (or `--shape`), and prints volumes/s, step time, peak memory and TFLOP/s for
-the reference's schedule (gradient penalty 1 step in 16, no path length: how the reference's 2.74 s/step was
-measured) and for the preset's full schedule.
+Times every kind of step the two schedules below mix (plain, with the gradient penalty, with the path-length
+penalty, with both) on random data of the preset's shape (or `--shape`), and prints volumes/s, step time, peak
+memory and TFLOP/s for the reference's schedule (gradient penalty 1 step in 16, no path length: how the
+reference's 2.74 s/step was measured) and for the preset's full schedule.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import resource
 import sys
 import time
 from pathlib import Path
@@ -21,9 +20,10 @@ import numpy as np
 import torch
 
 from CircleOfWillisGANLib.architecture import preset
-from CircleOfWillisGANLib.benchmark import machine_description
+from CircleOfWillisGANLib.benchmark import machine_description, significant
 from CircleOfWillisGANLib.errors import InputError, OutputError, script_exit_code
 from CircleOfWillisGANLib.files import write_json
+from CircleOfWillisGANLib.memory import cpu_peak_mib
 
 from .config import PRECISIONS, PRESETS, TrainConfig, training_preset
 from .dataset import RealVolumes
@@ -99,8 +99,7 @@ def bench(cfg: TrainConfig, device: torch.device, steps: int, warmup: int, flops
             if stats["nonfinite"]:
                 raise RuntimeError(f"the benchmark's {kind} step gave non-finite losses")
         seconds[kind] = float(np.median(times))
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else cpu_peak_mib() * 2**20
     result: Dict[str, object] = {"preset": cfg.architecture, "shape": list(shape), "device": machine_description(device),
                                  "precision": str(trainer.precision.dtype).replace("torch.", ""),
                                  "batch": cfg.batch, "micro_batch": cfg.micro_batch, "compile": cfg.compile,
@@ -123,12 +122,12 @@ def report(result: Dict[str, object]) -> str:
              f"in micro-batches of {result['micro_batch']}, compile {result['compile']})"]
     for name, s in result["step_seconds"].items():  # type: ignore[union-attr]
         flops = result["step_flops"].get(name)  # type: ignore[union-attr]
-        lines.append(f"  {name:6s} step {s:8.3f} s" + (f"  {flops / 1e9:10.1f} GFLOP" if flops else ""))
+        lines.append(f"  {name:6s} step {s:8.3f} s" + (f"  {significant(flops / 1e9):>10} GFLOP" if flops else ""))
     for schedule, label in (("reference_schedule", "GP 1/16, no PL (as the reference was timed)"),
                             ("full_schedule", "the preset's full schedule")):
         e = result[schedule]
         lines.append(f"  {label}: {e['step_seconds']:.3f} s/step = {e['volumes_per_s']:.2f} volumes/s"  # type: ignore[index]
-                     + (f", {e['tflops_per_s']:.2f} TFLOP/s" if "tflops_per_s" in e else ""))  # type: ignore[operator]
+                     + (f", {significant(e['tflops_per_s'])} TFLOP/s" if "tflops_per_s" in e else ""))  # type: ignore[operator]
     lines.append(f"  peak memory {result['peak_memory_gib']:.2f} GiB ({result['peak_memory_kind']})")
     return "\n".join(lines)
 
@@ -162,8 +161,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             dataset_architecture(cfg.architecture, args.shape)
         except InputError as exc:
             p.error(f"--shape: {exc}")
-    result = bench(cfg, resolve_device(args.device), args.steps, args.warmup, flops=not args.no_flops,
-                   shape=args.shape)
+    device = resolve_device(args.device)
+    if args.compile and device.type != "cuda":  # before the FLOP count, which takes minutes at the paper preset
+        p.error(f"--compile needs a CUDA GPU (the networks' CPU code cannot be compiled), this is {device.type}: "
+                "leave --compile out")
+    result = bench(cfg, device, args.steps, args.warmup, flops=not args.no_flops, shape=args.shape)
     print(report(result))
     if args.json:
         write_json(args.json, result)

@@ -272,6 +272,12 @@ def test_bench_prints_a_table(capsys):
     out = capsys.readouterr().out
     assert "ms/volume" in out and "GFLOP/s" in out and "cpu" in out
     assert "peak MiB on the CPU: the process's largest resident size during the row" in out
+    from CircleOfWillisGANLib.architecture import preset, synthesis_flops
+
+    flops = synthesis_flops(preset("tiny")) / 1e9  # 0.029: shown, not rounded to 0.0
+    assert f"tiny preset, random weights: {flops:.3g} GFLOP per volume" in out
+    row = next(line.split() for line in out.splitlines() if line.startswith("cpu "))
+    assert float(row[5]) == pytest.approx(flops * float(row[4]), rel=0.01)  # GFLOP/s = GFLOP x volumes/s
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures memory through Linux's /proc")
@@ -344,6 +350,19 @@ def test_a_cpu_row_after_a_larger_one_reports_its_own_peak_memory():
     gen = build_generator("tiny", 0, "cpu")
     large, small = (bench_generation(gen, batch, "fp32", repeats=1, warmup=0) for batch in (128, 1))
     assert small.peak_is_the_rows and small.peak_memory_mib < large.peak_memory_mib - 30
+
+
+def test_a_reduced_precision_rows_peak_is_read_before_its_fp32_error_pass(monkeypatch):
+    import CircleOfWillisGANLib.benchmark as benchmark
+    from CircleOfWillisGANLib.generator import build_generator
+
+    gen = build_generator("tiny", 0, "cpu")
+    passes = []
+    synthesize = gen.synthesize
+    monkeypatch.setattr(gen, "synthesize", lambda *a, **kw: passes.append(kw["precision"]) or synthesize(*a, **kw))
+    monkeypatch.setattr(benchmark, "cpu_peak_mib", lambda: float(passes.count("fp32")))  # fp32 passes seen so far
+    row = benchmark.bench_generation(gen, 2, "bf16", repeats=1, warmup=0)
+    assert passes == ["bf16", "fp32"] and row.peak_memory_mib == 0.0 and row.max_error_vs_fp32 is not None
 
 
 def test_a_missing_reference_checkpoint_is_the_only_line_said(tmp_path, capsys, caplog):

@@ -23,7 +23,8 @@ def test_the_tiny_benchmark_reports_speed_memory_and_flops():
         assert result[schedule]["volumes_per_s"] == pytest.approx(4 / result[schedule]["step_seconds"])
         assert result[schedule]["tflops_per_s"] > 0
     assert result["peak_memory_gib"] > 0
-    assert "volumes/s" in report(result)
+    text = report(result)  # the tiny preset's TFLOP/s are about 0.004: shown, not rounded to 0.00
+    assert "volumes/s" in text and f"{result['full_schedule']['tflops_per_s']:.3g} TFLOP/s" in text
 
 
 def test_the_benchmark_trains_on_the_shape_it_is_given():
@@ -59,6 +60,10 @@ def test_settings_the_machine_cannot_run_are_one_line_and_exit_code_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--preset", "tiny", "--steps", "0"])
     assert exit_info.value.code == 2 and "--steps 0 must be at least 1" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as exit_info:  # refused before the FLOP count, naming this command's option
+            main(["--preset", "tiny", "--compile"])
+        assert exit_info.value.code == 2 and "leave --compile out" in capsys.readouterr().err
 
 
 def test_a_json_target_that_cannot_or_should_not_be_written_is_refused_before_the_benchmark(tmp_path, capsys,

@@ -8,7 +8,7 @@ from typing import Any, List
 import torch
 
 from CircleOfWillisGANLib.architecture import synthesis_flops
-from CircleOfWillisGANLib.benchmark import BenchResult, bench_generation, format_table, machine_description
+from CircleOfWillisGANLib.benchmark import BenchResult, bench_generation, format_table, machine_description, significant
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.generator import build_generator, load_generator
 from CircleOfWillisGANLib.memory import check_batch_fits
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             for precision in args.precision:
                 results.append(bench_generation(gen, batch, precision, args.repeats))
     label = args.model or f"{preset} preset, random weights"
-    print(f"\n{label}: {synthesis_flops(gen.arch) / 1e9:.1f} GFLOP per volume (convolutions)")
+    print(f"\n{label}: {significant(synthesis_flops(gen.arch) / 1e9)} GFLOP per volume (convolutions)")
     print(format_table(results))
     return 0
 
