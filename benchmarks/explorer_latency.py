@@ -28,6 +28,9 @@ def main() -> int:
     parser.add_argument("--without-lending", action="store_true",
                         help="with --host-holds-gil: the controller does not release the GIL for the worker")
     args = parser.parse_args()
+    if args.repeats < 1 or args.threads < 0:
+        parser.error(f"--repeats must be at least 1 (got {args.repeats}) and --threads 0 (torch's default) or a "
+                     f"positive count (got {args.threads})")
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -35,6 +35,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="reports/named")
     args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"--n {args.n} must be at least 1 (the number of unseen seeds each slider is measured on)")
     gen = load_generator(args.model, device=args.device)
     directions = directions_for(gen)
     if not named(directions):

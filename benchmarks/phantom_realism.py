@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from CircleOfWillisGANLib import topcow  # noqa: E402
-from CircleOfWillisGANLib.errors import script_exit_code  # noqa: E402
+from CircleOfWillisGANLib.errors import require, script_exit_code  # noqa: E402
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png  # noqa: E402
 from CircleOfWillisGANLib.phantoms import PhantomConfig, VariantPrevalence, generate_phantom  # noqa: E402
 
@@ -33,8 +33,8 @@ DOMAIN_RADIUS = {"BA": "1.55-1.8", "PCA": "0.9-1.1", "ICA": "1.8-2.5", "MCA": "1
 def real_on_grid(path: Path, spacing_mm: float = GRID_MM) -> Tuple[np.ndarray, np.ndarray]:
     """A real TopCoW label map reoriented to RAS and resampled (nearest neighbour) to the phantom spacing."""
     import nibabel as nib
-    from scipy import ndimage as ndi
 
+    ndi = require("scipy.ndimage", "resampling the real label maps", "scipy")
     image = nib.as_closest_canonical(nib.load(str(path)))
     data = topcow.normalise_labels(np.asarray(image.dataobj))
     zooms = image.header.get_zooms()[:3]
@@ -169,6 +169,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--images", default=None, help="folder for the MIP pictures (default: none)")
     args = parser.parse_args(argv)
+    if args.n_variants < 1 or args.n_geometry < 0:
+        parser.error(f"--n-variants {args.n_variants} must be at least 1 and --n-geometry {args.n_geometry} at least 0")
     real_paths = sorted(Path(args.real).glob("*.nii*")) if Path(args.real).is_dir() else []
     real = {f"real {p.name.split('_')[-1].split('.')[0]}": topcow.measure(*real_on_grid(p)) for p in real_paths}
     native = {f"{p.name.split('_')[-1].split('.')[0]} native": topcow.measure(*real_native(p)) for p in real_paths}

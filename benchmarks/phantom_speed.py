@@ -25,6 +25,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
+    if args.n < 1 or min(args.workers) < 1:
+        parser.error(f"--n {args.n} and every --workers {' '.join(map(str, args.workers))} must be at least 1")
     config = PhantomConfig()
     generate_phantom((0, 0), config)
     start = time.perf_counter()

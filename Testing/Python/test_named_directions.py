@@ -19,6 +19,7 @@ from CircleOfWillisGANLib.variant_classifier import (LEFT_RIGHT_AXIS, MIRRORED, 
                                                      evaluate_classifier,
                                                      fit_classifier, load_classifier, load_labelled_folder,
                                                      mixed_fetal_pca_warning, targets_from_labels, targets_from_phantom)
+from benchmark_scripts import load_benchmark
 
 
 def test_targets_from_a_label_map_follow_the_topcow_vectors():
@@ -199,25 +200,14 @@ def test_a_phantom_whose_grid_cuts_its_circle_and_has_no_label_map_is_named_with
         load_labelled_folder(tmp_path, (8, 32, 32), (2.5,) * 3)
 
 
-def _projection_quality_benchmark():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "projection_quality.py"
-    spec = importlib.util.spec_from_file_location("projection_quality_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("n", ["0", "-3"])
 def test_the_projection_benchmark_refuses_a_case_count_below_one_before_the_model_loads(tmp_path, n):
     with pytest.raises(InputError, match=f"--n {n}: use 1 or more held-out phantoms"):
-        _projection_quality_benchmark().main(["--model", str(tmp_path / "absent.safetensors"), "--n", n])
+        load_benchmark("projection_quality").main(["--model", str(tmp_path / "absent.safetensors"), "--n", n])
 
 
 def test_the_projection_benchmark_takes_no_variant_truth_from_a_phantom_whose_grid_cuts_its_circle():
-    variant_truth = _projection_quality_benchmark().variant_truth
+    variant_truth = load_benchmark("projection_quality").variant_truth
     cut, whole = (generate_phantom((5, i), PhantomConfig(shape=(16, 64, 64))) for i in (4, 0))
     assert cut.params["circle_in_view"] is False and whole.params["circle_in_view"] is True
     assert variant_truth(cut) is None
