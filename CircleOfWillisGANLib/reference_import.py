@@ -2,6 +2,7 @@
 
 The EMA networks (SE, GE) are what the reference generates with; they are renamed to this project's keys,
 fmap_max and latent_dim are inferred from tensor shapes, and the result uses the reference noise convention.
+For fine-tuning, the live networks (S, G) and the discriminator D convert too (`reference_networks`).
 The truncation centre is, as in the reference, the mean w of the live mapping network S (not of SE).
 """
 
@@ -13,7 +14,7 @@ import math
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Optional, Sequence, Set, Tuple, Union
 
 import torch
 
@@ -23,6 +24,7 @@ from .checkpoint import (METADATA_KEY, MISNAMED_PYTORCH, Checkpoint, misnamed_py
 from .files import file_sha256, path_problem, zip_damage
 from .errors import CheckpointError, InputError
 from .generator_model import GeneratorModel
+from .networks.discriminator import Discriminator
 from .volume_io import DEFAULT_SPACING_MM, check_spacing, default_affine
 
 REFERENCE_DEPTH = 32  # the reference grows depth to 32 slices at most (image_size 16 gives 16^3)
@@ -34,7 +36,7 @@ UNSUPPORTED_OPTIONS = ("fq_layers", "attn_layers", "no_const")  # the reference 
 TRAINING_STATE_FORMAT = "cowgan-train-state"  # training/state.py FORMAT (the library does not import training)
 REFERENCE_LR_MLP = 0.1  # the reference trainer's default mapping learning-rate multiplier
 CONFIG_FIX = "pass the run's own .config.json (`cowgan import-reference MODEL.pt --config CONFIG.json`)"
-BLUR_BUFFER = re.compile(r"GE\.blocks\.\d+\.to_grayscale\.upsample\.1\.f")  # a constant, checked, not converted
+BLUR_BUFFER = re.compile(r"GE?\.blocks\.\d+\.to_grayscale\.upsample\.1\.f")  # a constant, checked, not converted
 log = logging.getLogger(__name__)
 
 
@@ -203,8 +205,8 @@ def _depth(depth: Optional[int], image_size: int) -> int:
     if depth is None:
         return min(REFERENCE_DEPTH, image_size)
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 4 or depth > image_size or depth & (depth - 1):
-        raise InputError(f"--depth {depth!r} is not a slice count this run can have: give a power of two from 4 to its "
-                         f"image size {image_size} (the reference's is {min(REFERENCE_DEPTH, image_size)})")
+        raise InputError(f"a depth of {depth!r} slices does not fit this reference run: give a power of two from 4 to "
+                         f"its image size {image_size} (the reference's is {min(REFERENCE_DEPTH, image_size)})")
     return depth
 
 
@@ -221,9 +223,10 @@ def _config_whole_number(config: Dict[str, Any], key: str, default: int) -> int:
     return value
 
 
-def convert_state(state: Dict[str, torch.Tensor], arch: Architecture, mapping: str = "SE") -> Dict[str, torch.Tensor]:
-    """Rename and reshape the reference's SE (or, with `mapping` "S", the live mapping network's) and GE tensors into
-    this project's GeneratorModel keys."""
+def convert_state(state: Dict[str, torch.Tensor], arch: Architecture, mapping: str = "SE",
+                  synthesis: str = "GE") -> Dict[str, torch.Tensor]:
+    """Rename and reshape the reference's EMA mapping SE and synthesis GE tensors (or, with "S" and "G", the live
+    networks') into this project's GeneratorModel keys."""
     target = GeneratorModel(arch).state_dict()
     used = set()
 
@@ -236,11 +239,11 @@ def convert_state(state: Dict[str, torch.Tensor], arch: Architecture, mapping: s
         for p in ("weight", "bias"):
             key = f"mapping.layers.{i}.{p}"
             out[key] = take(f"{mapping}.net.{2 * i}.{p}", target[key].shape)
-    out["synthesis.const"] = take("GE.initial_block", target["synthesis.const"].shape)
+    out["synthesis.const"] = take(f"{synthesis}.initial_block", target["synthesis.const"].shape)
     for p in ("weight", "bias"):
-        out[f"synthesis.input_conv.{p}"] = take(f"GE.initial_conv.{p}", target[f"synthesis.input_conv.{p}"].shape)
+        out[f"synthesis.input_conv.{p}"] = take(f"{synthesis}.initial_conv.{p}", target[f"synthesis.input_conv.{p}"].shape)
     for i in range(arch.num_blocks):
-        src, dst = f"GE.blocks.{i}", f"synthesis.blocks.{i}"
+        src, dst = f"{synthesis}.blocks.{i}", f"synthesis.blocks.{i}"
         pairs = {
             "conv1.weight": "conv1.weight", "to_style1.weight": "conv1.affine.weight", "to_style1.bias": "conv1.affine.bias",
             "conv2.weight": "conv2.weight", "to_style2.weight": "conv2.affine.weight", "to_style2.bias": "conv2.affine.bias",
@@ -256,13 +259,74 @@ def convert_state(state: Dict[str, torch.Tensor], arch: Architecture, mapping: s
         blur_key = f"{src}.to_grayscale.upsample.1.f"
         if i < arch.num_blocks - 1 and blur_key in state and not torch.equal(state[blur_key].float(), torch.tensor([1.0, 2.0, 1.0])):
             raise CheckpointError(f"{blur_key} is {state[blur_key].tolist()}, not the [1, 2, 1] blur this importer implements")
-    networks = ("GE.", f"{mapping}.")
+    _refuse_unused(state, (f"{synthesis}.", f"{mapping}."), used, "generator")
+    return out
+
+
+def convert_discriminator(state: Dict[str, torch.Tensor], arch: Architecture) -> Dict[str, torch.Tensor]:
+    """Rename the reference's discriminator D into this project's Discriminator keys (the same residual blocks, blur
+    and strides), so that a reference run can be fine-tuned."""
+    target = Discriminator(arch).state_dict()
+    used = set()
+    out: Dict[str, torch.Tensor] = {}
+    for i in range(len(arch.discriminator_channels()) - 1):
+        src, dst = f"D.blocks.{i}", f"blocks.{i}"
+        for s, d in (("conv_res", "residual"), ("net.0", "conv1"), ("net.2", "conv2"), ("downsample.1", "down")):
+            for p in ("weight", "bias"):
+                if f"{dst}.{d}.{p}" in target:
+                    used.add(f"{src}.{s}.{p}")
+                    out[f"{dst}.{d}.{p}"] = _take(state, f"{src}.{s}.{p}", target[f"{dst}.{d}.{p}"].shape)
+        blur_key = f"{src}.downsample.0.f"
+        if blur_key in state:
+            used.add(blur_key)
+            if not torch.equal(state[blur_key].float(), torch.tensor([1.0, 2.0, 1.0])):
+                raise CheckpointError(f"{blur_key} is {state[blur_key].tolist()}, not the [1, 2, 1] blur this "
+                                      "importer implements")
+    for name in ("final_conv", "to_logit"):
+        for p in ("weight", "bias"):
+            used.add(f"D.{name}.{p}")
+            out[f"{name}.{p}"] = _take(state, f"D.{name}.{p}", target[f"{name}.{p}"].shape)
+    _refuse_unused(state, ("D.",), used, "discriminator")
+    return out
+
+
+def _refuse_unused(state: Dict[str, torch.Tensor], networks: Tuple[str, ...], used: Set[str], what: str) -> None:
+    """A CheckpointError if the networks' tensors hold one the conversion had no place for (a modified reference)."""
     unused = sorted(k for k in state if k.startswith(networks) and k not in used and not BLUR_BUFFER.fullmatch(k))
     if unused:
-        raise CheckpointError(f"reference checkpoint holds {len(unused)} generator tensor(s) this importer has no place "
+        raise CheckpointError(f"reference checkpoint holds {len(unused)} {what} tensor(s) this importer has no place "
                               f"for ({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}): it comes from a "
                               "modified reference (attention or other layers), which cannot be imported exactly")
-    return out
+
+
+def is_reference_checkpoint(path: Union[str, Path]) -> bool:
+    """Whether `path` is a PyTorch file of the reference trainer (a dict holding its "GAN" state dict), read lazily
+    where the format allows; False for anything else, including a file too damaged to tell."""
+    path = Path(path)
+    if not path.is_file() or model_file_format(path) != "pytorch" or misnamed_pytorch(path):
+        return False
+    for mmap in (True, False):  # mmap reads zip archives lazily; a legacy pickle needs the full read
+        try:
+            data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception:  # damaged or foreign: the caller's own reader names the problem
+            continue
+        return isinstance(data, dict) and isinstance(data.get("GAN"), dict)
+    return False
+
+
+def reference_networks(model_path: str, config_path: Optional[str] = None, depth: Optional[int] = None
+                       ) -> Tuple[Architecture, Dict[str, Dict[str, torch.Tensor]]]:
+    """A reference run's architecture and its networks as this project's state dicts, to fine-tune it: "G" (live
+    mapping S and synthesis G), "G_ema" (SE, GE) and "D"."""
+    path = Path(model_path)
+    state = _load_state(path)
+    arch = infer_architecture(state, read_reference_config(path, Path(config_path) if config_path else None), depth)
+    if not any(key.startswith("S.net.") for key in state) or not any(key.startswith("D.") for key in state):
+        raise CheckpointError(f"{path} holds only the EMA generator (no live networks S, G and discriminator D), "
+                              "which generates but cannot be trained on: pass a checkpoint the reference trainer "
+                              "saved whole (to generate from this one, use `cowgan import-reference`)")
+    return arch, {"G": convert_state(state, arch, mapping="S", synthesis="G"), "G_ema": convert_state(state, arch),
+                  "D": convert_discriminator(state, arch)}
 
 
 def import_reference(model_path: str, config_path: Optional[str] = None,

@@ -13,7 +13,7 @@ import dataclasses
 import math
 from typing import Any, Dict, Tuple
 
-from CircleOfWillisGANLib.architecture import PRESETS as ARCHITECTURES
+from CircleOfWillisGANLib.architecture import NOISE_MODES, PRESETS as ARCHITECTURES
 from CircleOfWillisGANLib.errors import InputError
 from CircleOfWillisGANLib.latents import check_seed
 from CircleOfWillisGANLib.precision import PRECISIONS
@@ -90,12 +90,15 @@ class TrainConfig:
     sample_seeds: Tuple[int, ...] = tuple(range(16))
     max_rollbacks: int = 5                   # consecutive NaN/Inf rollbacks before the run stops with an error
     init: str = ""                           # fine-tuning: run folder or resume state whose G, D and EMA a new run starts from
+    noise_mode: str = "native"               # G's noise: "native" (normal); "reference" (uniform cube), set by --init REF.pt
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             object.__setattr__(self, field.name, _coerce(field.name, getattr(self, field.name), field.default))
         if self.architecture not in ARCHITECTURES:
             raise InputError(f"architecture {self.architecture!r} is unknown: use one of {', '.join(ARCHITECTURES)}")
+        if self.noise_mode not in NOISE_MODES:
+            raise InputError(f"noise_mode {self.noise_mode!r} is unknown: use one of {', '.join(NOISE_MODES)}")
         if not 1 <= len(self.sample_seeds) <= MAX_SAMPLE_SEEDS:
             raise InputError(f"sample_seeds holds {len(self.sample_seeds)} seeds: give 1 to {MAX_SAMPLE_SEEDS} (the "
                              "sample sheets' volumes, 4 per row)")

@@ -24,6 +24,7 @@ from CircleOfWillisGANLib.errors import CheckpointError, CoWGANError, InputError
 from CircleOfWillisGANLib.outputs import timestamp
 from CircleOfWillisGANLib.files import is_within, write_json
 from CircleOfWillisGANLib.networks.discriminator import std_group_size
+from CircleOfWillisGANLib.reference_import import is_reference_checkpoint, reference_networks
 
 from .config import TrainConfig, coerce_setting
 from .dataset import RealVolumes
@@ -171,6 +172,8 @@ def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: Proces
                   bar: bool, guard_every: int) -> RunResult:
     """The run itself, on the process that holds the folder's lock and the processes that follow it."""
     data = RealVolumes.open(Path(data_dir), group.device)
+    if cfg.init and find_state(run_dir) is None and is_reference_checkpoint(cfg.init):
+        cfg = cfg.replace(noise_mode="reference")  # its generator was trained on the reference's uniform noise cube
     trainer = Trainer(cfg, data, group)
     resumed = _resume(trainer, run_dir, data)
     _check_same_start(trainer.step_index, run_dir, group)
@@ -190,7 +193,8 @@ def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: Proces
     if resumed:
         progress.message(f"resumed {run_dir} at step {trainer.step_index} ({trainer.kimg:.2f} kimg)")
     elif origin:
-        progress.message(f"fine-tuning the networks of {origin['state']} ({origin['kimg']:.2f} kimg)")
+        progress.message(f"fine-tuning the networks of {origin['state']}"
+                         + (f" ({origin['kimg']:.2f} kimg)" if origin["kimg"] is not None else " (a reference run)"))
     guard = NanGuard(trainer, every=guard_every, max_rollbacks=cfg.max_rollbacks)
     elapsed_before = float(resumed.get("elapsed_s", 0.0)) if resumed else 0.0
     start = last_save = time.monotonic()
@@ -342,9 +346,9 @@ def _initialise(trainer: Trainer, source: Path) -> Dict[str, Any]:
     if path.name.lower().endswith(".safetensors"):
         raise InputError(f"--init {path} is a model file, which holds the generator for generation only; fine-tuning "
                          "needs a run's resume state with its discriminator: pass the run folder it was exported from")
-    state = load_state(path, reference_fix="--init fine-tunes runs of `cowgan train` only, whose resume states it goes "
-                                           "on from; train a new run without --init (to generate from it, convert it "
-                                           "with `cowgan import-reference`)")
+    if is_reference_checkpoint(path):
+        return _initialise_from_reference(trainer, path)
+    state = load_state(path)
     if state["architecture"] != trainer.arch.to_dict():
         raise CheckpointError(f"--init {path} holds a {state['architecture']} model, but this run trains "
                               f"{trainer.arch.to_dict()}: use the --preset of that run and a dataset of its volume shape")
@@ -356,6 +360,24 @@ def _initialise(trainer: Trainer, source: Path) -> Dict[str, Any]:
         getattr(trainer, name).load_state_dict(state["trainer"][name])
     return {"state": str(path.resolve()), "step": state["progress"]["step"], "kimg": state["progress"]["kimg"],
             "dataset_fingerprint": state["dataset"]["fingerprint"]}
+
+
+def _initialise_from_reference(trainer: Trainer, path: Path) -> Dict[str, Any]:
+    """Load a reference run's live generator (S, G), EMA generator (SE, GE) and discriminator D, converted exactly.
+    No file records the reference's slice count, so it is this run's (its dataset's), as `import-reference --depth`."""
+    arch, networks = reference_networks(str(path), depth=trainer.arch.output_shape[0])
+    if arch != trainer.arch:
+        raise CheckpointError(f"--init {path} is a reference run of {arch.to_dict()}, but this run trains "
+                              f"{trainer.arch.to_dict()}: use the --preset of its configuration (paper for the "
+                              f"published one) and a dataset of {arch.output_shape[1]} x {arch.output_shape[2]} voxels "
+                              "in-plane; a reference run of another configuration matches no preset")
+    if trainer.cfg.minibatch_std:
+        raise CheckpointError(f"--init {path}: the reference's discriminator has no minibatch standard-deviation layer, "
+                              f"but this run asks for minibatch_std={trainer.cfg.minibatch_std}: add --set "
+                              "minibatch_std=0")
+    for name, state in networks.items():
+        getattr(trainer, name).load_state_dict(state)
+    return {"state": str(path.resolve()), "step": None, "kimg": None, "dataset_fingerprint": None}
 
 
 def _save(trainer: Trainer, run_dir: Path, data: RealVolumes, seconds: float, group: ProcessGroup,

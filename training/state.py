@@ -96,11 +96,10 @@ def _resume_fix(path: Path) -> str:
     return "pass another resume state from RUN/checkpoints/"
 
 
-def load_state(path: Path, fix: Optional[str] = None, reference_fix: Optional[str] = None) -> Dict[str, Any]:
+def load_state(path: Path, fix: Optional[str] = None) -> Dict[str, Any]:
     """Read a resume state onto the CPU; a CheckpointError says what to do if it is damaged or foreign.
 
-    `fix` replaces the resume advice in that message for callers that only read the state (e.g. export), and
-    `reference_fix` the advice for a checkpoint of the published reference (default: convert it to a model).
+    `fix` replaces the resume advice in that message for callers that only read the state (e.g. export).
     """
     path = Path(path)
     problem = path_problem(path)
@@ -119,9 +118,9 @@ def load_state(path: Path, fix: Optional[str] = None, reference_fix: Optional[st
         reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise CheckpointError(f"cannot read resume state {path} ({reason.split('. ')[0][:160]}): {fix}") from exc
     if isinstance(state, dict) and "GAN" in state:
-        raise CheckpointError(f"{path} is a checkpoint of the published reference, not a resume state: "
-                              + (reference_fix or f"convert it with `cowgan import-reference {path} --out "
-                                                  "MODEL.safetensors`"))
+        raise CheckpointError(f"{path} is a checkpoint of the published reference, not a resume state: convert it "
+                              f"with `cowgan import-reference {path} --out MODEL.safetensors` (or fine-tune it: "
+                              f"`cowgan train --init {path}`)")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a training resume state: pass the run folder written by `cowgan train`")
     version = state.get("format_version", 0)

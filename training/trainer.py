@@ -96,9 +96,9 @@ def step_seed(*parts: int) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def dataset_architecture(name: str, shape: Any) -> Architecture:
-    """The named architecture preset with the dataset's volume shape."""
-    return dataclasses.replace(preset(name), output_shape=tuple(shape))
+def dataset_architecture(name: str, shape: Any, noise_mode: str = "native") -> Architecture:
+    """The named architecture preset with the dataset's volume shape (and the noise convention of the generator)."""
+    return dataclasses.replace(preset(name), output_shape=tuple(shape), noise_mode=noise_mode)
 
 
 class Trainer:
@@ -112,7 +112,7 @@ class Trainer:
         if cfg.compile and self.device.type != "cuda":
             raise InputError(f"--compile needs a CUDA GPU (the networks' CPU code cannot be compiled), this run is on "
                              f"{self.device.type}: leave it out (a run started with it: --set compile=False)")
-        self.arch = dataset_architecture(cfg.architecture, data.shape)
+        self.arch = dataset_architecture(cfg.architecture, data.shape, cfg.noise_mode)
         self.accumulation = cfg.accumulation(group.world_size)
         self.precision = resolve_training_precision(cfg.precision, self.device, cfg.channels_last)
         self.G = init_weights(GeneratorModel(self.arch), cfg.seed).to(self.device)
@@ -152,7 +152,9 @@ class Trainer:
         return torch.where(second[:, :, None], w[n:, None, :], w[:n, None, :])
 
     def _noise(self, gen: torch.Generator, n: int) -> torch.Tensor:
-        return torch.randn(noise_shape(self.arch, n), generator=gen, device=self.device)
+        """Noise in the generator's convention: a uniform [0, 1) cube for a fine-tuned reference, else normal."""
+        draw = torch.rand if self.arch.noise_mode == "reference" else torch.randn
+        return draw(noise_shape(self.arch, n), generator=gen, device=self.device)
 
     def _reals(self, gen: torch.Generator, micro: int) -> torch.Tensor:
         n = self.cfg.micro_batch

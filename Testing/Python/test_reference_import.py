@@ -321,9 +321,59 @@ def test_a_run_of_edited_depth_imports_at_the_depth_given_with_the_same_tensors(
     gen = CoWGenerator(thin, "cpu")
     assert gen.generate(seeds=[3], precision="fp32").shape[-3:] == (16, 64, 64)
     for depth in (2, 48, 128, True):
-        with pytest.raises(InputError, match=f"--depth {depth!r} is not a slice count .* power of two from 4 to its "
+        with pytest.raises(InputError, match=f"a depth of {depth!r} slices does not fit .* power of two from 4 to its "
                                              "image size 64 \\(the reference's is 32\\)"):
             import_reference(str(golden_dir / "model_0.pt"), depth=depth)
+
+
+def _reference_discriminator(state, x):
+    """The reference's discriminator as REFERENCE.md describes it, run on its own tensors: residual blocks (two 3x3x3
+    convs + LeakyReLU, then the [1, 2, 1]^3 blur and a strided conv; a 1x1x1 strided skip; sum / sqrt 2), stride 2
+    along depth in the first 4 blocks, final conv, flatten, linear."""
+    import torch.nn.functional as F
+
+    f = state["D.blocks.0.downsample.0.f"].float()
+    kernel = (f[:, None, None] * f[None, :, None] * f[None, None, :]) / f.sum() ** 3
+    i = 0
+    while f"D.blocks.{i}.conv_res.weight" in state:
+        b = f"D.blocks.{i}"
+        down = f"{b}.downsample.1.weight" in state
+        stride = (2 if i < 4 else 1, 2, 2) if down else (1, 1, 1)
+        res = F.conv3d(x, state[f"{b}.conv_res.weight"], state[f"{b}.conv_res.bias"], stride=stride)
+        x = F.leaky_relu(F.conv3d(x, state[f"{b}.net.0.weight"], state[f"{b}.net.0.bias"], padding=1), 0.2)
+        x = F.leaky_relu(F.conv3d(x, state[f"{b}.net.2.weight"], state[f"{b}.net.2.bias"], padding=1), 0.2)
+        if down:
+            c = x.shape[1]
+            x = F.conv3d(F.pad(x, (1,) * 6, mode="replicate"), kernel.expand(c, 1, 3, 3, 3), groups=c)
+            x = F.conv3d(x, state[f"{b}.downsample.1.weight"], state[f"{b}.downsample.1.bias"], stride=stride, padding=1)
+        x = (x + res) / 2 ** 0.5
+        i += 1
+    x = F.conv3d(x, state["D.final_conv.weight"], state["D.final_conv.bias"], padding=1)
+    return F.linear(x.flatten(1), state["D.to_logit.weight"], state["D.to_logit.bias"])[:, 0]
+
+
+def test_a_reference_runs_discriminator_and_live_networks_convert_for_fine_tuning(golden_dir, tmp_path):
+    from CircleOfWillisGANLib.generator_model import GeneratorModel
+    from CircleOfWillisGANLib.networks.discriminator import Discriminator
+    from CircleOfWillisGANLib.reference_import import reference_networks
+
+    arch, networks = reference_networks(str(golden_dir / "model_0.pt"))
+    assert arch == import_reference(str(golden_dir / "model_0.pt")).architecture
+    state = {k: v.float() for k, v in _golden_state(golden_dir).items()}
+    D = Discriminator(arch)
+    D.load_state_dict(networks["D"])
+    volumes = torch.rand((2, 1, *arch.output_shape), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(D(volumes), _reference_discriminator(state, volumes), rtol=1e-4, atol=1e-5)
+    live, ema = GeneratorModel(arch), GeneratorModel(arch)
+    live.load_state_dict(networks["G"])
+    ema.load_state_dict(networks["G_ema"])
+    assert torch.equal(live.state_dict()["synthesis.const"], state["G.initial_block"])
+    assert torch.equal(ema.state_dict()["synthesis.const"], state["GE.initial_block"])
+    stripped = {k: v for k, v in state.items() if not k.startswith(("D.", "D_aug."))}
+    torch.save({"GAN": stripped}, tmp_path / "model_0.pt")
+    with pytest.raises(CheckpointError, match="holds only the EMA generator .*cannot be trained on"):
+        reference_networks(str(tmp_path / "model_0.pt"))
 
 
 def test_imported_checkpoint_records_provenance(golden_dir, tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.errors import CheckpointError, InputError
 from training.config import TrainConfig, training_preset
 from training.dataset import DataOrder, RealVolumes
 from training.distributed import ProcessGroup
@@ -574,16 +574,79 @@ def test_a_new_run_can_start_from_another_runs_networks_and_records_where_from(d
     with pytest.raises(CheckpointError, match="use the --preset of that run"):
         train(cfg.replace(init=str(tmp_path / "base")), smaller, tmp_path / "b", CPU, bar=False)
     reference = Path(__file__).resolve().parents[1] / "data" / "claim-golden" / "model_0.pt"
-    with pytest.raises(CheckpointError, match="is a checkpoint of the published reference, not a resume state: --init "
-                                              "fine-tunes runs of `cowgan train` only") as refused:
+    with pytest.raises(CheckpointError, match="is a reference run of .*'latent_dim': 64.*but this run trains .*: use the "
+                                              "--preset of its configuration .* a dataset of 64 x 64 voxels in-plane"):
         train(cfg.replace(init=str(reference)), other, tmp_path / "c", CPU, bar=False)
-    assert "--out MODEL.safetensors" not in str(refused.value)  # a model file is no way in either
     with pytest.raises(InputError, match="is a model file, which holds the generator for generation only; .*pass the "
                                          "run folder it was exported from"):
         train(cfg.replace(init=str(tmp_path / "tuned.safetensors")), other, tmp_path / "d", CPU, bar=False)
     assert not any((tmp_path / name).exists() for name in "cd")
     with pytest.raises(CheckpointError, match="minibatch_std=0, but this run asks for 4: add --set minibatch_std=0"):
         train(cfg.replace(init=str(tmp_path / "base"), minibatch_std=4), other, tmp_path / "c", CPU, bar=False)
+
+
+def _as_reference_checkpoint(G, D, G_ema, arch) -> dict:
+    """Networks of this project written under the reference trainer's names (S, G live; SE, GE EMA; D), as
+    REFERENCE.md lists them: the inverse of the import, to check that fine-tuning takes each tensor to its place."""
+    gan = {}
+    for live, (mapping, synthesis) in ((G, ("S", "G")), (G_ema, ("SE", "GE"))):
+        state = live.state_dict()
+        for i in range(arch.mapping_layers):
+            for p in ("weight", "bias"):
+                gan[f"{mapping}.net.{2 * i}.{p}"] = state[f"mapping.layers.{i}.{p}"]
+        gan[f"{synthesis}.initial_block"] = state["synthesis.const"]
+        for p in ("weight", "bias"):
+            gan[f"{synthesis}.initial_conv.{p}"] = state[f"synthesis.input_conv.{p}"]
+        for i in range(arch.num_blocks):
+            src, dst = f"synthesis.blocks.{i}", f"{synthesis}.blocks.{i}"
+            for n in (1, 2):
+                gan[f"{dst}.conv{n}.weight"] = state[f"{src}.conv{n}.weight"]
+                gan[f"{dst}.to_style{n}.weight"] = state[f"{src}.conv{n}.affine.weight"]
+                gan[f"{dst}.to_style{n}.bias"] = state[f"{src}.conv{n}.affine.bias"]
+                gan[f"{dst}.to_noise{n}.weight"] = state[f"{src}.noise{n}.weight"][:, None]
+                gan[f"{dst}.to_noise{n}.bias"] = state[f"{src}.noise{n}.bias"]
+            gan[f"{dst}.to_grayscale.conv.weight"] = state[f"{src}.to_image.weight"]
+            gan[f"{dst}.to_grayscale.to_style.weight"] = state[f"{src}.to_image.affine.weight"]
+            gan[f"{dst}.to_grayscale.to_style.bias"] = state[f"{src}.to_image.affine.bias"]
+    names = {"residual": "conv_res", "conv1": "net.0", "conv2": "net.2", "down": "downsample.1"}
+    for key, value in D.state_dict().items():
+        parts = key.split(".")
+        gan["D." + (".".join(parts[:2] + [names[parts[2]], parts[3]]) if parts[0] == "blocks" else key)] = value
+    return {"GAN": gan}
+
+
+def test_a_run_of_the_published_reference_is_fine_tuned_from_its_live_networks_ema_and_discriminator(dataset,
+                                                                                                      tmp_path):
+    from CircleOfWillisGANLib.generator import load_generator
+    from CircleOfWillisGANLib.generator_model import GeneratorModel, init_weights
+    from CircleOfWillisGANLib.networks.discriminator import Discriminator
+    from training.export import export_run
+    from training.trainer import dataset_architecture
+
+    arch = dataset_architecture("tiny", (16, 32, 32), "reference")
+    G, G_ema = (init_weights(GeneratorModel(arch), seed) for seed in (1, 2))
+    D = init_weights(Discriminator(arch), 3)
+    torch.save(_as_reference_checkpoint(G, D, G_ema, arch), tmp_path / "model_7.pt")
+    (tmp_path / ".config.json").write_text('{"image_size": 32, "network_capacity": 1}')
+    cfg = training_preset("tiny").replace(init=str(tmp_path / "model_7.pt"), total_kimg=0.0)
+    train(cfg, dataset, tmp_path / "tuned", CPU, bar=False)
+    state = load_state(find_state(tmp_path / "tuned"))
+    assert state["config"]["noise_mode"] == "reference" and state["architecture"]["noise_mode"] == "reference"
+    assert state["progress"]["init_from"]["state"] == str((tmp_path / "model_7.pt").resolve())
+    for name, source in (("G", G), ("G_ema", G_ema), ("D", D)):
+        for key, value in source.state_dict().items():
+            assert torch.equal(state["trainer"][name][key], value), f"{name}.{key}"
+    resumed = resolve_config(tmp_path / "tuned", cfg, {"total_kimg": 0.004})  # as `cowgan train` resumes it
+    assert resumed.noise_mode == "reference"
+    train(resumed, dataset, tmp_path / "tuned", CPU, bar=False)
+    export_run(tmp_path / "tuned", tmp_path / "tuned.safetensors")
+    gen = load_generator(tmp_path / "tuned.safetensors", device="cpu")
+    assert gen.arch.noise_mode == "reference" and gen.generate(seeds=[1]).shape[-3:] == (16, 32, 32)
+    noise = _trainer(dataset, noise_mode="reference")._noise(torch.Generator().manual_seed(0), 2)
+    assert noise.shape == (2, 32, 32, 32, 1) and 0 <= noise.min() and noise.max() < 1  # the reference's cube
+    with pytest.raises(CheckpointError, match="no minibatch standard-deviation layer, but this run asks for "
+                                              "minibatch_std=2: add --set minibatch_std=0"):
+        train(cfg.replace(minibatch_std=2), dataset, tmp_path / "std", CPU, bar=False)
 
 
 def test_set_takes_true_false_and_seed_ranges_as_the_docs_write_them():

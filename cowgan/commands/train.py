@@ -48,7 +48,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks (CUDA)")
     p.add_argument("--seed", type=int, help="random seed of weights, data order and draws")
     p.add_argument("--init", metavar="RUN", help="fine-tune: a new run starts from the generator, discriminator and EMA "
-                                                 "of this run folder (or resume state) instead of random weights")
+                                                 "of this run folder (or resume state, or a reference run's "
+                                                 "models/NAME/model_N.pt) instead of random weights")
     p.add_argument("--kimg", type=float, help="train until D has seen this many thousand real volumes")
     p.add_argument("--checkpoint-minutes", type=float, help="save the resume state every N minutes")
     p.add_argument("--snapshot-kimg", type=float, help="write a sample sheet every N kimg")
