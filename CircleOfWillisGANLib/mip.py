@@ -26,6 +26,10 @@ MAX_PANEL_PIXELS = 64_000_000  # a MIP panel larger than this comes from a mista
 
 def mip(volume_dhw: np.ndarray, view: str) -> np.ndarray:
     """The maximum intensity projection of a (D, H, W) volume along `view`, oriented for display."""
+    if hasattr(volume_dhw, "detach"):  # a torch tensor, perhaps on a GPU or needing gradients
+        volume_dhw = volume_dhw.detach().cpu().numpy()
+    if np.iscomplexobj(volume_dhw):
+        raise InputError("a MIP needs real-valued voxels, got complex ones: pass their magnitude (np.abs) or real part")
     try:
         v = np.asarray(volume_dhw, dtype=np.float32)
     except (TypeError, ValueError):
@@ -152,12 +156,11 @@ def _letter_room(shape_hw: Tuple[int, int]) -> bool:
 def contact_sheet(images: Sequence[np.ndarray], columns: int = 4, captions: Optional[Sequence[str]] = None) -> np.ndarray:
     """Tile equally sized uint8 images in a grid, with an optional caption under each (shortened at the front
     to its tile's width, since the ends of case names tell them apart)."""
-    if not images:
+    if len(images) == 0:
         raise InputError("a contact sheet needs at least one image")
     from PIL import Image, ImageDraw
 
-    if not all(np.ndim(i) == 2 or np.ndim(i) == 3 and np.shape(i)[-1] in (3, 4) for i in images):
-        raise InputError("contact sheet tiles must be 2D pictures (e.g. from mip_panel), not volumes")
+    images = [picture(i, "contact sheet tile") for i in images]
     if captions is not None and len(captions) != len(images):
         raise InputError(f"{len(captions)} captions for {len(images)} pictures: give one caption per picture")
     whole_number(columns, "contact sheet columns", 1)
@@ -171,7 +174,7 @@ def contact_sheet(images: Sequence[np.ndarray], columns: int = 4, captions: Opti
     for k, image in enumerate(images):
         r, c = divmod(k, columns)
         x, y = c * (w + GAP), r * (h + caption_h + GAP)
-        sheet.paste(Image.fromarray(np.asarray(image, dtype=np.uint8)), (x, y))
+        sheet.paste(Image.fromarray(image), (x, y))
         if captions:
             draw.text((x + 2, y + h + 1), _fit_caption(draw, str(captions[k]), w - 2), fill=220)
     return np.asarray(sheet)
@@ -188,15 +191,30 @@ def _fit_caption(draw: Any, text: str, width: int) -> str:
     return ""
 
 
+def picture(image: Any, what: str = "picture") -> np.ndarray:
+    """`image` as a uint8 grey (H, W) or RGB(A) (H, W, 3|4) array, or an InputError: a float MIP in [0, 1] cast to
+    uint8 would be written as a black picture, and a volume is no picture."""
+    array = np.asarray(image)
+    if not (array.ndim == 2 or array.ndim == 3 and array.shape[-1] in (3, 4)) or 0 in array.shape:
+        raise InputError(f"{what}: expected a 2D picture (e.g. from mip_panel), not a volume; got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return array
+    whole = array.dtype.kind in "iu" and array.size and 0 <= array.min() and array.max() <= 255
+    if not whole:
+        raise InputError(f"{what}: expected 0-255 grey levels (uint8, as mip_panel makes from a MIP's 0-1), got "
+                         f"{array.dtype}{' values beyond them' if array.dtype.kind in 'iu' else ''}: scale it to 0-255")
+    return array.astype(np.uint8)
+
+
 def save_png(path: Union[str, Path], image: np.ndarray, text: Optional[Dict[str, str]] = None) -> Path:
     """Write a uint8 grey or RGB image as PNG, atomically, with optional text chunks (e.g. which tool wrote it)."""
     from PIL import Image, PngImagePlugin
 
+    pixels = picture(image, "PNG image")
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, value)
-    return atomic_write(path, lambda tmp: Image.fromarray(np.asarray(image, dtype=np.uint8)).save(
-        tmp, format="PNG", pnginfo=info))
+    return atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG", pnginfo=info))
 
 
 def save_gif(path: Union[str, Path], frames: List[np.ndarray], fps: float = 10.0) -> Path:
@@ -205,7 +223,7 @@ def save_gif(path: Union[str, Path], frames: List[np.ndarray], fps: float = 10.0
 
     if not frames:
         raise InputError("a GIF needs at least one frame")
-    pictures = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+    pictures = [Image.fromarray(picture(f, "GIF frame")) for f in frames]
     duration = max(20, int(round(1000.0 / finite_number(fps, "GIF frames per second", 0, above_low=True))))
     return atomic_write(path, lambda tmp: pictures[0].save(tmp, format="GIF", save_all=True,
                                                            append_images=pictures[1:], duration=duration, loop=0))

@@ -172,13 +172,31 @@ def test_pillow_without_a_sizable_default_font_letters_with_its_bitmap_font(tmp_
 
 
 def test_contact_sheets_and_gifs_check_their_layout(tmp_path):
+    import torch
+    from PIL import Image
+
+    from CircleOfWillisGANLib.mip import mip, save_png
+
     tile = mip_panel(VOLUME)
     with pytest.raises(InputError, match="one caption per picture"):
         contact_sheet([tile, tile], captions=["a"])
     with pytest.raises(InputError, match="contact sheet columns must be a whole number of at least 1"):
         contact_sheet([tile], columns=0)
-    with pytest.raises(InputError, match="2D pictures"):
+    with pytest.raises(InputError, match="contact sheet tile: expected a 2D picture"):
         contact_sheet([VOLUME])
+    with pytest.raises(InputError, match="a contact sheet needs at least one image"):
+        contact_sheet(np.zeros((0, 4, 4), np.uint8))
+    axial = mip(VOLUME, "axial")  # float 0-1: as uint8 it would be a black picture
+    for write in (lambda: save_png(tmp_path / "a.png", axial), lambda: contact_sheet([axial]),
+                  lambda: save_gif(tmp_path / "a.gif", [axial]), lambda: save_png(tmp_path / "a.png", axial.astype(int) - 1)):
+        with pytest.raises(InputError, match=": expected 0-255 grey levels .*: scale it to 0-255"):
+            write()
+    assert not list(tmp_path.iterdir())
+    save_png(tmp_path / "a.png", (axial * 255).astype(np.int64))  # whole grey levels of any integer type are taken
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), (axial * 255).astype(np.uint8))
+    with pytest.raises(InputError, match="a MIP needs real-valued voxels, got complex ones"):
+        mip(VOLUME.astype(np.complex64), "axial")
+    assert np.array_equal(mip(torch.from_numpy(VOLUME).requires_grad_(), "axial"), axial)
     with pytest.raises(InputError, match="frames per second"):
         save_gif(tmp_path / "a.gif", [tile], fps=0)
 
