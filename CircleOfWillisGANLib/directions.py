@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
+from .checks import finite_number
 from .errors import InputError
 
 CACHE_VERSION = 1
@@ -170,8 +171,14 @@ def directions_for(generator: Any) -> List[Direction]:
 
 def apply_directions(ws: torch.Tensor, directions: Sequence[Direction], amounts: Sequence[float]) -> torch.Tensor:
     """Add amount x sigma x direction to the blocks of each direction; `amounts` are in standard deviations."""
+    if isinstance(amounts, (str, bytes)) or not hasattr(amounts, "__len__"):
+        raise InputError(f"direction amounts must be a list with one number per direction, got {amounts!r}")
     if len(amounts) > len(directions):
         raise InputError(f"got {len(amounts)} direction amounts for {len(directions)} directions")
+    amounts = [finite_number(a, f"the amount of direction {i + 1}") for i, a in enumerate(amounts)]
+    if not isinstance(ws, torch.Tensor) or ws.ndim != 3:
+        raise InputError(f"ws must be a (N, num_ws, latent) tensor, as generator.styles() gives, got "
+                         f"{tuple(getattr(ws, 'shape', ())) or type(ws).__name__}")
     ws = ws.clone()
     for direction, amount in zip(directions, amounts):
         if amount:

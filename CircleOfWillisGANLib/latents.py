@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, List, Sequence
+from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -87,13 +87,13 @@ def _seed_range(part: str, text: str) -> range:
 def z_from_seeds(seeds: Sequence[int], latent_dim: int) -> torch.Tensor:
     """One standard-normal z per seed from NumPy's PCG64 stream: the same numbers on every platform."""
     whole_number(latent_dim, "latent_dim", 1)
-    rows = [np.random.Generator(np.random.PCG64(check_seed(s))).standard_normal(latent_dim) for s in seeds]
+    rows = [np.random.Generator(np.random.PCG64(s)).standard_normal(latent_dim) for s in seed_list(seeds)]
     return torch.from_numpy(np.stack(rows).astype(np.float32))
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Spherical interpolation between latent rows a and b (falls back to lerp when they are parallel)."""
-    _check_interpolation(a, b, t)
+    a, b = _interpolation_ends(a, b, t)
     a_n = a / a.norm(dim=-1, keepdim=True)
     b_n = b / b.norm(dim=-1, keepdim=True)
     omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1.0, 1.0))
@@ -109,18 +109,27 @@ def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     gives b bit for bit (torch.lerp steps from the nearer end), so an interpolation ends on its seeds' own w.
     a and b of different dtypes (float64 w from a sidecar, float32 from the mapping) meet in the wider one, and
     whole numbers in float32 (torch.lerp takes floats only)."""
-    _check_interpolation(a, b, t)
-    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
-    return torch.lerp(a.to(dtype), b.to(dtype), float(t))
+    a, b = _interpolation_ends(a, b, t)
+    return torch.lerp(a, b, float(t))
 
 
-def _check_interpolation(a: torch.Tensor, b: torch.Tensor, t: float) -> None:
-    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape:
-        raise InputError("interpolation needs two latent tensors of one shape, got "
-                         f"{tuple(getattr(a, 'shape', ()))} and {tuple(getattr(b, 'shape', ()))}")
+def _interpolation_ends(a: Any, b: Any, t: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """a and b as tensors of one shape and floating dtype (arrays taken as they are, whole numbers as float32, two
+    dtypes meeting in the wider), after checking them and t."""
+    try:
+        a, b = torch.as_tensor(a), torch.as_tensor(b)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"interpolation needs two latents (tensors or arrays of numbers), got {type(a).__name__} "
+                         f"and {type(b).__name__}") from None
+    if a.shape != b.shape or a.is_complex() or b.is_complex():
+        raise InputError(f"interpolation needs two real latents of one shape, got {tuple(a.shape)} {a.dtype} and "
+                         f"{tuple(b.shape)} {b.dtype}")
     finite_number(t, "the interpolation position t (0 = a, 1 = b)")
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    a, b = a.to(dtype), b.to(dtype)
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
         raise InputError("the latents to interpolate contain NaN or infinite values: pass finite latents")
+    return a, b
 
 
 def truncate(w: torch.Tensor, w_avg: torch.Tensor, psi: float) -> torch.Tensor:

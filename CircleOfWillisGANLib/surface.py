@@ -114,9 +114,9 @@ def _check_level(threshold: object, volume: np.ndarray) -> float:
     except (TypeError, ValueError):
         raise InputError(f"the surface threshold must be a number, got {threshold!r}") from None
     lo, hi = float(volume.min()), float(volume.max())
-    if not lo <= level < hi:
-        raise InputError(f"surface threshold {level:g} is outside the volume's range {lo:g} to {hi:g}, so there is no "
-                         "surface: choose a value inside it, or leave the threshold out for Otsu's")
+    if not lo < level < hi:  # at the minimum itself, every voxel is inside and no surface is cut
+        raise InputError(f"surface threshold {level:g} is not inside the volume's range {lo:g} to {hi:g}, so there is "
+                         "no surface: choose a value between them, or leave the threshold out for Otsu's")
     return level
 
 

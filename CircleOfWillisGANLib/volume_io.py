@@ -13,6 +13,7 @@ from typing import Any, Sequence, Tuple, Union
 
 import numpy as np
 
+from .checks import whole_number
 from .errors import InputError
 from .files import atomic_write, path_problem
 
@@ -38,8 +39,11 @@ def check_spacing(spacing_mm: Sequence[float]) -> Tuple[float, float, float]:
 
 def default_affine(shape_dhw: Sequence[int], spacing_mm: Sequence[float] = DEFAULT_SPACING_MM) -> np.ndarray:
     """RAS+ affine for a (D, H, W) grid with (x, y, z) spacing, centred on the origin."""
-    d, h, w = shape_dhw
-    affine = np.diag([float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]), 1.0])
+    if isinstance(shape_dhw, (str, bytes)) or not hasattr(shape_dhw, "__len__") or len(shape_dhw) != 3:
+        raise InputError(f"a grid needs three sizes (D, H, W), got {shape_dhw!r}")
+    d, h, w = (whole_number(n, "every grid size", 1) for n in shape_dhw)
+    spacing_mm = check_spacing(spacing_mm)
+    affine = np.diag([spacing_mm[0], spacing_mm[1], spacing_mm[2], 1.0])
     affine[:3, 3] = -affine[:3, :3] @ ((np.array([h, w, d], dtype=float) - 1.0) / 2.0)
     return affine
 
@@ -89,8 +93,11 @@ def save_volume(path: PathLike, volume_dhw: np.ndarray, affine: np.ndarray, dtyp
                 and volume_dhw.max() <= info.max):
             raise InputError(f"storing this volume as {target} would change its values (they are not whole numbers "
                              f"from {info.min} to {info.max}): save it as float32")
-    elif target.kind != "f":
+    elif target.kind != "f" or target.itemsize < 4:
         raise InputError(f"volumes are stored as float or integer NIfTI, not {target}: use float32, int16 or uint8")
+    elif volume_dhw.size and np.abs(volume_dhw).max() > np.finfo(target).max:  # would be written as infinite
+        raise InputError(f"the volume for {Path(path).name} holds values beyond {target}'s range (up to "
+                         f"{np.abs(volume_dhw).max():.3g}): nothing was written; rescale it or save it as float64")
     image = nib.Nifti1Image(np.ascontiguousarray(volume_dhw.transpose(1, 2, 0)).astype(target), check_affine(affine))
     _set_qform(image)
     image.header.set_xyzt_units("mm")

@@ -80,3 +80,20 @@ def test_recomputing_the_demo_models_directions_gives_the_ones_it_carries():
               if e["method"] in ("sefa", "pca")]
     assert [(e["key"], e["row"]) for e in info["entries"]] == [(k, r) for k, r, _ in cached]
     assert [e["sigma"] for e in info["entries"]] == pytest.approx([s for _, _, s in cached], rel=1e-6)
+
+
+def test_direction_amounts_and_latents_that_would_make_nan_or_a_torch_error_are_refused_naming_them(tiny_generator):
+    directions = D.directions_for(tiny_generator)
+    ws = tiny_generator.styles(seeds=[1])
+    for amounts, message in (([float("nan")], "the amount of direction 1 must be a finite number"),
+                             ([0.0, "1"], "the amount of direction 2 must be a finite number"),
+                             (1.0, "a list with one number per direction")):
+        with pytest.raises(D.InputError, match=message):
+            D.apply_directions(ws, directions, amounts)
+    for bad in (ws[0], ws.numpy()):
+        with pytest.raises(D.InputError, match="ws must be a \\(N, num_ws, latent\\) tensor"):
+            D.apply_directions(bad, directions, [1.0])
+    moved = D.apply_directions(ws, directions, [2.0])
+    step = 2.0 * directions[0].sigma * directions[0].vector
+    assert torch.allclose(moved[0, list(directions[0].layers)] - ws[0, list(directions[0].layers)], step.expand(
+        len(directions[0].layers), -1), atol=1e-6)

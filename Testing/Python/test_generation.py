@@ -56,6 +56,25 @@ def test_bulk_mapping_maps_the_batch_at_once_and_agrees_with_the_exact_w(tiny_ge
     torch.testing.assert_close(bulk, tiny_generator.mapping(z), rtol=1e-5, atol=1e-6)
 
 
+def test_latent_helpers_take_arrays_and_whole_numbers_and_name_bad_seeds():
+    import numpy as np
+
+    a, b = z_from_seeds([1], 4), z_from_seeds([2], 4)
+    assert torch.equal(lerp(a.numpy(), b.numpy(), 0.25), lerp(a, b, 0.25))  # arrays as the tensors they hold
+    assert torch.allclose(slerp(a.numpy(), b, 1.0), b)
+    assert torch.allclose(slerp(torch.tensor([[1, 0]]), torch.tensor([[0, 2]]), 0.5), torch.tensor([[0.7071, 1.4142]]),
+                          atol=1e-4)
+    with pytest.raises(InputError, match=r"two real latents of one shape, got \(1, 4\) .* and \(4,\)"):
+        lerp(a, b[0], 0.5)
+    with pytest.raises(InputError, match="two latents \\(tensors or arrays of numbers\\), got str"):
+        slerp("a", b, 0.5)
+    assert torch.equal(z_from_seeds(3, 4), z_from_seeds([3], 4)) and torch.equal(z_from_seeds(np.arange(2), 4),
+                                                                               z_from_seeds([0, 1], 4))
+    for seeds in ([], "1-3"):
+        with pytest.raises(InputError, match="seeds"):
+            z_from_seeds(seeds, 4)
+
+
 def test_lerp_of_latents_of_different_precision_runs_in_the_wider_one_and_ends_on_each_bit_for_bit():
     a = torch.tensor([[0.1, -2.0, 3.3]], dtype=torch.float64)  # w read back from a sidecar
     b = torch.tensor([[1.7, 0.4, -0.9]], dtype=torch.float32)  # w from the mapping

@@ -416,7 +416,7 @@ def test_a_threshold_above_every_voxel_renders_the_volume_and_says_there_is_no_s
     panel.ui.thresholdSlider.setValue(panel.ui.thresholdSlider.maximum())
     settle(panel, app)
     assert panel.last_error == "" and panel.last_result.surface is None
-    assert "is outside the volume's range" in panel.ui.statusLabel.text()
+    assert "is not inside the volume's range" in panel.ui.statusLabel.text()
     assert panel.ui.statusLabel.text().endswith("move the threshold or tick Automatic threshold")
     panel.ui.autoThresholdCheckBox.setChecked(True)
     settle(panel, app)

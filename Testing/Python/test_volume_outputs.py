@@ -202,8 +202,9 @@ def test_contact_sheets_and_gifs_check_their_layout(tmp_path):
 
 
 @pytest.mark.parametrize("volume, affine, threshold, message", [
-    (VOLUME, AFFINE, 5.0, "outside the volume's range"),
-    (VOLUME, AFFINE, float("nan"), "outside the volume's range"),
+    (VOLUME, AFFINE, 5.0, "not inside the volume's range"),
+    (VOLUME, AFFINE, float("nan"), "not inside the volume's range"),
+    (VOLUME, AFFINE, float(VOLUME.min()), "not inside the volume's range"),  # every voxel inside: no surface
     (VOLUME[:1], AFFINE, 0.5, "at least 2 voxels"),
     (VOLUME, np.eye(3), 0.5, "4 x 4"),
 ])
@@ -358,3 +359,21 @@ def test_a_volume_whose_header_cannot_be_used_is_refused_naming_the_file(tmp_pat
         with pytest.raises(InputError, match=message) as caught:
             read(path)
         assert "odd.nii.gz" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_volume_beyond_its_dtype_or_in_float16_is_refused_before_a_file_that_would_not_read_back(tmp_path):
+    with pytest.raises(InputError, match=r"holds values beyond float32's range \(up to 1e\+39\): nothing was written"):
+        save_volume(tmp_path / "big.nii", np.full((2, 2, 2), 1e39), AFFINE)
+    with pytest.raises(InputError, match="not float16: use float32, int16 or uint8"):
+        save_volume(tmp_path / "half.nii", VOLUME, AFFINE, dtype=np.float16)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("shape, spacing, message", [
+    ((2, 2), (1.0, 1.0, 1.0), "a grid needs three sizes"),
+    ((2, 0, 2), (1.0, 1.0, 1.0), "every grid size must be a whole number of at least 1"),
+    ((2, 2, 2), (float("nan"), 1.0, 1.0), "three positive millimetres"),
+])
+def test_a_default_affine_of_an_impossible_grid_is_refused_not_made_of_nan(shape, spacing, message):
+    with pytest.raises(InputError, match=message):
+        default_affine(shape, spacing)
