@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Unio
 import numpy as np
 
 from . import __version__
-from .errors import OutputError
+from .errors import InputError, OutputError
 from .mip import mip_panel, save_png
 from .files import write_json
 from .volume_io import save_volume, spacing_of
@@ -111,6 +111,15 @@ def write_volume_outputs(out_dir: Union[str, Path], stem: str, volume: np.ndarra
     out = Path(out_dir)
     if not out.is_dir():
         raise OutputError(f"output folder {out} does not exist: create it first")
+    if not isinstance(sidecar, dict):
+        raise InputError(f"the sidecar must be a dict of what to record beside the volume, got {type(sidecar).__name__}")
+    if surface:
+        from .surface import SURFACE_FORMATS
+
+        surface_format = "." + str(surface_format).lstrip(".").lower()  # "stl" as ".stl"
+        if surface_format[1:] not in SURFACE_FORMATS:
+            raise InputError(f"unknown surface format {surface_format!r}: use one of "
+                             f"{', '.join('.' + f for f in SURFACE_FORMATS)}")
     names = volume_output_names(stem, surface_format if surface else None)
     record = dict(sidecar)
     record.setdefault("software_version", __version__)
@@ -122,8 +131,9 @@ def write_volume_outputs(out_dir: Union[str, Path], stem: str, volume: np.ndarra
     if surface:
         from .surface import vessel_surface, vessel_threshold
 
-        level = vessel_threshold(volume) if threshold is None else float(threshold)
-        mesh = vessel_surface(volume, affine, level, smoothing_iterations=smoothing_iterations)
+        level = vessel_threshold(volume) if threshold is None else threshold
+        mesh = vessel_surface(volume, affine, level, smoothing_iterations=smoothing_iterations)  # checks the level
+        level = float(level)
         record["surface"] = {"file": names[3], "threshold": level,
                              "threshold_method": "given" if threshold is not None else "Otsu on the brightest 10% of voxels",
                              "smoothing_iterations": smoothing_iterations, "points": mesh.GetNumberOfPoints()}

@@ -377,3 +377,21 @@ def test_a_volume_beyond_its_dtype_or_in_float16_is_refused_before_a_file_that_w
 def test_a_default_affine_of_an_impossible_grid_is_refused_not_made_of_nan(shape, spacing, message):
     with pytest.raises(InputError, match=message):
         default_affine(shape, spacing)
+
+
+def test_volume_outputs_take_a_surface_format_without_its_dot_and_refuse_a_bad_threshold_or_sidecar(tmp_path):
+    pytest.importorskip("vtk")
+    from CircleOfWillisGANLib.outputs import write_volume_outputs
+
+    blob = np.zeros((8, 16, 16), np.float32)
+    blob[2:6, 4:12, 4:12] = 1.0
+    paths = write_volume_outputs(tmp_path, "a", blob, default_affine(blob.shape), {}, surface=True,
+                                 surface_format="STL", threshold=0.5)
+    assert paths["surface"].name == "a_surface.stl" and paths["surface"].stat().st_size > 0
+    for options, message in (({"surface_format": "vtk"}, "unknown surface format '.vtk': use one of .vtp"),
+                             ({"threshold": "abc"}, "the surface threshold must be a number, got 'abc'")):
+        with pytest.raises(InputError, match=message):
+            write_volume_outputs(tmp_path, "b", blob, default_affine(blob.shape), {}, surface=True, **options)
+    with pytest.raises(InputError, match="the sidecar must be a dict"):
+        write_volume_outputs(tmp_path, "b", blob, default_affine(blob.shape), None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.nii.gz", "a_mip.png", "a_surface.stl"]
