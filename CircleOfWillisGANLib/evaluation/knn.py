@@ -7,6 +7,7 @@ from typing import Tuple
 
 import numpy as np
 
+from ..checks import whole_number
 from ..errors import InputError
 from .distances import as_feature_matrix
 
@@ -19,13 +20,13 @@ def _pairwise(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def knn_radii(features: np.ndarray, k: int) -> np.ndarray:
     """Distance from each sample to its k-th nearest other sample of the same set."""
+    k = whole_number(k, "k (the neighbour whose distance is a sample's radius)", 1)
     x = as_feature_matrix(features, "features", k + 1)
-    if k < 1:
-        raise InputError(f"k must be at least 1, got {k}")
     return np.sort(_pairwise(x, x), axis=1)[:, k]
 
 
 def _check(real: np.ndarray, fake: np.ndarray, k: int, fake_rows: int) -> Tuple[np.ndarray, np.ndarray]:
+    k = whole_number(k, "k (the neighbour whose distance is a sample's radius)", 1)
     r = as_feature_matrix(real, "real features", k + 1)
     f = as_feature_matrix(fake, "generated features", fake_rows)
     if r.shape[1] != f.shape[1]:

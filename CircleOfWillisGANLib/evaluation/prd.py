@@ -6,7 +6,9 @@ from typing import Tuple
 
 import numpy as np
 
+from ..checks import whole_number
 from ..errors import InputError, require
+from ..latents import check_seed
 from .distances import as_feature_matrix
 
 EPSILON = 1e-10
@@ -44,13 +46,14 @@ def prd(eval_features: np.ndarray, ref_features: np.ndarray, num_clusters: int =
         num_runs: int = 10, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """PRD curve of generated (`eval_features`) against real (`ref_features`) (N, F) features, averaged over
     `num_runs` clusterings seeded seed, seed + 1, ...; both sets must have the same number of samples."""
+    num_clusters = whole_number(num_clusters, "num_clusters", 1)
+    num_runs = whole_number(num_runs, "num_runs", 1)
+    check_seed(check_seed(seed) + num_runs - 1)  # the last run's clustering seed too
     e = as_feature_matrix(eval_features, "eval_features", num_clusters)
     r = as_feature_matrix(ref_features, "ref_features", num_clusters)
     if len(e) != len(r):
         raise InputError(f"PRD needs sets of equal size (got {len(e)} and {len(r)}), since unequal sets bias the "
                          "clustering: subsample the larger set")
-    if num_runs < 1:
-        raise InputError(f"num_runs must be at least 1, got {num_runs}")
     curves = [prd_curve(*cluster_histograms(e, r, num_clusters, seed + run), num_angles) for run in range(num_runs)]
     return np.mean([c[0] for c in curves], axis=0), np.mean([c[1] for c in curves], axis=0)
 
@@ -63,6 +66,9 @@ def prd_auc(precision: np.ndarray, recall: np.ndarray) -> float:
     ties or nearly ties (a curve's vertical edge): there its order is arbitrary and the area up to 1e-3 low."""
     p = np.asarray(precision, dtype=np.float64)
     r = np.asarray(recall, dtype=np.float64)
+    if p.ndim != 1 or p.shape != r.shape or len(p) < 2:
+        raise InputError(f"a PRD curve is two 1D arrays of one length (at least 2 points), as prd() returns; got "
+                         f"shapes {p.shape} and {r.shape}")
     order = np.argsort(-np.arctan2(p, r), kind="stable")
     p, r = p[order], r[order]
     return float(np.sum((r[1:] - r[:-1]) * (p[1:] + p[:-1]) / 2.0))

@@ -86,11 +86,13 @@ def case_rng(seed: int, index: int) -> np.random.Generator:
 def _rng(seed_or_rng: SeedLike) -> np.random.Generator:
     if isinstance(seed_or_rng, np.random.Generator):
         return seed_or_rng
-    if isinstance(seed_or_rng, tuple):
-        return case_rng(*seed_or_rng)
-    if isinstance(seed_or_rng, (int, np.integer)) and int(seed_or_rng) >= 0:
-        return case_rng(int(seed_or_rng), 0)
-    raise InputError(f"phantom seed {seed_or_rng!r} is invalid: give a non-negative integer")
+    whole = (int, np.integer)
+    pair = isinstance(seed_or_rng, tuple) and len(seed_or_rng) == 2
+    parts = seed_or_rng if pair else (seed_or_rng, 0)
+    if all(isinstance(n, whole) and not isinstance(n, bool) and int(n) >= 0 for n in parts):
+        return case_rng(int(parts[0]), int(parts[1]))
+    raise InputError(f"phantom seed {seed_or_rng!r} is invalid: give a non-negative integer, a (seed, case index) "
+                     "pair of them, or a numpy Generator")
 
 
 def _label_priority(label: int) -> float:
@@ -99,6 +101,8 @@ def _label_priority(label: int) -> float:
 
 def generate_phantom(seed_or_rng: SeedLike = 0, config: Optional[PhantomConfig] = None) -> Phantom:
     """Generate one phantom; an int seed s is case 0 of set s, a (seed, index) pair is that case of a set."""
+    if config is not None and not isinstance(config, PhantomConfig):
+        raise InputError(f"config must be a PhantomConfig, got {type(config).__name__}")
     cfg = config or PhantomConfig()
     rng = _rng(seed_or_rng)
     variants = sample_variants(rng, cfg.prevalence, cfg.force)

@@ -150,3 +150,17 @@ def test_the_verdict_compares_a_distance_with_the_real_baseline_even_when_the_ba
     assert verdict(0.0, 0.0) == "close to the real-vs-real baseline"
     assert verdict(1.0, 0.0) == "far from the real data"
     assert verdict(None, 1.0) is None
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda a, b: precision_recall(a, b, k=3.0), "k \\(the neighbour .*\\) must be a whole number"),
+    (lambda a, b: density_coverage(a, b, k=0), "k \\(the neighbour .*\\) must be a whole number of at least 1"),
+    (lambda a, b: prd(b, a, num_clusters=0), "num_clusters must be a whole number of at least 1"),
+    (lambda a, b: prd(b, a, num_clusters=2, seed=-1), "seed -1 is out of range"),
+    (lambda a, b: prd(b, a, num_clusters=2, num_runs=0), "num_runs must be a whole number of at least 1"),
+    (lambda a, b: prd_auc(np.ones(5), np.ones(4)), "two 1D arrays of one length"),
+])
+def test_metric_settings_that_library_code_would_fail_on_are_named(call, message):
+    rng = np.random.default_rng(0)
+    with pytest.raises(InputError, match=message):
+        call(rng.normal(size=(12, 3)), rng.normal(size=(12, 3)))

@@ -354,3 +354,14 @@ def test_a_set_over_a_million_phantoms_is_refused_before_a_case_is_written(tmp_p
     with pytest.raises(InputError, match="--n 1000001 is too many: a set holds at most 1,000,000 phantoms"):
         next(iter_phantom_set(tmp_path, 1_000_001, seed=0, config=PhantomConfig(shape=(8, 32, 32))))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("seed, config, message", [
+    ((1, 2, 3), None, "phantom seed \\(1, 2, 3\\) is invalid: give a non-negative integer, a \\(seed, case index\\)"),
+    ((1, -1), None, "phantom seed \\(1, -1\\) is invalid"),
+    (True, None, "phantom seed True is invalid"),
+    (0, "x", "config must be a PhantomConfig, got str"),
+])
+def test_a_phantom_seed_or_config_of_the_wrong_kind_is_named(seed, config, message):
+    with pytest.raises(InputError, match=message):
+        generate_phantom(seed, config)
