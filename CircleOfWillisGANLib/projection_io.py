@@ -151,10 +151,12 @@ def _made_by(report: Path) -> Tuple[Optional[str], Optional[str]]:
 def check_projection_fits(latent: ProjectedLatent, generator: Any) -> None:
     """Raise InputError unless the projection's latent and noise have the generator's shapes and it was made with
     this model (so every render from it works, not only the first check)."""
+    made_with = latent.metadata.get("model")
+    load_that = f"load the model it was made with ({made_with})" if made_with else "load the model it was made with"
     want = (generator.num_ws, generator.arch.latent_dim)
     if tuple(latent.ws.shape) != want:
         raise InputError(f"the projection's w+ has shape {tuple(latent.ws.shape)} but this model takes {want}: "
-                         "project the volume again with this model")
+                         f"{load_that}, or project the volume again with this model")
     if tuple(latent.noise.shape) != noise_shape(generator.arch, 1):
         raise InputError(f"the projection's noise has shape {tuple(latent.noise.shape)} but this model takes "
                          f"{noise_shape(generator.arch, 1)}: the file was damaged or edited; project the volume again")
@@ -164,7 +166,7 @@ def check_projection_fits(latent: ProjectedLatent, generator: Any) -> None:
         raise InputError("the projection does not say which model made it (no model checksum in its metadata): "
                          "project the volume again with `cowgan project` or the panel")
     if weights and weights != weights_sha256(generator.checkpoint) or not weights and sha != generator.checkpoint.sha256:
-        raise InputError("the projection was made with another model (its weights differ): load that model, "
+        raise InputError(f"the projection was made with another model (its weights differ): {load_that}, "
                          "or project the volume again with this one")
 
 

@@ -111,7 +111,7 @@ def test_a_screenshot_of_a_model_or_projection_that_fails_is_an_error_not_a_pict
         assert main(["project", "--volume", str(scan), "--out", str(tmp_path / "proj"), "--steps", "1", "1", "1"]) == 0
         options = ["--model", str(REPO / "Testing" / "data" / "claim-golden" / "model_0.pt"),
                    "--projection", str(tmp_path / "proj")]
-        named = "project the volume again with this model"
+        named = "demo.safetensors), or project the volume again with this model"
     shot = tmp_path / "shot.png"
     env = dict(os.environ, QT_QPA_PLATFORM="xcb")
     result = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", sys.executable, "-m", "cowgan", "explore",
