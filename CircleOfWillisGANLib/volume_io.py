@@ -74,6 +74,8 @@ def save_volume(path: PathLike, volume_dhw: np.ndarray, affine: np.ndarray, dtyp
     """Write a (D, H, W) volume as NIfTI with array axes (H, W, D), atomically; values must fit `dtype`."""
     import nibabel as nib
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"a volume is saved to a file path (str or Path), got {type(path).__name__}")
     if not str(path).lower().endswith((".nii", ".nii.gz")):
         raise InputError(f"cannot save a volume as {Path(path).name}: use a .nii or .nii.gz file name")
     volume_dhw = np.asarray(volume_dhw)

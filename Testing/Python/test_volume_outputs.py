@@ -366,6 +366,8 @@ def test_a_volume_beyond_its_dtype_or_in_float16_is_refused_before_a_file_that_w
         save_volume(tmp_path / "big.nii", np.full((2, 2, 2), 1e39), AFFINE)
     with pytest.raises(InputError, match="not float16: use float32, int16 or uint8"):
         save_volume(tmp_path / "half.nii", VOLUME, AFFINE, dtype=np.float16)
+    with pytest.raises(InputError, match="a volume is saved to a file path \\(str or Path\\), got NoneType"):
+        save_volume(None, VOLUME, AFFINE)
     assert not list(tmp_path.iterdir())
 
 
