@@ -157,9 +157,6 @@ def check_projection_fits(latent: ProjectedLatent, generator: Any) -> None:
     if tuple(latent.ws.shape) != want:
         raise InputError(f"the projection's w+ has shape {tuple(latent.ws.shape)} but this model takes {want}: "
                          f"{load_that}, or project the volume again with this model")
-    if tuple(latent.noise.shape) != noise_shape(generator.arch, 1):
-        raise InputError(f"the projection's noise has shape {tuple(latent.noise.shape)} but this model takes "
-                         f"{noise_shape(generator.arch, 1)}: the file was damaged or edited; project the volume again")
     weights = latent.metadata.get("model_weights_sha256")  # older projections hold only the file's content checksum
     sha = latent.metadata.get("model_content_sha256")
     if not weights and not sha:
@@ -168,6 +165,9 @@ def check_projection_fits(latent: ProjectedLatent, generator: Any) -> None:
     if weights and weights != weights_sha256(generator.checkpoint) or not weights and sha != generator.checkpoint.sha256:
         raise InputError(f"the projection was made with another model (its weights differ): {load_that}, "
                          "or project the volume again with this one")
+    if tuple(latent.noise.shape) != noise_shape(generator.arch, 1):  # this model made it, so the file changed since
+        raise InputError(f"the projection's noise has shape {tuple(latent.noise.shape)} but this model takes "
+                         f"{noise_shape(generator.arch, 1)}: the file was damaged or edited; project the volume again")
 
 
 def convergence_plot(path: Union[str, Path], result: ProjectionResult) -> Path:

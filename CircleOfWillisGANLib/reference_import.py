@@ -45,7 +45,8 @@ def read_reference_config(model_path: Path, config_path: Optional[Path]) -> Dict
     path = config_path or model_path.with_name(".config.json")
     if config_path is None and not path.exists():  # a folder of that name is named as such below
         log.warning("no .config.json beside %s: assuming the reference's defaults (lr_mlp %s); if the run used other "
-                    "settings, %s", model_path, REFERENCE_LR_MLP, CONFIG_FIX)
+                    "settings, put its models/NAME/.config.json beside it (`cowgan import-reference` also takes --config "
+                    "CONFIG.json)", model_path, REFERENCE_LR_MLP)
         return {}
     problem = path_problem(path)
     if problem:
@@ -265,7 +266,8 @@ def convert_state(state: Dict[str, torch.Tensor], arch: Architecture, mapping: s
 
 def convert_discriminator(state: Dict[str, torch.Tensor], arch: Architecture) -> Dict[str, torch.Tensor]:
     """Rename the reference's discriminator D into this project's Discriminator keys (the same residual blocks, blur
-    and strides), so that a reference run can be fine-tuned."""
+    and strides), so that a reference run can be fine-tuned. Its last layer is negated: the reference scores real
+    volumes low, this project's losses (training/losses.py) score them high, so D keeps its judgement."""
     target = Discriminator(arch).state_dict()
     used = set()
     out: Dict[str, torch.Tensor] = {}
@@ -282,10 +284,10 @@ def convert_discriminator(state: Dict[str, torch.Tensor], arch: Architecture) ->
             if not torch.equal(state[blur_key].float(), torch.tensor([1.0, 2.0, 1.0])):
                 raise CheckpointError(f"{blur_key} is {state[blur_key].tolist()}, not the [1, 2, 1] blur this "
                                       "importer implements")
-    for name in ("final_conv", "to_logit"):
+    for name, sign in (("final_conv", 1.0), ("to_logit", -1.0)):
         for p in ("weight", "bias"):
             used.add(f"D.{name}.{p}")
-            out[f"{name}.{p}"] = _take(state, f"D.{name}.{p}", target[f"{name}.{p}"].shape)
+            out[f"{name}.{p}"] = sign * _take(state, f"D.{name}.{p}", target[f"{name}.{p}"].shape)
     _refuse_unused(state, ("D.",), used, "discriminator")
     return out
 
@@ -314,13 +316,13 @@ def is_reference_checkpoint(path: Union[str, Path]) -> bool:
     return False
 
 
-def reference_networks(model_path: str, config_path: Optional[str] = None, depth: Optional[int] = None
+def reference_networks(model_path: str, config_path: Optional[str] = None
                        ) -> Tuple[Architecture, Dict[str, Dict[str, torch.Tensor]]]:
-    """A reference run's architecture and its networks as this project's state dicts, to fine-tune it: "G" (live
-    mapping S and synthesis G), "G_ema" (SE, GE) and "D"."""
+    """A reference run's architecture (at the reference's slice count; no tensor depends on it) and its networks as
+    this project's state dicts, to fine-tune it: "G" (live mapping S and synthesis G), "G_ema" (SE, GE) and "D"."""
     path = Path(model_path)
     state = _load_state(path)
-    arch = infer_architecture(state, read_reference_config(path, Path(config_path) if config_path else None), depth)
+    arch = infer_architecture(state, read_reference_config(path, Path(config_path) if config_path else None))
     if not any(key.startswith("S.net.") for key in state) or not any(key.startswith("D.") for key in state):
         raise CheckpointError(f"{path} holds only the EMA generator (no live networks S, G and discriminator D), "
                               "which generates but cannot be trained on: pass a checkpoint the reference trainer "

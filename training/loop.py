@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import signal
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, Dict, Iterator, Optional
 import torch
 
 from CircleOfWillisGANLib import __version__
+from CircleOfWillisGANLib.architecture import NOISE_MODES
 from CircleOfWillisGANLib.benchmark import machine_description
 from CircleOfWillisGANLib.errors import CheckpointError, CoWGANError, InputError, OutputError
 from CircleOfWillisGANLib.outputs import timestamp
@@ -172,12 +174,13 @@ def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: Proces
                   bar: bool, guard_every: int) -> RunResult:
     """The run itself, on the process that holds the folder's lock and the processes that follow it."""
     data = RealVolumes.open(Path(data_dir), group.device)
-    if cfg.init and find_state(run_dir) is None and is_reference_checkpoint(cfg.init):
-        cfg = cfg.replace(noise_mode="reference")  # its generator was trained on the reference's uniform noise cube
+    source = _init_source(Path(cfg.init)) if cfg.init and find_state(run_dir) is None else None
+    if source and source.noise_mode and source.noise_mode != cfg.noise_mode:
+        cfg = cfg.replace(noise_mode=source.noise_mode)  # the networks were trained on that noise; they keep it
     trainer = Trainer(cfg, data, group)
     resumed = _resume(trainer, run_dir, data)
     _check_same_start(trainer.step_index, run_dir, group)
-    origin = resumed.get("init_from") if resumed else (_initialise(trainer, Path(cfg.init)) if cfg.init else None)
+    origin = resumed.get("init_from") if resumed else (_initialise(trainer, source) if source else None)
     if not resumed:
         _check_minibatch_groups(cfg)
     if group.is_main:
@@ -337,21 +340,50 @@ def _check_same_start(step: int, run_dir: Path, group: ProcessGroup) -> None:
                               f"resume state in {run_dir}, so pass an --out on storage every node shares")
 
 
-def _initialise(trainer: Trainer, source: Path) -> Dict[str, Any]:
-    """Load the networks, not the optimisers, step or augmentation strength, of another run: fine-tuning."""
+@dataclasses.dataclass(frozen=True)
+class InitSource:
+    """What `--init` names: a resume state of `cowgan train`, or a checkpoint of the published reference."""
+
+    path: Path
+    reference: bool
+    noise_mode: Optional[str]  # the convention its generator was trained with, where known before loading it
+
+
+def _init_source(source: Path) -> InitSource:
+    """The file `--init` starts from and its kind, found before the trainer is built (which needs the noise
+    convention). A reference checkpoint too damaged to be recognised, but named or placed like one, stays one,
+    so its reader names the damage."""
     path = find_state(source) if source.is_dir() else source
     if path is None or not path.is_file():
         raise InputError(f"--init {source} holds no resume state: pass a run folder written by `cowgan train` "
-                         "(or its checkpoints/latest.pt)")
+                         "(or its checkpoints/latest.pt, or a reference run's models/NAME/model_N.pt)")
     if path.name.lower().endswith(".safetensors"):
         raise InputError(f"--init {path} is a model file, which holds the generator for generation only; fine-tuning "
                          "needs a run's resume state with its discriminator: pass the run folder it was exported from")
     if is_reference_checkpoint(path):
-        return _initialise_from_reference(trainer, path)
+        return InitSource(path, True, "reference")
+    if re.fullmatch(r"model_\d+\.pt", path.name) and not path.parent.name == "checkpoints":
+        return InitSource(path, True, None)
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    try:
+        mode = json.loads((run / RUN_CONFIG).read_text(encoding="utf-8"))["architecture"]["noise_mode"]
+    except (OSError, ValueError, KeyError, TypeError):
+        mode = None  # no readable config.json: the state's own architecture is compared when it is loaded
+    return InitSource(path, False, mode if mode in NOISE_MODES else None)
+
+
+def _initialise(trainer: Trainer, source: InitSource) -> Dict[str, Any]:
+    """Load the networks, not the optimisers, step or augmentation strength, of another run: fine-tuning."""
+    if source.reference:
+        return _initialise_from_reference(trainer, source.path)
+    path = source.path
     state = load_state(path)
     if state["architecture"] != trainer.arch.to_dict():
+        noise = state["architecture"].get("noise_mode")
+        fix = (f"add --set noise_mode={noise}" if dict(state["architecture"], noise_mode=trainer.arch.noise_mode)
+               == trainer.arch.to_dict() else "use the --preset of that run and a dataset of its volume shape")
         raise CheckpointError(f"--init {path} holds a {state['architecture']} model, but this run trains "
-                              f"{trainer.arch.to_dict()}: use the --preset of that run and a dataset of its volume shape")
+                              f"{trainer.arch.to_dict()}: {fix}")
     source_std = _stored_config(state["config"], path).minibatch_std
     if source_std != trainer.cfg.minibatch_std:
         raise CheckpointError(f"--init {path} has a discriminator with minibatch_std={source_std}, but this run asks "
@@ -365,7 +397,13 @@ def _initialise(trainer: Trainer, source: Path) -> Dict[str, Any]:
 def _initialise_from_reference(trainer: Trainer, path: Path) -> Dict[str, Any]:
     """Load a reference run's live generator (S, G), EMA generator (SE, GE) and discriminator D, converted exactly.
     No file records the reference's slice count, so it is this run's (its dataset's), as `import-reference --depth`."""
-    arch, networks = reference_networks(str(path), depth=trainer.arch.output_shape[0])
+    arch, networks = reference_networks(str(path))
+    depth, side = trainer.arch.output_shape[0], arch.output_shape[1]
+    if depth > side:
+        raise CheckpointError(f"--init {path} is a reference run of image size {side}, which makes at most {side} "
+                              f"slices, but this run's volumes have {depth}: prepare the dataset with at most {side} "
+                              f"slices (`cowgan prepare --shape {min(side, 32)} {side} {side}`)")
+    arch = dataclasses.replace(arch, output_shape=(depth, side, side))
     if arch != trainer.arch:
         raise CheckpointError(f"--init {path} is a reference run of {arch.to_dict()}, but this run trains "
                               f"{trainer.arch.to_dict()}: use the --preset of its configuration (paper for the "

@@ -496,6 +496,10 @@ def test_a_projection_belongs_to_the_weights_not_to_the_file_that_held_them(gene
     retrained = CoWGenerator(Checkpoint(ckpt.architecture, state, ckpt.w_avg, {}), "cpu")  # no file checksum at all
     with pytest.raises(InputError, match="made with another model \\(its weights differ\\)"):
         check_projection_fits(latent, retrained)
+    other_noise = CoWGenerator(Checkpoint(dataclasses.replace(ckpt.architecture, noise_mode="reference"), state,
+                                          ckpt.w_avg, {}), "cpu")  # its noise has another shape too: the model is named
+    with pytest.raises(InputError, match="made with another model \\(its weights differ\\): load the model it was made"):
+        check_projection_fits(latent, other_noise)
     older = dataclasses.replace(latent, metadata={**{k: v for k, v in latent.metadata.items() if k != "model_weights_sha256"},
                                                   "model_content_sha256": "file-a"})  # only the model file's checksum
     check_projection_fits(older, CoWGenerator(dataclasses.replace(ckpt, sha256="file-a"), "cpu"))

@@ -363,8 +363,8 @@ def test_a_reference_runs_discriminator_and_live_networks_convert_for_fine_tunin
     D = Discriminator(arch)
     D.load_state_dict(networks["D"])
     volumes = torch.rand((2, 1, *arch.output_shape), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        assert torch.allclose(D(volumes), _reference_discriminator(state, volumes), rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # the reference scores reals low, this project's losses high: the same judgement
+        assert torch.allclose(D(volumes), -_reference_discriminator(state, volumes), rtol=1e-4, atol=1e-5)
     live, ema = GeneratorModel(arch), GeneratorModel(arch)
     live.load_state_dict(networks["G"])
     ema.load_state_dict(networks["G_ema"])
@@ -414,7 +414,8 @@ def test_a_missing_config_is_warned_about_but_a_missing_checkpoint_is_the_only_e
         import_reference(str(tmp_path / "model_0.pt"))
     assert [r.getMessage() for r in caplog.records] == [
         f"no .config.json beside {tmp_path / 'model_0.pt'}: assuming the reference's defaults (lr_mlp 0.1); if the run "
-        "used other settings, pass the run's own .config.json (`cowgan import-reference MODEL.pt --config CONFIG.json`)"]
+        "used other settings, put its models/NAME/.config.json beside it (`cowgan import-reference` also takes --config "
+        "CONFIG.json)"]
     caplog.clear()
     with pytest.raises(CheckpointError, match="does not exist"):
         import_reference(str(tmp_path / "model_9.pt"))

@@ -587,7 +587,8 @@ def test_a_new_run_can_start_from_another_runs_networks_and_records_where_from(d
 
 def _as_reference_checkpoint(G, D, G_ema, arch) -> dict:
     """Networks of this project written under the reference trainer's names (S, G live; SE, GE EMA; D), as
-    REFERENCE.md lists them: the inverse of the import, to check that fine-tuning takes each tensor to its place."""
+    REFERENCE.md lists them, with D's last layer negated (the reference scores real volumes low): the inverse of
+    the import, to check that fine-tuning takes each tensor to its place."""
     gan = {}
     for live, (mapping, synthesis) in ((G, ("S", "G")), (G_ema, ("SE", "GE"))):
         state = live.state_dict()
@@ -611,7 +612,8 @@ def _as_reference_checkpoint(G, D, G_ema, arch) -> dict:
     names = {"residual": "conv_res", "conv1": "net.0", "conv2": "net.2", "down": "downsample.1"}
     for key, value in D.state_dict().items():
         parts = key.split(".")
-        gan["D." + (".".join(parts[:2] + [names[parts[2]], parts[3]]) if parts[0] == "blocks" else key)] = value
+        gan["D." + (".".join(parts[:2] + [names[parts[2]], parts[3]]) if parts[0] == "blocks" else key)] = (
+            -value if parts[0] == "to_logit" else value)
     return {"GAN": gan}
 
 
@@ -647,6 +649,19 @@ def test_a_run_of_the_published_reference_is_fine_tuned_from_its_live_networks_e
     with pytest.raises(CheckpointError, match="no minibatch standard-deviation layer, but this run asks for "
                                               "minibatch_std=2: add --set minibatch_std=0"):
         train(cfg.replace(minibatch_std=2), dataset, tmp_path / "std", CPU, bar=False)
+    again = training_preset("tiny").replace(init=str(tmp_path / "tuned"), total_kimg=0.0)  # a run tuned from one
+    train(again, dataset, tmp_path / "again", CPU, bar=False)
+    assert load_state(find_state(tmp_path / "again"))["architecture"]["noise_mode"] == "reference"
+    deep = write_tube_dataset(tmp_path / "deep", count=3, shape=(64, 32, 32))
+    with pytest.raises(CheckpointError, match="image size 32, which makes at most 32 slices, but this run's volumes "
+                                              "have 64: prepare the dataset with at most 32 slices"):
+        train(cfg, deep, tmp_path / "deep-run", CPU, bar=False)
+    damaged = tmp_path / "cut" / "model_7.pt"
+    damaged.parent.mkdir()
+    damaged.write_bytes((tmp_path / "model_7.pt").read_bytes()[:20_000])
+    with pytest.raises(CheckpointError, match="reference checkpoint .*model_7.pt is truncated or corrupt .*copy it "
+                                              "again from the reference run's models/NAME/ folder"):
+        train(cfg.replace(init=str(damaged)), dataset, tmp_path / "cut-run", CPU, bar=False)
 
 
 def test_set_takes_true_false_and_seed_ranges_as_the_docs_write_them():
