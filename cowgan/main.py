@@ -11,8 +11,6 @@ import sys
 import threading
 from typing import Any, Iterator, List, NoReturn, Optional
 
-from .commands import COMMAND_MODULES
-
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -25,7 +23,9 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full parser, one sub-parser per command module."""
+    """The full parser, one sub-parser per command module (which import torch, numpy and tqdm)."""
+    from .commands import COMMAND_MODULES
+
     parser = OneLineErrorParser(prog="cowgan", description="3D StyleGAN2 for Circle of Willis TOF-MRA.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
@@ -47,14 +47,15 @@ def _printable_console() -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run `cowgan ARGS`; return the process exit code."""
     _printable_console()
-    parser = build_parser()
+    try:  # the library says how to install PyTorch; the commands' modules need torch, numpy and tqdm
+        from CircleOfWillisGANLib.errors import CoWGANError
+
+        parser = build_parser()
+    except ImportError as exc:
+        print(f"cowgan: error: {environment_error_message(exc) or exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     args = _home_expanded(parser.parse_args(argv))
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    try:
-        from CircleOfWillisGANLib.errors import CoWGANError
-    except ImportError as exc:
-        print(f"cowgan: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
     try:
         with _sigterm_as_interrupt():
             return int(args.run(args) or 0)

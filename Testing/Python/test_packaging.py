@@ -49,6 +49,14 @@ def test_importing_the_library_without_torch_says_how_to_install_it():
     assert "needs PyTorch" in result.stderr and "pip install torch" in result.stderr
 
 
+@pytest.mark.parametrize("missing, named", [("torch", "needs PyTorch"), ("tqdm", "the Python package 'tqdm'")])
+def test_the_command_line_without_a_core_package_says_how_to_install_it_in_one_line(missing, named):
+    code = f"import sys; sys.modules[{missing!r}] = None; from cowgan.main import main; sys.exit(main(['--help']))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and named in lines[0] and f"pip install {missing}" in lines[0]
+
+
 def test_a_missing_layout_file_is_one_project_error_naming_the_fix(monkeypatch, tmp_path):
     import CircleOfWillisGANLib.resources as resources
     from CircleOfWillisGANLib.errors import MissingDependencyError
