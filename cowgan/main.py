@@ -110,14 +110,18 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 OUT_OF_MEMORY_WORDS = ("not enough memory", "out of memory", "can't allocate memory", "failed to allocate memory",
                        "bad_alloc")  # CUDA, PyTorch's CPU allocator, SimpleITK, C++
-PIP_NAMES = {"skimage": "scikit-image", "sklearn": "scikit-learn", "PIL": "pillow", "nrrd": "pynrrd", "yaml": "pyyaml"}
 
 
 def environment_error_message(exc: BaseException) -> Optional[str]:
     """One line naming the problem and the fix for failures of the machine rather than of the code (a missing
     package, an unwritable or full disk, too little memory); None for anything else, which stays a traceback."""
     if isinstance(exc, ModuleNotFoundError) and exc.name:
-        package = PIP_NAMES.get(exc.name.split(".")[0], exc.name.split(".")[0])
+        try:
+            from CircleOfWillisGANLib.errors import pip_name_of
+        except ImportError:  # the library itself cannot load (no torch): name the module as it is
+            package = exc.name.split(".")[0]
+        else:
+            package = pip_name_of(exc.name)
         return (f"this command needs the Python package '{package}', which is not installed: run `pip install {package}` "
                 "(or install the extra it belongs to, e.g. `pip install -e \".[training,evaluation]\"`)")
     if isinstance(exc, OSError) and exc.strerror:

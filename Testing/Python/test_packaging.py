@@ -67,3 +67,20 @@ def test_a_missing_layout_file_is_one_project_error_naming_the_fix(monkeypatch, 
             resources.ui_path(name)
     monkeypatch.undo()
     assert all(resources.ui_path(name).is_file() for name in ("CircleOfWillisGAN.ui", "TuringRater.ui", "TuringOrganiser.ui"))
+
+
+def test_a_missing_optional_package_is_named_by_what_pip_installs_even_when_a_package_lacks_its_own_dependency(
+        tmp_path, monkeypatch):
+    from CircleOfWillisGANLib.errors import MissingDependencyError, require
+
+    monkeypatch.setitem(sys.modules, "skimage", None)
+    with pytest.raises(MissingDependencyError, match="^Z needs the Python package 'scikit-image', which is not "
+                                                     "installed: run `pip install scikit-image`"):
+        require("skimage.measure", "Z")
+    (tmp_path / "wrapper_package").mkdir()  # installed, but it imports a package that is not (sklearn without scipy)
+    (tmp_path / "wrapper_package" / "__init__.py").write_text("import absent_dependency_of_wrapper\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MissingDependencyError, match="^Z needs the Python package 'absent_dependency_of_wrapper' "
+                                                     "\\(which wrapper-pkg needs\\), which is not installed: run "
+                                                     "`pip install absent_dependency_of_wrapper`"):
+        require("wrapper_package", "Z", "wrapper-pkg")
