@@ -174,6 +174,8 @@ def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: Proces
                   bar: bool, guard_every: int) -> RunResult:
     """The run itself, on the process that holds the folder's lock and the processes that follow it."""
     data = RealVolumes.open(Path(data_dir), group.device)
+    # first: it needs scipy and scikit-image, and says so before any work or a run folder that would be left behind
+    metric = MorphologyDistance(data, data.manifest.get("data", {}).get("spacing_mm", (1.0, 1.0, 1.0)))
     source = _init_source(Path(cfg.init)) if cfg.init and find_state(run_dir) is None else None
     if source and source.noise_mode and source.noise_mode != cfg.noise_mode:
         cfg = cfg.replace(noise_mode=source.noise_mode)  # the networks were trained on that noise; they keep it
@@ -202,7 +204,6 @@ def _train_locked(cfg: TrainConfig, data_dir: Path, run_dir: Path, group: Proces
     elapsed_before = float(resumed.get("elapsed_s", 0.0)) if resumed else 0.0
     start = last_save = time.monotonic()
     snapshot_steps = max(1, round(cfg.snapshot_kimg * 1000 / cfg.batch))
-    metric = MorphologyDistance(data, data.manifest.get("data", {}).get("spacing_mm", (1.0, 1.0, 1.0)))
     reason, finished, sampled = "budget reached", True, None
     idle = bool(resumed) and trainer.step_index >= total_steps  # a finished run's command run again
     try:

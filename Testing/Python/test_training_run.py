@@ -465,6 +465,17 @@ def test_a_damaged_run_config_is_named_with_what_to_do(tmp_path):
             resolve_config(tmp_path, training_preset("tiny"), {})
 
 
+@pytest.mark.parametrize("missing, package", [("scipy", "scipy"), ("skimage", "scikit-image")])
+def test_a_missing_metrics_package_is_named_before_a_run_folder_is_made(dataset, tmp_path, monkeypatch, missing,
+                                                                        package):
+    from CircleOfWillisGANLib.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, missing, None)
+    with pytest.raises(MissingDependencyError, match=f"needs the Python package '{package}'"):
+        train(training_preset("tiny").replace(total_kimg=0.004), dataset, tmp_path / "run", CPU, bar=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_folder_that_is_a_file_is_explained(dataset, tmp_path):
     from CircleOfWillisGANLib.errors import OutputError
 
