@@ -52,6 +52,7 @@ class PanelController:
         self.requests = 0  # render requests made (after debouncing)
         self._first_request = 1  # the first render request made with the current engine: older results are stale
         self._loads_pending = 0
+        self._loading_device_index = 0  # where the device box points while a load runs (0: CPU, 1: CUDA)
         self._projecting = self._cancel_projection = False
         self._views_suspended = self._withheld = False  # see suspend_views
         self.renders = 0  # results shown
@@ -298,8 +299,13 @@ class PanelController:
             self.load_model(path)
 
     def _on_device_changed(self, *args: Any) -> None:
-        """The same model on the other device, showing what was shown (sliders, projection) once it is in."""
-        if not self._updating and self.engine is not None:
+        """The same model on the other device, showing what was shown (sliders, projection) once it is in. Refused
+        while a model loads: the model in use would be loaded again and replace the one the user asked for."""
+        if not self._updating and self.engine is not None and self._loading():
+            self._updating = True
+            self.ui.deviceComboBox.setCurrentIndex(self._loading_device_index)
+            self._updating = False
+        elif not self._updating and self.engine is not None:
             shown = self.state
             self.load_model(getattr(self, "_model_source", "demo"),
                             then=lambda engine: self.apply_state(shown, render=False))
@@ -319,7 +325,8 @@ class PanelController:
         With `quiet` (at start-up) a failure is reported in the status line only, not in a dialog."""
         device = device or self.state.device
         self._updating = True  # the device box shows the device the model is loading on
-        self.ui.deviceComboBox.setCurrentIndex(1 if device == "cuda" and self._offers_cuda() else 0)
+        self._loading_device_index = 1 if device == "cuda" and self._offers_cuda() else 0
+        self.ui.deviceComboBox.setCurrentIndex(self._loading_device_index)
         self._updating = False
         converting = str(source).endswith(".pt")
         self._busy_message("Converting the reference checkpoint (one minute for the paper model)..." if converting

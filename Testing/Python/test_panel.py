@@ -492,6 +492,29 @@ def test_switching_the_device_keeps_the_sliders_and_a_failed_switch_shows_the_de
         panel.root.deleteLater()
 
 
+def test_a_device_switch_while_another_model_loads_is_refused_not_a_reload_of_the_old_model(app, engine):
+    loads = []
+
+    def load(source, device):
+        loads.append((source, device))
+        time.sleep(0.3 if source == "B" else 0.0)
+        return engine
+
+    panel = _controller(app, load)
+    try:
+        panel.ui.deviceComboBox.addItem("CUDA")
+        panel.load_model("A")
+        settle(panel, app)
+        panel.load_model("B")  # Open model..., still loading
+        panel.ui.deviceComboBox.setCurrentIndex(1)
+        assert panel.ui.deviceComboBox.currentText() == "CPU" and "a model is still loading" in panel.last_error
+        settle(panel, app)
+        assert loads == [("A", "cpu"), ("B", "cpu")] and panel._model_source == "B"
+    finally:
+        panel.close()
+        panel.root.deleteLater()
+
+
 def test_a_saved_state_waits_for_its_own_model_not_a_load_already_running(app, engine):
     def load(source, device):
         time.sleep(0.3 if source == "demo" else 0.0)
