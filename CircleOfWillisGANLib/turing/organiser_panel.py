@@ -142,7 +142,11 @@ class OrganiserPanelController:
         return True
 
     def compute_report(self) -> bool:
-        """Join the rater journals with the key, write CSV + HTML and show a summary."""
+        """Join the rater journals with the key, write CSV + HTML and show a summary. Earlier results are cleared
+        first: shown beside a refusal or an error, they would pass for this folder's."""
+        self.result, self.report_paths = None, {}
+        self.ui.resultsTextEdit.setPlainText("")
+        self.ui.openReportButton.setEnabled(False)
         folder = self._text("sessionFolderLineEdit")
         if not folder:
             self.ui.statusLabel.setText("Choose the session folder first.")

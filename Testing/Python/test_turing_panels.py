@@ -258,6 +258,11 @@ def test_organiser_panel_replaces_an_earlier_report_only_after_naming_it(app, tm
     assert "reader01" in paths["summary"].read_text()
     ui.reportButton.click()  # the panel's own report is replaced at once as readings come in
     assert ui.statusLabel.property("text") == f"Results written to {tmp_path / 's-report'}"
+    assert ui.openReportButton.isEnabled() and "reader01" in ui.resultsTextEdit.toPlainText()
+    ui.sessionFolderLineEdit.setText(str(tmp_path))  # not a session: its error must not sit beside s's results
+    ui.reportButton.click()
+    assert ui.statusLabel.property("text").startswith("No results:")
+    assert not ui.openReportButton.isEnabled() and ui.resultsTextEdit.toPlainText() == "" and not controller.report_paths
 
 
 def test_organiser_panel_shows_errors_in_the_status_line(app, tmp_path):
