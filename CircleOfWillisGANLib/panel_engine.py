@@ -79,6 +79,12 @@ class PanelState:
                 values[f.name] = [_clamped(f.name, x, lo, hi, float) for x in v]
             elif lo is not None:
                 values[f.name] = _clamped(f.name, v, lo, hi, type(f.default))
+            elif isinstance(f.default, bool):  # 0 and 1 as a JSON writer may have stored them, nothing else
+                if not (isinstance(v, (bool, int)) and v in (0, 1)):
+                    raise InputError(f"panel setting {f.name} must be true or false, got {v!r}")
+                values[f.name] = bool(v)
+            elif isinstance(f.default, str) and not isinstance(v, str):
+                raise InputError(f"panel setting {f.name} must be text, got {v!r}")
             if f.metadata.get("choices") and v not in f.metadata["choices"]:
                 raise InputError(f"{f.name} must be one of {', '.join(f.metadata['choices'])}, got {v!r}")
         return PanelState(**values)

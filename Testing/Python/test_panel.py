@@ -286,9 +286,13 @@ def test_a_state_restored_on_the_first_load_is_not_reapplied_by_later_loads(pane
 def test_out_of_range_values_are_clamped_to_the_declared_ranges():
     state = PanelState(psi=5.0, t=-1.0, directions=[9.0]).validated()
     assert state.psi == 2.0 and state.t == 0.0 and state.directions == [3.0]
+    switches = PanelState.from_dict({"mixing": 1, "interpolate": 1, "surface": 0}).validated()  # as some writers store them
+    assert [switches.mixing, switches.interpolate, switches.surface] == [True, True, False]
+    assert all(isinstance(v, bool) for v in (switches.mixing, switches.interpolate, switches.surface))  # as Qt takes them
 
 
-@pytest.mark.parametrize("setting", [{"psi": "abc"}, {"t": float("nan")}, {"directions": 5.0}, {"smoothing": None}])
+@pytest.mark.parametrize("setting", [{"psi": "abc"}, {"t": float("nan")}, {"directions": 5.0}, {"smoothing": None},
+                                     {"mixing": "false"}, {"surface": 2}, {"model": 7}])
 def test_values_that_are_not_numbers_are_named_not_clamped(setting):
     with pytest.raises(InputError, match="panel setting"):
         PanelState(**setting).validated()
