@@ -44,7 +44,8 @@ Progress = Callable[[int, int], None]
 
 
 def targets_from_labels(labels: np.ndarray) -> Dict[str, int]:
-    """The seven variant targets of a TopCoW label map (fetal PCA: Pcom present and P1 absent)."""
+    """The seven variant targets of a TopCoW label map (fetal PCA: Pcom present and P1 absent; a fetal PCA whose P1
+    is present but hypoplastic is not called, as label values do not grade calibre and it is not measured here)."""
     from .topcow import variant_vectors
 
     named = variant_vectors(labels).named()
@@ -268,8 +269,9 @@ def mixed_fetal_pca_warning(sources: Sequence[str]) -> Optional[str]:
     if not (records and maps):
         return None
     return (f"{records} cases take fetal PCA from phantom records (a Pcom with an absent or hypoplastic P1) and {maps} "
-            "from label maps (a Pcom with an absent P1: TopCoW labels do not show a hypoplastic P1), so the fetal PCA "
-            "classifier learns a mix of the two; label one kind of data per model where you can")
+            "from label maps (a Pcom with an absent P1: label values do not grade a P1's calibre, so a hypoplastic one "
+            "counts as present), so the fetal PCA classifier learns a mix of the two; label one kind of data per model "
+            "where you can")
 
 
 def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spacing_mm: Sequence[float],
