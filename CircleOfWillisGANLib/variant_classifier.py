@@ -292,7 +292,9 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spa
     images = sorted(p for name, p in files.items() if IMAGE_FILE.fullmatch(name))
     if not images:
         raise InputError(f"no *_image.nii(.gz) or *_image.nrrd files in {folder}: pass a folder written by "
-                         "`cowgan phantoms` or TopCoW-style image/label pairs")
+                         "`cowgan phantoms`, or image/label pairs named NAME_image and NAME_label in one folder "
+                         "(TopCoW's release keeps them as imagesTr/NAME_0000 and labelsTr/NAME: copy or link them "
+                         "under those names)")
     volumes, targets, names, sources, padded = [], [], [], [], []
     for image in images:
         stem = IMAGE_FILE.fullmatch(image.name).group(1)

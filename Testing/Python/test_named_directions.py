@@ -103,6 +103,11 @@ def test_a_missing_folder_or_a_damaged_phantom_record_is_named_with_the_fix(tmp_
 
     with pytest.raises(InputError, match="labelled folder .*absent does not exist"):
         load_labelled_folder(tmp_path / "absent", (8, 32, 32), (2.5,) * 3)
+    (tmp_path / "release" / "imagesTr").mkdir(parents=True)  # TopCoW's release layout: named how to rename it
+    (tmp_path / "release" / "imagesTr" / "topcow_mr_001_0000.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError, match="NAME_image and NAME_label in one folder \\(TopCoW's release keeps them as "
+                                         "imagesTr/NAME_0000 and labelsTr/NAME"):
+        load_labelled_folder(tmp_path / "release" / "imagesTr", (8, 32, 32), (2.5,) * 3)
     folder = tmp_path / "phantoms"
     folder.mkdir()
     write_phantom_set(folder, 2, seed=0, config=PhantomConfig(shape=(8, 32, 32), spacing_mm=(2.5, 2.5, 2.5)))
