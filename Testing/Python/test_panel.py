@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -467,14 +468,24 @@ def _controller(app, load_engine):
     return controller
 
 
+@contextlib.contextmanager
+def _open_controller(app, load):
+    """A panel controller over `load` for the block, closed and its window deleted after it."""
+    panel = _controller(app, load)
+    try:
+        yield panel
+    finally:
+        panel.close()
+        panel.root.deleteLater()
+
+
 def test_switching_the_device_keeps_the_sliders_and_a_failed_switch_shows_the_device_in_use(app, engine):
     def load(source, device):
         if device == "cuda" and source == "broken-on-cuda":
             raise InputError("no CUDA here")
         return engine
 
-    panel = _controller(app, load)
-    try:
+    with _open_controller(app, load) as panel:
         panel.ui.deviceComboBox.addItem("CUDA")
         panel.load_model("tiny")
         settle(panel, app)
@@ -491,9 +502,6 @@ def test_switching_the_device_keeps_the_sliders_and_a_failed_switch_shows_the_de
         panel.ui.deviceComboBox.setCurrentIndex(1)
         settle(panel, app)
         assert panel.ui.deviceComboBox.currentText() == "CPU" and panel.state.device == "cpu"
-    finally:
-        panel.close()
-        panel.root.deleteLater()
 
 
 def test_a_device_switch_while_another_model_loads_is_refused_not_a_reload_of_the_old_model(app, engine):
@@ -504,8 +512,7 @@ def test_a_device_switch_while_another_model_loads_is_refused_not_a_reload_of_th
         time.sleep(0.3 if source == "B" else 0.0)
         return engine
 
-    panel = _controller(app, load)
-    try:
+    with _open_controller(app, load) as panel:
         panel.ui.deviceComboBox.addItem("CUDA")
         panel.load_model("A")
         settle(panel, app)
@@ -514,9 +521,6 @@ def test_a_device_switch_while_another_model_loads_is_refused_not_a_reload_of_th
         assert panel.ui.deviceComboBox.currentText() == "CPU" and "a model is still loading" in panel.last_error
         settle(panel, app)
         assert loads == [("A", "cpu"), ("B", "cpu")] and panel._model_source == "B"
-    finally:
-        panel.close()
-        panel.root.deleteLater()
 
 
 def test_a_saved_state_waits_for_its_own_model_not_a_load_already_running(app, engine):
@@ -524,16 +528,12 @@ def test_a_saved_state_waits_for_its_own_model_not_a_load_already_running(app, e
         time.sleep(0.3 if source == "demo" else 0.0)
         return engine
 
-    panel = _controller(app, load)
-    try:
+    with _open_controller(app, load) as panel:
         panel.load_model("demo", quiet=True)  # the panel's start-up load, still running
         saved = PanelState(seed=77, psi=1.1, directions=[2.0, 0.0, -1.5])
         panel.load_model("scene-model", quiet=True, then=lambda e: panel.apply_state(saved, render=False))
         shown = settle(panel, app).state
         assert (shown.seed, shown.psi, shown.directions[:3]) == (77, 1.1, [2.0, 0.0, -1.5])
-    finally:
-        panel.close()
-        panel.root.deleteLater()
 
 
 @pytest.mark.parametrize("gpu_here", [True, False])
@@ -544,8 +544,7 @@ def test_a_saved_state_reopens_on_its_device_where_this_machine_has_one(app, eng
         devices.append(device)
         return engine
 
-    panel = _controller(app, load)
-    try:
+    with _open_controller(app, load) as panel:
         if gpu_here:
             panel.ui.deviceComboBox.addItem("CUDA")
         panel.restore_state(PanelState(seed=12, device="cuda"))
@@ -553,9 +552,6 @@ def test_a_saved_state_reopens_on_its_device_where_this_machine_has_one(app, eng
         expected = "cuda" if gpu_here else "cpu"
         assert devices == [expected] and shown.device == expected and shown.seed == 12
         assert panel.ui.deviceComboBox.currentText() == expected.upper()
-    finally:
-        panel.close()
-        panel.root.deleteLater()
 
 
 def test_an_older_render_does_not_undo_a_threshold_set_since(panel, app):
@@ -596,8 +592,7 @@ def test_a_typed_seed_enters_the_history_once_not_keystroke_by_keystroke(panel, 
 
 
 def test_a_step_after_loading_that_fails_unexpectedly_is_reported_and_the_volume_is_still_shown(app, engine):
-    panel = _controller(app, lambda source, device: engine)
-    try:
+    with _open_controller(app, lambda source, device: engine) as panel:
         def too_large_for_the_seed_box(loaded):
             raise OverflowError("Python int too large to convert to C int")
 
@@ -605,34 +600,23 @@ def test_a_step_after_loading_that_fails_unexpectedly_is_reported_and_the_volume
         panel.set_engine(engine, then=too_large_for_the_seed_box)
         settle(panel, app)
         assert panel.renders == renders + 1 and "OverflowError" in panel.ui.statusLabel.text()
-    finally:
-        panel.close()
-        panel.root.deleteLater()
 
 
 def test_the_seed_history_holds_only_seeds_shown_not_the_boxs_default_before_a_start_seed(app, engine):
-    panel = _controller(app, lambda source, device: engine)
-    try:
+    with _open_controller(app, lambda source, device: engine) as panel:
         panel.set_engine(engine, then=lambda loaded: panel.ui.seedSpinBox.setValue(12))  # `cowgan explore --seed 12`
         assert settle(panel, app).state.seed == 12
         assert panel.seed_history == [12] and not panel.ui.previousSeedButton.isEnabled()
-    finally:
-        panel.close()
-        panel.root.deleteLater()
 
 
 def test_the_seed_first_shown_starts_the_history(app, engine):
-    panel = _controller(app, lambda source, device: engine)
-    try:
+    with _open_controller(app, lambda source, device: engine) as panel:
         assert panel.seed_history == []
         panel.set_engine(engine)
         settle(panel, app)
         panel.ui.seedSpinBox.setValue(5)
         settle(panel, app)
         assert panel.seed_history == [1, 5] and panel.ui.previousSeedButton.isEnabled()
-    finally:
-        panel.close()
-        panel.root.deleteLater()
 
 
 def _slow_projection(written, steps=300):
