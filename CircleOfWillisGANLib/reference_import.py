@@ -316,13 +316,12 @@ def is_reference_checkpoint(path: Union[str, Path]) -> bool:
     return False
 
 
-def reference_networks(model_path: str, config_path: Optional[str] = None
-                       ) -> Tuple[Architecture, Dict[str, Dict[str, torch.Tensor]]]:
+def reference_networks(model_path: str) -> Tuple[Architecture, Dict[str, Dict[str, torch.Tensor]]]:
     """A reference run's architecture (at the reference's slice count; no tensor depends on it) and its networks as
     this project's state dicts, to fine-tune it: "G" (live mapping S and synthesis G), "G_ema" (SE, GE) and "D"."""
     path = Path(model_path)
     state = _load_state(path)
-    arch = infer_architecture(state, read_reference_config(path, Path(config_path) if config_path else None))
+    arch = infer_architecture(state, read_reference_config(path, None))  # its .config.json is beside it
     if not any(key.startswith("S.net.") for key in state) or not any(key.startswith("D.") for key in state):
         raise CheckpointError(f"{path} holds only the EMA generator (no live networks S, G and discriminator D), "
                               "which generates but cannot be trained on: pass a checkpoint the reference trainer "

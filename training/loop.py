@@ -352,8 +352,8 @@ class InitSource:
 
 def _init_source(source: Path) -> InitSource:
     """The file `--init` starts from and its kind, found before the trainer is built (which needs the noise
-    convention). A reference checkpoint too damaged to be recognised, but named or placed like one, stays one,
-    so its reader names the damage."""
+    convention). A reference checkpoint too damaged to be recognised, but named like one (model_N.pt outside a
+    run's checkpoints/), stays one, so its reader names the damage."""
     path = find_state(source) if source.is_dir() else source
     if path is None or not path.is_file():
         raise InputError(f"--init {source} holds no resume state: pass a run folder written by `cowgan train` "
@@ -363,7 +363,7 @@ def _init_source(source: Path) -> InitSource:
                          "needs a run's resume state with its discriminator: pass the run folder it was exported from")
     if is_reference_checkpoint(path):
         return InitSource(path, True, "reference")
-    if re.fullmatch(r"model_\d+\.pt", path.name) and not path.parent.name == "checkpoints":
+    if re.fullmatch(r"model_\d+\.pt", path.name) and path.parent.name != "checkpoints":
         return InitSource(path, True, None)
     run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     try:
