@@ -73,7 +73,8 @@ def test_a_missing_optional_package_is_named_by_what_pip_installs_even_when_a_pa
         tmp_path, monkeypatch):
     from CircleOfWillisGANLib.errors import MissingDependencyError, require
 
-    monkeypatch.setitem(sys.modules, "skimage", None)
+    for name in ("skimage", "skimage.measure"):  # the latter may be imported already by other tests
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingDependencyError, match="^Z needs the Python package 'scikit-image', which is not "
                                                      "installed: run `pip install scikit-image`"):
         require("skimage.measure", "Z")
