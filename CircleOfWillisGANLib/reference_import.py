@@ -302,10 +302,21 @@ def _refuse_unused(state: Dict[str, torch.Tensor], networks: Tuple[str, ...], us
 
 
 def is_reference_checkpoint(path: Union[str, Path]) -> bool:
-    """Whether `path` is a PyTorch file of the reference trainer (a dict holding its "GAN" state dict), read lazily
-    where the format allows; False for anything else, including a file too damaged to tell."""
+    """Whether `path` is a checkpoint of the reference trainer: a PyTorch file holding its "GAN" state dict, or that
+    state dict saved as safetensors; read lazily where the format allows; False for anything else, including a
+    file too damaged to tell."""
     path = Path(path)
-    if not path.is_file() or model_file_format(path) != "pytorch" or misnamed_pytorch(path):
+    kind = model_file_format(path) if path.is_file() else ""
+    if kind == "safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return METADATA_KEY not in (f.metadata() or {}) and reference_state_keys(
+                    _without_wrapper_prefix(dict.fromkeys(f.keys())))
+        except (SafetensorError, OSError, ValueError, RuntimeError):
+            return False
+    if kind != "pytorch" or misnamed_pytorch(path):
         return False
     for mmap in (True, False):  # mmap reads zip archives lazily; a legacy pickle needs the full read
         try:

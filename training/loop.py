@@ -358,11 +358,11 @@ def _init_source(source: Path) -> InitSource:
     if path is None or not path.is_file():
         raise InputError(f"--init {source} holds no resume state: pass a run folder written by `cowgan train` "
                          "(or its checkpoints/latest.pt, or a reference run's models/NAME/model_N.pt)")
+    if is_reference_checkpoint(path):
+        return InitSource(path, True, "reference")
     if path.name.lower().endswith(".safetensors"):
         raise InputError(f"--init {path} is a model file, which holds the generator for generation only; fine-tuning "
                          "needs a run's resume state with its discriminator: pass the run folder it was exported from")
-    if is_reference_checkpoint(path):
-        return InitSource(path, True, "reference")
     if re.fullmatch(r"model_\d+\.pt", path.name) and path.parent.name != "checkpoints":
         return InitSource(path, True, None)
     run = path.parent.parent if path.parent.name == "checkpoints" else path.parent

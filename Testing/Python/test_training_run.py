@@ -660,6 +660,15 @@ def test_a_run_of_the_published_reference_is_fine_tuned_from_its_live_networks_e
     with pytest.raises(CheckpointError, match="no minibatch standard-deviation layer, but this run asks for "
                                               "minibatch_std=2: add --set minibatch_std=0"):
         train(cfg.replace(minibatch_std=2), dataset, tmp_path / "std", CPU, bar=False)
+    from safetensors.torch import save_file
+
+    as_safetensors = tmp_path / "stored" / "model_7.safetensors"  # the GAN state dict saved as safetensors
+    as_safetensors.parent.mkdir()
+    save_file({k: v.contiguous() for k, v in _as_reference_checkpoint(G, D, G_ema, arch)["GAN"].items()},
+              str(as_safetensors))
+    train(cfg.replace(init=str(as_safetensors)), dataset, tmp_path / "from-safetensors", CPU, bar=False)
+    stored = load_state(find_state(tmp_path / "from-safetensors"))["trainer"]
+    assert all(torch.equal(stored["D"][key], value) for key, value in D.state_dict().items())
     again = training_preset("tiny").replace(init=str(tmp_path / "tuned"), total_kimg=0.0)  # a run tuned from one
     train(again, dataset, tmp_path / "again", CPU, bar=False)
     assert load_state(find_state(tmp_path / "again"))["architecture"]["noise_mode"] == "reference"
