@@ -47,20 +47,25 @@ class VariantPrevalence:
         non_fetal = 1.0 - self.fetal_pca_left - self.fetal_pca_right + self.fetal_pca_bilateral
         for side in ("left", "right"):
             if getattr(self, f"pcom_absent_{side}") > 1.0 - getattr(self, f"fetal_pca_{side}") + 1e-9:
-                raise InputError(f"pcom_absent_{side} + fetal_pca_{side} exceed 1, but a fetal PCA needs its Pcom: "
+                raise InputError(f"pcom_absent_{side}={getattr(self, f'pcom_absent_{side}')} + fetal_pca_{side}="
+                                 f"{getattr(self, f'fetal_pca_{side}')} exceed 1, but a fetal PCA needs its Pcom: "
                                  "lower one of them")
         if self.pcom_absent_both > non_fetal + 1e-9:
-            raise InputError("pcom_absent_both exceeds the share of subjects without a fetal PCA: lower it")
+            raise InputError(f"pcom_absent_both={self.pcom_absent_both} exceeds {non_fetal:.4g}, the share of subjects "
+                             f"without a fetal PCA (a fetal PCA keeps its Pcom): lower it to {non_fetal:.4g} or less")
         rates = self.pcom_absence_rates()
         if not all(-1e-9 <= r <= 1.0 + 1e-9 for r in rates) or rates[0] + rates[1] - rates[2] > 1.0 + 1e-9:
             raise InputError(f"pcom_absent_left={self.pcom_absent_left}, pcom_absent_right={self.pcom_absent_right} and "
                              f"pcom_absent_both={self.pcom_absent_both} cannot all hold beside these fetal PCA rates "
                              "(a fetal PCA keeps its Pcom): lower pcom_absent_both or the fetal_pca rates")
         if self.acom_absent > 1.0 - self._p_any_a1_absent() + 1e-9:
-            raise InputError("acom_absent is too high for the absent-A1 rate (an absent A1 needs the Acom): lower it")
+            most = 1.0 - self._p_any_a1_absent()
+            raise InputError(f"acom_absent={self.acom_absent} is too high for the absent-A1 rate (an absent A1 needs "
+                             f"the Acom): lower it to {most:.4g} or less")
         for name in ("third_a2", "acom_duplicated"):
             if getattr(self, name) > 1.0 - self.acom_absent + 1e-9:
-                raise InputError(f"{name} needs an Acom but exceeds 1 - acom_absent: lower it")
+                raise InputError(f"{name}={getattr(self, name)} needs an Acom but exceeds 1 - acom_absent = "
+                                 f"{1.0 - self.acom_absent:.4g}: lower it to that or less")
 
     def pcom_absence_rates(self) -> Tuple[float, float, float, float, float]:
         """How likely each Pcom is absent where it may be (not on a fetal side), so that the overall frequencies are

@@ -301,6 +301,19 @@ def test_pcom_rates_no_subject_mix_can_meet_are_refused_with_the_fix():
                                             "pcom_absent_both": 0.6})  # 80% with an absent Pcom, but 30% are fetal
 
 
+@pytest.mark.parametrize("overrides, message", [
+    ({"fetal_pca_left": 0.5, "fetal_pca_right": 0.5, "fetal_pca_bilateral": 0.25},
+     r"pcom_absent_both=0.27 exceeds 0.25, the share of subjects without a fetal PCA .*: lower it to 0.25 or less"),
+    ({"fetal_pca_left": 0.6}, r"pcom_absent_left=0.43 \+ fetal_pca_left=0.6 exceed 1, but a fetal PCA needs its Pcom"),
+    ({"a1_hypoplastic_left": 0.5, "a1_hypoplastic_right": 0.5, "a1_absent_given_hypoplastic": 1.0, "acom_absent": 0.5},
+     r"acom_absent=0.5 is too high for the absent-A1 rate .*: lower it to 0.\d+ or less"),
+    ({"acom_absent": 0.96}, r"third_a2=0.05 needs an Acom but exceeds 1 - acom_absent = 0.04: lower it to that or less"),
+])
+def test_a_prevalence_table_no_population_can_meet_names_the_largest_rate_that_fits(overrides, message):
+    with pytest.raises(InputError, match=message):
+        VariantPrevalence().with_overrides(overrides)
+
+
 def test_a_fetal_pca_never_loses_its_pcom_even_when_pcoms_are_always_absent():
     table = VariantPrevalence(pcom_absent_left=0.5, pcom_absent_right=0.5, pcom_absent_both=0.45,
                               fetal_pca_left=0.5, fetal_pca_right=0.0, fetal_pca_bilateral=0.0)
