@@ -42,6 +42,7 @@ LABEL_NAMES: Dict[int, str] = {
 ANTERIOR_KEYS = ("L-A1", "Acom", "3rd-A2", "R-A1")
 POSTERIOR_KEYS = ("L-Pcom", "L-P1", "R-P1", "R-Pcom")
 RADIUS_BIAS_VOXELS = 0.25  # what `centreline_radii` takes off the distance transform
+HYPOPLASTIC_WIDTH_MM = 1.0  # a segment narrower than this is hypoplastic (DOMAIN.md): a fetal PCA's thin P1, a thin A1
 COMPLETE_CIRCLE = {"anterior": [1, 1, 0, 1], "posterior": [1, 1, 1, 1]}
 
 
@@ -176,7 +177,8 @@ def variant_vectors(labels: np.ndarray) -> VariantVectors:
     return VariantVectors(anterior, posterior)
 
 
-def _spacing_dhw(affine: np.ndarray) -> Tuple[float, float, float]:
+def spacing_dhw(affine: np.ndarray) -> Tuple[float, float, float]:
+    """Voxel size (mm) along the in-memory axes (D, H, W) of a volume with this NIfTI affine."""
     sx, sy, sz = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
     return float(sz), float(sx), float(sy)
 
@@ -197,7 +199,7 @@ def radius_per_class(labels: np.ndarray, affine: np.ndarray) -> Dict[str, float]
     vessel = lab > 0
     if not vessel.any():
         return {}
-    spacing = _spacing_dhw(affine)
+    spacing = spacing_dhw(affine)
     distance = ndi.distance_transform_edt(vessel, sampling=spacing)
     skeleton = morphology.skeletonize(vessel).astype(bool)
     out: Dict[str, float] = {}
@@ -264,7 +266,7 @@ def pcom_length(labels: np.ndarray, affine: np.ndarray, side: str) -> Optional[f
     centred = world - world.mean(axis=0)
     axis = np.linalg.svd(centred, full_matrices=False)[2][0]
     projection = centred @ axis
-    return float(projection.max() - projection.min() + np.mean(_spacing_dhw(affine)))
+    return float(projection.max() - projection.min() + np.mean(spacing_dhw(affine)))
 
 
 def measure(labels: np.ndarray, affine: np.ndarray) -> Measurements:

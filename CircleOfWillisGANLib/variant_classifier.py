@@ -2,7 +2,7 @@
 
 Targets are the seven variants the named sliders move: each Pcom present, each fetal PCA (a Pcom with an
 absent or hypoplastic P1), each A1 present and the Acom present. Labels come from TopCoW label maps (the
-variant vectors) or from phantoms' recorded variants. Training weighs both classes of each variant equally (so
+variant vectors, and the P1's measured calibre: `fetal_pca`) or from phantoms' recorded variants. Training weighs both classes of each variant equally (so
 rare variants count) and augments with left-right mirroring (which swaps the sided labels), shifts of up to two
 voxels and intensity scaling, so that it also calls generated volumes, whose pose and contrast vary.
 """
@@ -43,15 +43,16 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 
-def targets_from_labels(labels: np.ndarray) -> Dict[str, int]:
-    """The seven variant targets of a TopCoW label map (fetal PCA: Pcom present and P1 absent; a fetal PCA whose P1
-    is present but hypoplastic is not called, as label values do not grade calibre and it is not measured here)."""
+def targets_from_labels(labels: np.ndarray, spacing: Sequence[float]) -> Dict[str, int]:
+    """The seven variant targets of a TopCoW label map whose voxels are `spacing` mm along its array axes (fetal PCA:
+    Pcom present with an absent or hypoplastic P1, measured by `fetal_pca`)."""
+    from .fetal_pca import fetal_pca
     from .topcow import variant_vectors
 
     named = variant_vectors(labels).named()
+    fetal = fetal_pca(labels, spacing)
     return {"pcom_left": named["L-Pcom"], "pcom_right": named["R-Pcom"],
-            "fetal_pca_left": int(named["L-Pcom"] and not named["L-P1"]),
-            "fetal_pca_right": int(named["R-Pcom"] and not named["R-P1"]),
+            "fetal_pca_left": fetal["left"], "fetal_pca_right": fetal["right"],
             "a1_left": named["L-A1"], "a1_right": named["R-A1"], "acom": named["Acom"]}
 
 
@@ -263,23 +264,13 @@ class LabelledCases(NamedTuple):
     sources: List[str]  # "record" (a phantom's JSON) or "labels" (a label map)
 
 
-def mixed_fetal_pca_warning(sources: Sequence[str]) -> Optional[str]:
-    """A warning when targets come from both phantom records and label maps, which define fetal PCA differently."""
-    records, maps = sources.count("record"), sources.count("labels")
-    if not (records and maps):
-        return None
-    return (f"{records} cases take fetal PCA from phantom records (a Pcom with an absent or hypoplastic P1) and {maps} "
-            "from label maps (a Pcom with an absent P1: label values do not grade a P1's calibre, so a hypoplastic one "
-            "counts as present), so the fetal PCA classifier learns a mix of the two; label one kind of data per model "
-            "where you can")
-
-
 def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spacing_mm: Sequence[float],
                          normalisation: Any = None) -> LabelledCases:
     """Volumes and targets of a phantom folder (`cowgan phantoms`: *_image + JSON) or TopCoW-style pairs
     (*_image + *_label NIfTI or NRRD), each image brought onto the model's grid as `cowgan project` brings a scan
     (RAS, the model's spacing around its centre, scaled by the model's recorded `normalisation`), so that left is
     left whatever the files' storage order; targets come from the JSON or the label values, which name the side."""
+    from .fetal_pca import MAX_RESOLVING_SPACING_MM, resolves_hypoplastic_p1
     from .preprocess import MIN_COVERAGE, SUFFIXES, scan_on_model_grid
     from .topcow import checked_label_map
 
@@ -295,7 +286,7 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spa
                          "`cowgan phantoms`, or image/label pairs named NAME_image and NAME_label in one folder "
                          "(TopCoW's release keeps them as imagesTr/NAME_0000 and labelsTr/NAME: copy or link them "
                          "under those names)")
-    volumes, targets, names, sources, padded = [], [], [], [], []
+    volumes, targets, names, sources, padded, coarse = [], [], [], [], [], []
     for image in images:
         stem = IMAGE_FILE.fullmatch(image.name).group(1)
         sidecar = folder / f"{stem}.json"
@@ -305,8 +296,11 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spa
             targets.append(recorded)
             sources.append("record")
         elif labels:
-            targets.append(targets_from_labels(checked_label_map(_label_values(labels[0]), labels[0])))
+            values, spacing = _label_map(labels[0])
+            targets.append(targets_from_labels(checked_label_map(values, labels[0]), spacing))
             sources.append("labels")
+            if not resolves_hypoplastic_p1(spacing):
+                coarse.append(labels[0].name)
         else:
             raise InputError(_no_targets_message(image, stem, sidecar))
         scan = scan_on_model_grid(image, shape_dhw, spacing_mm, warn=False, normalisation=normalisation)
@@ -318,6 +312,10 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spa
         log.warning("%d of %d labelled images fill less than %.0f%% of the model's grid and are padded (%s): the "
                     "classifier learns them as they are, so label cases that cover the grid where you can",
                     len(padded), len(images), 100 * MIN_COVERAGE, ", ".join(padded[:3]) + (", ..." if len(padded) > 3 else ""))
+    if coarse:
+        log.warning("%d label maps have voxels coarser than %.2f mm (%s), too coarse to show a P1 under 1 mm wide as "
+                    "such, so their fetal PCA targets may miss a thin P1: label the scans at their acquired resolution",
+                    len(coarse), MAX_RESOLVING_SPACING_MM, ", ".join(coarse[:3]) + (", ..." if len(coarse) > 3 else ""))
     return LabelledCases(np.stack(volumes).astype(np.float32), targets, names, sources)
 
 
@@ -337,8 +335,9 @@ def _circle_cut(sidecar: Path) -> bool:
     return isinstance(params, dict) and params.get("circle_in_view") is False
 
 
-def _label_values(path: Path) -> np.ndarray:
-    """The values of a label map (their arrangement does not matter: each value names one artery of one side)."""
+def _label_map(path: Path) -> Tuple[np.ndarray, Tuple[float, float, float]]:
+    """The values of a label map as stored and its voxel size (mm) along each array axis: each value names one artery
+    of one side, so the storage order does not matter, and the voxel sizes let a P1's calibre be measured."""
     from .preprocess import VolumeRejected, check_itk_name, read_nifti_as_stored, simpleitk
 
     try:
@@ -347,13 +346,15 @@ def _label_values(path: Path) -> np.ndarray:
     except VolumeRejected as exc:
         raise InputError(f"cannot read label map {ascii(str(path))}: {exc.with_fix('copy or export it again')}") from None
     if stored is not None:
-        return stored[1]
+        image, values = stored
+        return values, tuple(float(size) for size in image.header.get_zooms()[:3])  # type: ignore[return-value]
     sitk = simpleitk()
     try:
-        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"cannot read label map {path} ({str(exc).strip().splitlines()[-1][:120]}): copy or export "
                          "it again") from None
+    return sitk.GetArrayFromImage(image), tuple(float(size) for size in image.GetSpacing()[::-1])  # type: ignore[return-value]
 
 
 def _recorded_variants(sidecar: Path) -> Optional[Dict[str, int]]:

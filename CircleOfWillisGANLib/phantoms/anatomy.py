@@ -121,7 +121,7 @@ def sample_landmarks(rng: np.random.Generator, cfg: AnatomyConfig) -> Dict[str, 
     }
 
 
-HYPOPLASTIC_MAX_RADIUS = 0.49  # mm: a hypoplastic A1 or a fetal PCA's thin P1 is under 1 mm wide (DOMAIN.md)
+HYPOPLASTIC_MAX_RADIUS = 0.49 * topcow.HYPOPLASTIC_WIDTH_MM  # mm: a hypoplastic A1 or a fetal PCA's thin P1 is under 1 mm wide
 ACOM_ABSENT_GAP_MM = 1.6  # mm of tissue at least between the left and right ACA lumens when there is no Acom
 R = {"basilar": 1.45, "ica": (2.15, 1.8), "m1": (1.6, 1.45), "m2": (1.1, 0.95), "a1": 1.1, "a2": (1.05, 0.95),
      "acom": (0.7, 0.85), "p1": 1.1, "p2": (1.05, 0.9), "pcom": (0.8, 1.0), "sca": (0.7, 0.6)}

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from CircleOfWillisGANLib.errors import CoWGANError, InputError, OutputError
-
-log = logging.getLogger(__name__)
 
 HELD_OUT = 0.2  # share of the labelled cases, drawn at random, kept out of the classifier's fit to measure it
 MIN_LABELLED = 5  # fit_classifier needs 4 cases once HELD_OUT is drawn from them
@@ -110,8 +107,7 @@ def _classifier(args: argparse.Namespace, out: Path, shape: tuple, spacing: tupl
 
     from CircleOfWillisGANLib.named_directions import MIN_CLASSIFIER_ACCURACY
     from CircleOfWillisGANLib.variant_classifier import (MIN_HELD_OUT_PER_CLASS, evaluate_classifier, fit_classifier,
-                                                         load_classifier_for, load_labelled_folder, measurable,
-                                                         mixed_fetal_pca_warning)
+                                                         load_classifier_for, load_labelled_folder, measurable)
 
     if args.classifier:
         return load_classifier_for(args.classifier, shape, spacing)
@@ -127,9 +123,6 @@ def _classifier(args: argparse.Namespace, out: Path, shape: tuple, spacing: tupl
         raise InputError(f"{len(volumes)} labelled cases are too few: {HELD_OUT:.0%} are held out to measure the "
                          f"classifier, so at least {MIN_LABELLED} are needed (hundreds for a useful one)")
     targets = [t for s in sets for t in s.targets]
-    mixed = mixed_fetal_pca_warning([source for s in sets for source in s.sources])
-    if mixed:
-        log.warning(mixed)
     order = np.random.default_rng(0).permutation(len(volumes))
     cut = max(1, int(round(len(volumes) * (1 - HELD_OUT))))
     fit, held = order[:cut], order[cut:]

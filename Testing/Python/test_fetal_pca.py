@@ -1,0 +1,112 @@
+"""Fetal PCA from label maps: a thin P1 is measured, so label maps and phantom records call the same variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from CircleOfWillisGANLib import topcow
+from CircleOfWillisGANLib.errors import InputError
+from CircleOfWillisGANLib.fetal_pca import checked_spacing, fetal_pca, posterior_calibre, resolves_hypoplastic_p1
+from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom
+from CircleOfWillisGANLib.phantoms.variants import VariantPrevalence
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "topcow-roi-mr"
+FETAL_WITH_THIN_P1 = VariantPrevalence(fetal_pca_left=0.5, fetal_pca_right=0.5, fetal_pca_bilateral=0.25,
+                                       p1_absent_given_fetal=0.0, pcom_absent_left=0.2, pcom_absent_right=0.2,
+                                       pcom_absent_both=0.1)
+
+
+def phantom_spacing_dhw(config: PhantomConfig):
+    x, y, z = config.spacing_mm
+    return z, x, y
+
+
+@pytest.mark.parametrize("shape, spacing, cases", [
+    ((32, 128, 128), (0.62, 0.62, 0.62), range(8)),
+    ((40, 256, 256), (0.3, 0.3, 0.6), range(5)),  # TopCoW's MRA grid: thin in-plane voxels, 0.6 mm slices
+])
+def test_label_maps_call_the_fetal_pcas_that_phantoms_drew_with_a_thin_p1(shape, spacing, cases):
+    config = PhantomConfig(shape=shape, spacing_mm=spacing, prevalence=FETAL_WITH_THIN_P1)
+    thin = 0
+    for index in cases:
+        case = generate_phantom((21, index), config)
+        drawn = case.variants.as_dict()
+        called = fetal_pca(case.labels, phantom_spacing_dhw(config))
+        assert called == {side: int(drawn[f"fetal_pca_{side}"]) for side in ("left", "right")}, index
+        thin += sum(drawn[f"fetal_pca_{side}"] and not drawn[f"p1_absent_{side}"] for side in ("left", "right"))
+    assert thin >= 3  # the P1s are labelled, so the variant vectors alone would call these not fetal
+
+
+def test_a_thin_p1_is_measured_under_1_mm_wide_and_a_normal_one_wider_than_its_pcom():
+    config = PhantomConfig(prevalence=FETAL_WITH_THIN_P1)
+    measured = {"fetal": [], "normal": []}
+    for index in range(6):
+        case = generate_phantom((22, index), config)
+        calibre = posterior_calibre(case.labels, phantom_spacing_dhw(config))
+        for side in ("left", "right"):
+            if case.variants.as_dict()[f"pcom_absent_{side}"]:
+                assert calibre[side].pcom_mm is None
+                continue
+            measured["fetal" if case.variants.as_dict()[f"fetal_pca_{side}"] else "normal"].append(calibre[side])
+    assert measured["fetal"] and measured["normal"]
+    assert all(c.p1_mm < 0.5 < c.pcom_mm for c in measured["fetal"])
+    assert all(c.p1_mm > 0.7 and c.p1_mm >= c.pcom_mm for c in measured["normal"])
+
+
+def test_the_calibre_does_not_depend_on_the_label_maps_storage_order():
+    config = PhantomConfig(prevalence=FETAL_WITH_THIN_P1)
+    case = generate_phantom((22, 0), config)
+    spacing = (0.62, 0.5, 0.4)
+    stored = np.transpose(case.labels, (2, 0, 1))[::-1]  # another axis order, one axis flipped
+    assert posterior_calibre(stored, (spacing[2], spacing[0], spacing[1])) == posterior_calibre(case.labels, spacing)
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="real TopCoW label maps not available")
+def test_real_case_003_has_a_right_fetal_pca_with_a_thin_p1_and_case_023_one_without_a_p1():
+    labels, affine = topcow.load_label_map(REAL / "topcow_mr_roi_003.nii.gz")
+    spacing = topcow.spacing_dhw(affine)
+    assert topcow.variant_vectors(labels).posterior == [1, 1, 1, 1]  # both P1s labelled
+    calibre = posterior_calibre(labels, spacing)
+    assert calibre["right"].p1_mm < 0.5 * calibre["right"].pcom_mm
+    assert calibre["left"].p1_mm > 0.7 * calibre["left"].pcom_mm
+    assert fetal_pca(labels, spacing) == {"left": 0, "right": 1}
+    labels, affine = topcow.load_label_map(REAL / "topcow_mr_roi_023.nii.gz")
+    assert fetal_pca(labels, topcow.spacing_dhw(affine)) == {"left": 0, "right": 1}
+
+
+def test_voxels_coarser_than_two_thirds_of_a_millimetre_cannot_show_a_hypoplastic_p1():
+    assert resolves_hypoplastic_p1((0.62, 0.62, 0.62)) and resolves_hypoplastic_p1((0.6, 0.3, 0.3))
+    assert not resolves_hypoplastic_p1((1.24, 1.24, 1.24)) and not resolves_hypoplastic_p1((0.7, 0.3, 0.3))
+
+
+@pytest.mark.parametrize("spacing", [(0.5, 0.5), (0.5, 0.0, 0.5), (0.5, float("nan"), 0.5), "0.5", None])
+def test_a_spacing_that_is_not_three_positive_sizes_is_refused(spacing):
+    with pytest.raises(InputError, match="voxel spacing must be three"):
+        checked_spacing(spacing)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_topcow_style_pairs_at_their_own_resolution_give_the_targets_their_phantoms_recorded(tmp_path, suffix):
+    import json
+
+    import SimpleITK as sitk
+
+    from CircleOfWillisGANLib.phantoms.writer import write_phantom_set
+    from CircleOfWillisGANLib.variant_classifier import load_labelled_folder, targets_from_phantom
+
+    write_phantom_set(tmp_path, 3, seed=23, config=PhantomConfig(spacing_mm=(0.62, 0.5, 0.62),
+                                                                 prevalence=FETAL_WITH_THIN_P1))
+    recorded = []
+    for record in sorted(tmp_path.glob("phantom_*.json")):
+        recorded.append(targets_from_phantom(json.loads(record.read_text())["variants"]))
+        record.unlink()
+        label = tmp_path / record.name.replace(".json", "_label.nii.gz")
+        if suffix == ".nrrd":
+            sitk.WriteImage(sitk.ReadImage(str(label)), str(label.with_name(label.name.replace(".nii.gz", ".nrrd"))))
+            label.unlink()
+    cases = load_labelled_folder(tmp_path, (8, 32, 32), (2.5,) * 3)
+    assert cases.sources == ["labels"] * 3 and cases.targets == recorded
+    assert sum(t["fetal_pca_left"] + t["fetal_pca_right"] for t in recorded) >= 2
