@@ -268,9 +268,11 @@ def volume_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def output_grid(reference: Any, shape_dhw: Sequence[int], spacing: Optional[float]) -> Any:
-    """An empty image of `shape_dhw` centred on `reference`: at `spacing` mm on the RAS axes when a spacing is given,
-    so a tilted scan is resampled upright as the model's volumes lie; else `reference`'s own voxels, cropped."""
+def output_grid(reference: Any, shape_dhw: Sequence[int], spacing: Optional[float],
+                centre_ras: Optional[Sequence[float]] = None) -> Any:
+    """An empty image of `shape_dhw` centred on `reference` (or on the RAS point `centre_ras`, with a spacing): at
+    `spacing` mm on the RAS axes when a spacing is given, so a tilted scan is resampled upright as the model's volumes
+    lie; else `reference`'s own voxels, cropped."""
     sitk = simpleitk()
     d, h, w = (int(s) for s in shape_dhw)
     size_ijk = np.array([h, w, d])
@@ -279,6 +281,8 @@ def output_grid(reference: Any, shape_dhw: Sequence[int], spacing: Optional[floa
     direction = RAS_AXES_LPS if spacing else np.array(reference.GetDirection()).reshape(3, 3)
     centre = np.array(reference.TransformContinuousIndexToPhysicalPoint(
         [(n - 1) / 2.0 for n in reference.GetSize()]))
+    if centre_ras is not None:
+        centre = np.array([-1.0, -1.0, 1.0]) * np.asarray(centre_ras, float)  # SimpleITK's points are LPS
     if spacing is None:
         start = (np.array(reference.GetSize()) - size_ijk) // 2
         origin = np.array(reference.GetOrigin()) + direction @ (ref_spacing * start)
@@ -326,8 +330,10 @@ def preprocess_file(path: Path, options: PrepareOptions, template: Any = None) -
     return volume, record
 
 
-def _on_grid(path: Path, options: PrepareOptions, template: Any) -> Tuple[np.ndarray, Dict[str, Any]]:
-    """Read, check, register and resample one file onto the options' grid: (volume, provenance); VolumeRejected."""
+def _on_grid(path: Path, options: PrepareOptions, template: Any,
+             centre_ras: Optional[Sequence[float]] = None) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Read, check, register and resample one file onto the options' grid (centred on the scan, or on `centre_ras`
+    without a template): (volume, provenance); VolumeRejected."""
     sitk = simpleitk()
     image = read_canonical(path)
     record: Dict[str, Any] = {"sha256": volume_sha256(path), "input_size": list(image.GetSize()),
@@ -337,7 +343,7 @@ def _on_grid(path: Path, options: PrepareOptions, template: Any) -> Tuple[np.nda
     if template is not None:
         transform, record["registration_metric"] = register_to(template, image, options.seed)
         reference = template
-    grid = output_grid(reference, options.shape, options.spacing)
+    grid = output_grid(reference, options.shape, options.spacing, centre_ras if template is None else None)
     background = background_intensity(sitk.GetArrayViewFromImage(image))
     resampled = sitk.Resample(image, grid, transform, sitk.sitkLinear, background, sitk.sitkFloat32)
     volume = sitk.GetArrayFromImage(resampled).transpose(0, 2, 1)
@@ -412,10 +418,12 @@ def register_to(template: Any, image: Any, seed: int) -> Tuple[Any, float]:
 
 
 def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequence[float],
-                       template: Optional[Path] = None, warn: bool = True, normalisation: Any = None) -> ScanOnGrid:
+                       template: Optional[Path] = None, warn: bool = True, normalisation: Any = None,
+                       centre_ras: Optional[Sequence[float]] = None) -> ScanOnGrid:
     """A scan as `cowgan prepare --spacing` makes training volumes for a model of this grid, registered rigidly to
     `template` first when given, as the training data was, and scaled by the model's recorded `normalisation`; logs a
-    warning (with `warn`) if it does not fill the grid. The affine puts the volume over the scan, also after a
+    warning (with `warn`) if it does not fill the grid. Without a template, `centre_ras` (mm) centres the grid on
+    that point instead of the scan's centre, e.g. on the labelled circle of a whole-head scan. The affine puts the volume over the scan, also after a
     registration (the volume's voxels then lie in the template's orientation, over the patient's anatomy)."""
     path = Path(path)
     check_spacing(spacing_mm)
@@ -440,7 +448,7 @@ def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequenc
             raise InputError(f"cannot use the template {template}: {exc.with_fix('pass a readable 3D grey volume')}"
                              ) from None
     try:
-        volume, record = _on_grid(path, options, template_image)
+        volume, record = _on_grid(path, options, template_image, centre_ras)
     except VolumeRejected as exc:
         raise InputError(f"cannot use {path}: "
                          f"{exc.with_fix('pass the grey TOF-MRA image as one readable 3D NIfTI or NRRD file')}") from None

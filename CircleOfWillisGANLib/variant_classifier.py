@@ -39,6 +39,10 @@ FORMAT = "cowgan-variant-classifier-cnn"
 MIN_SIZE = 8  # voxels per axis: the network halves the volume three times
 MIN_HELD_OUT_PER_CLASS = 10  # held-out cases with and without a variant needed to measure how well it is called
 IMAGE_FILE = re.compile(r"(.+)_image\.(?:nii\.gz|nii|nrrd|nhdr)")  # the stem is everything before the last "_image"
+RELEASE_IMAGES = "imagesTr"  # TopCoW's release: imagesTr/NAME_0000.nii.gz and cow_seg_labelsTr/NAME.nii.gz
+RELEASE_LABELS = ("cow_seg_labelsTr", "labelsTr")
+RELEASE_IMAGE = re.compile(r"(.+)_0000(\.nii\.gz|\.nii)")
+RELEASE_CTA_PREFIX = "topcow_ct_"
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
@@ -266,12 +270,13 @@ class LabelledCases(NamedTuple):
 
 def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spacing_mm: Sequence[float],
                          normalisation: Any = None) -> LabelledCases:
-    """Volumes and targets of a phantom folder (`cowgan phantoms`: *_image + JSON) or TopCoW-style pairs
-    (*_image + *_label NIfTI or NRRD), each image brought onto the model's grid as `cowgan project` brings a scan
-    (RAS, the model's spacing around its centre, scaled by the model's recorded `normalisation`), so that left is
-    left whatever the files' storage order; targets come from the JSON or the label values, which name the side."""
+    """Volumes and targets of a phantom folder (`cowgan phantoms`: *_image + JSON), TopCoW-style pairs (*_image +
+    *_label NIfTI or NRRD) or TopCoW's release (imagesTr/ beside cow_seg_labelsTr/ or labelsTr/; its MRA cases), each
+    image brought onto the model's grid as `cowgan project` brings a scan (RAS, the model's spacing around its centre,
+    scaled by the model's recorded `normalisation`), so that left is left whatever the files' storage order; targets
+    come from the JSON or the label values, which name the side."""
     from .fetal_pca import MAX_RESOLVING_SPACING_MM, resolves_hypoplastic_p1
-    from .preprocess import MIN_COVERAGE, SUFFIXES, scan_on_model_grid
+    from .preprocess import MIN_COVERAGE, scan_on_model_grid
     from .topcow import checked_label_map
 
     folder = Path(folder)
@@ -279,31 +284,26 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spa
     if problem:
         raise InputError(f"labelled folder {folder} {problem}: pass a folder written by `cowgan phantoms` or of "
                          "TopCoW-style image/label pairs")
-    files = {p.name: p for p in folder.iterdir()}  # listed once: a phantom set holds thousands of files
-    images = sorted(p for name, p in files.items() if IMAGE_FILE.fullmatch(name))
-    if not images:
-        raise InputError(f"no *_image.nii(.gz) or *_image.nrrd files in {folder}: pass a folder written by "
-                         "`cowgan phantoms`, or image/label pairs named NAME_image and NAME_label in one folder "
-                         "(TopCoW's release keeps them as imagesTr/NAME_0000 and labelsTr/NAME: copy or link them "
-                         "under those names)")
+    cases = _release_cases(folder) or _paired_cases(folder)
     volumes, targets, names, sources, padded, coarse = [], [], [], [], [], []
-    for image in images:
-        stem = IMAGE_FILE.fullmatch(image.name).group(1)
-        sidecar = folder / f"{stem}.json"
-        labels = [files[name] for name in (f"{stem}_label{suffix}" for suffix in SUFFIXES) if name in files]
+    for stem, image, labels, whole_head in cases:
+        sidecar = image.with_name(f"{stem}.json")
         recorded = _recorded_variants(sidecar) if sidecar.is_file() else None
+        centre = None
         if recorded is not None:
             targets.append(recorded)
             sources.append("record")
         elif labels:
-            values, spacing = _label_map(labels[0])
-            targets.append(targets_from_labels(checked_label_map(values, labels[0]), spacing))
+            label_map = _label_map(labels[0])
+            targets.append(targets_from_labels(checked_label_map(label_map.values, labels[0]), label_map.spacing))
             sources.append("labels")
-            if not resolves_hypoplastic_p1(spacing):
+            if not resolves_hypoplastic_p1(label_map.spacing):
                 coarse.append(labels[0].name)
+            centre = label_map.labelled_centre_ras if whole_head else None
         else:
             raise InputError(_no_targets_message(image, stem, sidecar))
-        scan = scan_on_model_grid(image, shape_dhw, spacing_mm, warn=False, normalisation=normalisation)
+        scan = scan_on_model_grid(image, shape_dhw, spacing_mm, warn=False, normalisation=normalisation,
+                                  centre_ras=centre)
         if scan.coverage < MIN_COVERAGE:
             padded.append(f"{image.name} {scan.coverage:.0%}")
         volumes.append(scan.volume)
@@ -311,12 +311,62 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spa
     if padded:
         log.warning("%d of %d labelled images fill less than %.0f%% of the model's grid and are padded (%s): the "
                     "classifier learns them as they are, so label cases that cover the grid where you can",
-                    len(padded), len(images), 100 * MIN_COVERAGE, ", ".join(padded[:3]) + (", ..." if len(padded) > 3 else ""))
+                    len(padded), len(cases), 100 * MIN_COVERAGE, ", ".join(padded[:3]) + (", ..." if len(padded) > 3 else ""))
     if coarse:
         log.warning("%d label maps have voxels coarser than %.2f mm (%s), too coarse to show a P1 under 1 mm wide as "
                     "such, so their fetal PCA targets may miss a thin P1: label the scans at their acquired resolution",
                     len(coarse), MAX_RESOLVING_SPACING_MM, ", ".join(coarse[:3]) + (", ..." if len(coarse) > 3 else ""))
     return LabelledCases(np.stack(volumes).astype(np.float32), targets, names, sources)
+
+
+def _paired_cases(folder: Path) -> List[Tuple[str, Path, List[Path], bool]]:
+    """(stem, image, label maps, False) of each NAME_image in `folder`, with the NAME_label files beside it: crops
+    around the circle, brought to the model's grid around their centre."""
+    from .preprocess import SUFFIXES
+
+    files = {p.name: p for p in folder.iterdir()}  # listed once: a phantom set holds thousands of files
+    images = sorted(p for name, p in files.items() if IMAGE_FILE.fullmatch(name))
+    if not images:
+        raise InputError(f"no *_image.nii(.gz) or *_image.nrrd files in {folder}: pass a folder written by "
+                         "`cowgan phantoms`, image/label pairs named NAME_image and NAME_label in one folder, or "
+                         "TopCoW's release folder (imagesTr/ beside cow_seg_labelsTr/)")
+    out = []
+    for image in images:
+        stem = IMAGE_FILE.fullmatch(image.name).group(1)
+        labels = [files[name] for name in (f"{stem}_label{suffix}" for suffix in SUFFIXES) if name in files]
+        out.append((stem, image, labels, False))
+    return out
+
+
+def _release_cases(folder: Path) -> List[Tuple[str, Path, List[Path], bool]]:
+    """(stem, image, label maps, True) of TopCoW's release layout, `folder` being the release or its imagesTr/: each
+    imagesTr/NAME_0000.nii.gz with cow_seg_labelsTr/NAME.nii.gz (labelsTr/ in nnU-Net's naming). Its images show the
+    whole head, so they are brought to the model's grid around the labelled circle. Its CTA cases (topcow_ct_*) are
+    left out, named in one warning: the models learn TOF-MRA. Empty for any other layout."""
+    images_dir = folder if folder.name == RELEASE_IMAGES else folder / RELEASE_IMAGES
+    label_dirs = [images_dir.parent / name for name in RELEASE_LABELS if (images_dir.parent / name).is_dir()]
+    if not images_dir.is_dir() or not label_dirs:
+        return []
+    out, cta = [], []
+    for image in sorted(images_dir.iterdir()):
+        match = RELEASE_IMAGE.fullmatch(image.name)
+        if not match:
+            continue
+        stem, suffix = match.groups()
+        if stem.startswith(RELEASE_CTA_PREFIX):
+            cta.append(image.name)
+            continue
+        label = label_dirs[0] / f"{stem}{suffix}"
+        if not label.is_file():
+            raise InputError(f"{image} has no label map {label}: add it, or move the image out of {images_dir}")
+        out.append((stem, image, [label], True))
+    if cta:
+        log.warning("%d CTA cases of the TopCoW release left out (%s): the classifier learns TOF-MRA volumes",
+                    len(cta), ", ".join(cta[:3]) + (", ..." if len(cta) > 3 else ""))
+    if not out:
+        raise InputError(f"no TOF-MRA image (NAME_0000.nii.gz, not {RELEASE_CTA_PREFIX}*) in {images_dir}: pass "
+                         "the TopCoW release folder that holds imagesTr/ and cow_seg_labelsTr/")
+    return out
 
 
 def _no_targets_message(image: Path, stem: str, sidecar: Path) -> str:
@@ -335,9 +385,18 @@ def _circle_cut(sidecar: Path) -> bool:
     return isinstance(params, dict) and params.get("circle_in_view") is False
 
 
-def _label_map(path: Path) -> Tuple[np.ndarray, Tuple[float, float, float]]:
-    """The values of a label map as stored and its voxel size (mm) along each array axis: each value names one artery
-    of one side, so the storage order does not matter, and the voxel sizes let a P1's calibre be measured."""
+class LabelMapFile(NamedTuple):
+    """A label map as stored: its values, its voxel size (mm) along each array axis, and the RAS centre (mm) of the
+    box around its labelled voxels (None when nothing is labelled)."""
+
+    values: np.ndarray
+    spacing: Tuple[float, float, float]
+    labelled_centre_ras: Optional[np.ndarray]
+
+
+def _label_map(path: Path) -> LabelMapFile:
+    """Read a label map as stored: each value names one artery of one side, so the storage order does not matter, and
+    the voxel sizes let a P1's calibre be measured."""
     from .preprocess import VolumeRejected, check_itk_name, read_nifti_as_stored, simpleitk
 
     try:
@@ -347,14 +406,29 @@ def _label_map(path: Path) -> Tuple[np.ndarray, Tuple[float, float, float]]:
         raise InputError(f"cannot read label map {ascii(str(path))}: {exc.with_fix('copy or export it again')}") from None
     if stored is not None:
         image, values = stored
-        return values, tuple(float(size) for size in image.header.get_zooms()[:3])  # type: ignore[return-value]
+        spacing = tuple(float(size) for size in image.header.get_zooms()[:3])
+        affine = np.asarray(image.affine, float)
+        return LabelMapFile(values, spacing,  # type: ignore[arg-type]
+                            _labelled_centre(values, lambda ijk: affine[:3, :3] @ ijk + affine[:3, 3]))
     sitk = simpleitk()
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"cannot read label map {path} ({str(exc).strip().splitlines()[-1][:120]}): copy or export "
                          "it again") from None
-    return sitk.GetArrayFromImage(image), tuple(float(size) for size in image.GetSpacing()[::-1])  # type: ignore[return-value]
+    values = sitk.GetArrayFromImage(image)
+    spacing = tuple(float(size) for size in image.GetSpacing()[::-1])
+    return LabelMapFile(values, spacing, _labelled_centre(  # type: ignore[arg-type]
+        values, lambda kji: np.array([-1.0, -1.0, 1.0]) * image.TransformContinuousIndexToPhysicalPoint(
+            [float(v) for v in kji[::-1]])))
+
+
+def _labelled_centre(values: np.ndarray, to_ras: Callable[[np.ndarray], np.ndarray]) -> Optional[np.ndarray]:
+    """RAS centre of the box around the non-zero voxels of `values`, `to_ras` mapping an index of its axes to RAS."""
+    labelled = np.argwhere(np.asarray(values) != 0)
+    if not len(labelled):
+        return None
+    return np.asarray(to_ras((labelled.min(axis=0) + labelled.max(axis=0)) / 2.0), float)
 
 
 def _recorded_variants(sidecar: Path) -> Optional[Dict[str, int]]:

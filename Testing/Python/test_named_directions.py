@@ -103,10 +103,10 @@ def test_a_missing_folder_or_a_damaged_phantom_record_is_named_with_the_fix(tmp_
 
     with pytest.raises(InputError, match="labelled folder .*absent does not exist"):
         load_labelled_folder(tmp_path / "absent", (8, 32, 32), (2.5,) * 3)
-    (tmp_path / "release" / "imagesTr").mkdir(parents=True)  # TopCoW's release layout: named how to rename it
+    (tmp_path / "release" / "imagesTr").mkdir(parents=True)  # TopCoW's release images without their labels
     (tmp_path / "release" / "imagesTr" / "topcow_mr_001_0000.nii.gz").write_bytes(b"")
-    with pytest.raises(InputError, match="NAME_image and NAME_label in one folder \\(TopCoW's release keeps them as "
-                                         "imagesTr/NAME_0000 and labelsTr/NAME"):
+    with pytest.raises(InputError, match="NAME_image and NAME_label in one folder, or TopCoW's release folder "
+                                         "\\(imagesTr/ beside cow_seg_labelsTr/\\)"):
         load_labelled_folder(tmp_path / "release" / "imagesTr", (8, 32, 32), (2.5,) * 3)
     folder = tmp_path / "phantoms"
     folder.mkdir()
@@ -579,3 +579,52 @@ def test_the_input_classifier_is_never_the_output_even_with_overwrite(classifier
     assert code == 2 and "is the --classifier file: write the named model to another file" in capsys.readouterr().err
     assert kept.read_bytes() == before
 
+
+
+def test_topcows_release_layout_is_read_around_the_labelled_circle_leaving_its_cta_cases_out(tmp_path, caplog):
+    import shutil
+
+    import nibabel as nib
+
+    from CircleOfWillisGANLib.phantoms.writer import write_phantom_set
+    from CircleOfWillisGANLib.preprocess import scan_on_model_grid
+
+    crops, release = tmp_path / "crops", tmp_path / "TopCoW2024_Data_Release"
+    crops.mkdir()
+    (release / "imagesTr").mkdir(parents=True)
+    (release / "cow_seg_labelsTr").mkdir()
+    write_phantom_set(crops, 3, seed=4, config=PhantomConfig(shape=(16, 64, 64), spacing_mm=(1.25, 1.25, 1.25)))
+    for index, record in enumerate(sorted(crops.glob("*.json"))):
+        record.unlink()
+        stem = record.name[:-len(".json")]
+        for kind, name in (("image", f"imagesTr/topcow_mr_{index:03d}_0000.nii.gz"),
+                           ("label", f"cow_seg_labelsTr/topcow_mr_{index:03d}.nii.gz")):
+            stored = nib.load(str(crops / f"{stem}_{kind}.nii.gz"))
+            pad = ((40, 0), (0, 30), (12, 0))  # the rest of the head, mostly on one side of the circle
+            affine = stored.affine.copy()
+            affine[:3, 3] -= affine[:3, :3] @ np.array([before for before, _ in pad], float)
+            whole_head = np.pad(np.asarray(stored.dataobj), pad)
+            nib.save(nib.Nifti1Image(whole_head.astype(stored.get_data_dtype()), affine), str(release / name))
+    shutil.copy(release / "imagesTr" / "topcow_mr_000_0000.nii.gz", release / "imagesTr" / "topcow_ct_000_0000.nii.gz")
+    grid = ((8, 32, 32), (2.5,) * 3)
+    cropped = load_labelled_folder(crops, *grid)
+    around_circle = []
+    for label in sorted(crops.glob("*_label.nii.gz")):
+        stored = nib.load(str(label))
+        labelled = np.argwhere(np.asarray(stored.dataobj) > 0)
+        centre = nib.affines.apply_affine(stored.affine, (labelled.min(axis=0) + labelled.max(axis=0)) / 2)
+        around_circle.append(scan_on_model_grid(crops / label.name.replace("_label", "_image"), *grid, warn=False,
+                                                centre_ras=centre).volume)
+    with caplog.at_level("WARNING"):
+        for folder in (release, release / "imagesTr"):
+            cases = load_labelled_folder(folder, *grid)
+            assert cases.names == ["topcow_mr_000", "topcow_mr_001", "topcow_mr_002"]
+            assert cases.targets == cropped.targets and cases.sources == ["labels"] * 3
+            for whole_head, crop in zip(cases.volumes, around_circle):  # the same anatomy; only the fill beyond the
+                assert np.corrcoef(whole_head.ravel(), crop.ravel())[0, 1] > 0.95  # crop's edge differs
+    head_centre = scan_on_model_grid(release / "imagesTr" / "topcow_mr_000_0000.nii.gz", *grid, warn=False).volume
+    assert np.corrcoef(head_centre.ravel(), cases.volumes[0].ravel())[0, 1] < 0.3  # the head's centre misses it
+    assert "1 CTA cases of the TopCoW release left out (topcow_ct_000_0000.nii.gz)" in caplog.text
+    (release / "cow_seg_labelsTr" / "topcow_mr_001.nii.gz").unlink()
+    with pytest.raises(InputError, match="topcow_mr_001_0000.nii.gz has no label map .*topcow_mr_001.nii.gz: add it"):
+        load_labelled_folder(release, *grid)

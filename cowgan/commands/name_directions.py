@@ -17,8 +17,8 @@ MIN_LABELLED = 5  # fit_classifier needs 4 cases once HELD_OUT is drawn from the
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "name-directions", help="add anatomically named latent directions (Pcom, fetal PCA, A1, Acom) to a model",
-        description="Train a variant classifier on labelled volumes (a `cowgan phantoms` folder or TopCoW-style "
-                    "*_image/*_label pairs, brought onto the model's grid), label generated samples with it, fit a linear "
+        description="Train a variant classifier on labelled volumes (a `cowgan phantoms` folder, TopCoW-style "
+                    "*_image/*_label pairs or TopCoW's release folder, brought onto the model's grid), label generated samples with it, fit a linear "
                     "boundary in W per variant and write a copy of the model whose direction sliders include them. "
                     "Rare variants (A1 absent, Acom absent) need an enriched labelled set beside the natural one, e.g. "
                     "`cowgan phantoms --variant acom_absent=0.4 ...`.")
