@@ -423,8 +423,9 @@ def scan_on_model_grid(path: Path, shape_dhw: Sequence[int], spacing_mm: Sequenc
     """A scan as `cowgan prepare --spacing` makes training volumes for a model of this grid, registered rigidly to
     `template` first when given, as the training data was, and scaled by the model's recorded `normalisation`; logs a
     warning (with `warn`) if it does not fill the grid. Without a template, `centre_ras` (mm) centres the grid on
-    that point instead of the scan's centre, e.g. on the labelled circle of a whole-head scan. The affine puts the volume over the scan, also after a
-    registration (the volume's voxels then lie in the template's orientation, over the patient's anatomy)."""
+    that point instead of the scan's centre, e.g. on the labelled circle of a whole-head scan. The affine puts the
+    volume over the scan, also after a registration (the volume's voxels then lie in the template's orientation, over
+    the patient's anatomy)."""
     path = Path(path)
     check_spacing(spacing_mm)
     problem = path_problem(path) or (None if is_volume_file(path) else "is not a NIfTI or NRRD file")

@@ -2,9 +2,10 @@
 
 Targets are the seven variants the named sliders move: each Pcom present, each fetal PCA (a Pcom with an
 absent or hypoplastic P1), each A1 present and the Acom present. Labels come from TopCoW label maps (the
-variant vectors, and the P1's measured calibre: `fetal_pca`) or from phantoms' recorded variants. Training weighs both classes of each variant equally (so
-rare variants count) and augments with left-right mirroring (which swaps the sided labels), shifts of up to two
-voxels and intensity scaling, so that it also calls generated volumes, whose pose and contrast vary.
+variant vectors, and the P1's measured calibre: `fetal_pca`) or from phantoms' recorded variants. Training weighs
+both classes of each variant equally (so rare variants count) and augments with left-right mirroring (which swaps
+the sided labels), shifts of up to two voxels and intensity scaling, so that it also calls generated volumes, whose
+pose and contrast vary.
 """
 
 from __future__ import annotations
@@ -338,13 +339,23 @@ def _paired_cases(folder: Path) -> List[Tuple[str, Path, List[Path], bool]]:
     return out
 
 
+def labelled_set_folder(folder: Union[str, Path]) -> Path:
+    """The folder that names a labelled set, resolved: TopCoW's release for its imagesTr/ (so that both spellings
+    are one set), else the folder itself."""
+    folder = Path(folder).resolve()
+    if folder.name == RELEASE_IMAGES and any((folder.parent / name).is_dir() for name in RELEASE_LABELS):
+        return folder.parent
+    return folder
+
+
 def _release_cases(folder: Path) -> List[Tuple[str, Path, List[Path], bool]]:
     """(stem, image, label maps, True) of TopCoW's release layout, `folder` being the release or its imagesTr/: each
     imagesTr/NAME_0000.nii.gz with cow_seg_labelsTr/NAME.nii.gz (labelsTr/ in nnU-Net's naming). Its images show the
     whole head, so they are brought to the model's grid around the labelled circle. Its CTA cases (topcow_ct_*) are
     left out, named in one warning: the models learn TOF-MRA. Empty for any other layout."""
-    images_dir = folder if folder.name == RELEASE_IMAGES else folder / RELEASE_IMAGES
-    label_dirs = [images_dir.parent / name for name in RELEASE_LABELS if (images_dir.parent / name).is_dir()]
+    release = labelled_set_folder(folder)
+    images_dir = release / RELEASE_IMAGES
+    label_dirs = [release / name for name in RELEASE_LABELS if (release / name).is_dir()]
     if not images_dir.is_dir() or not label_dirs:
         return []
     out, cta = [], []
@@ -356,10 +367,12 @@ def _release_cases(folder: Path) -> List[Tuple[str, Path, List[Path], bool]]:
         if stem.startswith(RELEASE_CTA_PREFIX):
             cta.append(image.name)
             continue
-        label = label_dirs[0] / f"{stem}{suffix}"
-        if not label.is_file():
-            raise InputError(f"{image} has no label map {label}: add it, or move the image out of {images_dir}")
-        out.append((stem, image, [label], True))
+        labels = [label_dirs[0] / f"{stem}{ending}" for ending in dict.fromkeys((suffix, ".nii.gz", ".nii"))]
+        labels = [label for label in labels if label.is_file()]
+        if not labels:
+            raise InputError(f"{image} has no label map {label_dirs[0] / (stem + suffix)}: add it, or move the image "
+                             f"out of {images_dir}")
+        out.append((stem, image, labels[:1], True))
     if cta:
         log.warning("%d CTA cases of the TopCoW release left out (%s): the classifier learns TOF-MRA volumes",
                     len(cta), ", ".join(cta[:3]) + (", ..." if len(cta) > 3 else ""))
@@ -396,7 +409,8 @@ class LabelMapFile(NamedTuple):
 
 def _label_map(path: Path) -> LabelMapFile:
     """Read a label map as stored: each value names one artery of one side, so the storage order does not matter, and
-    the voxel sizes let a P1's calibre be measured."""
+    the voxel sizes let a P1's calibre be measured. The labelled centre is placed as SimpleITK places the file, as the
+    images are resampled, also where a NIfTI header holds no orientation."""
     from .preprocess import VolumeRejected, check_itk_name, read_nifti_as_stored, simpleitk
 
     try:
@@ -404,31 +418,47 @@ def _label_map(path: Path) -> LabelMapFile:
         stored = read_nifti_as_stored(path)  # SimpleITK reads a truncated file's missing voxels, and NaN, as label 0
     except VolumeRejected as exc:
         raise InputError(f"cannot read label map {ascii(str(path))}: {exc.with_fix('copy or export it again')}") from None
-    if stored is not None:
-        image, values = stored
-        spacing = tuple(float(size) for size in image.header.get_zooms()[:3])
-        affine = np.asarray(image.affine, float)
-        return LabelMapFile(values, spacing,  # type: ignore[arg-type]
-                            _labelled_centre(values, lambda ijk: affine[:3, :3] @ ijk + affine[:3, 3]))
     sitk = simpleitk()
     try:
+        if stored is not None:
+            image, values = stored
+            spacing = _voxel_sizes(np.linalg.norm(np.asarray(image.affine, float)[:3, :3], axis=0), path)
+            header = sitk.ImageFileReader()
+            header.SetFileName(str(path))
+            header.ReadImageInformation()
+            return LabelMapFile(values, spacing, _labelled_centre(values, header))
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"cannot read label map {path} ({str(exc).strip().splitlines()[-1][:120]}): copy or export "
                          "it again") from None
-    values = sitk.GetArrayFromImage(image)
-    spacing = tuple(float(size) for size in image.GetSpacing()[::-1])
-    return LabelMapFile(values, spacing, _labelled_centre(  # type: ignore[arg-type]
-        values, lambda kji: np.array([-1.0, -1.0, 1.0]) * image.TransformContinuousIndexToPhysicalPoint(
-            [float(v) for v in kji[::-1]])))
+    values = sitk.GetArrayFromImage(image)  # (k, j, i): ITK's index reversed
+    spacing = _voxel_sizes(image.GetSpacing()[::-1], path)
+    return LabelMapFile(values, spacing, _labelled_centre(np.transpose(values), image))
 
 
-def _labelled_centre(values: np.ndarray, to_ras: Callable[[np.ndarray], np.ndarray]) -> Optional[np.ndarray]:
-    """RAS centre of the box around the non-zero voxels of `values`, `to_ras` mapping an index of its axes to RAS."""
-    labelled = np.argwhere(np.asarray(values) != 0)
+def _voxel_sizes(sizes: Sequence[float], path: Path) -> Tuple[float, float, float]:
+    """Three voxel sizes (mm) of the label map at `path`, refused naming the file when its header holds no such."""
+    from .fetal_pca import checked_spacing
+
+    try:
+        return tuple(float(size) for size in checked_spacing(sizes))  # type: ignore[return-value]
+    except InputError as exc:
+        raise InputError(f"label map {path}: {exc}") from None
+
+
+def _labelled_centre(values_ijk: np.ndarray, geometry: Any) -> Optional[np.ndarray]:
+    """RAS centre (mm) of the box around the non-zero voxels of `values_ijk`, indexed as ITK indexes the file whose
+    origin, spacing and direction `geometry` (a SimpleITK image or header reader) holds; None when nothing is labelled
+    or the map is not 3D (it is refused as such when read)."""
+    if np.ndim(values_ijk) != 3 or len(geometry.GetSpacing()) != 3:
+        return None
+    labelled = np.argwhere(np.asarray(values_ijk) != 0)
     if not len(labelled):
         return None
-    return np.asarray(to_ras((labelled.min(axis=0) + labelled.max(axis=0)) / 2.0), float)
+    box_centre = (labelled.min(axis=0) + labelled.max(axis=0)) / 2.0
+    direction = np.asarray(geometry.GetDirection(), float).reshape(3, 3)
+    lps = np.asarray(geometry.GetOrigin(), float) + direction @ (np.asarray(geometry.GetSpacing(), float) * box_centre)
+    return np.array([-1.0, -1.0, 1.0]) * lps
 
 
 def _recorded_variants(sidecar: Path) -> Optional[Dict[str, int]]:

@@ -628,3 +628,60 @@ def test_topcows_release_layout_is_read_around_the_labelled_circle_leaving_its_c
     (release / "cow_seg_labelsTr" / "topcow_mr_001.nii.gz").unlink()
     with pytest.raises(InputError, match="topcow_mr_001_0000.nii.gz has no label map .*topcow_mr_001.nii.gz: add it"):
         load_labelled_folder(release, *grid)
+
+
+def _tilted_las(degrees: float) -> np.ndarray:
+    """A 1 mm affine stored right-to-left (as FSL writes), the head tilted forward and turned by `degrees`."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    tilt, turn = np.array([[1, 0, 0], [0, c, -s], [0, s, c]]), np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = turn @ tilt @ np.diag([-1.0, 1.0, 1.0])
+    affine[:3, 3] = (30.0, -40.0, -20.0)
+    return affine
+
+
+@pytest.mark.parametrize("orientation_codes", [1, 0])  # 0: a header with no orientation, placed as ITK places it
+def test_a_release_scan_is_centred_on_its_labelled_arteries_whatever_its_storage(tmp_path, orientation_codes):
+    import nibabel as nib
+
+    release = tmp_path / "release"
+    (release / "imagesTr").mkdir(parents=True)
+    (release / "labelsTr").mkdir()
+    labels = np.zeros((60, 70, 50), np.uint8)  # stored (i, j, k): far from the middle of the "head"
+    labels[42:48, 12:18, 35:41] = 4
+    labels[42:48, 18:24, 35:41] = 6
+    image = np.where(labels > 0, 0.9, 0.1).astype(np.float32)
+    for data, name in ((image, "imagesTr/topcow_mr_007_0000.nii.gz"), (labels, "labelsTr/topcow_mr_007.nii.gz")):
+        stored = nib.Nifti1Image(data, None)
+        stored.set_sform(_tilted_las(20.0), code=orientation_codes)
+        stored.set_qform(_tilted_las(20.0), code=orientation_codes)
+        nib.save(stored, str(release / name))
+    volume = load_labelled_folder(release, (8, 16, 16), (2.0,) * 3).volumes[0]
+    bright = np.argwhere(volume > 0.5 * volume.max())
+    np.testing.assert_allclose(bright.mean(axis=0), (3.5, 7.5, 7.5), atol=1.0)
+
+
+def test_a_release_given_twice_once_by_its_imagestr_is_refused_as_one_folder(tmp_path, capsys):
+    from cowgan.main import main
+
+    release = tmp_path / "TopCoW2024_Data_Release"
+    for name in ("imagesTr", "cow_seg_labelsTr"):
+        (release / name).mkdir(parents=True)
+    model = tmp_path / "tiny.safetensors"
+    save_checkpoint(model, build_generator("tiny", seed=0, device="cpu").checkpoint)
+    assert main(["name-directions", "--model", str(model), "--labelled", str(release), str(release / "imagesTr"),
+                 "--out", str(tmp_path / "named.safetensors")]) == 2
+    assert "--labelled names one folder twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dimensions", [4, 2])
+def test_a_label_map_that_is_not_3d_is_named_as_such(labelled_pairs, dimensions):
+    import nibabel as nib
+
+    label_file = labelled_pairs / "phantom_00001_label.nii.gz"
+    stored = nib.load(str(label_file))
+    values = np.asarray(stored.dataobj)
+    values = values[..., None] if dimensions == 4 else values[:, :, values.shape[2] // 2]
+    nib.save(nib.Nifti1Image(values, stored.affine), str(label_file))
+    with pytest.raises(InputError, match="a label map must be 3D, got shape"):
+        load_labelled_folder(labelled_pairs, (8, 32, 32), (2.5,) * 3)

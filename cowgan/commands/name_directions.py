@@ -107,13 +107,14 @@ def _classifier(args: argparse.Namespace, out: Path, shape: tuple, spacing: tupl
 
     from CircleOfWillisGANLib.named_directions import MIN_CLASSIFIER_ACCURACY
     from CircleOfWillisGANLib.variant_classifier import (MIN_HELD_OUT_PER_CLASS, evaluate_classifier, fit_classifier,
-                                                         load_classifier_for, load_labelled_folder, measurable)
+                                                         labelled_set_folder, load_classifier_for,
+                                                         load_labelled_folder, measurable)
 
     if args.classifier:
         return load_classifier_for(args.classifier, shape, spacing)
     if args.classifier_epochs < 1:
         raise InputError(f"--classifier-epochs {args.classifier_epochs} must be at least 1 (default 20)")
-    folders = list(dict.fromkeys(Path(folder).resolve() for folder in args.labelled))
+    folders = list(dict.fromkeys(labelled_set_folder(folder) for folder in args.labelled))
     if len(folders) < len(args.labelled):
         raise InputError("--labelled names one folder twice: its cases would be both trained on and held out; "
                          "give each folder once")
