@@ -625,6 +625,10 @@ def test_topcows_release_layout_is_read_around_the_labelled_circle_leaving_its_c
     head_centre = scan_on_model_grid(release / "imagesTr" / "topcow_mr_000_0000.nii.gz", *grid, warn=False).volume
     assert np.corrcoef(head_centre.ravel(), cases.volumes[0].ravel())[0, 1] < 0.3  # the head's centre misses it
     assert "1 CTA cases of the TopCoW release left out (topcow_ct_000_0000.nii.gz)" in caplog.text
+    gzipped = release / "cow_seg_labelsTr" / "topcow_mr_002.nii.gz"  # a .nii label map beside a .nii.gz image
+    nib.save(nib.load(str(gzipped)), str(gzipped.with_name("topcow_mr_002.nii")))
+    gzipped.unlink()
+    assert load_labelled_folder(release, *grid).targets == cropped.targets
     (release / "cow_seg_labelsTr" / "topcow_mr_001.nii.gz").unlink()
     with pytest.raises(InputError, match="topcow_mr_001_0000.nii.gz has no label map .*topcow_mr_001.nii.gz: add it"):
         load_labelled_folder(release, *grid)
