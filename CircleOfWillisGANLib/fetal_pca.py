@@ -23,8 +23,9 @@ from .topcow import (BA, HYPOPLASTIC_WIDTH_MM, L_PCA, L_PCOM, R_PCA, R_PCOM, cen
 SIDES = {"left": (L_PCA, L_PCOM), "right": (R_PCA, R_PCOM)}
 NEIGHBOURS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)])
 P1_TO_PCOM = 0.7  # a P1 under 70% of its Pcom's radius is the narrower by more than the radii's voxel steps
+TIE_MM = 1e-4  # radii this close are equal: voxel sizes read from headers differ in their last digits
 THREAD_READING = 0.75  # a one-voxel-wide vessel reads as 3/4 of a voxel: one voxel to the background less the quarter
-MAX_RESOLVING_SPACING_MM = 0.5 * HYPOPLASTIC_WIDTH_MM / THREAD_READING  # coarser voxels read any P1 as 1 mm wide or more
+MAX_RESOLVING_SPACING_MM = 0.5 * HYPOPLASTIC_WIDTH_MM / THREAD_READING  # coarser voxels read any P1 as >= 1 mm wide
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class PosteriorCalibre:
         """A measured P1 under 1 mm wide, or under 70% of its Pcom's radius."""
         if self.p1_mm is None:
             return False
-        return 2 * self.p1_mm < HYPOPLASTIC_WIDTH_MM or (self.pcom_mm is not None and self.p1_mm < P1_TO_PCOM * self.pcom_mm)
+        narrower_than_pcom = self.pcom_mm is not None and self.p1_mm < P1_TO_PCOM * self.pcom_mm
+        return 2 * self.p1_mm < HYPOPLASTIC_WIDTH_MM or narrower_than_pcom
 
 
 def checked_spacing(spacing: Sequence[float]) -> np.ndarray:
@@ -49,7 +51,8 @@ def checked_spacing(spacing: Sequence[float]) -> np.ndarray:
     except (TypeError, ValueError):
         raise InputError(f"voxel spacing must be three sizes in mm, got {spacing!r}") from None
     if not (np.isfinite(sizes).all() and (sizes > 0).all()):
-        raise InputError(f"voxel spacing must be three positive sizes in mm, got {sizes.tolist()}: fix the file's header")
+        raise InputError(f"voxel spacing must be three positive sizes in mm, got {sizes.tolist()}: "
+                         "fix the file's header")
     return sizes
 
 
@@ -71,7 +74,8 @@ def posterior_calibre(labels: np.ndarray, spacing: Sequence[float]) -> Dict[str,
             out[side] = PosteriorCalibre(None, None)
             continue
         p1 = _centreline(lab == pca, radius, _meeting(lab, pca, BA), _meeting(lab, pca, pcom), sizes)
-        ridge = (lab == pcom) & (radius >= ndi.maximum_filter(np.where(lab == pcom, radius, 0), size=3))
+        pcom_radius = np.where(lab == pcom, radius, 0)
+        ridge = (lab == pcom) & (radius >= ndi.maximum_filter(pcom_radius, size=3) - TIE_MM)
         out[side] = PosteriorCalibre(_median_radius(lab, pca, p1, radius, sizes),
                                      _median_radius(lab, pcom, np.argwhere(ridge), radius, sizes))
     return out

@@ -9,7 +9,8 @@ import pytest
 
 from CircleOfWillisGANLib import topcow
 from CircleOfWillisGANLib.errors import InputError
-from CircleOfWillisGANLib.fetal_pca import checked_spacing, fetal_pca, posterior_calibre, resolves_hypoplastic_p1
+from CircleOfWillisGANLib.fetal_pca import (PosteriorCalibre, checked_spacing, fetal_pca, posterior_calibre,
+                                           resolves_hypoplastic_p1)
 from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom
 from CircleOfWillisGANLib.phantoms.variants import VariantPrevalence
 
@@ -110,3 +111,46 @@ def test_topcow_style_pairs_at_their_own_resolution_give_the_targets_their_phant
     cases = load_labelled_folder(tmp_path, (8, 32, 32), (2.5,) * 3)
     assert cases.sources == ["labels"] * 3 and cases.targets == recorded
     assert sum(t["fetal_pca_left"] + t["fetal_pca_right"] for t in recorded) >= 2
+
+
+@pytest.mark.parametrize("p1_mm, pcom_mm, hypoplastic", [
+    (0.45, 0.6, True),  # under 1 mm wide, though not much narrower than its (thin) Pcom
+    (0.6, 1.0, True),  # over 1 mm wide, but under 70% of its Pcom
+    (0.6, 0.8, False),
+    (0.45, None, True),
+    (None, 1.2, False),  # no P1 to measure: the variant vectors decide
+])
+def test_a_p1_is_hypoplastic_under_1_mm_wide_or_under_70_percent_of_its_pcom(p1_mm, pcom_mm, hypoplastic):
+    assert PosteriorCalibre(p1_mm, pcom_mm).hypoplastic_p1 is hypoplastic
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_a_label_files_voxel_sizes_follow_the_axes_of_the_values_read(tmp_path, suffix):
+    import SimpleITK as sitk
+
+    from CircleOfWillisGANLib.variant_classifier import _label_map
+
+    path = tmp_path / f"case_label{suffix}"
+    image = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.uint8))  # (k, j, i)
+    image.SetSpacing((0.3, 0.5, 0.7))  # (i, j, k)
+    sitk.WriteImage(image, str(path))
+    read = _label_map(path)
+    np.testing.assert_allclose(sorted(zip(read.values.shape, read.spacing)), [(4, 0.7), (5, 0.5), (6, 0.3)],
+                               rtol=1e-6)
+
+
+def test_a_label_file_without_a_voxel_size_is_named(tmp_path):
+    import nibabel as nib
+
+    from CircleOfWillisGANLib.variant_classifier import _label_map
+
+    path = tmp_path / "case_label.nii"
+    stored = nib.Nifti1Image(np.ones((4, 5, 6), np.uint8), None)
+    stored.set_sform(None, code=0)
+    stored.set_qform(None, code=0)
+    nib.save(stored, str(path))
+    data = bytearray(path.read_bytes())
+    data[88:92] = np.float32(np.nan).tobytes()  # pixdim[3], the only placement a header without forms has
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=f"label map {path}: voxel spacing must be three positive sizes in mm"):
+        _label_map(path)
