@@ -51,8 +51,7 @@ def checked_spacing(spacing: Sequence[float]) -> np.ndarray:
     except (TypeError, ValueError):
         raise InputError(f"voxel spacing must be three sizes in mm, got {spacing!r}") from None
     if not (np.isfinite(sizes).all() and (sizes > 0).all()):
-        raise InputError(f"voxel spacing must be three positive sizes in mm, got {sizes.tolist()}: "
-                         "fix the file's header")
+        raise InputError(f"voxel spacing must be three positive sizes in mm, got {sizes.tolist()}")
     return sizes
 
 
@@ -85,6 +84,7 @@ def fetal_pca(labels: np.ndarray, spacing: Sequence[float]) -> Dict[str, int]:
     """{"left": 0/1, "right": 0/1}: a Pcom present with its P1 absent or hypoplastic (`PosteriorCalibre`), for a
     label map with voxels `spacing` mm along its array axes."""
     lab = normalise_labels(labels)
+    checked_spacing(spacing)
     named = variant_vectors(lab).named()
     calibre = None
     out = {}

@@ -443,7 +443,7 @@ def _voxel_sizes(sizes: Sequence[float], path: Path) -> Tuple[float, float, floa
     try:
         return tuple(float(size) for size in checked_spacing(sizes))  # type: ignore[return-value]
     except InputError as exc:
-        raise InputError(f"label map {path}: {exc}") from None
+        raise InputError(f"label map {path}: {exc}: fix its header") from None
 
 
 def _labelled_centre(values_ijk: np.ndarray, geometry: Any) -> Optional[np.ndarray]:

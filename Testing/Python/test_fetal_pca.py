@@ -87,6 +87,9 @@ def test_voxels_coarser_than_two_thirds_of_a_millimetre_cannot_show_a_hypoplasti
 def test_a_spacing_that_is_not_three_positive_sizes_is_refused(spacing):
     with pytest.raises(InputError, match="voxel spacing must be three"):
         checked_spacing(spacing)
+    no_pcoms = generate_phantom((22, 1), PhantomConfig(force=("pcom_absent_both",))).labels  # nothing to measure
+    with pytest.raises(InputError, match="voxel spacing must be three"):
+        fetal_pca(no_pcoms, spacing)
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
@@ -152,5 +155,6 @@ def test_a_label_file_without_a_voxel_size_is_named(tmp_path):
     data = bytearray(path.read_bytes())
     data[88:92] = np.float32(np.nan).tobytes()  # pixdim[3], the only placement a header without forms has
     path.write_bytes(bytes(data))
-    with pytest.raises(InputError, match=f"label map {path}: voxel spacing must be three positive sizes in mm"):
+    with pytest.raises(InputError, match=f"label map {path}: voxel spacing must be three positive sizes in mm, got "
+                                         r"\[1.0, 1.0, nan\]: fix its header"):
         _label_map(path)
