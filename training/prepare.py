@@ -7,6 +7,7 @@ end, so an interrupted run leaves no half-written dataset behind.
 from __future__ import annotations
 
 import concurrent.futures
+import csv
 import fnmatch
 import functools
 import logging
@@ -26,13 +27,14 @@ from CircleOfWillisGANLib.interrupts import ctrl_c_held_from_new_processes, igno
 from CircleOfWillisGANLib.mip import contact_sheet, mip_panel, save_png
 from CircleOfWillisGANLib.checks import check_workers
 from CircleOfWillisGANLib.preprocess import (PrepareOptions, VolumeRejected, coverage_warning, is_volume_file,
-                                             preprocess_file, read_canonical, simpleitk)
+                                             normalise, preprocess_file, read_canonical, simpleitk)
 from CircleOfWillisGANLib.volume_io import default_affine
 
 from .shards import ShardWriter, write_manifest
 
 log = logging.getLogger(__name__)
 PREVIEW_VOLUMES = 16
+PHANTOM_IMAGES = "*_image.nii*"  # the pattern that picks a phantom set's images for `prepare`
 MAX_TILT_DEG = 5.0  # a scan kept tilted more than this from the RAS axes (no --spacing) gets a warning
 Result = Tuple[Optional[np.ndarray], Dict[str, Any]]
 
@@ -104,6 +106,56 @@ def prepare_dataset(input_dir: Path, out_dir: Path, options: PrepareOptions, wor
             raise InputError(f"none of the {len(volumes)} volumes could be used ({reasons}): fix or replace them")
         save_png(staging / "preview.png", contact_sheet(previews, columns=4))
         manifest = _manifest(input_dir, options, template_info, writer, accepted, skipped, ignored, pattern)
+        write_manifest(staging, manifest)
+    return manifest
+
+
+def prepare_phantom_set(phantom_dir: Path, out_dir: Path, shard_size: int = 256) -> Dict[str, Any]:
+    """The dataset `prepare --pattern '*_image.nii.gz'` (with `--spacing S` where the phantoms are isotropic at S)
+    makes from a phantom set, made without resampling, since its images already lie on their RAS grid, and so
+    without SimpleITK (a GPU machine may have only nibabel): the same volumes, records and preparation."""
+    from CircleOfWillisGANLib.phantoms.writer import MANIFEST as PHANTOM_MANIFEST
+    from CircleOfWillisGANLib.volume_io import load_volume
+
+    phantom_dir, out_dir = Path(phantom_dir).resolve(), Path(out_dir).resolve()
+    _check_folders(phantom_dir, out_dir)
+    listing = phantom_dir / PHANTOM_MANIFEST
+    if not listing.is_file():
+        raise InputError(f"{phantom_dir} holds no {PHANTOM_MANIFEST}, so it is not a set written by `cowgan phantoms`: "
+                         "prepare other volumes with `cowgan prepare`")
+    with listing.open(encoding="utf-8", newline="") as rows:
+        images = [phantom_dir / row["image"] for row in csv.DictReader(rows)]
+    with staged_folder(out_dir) as staging:
+        writer: Optional[ShardWriter] = None
+        accepted: List[Dict[str, Any]] = []
+        previews: List[np.ndarray] = []
+        for path in images:
+            image, affine = load_volume(path)
+            spacing = np.linalg.norm(affine[:3, :3], axis=0)
+            if tilt_degrees(affine) > 1e-3 or (np.diag(affine[:3, :3]) <= 0).any():
+                raise InputError(f"{path} does not lie on RAS axes as `cowgan phantoms` writes: prepare the set with "
+                                 "`cowgan prepare`")
+            if writer is None:
+                writer = ShardWriter(staging, image.shape, shard_size)
+                isotropic = bool(np.ptp(spacing) <= 1e-6 * spacing.max())
+                options = PrepareOptions(shape=tuple(image.shape),
+                                         spacing=round(float(spacing[0]), 6) if isotropic else None)
+            try:
+                volume, bounds = normalise(image, options.normalisation, options.percentiles)
+            except VolumeRejected as exc:
+                raise InputError(f"{path}: {exc}: write the phantom set again") from None
+            writer.add(volume)
+            accepted.append({"source": _relative(path, phantom_dir), "sha256": file_sha256(path),
+                             "input_size": [int(n) for n in (image.shape[1], image.shape[2], image.shape[0])],
+                             "input_spacing_mm": [round(float(s), 6) for s in spacing], "normalisation": bounds,
+                             "affine": np.asarray(affine).round(6).tolist(), "coverage": 1.0, "index": len(accepted)})
+            if len(previews) < PREVIEW_VOLUMES:
+                previews.append(mip_panel(volume, spacing, scale=1.0))
+        if writer is None:
+            raise InputError(f"the phantom set in {phantom_dir} lists no cases: write it again")
+        writer.flush()
+        save_png(staging / "preview.png", contact_sheet(previews, columns=4))
+        manifest = _manifest(phantom_dir, options, None, writer, accepted, [], [], PHANTOM_IMAGES)
         write_manifest(staging, manifest)
     return manifest
 

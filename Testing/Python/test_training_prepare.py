@@ -493,3 +493,42 @@ def test_prepare_names_a_file_whose_name_is_not_utf8_on_a_console_that_takes_onl
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-500:]  # a strict console refused the raw name
     assert r"skipped bad\xff_image.nii: its name 'bad\xff_image.nii' is not valid UTF-8" in done.stdout.decode()
     assert b"Logging error" not in done.stderr
+
+
+@pytest.mark.parametrize("spacing", [["1.24"], ["1.2", "1.2", "1.5"]])
+def test_phantoms_written_as_a_dataset_are_what_prepare_makes_of_them_without_simpleitk(tmp_path, spacing,
+                                                                                         monkeypatch):
+    import sys
+
+    from cowgan.main import main
+
+    prepared = tmp_path / "prepared"
+    assert main(["phantoms", "--n", "5", "--out", str(tmp_path / "ph"), "--seed", "3", "--shape", "16", "64", "64",
+                 "--spacing", *spacing]) == 0
+    prepare_dataset(tmp_path / "ph", prepared, PrepareOptions(shape=(16, 64, 64), spacing=1.24 if len(spacing) == 1
+                                                              else None), progress=False, pattern="*_image.nii.gz")
+    monkeypatch.setitem(sys.modules, "SimpleITK", None)  # a GPU machine's image: no SimpleITK to import
+    direct = tmp_path / "direct"
+    assert main(["phantoms", "--n", "5", "--out", str(tmp_path / "ph2"), "--seed", "3", "--shape", "16", "64", "64",
+                 "--spacing", *spacing, "--dataset", str(direct)]) == 0
+    made, expected = read_manifest(direct), read_manifest(prepared)
+    for key in ("shape_dhw", "count", "dtype", "data", "preparation"):
+        assert made[key] == expected[key], key
+    assert [(v["source"], v["sha256"], v["input_size"]) for v in made["volumes"]] == \
+        [(v["source"], v["sha256"], v["input_size"]) for v in expected["volumes"]]
+    np.testing.assert_allclose(_volumes(direct), _volumes(prepared), atol=2e-3)  # float16 steps, interpolation noise
+    assert sum(len(shard) for shard in open_shards(direct, made)[0]) == 5  # what `cowgan train --data` opens
+
+
+def test_a_dataset_folder_inside_the_phantom_set_or_not_empty_is_refused_before_any_phantom_is_made(tmp_path,
+                                                                                                   capsys):
+    from cowgan.main import main
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("kept")
+    for dataset, message in ((tmp_path / "ph" / "data", "is inside --out"), (tmp_path / "full", "is not empty")):
+        assert main(["phantoms", "--n", "3", "--out", str(tmp_path / "ph"), "--shape", "16", "64", "64",
+                     "--spacing", "1.24", "--dataset", str(dataset)]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "ph").exists() or not any((tmp_path / "ph").iterdir())
+    assert (tmp_path / "full" / "notes.txt").read_text() == "kept"

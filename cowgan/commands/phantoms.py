@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from CircleOfWillisGANLib.checks import check_workers
 from CircleOfWillisGANLib.errors import InputError, OutputError, require
+from CircleOfWillisGANLib.files import is_within
 from CircleOfWillisGANLib.latents import check_seed
 from CircleOfWillisGANLib.outputs import prepare_output_dir
 from CircleOfWillisGANLib.phantoms import FORCEABLE, PhantomConfig, VariantPrevalence, load_table, parse_overrides
@@ -41,6 +43,9 @@ def register(subparsers: Any) -> None:
                    help=f"make a variant certain in every case (repeatable): {', '.join(FORCEABLE)}")
     p.add_argument("--preview", action="store_true", help=f"write {PREVIEW}, a contact sheet of axial MIPs")
     p.add_argument("--no-compress", action="store_true", help="write .nii instead of .nii.gz (faster)")
+    p.add_argument("--dataset", default=None, metavar="DIR",
+                   help="also write the images as a training dataset in this new folder, as `cowgan prepare` makes it "
+                        "from them, without SimpleITK (the phantoms already lie on their grid)")
     p.add_argument("--overwrite", action="store_true", help="replace a phantom set already in --out (once the new set "
                    "is complete its files take the old set's place, so the sets do not mix)")
     p.set_defaults(run=run)
@@ -69,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     require("scipy.ndimage", "cowgan phantoms", "scipy")
     prepare_output_dir(args.out, create=False)
     check_no_foreign_files(args.out, args.preview)
+    if args.dataset:
+        _check_dataset_folder(Path(args.dataset), Path(args.out))
     existing = set_files(args.out)
     if existing and not args.overwrite:
         raise OutputError(f"{args.out} already holds a phantom set ({len(existing)} files, e.g. {existing[0].name}); a "
@@ -83,4 +90,19 @@ def run(args: argparse.Namespace) -> int:
                     "vectors differ from the sampled variants (manifest column circle_in_view = 0); use a larger "
                     "--shape or --spacing", len(cut), args.n, ", ".join(cut[:3]) + (", ..." if len(cut) > 3 else ""))
     log.info("wrote %d phantoms to %s (%s%s)", args.n, args.out, MANIFEST, f", {PREVIEW}" if args.preview else "")
+    if args.dataset:
+        from training.prepare import prepare_phantom_set
+
+        dataset = prepare_phantom_set(args.out, args.dataset)
+        log.info("wrote %s: %d volumes of %s, for `cowgan train --data %s`", args.dataset, dataset["count"],
+                 tuple(dataset["shape_dhw"]), args.dataset)
     return 0
+
+
+def _check_dataset_folder(dataset: Path, out: Path) -> None:
+    """Refuse a --dataset folder that could not be written, before minutes of phantoms are made."""
+    if is_within(dataset.resolve(), out.resolve()):
+        raise OutputError(f"--dataset {dataset} is inside --out {out}, which holds the phantom set: choose a folder "
+                          "outside it")
+    if dataset.exists() and (not dataset.is_dir() or any(dataset.iterdir())):
+        raise OutputError(f"--dataset {dataset} already exists and is not empty: choose a new folder or remove it")
