@@ -16,9 +16,10 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .errors import InputError, require
-from .topcow import (BA, HYPOPLASTIC_WIDTH_MM, L_PCA, L_PCOM, R_PCA, R_PCOM, centreline_radii, normalise_labels,
-                     variant_vectors)
+from .errors import require
+from .topcow import (BA, HYPOPLASTIC_WIDTH_MM, L_PCA, L_PCOM, R_PCA, R_PCOM, centreline_radii, contact_points,
+                     normalise_labels, variant_vectors)
+from .volume_io import check_spacing
 
 SIDES = {"left": (L_PCA, L_PCOM), "right": (R_PCA, R_PCOM)}
 NEIGHBOURS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)])
@@ -44,27 +45,16 @@ class PosteriorCalibre:
         return 2 * self.p1_mm < HYPOPLASTIC_WIDTH_MM or narrower_than_pcom
 
 
-def checked_spacing(spacing: Sequence[float]) -> np.ndarray:
-    """Voxel size (mm) along each of the three array axes, refusing anything else."""
-    try:
-        sizes = np.asarray(spacing, dtype=float).reshape(3)
-    except (TypeError, ValueError):
-        raise InputError(f"voxel spacing must be three sizes in mm, got {spacing!r}") from None
-    if not (np.isfinite(sizes).all() and (sizes > 0).all()):
-        raise InputError(f"voxel spacing must be three positive sizes in mm, got {sizes.tolist()}")
-    return sizes
-
-
 def resolves_hypoplastic_p1(spacing: Sequence[float]) -> bool:
     """True when voxels this size show a P1 under 1 mm wide as under 1 mm (no axis coarser than 2/3 mm)."""
-    return bool(checked_spacing(spacing).max() <= MAX_RESOLVING_SPACING_MM)
+    return bool(max(check_spacing(spacing)) <= MAX_RESOLVING_SPACING_MM)
 
 
 def posterior_calibre(labels: np.ndarray, spacing: Sequence[float]) -> Dict[str, PosteriorCalibre]:
     """P1 and Pcom radii of each side ("left", "right") of a label map with voxels `spacing` mm along its axes."""
     ndi = require("scipy.ndimage", "P1 calibre measurement", "scipy")
     lab = normalise_labels(labels)
-    sizes = checked_spacing(spacing)
+    sizes = np.asarray(check_spacing(spacing))
     vessel = lab > 0
     radius = ndi.distance_transform_edt(vessel, sampling=sizes)
     out = {}
@@ -72,7 +62,7 @@ def posterior_calibre(labels: np.ndarray, spacing: Sequence[float]) -> Dict[str,
         if not (lab == pcom).any():
             out[side] = PosteriorCalibre(None, None)
             continue
-        p1 = _centreline(lab == pca, radius, _meeting(lab, pca, BA), _meeting(lab, pca, pcom), sizes)
+        p1 = _centreline(lab == pca, radius, contact_points(lab, pca, (BA,)), contact_points(lab, pca, (pcom,)), sizes)
         pcom_radius = np.where(lab == pcom, radius, 0)
         ridge = (lab == pcom) & (radius >= ndi.maximum_filter(pcom_radius, size=3) - TIE_MM)
         out[side] = PosteriorCalibre(_median_radius(lab, pca, p1, radius, sizes),
@@ -84,7 +74,7 @@ def fetal_pca(labels: np.ndarray, spacing: Sequence[float]) -> Dict[str, int]:
     """{"left": 0/1, "right": 0/1}: a Pcom present with its P1 absent or hypoplastic (`PosteriorCalibre`), for a
     label map with voxels `spacing` mm along its array axes."""
     lab = normalise_labels(labels)
-    checked_spacing(spacing)
+    check_spacing(spacing)
     named = variant_vectors(lab).named()
     calibre = None
     out = {}
@@ -114,24 +104,18 @@ def _median_radius(lab: np.ndarray, label: int, centreline: Optional[np.ndarray]
     return float(np.median(centreline_radii(radius, chosen, sizes)))
 
 
-def _meeting(lab: np.ndarray, label: int, other: int) -> np.ndarray:
-    """Voxels of `label` among the 26 neighbours of `other`, as a boolean mask."""
-    ndi = require("scipy.ndimage", "P1 calibre measurement", "scipy")
-    return ndi.binary_dilation(lab == other, structure=np.ones((3, 3, 3), bool)) & (lab == label)
-
-
 def _centreline(mask: np.ndarray, radius: np.ndarray, start: np.ndarray, end: np.ndarray,
                 sizes: np.ndarray) -> Optional[np.ndarray]:
-    """(N, 3) voxels of the shortest path through `mask` from `start` to `end`, each step's length divided by the
-    radius there so that the path keeps to the lumen's middle; None when no path joins them."""
+    """(N, 3) voxels of the shortest path through `mask` from the (N, 3) voxels `start` to those of `end`, each step's
+    length divided by the radius there so that the path keeps to the lumen's middle; None when no path joins them."""
     sparse = require("scipy.sparse", "P1 calibre measurement", "scipy")
     csgraph = require("scipy.sparse.csgraph", "P1 calibre measurement", "scipy")
     points = np.argwhere(mask)
-    sources, targets = np.flatnonzero(start[mask]), np.flatnonzero(end[mask])
-    if not len(sources) or not len(targets):
+    if not len(start) or not len(end):
         return None
     index = np.full(mask.shape, -1)
     index[mask] = np.arange(len(points))
+    sources, targets = index[tuple(start.T)], index[tuple(end.T)]
     padded = np.pad(index, 1, constant_values=-1)
     rows, cols, costs = [], [], []
     point_radius = radius[mask]

@@ -219,7 +219,7 @@ def centreline_radii(distance_mm: np.ndarray, skeleton: np.ndarray, spacing_dhw:
     return np.maximum(corrected, 0.0)  # a thin vessel on a grid of thick slices has no negative radius
 
 
-def _contact_points(lab: np.ndarray, a: int, b: Sequence[int]) -> np.ndarray:
+def contact_points(lab: np.ndarray, a: int, b: Sequence[int]) -> np.ndarray:
     """Voxels of label `a` that touch any label in `b` (26-neighbourhood), as (N, 3) indices."""
     ndi = require("scipy.ndimage", "junction measurement", "scipy")
     other = np.isin(lab, list(b))
@@ -232,7 +232,7 @@ def _contact_points(lab: np.ndarray, a: int, b: Sequence[int]) -> np.ndarray:
 def basilar_tip(labels: np.ndarray, affine: np.ndarray) -> Optional[np.ndarray]:
     """RAS mm of the basilar tip: BA voxels touching a PCA, else the most superior BA voxel."""
     lab = normalise_labels(labels)
-    points = _contact_points(lab, BA, (R_PCA, L_PCA))
+    points = contact_points(lab, BA, (R_PCA, L_PCA))
     if len(points) == 0:
         points = np.argwhere(lab == BA)
         if len(points) == 0:
@@ -246,7 +246,7 @@ def ica_terminus(labels: np.ndarray, affine: np.ndarray, side: str) -> Optional[
     """RAS mm of the ICA terminus of `side` ('R' or 'L'): ICA voxels touching that side's MCA or ACA."""
     lab = normalise_labels(labels)
     ica, mca, aca = (R_ICA, R_MCA, R_ACA) if side == "R" else (L_ICA, L_MCA, L_ACA)
-    points = _contact_points(lab, ica, (mca, aca))
+    points = contact_points(lab, ica, (mca, aca))
     if len(points) == 0:
         points = np.argwhere(lab == ica)
         if len(points) == 0:

@@ -278,7 +278,6 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spa
     come from the JSON or the label values, which name the side."""
     from .fetal_pca import MAX_RESOLVING_SPACING_MM, resolves_hypoplastic_p1
     from .preprocess import MIN_COVERAGE, scan_on_model_grid
-    from .topcow import checked_label_map
 
     folder = Path(folder)
     problem = path_problem(folder, folder=True)
@@ -296,11 +295,11 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spa
             sources.append("record")
         elif labels:
             label_map = _label_map(labels[0])
-            targets.append(targets_from_labels(checked_label_map(label_map.values, labels[0]), label_map.spacing))
+            targets.append(targets_from_labels(label_map.labels, label_map.spacing))
             sources.append("labels")
             if not resolves_hypoplastic_p1(label_map.spacing):
                 coarse.append(labels[0].name)
-            centre = label_map.labelled_centre_ras if whole_head else None
+            centre = label_map.labelled_centre_ras() if whole_head else None
         else:
             raise InputError(_no_targets_message(image, stem, sidecar))
         scan = scan_on_model_grid(image, shape_dhw, spacing_mm, warn=False, normalisation=normalisation,
@@ -399,66 +398,62 @@ def _circle_cut(sidecar: Path) -> bool:
 
 
 class LabelMapFile(NamedTuple):
-    """A label map as stored: its values, its voxel size (mm) along each array axis, and the RAS centre (mm) of the
-    box around its labelled voxels (None when nothing is labelled)."""
+    """A TopCoW label map read from `path`: its normalised ids in ITK's index order (i, j, k), as NIfTI stores them,
+    and the voxel size (mm) along each of those axes. Each id names one artery of one side, so the order does not
+    matter to the targets, and the voxel sizes let a P1's calibre be measured."""
 
-    values: np.ndarray
+    path: Path
+    labels: np.ndarray
     spacing: Tuple[float, float, float]
-    labelled_centre_ras: Optional[np.ndarray]
+
+    def labelled_centre_ras(self) -> Optional[np.ndarray]:
+        """RAS centre (mm) of the box around the labelled voxels, placed as SimpleITK places the file, as the images
+        are resampled, also where a NIfTI header holds no orientation."""
+        from .preprocess import simpleitk
+
+        header = simpleitk().ImageFileReader()
+        header.SetFileName(str(self.path))
+        header.ReadImageInformation()
+        labelled = np.argwhere(self.labels != 0)  # not empty: checked_label_map refuses a map without labels
+        box_centre = (labelled.min(axis=0) + labelled.max(axis=0)) / 2.0
+        direction = np.asarray(header.GetDirection(), float).reshape(3, 3)
+        lps = np.asarray(header.GetOrigin(), float) + direction @ (np.asarray(header.GetSpacing(), float) * box_centre)
+        return np.array([-1.0, -1.0, 1.0]) * lps
 
 
 def _label_map(path: Path) -> LabelMapFile:
-    """Read a label map as stored: each value names one artery of one side, so the storage order does not matter, and
-    the voxel sizes let a P1's calibre be measured. The labelled centre is placed as SimpleITK places the file, as the
-    images are resampled, also where a NIfTI header holds no orientation."""
+    """Read a TopCoW label map, refusing (naming the file) a damaged one, one holding NaN (which SimpleITK would read
+    as background), one that is not 3D and what `checked_label_map` refuses."""
     from .preprocess import VolumeRejected, check_itk_name, read_nifti_as_stored, simpleitk
+    from .topcow import checked_label_map
 
     try:
         check_itk_name(path)
         stored = read_nifti_as_stored(path)  # SimpleITK reads a truncated file's missing voxels, and NaN, as label 0
     except VolumeRejected as exc:
         raise InputError(f"cannot read label map {ascii(str(path))}: {exc.with_fix('copy or export it again')}") from None
-    sitk = simpleitk()
+    if stored is not None:
+        image, values = stored
+        labels = checked_label_map(values, path)
+        return LabelMapFile(path, labels, _voxel_sizes(np.linalg.norm(np.asarray(image.affine, float)[:3, :3], axis=0),
+                                                       path))
     try:
-        if stored is not None:
-            image, values = stored
-            spacing = _voxel_sizes(np.linalg.norm(np.asarray(image.affine, float)[:3, :3], axis=0), path)
-            header = sitk.ImageFileReader()
-            header.SetFileName(str(path))
-            header.ReadImageInformation()
-            return LabelMapFile(values, spacing, _labelled_centre(values, header))
-        image = sitk.ReadImage(str(path))
+        image = simpleitk().ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"cannot read label map {path} ({str(exc).strip().splitlines()[-1][:120]}): copy or export "
                          "it again") from None
-    values = sitk.GetArrayFromImage(image)  # (k, j, i): ITK's index reversed
-    spacing = _voxel_sizes(image.GetSpacing()[::-1], path)
-    return LabelMapFile(values, spacing, _labelled_centre(np.transpose(values), image))
+    labels = checked_label_map(np.transpose(simpleitk().GetArrayFromImage(image)), path)  # its arrays are (k, j, i)
+    return LabelMapFile(path, labels, _voxel_sizes(image.GetSpacing(), path))
 
 
 def _voxel_sizes(sizes: Sequence[float], path: Path) -> Tuple[float, float, float]:
     """Three voxel sizes (mm) of the label map at `path`, refused naming the file when its header holds no such."""
-    from .fetal_pca import checked_spacing
+    from .volume_io import check_spacing
 
     try:
-        return tuple(float(size) for size in checked_spacing(sizes))  # type: ignore[return-value]
+        return check_spacing(sizes)
     except InputError as exc:
         raise InputError(f"label map {path}: {exc}: fix its header") from None
-
-
-def _labelled_centre(values_ijk: np.ndarray, geometry: Any) -> Optional[np.ndarray]:
-    """RAS centre (mm) of the box around the non-zero voxels of `values_ijk`, indexed as ITK indexes the file whose
-    origin, spacing and direction `geometry` (a SimpleITK image or header reader) holds; None when nothing is labelled
-    or the map is not 3D (it is refused as such when read)."""
-    if np.ndim(values_ijk) != 3 or len(geometry.GetSpacing()) != 3:
-        return None
-    labelled = np.argwhere(np.asarray(values_ijk) != 0)
-    if not len(labelled):
-        return None
-    box_centre = (labelled.min(axis=0) + labelled.max(axis=0)) / 2.0
-    direction = np.asarray(geometry.GetDirection(), float).reshape(3, 3)
-    lps = np.asarray(geometry.GetOrigin(), float) + direction @ (np.asarray(geometry.GetSpacing(), float) * box_centre)
-    return np.array([-1.0, -1.0, 1.0]) * lps
 
 
 def _recorded_variants(sidecar: Path) -> Optional[Dict[str, int]]:

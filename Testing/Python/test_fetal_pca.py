@@ -9,8 +9,7 @@ import pytest
 
 from CircleOfWillisGANLib import topcow
 from CircleOfWillisGANLib.errors import InputError
-from CircleOfWillisGANLib.fetal_pca import (PosteriorCalibre, checked_spacing, fetal_pca, posterior_calibre,
-                                           resolves_hypoplastic_p1)
+from CircleOfWillisGANLib.fetal_pca import PosteriorCalibre, fetal_pca, posterior_calibre, resolves_hypoplastic_p1
 from CircleOfWillisGANLib.phantoms import PhantomConfig, generate_phantom
 from CircleOfWillisGANLib.phantoms.variants import VariantPrevalence
 
@@ -86,7 +85,7 @@ def test_voxels_coarser_than_two_thirds_of_a_millimetre_cannot_show_a_hypoplasti
 @pytest.mark.parametrize("spacing", [(0.5, 0.5), (0.5, 0.0, 0.5), (0.5, float("nan"), 0.5), "0.5", None])
 def test_a_spacing_that_is_not_three_positive_sizes_is_refused(spacing):
     with pytest.raises(InputError, match="voxel spacing must be three"):
-        checked_spacing(spacing)
+        resolves_hypoplastic_p1(spacing)
     no_pcoms = generate_phantom((22, 1), PhantomConfig(force=("pcom_absent_both",))).labels  # nothing to measure
     with pytest.raises(InputError, match="voxel spacing must be three"):
         fetal_pca(no_pcoms, spacing)
@@ -127,18 +126,25 @@ def test_a_p1_is_hypoplastic_under_1_mm_wide_or_under_70_percent_of_its_pcom(p1_
     assert PosteriorCalibre(p1_mm, pcom_mm).hypoplastic_p1 is hypoplastic
 
 
+def _two_icas(shape):
+    """A small label map holding a right and a left ICA block, stored in `shape`."""
+    labels = np.zeros(shape, np.uint8)
+    labels[1:3, 1:3, 1:3], labels[4:6, 1:3, 1:3] = topcow.R_ICA, topcow.L_ICA
+    return labels
+
+
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
-def test_a_label_files_voxel_sizes_follow_the_axes_of_the_values_read(tmp_path, suffix):
+def test_a_label_files_voxel_sizes_follow_the_axes_of_the_labels_read(tmp_path, suffix):
     import SimpleITK as sitk
 
     from CircleOfWillisGANLib.variant_classifier import _label_map
 
     path = tmp_path / f"case_label{suffix}"
-    image = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.uint8))  # (k, j, i)
+    image = sitk.GetImageFromArray(_two_icas((8, 10, 12)))  # (k, j, i)
     image.SetSpacing((0.3, 0.5, 0.7))  # (i, j, k)
     sitk.WriteImage(image, str(path))
     read = _label_map(path)
-    np.testing.assert_allclose(sorted(zip(read.values.shape, read.spacing)), [(4, 0.7), (5, 0.5), (6, 0.3)],
+    np.testing.assert_allclose(sorted(zip(read.labels.shape, read.spacing)), [(8, 0.7), (10, 0.5), (12, 0.3)],
                                rtol=1e-6)
 
 
@@ -148,13 +154,13 @@ def test_a_label_file_without_a_voxel_size_is_named(tmp_path):
     from CircleOfWillisGANLib.variant_classifier import _label_map
 
     path = tmp_path / "case_label.nii"
-    stored = nib.Nifti1Image(np.ones((4, 5, 6), np.uint8), None)
+    stored = nib.Nifti1Image(_two_icas((8, 10, 12)), None)
     stored.set_sform(None, code=0)
     stored.set_qform(None, code=0)
     nib.save(stored, str(path))
     data = bytearray(path.read_bytes())
     data[88:92] = np.float32(np.nan).tobytes()  # pixdim[3], the only placement a header without forms has
     path.write_bytes(bytes(data))
-    with pytest.raises(InputError, match=f"label map {path}: voxel spacing must be three positive sizes in mm, got "
-                                         r"\[1.0, 1.0, nan\]: fix its header"):
+    with pytest.raises(InputError, match=f"label map {path}: the voxel spacing must be three positive millimetres "
+                                         r".*, got \[1.0, 1.0, nan\]: fix its header"):
         _label_map(path)
