@@ -99,11 +99,7 @@ def read_canonical(path: Path) -> Any:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        if "orthonormal" in str(exc):
-            raise VolumeRejected("its voxel axes are not perpendicular (a sheared affine, which ITK and 3D Slicer cannot "
-                                 "place; resample it onto a grid with perpendicular axes first, e.g. with nibabel's "
-                                 "processing.resample_to_output)") from None
-        raise VolumeRejected(f"unreadable ({str(exc).strip().splitlines()[-1][:120]})") from None
+        raise itk_rejection(exc) from None
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
     if image.GetDimension() != 3:
@@ -139,6 +135,15 @@ def check_itk_name(path: Path) -> None:
     except UnicodeEncodeError:
         raise VolumeRejected(f"its name '{printable_name(path.name)}' is not valid UTF-8 text, which ITK cannot open",
                              "rename it with a name of plain letters and digits") from None
+
+
+def itk_rejection(exc: RuntimeError) -> VolumeRejected:
+    """Why ITK could not read a file, from its RuntimeError: a sheared affine named as such, else ITK's last line."""
+    if "orthonormal" in str(exc):
+        return VolumeRejected("its voxel axes are not perpendicular (a sheared affine, which ITK and 3D Slicer cannot "
+                              "place; resample it onto a grid with perpendicular axes first, e.g. with nibabel's "
+                              "processing.resample_to_output)")
+    return VolumeRejected(f"unreadable ({str(exc).strip().splitlines()[-1][:120]})")
 
 
 def _check_nifti_header(path: Path) -> None:

@@ -299,7 +299,7 @@ def load_labelled_folder(folder: Union[str, Path], shape_dhw: Sequence[int], spa
             sources.append("labels")
             if not resolves_hypoplastic_p1(label_map.spacing):
                 coarse.append(labels[0].name)
-            centre = label_map.labelled_centre_ras() if whole_head else None
+            centre = _centre_inside(image, label_map) if whole_head else None
         else:
             raise InputError(_no_targets_message(image, stem, sidecar))
         scan = scan_on_model_grid(image, shape_dhw, spacing_mm, warn=False, normalisation=normalisation,
@@ -409,16 +409,43 @@ class LabelMapFile(NamedTuple):
     def labelled_centre_ras(self) -> Optional[np.ndarray]:
         """RAS centre (mm) of the box around the labelled voxels, placed as SimpleITK places the file, as the images
         are resampled, also where a NIfTI header holds no orientation."""
-        from .preprocess import simpleitk
+        from .preprocess import itk_rejection, simpleitk
 
         header = simpleitk().ImageFileReader()
         header.SetFileName(str(self.path))
-        header.ReadImageInformation()
+        try:
+            header.ReadImageInformation()
+        except RuntimeError as exc:
+            raise InputError(f"cannot place label map {ascii(str(self.path))}: "
+                             f"{itk_rejection(exc).with_fix('fix its header')}") from None
         labelled = np.argwhere(self.labels != 0)  # not empty: checked_label_map refuses a map without labels
         box_centre = (labelled.min(axis=0) + labelled.max(axis=0)) / 2.0
         direction = np.asarray(header.GetDirection(), float).reshape(3, 3)
         lps = np.asarray(header.GetOrigin(), float) + direction @ (np.asarray(header.GetSpacing(), float) * box_centre)
         return np.array([-1.0, -1.0, 1.0]) * lps
+
+
+def _centre_inside(image: Path, label_map: LabelMapFile) -> np.ndarray:
+    """The label map's labelled centre (RAS mm), refused naming both files where it lies outside the image: a label
+    map of another scan, or headers that place the two apart."""
+    from .preprocess import itk_rejection, simpleitk
+
+    centre = label_map.labelled_centre_ras()
+    header = simpleitk().ImageFileReader()
+    header.SetFileName(str(image))
+    try:
+        header.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"cannot use {ascii(str(image))}: {itk_rejection(exc).with_fix('copy or export it again')}") \
+            from None
+    origin, spacing = np.asarray(header.GetOrigin(), float), np.asarray(header.GetSpacing(), float)
+    direction = np.asarray(header.GetDirection(), float).reshape(3, 3)
+    index = np.linalg.solve(direction * spacing, np.array([-1.0, -1.0, 1.0]) * centre - origin)
+    if np.any(index < -0.5) or np.any(index > np.asarray(header.GetSize(), float) - 0.5):
+        raise InputError(f"the arteries labelled in {label_map.path.name} lie outside its image {image.name} (at RAS "
+                         f"{tuple(round(float(v), 1) for v in centre)} mm): the label map belongs to another scan, or "
+                         "one of the two headers misplaces it; pair each image with its own label map")
+    return centre
 
 
 def _label_map(path: Path) -> LabelMapFile:

@@ -665,6 +665,43 @@ def test_a_release_scan_is_centred_on_its_labelled_arteries_whatever_its_storage
     np.testing.assert_allclose(bright.mean(axis=0), (3.5, 7.5, 7.5), atol=1.0)
 
 
+def _release_pair(release: Path, label_affine: np.ndarray) -> None:
+    """One TopCoW release case (image 0.5 mm, RAS) whose label map's header is `label_affine`."""
+    import nibabel as nib
+
+    (release / "imagesTr").mkdir(parents=True)
+    (release / "cow_seg_labelsTr").mkdir()
+    labels = np.zeros((80, 80, 60), np.uint8)
+    labels[50:56, 20:26, 40:46] = 4
+    labels[50:56, 26:32, 40:46] = 6
+    image = np.where(labels > 0, 0.9, 0.1).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, np.diag([0.5, 0.5, 0.5, 1.0])), str(release / "imagesTr/topcow_mr_001_0000.nii.gz"))
+    nib.save(nib.Nifti1Image(labels, label_affine), str(release / "cow_seg_labelsTr/topcow_mr_001.nii.gz"))
+
+
+def test_a_release_label_map_with_a_sheared_header_is_named_not_a_traceback(tmp_path):
+    sheared = np.diag([0.5, 0.5, 0.5, 1.0])
+    sheared[0, 1] = 0.2
+    _release_pair(tmp_path / "release", sheared)
+    with pytest.raises(InputError, match=r"^cannot place label map .*topcow_mr_001\.nii\.gz': its voxel axes are not "
+                                         r"perpendicular .*: fix its header$"):
+        load_labelled_folder(tmp_path / "release", (8, 16, 16), (2.0,) * 3)
+
+
+def test_a_release_label_map_placed_outside_its_image_names_both_files(tmp_path):
+    moved = np.diag([0.5, 0.5, 0.5, 1.0])
+    moved[:3, 3] = (150.0, 0.0, 0.0)
+    _release_pair(tmp_path / "release", moved)
+    with pytest.raises(InputError, match=r"^the arteries labelled in topcow_mr_001\.nii\.gz lie outside its image "
+                                         r"topcow_mr_001_0000\.nii\.gz \(at RAS \(176\.2, 12\.8, 21\.2\) mm\)"):
+        load_labelled_folder(tmp_path / "release", (8, 16, 16), (2.0,) * 3)
+    inside = np.diag([0.5, 0.5, 0.5, 1.0])
+    inside[:3, 3] = (5.0, 0.0, 0.0)  # a few mm apart, still inside: read, centred where the label map says
+    (tmp_path / "release2").mkdir()
+    _release_pair(tmp_path / "release2" / "r", inside)
+    assert load_labelled_folder(tmp_path / "release2" / "r", (8, 16, 16), (2.0,) * 3).volumes.shape == (1, 8, 16, 16)
+
+
 def test_a_release_given_twice_once_by_its_imagestr_is_refused_as_one_folder(tmp_path, capsys):
     from cowgan.main import main
 
