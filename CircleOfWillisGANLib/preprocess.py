@@ -86,6 +86,13 @@ def is_volume_file(path: Path) -> bool:
     return any(name.endswith(s) for s in SUFFIXES)
 
 
+def check_training_shape(shape_dhw: Sequence[int]) -> None:
+    """Refuse (as --shape) a grid no generator can be trained on: the generator doubles its grid block by block."""
+    if not all(n >= MIN_SIZE and n & (n - 1) == 0 for n in shape_dhw):
+        raise InputError(f"--shape {' '.join(map(str, shape_dhw))}: each size must be a power of two of at least "
+                         f"{MIN_SIZE} (e.g. 32 128 128, or 16 64 64), as the generator doubles its grid block by block")
+
+
 def simpleitk() -> Any:
     """SimpleITK, or a MissingDependencyError saying how to install it (Slicer ships it)."""
     return require("SimpleITK", "reading, resampling and registering scans")

@@ -526,9 +526,18 @@ def test_a_dataset_folder_inside_the_phantom_set_or_not_empty_is_refused_before_
 
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("kept")
-    for dataset, message in ((tmp_path / "ph" / "data", "is inside --out"), (tmp_path / "full", "is not empty")):
-        assert main(["phantoms", "--n", "3", "--out", str(tmp_path / "ph"), "--shape", "16", "64", "64",
-                     "--spacing", "1.24", "--dataset", str(dataset)]) == 2
-        assert message in capsys.readouterr().err
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "file").write_text("a file, not a folder")
+    for out, dataset, shape, message in (
+            ("ph", "ph/data", "16 64 64", "is inside --out"),
+            ("data/ph", "data", "16 64 64", "is inside --dataset"),
+            ("ph", "full", "16 64 64", "is not empty"),
+            ("ph", "locked/file/data", "16 64 64", "cannot be created in"),  # its parent is a file: mkdir would fail
+            ("ph", "data", "12 32 40", "each size must be a power of two")):  # `cowgan train` could not use it
+        assert main(["phantoms", "--n", "3", "--out", str(tmp_path / out), "--shape", *shape.split(),
+                     "--spacing", "1.24", "--dataset", str(tmp_path / dataset)]) == 2
+        assert message in capsys.readouterr().err, message
         assert not (tmp_path / "ph").exists() or not any((tmp_path / "ph").iterdir())
+        assert not (tmp_path / "data").exists()
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["notes.txt"]
     assert (tmp_path / "full" / "notes.txt").read_text() == "kept"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     prepare_output_dir(args.out, create=False)
     check_no_foreign_files(args.out, args.preview)
     if args.dataset:
+        from CircleOfWillisGANLib.preprocess import check_training_shape
+
+        check_training_shape(config.shape)
         _check_dataset_folder(Path(args.dataset), Path(args.out))
     existing = set_files(args.out)
     if existing and not args.overwrite:
@@ -104,5 +109,14 @@ def _check_dataset_folder(dataset: Path, out: Path) -> None:
     if is_within(dataset.resolve(), out.resolve()):
         raise OutputError(f"--dataset {dataset} is inside --out {out}, which holds the phantom set: choose a folder "
                           "outside it")
+    if is_within(out.resolve(), dataset.resolve()):
+        raise OutputError(f"--out {out} is inside --dataset {dataset}, which must hold the dataset alone: write the "
+                          "phantoms to a folder beside it")
     if dataset.exists() and (not dataset.is_dir() or any(dataset.iterdir())):
         raise OutputError(f"--dataset {dataset} already exists and is not empty: choose a new folder or remove it")
+    existing = next(p for p in (dataset.absolute(), *dataset.absolute().parents) if p.exists())
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".cowgan-probe-", dir=existing))
+    except OSError as exc:
+        raise OutputError(f"--dataset {dataset} cannot be created in {existing} ({exc.strerror or exc}): choose a "
+                          "writable location") from None

@@ -51,11 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if args.shard_size < 1:
         raise InputError(f"--shard-size {args.shard_size} is invalid: use 1 or more")
     check_workers(args.workers)
-    from CircleOfWillisGANLib.preprocess import MIN_SIZE
+    from CircleOfWillisGANLib.preprocess import check_training_shape
 
-    if not all(n >= MIN_SIZE and n & (n - 1) == 0 for n in args.shape):  # the generator doubles its grid per block
-        raise InputError(f"--shape {' '.join(map(str, args.shape))}: each size must be a power of two of at least "
-                         f"{MIN_SIZE} (e.g. 32 128 128, or 16 64 64), as the generator doubles its grid block by block")
+    check_training_shape(args.shape)
     options = PrepareOptions(shape=tuple(args.shape), spacing=args.spacing, template=args.template,
                              normalisation=args.normalise, percentiles=tuple(args.percentiles or DEFAULT_PERCENTILES))
     manifest = prepare_dataset(Path(args.input), Path(args.out), options, workers=args.workers,
