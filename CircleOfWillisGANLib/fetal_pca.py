@@ -2,17 +2,18 @@
 
 Label values say whether a P1 is there, not how wide it is, so a present P1 is measured, and called hypoplastic
 when it is under 1 mm wide (DOMAIN.md) or narrower than its Pcom by a clear margin (the literature's fetal-type
-PCA: the Pcom, not the P1, feeds the PCA). The P1's centreline is the shortest path through the PCA label from
-where it meets the basilar artery to where it meets its Pcom, kept to the lumen's middle; the Pcom's is the
-ridge of its label. Each radius is the median of `topcow.centreline_radii` along the centreline, leaving out
-the ends whose inscribed sphere reaches into another artery. Label maps may be in any storage order: only the
-voxel size along each array axis is used.
+PCA: the Pcom, not the P1, feeds the PCA). Each segment's centreline is the shortest path through its label,
+kept to the lumen's middle: the P1's from where the PCA meets the basilar artery to where it meets its Pcom, the
+Pcom's between the ends of its label. Its radius is the equal-area one: the label's volume around the
+centreline per millimetre of it, leaving out the ends whose inscribed sphere reaches into another artery. Unlike
+the distance to the nearest background voxel, that volume does not depend on where a vessel lies between thick
+slices. Label maps may be in any storage order: only the voxel size along each array axis is used.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,9 +25,11 @@ from .volume_io import check_spacing
 SIDES = {"left": (L_PCA, L_PCOM), "right": (R_PCA, R_PCOM)}
 NEIGHBOURS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)])
 P1_TO_PCOM = 0.7  # a P1 under 70% of its Pcom's radius is the narrower by more than the radii's voxel steps
-TIE_MM = 1e-4  # radii this close are equal: voxel sizes read from headers differ in their last digits
-THREAD_READING = 0.75  # a one-voxel-wide vessel reads as 3/4 of a voxel: one voxel to the background less the quarter
-MAX_RESOLVING_SPACING_MM = 0.5 * HYPOPLASTIC_WIDTH_MM / THREAD_READING  # coarser voxels read any P1 as >= 1 mm wide
+MIN_VOXELS_ACROSS = 1.5  # voxels a 1 mm lumen must span on every axis for its area to tell it from a normal P1's
+MAX_RESOLVING_SPACING_MM = HYPOPLASTIC_WIDTH_MM / MIN_VOXELS_ACROSS
+LABEL_MARGIN_VOXELS = 0.25  # annotators (and phantoms) label the bright partial-volume rim, a quarter of the finest voxel
+TUBE_REACH_MM = 3.0  # label voxels farther than this from a centreline belong to another part of the artery
+AREA_WINDOW_MM = 1.5  # centreline length each area is averaged over: a few voxels, short against a P1's 5-10 mm
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,8 @@ class PosteriorCalibre:
 
 
 def resolves_hypoplastic_p1(spacing: Sequence[float]) -> bool:
-    """True when voxels this size show a P1 under 1 mm wide as under 1 mm (no axis coarser than 2/3 mm)."""
+    """True when no axis is coarser than 2/3 mm: a lumen 1 mm wide then spans 1.5 voxels or more on every axis, enough
+    for its cross-section's area to tell a hypoplastic P1 from a normal one."""
     return bool(max(check_spacing(spacing)) <= MAX_RESOLVING_SPACING_MM)
 
 
@@ -63,10 +67,10 @@ def posterior_calibre(labels: np.ndarray, spacing: Sequence[float]) -> Dict[str,
             out[side] = PosteriorCalibre(None, None)
             continue
         p1 = _centreline(lab == pca, radius, contact_points(lab, pca, (BA,)), contact_points(lab, pca, (pcom,)), sizes)
-        pcom_radius = np.where(lab == pcom, radius, 0)
-        ridge = (lab == pcom) & (radius >= ndi.maximum_filter(pcom_radius, size=3) - TIE_MM)
-        out[side] = PosteriorCalibre(_median_radius(lab, pca, p1, radius, sizes),
-                                     _median_radius(lab, pcom, np.argwhere(ridge), radius, sizes))
+        ends = _label_ends(lab == pcom, sizes)
+        pcom_line = _centreline(lab == pcom, radius, *ends, sizes)
+        out[side] = PosteriorCalibre(_equal_area_radius(lab, pca, p1, radius, sizes),
+                                     _equal_area_radius(lab, pcom, pcom_line, radius, sizes))
     return out
 
 
@@ -89,19 +93,50 @@ def fetal_pca(labels: np.ndarray, spacing: Sequence[float]) -> Dict[str, int]:
     return out
 
 
-def _median_radius(lab: np.ndarray, label: int, centreline: Optional[np.ndarray], radius: np.ndarray,
-                   sizes: np.ndarray) -> Optional[float]:
-    """Median radius along (N, 3) centreline voxels of `label`, over those whose inscribed sphere stays inside it
-    (all of them where none does); None without a centreline."""
+def _equal_area_radius(lab: np.ndarray, label: int, centreline: Optional[np.ndarray], radius: np.ndarray,
+                       sizes: np.ndarray) -> Optional[float]:
+    """Lumen radius: sqrt(area / pi) less the label's rim, the area being the median, along the interior of the (N, 3)
+    centreline voxels, of the `label` voxels' volume per mm of centreline over AREA_WINDOW_MM; each voxel counts
+    towards its nearest centreline voxel. The interior leaves out the path's two end voxels and those whose inscribed
+    sphere reaches into another artery (their slabs hold the junction's lumen); the median leaves out a bulge where
+    the artery branches. A path too short to have an interior falls back to the median inscribed radius. None
+    without a path."""
     ndi = require("scipy.ndimage", "P1 calibre measurement", "scipy")
+    spatial = require("scipy.spatial", "P1 calibre measurement", "scipy")
     if centreline is None or not len(centreline):
         return None
     at = tuple(centreline.T)
     to_other_arteries = ndi.distance_transform_edt((lab == 0) | (lab == label), sampling=sizes)
-    inside = to_other_arteries[at] > radius[at]
-    chosen = np.zeros(lab.shape, bool)
-    chosen[tuple(centreline[inside].T) if inside.any() else at] = True
-    return float(np.median(centreline_radii(radius, chosen, sizes)))
+    interior = to_other_arteries[at] > radius[at]
+    interior[[0, -1]] = False
+    if not interior.any():
+        chosen = np.zeros(lab.shape, bool)
+        chosen[at] = True
+        return float(np.median(centreline_radii(radius, chosen, sizes)))
+    path_mm = centreline * sizes
+    steps = np.linalg.norm(np.diff(path_mm, axis=0), axis=1)
+    owned = (np.concatenate([steps[:1], steps]) + np.concatenate([steps, steps[-1:]])) / 2
+    arc = np.concatenate([[0.0], np.cumsum(steps)])
+    distance, nearest = spatial.cKDTree(path_mm).query(np.argwhere(lab == label) * sizes)
+    volume = np.bincount(nearest[distance <= TUBE_REACH_MM], minlength=len(centreline)) * float(np.prod(sizes))
+    areas = []
+    for i in np.flatnonzero(interior):
+        window = interior & (np.abs(arc - arc[i]) <= AREA_WINDOW_MM / 2)
+        areas.append(volume[window].sum() / owned[window].sum())
+    return max(float(np.sqrt(np.median(areas) / np.pi)) - LABEL_MARGIN_VOXELS * float(sizes.min()), 0.0)
+
+
+def _label_ends(mask: np.ndarray, sizes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(N, 3) voxels of `mask` within a voxel of each end along its principal axis (in mm): the two ends of a short
+    straight segment, as sets, so that no storage order picks one voxel of a flat end over another."""
+    points = np.argwhere(mask)
+    if len(points) < 2:
+        return points[:0], points[:0]
+    mm = points * sizes
+    centred = mm - mm.mean(axis=0)
+    along = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+    tolerance = float(sizes.min())
+    return points[along <= along.min() + tolerance], points[along >= along.max() - tolerance]
 
 
 def _centreline(mask: np.ndarray, radius: np.ndarray, start: np.ndarray, end: np.ndarray,

@@ -61,7 +61,12 @@ def test_the_calibre_does_not_depend_on_the_label_maps_storage_order():
     case = generate_phantom((22, 0), config)
     spacing = (0.62, 0.5, 0.4)
     stored = np.transpose(case.labels, (2, 0, 1))[::-1]  # another axis order, one axis flipped
-    assert posterior_calibre(stored, (spacing[2], spacing[0], spacing[1])) == posterior_calibre(case.labels, spacing)
+    turned = posterior_calibre(stored, (spacing[2], spacing[0], spacing[1]))
+    calibre = posterior_calibre(case.labels, spacing)
+    for side in ("left", "right"):  # equal-cost centrelines may differ by a voxel step: radii within 2%
+        for name in ("p1_mm", "pcom_mm"):
+            expected = getattr(calibre[side], name)
+            assert getattr(turned[side], name) == (None if expected is None else pytest.approx(expected, rel=0.02))
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="real TopCoW label maps not available")
@@ -70,7 +75,7 @@ def test_real_case_003_has_a_right_fetal_pca_with_a_thin_p1_and_case_023_one_wit
     spacing = topcow.spacing_dhw(affine)
     assert topcow.variant_vectors(labels).posterior == [1, 1, 1, 1]  # both P1s labelled
     calibre = posterior_calibre(labels, spacing)
-    assert calibre["right"].p1_mm < 0.5 * calibre["right"].pcom_mm
+    assert calibre["right"].p1_mm < 0.6 * calibre["right"].pcom_mm
     assert calibre["left"].p1_mm > 0.7 * calibre["left"].pcom_mm
     assert fetal_pca(labels, spacing) == {"left": 0, "right": 1}
     labels, affine = topcow.load_label_map(REAL / "topcow_mr_roi_023.nii.gz")
@@ -164,3 +169,38 @@ def test_a_label_file_without_a_voxel_size_is_named(tmp_path):
     with pytest.raises(InputError, match=f"label map {path}: the voxel spacing must be three positive millimetres "
                                          r".*, got \[1.0, 1.0, nan\]: fix its header"):
         _label_map(path)
+
+
+def _tube_distance(points: np.ndarray, start, end) -> np.ndarray:
+    start, end = np.asarray(start, float), np.asarray(end, float)
+    t = np.clip((points - start) @ (end - start) / ((end - start) @ (end - start)), 0.0, 1.0)
+    return np.linalg.norm(points - (start + t[..., None] * (end - start)), axis=-1)
+
+
+def _posterior_circle(spacing, p1_width_mm: float, pcom_width_mm: float, slice_offset_mm: float) -> np.ndarray:
+    """Label map (axes z, y, x in mm) of a basilar tip, both P1s, P2s, Pcoms and ICAs, exact to the voxel centres."""
+    axes = [np.arange(lo, hi, step) for (lo, hi), step in zip(((-10, 6), (-11, 13), (-13, 13)), spacing)]
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    points = np.stack([x, y, z + slice_offset_mm], axis=-1)
+    labels = np.zeros(z.shape, np.uint8)
+    for sign, pca, pcom, ica in ((-1, topcow.R_PCA, topcow.R_PCOM, topcow.R_ICA),
+                                 (1, topcow.L_PCA, topcow.L_PCOM, topcow.L_ICA)):
+        for label, start, end, radius in ((ica, (9 * sign, 12, -9), (9 * sign, 12, 5), 2.0),
+                                          (pca, (7 * sign, 0, 0), (12 * sign, -10, 0), 1.0),
+                                          (pca, (0, 0, 0), (7 * sign, 0, 0), p1_width_mm / 2),
+                                          (pcom, (7 * sign, 0, 0), (9 * sign, 12, 0), pcom_width_mm / 2)):
+            labels[(_tube_distance(points, start, end) <= radius) & (labels == 0)] = label
+    labels[(_tube_distance(points, (0, 0, -10), (0, 0, 0)) <= 1.5) & (labels == 0)] = topcow.BA
+    return labels
+
+
+@pytest.mark.parametrize("slice_offset_mm", [0.0, 0.2, 0.4])
+def test_on_thick_slices_a_p1_is_called_by_its_width_not_by_where_it_lies_between_them(slice_offset_mm):
+    spacing = (0.6, 0.297, 0.297)  # TopCoW's MRA grid: 0.6 mm slices, the P1 runs along them
+    for p1_width, fetal in ((0.8, 1), (1.6, 0)):
+        labels = _posterior_circle(spacing, p1_width, 1.3, slice_offset_mm)
+        calibre = posterior_calibre(labels, spacing)
+        for side in ("left", "right"):
+            assert calibre[side].p1_mm == pytest.approx(p1_width / 2, abs=0.15), (p1_width, side)
+            assert calibre[side].pcom_mm == pytest.approx(0.65, abs=0.15), side
+        assert fetal_pca(labels, spacing) == {"left": fetal, "right": fetal}, p1_width
