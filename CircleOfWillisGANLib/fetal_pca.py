@@ -27,7 +27,7 @@ NEIGHBOURS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c i
 P1_TO_PCOM = 0.7  # a P1 under 70% of its Pcom's radius is the narrower by more than the radii's voxel steps
 MIN_VOXELS_ACROSS = 1.5  # voxels a 1 mm lumen must span on every axis for its area to tell it from a normal P1's
 MAX_RESOLVING_SPACING_MM = HYPOPLASTIC_WIDTH_MM / MIN_VOXELS_ACROSS
-LABEL_MARGIN_VOXELS = 0.25  # annotators (and phantoms) label the bright partial-volume rim, a quarter of the finest voxel
+LABEL_MARGIN_VOXELS = 0.25  # annotators (and phantoms) label the bright partial-volume rim: 1/4 of the finest voxel
 TUBE_REACH_MM = 3.0  # label voxels farther than this from a centreline belong to another part of the artery
 AREA_WINDOW_MM = 1.5  # centreline length each area is averaged over: a few voxels, short against a P1's 5-10 mm
 
