@@ -409,15 +409,7 @@ class LabelMapFile(NamedTuple):
     def labelled_centre_ras(self) -> Optional[np.ndarray]:
         """RAS centre (mm) of the box around the labelled voxels, placed as SimpleITK places the file, as the images
         are resampled, also where a NIfTI header holds no orientation."""
-        from .preprocess import itk_rejection, simpleitk
-
-        header = simpleitk().ImageFileReader()
-        header.SetFileName(str(self.path))
-        try:
-            header.ReadImageInformation()
-        except RuntimeError as exc:
-            raise InputError(f"cannot place label map {ascii(str(self.path))}: "
-                             f"{itk_rejection(exc).with_fix('fix its header')}") from None
+        header = _itk_header(self.path, "cannot place label map", "fix its header")
         labelled = np.argwhere(self.labels != 0)  # not empty: checked_label_map refuses a map without labels
         box_centre = (labelled.min(axis=0) + labelled.max(axis=0)) / 2.0
         direction = np.asarray(header.GetDirection(), float).reshape(3, 3)
@@ -425,19 +417,25 @@ class LabelMapFile(NamedTuple):
         return np.array([-1.0, -1.0, 1.0]) * lps
 
 
-def _centre_inside(image: Path, label_map: LabelMapFile) -> np.ndarray:
-    """The label map's labelled centre (RAS mm), refused naming both files where it lies outside the image: a label
-    map of another scan, or headers that place the two apart."""
+def _itk_header(path: Path, failure: str, fix: str) -> Any:
+    """SimpleITK's reader of `path` with its header read (no voxels); InputError "FAILURE PATH: why: FIX" if ITK
+    cannot read it."""
     from .preprocess import itk_rejection, simpleitk
 
-    centre = label_map.labelled_centre_ras()
     header = simpleitk().ImageFileReader()
-    header.SetFileName(str(image))
+    header.SetFileName(str(path))
     try:
         header.ReadImageInformation()
     except RuntimeError as exc:
-        raise InputError(f"cannot use {ascii(str(image))}: {itk_rejection(exc).with_fix('copy or export it again')}") \
-            from None
+        raise InputError(f"{failure} {ascii(str(path))}: {itk_rejection(exc).with_fix(fix)}") from None
+    return header
+
+
+def _centre_inside(image: Path, label_map: LabelMapFile) -> np.ndarray:
+    """The label map's labelled centre (RAS mm), refused naming both files where it lies outside the image: a label
+    map of another scan, or headers that place the two apart."""
+    centre = label_map.labelled_centre_ras()
+    header = _itk_header(image, "cannot use", "copy or export it again")
     origin, spacing = np.asarray(header.GetOrigin(), float), np.asarray(header.GetSpacing(), float)
     direction = np.asarray(header.GetDirection(), float).reshape(3, 3)
     index = np.linalg.solve(direction * spacing, np.array([-1.0, -1.0, 1.0]) * centre - origin)
